@@ -1,0 +1,24 @@
+"""DVC stage `preprocess`: split validation off train, subtract the training mean image, write
+float32 design matrices (memory-mappable .npy), labels and class names to data/processed/."""
+import json
+from pathlib import Path
+
+from linclass.cifar import load_cifar10
+from linclass.preprocess import preprocess
+from linclass.stage import atomic_dir, run, stage_params
+
+ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
+OUT = Path("data/processed")
+
+
+def main() -> None:
+    cfg = stage_params()["preprocess"]
+    data = load_cifar10(ARCHIVE)
+    with atomic_dir(OUT) as tmp:
+        summary = preprocess(data, tmp, val_size=cfg["val_size"], seed=cfg["seed"],
+                             scale=cfg["scale"], max_train=cfg["max_train"])
+    print("preprocess:", json.dumps(summary, default=str)[:400])
+
+
+if __name__ == "__main__":
+    run(main)

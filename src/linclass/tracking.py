@@ -1,0 +1,187 @@
+"""MLflow tracking: where the store is, one run per model, histories in batches, honest run status.
+
+Default store: `sqlite:///<absolute project root>/mlflow.db` with artifacts in `<root>/mlartifacts`.
+The URI is absolute so a stage that DVC runs in a temporary copy of the project
+(`dvc exp run --queue` / `--temp`, under `<root>/.dvc/tmp/exps/`) logs to the same store.
+`MLFLOW_TRACKING_URI` (a team server) wins over the config's `tracking.uri`, which wins over the default.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+# Fail within seconds, not minutes, when a tracking server does not answer (MLflow's defaults
+# retry 7 times with backoff and wait 120 s a request). A user's own setting wins.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+import mlflow  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+MAX_METRICS_PER_BATCH = 1000   # MLflow's log_batch limits
+MAX_PARAMS_PER_BATCH = 100
+PARAM_VALUE_LIMIT = 6000
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message is one line and says what to do."""
+
+
+def project_root(cwd: str | Path | None = None) -> Path:
+    """The project's root, also from inside a DVC temporary experiment copy (<root>/.dvc/tmp/exps/...)."""
+    here = Path(cwd or os.getcwd()).resolve()
+    parts = here.parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return here
+
+
+def resolve_tracking_uri(configured: str | None, root: str | Path) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if configured:
+        return configured
+    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """For an http(s) store: raise TrackingError unless the server answers /health within `timeout`."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read(64)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"MLflow tracking server {uri} did not answer within {timeout:g} s ({reason}); "
+            "start it (`make server`) or unset MLFLOW_TRACKING_URI") from None
+
+
+def setup(experiment: str, configured_uri: str | None = None, root: str | Path | None = None) -> str:
+    """Point MLflow at the store, create the database and the experiment if needed; return its id.
+
+    Safe to call from several processes at once (a lost creation race re-reads the experiment).
+    """
+    root = project_root(root)
+    uri = resolve_tracking_uri(configured_uri, root)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    artifact_location = (root / "mlartifacts").as_uri() if is_local_store(uri) else None
+    for attempt in range(5):
+        try:
+            found = client.get_experiment_by_name(experiment)
+            if found is not None:
+                return found.experiment_id
+            return client.create_experiment(experiment, artifact_location=artifact_location)
+        except mlflow.exceptions.MlflowException as exc:
+            if attempt == 4:
+                raise TrackingError(f"cannot use MLflow experiment {experiment!r} at {uri}: "
+                                    f"{str(exc).splitlines()[0]}") from None
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def git_commit(root: str | Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or os.getcwd(),
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def params_from_config(flat: Mapping[str, object]) -> list[Param]:
+    return [Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in sorted(flat.items())]
+
+
+def log_batches(client: MlflowClient, run_id: str, *, metrics: Iterable[Metric] = (),
+                params: Iterable[Param] = (), tags: Iterable[RunTag] = ()) -> None:
+    """log_batch in chunks within MLflow's limits (one request per 1000 metric values)."""
+    metrics, params, tags = list(metrics), list(params), list(tags)
+    for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
+    if tags:
+        client.log_batch(run_id, tags=tags)
+    for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
+
+
+def history_metrics(key: str, values, steps=None, timestamp_ms: int | None = None) -> list[Metric]:
+    """One Metric per value; NaN values (e.g. no validation set) are skipped."""
+    ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    steps = range(len(values)) if steps is None else steps
+    return [Metric(key, float(v), ts, int(s)) for s, v in zip(steps, values) if v == v]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that `finally` blocks and run status still happen."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(f"received signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None,
+                run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run that ends FINISHED on success, KILLED on SIGINT/SIGTERM and FAILED on an error.
+
+    Never left RUNNING: the status is set before the exception propagates.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        if run_id is not None:
+            run = mlflow.start_run(run_id=run_id)
+        else:
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {}))
+        try:
+            yield run
+        except KeyboardInterrupt:
+            mlflow.end_run(status="KILLED")
+            raise
+        except BaseException as exc:
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.end_run(status="FAILED")
+            raise
+        else:
+            mlflow.end_run(status="FINISHED")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def log_dataset(data_cfg: Mapping[str, object], num_train: int, num_val: int) -> None:
+    """Log the archive (its URL and md5) as the active run's training input."""
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    dataset = MetaDataset(HTTPDatasetSource(str(data_cfg["url"])), name=str(data_cfg["name"]),
+                          digest=str(data_cfg["md5"])[:16])
+    mlflow.log_input(dataset, context="training",
+                     tags={"md5": str(data_cfg["md5"]), "train_images": str(num_train),
+                           "val_images": str(num_val)})
+
+
+def find_run(experiment_id: str, tags: Mapping[str, str]) -> str | None:
+    """The newest run of the experiment carrying all `tags`, or None."""
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = MlflowClient().search_runs([experiment_id], filter_string=query,
+                                      order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
