@@ -1,0 +1,199 @@
+"""Download a file over http(s) or from file://, verify its md5, and move it into place atomically.
+
+One code path for every scheme: urllib.request.urlopen streams the bytes (1 MiB chunks) into a
+temporary file next to `dest` while the md5 is computed on the fly. Transient failures (connection
+errors, timeouts, HTTP 5xx, a body shorter than its Content-Length) are retried with exponential
+backoff; permanent ones (HTTP 4xx, a missing local file, md5 mismatch) are not. `dest` only ever
+appears complete and verified (os.replace of the verified temp file); on any failure the temp file
+is removed and an existing `dest` is left untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+CHUNK_SIZE = 1 << 20  # 1 MiB
+ALLOWED_SCHEMES = ("http", "https", "file")
+USER_AGENT = "linclass-download/0.1"
+_MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
+
+
+class DownloadError(RuntimeError):
+    """A download failed for good (after retries, or with a non-retryable error)."""
+
+
+class _Retryable(Exception):
+    """Internal: a transient failure worth another attempt; str() is the one-line reason."""
+
+
+def md5sum(path: str | os.PathLike, chunk_size: int = CHUNK_SIZE) -> str:
+    """Hex md5 of a file, read in chunks."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _one_line(x: object) -> str:
+    return " ".join(str(x).split())
+
+
+def check_md5_string(md5: str) -> str:
+    """Return the md5 lower-cased; ValueError unless it is exactly 32 hex characters."""
+    if not isinstance(md5, str) or not _MD5_RE.fullmatch(md5):
+        raise ValueError(f"invalid md5 {md5!r}: expected 32 hexadecimal characters")
+    return md5.lower()
+
+
+def check_url(url: str) -> str:
+    """Return the url's scheme; ValueError for anything but http://, https:// or file://."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+    if scheme not in ALLOWED_SCHEMES:
+        raise ValueError(f"unsupported URL {url!r}: allowed are http://, https:// or file://")
+    return scheme
+
+
+class _Progress:
+    """Tiny stderr progress: at most ~20 lines (every 5% when the size is known, else at 1, 2, 4, ... MiB)."""
+
+    def __init__(self, url: str, total: int | None, enabled: bool):
+        self.url, self.total, self.enabled = url, total, enabled
+        self.next_mark = 5 if total else 1 << 20  # percent, or bytes when the size is unknown
+        self.t0 = time.monotonic()
+        if enabled:
+            size = f"{total / 2**20:.1f} MiB" if total else "unknown size"
+            print(f"downloading {url} ({size})", file=sys.stderr, flush=True)
+
+    def update(self, received: int) -> None:
+        if not self.enabled:
+            return
+        if self.total:
+            percent = 100 * received // self.total
+            if percent >= self.next_mark:
+                self._print(received, f"{percent:3d}%")
+                self.next_mark = (percent // 5 + 1) * 5
+        elif received >= self.next_mark:
+            self._print(received, "")
+            while self.next_mark <= received:
+                self.next_mark *= 2
+
+    def _print(self, received: int, prefix: str) -> None:
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        mib = received / 2**20
+        print(f"  {prefix} {mib:8.1f} MiB  {mib / elapsed:6.1f} MiB/s".rstrip(), file=sys.stderr, flush=True)
+
+
+def _content_length(response) -> int | None:
+    value = response.headers.get("Content-Length") if response.headers is not None else None
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _fetch_once(url: str, out, timeout: float, progress: bool) -> str:
+    """Stream url into the open binary file `out` (truncated first); return the md5 of what was written.
+
+    Raises _Retryable for transient failures, DownloadError for permanent ones.
+    """
+    out.seek(0)
+    out.truncate()
+    h = hashlib.md5()
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            total = _content_length(response)
+            bar = _Progress(url, total, progress)
+            received = 0
+            while chunk := response.read(CHUNK_SIZE):
+                out.write(chunk)
+                h.update(chunk)
+                received += len(chunk)
+                bar.update(received)
+    except urllib.error.HTTPError as e:
+        e.close()
+        reason = f"HTTP {e.code} {_one_line(e.reason)}"
+        if 500 <= e.code < 600:
+            raise _Retryable(reason) from None
+        raise DownloadError(f"{reason} for {url} (not retried)") from None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, FileNotFoundError):
+            raise DownloadError(f"file not found for {url}: {_one_line(e.reason)}") from None
+        raise _Retryable(_one_line(e.reason)) from None
+    except http.client.IncompleteRead as e:
+        raise _Retryable(f"truncated body: got {len(e.partial)} bytes, {e.expected} more expected") from None
+    except (ConnectionError, TimeoutError, http.client.HTTPException) as e:
+        raise _Retryable(f"{type(e).__name__}: {_one_line(e)}") from None
+    # http.client (3.11) returns a short body silently when the server closes early: check ourselves.
+    if total is not None and received < total:
+        raise _Retryable(f"truncated body: got {received} of {total} bytes")
+    return h.hexdigest()
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    md5: str,
+    *,
+    retries: int = 3,
+    backoff: float = 0.5,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> Path:
+    """Download url to dest and verify its md5; return dest as a Path.
+
+    url: http://, https:// or file:// (same code path). `retries` is the total number of attempts;
+    attempt k (k >= 1) is followed by a sleep of backoff * 2**(k-1) seconds before the next one.
+    If dest already exists with the right md5, nothing is fetched.
+    """
+    expected = check_md5_string(md5)
+    check_url(url)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
+        raise ValueError(f"retries must be an integer >= 1 (total attempts), got {retries!r}")
+    if not backoff >= 0:
+        raise ValueError(f"backoff must be >= 0 seconds, got {backoff!r}")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+
+    dest = Path(dest)
+    if dest.is_file() and md5sum(dest) == expected:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for attempt in range(1, retries + 1):
+                try:
+                    actual = _fetch_once(url, out, timeout, progress)
+                    break
+                except _Retryable as e:
+                    if attempt == retries:
+                        raise DownloadError(f"could not download {url} after {retries} attempts: {e}") from None
+                    if progress:
+                        print(f"  attempt {attempt}/{retries} failed ({e}); retrying", file=sys.stderr, flush=True)
+                    time.sleep(backoff * 2 ** (attempt - 1))
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; make the result a normal readable file
+        if actual != expected:
+            raise DownloadError(f"md5 mismatch for {url}: expected {expected}, got {actual}")
+        os.replace(tmp_name, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    return dest

@@ -1,0 +1,220 @@
+"""Turn CIFAR uint8 images into float32 design matrices: seeded train/val split, mean image of
+the training split, X = (x - mean_image) / scale, written as memory-mappable .npy files.
+
+Each matrix is built in place: open_memmap on a temp file in out_dir, filled chunk by chunk
+(only one chunk of float temporaries at a time), then os.replace onto its final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from numpy.lib.format import open_memmap
+
+from linclass.cifar import CifarData
+
+CHUNK_ROWS = 4096  # rows per chunk: 4096 x 3072 float32 = 48 MiB
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check_scale(scale) -> float:
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(scale, bool) or not (np.isfinite(value) and value > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    return value
+
+
+def split_train_val(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of range(n): (train_idx (n - val_size,), val_idx (val_size,)), int64.
+
+    Both are in the order of one permutation from np.random.default_rng(seed), so train_idx[:k]
+    is a random subset of size k.
+    """
+    if not _is_int(n) or n < 2:
+        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    if not _is_int(val_size) or not 0 < val_size < n:
+        raise ValueError(f"val_size must be an integer with 0 < val_size < n={n}, got {val_size!r}")
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[val_size:], perm[:val_size]
+
+
+def mean_image(images_uint8: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """(D,) float32 mean of images_uint8[rows] (all rows if None), accumulated in float64 by chunks."""
+    rows = np.arange(len(images_uint8)) if rows is None else np.asarray(rows)
+    if len(rows) == 0:
+        raise ValueError("cannot take the mean of 0 images")
+    total = np.zeros(images_uint8.shape[1], dtype=np.float64)
+    for lo in range(0, len(rows), CHUNK_ROWS):
+        total += images_uint8[rows[lo : lo + CHUNK_ROWS]].sum(axis=0, dtype=np.float64)
+    return (total / len(rows)).astype(np.float32)
+
+
+def design_matrix(
+    images_uint8: np.ndarray,
+    mean_image: np.ndarray,
+    scale: float,
+    *,
+    rows: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """X = (images[rows] - mean_image) / scale as float32 (N, D), filled chunk by chunk into `out`.
+
+    images_uint8: (N_all, D) uint8; mean_image: (D,); rows: optional (N,) row indices (default all);
+    out: optional preallocated float32 (N, D) array or memmap (default np.empty).
+    """
+    images_uint8 = np.asarray(images_uint8)
+    if images_uint8.ndim != 2 or images_uint8.dtype != np.uint8:
+        raise ValueError(f"images must be a 2-D uint8 array, got {images_uint8.shape} {images_uint8.dtype}")
+    dim = images_uint8.shape[1]
+    mean = np.asarray(mean_image, dtype=np.float32)
+    if mean.shape != (dim,):
+        raise ValueError(f"mean_image must have shape ({dim},), got {mean.shape}")
+    scale = _check_scale(scale)
+    n = len(images_uint8) if rows is None else len(rows)
+    if out is None:
+        out = np.empty((n, dim), dtype=np.float32)
+    elif out.shape != (n, dim) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 ({n}, {dim}), got {out.dtype} {out.shape}")
+    scale32 = np.float32(scale)
+    for lo in range(0, n, CHUNK_ROWS):
+        hi = min(lo + CHUNK_ROWS, n)
+        chunk = images_uint8[lo:hi] if rows is None else images_uint8[rows[lo:hi]]
+        block = out[lo:hi]
+        np.subtract(chunk, mean, out=block)  # uint8 - float32 -> float32, straight into the output
+        block /= scale32
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writers: temp file in the destination directory, then os.replace
+
+
+def _temp_path(final: Path) -> Path:
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(name)
+
+
+def _replace_or_cleanup(final: Path, write: Callable[[Path], None]) -> None:
+    tmp = _temp_path(final)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    _replace_or_cleanup(path, write)
+
+
+def save_design_matrix_atomic(path: Path, images_uint8, mean, scale, rows) -> None:
+    """design_matrix written straight into an .npy memmap (never fully in RAM)."""
+
+    def write(tmp: Path) -> None:
+        out = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(rows), images_uint8.shape[1]))
+        try:
+            design_matrix(images_uint8, mean, scale, rows=rows, out=out)
+            out.flush()
+        finally:
+            del out
+
+    _replace_or_cleanup(path, write)
+
+
+def save_json_atomic(path: Path, obj) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+    _replace_or_cleanup(path, write)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def preprocess(
+    data: CifarData,
+    out_dir: str | os.PathLike,
+    val_size: int = 1000,
+    seed: int = 0,
+    scale: float = 255.0,
+    max_train: int | None = None,
+) -> dict:
+    """Split, centre and scale CIFAR data; write the arrays to out_dir; return a summary dict.
+
+    Files (all .npy are memory-mappable): X_train/X_val/X_test float32 (N, D),
+    y_train/y_val/y_test int64 (N,), mean_image float32 (D,), classes.json (list of names).
+    val_size images are split off the training set (seeded); max_train (optional) keeps only the
+    first max_train of the shuffled training split. The mean image uses the training split only.
+    """
+    x_all, y_all = data.x_train, np.asarray(data.y_train)
+    x_test, y_test = data.x_test, np.asarray(data.y_test)
+    num_classes = len(data.class_names)
+    for name, x, y in (("train", x_all, y_all), ("test", x_test, y_test)):
+        if x.ndim != 2 or x.dtype != np.uint8:
+            raise ValueError(f"x_{name} must be a 2-D uint8 array, got {x.shape} {x.dtype}")
+        if y.shape != (len(x),):
+            raise ValueError(f"y_{name} must have shape ({len(x)},), got {y.shape}")
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"y_{name} must be in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
+    if x_test.shape[1] != x_all.shape[1]:
+        raise ValueError(f"x_test has {x_test.shape[1]} features but x_train has {x_all.shape[1]}")
+    scale = _check_scale(scale)
+
+    train_idx, val_idx = split_train_val(len(x_all), val_size, seed)
+    if max_train is not None:
+        if not _is_int(max_train) or not 1 <= max_train <= len(train_idx):
+            raise ValueError(
+                f"max_train must be None or an integer in [1, {len(train_idx)}] "
+                f"(train size after the validation split), got {max_train!r}"
+            )
+        train_idx = train_idx[:max_train]
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mean = mean_image(x_all, train_idx)
+    splits = {  # split -> (images, labels, rows)
+        "train": (x_all, y_all, train_idx),
+        "val": (x_all, y_all, val_idx),
+        "test": (x_test, y_test, np.arange(len(x_test))),
+    }
+    for split, (x, y, rows) in splits.items():
+        save_design_matrix_atomic(out_dir / f"X_{split}.npy", x, mean, scale, rows)
+        save_npy_atomic(out_dir / f"y_{split}.npy", y[rows].astype(np.int64))
+    save_npy_atomic(out_dir / "mean_image.npy", mean)
+    save_json_atomic(out_dir / "classes.json", list(data.class_names))
+
+    counts = {split: np.bincount(y[rows], minlength=num_classes).tolist() for split, (_, y, rows) in splits.items()}
+    summary = {
+        "n_train": int(len(train_idx)),
+        "n_val": int(len(val_idx)),
+        "n_test": int(len(x_test)),
+        "dim": int(x_all.shape[1]),
+        "num_classes": num_classes,
+        "class_names": list(data.class_names),
+        "class_counts": counts,
+        "val_size": int(val_size),
+        "max_train": None if max_train is None else int(max_train),
+        "seed": int(seed),
+        "scale": scale,
+    }
+    if x_all.shape[1] % 3 == 0:  # CIFAR rows: R, G, B planes; on the 0-255 scale
+        summary["mean_pixel_per_channel"] = [float(v) for v in mean.astype(np.float64).reshape(3, -1).mean(axis=1)]
+    return summary

@@ -1,0 +1,195 @@
+import hashlib
+import time
+
+import numpy as np
+import pytest
+from helpers_http import FaultyHTTPServer, closed_port
+
+from linclass.download import DownloadError, download, md5sum
+
+BODY = np.random.default_rng(0).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
+BODY_MD5 = hashlib.md5(BODY).hexdigest()
+WRONG_MD5 = "0" * 32
+FAST = dict(backoff=0.01, timeout=5.0, progress=False)
+
+
+@pytest.fixture
+def server():
+    with FaultyHTTPServer() as s:
+        yield s
+
+
+@pytest.fixture
+def dest_dir(tmp_path):
+    d = tmp_path / "downloads"
+    d.mkdir()
+    return d
+
+
+def test_md5sum_matches_hashlib(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(BODY)
+    assert md5sum(p) == BODY_MD5
+
+
+def test_http_success_verifies_md5(server, dest_dir):
+    url = server.serve("/data.bin", BODY)
+    out = download(url, dest_dir / "data.bin", BODY_MD5, **FAST)
+    assert out == dest_dir / "data.bin"
+    assert out.read_bytes() == BODY
+    assert sorted(p.name for p in dest_dir.iterdir()) == ["data.bin"]
+    assert server.hits["/data.bin"] == 1
+
+
+def test_file_url_success_same_function(tmp_path, dest_dir):
+    src = tmp_path / "source.bin"
+    src.write_bytes(BODY)
+    out = download(src.as_uri(), dest_dir / "copy.bin", BODY_MD5.upper(), **FAST)
+    assert out.read_bytes() == BODY
+    assert sorted(p.name for p in dest_dir.iterdir()) == ["copy.bin"]
+
+
+def test_missing_local_file_is_not_retried(tmp_path, dest_dir):
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match="file not found"):
+        download((tmp_path / "nope.bin").as_uri(), dest_dir / "x.bin", BODY_MD5, retries=3, backoff=1.0, progress=False)
+    assert time.monotonic() - t0 < 0.9  # no backoff sleep happened
+    assert list(dest_dir.iterdir()) == []
+
+
+def test_md5_mismatch_leaves_nothing(server, dest_dir):
+    url = server.serve("/data.bin", BODY)
+    with pytest.raises(DownloadError) as info:
+        download(url, dest_dir / "data.bin", WRONG_MD5, **FAST)
+    msg = str(info.value)
+    assert msg == f"md5 mismatch for {url}: expected {WRONG_MD5}, got {BODY_MD5}"
+    assert list(dest_dir.iterdir()) == []
+    assert server.hits["/data.bin"] == 1  # md5 mismatch is not retried
+
+
+def test_bad_download_does_not_clobber_existing_dest(server, dest_dir):
+    dest = dest_dir / "data.bin"
+    dest.write_bytes(b"old content")
+    url = server.serve("/data.bin", BODY)
+    with pytest.raises(DownloadError, match="md5 mismatch"):
+        download(url, dest, WRONG_MD5, **FAST)
+    assert dest.read_bytes() == b"old content"
+    assert sorted(p.name for p in dest_dir.iterdir()) == ["data.bin"]
+
+
+def test_existing_dest_with_wrong_md5_is_replaced(server, dest_dir):
+    dest = dest_dir / "data.bin"
+    dest.write_bytes(b"stale")
+    url = server.serve("/data.bin", BODY)
+    download(url, dest, BODY_MD5, **FAST)
+    assert dest.read_bytes() == BODY
+
+
+def test_truncated_body_is_retried_then_succeeds(server, dest_dir):
+    url = server.serve("/data.bin", BODY, truncate_times=2)
+    download(url, dest_dir / "data.bin", BODY_MD5, retries=3, **FAST)
+    assert (dest_dir / "data.bin").read_bytes() == BODY
+    assert server.hits["/data.bin"] == 3
+
+
+def test_always_truncated_fails_after_retries(server, dest_dir):
+    url = server.serve("/data.bin", BODY, truncate_times=10**9)
+    with pytest.raises(DownloadError) as info:
+        download(url, dest_dir / "data.bin", BODY_MD5, retries=3, **FAST)
+    msg = str(info.value)
+    assert msg.startswith(f"could not download {url} after 3 attempts: truncated body")
+    assert "\n" not in msg
+    assert server.hits["/data.bin"] == 3
+    assert list(dest_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("fail_times", [1, 2])
+def test_server_error_then_ok_succeeds(server, dest_dir, fail_times):
+    url = server.serve("/data.bin", BODY, fail_times=fail_times)
+    download(url, dest_dir / "data.bin", BODY_MD5, retries=3, **FAST)
+    assert (dest_dir / "data.bin").read_bytes() == BODY
+    assert server.hits["/data.bin"] == fail_times + 1
+
+
+def test_server_error_always_fails_after_retries(server, dest_dir):
+    url = server.serve("/data.bin", BODY, fail_times=10**9, fail_status=503)
+    with pytest.raises(DownloadError, match=r"after 4 attempts: HTTP 503"):
+        download(url, dest_dir / "data.bin", BODY_MD5, retries=4, **FAST)
+    assert server.hits["/data.bin"] == 4
+    assert list(dest_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("status", [404, 403])
+def test_client_error_is_not_retried(server, dest_dir, status):
+    url = server.serve("/data.bin", BODY, status=status)
+    with pytest.raises(DownloadError) as info:
+        download(url, dest_dir / "data.bin", BODY_MD5, retries=3, **FAST)
+    assert str(info.value).startswith(f"HTTP {status} ")
+    assert url in str(info.value)
+    assert server.hits["/data.bin"] == 1
+    assert list(dest_dir.iterdir()) == []
+
+
+def test_unreachable_host_fails_after_retries(dest_dir):
+    url = f"http://127.0.0.1:{closed_port()}/data.bin"
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match=r"could not download .* after 3 attempts: .*refused"):
+        download(url, dest_dir / "data.bin", BODY_MD5, retries=3, **FAST)
+    assert time.monotonic() - t0 < 5.0
+    assert list(dest_dir.iterdir()) == []
+
+
+def test_existing_dest_with_right_md5_makes_no_request(server, dest_dir):
+    dest = dest_dir / "data.bin"
+    dest.write_bytes(BODY)
+    url = server.serve("/data.bin", BODY)
+    assert download(url, dest, BODY_MD5, **FAST) == dest
+    assert server.hits.get("/data.bin", 0) == 0
+
+
+def test_creates_missing_parent_directory(server, tmp_path):
+    url = server.serve("/data.bin", BODY)
+    dest = tmp_path / "a" / "b" / "data.bin"
+    download(url, dest, BODY_MD5, **FAST)
+    assert dest.read_bytes() == BODY
+
+
+@pytest.mark.parametrize("bad_md5", ["", "abc", "g" * 32, "0" * 31, "0" * 33, None])
+def test_bad_md5_string_is_value_error(bad_md5, dest_dir):
+    with pytest.raises(ValueError, match="invalid md5"):
+        download("http://127.0.0.1:1/x", dest_dir / "x", bad_md5, **FAST)
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/x.tar.gz", "/tmp/x.tar.gz", "x.tar.gz", "s3://bucket/x"])
+def test_unsupported_scheme_is_value_error(url, dest_dir):
+    with pytest.raises(ValueError, match=r"http://, https:// or file://"):
+        download(url, dest_dir / "x", BODY_MD5, **FAST)
+    assert list(dest_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs", [dict(retries=0), dict(retries=1.5), dict(timeout=0), dict(backoff=-1)])
+def test_bad_retry_settings_are_value_errors(kwargs, dest_dir):
+    with pytest.raises(ValueError):
+        download("http://127.0.0.1:1/x", dest_dir / "x", BODY_MD5, **{**FAST, **kwargs})
+
+
+def test_progress_is_short_and_on_stderr(tmp_path, dest_dir, capsys, monkeypatch):
+    import linclass.download as dl
+
+    monkeypatch.setattr(dl, "CHUNK_SIZE", 1000)  # 300 chunks: progress must still stay short
+    src = tmp_path / "source.bin"
+    src.write_bytes(BODY)
+    download(src.as_uri(), dest_dir / "copy.bin", BODY_MD5, progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert 2 <= len(lines) <= 22
+    assert "100%" in lines[-1]
+
+
+def test_progress_false_prints_nothing(tmp_path, dest_dir, capsys):
+    src = tmp_path / "source.bin"
+    src.write_bytes(BODY)
+    download(src.as_uri(), dest_dir / "copy.bin", BODY_MD5, progress=False)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
