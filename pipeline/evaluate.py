@@ -37,8 +37,7 @@ def log_to_run(experiment_id, name, weights_md5, result, val_accuracy, class_nam
         client.set_terminated(run_id)
     per_class = {f"test_accuracy_{c}": float(a) for c, a in zip(class_names, result["per_class"])}
     metrics = {"test_accuracy": result["accuracy"], "val_accuracy_final": val_accuracy, **per_class}
-    tracking.log_batches(client, run_id, metrics=[
-        m for k, v in metrics.items() for m in tracking.history_metrics(k, [v])])
+    tracking.log_batches(client, run_id, metrics=tracking.scalar_metrics(metrics))
     with tempfile.TemporaryDirectory() as tmp:
         images.plot_confusion_matrix(result["confusion"], class_names, Path(tmp) / "confusion_matrix.png",
                                      title=f"{name}: test confusion matrix")

@@ -86,10 +86,9 @@ def main() -> None:
         if not check["ok"]:
             warnings.warn(f"{name}: initial loss {start:.4f} is off the expected {check['expected']:.4f} "
                           f"by {check['relative_error']:.1%} (more than the tolerance)", stacklevel=1)
-        tracking.log_batches(client, run_id, metrics=[
-            *tracking.history_metrics("initial_loss", [start]),
-            *tracking.history_metrics("initial_loss_expected", [check["expected"]]),
-            *tracking.history_metrics("initial_loss_relative_error", [check["relative_error"]])])
+        tracking.log_batches(client, run_id, metrics=tracking.scalar_metrics({
+            "initial_loss": start, "initial_loss_expected": check["expected"],
+            "initial_loss_relative_error": check["relative_error"]}))
 
         def log_epoch(epoch, history):  # live accuracy in the UI while training runs
             tracking.log_batches(client, run_id, metrics=[
@@ -123,8 +122,8 @@ def main() -> None:
                    "initial_loss": float(start), "initial_loss_expected": float(check["expected"])}
         weights_md5 = file_md5(out / "W.npy", out / "b.npy")
         client.set_tag(run_id, "weights_md5", weights_md5)
-        tracking.log_batches(client, run_id, metrics=[
-            *tracking.history_metrics(f"final_{k}", [v]) for k, v in summary.items()])
+        tracking.log_batches(client, run_id, metrics=tracking.scalar_metrics(
+            {f"final_{k}": v for k, v in summary.items()}))
 
         with tempfile.TemporaryDirectory() as tmp:
             pictures = Path(tmp)

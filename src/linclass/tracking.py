@@ -131,6 +131,12 @@ def history_metrics(key: str, values, steps=None, timestamp_ms: int | None = Non
     return [Metric(key, float(v), ts, int(s)) for s, v in zip(steps, values) if v == v]
 
 
+def scalar_metrics(values: Mapping[str, float], step: int = 0) -> list[Metric]:
+    """{'test_accuracy': 0.4} -> one Metric each (NaN skipped)."""
+    ts = int(time.time() * 1000)
+    return [Metric(k, float(v), ts, step) for k, v in values.items() if v == v]
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that `finally` blocks and run status still happen."""
 

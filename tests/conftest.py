@@ -1,0 +1,102 @@
+"""Shared fixtures: the real config, shrunk; a copy of the project to run the real pipeline in."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar-10-python.tar.gz"
+SHARED_CIFAR_MD5 = "2caa7800b270f2536e4e89f2ffa0be3f"
+BIN = Path(sys.executable).parent
+PROJECT_FILES = ("conf", "pipeline", "src", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
+                 ".dvc/config", ".dvc/.gitignore")
+
+# A few seconds per stage on the synthetic archive.
+SMALL = ("preprocess.val_size=100", "train.epochs=3", "train.batch_size=50", "train.learning_rate=0.01",
+         "studies.hard_cases.n=300", "studies.hard_cases.epochs=50", "studies.zero_hinge_subset=20")
+
+
+def env_for_pipeline(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env.update(extra)
+    return env
+
+
+class Project:
+    """A git + DVC copy of this project in a temporary folder, its params composed with overrides."""
+
+    def __init__(self, path: Path, env: dict):
+        self.path, self.env = path, env
+
+    def run(self, *cmd: str, check: bool = True, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(cmd), cwd=self.path, env=kw.pop("env", self.env), capture_output=True,
+                              text=True, timeout=timeout, **kw)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+    def dvc(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.run(str(BIN / "dvc"), *args, **kw)
+
+    def compose(self, *overrides: str) -> None:
+        self.run(str(BIN / "python"), "-m", "linclass.config", *overrides)
+
+    def git_commit(self, message: str = "snapshot") -> None:
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-qm", message)
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.path / 'mlflow.db'}"
+
+
+def make_project(dest: Path, overrides=(), env: dict | None = None) -> Project:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, target)
+    project = Project(dest, env or env_for_pipeline())
+    project.run("git", "init", "-q", "-b", "main")
+    project.compose(*overrides)
+    project.git_commit("project copy")
+    return project
+
+
+@pytest.fixture(scope="session")
+def synthetic_archive(tmp_path_factory) -> tuple[Path, str]:
+    """A small learnable archive in the official CIFAR-10 python layout, and its md5."""
+    from linclass.cifar import make_synthetic_cifar10
+
+    path = tmp_path_factory.mktemp("archive") / "cifar-10-python.tar.gz"
+    md5 = make_synthetic_cifar10(path, n_train=600, n_test=200, seed=0)
+    return path, md5
+
+
+@pytest.fixture(scope="session")
+def archive_server(synthetic_archive):
+    """A real HTTP server on 127.0.0.1 serving the synthetic archive at /cifar-10-python.tar.gz."""
+    from helpers_http import FaultyHTTPServer
+
+    path, md5 = synthetic_archive
+    with FaultyHTTPServer() as server:
+        server.serve("/cifar-10-python.tar.gz", path.read_bytes())
+        yield server.url("/cifar-10-python.tar.gz"), md5
+
+
+@pytest.fixture
+def small_project(tmp_path, archive_server) -> Project:
+    """This project, copied, with params for the synthetic archive served over HTTP."""
+    url, md5 = archive_server
+    return make_project(tmp_path / "project", (f"data.url={url}", f"data.md5={md5}", *SMALL))
