@@ -191,3 +191,14 @@ def find_run(experiment_id: str, tags: Mapping[str, str]) -> str | None:
     runs = MlflowClient().search_runs([experiment_id], filter_string=query,
                                       order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0].info.run_id if runs else None
+
+
+if __name__ == "__main__":
+    # `python -m linclass.tracking`: create the store and the experiment of params.yaml once, before
+    # several pipelines log to it at the same time (a fresh sqlite store is not safe to create in parallel).
+    from linclass.config import load_params
+
+    tracking_cfg = load_params()["tracking"]
+    experiment_id = setup(tracking_cfg["experiment"], tracking_cfg["uri"])
+    print(f"MLflow store {mlflow.get_tracking_uri()}: experiment {tracking_cfg['experiment']!r} "
+          f"(id {experiment_id}) ready")
