@@ -1,0 +1,255 @@
+"""The visual viewpoint: each row of W (C, 3072) is a template image; plus the study figures.
+
+Every figure is written atomically (temp file in the same folder, then os.replace) and with fixed
+metadata (no software version, no creation date) so the same inputs give the same bytes.
+Figures are built on matplotlib.figure.Figure (Agg), never on global pyplot state.
+"""
+
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+
+import matplotlib.image  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+IMAGE_SIDE = 32
+IMAGE_DIM = 3 * IMAGE_SIDE * IMAGE_SIDE  # 3072 = R plane + G plane + B plane, each row-major 32x32
+SPARSITY_TOL = 1e-2
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temp path in the folder of `path` (same suffix); rename it to `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _metadata(fmt):
+    """Metadata that keeps the bytes independent of the matplotlib version and the time of day."""
+    return {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
+            "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}.get(fmt)
+
+
+def save_figure(fig, path):
+    """Write a figure atomically; the format comes from the suffix of `path` (png, svg or pdf)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in ("png", "svg", "pdf"):
+        raise ValueError(f"figure path must end in .png, .svg or .pdf, got {str(path)!r}")
+    with matplotlib.rc_context({"svg.hashsalt": "linclass"}), atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, metadata=_metadata(fmt), dpi=100)
+    return path
+
+
+def _check_W(W):
+    W = np.asarray(W)
+    if W.ndim != 2 or W.shape[1] != IMAGE_DIM:
+        raise ValueError(f"W must have shape (C, {IMAGE_DIM}) (32x32x3 templates), got {W.shape}")
+    return W
+
+
+def _check_names(class_names, num_classes):
+    class_names = [str(name) for name in class_names]
+    if len(class_names) != num_classes:
+        raise ValueError(f"need one class name per row of W ({num_classes}), got {len(class_names)}")
+    return class_names
+
+
+# ---------------------------------------------------------------- templates
+
+def template_images(W):
+    """Rows of W (C, 3072) as uint8 pictures (C, 32, 32, 3).
+
+    Each template is rescaled min-max to 0..255 on its own (like CS231n): 255 * (w - min) / (max - min).
+    A constant row (max == min) becomes a black image.
+    """
+    W = _check_W(W).astype(np.float64)  # a copy of at most C * 3072 numbers: exact rescaling
+    low = W.min(axis=1, keepdims=True)
+    span = W.max(axis=1, keepdims=True) - low
+    scaled = 255.0 * (W - low) / np.where(span > 0, span, 1.0)
+    images = np.rint(scaled).astype(np.uint8)
+    return images.reshape(-1, 3, IMAGE_SIDE, IMAGE_SIDE).transpose(0, 2, 3, 1)
+
+
+def _safe_name(name):
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name)
+
+
+def save_template_pngs(W, class_names, out_dir, upscale=8):
+    """One PNG per class, `template_<idx>_<name>.png`, upscaled by nearest neighbour (32*upscale px square)."""
+    images = template_images(W)
+    class_names = _check_names(class_names, images.shape[0])
+    if not isinstance(upscale, (int, np.integer)) or upscale < 1:
+        raise ValueError(f"upscale must be an integer >= 1, got {upscale!r}")
+    out_dir = Path(out_dir)
+    big = images.repeat(upscale, axis=1).repeat(upscale, axis=2)  # (C, 32u, 32u, 3)
+    paths = []
+    for idx, (name, image) in enumerate(zip(class_names, big)):
+        path = out_dir / f"template_{idx}_{_safe_name(name)}.png"
+        with atomic_path(path) as tmp:
+            matplotlib.image.imsave(tmp, image, format="png", metadata={"Software": None})
+        paths.append(path)
+    return paths
+
+
+def _template_row(axes_row, images, class_names, titles=True):
+    for ax, image, name in zip(axes_row, images, class_names):
+        ax.imshow(image, interpolation="nearest")
+        if titles:
+            ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def plot_template_grid(W, class_names, path, title):
+    """One labeled row of the C templates of W (C, 3072)."""
+    images = template_images(W)
+    class_names = _check_names(class_names, images.shape[0])
+    C = images.shape[0]
+    fig = Figure(figsize=(1.3 * C, 1.9))
+    axes = np.atleast_1d(fig.subplots(1, C))
+    _template_row(axes, images, class_names)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_templates_comparison(models, class_names, path):
+    """Templates of several models: rows = model names (e.g. "svm-l2"), columns = classes."""
+    if not models:
+        raise ValueError("models must hold at least one {name: W} entry, got none")
+    rows = {name: template_images(W) for name, W in models.items()}
+    C = next(iter(rows.values())).shape[0]
+    class_names = _check_names(class_names, C)
+    for name, images in rows.items():
+        if images.shape[0] != C:
+            raise ValueError(f"model {name!r} has {images.shape[0]} templates, expected {C} like the others")
+    fig = Figure(figsize=(1.3 * C + 1.2, 1.5 * len(rows) + 0.4))
+    axes = np.array(fig.subplots(len(rows), C, squeeze=False))
+    for r, (axes_row, (name, images)) in enumerate(zip(axes, rows.items())):
+        _template_row(axes_row, images, class_names, titles=r == 0)  # class names once, above the columns
+        axes_row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+    fig.suptitle("class templates per model")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- weights
+
+def weight_sparsity(W, tol=SPARSITY_TOL):
+    """Fraction of near-zero weights: mean(|w| <= tol * max|W|) over all entries (python float).
+
+    tol is relative to the largest weight so the number does not depend on the scale of W
+    (default 1e-2: smaller than 1% of the largest magnitude). An all-zero W has sparsity 1.0.
+    """
+    W = np.asarray(W)
+    if W.size == 0:
+        raise ValueError("W must not be empty")
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    magnitude = np.abs(W)
+    return float(np.mean(magnitude <= tol * magnitude.max()))
+
+
+def plot_weight_histograms(models, path, tol=SPARSITY_TOL, bins=101):
+    """One histogram of the weights per model, titled with its near-zero fraction (see weight_sparsity).
+
+    L1 piles weights up at exactly 0 (sparse); L2 spreads them into a bell of small values.
+    """
+    if not models:
+        raise ValueError("models must hold at least one {name: W} entry, got none")
+    fig = Figure(figsize=(3.2 * len(models), 2.8))
+    axes = np.atleast_1d(fig.subplots(1, len(models)))
+    for ax, (name, W) in zip(axes, models.items()):
+        values = np.asarray(W).ravel()
+        ax.hist(values, bins=bins, color="tab:blue")
+        ax.set_yscale("log")
+        ax.set_title(f"{name}\nnear-zero: {weight_sparsity(W, tol):.1%}", fontsize=10)
+        ax.set_xlabel("weight")
+    axes[0].set_ylabel("count (log)")
+    fig.suptitle(f"weights (near-zero: |w| <= {tol:g} max|W|)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- training and evaluation
+
+def _require_columns(df, columns, name):
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}; it has {list(df.columns)}")
+
+
+def plot_loss_curves(steps_df, epochs_df, path, title):
+    """Left: data / regularization / total loss per SGD step. Right: train / val accuracy per epoch."""
+    _require_columns(steps_df, ["step", "data_loss", "reg_loss", "total_loss"], "steps_df")
+    _require_columns(epochs_df, ["epoch", "train_accuracy", "val_accuracy"], "epochs_df")
+    fig = Figure(figsize=(10, 3.6))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for column, label in (("data_loss", "data loss"), ("reg_loss", "regularization"), ("total_loss", "total")):
+        loss_ax.plot(steps_df["step"], steps_df[column], label=label, linewidth=1)
+    loss_ax.set_xlabel("SGD step")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend()
+    acc_ax.plot(epochs_df["epoch"], epochs_df["train_accuracy"], marker="o", label="train")
+    if np.isfinite(np.asarray(epochs_df["val_accuracy"], dtype=float)).any():
+        acc_ax.plot(epochs_df["epoch"], epochs_df["val_accuracy"], marker="o", label="val")
+    acc_ax.set_ylim(0, 1)
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("accuracy")
+    acc_ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_confusion_matrix(cm, class_names, path, title):
+    """Counts (C, C), rows = true class, columns = predicted class, each cell annotated."""
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"confusion matrix must be square (C, C), got {cm.shape}")
+    class_names = _check_names(class_names, cm.shape[0])
+    C = cm.shape[0]
+    fig = Figure(figsize=(0.7 * C + 2.5, 0.7 * C + 1.5))
+    ax = fig.subplots()
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(C), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(C), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    dark = cm > cm.max() / 2
+    for (t, p), count in np.ndenumerate(cm):  # text labels, not numerics
+        ax.text(p, t, str(count), ha="center", va="center", fontsize=7, color="white" if dark[t, p] else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_weight_scaling(df, path, loss_column):
+    """The scaling study: `loss_column` against the scale s of (sW, sb) on a log2 axis, one line per model."""
+    _require_columns(df, ["model", "scale", loss_column], "scaling table")
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    for model, rows in df.groupby("model", sort=False):
+        rows = rows.sort_values("scale")
+        ax.plot(rows["scale"], rows[loss_column], marker="o", label=str(model))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("scale s (weights sW, bias sb)")
+    ax.set_ylabel(loss_column)
+    ax.set_title(f"{loss_column} when W is scaled")
+    ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,165 @@
+"""One static report of the studies: report.md (images by relative path) and report.html (one file,
+images embedded as base64 data URIs: no network, no JavaScript). Every table is read from a CSV.
+
+The report is a list of blocks, rendered twice:
+    ("h1" | "h2", text)   heading
+    ("p", text)           paragraph
+    ("table", DataFrame)  table
+    ("image", caption, Path)
+"""
+
+import base64
+import html
+import math
+import os
+from numbers import Integral, Real
+from pathlib import Path
+
+import pandas as pd
+
+from .images import atomic_path
+
+MIME_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def format_cell(value):
+    """Text of one table cell: integers as is, floats with 6 significant digits, NaN / None empty."""
+    if value is None or (isinstance(value, Real) and not isinstance(value, Integral) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, Integral):
+        return str(int(value))
+    if isinstance(value, Real):
+        return f"{float(value):.6g}"
+    return str(value)
+
+
+def markdown_table(df):
+    """A GitHub-flavoured Markdown table of df (no extra dependency); '|' in cells is escaped."""
+    def cells(values):
+        return "| " + " | ".join(format_cell(v).replace("|", "\\|").replace("\n", " ") for v in values) + " |"
+
+    lines = [cells(df.columns), "|" + "|".join("---" for _ in df.columns) + "|"]
+    lines += [cells(row) for row in df.itertuples(index=False, name=None)]
+    return "\n".join(lines)
+
+
+def html_table(df):
+    """An HTML table of df with escaped cells."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(format_cell(v))}</td>" for v in row) + "</tr>"
+        for row in df.itertuples(index=False, name=None))
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>{body}</tbody>\n</table>"
+
+
+def _data_uri(path):
+    mime = MIME_TYPES.get(path.suffix.lower())
+    if mime is None:
+        raise ValueError(f"cannot embed image {str(path)!r}: suffix must be one of {', '.join(MIME_TYPES)}")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_markdown(blocks, base_dir):
+    parts = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h1":
+            parts.append(f"# {block[1]}")
+        elif kind == "h2":
+            parts.append(f"## {block[1]}")
+        elif kind == "p":
+            parts.append(block[1])
+        elif kind == "table":
+            parts.append(markdown_table(block[1]))
+        else:  # image: a relative link, so the folder can be moved or opened offline
+            caption, path = block[1], block[2]
+            link = Path(os.path.relpath(Path(path).resolve(), Path(base_dir).resolve())).as_posix()
+            parts.append(f"![{caption}](<{link}>)" if " " in link else f"![{caption}]({link})")
+    return "\n\n".join(parts) + "\n"
+
+
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+         "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
+         "th,td{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
+         "img{max-width:100%}figure{margin:1em 0}")
+
+
+def render_html(blocks, title):
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+             f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>"]
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2"):
+            parts.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{html.escape(block[1])}</p>")
+        elif kind == "table":
+            parts.append(html_table(block[1]))
+        else:
+            caption, path = block[1], Path(block[2])
+            parts.append(f"<figure><img alt=\"{html.escape(caption)}\" src=\"{_data_uri(path)}\">"
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    parts.append("</body>\n</html>\n")
+    return "\n".join(parts)
+
+
+def _image(caption, path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"report image {str(path)!r} ({caption}) does not exist")
+    return ("image", caption, path)
+
+
+def _extra(item):
+    """An extra image is a path (caption = file name) or a (caption, path) pair."""
+    if isinstance(item, (tuple, list)):
+        caption, path = item
+        return _image(str(caption), path)
+    return _image(Path(item).stem, item)
+
+
+def write_report(out_path, *, comparison_csv, templates_png, weight_hist_png, scaling_csv, scaling_pngs,
+                 loss_study_csv, hard_cases_csv, hard_cases_png, extra_images=()):
+    """Write report.md at out_path and its HTML twin (same name, .html) beside it; returns the .md path."""
+    out_path = Path(out_path)
+    if out_path.suffix != ".md":
+        raise ValueError(f"report path must end in .md, got {str(out_path)!r}")
+    blocks = [
+        ("h1", "Linear classifiers on CIFAR-10: report"),
+        ("h2", "Model comparison"),
+        ("p", "Loss x regularizer combinations, as measured by the evaluate stage."),
+        ("table", pd.read_csv(comparison_csv)),
+        ("h2", "Visual viewpoint: one template per class"),
+        ("p", "Each row of W, reshaped to 32x32x3 and rescaled min-max to 0..255 per class."),
+        _image("class templates per model", templates_png),
+        ("h2", "Weights: L1 sparsity vs L2 spreading"),
+        ("p", "Histograms of the weights; near-zero = |w| <= 1% of max|W|."),
+        _image("weight histograms", weight_hist_png),
+        ("h2", "Scaling W: L = 0 is not unique"),
+        ("p", "The zero-hinge model with W and b multiplied by s: the hinge loss stays 0 for s >= 1, "
+              "the penalties grow (L2 as s^2, L1 as s), the accuracy does not change."),
+        ("table", pd.read_csv(scaling_csv)),
+        *[_image(f"weight scaling: {Path(p).stem}", p) for p in scaling_pngs],
+        ("h2", "The lecture's loss questions, measured"),
+        ("p", "Long format: one row per measured number (question, case, loss, value)."),
+        ("table", pd.read_csv(loss_study_csv)),
+        ("h2", "Geometric viewpoint: hard cases"),
+        ("p", "2-D problems a line cannot solve: accuracy stays near the majority rate, "
+              "while the linearly separable control is near 100%."),
+        ("table", pd.read_csv(hard_cases_csv)),
+        _image("decision regions", hard_cases_png),
+    ]
+    extras = [_extra(item) for item in extra_images]
+    if extras:
+        blocks += [("h2", "More figures"), *extras]
+
+    markdown = render_markdown(blocks, out_path.parent)
+    page = render_html(blocks, title=blocks[0][1])
+    html_path = out_path.with_suffix(".html")
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(markdown, encoding="utf-8")
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return out_path

@@ -1,0 +1,83 @@
+"""The static report: Markdown with relative image links, and a self-contained offline HTML twin."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from linclass.images import plot_template_grid, save_template_pngs
+from linclass.report import markdown_table, write_report
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """Small CSVs and real PNGs under tmp_path/work; the report goes to tmp_path/out/report.md."""
+    work = tmp_path / "work"
+    work.mkdir()
+    W = np.random.default_rng(0).standard_normal((2, 3072))
+    templates = plot_template_grid(W, ["cat", "dog"], work / "templates.png", title="t")
+    [hist, scaling_png] = save_template_pngs(W, ["hist", "scaling"], work / "figs", upscale=1)
+    paths = {"templates_png": templates, "weight_hist_png": hist, "scaling_pngs": [scaling_png],
+             "hard_cases_png": templates}
+    tables = {
+        "comparison_csv": pd.DataFrame({"run": ["svm-l2", "softmax-l1"], "test_accuracy": [0.3812, 0.3655]}),
+        "scaling_csv": pd.DataFrame({"model": ["svm-zero"] * 2, "scale": [1.0, 2.0], "hinge_loss": [0.0, 0.0],
+                                     "l2_penalty": [1.25, 5.0]}),
+        "loss_study_csv": pd.DataFrame({"question": ["Q6 squared hinge"], "case": ["frog"],
+                                        "loss": ["squared_svm"], "value": [83.25], "note": ["a | b"]}),
+        "hard_cases_csv": pd.DataFrame({"dataset": ["ring"], "loss": ["svm"], "accuracy": [0.746],
+                                        "majority_rate": [0.746]}),
+    }
+    for key, df in tables.items():
+        paths[key] = work / f"{key}.csv"
+        df.to_csv(paths[key], index=False)
+    return paths
+
+
+def test_markdown_report(tmp_path, inputs):
+    out = write_report(tmp_path / "out" / "report.md", **inputs)
+    text = out.read_text()
+    for value in ("svm-l2", "0.3812", "0.3655", "83.25", "squared_svm", "0.746", "1.25"):
+        assert value in text
+    assert "| run | test_accuracy |" in text
+    assert "a \\| b" in text  # a '|' inside a cell does not break the table
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) == 4  # templates, histograms, one scaling figure, decision regions
+    for link in links:
+        assert not Path(link).is_absolute() and link.startswith("../work/")
+        assert (out.parent / link).is_file()
+
+
+def test_html_twin_is_self_contained(tmp_path, inputs):
+    out = write_report(tmp_path / "out" / "report.md", **inputs,
+                       extra_images=[("confusion", inputs["templates_png"])])
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert not re.search(r"https?://", page)  # opens offline: no CDN, no remote anything
+    assert "<script" not in page
+    assert page.count("data:image/png;base64,") == 5
+    assert "0.3812" in page and "83.25" in page and "a | b" in page
+    assert "## More figures" in out.read_text()
+
+
+def test_report_is_deterministic(tmp_path, inputs):
+    first = write_report(tmp_path / "out" / "report.md", **inputs).read_bytes()
+    html_first = (tmp_path / "out" / "report.html").read_bytes()
+    second = write_report(tmp_path / "out" / "report.md", **inputs).read_bytes()
+    assert first == second and html_first == (tmp_path / "out" / "report.html").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.md"]
+
+
+def test_missing_image_is_a_clear_error(tmp_path, inputs):
+    inputs["weight_hist_png"] = tmp_path / "nope.png"
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        write_report(tmp_path / "out" / "report.md", **inputs)
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_markdown_table_formats_cells():
+    df = pd.DataFrame({"a": [1, 2], "b": [0.123456789, np.nan], "c": ["x", "y"]})
+    assert markdown_table(df).splitlines() == ["| a | b | c |", "|---|---|---|", "| 1 | 0.123457 | x |",
+                                               "| 2 |  | y |"]
