@@ -1,0 +1,48 @@
+"""DVC stage `loss_study`: the lecture's questions about the losses, measured.
+
+reports/loss_study.csv: moving the correct score a little, min/max losses, the loss at W ~ 0, summing
+over all classes, mean instead of sum, squared hinge, and the scores [10,-2,3], [10,9,9], [10,-100,-100].
+reports/initial_loss.csv: the loss each training run started from on the real data against C-1 / log C.
+"""
+import pandas as pd
+
+from linclass import tracking
+from linclass.artifacts import REPORTS, class_names, model_names, train_summary
+from linclass.stage import atomic_file, run, stage_params, write_json
+from linclass.studies import initial_loss_check, loss_behaviour_table
+
+
+def main() -> None:
+    params = stage_params()
+    delta = params["loss"]["svm"]["delta"]
+    table = loss_behaviour_table(delta=delta)
+    tolerance = params["studies"]["initial_loss_tolerance"]
+    rows = []
+    for name in model_names(params):
+        loss = name.split("-")[0]
+        check = initial_loss_check(loss, train_summary(name)["initial_loss"], len(class_names()),
+                                   tolerance=tolerance, delta=params["loss"][loss].get("delta", 1.0))
+        rows.append({"model": name, "loss": loss, **check})
+    initial = pd.DataFrame(rows)
+
+    experiment_id = tracking.setup(params["tracking"]["experiment"], params["tracking"]["uri"])
+    tags = {"kind": "study", "dvc_stage": "loss_study", "git_commit": tracking.git_commit()}
+    with tracking.tracked_run(experiment_id, "study-loss-behaviour", tags) as active:
+        with atomic_file(REPORTS / "loss_study.csv") as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6g")
+        with atomic_file(REPORTS / "initial_loss.csv") as tmp:
+            initial.to_csv(tmp, index=False, float_format="%.6g")
+        client = tracking.MlflowClient()
+        tracking.log_batches(client, active.info.run_id, metrics=tracking.scalar_metrics(
+            {f"{r['model']}.initial_loss_relative_error": r["relative_error"] for r in rows}))
+        client.log_artifact(active.info.run_id, str(REPORTS / "loss_study.csv"))
+        client.log_artifact(active.info.run_id, str(REPORTS / "initial_loss.csv"))
+    write_json("metrics/initial_loss.json", {r["model"]: {"observed": round(r["observed"], 6),
+                                                          "expected": round(r["expected"], 6),
+                                                          "ok": bool(r["ok"])} for r in rows})
+    print(table.to_string(index=False))
+    print(initial.to_string(index=False))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,36 @@
+"""Where the pipeline's files are and how to read them back (one place for the layout)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path("data/processed")
+MODELS = Path("models")
+REPORTS = Path("reports")
+METRICS = Path("metrics")
+
+
+def model_names(params: dict) -> list[str]:
+    """'<loss>-<regularizer>' for every pair of the grid, in grid order."""
+    return [f"{loss}-{reg}" for loss in params["grid"]["losses"] for reg in params["grid"]["regularizers"]]
+
+
+def load_model(name: str, models: Path = MODELS) -> tuple[np.ndarray, np.ndarray]:
+    """(W (C, D), b (C,)) of a trained model."""
+    return np.load(models / name / "W.npy"), np.load(models / name / "b.npy")
+
+
+def load_split(split: str, data: Path = DATA, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(X (N, D) float32, y (N,) int64) of 'train', 'val' or 'test'."""
+    mode = "r" if mmap else None
+    return np.load(data / f"X_{split}.npy", mmap_mode=mode), np.load(data / f"y_{split}.npy")
+
+
+def class_names(data: Path = DATA) -> list[str]:
+    return json.loads((data / "classes.json").read_text())
+
+
+def train_summary(name: str, metrics: Path = METRICS) -> dict:
+    return json.loads((metrics / "train" / f"{name}.json").read_text())
