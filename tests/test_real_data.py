@@ -1,0 +1,81 @@
+"""CI's one real end-to-end run: `dvc repro` of the whole pipeline on the real CIFAR-10 archive in
+../shared/data (through a file:// URL, the same download code as https), with the default settings."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import SHARED_CIFAR, SHARED_CIFAR_MD5, make_project
+
+pytestmark = [pytest.mark.slow, pytest.mark.realdata,
+              pytest.mark.skipif(not SHARED_CIFAR.exists(),
+                                 reason=f"the real CIFAR-10 archive is not at {SHARED_CIFAR}")]
+
+GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
+
+
+@pytest.fixture(scope="module")
+def real_project(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("real") / "project",
+                           (f"data.url=file://{SHARED_CIFAR}", f"data.md5={SHARED_CIFAR_MD5}"))
+    project.dvc("repro", timeout=1800)
+    return project
+
+
+def test_real_accuracy_of_the_l2_models(real_project):
+    metrics = json.loads((real_project.path / "metrics/test.json").read_text())
+    assert sorted(metrics) == sorted(GRID)
+    assert metrics["svm-l2"]["test_accuracy"] >= 0.38, metrics["svm-l2"]
+    assert metrics["softmax-l2"]["test_accuracy"] >= 0.38, metrics["softmax-l2"]
+    for name in GRID:  # every combination learns far above chance (0.10)
+        assert metrics[name]["test_accuracy"] > 0.30, (name, metrics[name])
+    shown = real_project.dvc("metrics", "show").stdout
+    assert all(f"{name}.test_accuracy" in shown for name in GRID)
+
+
+def test_real_data_shapes_and_preprocessing(real_project):
+    data = real_project.path / "data/processed"
+    X_train = np.load(data / "X_train.npy", mmap_mode="r")
+    X_val, X_test = np.load(data / "X_val.npy", mmap_mode="r"), np.load(data / "X_test.npy", mmap_mode="r")
+    assert X_train.shape == (49_000, 3072) and X_val.shape == (1000, 3072) and X_test.shape == (10_000, 3072)
+    assert X_train.dtype == np.float32
+    assert np.abs(np.asarray(X_train).mean(axis=0, dtype=np.float64)).max() < 1e-4  # mean image of train only
+
+
+def test_real_initial_loss_is_what_the_lecture_says(real_project):
+    initial = pd.read_csv(real_project.path / "reports/initial_loss.csv")
+    svm = initial[initial["loss"] == "svm"]["observed"]
+    softmax = initial[initial["loss"] == "softmax"]["observed"]
+    assert np.allclose(svm, 9.0, rtol=0.01) and np.allclose(softmax, np.log(10), rtol=0.01)
+
+
+def test_real_weight_scaling_study(real_project):
+    table = pd.read_csv(real_project.path / "reports/weight_scaling.csv")
+    zero = table[table["model"].str.startswith("zero-hinge")].set_index("scale").sort_index()
+    assert (zero.loc[zero.index >= 1, "hinge_loss"] == 0).all()
+    assert zero["accuracy"].nunique() == 1 and zero["accuracy"].iloc[0] == 1.0
+    assert zero["softmax_loss"].is_monotonic_decreasing
+    one = zero.loc[1.0]
+    for scale, row in zero.iterrows():
+        assert row["l2_penalty"] == pytest.approx(one["l2_penalty"] * scale ** 2, rel=1e-4)
+        assert row["l1_penalty"] == pytest.approx(one["l1_penalty"] * scale, rel=1e-4)
+    for name in GRID:  # scaling never changes a trained model's accuracy either
+        assert table[table["model"] == name]["accuracy"].nunique() == 1
+
+
+def test_real_report_and_mlflow(real_project):
+    from mlflow.tracking import MlflowClient
+
+    report = (real_project.path / "reports/report.md").read_text()
+    assert "svm-l2" in report and "templates/templates.png" in report
+    assert "http://" not in (real_project.path / "reports/report.html").read_text()
+    client = MlflowClient(real_project.tracking_uri)
+    experiment = client.get_experiment_by_name("linclass-cifar10")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    finished = {r.info.run_name for r in runs if r.info.status == "FINISHED"}
+    assert set(GRID) <= finished
+    assert {"study-templates", "study-weight-scaling", "study-loss-behaviour", "study-hard-cases",
+            "report"} <= finished
