@@ -1,0 +1,108 @@
+"""Data losses on class scores: multiclass SVM (hinge), squared hinge, softmax cross-entropy.
+
+Every loss has the signature loss(scores, y, delta=1.0, reduction="mean"):
+    scores (N, C) float, y (N,) int labels in [0, C)
+    reduction="mean" -> (value, dscores): value = mean_i L_i (python float),
+                        dscores = d(value)/d(scores), shape (N, C), dtype of scores
+    reduction="none" -> per-example losses L_i, shape (N,), dtype of scores
+All maths is vectorized over examples and classes; float32 scores stay float32.
+"""
+
+import numpy as np
+
+REDUCTIONS = ("mean", "none")
+
+
+def _check(scores, y, reduction):
+    """Raise a one-line ValueError unless scores is (N, C) and y is (N,) integer labels in [0, C)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D (N, C), got shape {scores.shape}")
+    N, C = scores.shape
+    if y.shape != (N,):
+        raise ValueError(f"y must have shape (N,) = ({N},) to match scores {scores.shape}, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels y must be integers, got dtype {y.dtype}")
+    if N and (y.min() < 0 or y.max() >= C):
+        bad = y[(y < 0) | (y >= C)][0]
+        raise ValueError(f"labels must be in [0, {C}) for {C} classes, got label {bad}")
+
+
+def _margins(scores, y, delta):
+    """margins[i, j] = max(0, s_j - s_{y_i} + delta) for j != y_i and 0 for j = y_i; shape (N, C)."""
+    rows = np.arange(scores.shape[0])
+    correct = scores[rows, y][:, None]
+    margins = np.maximum(0, scores - correct + delta)
+    margins[rows, y] = 0
+    return margins
+
+
+def hinge_loss(scores, y, delta=1.0, reduction="mean"):
+    """Multiclass SVM: L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + delta)."""
+    _check(scores, y, reduction)
+    delta = float(delta)  # a python float never upcasts float32 scores
+    margins = _margins(scores, y, delta)
+    per_example = margins.sum(axis=1)
+    if reduction == "none":
+        return per_example
+    N = scores.shape[0]
+    # d L_i / d s_j = 1[margin_j > 0] for j != y_i; d L_i / d s_{y_i} = -(number of positive margins)
+    dscores = (margins > 0).astype(scores.dtype)
+    dscores[np.arange(N), y] = -dscores.sum(axis=1)
+    dscores /= N
+    return float(per_example.mean(dtype=np.float64)), dscores
+
+
+def squared_hinge_loss(scores, y, delta=1.0, reduction="mean"):
+    """Squared hinge (the lecture's Q6): L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + delta)^2."""
+    _check(scores, y, reduction)
+    delta = float(delta)
+    margins = _margins(scores, y, delta)
+    per_example = (margins * margins).sum(axis=1)
+    if reduction == "none":
+        return per_example
+    N = scores.shape[0]
+    # d L_i / d s_j = 2 margin_j for j != y_i; d L_i / d s_{y_i} = -sum_j 2 margin_j
+    dscores = 2 * margins
+    dscores[np.arange(N), y] = -dscores.sum(axis=1)
+    dscores /= N
+    return float(per_example.mean(dtype=np.float64)), dscores
+
+
+def softmax_probabilities(scores):
+    """Softmax over classes (N, C); stable: subtracting the row max leaves the result unchanged."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def softmax_loss(scores, y, delta=1.0, reduction="mean"):
+    """Softmax cross-entropy: L_i = -log(e^{s_{y_i}} / sum_j e^{s_j}) = logsumexp(s) - s_{y_i} (natural log).
+
+    Computed with the log-sum-exp trick (subtract the row max), so scores like 1000 / -1000 give finite
+    values and gradients. `delta` is accepted (so all losses share one signature) and ignored.
+    """
+    _check(scores, y, reduction)
+    N = scores.shape[0]
+    rows = np.arange(N)
+    shifted = scores - scores.max(axis=1, keepdims=True)  # max of each row is 0 -> exp never overflows
+    log_sum_exp = np.log(np.exp(shifted).sum(axis=1))
+    per_example = log_sum_exp - shifted[rows, y]
+    if reduction == "none":
+        return per_example
+    # d L_i / d s_j = p_j - 1[j = y_i]
+    dscores = np.exp(shifted - log_sum_exp[:, None])
+    dscores[rows, y] -= 1
+    dscores /= N
+    return float(per_example.mean(dtype=np.float64)), dscores
+
+
+LOSSES = {"svm": hinge_loss, "squared_svm": squared_hinge_loss, "softmax": softmax_loss}
+
+
+def get_loss(name):
+    """The loss function called `name`: one of "svm", "squared_svm", "softmax"."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(LOSSES)}")
+    return LOSSES[name]

@@ -1,0 +1,63 @@
+"""Weight penalties R(W) with gradients; the total loss is L = data loss + strength * R(W).
+
+Only W (C, D) is regularized, never the bias b: the bias does not interact with the input, so
+penalizing it would not make the classifier prefer spread-out weights.
+
+Every regularizer has the signature reg(W, strength, beta=0.5) -> (value, dW):
+    value = strength * R(W) (python float), dW = strength * dR/dW (same shape and dtype as W).
+    none:       R = 0
+    l2:         R = sum W^2                    dR/dW = 2W
+    l1:         R = sum |W|                    dR/dW = sign(W)   (subgradient 0 at W = 0)
+    elasticnet: R = sum(beta W^2 + |W|)        dR/dW = 2 beta W + sign(W)   (the lecture's form)
+"""
+
+import numpy as np
+
+
+def _check_strength(strength):
+    strength = float(strength)  # python float: never upcasts float32 W
+    if not strength >= 0:  # also rejects NaN
+        raise ValueError(f"regularization strength must be >= 0, got {strength}")
+    return strength
+
+
+def no_penalty(W, strength, beta=0.5):
+    """R(W) = 0."""
+    _check_strength(strength)
+    return 0.0, np.zeros_like(W)
+
+
+def l2_penalty(W, strength, beta=0.5):
+    """R(W) = sum W^2, dR/dW = 2W."""
+    strength = _check_strength(strength)
+    return strength * float(np.vdot(W, W)), (2 * strength) * W
+
+
+def l1_penalty(W, strength, beta=0.5):
+    """R(W) = sum |W|, dR/dW = sign(W)."""
+    strength = _check_strength(strength)
+    return strength * float(np.abs(W).sum()), strength * np.sign(W)
+
+
+def elasticnet_penalty(W, strength, beta=0.5):
+    """R(W) = sum(beta W^2 + |W|), dR/dW = 2 beta W + sign(W)."""
+    strength = _check_strength(strength)
+    beta = float(beta)
+    value = beta * float(np.vdot(W, W)) + float(np.abs(W).sum())
+    return strength * value, (2 * strength * beta) * W + strength * np.sign(W)
+
+
+REGULARIZERS = {"none": no_penalty, "l1": l1_penalty, "l2": l2_penalty, "elasticnet": elasticnet_penalty}
+
+
+def get_regularizer(name):
+    """The regularizer called `name`: one of "none", "l1", "l2", "elasticnet"."""
+    if name not in REGULARIZERS:
+        raise ValueError(f"unknown regularizer {name!r}; known regularizers: {', '.join(REGULARIZERS)}")
+    return REGULARIZERS[name]
+
+
+def penalty(name, W, beta=0.5):
+    """R(W) without the strength (python float)."""
+    value, _ = get_regularizer(name)(W, 1.0, beta)
+    return value

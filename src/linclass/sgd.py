@@ -1,0 +1,199 @@
+"""Minibatch stochastic gradient descent for the linear classifier f(x, W) = Wx + b.
+
+Each step on a minibatch (X_b (B, D), y_b (B,)):
+    scores = X_b @ W.T + b                    (B, C)
+    data, dS = loss(scores, y_b)              mean data loss and d(data)/d(scores) (B, C)
+    reg, dR = regularizer(W, strength)        strength * R(W) and its gradient (C, D)
+    W -= lr * (dS.T @ X_b + dR)               (C, D)
+    b -= lr * dS.sum(0)                       (C,)   the bias gets the data gradient only
+The bias b is never regularized. The learning rate is multiplied by lr_decay after every epoch.
+Float32 data stays float32 throughout (W and b get the dtype of X).
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .losses import get_loss
+from .metrics import accuracy
+from .model import class_scores, init_weights, predict
+from .regularizers import get_regularizer
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a NaN/inf loss; `step`, `epoch`, `value` say where (both 1-based)."""
+
+    def __init__(self, message, step=None, epoch=None, value=None):
+        super().__init__(message)
+        self.step, self.epoch, self.value = step, epoch, value
+
+
+@dataclass
+class History:
+    """What happened during training.
+
+    Step-level (one entry per SGD step): data_loss, reg_loss, total_loss (= data_loss + reg_loss).
+    Epoch-level (one entry per epoch): train_accuracy (full train set, weights at the end of the epoch),
+    val_accuracy (NaN without a val set), learning_rate (the rate used during that epoch).
+    Steps and epochs are numbered from 1 in to_frames() and in error messages.
+    """
+
+    data_loss: np.ndarray
+    reg_loss: np.ndarray
+    total_loss: np.ndarray
+    train_accuracy: np.ndarray
+    val_accuracy: np.ndarray
+    learning_rate: np.ndarray
+    steps_per_epoch: int = 0  # 0 = infer from the array lengths
+
+    def to_frames(self):
+        """(steps DataFrame [step, epoch, data_loss, reg_loss, total_loss],
+        epochs DataFrame [epoch, train_accuracy, val_accuracy, learning_rate])."""
+        import pandas as pd  # only here: the numeric core does not need pandas
+
+        num_steps, num_epochs = len(self.total_loss), len(self.train_accuracy)
+        per_epoch = self.steps_per_epoch or max(1, num_steps // max(1, num_epochs))
+        step = np.arange(1, num_steps + 1)
+        steps = pd.DataFrame({
+            "step": step,
+            "epoch": (step - 1) // per_epoch + 1,
+            "data_loss": self.data_loss,
+            "reg_loss": self.reg_loss,
+            "total_loss": self.total_loss,
+        })
+        epochs = pd.DataFrame({
+            "epoch": np.arange(1, num_epochs + 1),
+            "train_accuracy": self.train_accuracy,
+            "val_accuracy": self.val_accuracy,
+            "learning_rate": self.learning_rate,
+        })
+        return steps, epochs
+
+    def head(self, num_steps, num_epochs):
+        """The history of the first num_steps steps and num_epochs epochs (views, no copies)."""
+        return History(self.data_loss[:num_steps], self.reg_loss[:num_steps], self.total_loss[:num_steps],
+                       self.train_accuracy[:num_epochs], self.val_accuracy[:num_epochs],
+                       self.learning_rate[:num_epochs], self.steps_per_epoch)
+
+
+@dataclass
+class TrainResult:
+    W: np.ndarray        # (C, D), dtype of X
+    b: np.ndarray        # (C,), dtype of X
+    history: History
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_data(X, y, name_X, name_y):
+    if not isinstance(X, np.ndarray) or X.ndim != 2:
+        raise ValueError(f"{name_X} must be a 2-D array (N, D), got shape {np.shape(X)}")
+    if not np.issubdtype(X.dtype, np.floating):
+        raise ValueError(f"{name_X} must be float32 or float64, got dtype {X.dtype}")
+    y = np.asarray(y)
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"{name_y} must have shape ({X.shape[0]},) to match {name_X} {X.shape}, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name_y} must be integer labels, got dtype {y.dtype}")
+    if y.size and y.min() < 0:
+        raise ValueError(f"{name_y} labels must be >= 0, got {y.min()}")
+    return y
+
+
+def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, delta=1.0,
+              learning_rate=1e-3, batch_size=200, epochs=10, lr_decay=1.0, seed=0, init_scale=1e-3,
+              num_classes=None, X_val=None, y_val=None, on_epoch=None):
+    """Train W (C, D), b (C,) on X (N, D), y (N,) by minibatch SGD; returns TrainResult(W, b, history).
+
+    Deterministic: one np.random.default_rng(seed) draws the initial W, then a permutation per epoch;
+    the last partial minibatch of each epoch is used. num_classes defaults to 1 + the largest label in
+    y / y_val. on_epoch(epoch, history), if given, is called after each epoch (epoch counts from 1;
+    history holds exactly the completed steps and epochs). Raises ValueError for bad arguments and
+    DivergenceError when the loss becomes NaN/inf.
+    """
+    # ---- validate everything up front (one-line errors) ----
+    loss_fn = get_loss(loss)
+    reg_fn = get_regularizer(regularizer)
+    y = _check_data(X, y, "X", "y")
+    N, D = X.shape
+    if N == 0 or D == 0:
+        raise ValueError(f"X must have at least one row and one column, got shape {X.shape}")
+    if (X_val is None) != (y_val is None):
+        raise ValueError("X_val and y_val must be given together (got only one of them)")
+    if X_val is not None:
+        y_val = _check_data(X_val, y_val, "X_val", "y_val")
+        if X_val.shape[1] != D:
+            raise ValueError(f"X_val must have D = {D} columns like X, got shape {X_val.shape}")
+    largest = max(int(y.max()), int(y_val.max()) if y_val is not None and y_val.size else 0)
+    if num_classes is None:
+        num_classes = largest + 1
+    if not _is_int(num_classes) or num_classes < 2 or num_classes <= largest:
+        raise ValueError(f"num_classes must be an integer >= 2 and > the largest label {largest}, got {num_classes}")
+    if not (isinstance(learning_rate, (int, float, np.number)) and math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    if not _is_int(batch_size) or not 1 <= batch_size <= N:
+        raise ValueError(f"batch_size must be an integer in [1, N={N}], got {batch_size!r}")
+    if not _is_int(epochs) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if not (isinstance(lr_decay, (int, float, np.number)) and 0 < lr_decay <= 1):
+        raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay!r}")
+    if not (isinstance(strength, (int, float, np.number)) and strength >= 0 and math.isfinite(strength)):
+        raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
+    if not (isinstance(beta, (int, float, np.number)) and beta >= 0 and math.isfinite(beta)):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    if not (isinstance(delta, (int, float, np.number)) and math.isfinite(delta)):
+        raise ValueError(f"delta must be a finite number, got {delta!r}")
+    if not (isinstance(init_scale, (int, float, np.number)) and init_scale >= 0 and math.isfinite(init_scale)):
+        raise ValueError(f"init_scale must be a finite number >= 0, got {init_scale!r}")
+    if on_epoch is not None and not callable(on_epoch):
+        raise ValueError(f"on_epoch must be callable or None, got {type(on_epoch).__name__}")
+    # python floats: numpy treats them as "weak" scalars, so float32 arrays stay float32
+    strength, beta, delta = float(strength), float(beta), float(delta)
+    lr, lr_decay = float(learning_rate), float(lr_decay)
+
+    # ---- train ----
+    rng = np.random.default_rng(seed)
+    W, b = init_weights(num_classes, D, rng, scale=float(init_scale), dtype=X.dtype)
+    steps_per_epoch = math.ceil(N / batch_size)
+    num_steps = epochs * steps_per_epoch
+    history = History(
+        data_loss=np.empty(num_steps), reg_loss=np.empty(num_steps), total_loss=np.empty(num_steps),
+        train_accuracy=np.empty(epochs), val_accuracy=np.full(epochs, np.nan), learning_rate=np.empty(epochs),
+        steps_per_epoch=steps_per_epoch,
+    )
+    step = 0
+    for epoch in range(epochs):
+        order = rng.permutation(N)
+        for start in range(0, N, batch_size):
+            idx = order[start:start + batch_size]
+            X_b, y_b = X[idx], y[idx]  # the only copy of the batch
+            with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported just below
+                scores = class_scores(X_b, W, b)
+                data_value, dscores = loss_fn(scores, y_b, delta=delta)
+                reg_value, dW_reg = reg_fn(W, strength, beta)
+                total = data_value + reg_value
+                if not math.isfinite(total):
+                    raise DivergenceError(
+                        f"training diverged at step {step + 1} (epoch {epoch + 1}): total loss = {total}; "
+                        f"lower learning_rate (was {learning_rate:.3g})", step=step + 1, epoch=epoch + 1, value=total)
+                dW = dscores.T @ X_b
+                dW += dW_reg
+                W -= lr * dW
+                b -= lr * dscores.sum(axis=0)
+            history.data_loss[step], history.reg_loss[step], history.total_loss[step] = data_value, reg_value, total
+            step += 1
+        if not (np.isfinite(W).all() and np.isfinite(b).all()):  # the last update can overflow too
+            raise DivergenceError(
+                f"training diverged at step {step} (epoch {epoch + 1}): weights are not finite after the update; "
+                f"lower learning_rate (was {learning_rate:.3g})", step=step, epoch=epoch + 1, value=float("nan"))
+        history.learning_rate[epoch] = lr
+        history.train_accuracy[epoch] = accuracy(y, predict(X, W, b))
+        if X_val is not None:
+            history.val_accuracy[epoch] = accuracy(y_val, predict(X_val, W, b))
+        lr *= lr_decay
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history.head(step, epoch + 1))
+    return TrainResult(W=W, b=b, history=history)

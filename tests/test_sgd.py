@@ -1,0 +1,171 @@
+"""Minibatch SGD: learns, is deterministic, keeps float32, records history, fails loudly."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from linclass import losses
+from linclass.losses import get_loss
+from linclass.metrics import accuracy
+from linclass.model import init_weights, predict
+from linclass.sgd import DivergenceError, History, TrainResult, train_sgd
+
+LOSS_NAMES = list(losses.LOSSES)
+
+
+def make_data(N=50, D=50, C=10, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, D)).astype(dtype), rng.integers(0, C, N)
+
+
+@pytest.mark.parametrize("loss", LOSS_NAMES)
+def test_overfits_50_examples(loss):
+    X, y = make_data()
+    result = train_sgd(X, y, loss=loss, regularizer="none", learning_rate=0.05, batch_size=10, epochs=100,
+                       init_scale=0.01, seed=1)
+    assert isinstance(result, TrainResult)
+    assert result.history.train_accuracy[0] < 1.0  # it did have to learn
+    assert result.history.train_accuracy[-1] == 1.0
+    assert accuracy(y, predict(X, result.W, result.b)) == 1.0
+    assert result.history.data_loss[-5:].mean() < result.history.data_loss[:5].mean()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loss", LOSS_NAMES)
+def test_weights_keep_the_dtype_of_X(dtype, loss):
+    X, y = make_data(N=30, D=3072, dtype=dtype)
+    result = train_sgd(X, y, loss=loss, regularizer="elasticnet", strength=np.float64(1e-3), beta=np.float64(0.5),
+                       delta=np.float64(1.0), learning_rate=np.float64(1e-4), batch_size=8, epochs=2)
+    assert result.W.dtype == dtype and result.b.dtype == dtype
+    assert result.W.shape == (10, 3072) and result.b.shape == (10,)
+
+
+def test_steps_are_exactly_the_sgd_update_and_b_is_not_regularized():
+    """batch_size = N: W <- W - lr (dS^T X + 2 s W), b <- b - lr sum_i dS_i (no penalty on b), lr decays."""
+    X, y = make_data(N=40, D=30, C=4, dtype=np.float64)
+    lr, strength, seed, decay = 0.1, 5.0, 3, 0.5
+    result = train_sgd(X, y, loss="softmax", regularizer="l2", strength=strength, learning_rate=lr,
+                       batch_size=40, epochs=2, lr_decay=decay, seed=seed, init_scale=0.1)
+    rng = np.random.default_rng(seed)
+    W, b = init_weights(4, 30, rng, scale=0.1, dtype=np.float64)
+    for epoch in range(2):  # two steps, so the second one starts from b != 0
+        order = rng.permutation(40)
+        _, dscores = get_loss("softmax")(X[order] @ W.T + b, y[order])
+        W = W - lr * decay**epoch * (dscores.T @ X[order] + 2 * strength * W)
+        b = b - lr * decay**epoch * dscores.sum(axis=0)
+    np.testing.assert_allclose(result.W, W, rtol=1e-10)
+    np.testing.assert_allclose(result.b, b, rtol=1e-10, atol=1e-15)
+    assert np.abs(result.b).max() > 1e-3
+
+
+def _arrays(result):
+    h = result.history
+    return [result.W, result.b, h.data_loss, h.reg_loss, h.total_loss, h.train_accuracy, h.val_accuracy,
+            h.learning_rate]
+
+
+def test_same_seed_is_bit_identical_and_other_seed_differs():
+    X, y = make_data(N=64, D=40)
+    X_val, y_val = make_data(N=20, D=40, seed=9)
+    kwargs = dict(loss="svm", regularizer="l2", strength=1e-2, learning_rate=1e-2, batch_size=16, epochs=3,
+                  lr_decay=0.9, X_val=X_val, y_val=y_val)
+    first, second = train_sgd(X, y, seed=7, **kwargs), train_sgd(X, y, seed=7, **kwargs)
+    for a, b in zip(_arrays(first), _arrays(second)):
+        assert np.array_equal(a, b)
+    other = train_sgd(X, y, seed=8, **kwargs)
+    assert not np.array_equal(first.W, other.W)
+    assert not np.array_equal(first.history.data_loss, other.history.data_loss)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loss", LOSS_NAMES)
+def test_divergence_raises_with_step_and_value(loss, dtype):
+    X, y = make_data(N=100, D=20, C=5, dtype=dtype)
+    with pytest.raises(DivergenceError) as excinfo:
+        train_sgd(X * 1000, y, loss=loss, regularizer="l2", strength=1.0, learning_rate=1e12, batch_size=10,
+                  epochs=5)
+    message = str(excinfo.value)
+    assert re.fullmatch(r"training diverged at step \d+ \(epoch \d+\): total loss = (inf|nan); "
+                        r"lower learning_rate \(was 1e\+12\)", message), message
+    assert f"step {excinfo.value.step} " in message
+    assert excinfo.value.step >= 1 and not math.isfinite(excinfo.value.value)
+    assert isinstance(excinfo.value, FloatingPointError)
+
+
+X_OK, Y_OK = make_data(N=20, D=5, C=3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(learning_rate=0.0), "learning_rate must be a finite number > 0, got 0.0"),
+    (dict(learning_rate=-1e-3), "got -0.001"),
+    (dict(learning_rate=float("nan")), "got nan"),
+    (dict(batch_size=0), r"batch_size must be an integer in \[1, N=20\], got 0"),
+    (dict(batch_size=21), "got 21"),
+    (dict(batch_size=2.5), "got 2.5"),
+    (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
+    (dict(lr_decay=0.0), r"lr_decay must be in \(0, 1\], got 0.0"),
+    (dict(lr_decay=1.5), "got 1.5"),
+    (dict(loss="hinge"), "unknown loss 'hinge'; known losses: svm, squared_svm, softmax"),
+    (dict(regularizer="l3"), "unknown regularizer 'l3'"),
+    (dict(strength=-1.0), "strength must be a finite number >= 0, got -1.0"),
+    (dict(num_classes=2), "largest label 2, got 2"),
+    (dict(X=X_OK[0]), r"X must be a 2-D array \(N, D\), got shape \(5,\)"),
+    (dict(X=X_OK[:, :, None]), r"got shape \(20, 5, 1\)"),
+    (dict(X=X_OK.astype(np.uint8)), "dtype uint8"),
+    (dict(y=Y_OK[:-1]), r"y must have shape \(20,\) to match X \(20, 5\), got \(19,\)"),
+    (dict(y=Y_OK.astype(np.float64)), "y must be integer labels, got dtype float64"),
+    (dict(y=-Y_OK - 1), "got -3"),
+    (dict(X_val=X_OK), "X_val and y_val must be given together"),
+    (dict(X_val=X_OK[:, :4], y_val=Y_OK), r"X_val must have D = 5 columns like X, got shape \(20, 4\)"),
+    (dict(on_epoch=3), "on_epoch must be callable"),
+    (dict(beta=-0.5), "beta must be a finite number >= 0, got -0.5"),
+    (dict(delta=float("inf")), "delta must be a finite number, got inf"),
+])
+def test_bad_arguments_raise_one_line_value_errors(kwargs, message):
+    args = dict(X=X_OK, y=Y_OK, batch_size=5)
+    args.update(kwargs)
+    X, y = args.pop("X"), args.pop("y")
+    with pytest.raises(ValueError, match=message) as excinfo:
+        train_sgd(X, y, **args)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_history_lengths_totals_decay_and_frames():
+    X, y = make_data(N=53, D=12, C=4)
+    X_val, y_val = make_data(N=17, D=12, C=4, seed=5)
+    seen = []
+
+    def on_epoch(epoch, history):
+        seen.append((epoch, len(history.total_loss), len(history.train_accuracy)))
+
+    result = train_sgd(X, y, loss="softmax", regularizer="elasticnet", strength=0.1, learning_rate=0.05,
+                       batch_size=10, epochs=3, lr_decay=0.5, X_val=X_val, y_val=y_val, on_epoch=on_epoch)
+    h = result.history
+    assert isinstance(h, History)
+    steps = 3 * math.ceil(53 / 10)  # 6 steps per epoch: the last partial batch of 3 is used
+    assert len(h.data_loss) == len(h.reg_loss) == len(h.total_loss) == steps == 18
+    assert len(h.train_accuracy) == len(h.val_accuracy) == len(h.learning_rate) == 3
+    assert seen == [(1, 6, 1), (2, 12, 2), (3, 18, 3)]
+    assert np.array_equal(h.total_loss, h.data_loss + h.reg_loss)
+    assert (h.reg_loss > 0).all()
+    np.testing.assert_allclose(h.learning_rate, [0.05, 0.025, 0.0125])
+    assert h.val_accuracy[-1] == accuracy(y_val, predict(X_val, result.W, result.b))
+    assert h.train_accuracy[-1] == accuracy(y, predict(X, result.W, result.b))
+
+    steps_df, epochs_df = h.to_frames()
+    assert list(steps_df.columns) == ["step", "epoch", "data_loss", "reg_loss", "total_loss"]
+    assert list(epochs_df.columns) == ["epoch", "train_accuracy", "val_accuracy", "learning_rate"]
+    assert steps_df["step"].tolist() == list(range(1, 19))
+    assert steps_df["epoch"].tolist() == [1] * 6 + [2] * 6 + [3] * 6
+    assert epochs_df["epoch"].tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(epochs_df["learning_rate"], h.learning_rate)
+
+
+def test_without_val_set_val_accuracy_is_nan_and_no_reg_means_zero_reg_loss():
+    X, y = make_data(N=30, D=8, C=3)
+    h = train_sgd(X, y, regularizer="none", strength=1.0, batch_size=30, epochs=2).history
+    assert np.isnan(h.val_accuracy).all() and len(h.val_accuracy) == 2
+    assert not h.reg_loss.any()
+    assert np.array_equal(h.total_loss, h.data_loss)
