@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -25,12 +26,23 @@ def mlflow_runs(project):
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 
-def test_repro_runs_everything_then_nothing_then_only_what_changed(small_project):
-    project = small_project
-    first = project.dvc("repro")
-    expected = {"download", "preprocess", "evaluate", *(f"train@{name}" for name in GRID)}
-    assert expected <= ran_stages(first.stdout), first.stdout[-2000:]
-    assert "up to date" in project.dvc("status").stdout.lower() or project.dvc("status", "--json").stdout.strip() == "{}"
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory, archive_server):
+    """One `dvc repro` of a project copy, shared by the tests of this module: (project, its output)."""
+    from conftest import SMALL, make_project
+
+    url, md5 = archive_server
+    project = make_project(tmp_path_factory.mktemp("pipeline") / "project",
+                           (f"data.url={url}", f"data.md5={md5}", *SMALL))
+    return project, project.dvc("repro").stdout
+
+
+def test_repro_runs_every_stage(reproduced):
+    project, first = reproduced
+    expected = {"download", "preprocess", "evaluate", *(f"train@{name}" for name in GRID),
+                "templates", "weight_scaling", "loss_study", "hard_cases", "report"}
+    assert ran_stages(first) == expected, first[-2000:]
+    assert json.loads(project.dvc("status", "--json").stdout) == {}
 
     metrics = json.loads((project.path / "metrics/test.json").read_text())
     assert sorted(metrics) == sorted(GRID)
@@ -40,32 +52,9 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(small_project
     for name in GRID:
         assert f"{name}.test_accuracy" in shown
 
-    again = project.dvc("repro")
-    assert ran_stages(again.stdout) == set(), again.stdout
 
-    project.compose(*project_overrides(project), "regularizer.l1.strength=0.0005")
-    status = project.dvc("status", "--json").stdout
-    changed = set(json.loads(status))
-    assert {"train@svm-l1", "train@softmax-l1"} <= changed
-    assert not changed & {"download", "preprocess", "train@svm-l2", "train@softmax-none",
-                          "train@svm-elasticnet"}, changed
-    third = project.dvc("repro")
-    reran = ran_stages(third.stdout)
-    assert {"train@svm-l1", "train@softmax-l1", "evaluate"} <= reran
-    assert not reran & {"download", "preprocess", *(f"train@{n}" for n in GRID if not n.endswith("-l1"))}, reran
-
-
-def project_overrides(project) -> list[str]:
-    """The overrides the project copy was composed with (url, md5 and the shrinking ones)."""
-    params = yaml.safe_load((project.path / "params.yaml").read_text())
-    from conftest import SMALL
-
-    return [f"data.url={params['data']['url']}", f"data.md5={params['data']['md5']}", *SMALL]
-
-
-def test_mlflow_holds_one_finished_run_per_combination(small_project):
-    project = small_project
-    project.dvc("repro")
+def test_mlflow_holds_one_finished_run_per_combination(reproduced):
+    project, _ = reproduced
     client, runs = mlflow_runs(project)
     by_name = {}
     for run in runs:
@@ -91,3 +80,44 @@ def test_mlflow_holds_one_finished_run_per_combination(small_project):
         assert {"model", "plots", "evaluation"} <= top, top
         inputs = run.inputs.dataset_inputs
         assert inputs and inputs[0].dataset.name == "cifar10"
+    for study in ("study-templates", "study-weight-scaling", "study-loss-behaviour", "study-hard-cases", "report"):
+        assert [r.info.status for r in by_name.get(study, [])] == ["FINISHED"], study
+
+
+def test_study_outputs(reproduced):
+    project, _ = reproduced
+    table = pd.read_csv(project.path / "reports/weight_scaling.csv")
+    assert {"model", "scale", "accuracy", "hinge_loss", "softmax_loss", "l1_penalty", "l2_penalty",
+            "elasticnet_penalty"} <= set(table.columns)
+    assert set(table["model"]) == {*GRID, "zero-hinge-20"}
+    zero = table[table["model"] == "zero-hinge-20"]
+    assert (zero[zero["scale"] >= 1]["hinge_loss"] == 0).all()
+    for name in ("templates/templates.png", "templates/weight_histograms.png", "scaling/hinge_loss.png",
+                 "scaling/softmax_loss.png", "hard_cases/decision_regions.png", "report.md", "report.html"):
+        assert (project.path / "reports" / name).stat().st_size > 1000, name
+    hard = pd.read_csv(project.path / "reports/hard_cases.csv")
+    assert (hard[hard["dataset"] == "separable"]["accuracy"] >= 0.97).all()
+
+
+def test_second_repro_runs_nothing_and_a_change_reruns_only_its_stages(reproduced):
+    project, _ = reproduced
+    again = project.dvc("repro")
+    assert ran_stages(again.stdout) == set(), again.stdout
+
+    project.compose(*project_overrides(project), "regularizer.l1.strength=0.0005")
+    changed = set(json.loads(project.dvc("status", "--json").stdout))
+    assert changed == {"train@svm-l1", "train@softmax-l1"}, changed  # the only stages whose own inputs changed
+    third = project.dvc("repro")
+    # the two L1 models, and what reads the models; not the data, the other models or the 2-D cases
+    assert ran_stages(third.stdout) == {"train@svm-l1", "train@softmax-l1", "evaluate", "templates",
+                                        "weight_scaling", "loss_study", "report"}, third.stdout[-2000:]
+    assert json.loads(project.dvc("status", "--json").stdout) == {}
+
+
+def project_overrides(project) -> list[str]:
+    """The overrides the project copy was composed with (url, md5 and the shrinking ones)."""
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    from conftest import SMALL
+
+    return [f"data.url={params['data']['url']}", f"data.md5={params['data']['md5']}", *SMALL]
+
