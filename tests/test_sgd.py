@@ -169,3 +169,17 @@ def test_without_val_set_val_accuracy_is_nan_and_no_reg_means_zero_reg_loss():
     assert np.isnan(h.val_accuracy).all() and len(h.val_accuracy) == 2
     assert not h.reg_loss.any()
     assert np.array_equal(h.total_loss, h.data_loss)
+
+
+def test_train_accuracy_sample_only_changes_the_bookkeeping():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    kwargs = dict(loss="softmax", regularizer="l2", strength=1e-3, learning_rate=0.05, batch_size=32, epochs=3, seed=5)
+    full = train_sgd(X, y, train_accuracy_sample=10_000, **kwargs)
+    sampled = train_sgd(X, y, train_accuracy_sample=50, **kwargs)
+    assert np.array_equal(full.W, sampled.W) and np.array_equal(full.b, sampled.b)
+    assert full.history.train_accuracy[-1] == sampled.history.train_accuracy[-1]  # last epoch: all rows
+    assert all(math.isclose(a * 50, round(a * 50)) for a in sampled.history.train_accuracy[:-1])  # k / 50
+    with pytest.raises(ValueError, match="train_accuracy_sample"):
+        train_sgd(X, y, train_accuracy_sample=0, **kwargs)

@@ -34,7 +34,8 @@ class History:
     """What happened during training.
 
     Step-level (one entry per SGD step): data_loss, reg_loss, total_loss (= data_loss + reg_loss).
-    Epoch-level (one entry per epoch): train_accuracy (full train set, weights at the end of the epoch),
+    Epoch-level (one entry per epoch): train_accuracy (weights at the end of the epoch, on a fixed
+    random subset of train_accuracy_sample training rows; on all rows at the final epoch),
     val_accuracy (NaN without a val set), learning_rate (the rate used during that epoch).
     Steps and epochs are numbered from 1 in to_frames() and in error messages.
     """
@@ -105,7 +106,7 @@ def _check_data(X, y, name_X, name_y):
 
 def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, delta=1.0,
               learning_rate=1e-3, batch_size=200, epochs=10, lr_decay=1.0, seed=0, init_scale=1e-3,
-              num_classes=None, X_val=None, y_val=None, on_epoch=None):
+              num_classes=None, X_val=None, y_val=None, on_epoch=None, train_accuracy_sample=5000):
     """Train W (C, D), b (C,) on X (N, D), y (N,) by minibatch SGD; returns TrainResult(W, b, history).
 
     Deterministic: one np.random.default_rng(seed) draws the initial W, then a permutation per epoch;
@@ -154,7 +155,15 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
     strength, beta, delta = float(strength), float(beta), float(delta)
     lr, lr_decay = float(learning_rate), float(lr_decay)
 
+    if not _is_int(train_accuracy_sample) or train_accuracy_sample < 1:
+        raise ValueError(f"train_accuracy_sample must be an integer >= 1, got {train_accuracy_sample!r}")
+
     # ---- train ----
+    # Per-epoch train accuracy on a fixed random subset (scoring all N rows every epoch would cost half
+    # an epoch of GEMMs); the final epoch is scored on all rows. Its own generator: the training stream
+    # does not depend on the sample size.
+    sample = np.sort(np.random.default_rng([seed, 1]).permutation(N)[:train_accuracy_sample])
+    X_sample, y_sample = (X, y) if len(sample) == N else (X[sample], y[sample])
     rng = np.random.default_rng(seed)
     W, b = init_weights(num_classes, D, rng, scale=float(init_scale), dtype=X.dtype)
     steps_per_epoch = math.ceil(N / batch_size)
@@ -190,7 +199,10 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
                 f"training diverged at step {step} (epoch {epoch + 1}): weights are not finite after the update; "
                 f"lower learning_rate (was {learning_rate:.3g})", step=step, epoch=epoch + 1, value=float("nan"))
         history.learning_rate[epoch] = lr
-        history.train_accuracy[epoch] = accuracy(y, predict(X, W, b))
+        if epoch == epochs - 1:
+            history.train_accuracy[epoch] = accuracy(y, predict(X, W, b))
+        else:
+            history.train_accuracy[epoch] = accuracy(y_sample, predict(X_sample, W, b))
         if X_val is not None:
             history.val_accuracy[epoch] = accuracy(y_val, predict(X_val, W, b))
         lr *= lr_decay
