@@ -170,3 +170,9 @@ def test_full_model_gradient(loss_name, reg_name):
     db = dscores.sum(axis=0)
     assert relative_error(dW, numerical_gradient(total_loss, W, h=1e-6)) < 1e-6
     assert relative_error(db, numerical_gradient(total_loss, b, h=1e-6)) < 1e-6
+
+
+def test_softmax_loss_of_a_confident_right_answer_is_tiny_but_positive():
+    # [10, -100, -100] with y = 0: L = log(1 + 2 e^-110) ~ 2 e^-110, not rounded to 0 (log1p)
+    value = losses.softmax_loss(np.array([[10.0, -100.0, -100.0]]), np.array([0]), reduction="none")[0]
+    assert value > 0 and math.isclose(value, 2 * math.exp(-110), rel_tol=1e-12)

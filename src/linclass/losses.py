@@ -86,8 +86,11 @@ def softmax_loss(scores, y, delta=1.0, reduction="mean"):
     _check(scores, y, reduction)
     N = scores.shape[0]
     rows = np.arange(N)
-    shifted = scores - scores.max(axis=1, keepdims=True)  # max of each row is 0 -> exp never overflows
-    log_sum_exp = np.log(np.exp(shifted).sum(axis=1))
+    top = scores.argmax(axis=1)
+    shifted = scores - scores[rows, top][:, None]  # max of each row is 0 -> exp never overflows
+    exp = np.exp(shifted)
+    exp[rows, top] = 0  # sum_j e^{shifted_j} = 1 + rest: log1p(rest) keeps a tiny loss tiny, not 0
+    log_sum_exp = np.log1p(exp.sum(axis=1))
     per_example = log_sum_exp - shifted[rows, y]
     if reduction == "none":
         return per_example

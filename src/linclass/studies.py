@@ -173,7 +173,7 @@ def loss_behaviour_table(delta=1.0):
     # Softmax vs SVM: three score vectors with y = 0, all with the hinge satisfied.
     for scores in ([10, -2, 3], [10, 9, 9], [10, -100, -100]):
         both("softmax vs svm", f"scores {scores}, y = 0", scores, 0,
-             "hinge is 0 once margins hold; softmax stays > 0 (it can round to 0 in float64) and keeps pushing")
+             "hinge is 0 once margins hold; softmax stays > 0 and keeps pushing")
     return pd.DataFrame(rows, columns=LOSS_STUDY_COLUMNS)
 
 
