@@ -4,12 +4,17 @@ Default store: `sqlite:///<absolute project root>/mlflow.db` with artifacts in `
 The URI is absolute so a stage that DVC runs in a temporary copy of the project
 (`dvc exp run --queue` / `--temp`, under `<root>/.dvc/tmp/exps/`) logs to the same store.
 `MLFLOW_TRACKING_URI` (a team server) wins over the config's `tracking.uri`, which wins over the default.
+
+Every run is tagged with where it was made (host, project root, and the DVC experiment name when
+DVC runs it as an experiment), so that the MLflow UI can be filtered by experiment and so that a
+stage looking up "the run that trained these weights" prefers the one made from this project copy.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -37,7 +42,13 @@ class TrackingError(RuntimeError):
 
 
 def project_root(cwd: str | Path | None = None) -> Path:
-    """The project's root, also from inside a DVC temporary experiment copy (<root>/.dvc/tmp/exps/...)."""
+    """The project's root, also from inside a DVC temporary experiment copy (<root>/.dvc/tmp/exps/...).
+
+    Without `cwd`, DVC's own answer wins: it sets DVC_ROOT for every stage it runs, to the parent
+    project's root for queued and --temp experiments.
+    """
+    if cwd is None and os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
     here = Path(cwd or os.getcwd()).resolve()
     parts = here.parts
     for i in range(len(parts) - 2):
@@ -108,6 +119,15 @@ def git_commit(root: str | Path | None = None) -> str:
         return "unknown"
 
 
+def context_tags() -> dict[str, str]:
+    """Where this run is made: host, project root and, under `dvc exp run`, the DVC experiment."""
+    tags = {"host": socket.gethostname(), "project_root": str(project_root())}
+    for tag, variable in (("dvc_exp_name", "DVC_EXP_NAME"), ("dvc_exp_baseline_rev", "DVC_EXP_BASELINE_REV")):
+        if os.environ.get(variable):
+            tags[tag] = os.environ[variable]
+    return tags
+
+
 def params_from_config(flat: Mapping[str, object]) -> list[Param]:
     return [Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in sorted(flat.items())]
 
@@ -157,7 +177,8 @@ def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | Non
         if run_id is not None:
             run = mlflow.start_run(run_id=run_id)
         else:
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {}))
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                                   tags={**context_tags(), **dict(tags or {})})
         try:
             yield run
         except KeyboardInterrupt:
@@ -173,24 +194,50 @@ def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | Non
         signal.signal(signal.SIGTERM, previous)
 
 
-def log_dataset(data_cfg: Mapping[str, object], num_train: int, num_val: int) -> None:
-    """Log the archive (its URL and md5) as the active run's training input."""
+def log_dataset(data_cfg: Mapping[str, object], num_train: int, num_val: int, attempts: int = 5) -> None:
+    """Log the archive (its URL and md5) as the active run's training input.
+
+    MLflow's database store looks the dataset up, then inserts it: two runs logging the same new
+    dataset at the same moment (a parallel grid, two pipelines on one store) make the slower one fail
+    on the unique (experiment, name, digest) key. Its transaction is rolled back, so trying again
+    finds the dataset the other one inserted and only links it.
+    """
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
 
     dataset = MetaDataset(HTTPDatasetSource(str(data_cfg["url"])), name=str(data_cfg["name"]),
                           digest=str(data_cfg["md5"])[:16])
-    mlflow.log_input(dataset, context="training",
-                     tags={"md5": str(data_cfg["md5"]), "train_images": str(num_train),
-                           "val_images": str(num_val)})
+    tags = {"md5": str(data_cfg["md5"]), "train_images": str(num_train), "val_images": str(num_val)}
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context="training", tags=tags)
+            return
+        except mlflow.exceptions.MlflowException as exc:
+            message = str(exc).lower()
+            if attempt == attempts - 1 or not ("unique" in message or "duplicate" in message):
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+def _quoted(value: str) -> str:
+    return f'"{value}"' if "'" in value else f"'{value}'"
 
 
 def find_run(experiment_id: str, tags: Mapping[str, str]) -> str | None:
-    """The newest run of the experiment carrying all `tags`, or None."""
-    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = MlflowClient().search_runs([experiment_id], filter_string=query,
-                                      order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].info.run_id if runs else None
+    """The newest run of the experiment carrying all `tags`, or None.
+
+    A run made from this project copy (same host and project root) wins over a newer one made
+    elsewhere: two clones that train identical weights into one store each find their own run.
+    """
+    client = MlflowClient()
+    here = {k: v for k, v in context_tags().items() if k in ("host", "project_root")}
+    for extra in (here, {}):
+        query = " and ".join(f"tags.`{k}` = {_quoted(str(v))}" for k, v in {**tags, **extra}.items())
+        runs = client.search_runs([experiment_id], filter_string=query,
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+        if runs:
+            return runs[0].info.run_id
+    return None
 
 
 if __name__ == "__main__":

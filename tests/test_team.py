@@ -1,0 +1,206 @@
+"""Working as a team: a real MLflow tracking server (`make server`) receives every run of the real
+pipeline with its artifacts and what reproduces it; a DVC remote (`make remote`, `make push`) lets a
+fresh clone get every output back (`make pull`) with nothing left to run.
+
+One pipeline run for the module: `dvc repro` of a small project logging to the server through
+MLFLOW_TRACKING_URI. The Makefile targets run for real (with `-o` on the virtualenv's stamp, so that
+make does not reinstall it).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BIN, ROOT, SMALL, env_for_pipeline, make_project
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "linclass-cifar10"
+GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
+NOT_LOGGING = {"download", "preprocess", "evaluate"}   # evaluate adds to the train runs instead
+VENV = BIN.parent
+
+
+def make(project_dir: Path, *args: str, env: dict, **kw) -> subprocess.CompletedProcess | subprocess.Popen:
+    """The project's Makefile run in `project_dir`, with this virtualenv (not reinstalled)."""
+    cmd = ["make", "-s", "-f", str(ROOT / "Makefile"), f"VENV={VENV}", "-o", f"{VENV}/bin/.installed", *args]
+    if kw.pop("background", False):
+        return subprocess.Popen(cmd, cwd=project_dir, env=env, start_new_session=True, **kw)
+    proc = subprocess.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, \
+        f"make {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`make server` on a free port of 127.0.0.1: its URL and its folder (mlflow-server/ holds db and artifacts)."""
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    log = open(folder / "server.log", "w")
+    proc = make(folder, "server", f"PORT={port}", env=env_for_pipeline(), background=True,
+                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"make server did not come up:\n{(folder / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, folder / "mlflow-server"
+    finally:  # the whole process group: make, mlflow, uvicorn
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def team_project(tmp_path_factory, synthetic_archive, server):
+    """A small project whose whole pipeline ran with MLFLOW_TRACKING_URI pointing at the server."""
+    path, md5 = synthetic_archive
+    url, _ = server
+    project = make_project(tmp_path_factory.mktemp("team") / "project",
+                           (f"data.url={path.as_uri()}", f"data.md5={md5}", *SMALL))
+    project.server_env = {**project.env, "MLFLOW_TRACKING_URI": url}
+    project.repro_output = project.dvc("repro", env=project.server_env).stdout
+    project.head = project.run("git", "rev-parse", "HEAD").stdout.strip()
+    return project
+
+
+def server_runs(url: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, f"experiment {EXPERIMENT} is not on the server"
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def train_runs(runs) -> dict:
+    by_name = {}
+    for run in runs:
+        if run.data.tags.get("dvc_stage", "").startswith("train@"):
+            by_name.setdefault(run.info.run_name, []).append(run)
+    assert sorted(by_name) == sorted(GRID), sorted(by_name)
+    assert all(len(found) == 1 for found in by_name.values()), {k: len(v) for k, v in by_name.items()}
+    return {name: found[0] for name, found in by_name.items()}
+
+
+def lock(project) -> dict:
+    return yaml.safe_load((project.path / "dvc.lock").read_text())["stages"]
+
+
+def test_server_receives_every_run_with_its_artifacts(team_project, server, tmp_path):
+    project, (url, server_dir) = team_project, server
+    client, runs = server_runs(url)
+    ran = set(re.findall(r"Running stage '([^']+)'", project.repro_output))
+    assert {f"train@{name}" for name in GRID} <= ran
+    logged = [run.data.tags.get("dvc_stage") for run in runs]
+    assert sorted(logged) == sorted(ran - NOT_LOGGING), "every stage that ran logs exactly one run"
+    assert all(run.info.status == "FINISHED" for run in runs), [(r.info.run_name, r.info.status) for r in runs]
+    # nothing went to the project's own store: the environment variable wins
+    assert not (project.path / "mlflow.db").exists() and not (project.path / "mlartifacts").exists()
+
+    for name, run in train_runs(runs).items():
+        run_id = run.info.run_id
+        templates = [a.path for a in client.list_artifacts(run_id, "plots/templates")]
+        assert len(templates) == 10 and all(p.endswith(".png") for p in templates), templates
+        model = {Path(a.path).name for a in client.list_artifacts(run_id, "model")}
+        assert {"W.npy", "b.npy", "history_steps.csv", "history_epochs.csv"} <= model, model
+        assert "evaluation" in {a.path for a in client.list_artifacts(run_id)}, "evaluate added its results"
+        assert 0 <= run.data.metrics["test_accuracy"] <= 1
+        assert len(client.get_metric_history(run_id, "total_loss")) == 30   # 500 images / 50 * 3 epochs
+
+    # one artifact, downloaded through the server, is the very file the pipeline wrote; it is stored
+    # in the server's artifact folder, not in the project
+    svm_l2 = train_runs(runs)["svm-l2"]
+    local = client.download_artifacts(svm_l2.info.run_id, "model/W.npy", str(tmp_path))
+    assert Path(local).read_bytes() == (project.path / "models/svm-l2/W.npy").read_bytes()
+    stored = list((server_dir / "artifacts").rglob(f"{svm_l2.info.run_id}/artifacts/model/W.npy"))
+    assert len(stored) == 1, "the server keeps the artifact in its own store"
+
+
+def test_every_run_carries_what_reproduces_it(team_project, server):
+    from linclass.config import flatten
+
+    project, (url, _) = team_project, server
+    _, runs = server_runs(url)
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    head = project.head
+    stages = lock(project)
+    lock_hashes = {f"dvc.{stage}.{out['path']}": out["md5"]
+                   for stage in ("download", "preprocess") for out in stages[stage]["outs"]}
+    assert set(lock_hashes) == {"dvc.download.data/raw/cifar-10-python.tar.gz", "dvc.preprocess.data/processed"}
+
+    for name, run in train_runs(runs).items():
+        tags = run.data.tags
+        assert tags["git_commit"] == head
+        committed = yaml.safe_load(project.run("git", "show", f"{head}:params.yaml").stdout)
+        assert committed == params, "the commit holds the params the run used"
+        assert tags["data_md5"] == params["data"]["md5"] == stages["download"]["params"]["params.yaml"]["data.md5"]
+        for key, md5 in lock_hashes.items():
+            assert tags[key] == md5, f"{name}: tag {key}={tags[key]} but dvc.lock says {md5}"
+        expected = {key: str(value) for key, value in flatten(params).items()}
+        assert run.data.params == expected, set(run.data.params.items()) ^ set(expected.items())
+        weights = project.path / "models" / name
+        weights_md5 = hashlib.md5((weights / "W.npy").read_bytes() + (weights / "b.npy").read_bytes()).hexdigest()
+        assert tags["weights_md5"] == weights_md5
+        assert json.loads((project.path / f"metrics/train/{name}.json").read_text())["weights_md5"] == weights_md5
+        assert tags["project_root"] == str(project.path.resolve()) and tags["host"] == socket.gethostname()
+
+
+def test_remote_push_then_fresh_clone_pull_restores_every_output(team_project, tmp_path):
+    project = team_project
+    remote = tmp_path / "remote"
+    env = project.server_env
+    make(project.path, "remote", f"REMOTE={remote}", env=env)
+    make(project.path, "push", env=env)
+    assert any(remote.rglob("*")), "dvc push wrote nothing to the remote"
+    project.git_commit("pipeline results and the team remote")   # dvc.lock, .dvc/config, metrics
+
+    clone = tmp_path / "clone"
+    project.run("git", "clone", "-q", str(project.path), str(clone))
+    assert not (clone / "models").exists() and not (clone / "data").exists()
+    pulled = make(clone, "pull", env=env)
+    assert "up to date" in pulled.stdout.lower(), pulled.stdout[-2000:]
+    status = subprocess.run([str(BIN / "dvc"), "status", "--json"], cwd=clone, env=env, capture_output=True,
+                            text=True, check=True).stdout
+    assert json.loads(status) == {}, status
+
+    outs = [out["path"] for stage in lock(project).values() for out in stage.get("outs", [])]
+    assert {"data/processed", "models/svm-l2", "reports/predictions", "metrics/test.json"} <= set(outs)
+    for out in outs:
+        original, restored = project.path / out, clone / out
+        assert restored.exists(), f"{out} was not restored"
+        files = [Path()] if original.is_file() else sorted(
+            p.relative_to(original) for p in original.rglob("*") if p.is_file())
+        for rel in files:
+            assert (restored / rel).read_bytes() == (original / rel).read_bytes(), f"{out}/{rel} differs"
