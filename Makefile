@@ -49,7 +49,8 @@ ifeq ($(CIFAR_URL),)
 else
 	dvc exp run -S 'data.url=$(CIFAR_URL)' -S 'data.md5=$(CIFAR_MD5)'
 endif
-	dvc metrics show
+	dvc metrics show metrics/test.json
+	column -s, -t reports/comparison.csv
 
 # The whole pipeline on the CIFAR-10 copy in ../shared/data (no internet needed).
 repro-local: venv
@@ -67,7 +68,7 @@ params: venv
 
 # The MLflow UI on the project's own store.
 ui: venv
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
 
 # A team tracking server: a database backend + an artifact store that the server serves (clients
 # upload and download artifacts through it). Point the pipeline at it:
