@@ -171,15 +171,20 @@ def plot_weight_histograms(models, path, tol=SPARSITY_TOL, bins=101):
     """
     if not models:
         raise ValueError("models must hold at least one {name: W} entry, got none")
-    fig = Figure(figsize=(3.2 * len(models), 2.8))
-    axes = np.atleast_1d(fig.subplots(1, len(models)))
+    ncols = min(4, len(models))  # the grid's rows are usually one loss each
+    nrows = -(-len(models) // ncols)
+    fig = Figure(figsize=(3.2 * ncols, 2.8 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for ax in axes[len(models):]:
+        ax.set_visible(False)
     for ax, (name, W) in zip(axes, models.items()):
         values = np.asarray(W).ravel()
         ax.hist(values, bins=bins, color="tab:blue")
         ax.set_yscale("log")
         ax.set_title(f"{name}\nnear-zero: {weight_sparsity(W, tol):.1%}", fontsize=10)
         ax.set_xlabel("weight")
-    axes[0].set_ylabel("count (log)")
+    for ax in axes[::ncols]:
+        ax.set_ylabel("count (log)")
     fig.suptitle(f"weights (near-zero: |w| <= {tol:g} max|W|)")
     fig.tight_layout()
     return save_figure(fig, path)
