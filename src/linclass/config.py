@@ -16,6 +16,7 @@ import yaml
 KNOWN_LOSSES = ("svm", "squared_svm", "softmax")          # linclass.losses.LOSSES
 KNOWN_REGULARIZERS = ("none", "l1", "l2", "elasticnet")  # linclass.regularizers.REGULARIZERS
 URL_SCHEMES = ("http://", "https://", "file://")
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")  # MLflow's stores
 
 
 class ConfigError(ValueError):
@@ -34,7 +35,12 @@ def compose(conf_dir: str | Path, overrides: Iterable[str] = (), config_name: st
 
 def load_params(path: str | Path = "params.yaml") -> dict:
     with open(path) as f:
-        params = yaml.safe_load(f)
+        try:
+            params = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            line = f" at line {where.line + 1}" if where is not None else ""
+            raise ConfigError(f"{path} is not valid YAML{line}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(params).__name__}")
     return params
@@ -59,7 +65,7 @@ def unknown_keys(params: dict, reference: dict, prefix: str = "") -> list[str]:
         name = f"{prefix}{key}"
         if key not in reference:
             unknown.append(name)
-        elif isinstance(value, dict) and isinstance(reference[key], dict) and reference[key]:
+        elif isinstance(value, dict) and isinstance(reference[key], dict):  # {} too: softmax has no settings
             unknown.extend(unknown_keys(value, reference[key], name + "."))
     return unknown
 
@@ -81,7 +87,7 @@ def _number(params: dict, key: str, *, low: float, high: float = math.inf, low_o
         raise ConfigError(f"{key}={value!r} is not {kind}")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
-    if too_low or too_high or (isinstance(value, float) and math.isnan(value)):
+    if too_low or too_high or not math.isfinite(value):
         lo = f"{'>' if low_open else '>='} {low:g}"
         hi = "" if high == math.inf else f" and {'<' if high_open else '<='} {high:g}"
         raise ConfigError(f"{key}={value!r} is out of range: allowed {kind} {lo}{hi}")
@@ -143,6 +149,17 @@ def validate_model(params: dict, loss: str, regularizer: str) -> None:
         _number(params, "regularizer.elasticnet.beta", low=0)
 
 
+def validate_tracking(params: dict) -> None:
+    uri = _get(params, "tracking.uri")
+    scheme = re.match(r"([a-z][a-z0-9.-]*)(\+[a-z0-9]+)?:", uri) if isinstance(uri, str) else None
+    if uri is not None and (scheme is None or scheme.group(1) not in TRACKING_SCHEMES):
+        raise ConfigError(f"tracking.uri={uri!r} is not supported; allowed: null (the project's sqlite store) "
+                          f"or a URI with scheme {', '.join(TRACKING_SCHEMES)}")
+    experiment = _get(params, "tracking.experiment")
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise ConfigError(f"tracking.experiment={experiment!r} is not a name (a non-empty string)")
+
+
 def validate_studies(params: dict) -> None:
     scales = _get(params, "studies.scales")
     if not isinstance(scales, list) or not scales or not all(
@@ -164,12 +181,19 @@ def validate(params: dict, reference: dict | None = None) -> dict:
     if reference is not None:
         unknown = unknown_keys(params, reference)
         if unknown:
+            parent = unknown[0].rpartition(".")[0]
+            try:
+                known = _get(reference, parent) if parent else reference
+            except ConfigError:  # a key with a dot in its own name
+                parent, known = "", reference
+            where = f"keys of {parent}" if parent else "top-level keys"
             raise ConfigError(f"unknown setting {unknown[0]!r}; it is not in conf/ "
-                              f"(known top-level keys: {', '.join(reference)})")
+                              f"(known {where}: {', '.join(map(str, known)) or 'none'})")
     validate_grid(params)
     validate_data(params)
     validate_preprocess(params)
     validate_train(params)
+    validate_tracking(params)
     for loss in _get(params, "grid.losses"):
         for reg in _get(params, "grid.regularizers"):
             validate_model(params, loss, reg)

@@ -32,6 +32,7 @@ def stage_params(params_path: str | Path = "params.yaml", conf_dir: str | Path =
 def run(main: Callable[[], None]) -> None:
     """Run a stage's main(): known failures become one line on stderr and a non-zero exit."""
     from linclass.tracking import Terminated
+    from mlflow.exceptions import MlflowException  # e.g. a tracking URI that MLflow has no store for
 
     try:
         main()
@@ -41,10 +42,10 @@ def run(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted (SIGINT); nothing was written", file=sys.stderr)
         sys.exit(EXIT_SIGINT)
-    except (ConfigError, ValueError, RuntimeError, OSError, FloatingPointError) as exc:
+    except (ConfigError, ValueError, RuntimeError, OSError, FloatingPointError, MlflowException) as exc:
         if os.environ.get("LINCLASS_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the message
         sys.exit(EXIT_ERROR)
 
 

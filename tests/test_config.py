@@ -1,0 +1,214 @@
+"""conf/ -> params.yaml -> validate(): the committed params.yaml is fresh, overrides compose, bad
+settings fail in one line that names the key, the value and what is allowed."""
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from linclass.config import ConfigError, compose, flatten, load_params, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    """conf/ composed with no overrides: the defaults, and the list of known keys."""
+    return compose(ROOT / "conf")
+
+
+def stale_keys(params: dict, composed: dict) -> list[str]:
+    """Dotted keys whose value differs between params.yaml and the composition of conf/ (or exist in one only)."""
+    a, b = flatten(params), flatten(composed)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def with_setting(params: dict, dotted: str, value) -> dict:
+    params = copy.deepcopy(params)
+    *parents, last = dotted.split(".")
+    node = params
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return params
+
+
+# --- params.yaml is conf/ composed --------------------------------------------------------------
+
+def test_committed_params_yaml_is_conf_composed(reference):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stale = stale_keys(params, reference)
+    assert not stale, f"params.yaml is stale (differs from conf/ at {', '.join(stale)}): run `make params`"
+
+
+def test_stale_check_catches_an_edit_of_conf(tmp_path, reference):
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    sgd = conf / "train" / "sgd.yaml"
+    sgd.write_text(sgd.read_text().replace(f"epochs: {reference['train']['epochs']}",
+                                           f"epochs: {reference['train']['epochs'] + 1}"))
+    assert stale_keys(reference, compose(conf)) == ["train.epochs"]
+
+
+def test_write_params_writes_the_composition_with_a_header(tmp_path):
+    from linclass.config import write_params
+
+    written = write_params(ROOT / "conf", tmp_path / "params.yaml", ["train.epochs=7"])
+    text = (tmp_path / "params.yaml").read_text()
+    assert text.startswith("# Generated from conf/")
+    assert yaml.safe_load(text) == written and written["train"]["epochs"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # no temp file left behind
+
+
+# --- overrides -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("group, option", [("train", "smoke"), ("tracking", "server")])
+def test_group_override_swaps_the_whole_section(reference, group, option):
+    composed = compose(ROOT / "conf", [f"{group}={option}"])
+    expected = yaml.safe_load((ROOT / "conf" / group / f"{option}.yaml").read_text())
+    assert composed[group] == expected
+    assert composed[group] != reference[group]
+    assert {k: v for k, v in composed.items() if k != group} == {k: v for k, v in reference.items() if k != group}
+
+
+def test_smoke_training_is_shorter(reference):
+    assert compose(ROOT / "conf", ["train=smoke"])["train"]["epochs"] < reference["train"]["epochs"]
+
+
+def test_value_override(reference):
+    composed = compose(ROOT / "conf", ["train.epochs=7", "grid.losses=[softmax]"])
+    assert composed["train"]["epochs"] == 7 and composed["grid"]["losses"] == ["softmax"]
+    assert stale_keys(composed, reference) == ["grid.losses", "train.epochs"]
+
+
+def test_override_of_an_unknown_key_is_refused_by_hydra():
+    with pytest.raises(Exception, match=r"Could not override 'nosuch\.key'"):
+        compose(ROOT / "conf", ["nosuch.key=1"])
+
+
+# --- validate ------------------------------------------------------------------------------------
+
+def test_defaults_are_valid(reference):
+    assert validate(copy.deepcopy(reference), reference) == reference
+    assert validate(copy.deepcopy(reference)) == reference
+
+
+@pytest.mark.parametrize("group, option", [("train", "smoke"), ("tracking", "server")])
+def test_group_options_are_valid(reference, group, option):
+    validate(compose(ROOT / "conf", [f"{group}={option}"]), reference)
+
+
+def test_full_grid_is_valid(reference):
+    params = with_setting(reference, "grid.losses", ["svm", "squared_svm", "softmax"])
+    validate(params, reference)
+
+
+# (dotted key, bad value, text the message must show for the value)
+BAD = [
+    ("data.url", "ftp://example.org/cifar.tar.gz", "ftp://example.org/cifar.tar.gz"),
+    ("data.url", "cifar-10-python.tar.gz", "cifar-10-python.tar.gz"),
+    ("data.url", None, "None"),
+    ("data.md5", "not-hex-" * 4, "not-hex-"),
+    ("data.md5", "C58F30108F718F92721AF3B95E74349A", "C58F30108F718F92721AF3B95E74349A"),
+    ("data.md5", "c58f30108f718f92721af3b95e74349", "c58f30108f718f92721af3b95e74349"),
+    ("data.retries", 0, "0"),
+    ("data.timeout", 0, "0"),
+    ("preprocess.val_size", 0, "0"),
+    ("preprocess.val_size", 50_000, "50000"),
+    ("preprocess.val_size", 100.5, "100.5"),
+    ("preprocess.val_size", "100", "'100'"),
+    ("preprocess.seed", -1, "-1"),
+    ("preprocess.scale", 0.0, "0.0"),
+    ("preprocess.max_train", 0, "0"),
+    ("train.epochs", 0, "0"),
+    ("train.epochs", 2.5, "2.5"),
+    ("train.epochs", True, "True"),
+    ("train.batch_size", 0, "0"),
+    ("train.batch_size", -50, "-50"),
+    ("train.learning_rate", 0, "0"),
+    ("train.learning_rate", -0.01, "-0.01"),
+    ("train.learning_rate", math.nan, "nan"),
+    ("train.learning_rate", math.inf, "inf"),
+    ("train.learning_rate", "fast", "'fast'"),
+    ("train.lr_decay", 1.5, "1.5"),
+    ("train.lr_decay", 0.0, "0.0"),
+    ("train.init_scale", -1e-3, "-0.001"),
+    ("train.seed", -1, "-1"),
+    ("train.blas_threads", 0, "0"),
+    ("loss.svm.delta", 0.0, "0.0"),
+    ("loss.svm.delta", -1.0, "-1.0"),
+    ("regularizer.l2.strength", -1e-3, "-0.001"),
+    ("regularizer.none.strength", -1.0, "-1.0"),
+    ("regularizer.l1.strength", "a lot", "'a lot'"),
+    ("regularizer.elasticnet.beta", -0.5, "-0.5"),
+    ("tracking.uri", "htp://127.0.0.1:5000", "htp://127.0.0.1:5000"),
+    ("tracking.uri", 5000, "5000"),
+    ("tracking.experiment", "", "''"),
+    ("studies.scales", [], "[]"),
+    ("studies.scales", [0.5, -1.0], "[0.5, -1.0]"),
+    ("studies.scales", "1.0", "'1.0'"),
+    ("studies.zero_hinge_subset", 1, "1"),
+    ("studies.near_zero_tol", 0.0, "0.0"),
+    ("studies.near_zero_tol", 1.5, "1.5"),
+    ("studies.hard_cases.n", 5, "5"),
+    ("grid.losses", ["hinge"], "'hinge'"),
+    ("grid.losses", ["svm", "SVM"], "'SVM'"),
+    ("grid.losses", [], "[]"),
+    ("grid.losses", "svm", "'svm'"),
+    ("grid.regularizers", ["l3"], "'l3'"),
+    ("grid.regularizers", ["l2", "dropout"], "'dropout'"),
+]
+ALLOWED_WORDS = ("allowed", "known", "expected", "is not a", "is not an")
+
+
+@pytest.mark.parametrize("key, value, shown", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
+def test_bad_value_is_one_line_naming_key_value_and_what_is_allowed(reference, key, value, shown):
+    with pytest.raises(ConfigError) as info:
+        validate(with_setting(reference, key, value), reference)
+    message = str(info.value)
+    assert "\n" not in message
+    assert key in message, message
+    assert shown in message, message
+    assert any(word in message for word in ALLOWED_WORDS), message
+
+
+@pytest.mark.parametrize("key, known", [
+    ("nosuch", "top-level keys: data, preprocess"),
+    ("train.momentum", "keys of train: epochs, batch_size"),
+    ("loss.hinge", "keys of loss: svm, squared_svm, softmax"),
+    ("loss.softmax.delta", "keys of loss.softmax: none"),  # softmax has no settings at all
+    ("regularizer.l2.beta", "keys of regularizer.l2: strength"),
+    ("studies.hard_cases.lr", "keys of studies.hard_cases: n, seed"),
+])
+def test_unknown_setting_is_one_line_naming_it_and_the_known_keys(reference, key, known):
+    with pytest.raises(ConfigError) as info:
+        validate(with_setting(reference, key, 1), reference)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"unknown setting {key!r}"), message
+    assert known in message, message
+
+
+def test_missing_setting_is_named(reference):
+    params = copy.deepcopy(reference)
+    del params["train"]["epochs"]
+    with pytest.raises(ConfigError, match=r"^missing setting train\.epochs$"):
+        validate(params, reference)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("train: [\n", r"^params\.yaml is not valid YAML at line 2: "),
+    ("train:\n  epochs: 3\n   batch_size: 5\n", r"^params\.yaml is not valid YAML at line 3: "),
+    ("", r"^params\.yaml: expected a mapping of settings, got NoneType$"),
+    ("- 1\n- 2\n", r"^params\.yaml: expected a mapping of settings, got list$"),
+])
+def test_unreadable_params_yaml_is_one_line(tmp_path, monkeypatch, text, expected):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_params("params.yaml")
+    assert "\n" not in str(info.value)

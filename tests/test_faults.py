@@ -1,0 +1,385 @@
+"""Faults and bad input on the real pipeline: killed training, divergence, tampered data, bad settings,
+a tracking server that does not answer. Real DVC, real MLflow sqlite store, real processes and signals.
+
+One project per module: `dvc repro preprocess` runs once; every test starts from that state (params.yaml,
+dvc.lock and data/ as after the preprocess) and may write its own params.yaml. A test that runs `dvc repro`
+uses a train stage that no earlier test trained successfully: DVC's run cache would restore that one
+instead of running it.
+
+Signals (dvc 3.67, measured here): `dvc repro` runs a stage's command as its child, in the same process group.
+- SIGINT to the group (Ctrl-C in a terminal): dvc ignores SIGINT while a stage runs; the stage gets it,
+  marks its MLflow run KILLED, exits 130, then dvc reports the stage failed and exits 255.
+- SIGTERM to the group (`kill -TERM -<pgid>`, a job scheduler): dvc has no handler and dies at once (-15);
+  the stage gets it too, marks its run KILLED and exits 143. The next `dvc repro` drops dvc's stale lock.
+- SIGTERM to the train process only: the stage marks its run KILLED and exits 143; dvc reports it (255).
+SIGKILL cannot be handled: its run stays RUNNING (nothing is half-written, thanks to the temporary output dir).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import BIN, SMALL, make_project
+from helpers_http import closed_port
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "linclass-cifar10"
+TRAIN = (str(BIN / "python"), "pipeline/train.py", "--loss", "svm", "--regularizer", "l2")
+
+
+# --- the shared project ----------------------------------------------------------------------------
+
+def tree_md5(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tmp_path_factory, archive_server):
+    """The project after `dvc repro preprocess`, with its MLflow store and experiment created."""
+    url, md5 = archive_server
+    project = make_project(tmp_path_factory.mktemp("faults") / "project", (f"data.url={url}", f"data.md5={md5}", *SMALL))
+    project.dvc("repro", "preprocess")
+    project.run(str(BIN / "python"), "-m", "linclass.tracking")  # the store exists before anyone polls it
+    project.git_commit("preprocessed")
+    project.saved = {name: (project.path / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
+    project.data_md5 = tree_md5(project.path / "data")
+    return project
+
+
+@pytest.fixture
+def project(preprocessed):
+    project = preprocessed
+    yield project
+    for name, content in project.saved.items():
+        (project.path / name).write_bytes(content)
+    for name in ("models", "metrics", "reports"):
+        shutil.rmtree(project.path / name, ignore_errors=True)
+    if tree_md5(project.path / "data") != project.data_md5:
+        project.dvc("checkout", "--force", "download", "preprocess")
+
+
+def write_params(project, **settings) -> None:
+    """params.yaml = the project's params with `settings` ({'train__epochs': 5} sets train.epochs) changed."""
+    params = yaml.safe_load(project.saved["params.yaml"])
+    for key, value in settings.items():
+        *parents, last = key.split("__")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def mlflow_client(project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(project.tracking_uri)
+    return client, client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def all_runs(project) -> dict:
+    client, experiment_id = mlflow_client(project)
+    return {r.info.run_id: r for r in client.search_runs([experiment_id], max_results=10_000)}
+
+
+def new_runs(project, before: dict) -> list:
+    return [run for run_id, run in all_runs(project).items() if run_id not in before]
+
+
+def assert_no_train_output(project, name: str) -> None:
+    models, metrics = project.path / "models", project.path / "metrics" / "train"
+    assert not (models / name).exists(), f"models/{name} was written"
+    assert not list(models.glob(f".{name}*")), f"temporary dirs left behind: {list(models.glob('.*'))}"
+    assert not (metrics / f"{name}.json").exists(), f"metrics/train/{name}.json was written"
+    assert not list(metrics.glob(f".{name}*")), f"temporary files left behind: {list(metrics.glob('.*'))}"
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+# --- killed training -------------------------------------------------------------------------------
+
+def wait_for_training(project, proc, before: dict, log: Path, timeout: float = 120):
+    """The new MLflow run, once it is RUNNING and has logged its first epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"dvc ended before training started:\n{log.read_text()[-3000:]}"
+        for run in new_runs(project, before):
+            if run.info.status == "RUNNING" and "train_accuracy" in run.data.metrics:
+                return run
+        time.sleep(0.2)
+    raise AssertionError(f"training did not start within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def train_process(dvc_pid: int):
+    import psutil
+
+    found = [p for p in psutil.Process(dvc_pid).children(recursive=True) if "pipeline/train.py" in p.cmdline()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+# Each case trains its own model, so that the repro after the kill really trains (not a DVC run-cache restore).
+@pytest.mark.parametrize("target, signum, dvc_exit, stage_says, name", [
+    ("group", signal.SIGTERM, -signal.SIGTERM, "error: stopped (received signal SIGTERM); nothing was written", "svm-l2"),
+    ("group", signal.SIGINT, 255, "error: interrupted (SIGINT); nothing was written", "svm-l1"),
+    ("train", signal.SIGTERM, 255, "error: stopped (received signal SIGTERM); nothing was written", "svm-none"),
+], ids=["SIGTERM-to-group", "SIGINT-to-group", "SIGTERM-to-train"])
+def test_killed_training_is_marked_killed_leaves_nothing_and_repro_completes(project, tmp_path, target, signum,
+                                                                             dvc_exit, stage_says, name):
+    import psutil
+
+    write_params(project, train__epochs=100_000)
+    before = all_runs(project)
+    log = tmp_path / "dvc.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(BIN / "dvc"), "repro", f"train@{name}"], cwd=project.path, env=project.env,
+                                stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        run = wait_for_training(project, proc, before, log)
+        trainer = train_process(proc.pid)
+        if target == "group":
+            os.killpg(proc.pid, signum)
+        else:
+            trainer.send_signal(signum)
+        proc.wait(timeout=60)
+        _, alive = psutil.wait_procs([trainer], timeout=60)
+        assert not alive, "the train process outlived the signal"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = log.read_text()
+    assert proc.returncode == dvc_exit, output[-3000:]
+    assert stage_says in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+
+    killed = all_runs(project)[run.info.run_id]
+    assert killed.info.status == "KILLED"
+    assert [r.info.run_id for r in new_runs(project, before)] == [run.info.run_id]
+    assert_no_train_output(project, name)
+    assert f"train@{name}" not in yaml.safe_load((project.path / "dvc.lock").read_text())["stages"]
+
+    (project.path / "params.yaml").write_bytes(project.saved["params.yaml"])
+    again = project.dvc("repro", f"train@{name}")
+    assert f"Running stage 'train@{name}'" in again.stdout
+    assert (project.path / "models" / name / "W.npy").exists()
+    assert json.loads((project.path / "metrics" / "train" / f"{name}.json").read_text())["weights_md5"]
+    runs = all_runs(project)
+    assert runs[run.info.run_id].info.status == "KILLED"
+    assert sorted(r.info.status for r in new_runs(project, before)) == ["FINISHED", "KILLED"]
+    assert json.loads(project.dvc("status", "--json", f"train@{name}").stdout) == {}
+
+
+# --- divergence ------------------------------------------------------------------------------------
+
+def test_divergence_fails_the_run_and_the_stage_naming_step_and_value(project):
+    write_params(project, train__learning_rate=1e30)
+    before = all_runs(project)
+    result = project.dvc("repro", "train@softmax-l2", check=False)
+    assert result.returncode != 0
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert errors[0].startswith("error: training diverged at step "), errors
+    assert "1e+30" in errors[0] and ("= inf" in errors[0] or "= nan" in errors[0]), errors
+
+    (run,) = new_runs(project, before)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("DivergenceError: training diverged at step ")
+    assert "1e+30" in run.data.tags["error"]
+    assert_no_train_output(project, "softmax-l2")
+
+
+# --- tampered data ---------------------------------------------------------------------------------
+
+def manifest_md5(project, out: str, relpath: str) -> str:
+    """The md5 that dvc.lock records (through its .dir manifest in the cache) for one file of a directory output."""
+    lock = yaml.safe_load((project.path / "dvc.lock").read_text())
+    (entry,) = [o for o in lock["stages"]["preprocess"]["outs"] if o["path"] == out]
+    dir_md5 = entry["md5"]
+    manifest = project.path / ".dvc" / "cache" / "files" / "md5" / dir_md5[:2] / dir_md5[2:]
+    (item,) = [i for i in json.loads(manifest.read_text()) if i["relpath"] == relpath]
+    return item["md5"]
+
+
+# Plain `dvc repro` restores the recorded output from the cache; `--force` runs preprocess again, bit-identically.
+@pytest.mark.parametrize("repro", [("repro",), ("repro", "--force")], ids=["repro", "repro-force"])
+def test_tampered_preprocessed_file_is_reported_and_rebuilt(project, repro):
+    x_train = project.path / "data" / "processed" / "X_train.npy"
+    recorded = manifest_md5(project, "data/processed", "X_train.npy")
+    assert hashlib.md5(x_train.read_bytes()).hexdigest() == recorded
+
+    with open(x_train, "r+b") as f:  # flip 8 bytes of pixel data, keep the size
+        f.seek(4096)
+        original = f.read(8)
+        f.seek(4096)
+        f.write(bytes(b ^ 0xFF for b in original))
+    assert hashlib.md5(x_train.read_bytes()).hexdigest() != recorded
+
+    status = json.loads(project.dvc("status", "--json").stdout)
+    assert {"changed outs": {"data/processed": "modified"}} in status.get("preprocess", []), status
+
+    done = project.dvc(*repro, "preprocess")
+    if "--force" in repro:
+        assert "Running stage 'preprocess'" in done.stdout, done.stdout
+    assert hashlib.md5(x_train.read_bytes()).hexdigest() == recorded
+    assert tree_md5(project.path / "data") == project.data_md5
+    assert json.loads(project.dvc("status", "--json", "preprocess").stdout) == {}
+
+
+# --- bad settings ----------------------------------------------------------------------------------
+
+# (settings written to params.yaml, texts the one error line must contain)
+BAD_SETTINGS = {
+    "unknown-loss-in-grid": ({"grid__losses": ["svm", "hinge"]},
+                             ["grid.losses", "'hinge'", "known: svm, squared_svm, softmax"]),
+    "unknown-regularizer-in-grid": ({"grid__regularizers": ["l2", "l3"]},
+                                    ["grid.regularizers", "'l3'", "known: none, l1, l2, elasticnet"]),
+    "negative-strength": ({"regularizer__l2__strength": -0.001},
+                          ["regularizer.l2.strength=-0.001", "allowed a number >= 0"]),
+    "zero-learning-rate": ({"train__learning_rate": 0}, ["train.learning_rate=0", "allowed a number > 0"]),
+    "negative-learning-rate": ({"train__learning_rate": -0.01}, ["train.learning_rate=-0.01", "allowed a number > 0"]),
+    "zero-batch-size": ({"train__batch_size": 0}, ["train.batch_size=0", "allowed an integer >= 1"]),
+    "unknown-top-level-key": ({"nosuch": {"key": 1}}, ["unknown setting 'nosuch'", "known top-level keys: data"]),
+    "unknown-train-key": ({"train__momentum": 0.9}, ["unknown setting 'train.momentum'", "known keys of train: epochs"]),
+    "bad-tracking-uri": ({"tracking__uri": "htp://127.0.0.1:5000"},
+                         ["tracking.uri='htp://127.0.0.1:5000'", "allowed: null"]),
+}
+
+
+def assert_rejected_before_any_work(project, result, before: dict, must_say: list[str]) -> None:
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for text in must_say:
+        assert text in lines[0], lines[0]
+    assert_no_train_output(project, "svm-l2")
+    assert not new_runs(project, before), "an MLflow run was created"
+
+
+@pytest.mark.parametrize("case", list(BAD_SETTINGS))
+def test_bad_setting_fails_the_train_stage_in_one_line_before_any_work(project, case):
+    settings, must_say = BAD_SETTINGS[case]
+    write_params(project, **settings)
+    before = all_runs(project)
+    assert_rejected_before_any_work(project, project.run(*TRAIN, check=False), before, must_say)
+
+
+def test_batch_size_larger_than_the_data_names_both(project):
+    num_train = len(np.load(project.path / "data" / "processed" / "y_train.npy"))
+    write_params(project, train__batch_size=num_train + 1)
+    before = all_runs(project)
+    assert_rejected_before_any_work(project, project.run(*TRAIN, check=False), before, [
+        f"train.batch_size={num_train + 1}", f"{num_train} training images", f"allowed 1..{num_train}"])
+
+
+def test_unknown_loss_argument(project):
+    before = all_runs(project)
+    result = project.run(*TRAIN[:3], "hinge", *TRAIN[4:], check=False)
+    assert_rejected_before_any_work(project, result, before, ["unknown loss 'hinge'", "known: svm, squared_svm"])
+
+
+def test_unreadable_params_yaml(project):
+    (project.path / "params.yaml").write_text("train:\n  epochs: 3\n   batch_size: 5\n")
+    before = all_runs(project)
+    assert_rejected_before_any_work(project, project.run(*TRAIN, check=False), before,
+                                    ["params.yaml is not valid YAML at line 3"])
+
+
+def test_exp_run_with_an_unknown_override_key_runs_nothing(project):
+    before = all_runs(project)
+    result = project.dvc("exp", "run", "-S", "nosuch.key=1", "train@svm-l2", check=False)
+    assert result.returncode != 0
+    assert "Could not override 'nosuch.key'" in result.stderr, result.stderr
+    assert "Running stage" not in result.stdout, result.stdout
+    assert (project.path / "params.yaml").read_bytes() == project.saved["params.yaml"]
+    assert_no_train_output(project, "svm-l2")
+    assert not new_runs(project, before)
+
+
+def test_exp_run_appending_an_unknown_key_fails_the_first_stage_in_one_line(project):
+    # `+nosuch.key=1` is a valid Hydra append: DVC writes params.yaml (composed from conf/) and runs;
+    # the first stage to run refuses the unknown setting before doing anything.
+    before = all_runs(project)
+    result = project.dvc("exp", "run", "-S", "+nosuch.key=1", "train@svm-l2", check=False)
+    assert result.returncode != 0
+    assert yaml.safe_load((project.path / "params.yaml").read_text())["nosuch"] == {"key": 1}
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and errors[0].startswith("error: unknown setting 'nosuch'"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert_no_train_output(project, "svm-l2")
+    assert not new_runs(project, before)
+
+
+# --- a tracking server that does not answer --------------------------------------------------------
+
+@contextlib.contextmanager
+def silent_server():
+    """A socket on 127.0.0.1 that accepts connections and never answers; yields (url, accepted connections)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.1)
+    held, stop = [], threading.Event()
+
+    def accept_forever():
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", held
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+@pytest.mark.parametrize("server", ["closed-port", "silent"])
+def test_unreachable_tracking_server_fails_fast_in_one_line_and_loses_nothing(project, server):
+    with contextlib.ExitStack() as stack:
+        if server == "closed-port":
+            uri, held = f"http://127.0.0.1:{closed_port()}", None
+        else:
+            uri, held = stack.enter_context(silent_server())
+        before = all_runs(project)
+        env = {**project.env, "MLFLOW_TRACKING_URI": uri}
+        start = time.monotonic()
+        result = project.dvc("repro", "train@softmax-none", check=False, env=env, timeout=120)
+        elapsed = time.monotonic() - start
+        if held is not None:
+            assert held, "the stage never connected to the silent server"
+    assert result.returncode != 0
+    assert elapsed < 15, f"took {elapsed:.1f} s to give up on {uri}"
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert uri in errors[0] and "did not answer" in errors[0], errors
+    assert "Traceback" not in result.stderr
+    assert_no_train_output(project, "softmax-none")
+    assert tree_md5(project.path / "data") == project.data_md5  # earlier stages' outputs intact
+    assert json.loads(project.dvc("status", "--json", "preprocess").stdout) == {}
+    assert not new_runs(project, before)
