@@ -4,20 +4,17 @@ and one comparison table of all combinations.
 Writes metrics/test.json and metrics/per_class.json (DVC metrics), reports/comparison.csv (the table), and for DVC's confusion
 plots reports/predictions/<model>.csv (actual, predicted); logs the results into each model's MLflow run.
 """
-import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from linclass import images, tracking
+from linclass.artifacts import class_names as load_class_names
+from linclass.artifacts import load_model, load_split, model_names, train_summary
 from linclass.metrics import accuracy, confusion_matrix, per_class_accuracy
 from linclass.model import predict
 from linclass.stage import atomic_dir, atomic_file, run, stage_params, write_json
-
-DATA = Path("data/processed")
-MODELS = Path("models")
 
 
 def evaluate_model(W, b, X, y, num_classes):
@@ -48,33 +45,32 @@ def log_to_run(experiment_id, name, weights_md5, result, val_accuracy, class_nam
 
 def main() -> None:
     params = stage_params()
-    X_test, y_test = np.load(DATA / "X_test.npy"), np.load(DATA / "y_test.npy")
-    X_val, y_val = np.load(DATA / "X_val.npy"), np.load(DATA / "y_val.npy")
-    class_names = json.loads((DATA / "classes.json").read_text())
+    X_test, y_test = load_split("test")
+    X_val, y_val = load_split("val")
+    class_names = load_class_names()
     experiment_id = tracking.setup(params["tracking"]["experiment"], params["tracking"]["uri"])
 
     rows, metrics, per_class = [], {}, {}
     with atomic_dir(Path("reports/predictions")) as predictions:
-        for loss in params["grid"]["losses"]:
-            for reg in params["grid"]["regularizers"]:
-                name = f"{loss}-{reg}"
-                W, b = np.load(MODELS / name / "W.npy"), np.load(MODELS / name / "b.npy")
-                train_summary = json.loads((Path("metrics/train") / f"{name}.json").read_text())
-                test = evaluate_model(W, b, X_test, y_test, len(class_names))
-                val_acc = accuracy(y_val, predict(X_val, W, b))
-                pd.DataFrame({"actual": [class_names[i] for i in y_test],
-                              "predicted": [class_names[i] for i in test["predicted"]]}).to_csv(
-                    predictions / f"{name}.csv", index=False)
-                metrics[name] = {"test_accuracy": round(test["accuracy"], 6), "val_accuracy": round(val_acc, 6)}
-                per_class[name] = {c: round(float(a), 6) for c, a in zip(class_names, test["per_class"])}
-                rows.append({"model": name, "loss": loss, "regularizer": reg,
-                             "strength": params["regularizer"][reg]["strength"],
-                             "train_accuracy": train_summary["train_accuracy"], "val_accuracy": val_acc,
-                             "test_accuracy": test["accuracy"],
-                             "final_data_loss": train_summary["final_data_loss"],
-                             "final_reg_loss": train_summary["final_reg_loss"],
-                             "near_zero_weights": images.weight_sparsity(W, params["studies"]["near_zero_tol"])})
-                log_to_run(experiment_id, name, train_summary["weights_md5"], test, val_acc, class_names)
+        for name in model_names(params):
+            loss, reg = name.split("-")
+            W, b = load_model(name)
+            summary = train_summary(name)
+            test = evaluate_model(W, b, X_test, y_test, len(class_names))
+            val_acc = accuracy(y_val, predict(X_val, W, b))
+            pd.DataFrame({"actual": [class_names[i] for i in y_test],
+                          "predicted": [class_names[i] for i in test["predicted"]]}).to_csv(
+                predictions / f"{name}.csv", index=False)
+            metrics[name] = {"test_accuracy": round(test["accuracy"], 6), "val_accuracy": round(val_acc, 6)}
+            per_class[name] = {c: round(float(a), 6) for c, a in zip(class_names, test["per_class"])}
+            rows.append({"model": name, "loss": loss, "regularizer": reg,
+                         "strength": params["regularizer"][reg]["strength"],
+                         "train_accuracy": summary["train_accuracy"], "val_accuracy": val_acc,
+                         "test_accuracy": test["accuracy"],
+                         "final_data_loss": summary["final_data_loss"],
+                         "final_reg_loss": summary["final_reg_loss"],
+                         "near_zero_weights": images.weight_sparsity(W, params["studies"]["near_zero_tol"])})
+            log_to_run(experiment_id, name, summary["weights_md5"], test, val_acc, class_names)
     table = pd.DataFrame(rows).sort_values("test_accuracy", ascending=False, kind="stable")
     with atomic_file("reports/comparison.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")

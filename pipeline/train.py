@@ -7,7 +7,6 @@ the loss curves. Outputs appear only when everything succeeded.
 """
 import argparse
 import hashlib
-import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -15,14 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from linclass import images, tracking
+from linclass.artifacts import class_names as load_class_names
+from linclass.artifacts import load_split
 from linclass.config import flatten, validate_model
 from linclass.losses import get_loss
 from linclass.model import class_scores, init_weights
 from linclass.sgd import train_sgd
 from linclass.stage import atomic_dir, run, stage_params, write_json
 from linclass.studies import initial_loss_check
-
-DATA = Path("data/processed")
 
 
 def file_md5(*paths: Path) -> str:
@@ -62,9 +61,9 @@ def main() -> None:
     name = f"{args.loss}-{args.regularizer}"
     train, loss_cfg, reg_cfg = params["train"], params["loss"][args.loss], params["regularizer"][args.regularizer]
 
-    X_train, y_train = np.load(DATA / "X_train.npy"), np.load(DATA / "y_train.npy")
-    X_val, y_val = np.load(DATA / "X_val.npy"), np.load(DATA / "y_val.npy")
-    class_names = json.loads((DATA / "classes.json").read_text())
+    X_train, y_train = load_split("train")
+    X_val, y_val = load_split("val")
+    class_names = load_class_names()
     if train["batch_size"] > len(X_train):
         raise ValueError(f"train.batch_size={train['batch_size']} is larger than the "
                          f"{len(X_train)} training images; allowed 1..{len(X_train)}")

@@ -241,7 +241,7 @@ def _upsample_matrix(coarse: int, fine: int) -> np.ndarray:
     return np.maximum(0.0, 1.0 - np.abs(pos[:, None] - np.arange(coarse)[None, :]))
 
 
-def template_images(num_classes: int, rng: np.random.Generator, coarse: int = 4) -> np.ndarray:
+def class_patterns(num_classes: int, rng: np.random.Generator, coarse: int = 4) -> np.ndarray:
     """(num_classes, 3072) float64 smooth colour templates in [40, 215]: a random coarse x coarse
     grid per channel, bilinearly upsampled to 32x32 (so each class is a low-frequency pattern)."""
     grid = rng.uniform(40.0, 215.0, size=(num_classes, 3, coarse, coarse))
@@ -287,7 +287,7 @@ def make_synthetic_cifar10(
     if not noise >= 0:
         raise ValueError(f"noise must be >= 0, got {noise!r}")
     rng = np.random.default_rng(seed)
-    templates = template_images(num_classes, rng)
+    templates = class_patterns(num_classes, rng)
     y_train = rng.permutation(np.arange(n_train) % num_classes).astype(np.int64)
     y_test = rng.permutation(np.arange(n_test) % num_classes).astype(np.int64)
     x_train = synthetic_images(y_train, templates, rng, noise)
