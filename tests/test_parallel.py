@@ -75,7 +75,8 @@ def test_each_train_stage_ran_with_one_blas_thread(grid):
     for name in ("svm-l2", "softmax-none"):
         log = grid.dvc("queue", "logs", f"grid-{name}").stdout
         loss, reg = name.split("-")
-        assert f"OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 python pipeline/train.py --loss {loss} --regularizer {reg}" in log
+        assert (f"OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 PYTHONPATH=src python pipeline/train.py "
+                f"--loss {loss} --regularizer {reg}") in log
 
 
 @pytest.mark.slow
