@@ -13,6 +13,7 @@ Signals (dvc 3.67, measured here): `dvc repro` runs a stage's command as its chi
   the stage gets it too, marks its run KILLED and exits 143. The next `dvc repro` drops dvc's stale lock.
 - SIGTERM to the train process only: the stage marks its run KILLED and exits 143; dvc reports it (255).
 SIGKILL cannot be handled: its run stays RUNNING (nothing is half-written, thanks to the temporary output dir).
+A signal that lands inside an MLflow call must not be raised there (test_a_signal_inside_an_mlflow_call...).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -40,6 +43,11 @@ EXPERIMENT = "linclass-cifar10"
 TRAIN = (str(BIN / "python"), "pipeline/train.py", "--loss", "svm", "--regularizer", "l2")
 
 
+def run_train(project, *args: str):
+    """The train stage's script as DVC runs it (PYTHONPATH=src), without DVC."""
+    return project.run(*(args or TRAIN), check=False, env={**project.env, "PYTHONPATH": "src"})
+
+
 # --- the shared project ----------------------------------------------------------------------------
 
 def tree_md5(root: Path) -> dict[str, str]:
@@ -53,7 +61,8 @@ def preprocessed(tmp_path_factory, archive_server):
     url, md5 = archive_server
     project = make_project(tmp_path_factory.mktemp("faults") / "project", (f"data.url={url}", f"data.md5={md5}", *SMALL))
     project.dvc("repro", "preprocess")
-    project.run(str(BIN / "python"), "-m", "linclass.tracking")  # the store exists before anyone polls it
+    project.run(str(BIN / "python"), "-m", "linclass.tracking",  # the store exists before anyone polls it
+                env={**project.env, "PYTHONPATH": "src"})
     project.git_commit("preprocessed")
     project.saved = {name: (project.path / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
     project.data_md5 = tree_md5(project.path / "data")
@@ -186,6 +195,51 @@ def test_killed_training_is_marked_killed_leaves_nothing_and_repro_completes(pro
     assert json.loads(project.dvc("status", "--json", f"train@{name}").stdout) == {}
 
 
+# A signal can land in the middle of an MLflow call (the train stage logs every epoch). Raised there, it
+# can leave the sqlite transaction open and the database locked, so that the run cannot be set KILLED.
+# This runs tracked_run many times in a child process, each time sending itself SIGTERM or SIGINT at a
+# random moment while it alternates numpy work and MLflow logging, as training does.
+SIGNAL_ANYWHERE = textwrap.dedent("""
+    import json, os, random, signal, sys, threading
+    import numpy as np
+    from mlflow.entities import Metric
+    from linclass import tracking
+
+    experiment_id = tracking.setup("signals", None, root=sys.argv[1])
+    client = tracking.MlflowClient()
+    A = np.random.default_rng(0).standard_normal((200, 200)).astype(np.float32)
+    statuses = []
+    for trial in range(int(sys.argv[2])):
+        signum = random.Random(trial).choice([signal.SIGTERM, signal.SIGINT])
+        try:
+            with tracking.tracked_run(experiment_id, f"trial-{trial}") as run:
+                threading.Timer(random.Random(-trial).uniform(0, 0.1), os.kill, (os.getpid(), signum)).start()
+                for step in range(10**9):
+                    A @ A
+                    tracking.log_batches(client, run.info.run_id, metrics=[Metric("loss", 1.0, 0, step)])
+        except KeyboardInterrupt:
+            pass
+        except Exception as exc:  # setting the status failed
+            print(f"trial {trial}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        try:
+            statuses.append(client.get_run(run.info.run_id).info.status)
+        except Exception as exc:
+            statuses.append(f"unreadable ({type(exc).__name__})")
+        if statuses[-1] != "KILLED":
+            break
+    print(json.dumps(statuses))
+""")
+
+
+def test_a_signal_inside_an_mlflow_call_still_ends_the_run_killed(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    result = subprocess.run([sys.executable, "-c", SIGNAL_ANYWHERE, str(tmp_path), "60"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    statuses = json.loads(result.stdout.strip().splitlines()[-1])
+    assert statuses == ["KILLED"] * 60, f"trial {len(statuses) - 1} left its run {statuses[-1]}:\n{result.stderr[-3000:]}"
+
+
 # --- divergence ------------------------------------------------------------------------------------
 
 def test_divergence_fails_the_run_and_the_stage_naming_step_and_value(project):
@@ -278,28 +332,27 @@ def test_bad_setting_fails_the_train_stage_in_one_line_before_any_work(project, 
     settings, must_say = BAD_SETTINGS[case]
     write_params(project, **settings)
     before = all_runs(project)
-    assert_rejected_before_any_work(project, project.run(*TRAIN, check=False), before, must_say)
+    assert_rejected_before_any_work(project, run_train(project), before, must_say)
 
 
 def test_batch_size_larger_than_the_data_names_both(project):
     num_train = len(np.load(project.path / "data" / "processed" / "y_train.npy"))
     write_params(project, train__batch_size=num_train + 1)
     before = all_runs(project)
-    assert_rejected_before_any_work(project, project.run(*TRAIN, check=False), before, [
+    assert_rejected_before_any_work(project, run_train(project), before, [
         f"train.batch_size={num_train + 1}", f"{num_train} training images", f"allowed 1..{num_train}"])
 
 
 def test_unknown_loss_argument(project):
     before = all_runs(project)
-    result = project.run(*TRAIN[:3], "hinge", *TRAIN[4:], check=False)
+    result = run_train(project, *TRAIN[:3], "hinge", *TRAIN[4:])
     assert_rejected_before_any_work(project, result, before, ["unknown loss 'hinge'", "known: svm, squared_svm"])
 
 
 def test_unreadable_params_yaml(project):
     (project.path / "params.yaml").write_text("train:\n  epochs: 3\n   batch_size: 5\n")
     before = all_runs(project)
-    assert_rejected_before_any_work(project, project.run(*TRAIN, check=False), before,
-                                    ["params.yaml is not valid YAML at line 3"])
+    assert_rejected_before_any_work(project, run_train(project), before, ["params.yaml is not valid YAML at line 3"])
 
 
 def test_exp_run_with_an_unknown_override_key_runs_nothing(project):

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -161,8 +162,42 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that `finally` blocks and run status still happen."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated(f"received signal {signal.Signals(signum).name}")
+# An exception raised half-way through an MLflow call can leave its sqlite transaction open, holding the
+# database lock: setting the run KILLED then fails and the run stays RUNNING. So a signal that arrives
+# inside store code is raised when the outermost store call returns; a second signal is raised at once.
+STORE_MODULES = ("mlflow", "sqlalchemy", "sqlite3", "alembic", "requests", "urllib3")
+_pending_signals: list[int] = []
+
+
+def _outermost_store_frame(frame):
+    """The store frame that will return to our code, if `frame` is inside a store call; else None."""
+    outermost = None
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in STORE_MODULES:
+        outermost, frame = frame, frame.f_back
+    return outermost
+
+
+def _raise_pending():
+    sys.setprofile(None)
+    first = _pending_signals[0]
+    _pending_signals.clear()
+    if first == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(f"received signal {signal.Signals(first).name}")
+
+
+def _on_signal(signum, frame):
+    """SIGINT/SIGTERM -> KeyboardInterrupt/Terminated, now or when the current store call returns."""
+    _pending_signals.append(signum)
+    store_frame = _outermost_store_frame(frame) if len(_pending_signals) == 1 else None
+    if store_frame is None:
+        _raise_pending()
+
+    def raise_when_it_returns(f, event, arg):
+        if event == "return" and f is store_frame:
+            _raise_pending()
+
+    sys.setprofile(raise_when_it_returns)
 
 
 @contextlib.contextmanager
@@ -172,13 +207,19 @@ def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | Non
 
     Never left RUNNING: the status is set before the exception propagates.
     """
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    _pending_signals.clear()
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if run_id is not None:
-            run = mlflow.start_run(run_id=run_id)
-        else:
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                                   tags={**context_tags(), **dict(tags or {})})
+        try:
+            if run_id is not None:
+                run = mlflow.start_run(run_id=run_id)
+            else:
+                run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                                       tags={**context_tags(), **dict(tags or {})})
+        except KeyboardInterrupt:  # the signal came while the run was being created
+            if mlflow.active_run() is not None:
+                mlflow.end_run(status="KILLED")
+            raise
         try:
             yield run
         except KeyboardInterrupt:
@@ -191,7 +232,8 @@ def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | Non
         else:
             mlflow.end_run(status="FINISHED")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def log_dataset(data_cfg: Mapping[str, object], num_train: int, num_val: int, attempts: int = 5) -> None:
