@@ -64,7 +64,7 @@ test-fast: venv
 
 # Recompose params.yaml from conf/ (DVC does this itself on `dvc exp run`).
 params: venv
-	$(BIN)/python -m linclass.config
+	$(BIN)/python -m linclass.plumbing.config
 
 # The MLflow UI on the project's own store.
 ui: venv
@@ -90,14 +90,14 @@ server: venv
 # whole pipeline in the workspace: every train stage comes from DVC's run-cache, only evaluation and
 # the studies run. Compare with `dvc exp show` or in the MLflow UI.
 grid-parallel: venv
-	$(BIN)/python -m linclass.sweep grid --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
+	$(BIN)/python -m linclass.plumbing.sweep grid --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
 	dvc repro
 	column -s, -t reports/comparison.csv
 
 # Learning rate x regularization strength of one combination, JOBS at a time, selected on the
 # validation split: make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2
 sweep: venv
-	$(BIN)/python -m linclass.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
+	$(BIN)/python -m linclass.plumbing.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
 	  --strengths $(STRENGTHS) --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
 
 # The team's DVC remote (written to .dvc/config: commit it). make remote REMOTE=/shared/linclass-dvc

@@ -1,5 +1,5 @@
 """Benchmark the parallel grid: wall time of the 8 train stages as DVC queue experiments with 1 and
-with 2 workers (`python -m linclass.sweep grid --jobs J`, what `make grid-parallel` runs), and for
+with 2 workers (`python -m linclass.plumbing.sweep grid --jobs J`, what `make grid-parallel` runs), and for
 reference a plain serial `dvc repro` of the same 8 stages.
 
 Not a test. Run: .venv/bin/python benchmarks/bench_grid.py [--epochs 20] [--jobs 1 2] [--no-serial]
@@ -56,17 +56,17 @@ def fresh_project(dest: Path, overrides: list[str], env: dict) -> Path:
         else:
             shutil.copy2(ROOT / name, target)
     run(["git", "init", "-q", "-b", "main"], dest, env)
-    run([str(BIN / "python"), "-m", "linclass.config", *overrides], dest, env)
+    run([str(BIN / "python"), "-m", "linclass.plumbing.config", *overrides], dest, env)
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-qm", "bench"], dest, env)
     run([str(BIN / "dvc"), "repro", "preprocess"], dest, env)
-    run([str(BIN / "python"), "-m", "linclass.tracking"], dest, env)
+    run([str(BIN / "python"), "-m", "linclass.plumbing.tracking"], dest, env)
     return dest
 
 
 def time_queue(project: Path, jobs: int, overrides: list[str], env: dict) -> float:
     start = time.perf_counter()
-    out = run([str(BIN / "python"), "-m", "linclass.sweep", "grid", "--jobs", str(jobs), *overrides], project, env)
+    out = run([str(BIN / "python"), "-m", "linclass.plumbing.sweep", "grid", "--jobs", str(jobs), *overrides], project, env)
     seconds = time.perf_counter() - start
     most = [line for line in out.splitlines() if "ran at once" in line]
     print(f"  {most[0] if most else ''}")
@@ -93,7 +93,7 @@ def main() -> None:
             data = [f"data.url={SHARED_CIFAR.as_uri()}", f"data.md5={SHARED_CIFAR_MD5}"]
             print(f"data: real CIFAR-10 ({SHARED_CIFAR})")
         else:
-            from linclass.cifar import make_synthetic_cifar10
+            from linclass.data.synthetic import make_synthetic_cifar10
 
             archive = tmp / "synthetic.tar.gz"
             md5 = make_synthetic_cifar10(archive, n_train=10_000, n_test=1_000, seed=0)

@@ -24,8 +24,8 @@ import warnings
 
 import numpy as np
 
-from linclass.model import init_weights, predict
-from linclass.sgd import train_sgd
+from linclass.core.model import init_weights, predict
+from linclass.core.sgd import train_sgd
 
 LOSSES = ["svm", "squared_svm", "softmax"]
 REGULARIZERS = ["none", "l1", "l2", "elasticnet"]

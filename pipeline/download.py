@@ -1,8 +1,8 @@
 """DVC stage `download`: fetch the CIFAR-10 archive (http, https or file URL) and verify its md5."""
 from pathlib import Path
 
-from linclass.download import download
-from linclass.stage import run, stage_params
+from linclass.data.download import download
+from linclass.plumbing.stage import run, stage_params
 
 ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
 

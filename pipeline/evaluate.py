@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from linclass import images, tracking
-from linclass.artifacts import class_names as load_class_names
-from linclass.artifacts import load_model, load_split, model_names, train_summary
-from linclass.metrics import accuracy, confusion_matrix, per_class_accuracy
-from linclass.model import predict
-from linclass.stage import atomic_dir, atomic_file, run, stage_params, write_json
+from linclass.studies import pictures
+from linclass.plumbing import tracking
+from linclass.plumbing.paths import class_names as load_class_names
+from linclass.plumbing.paths import load_model, load_split, model_names, train_summary
+from linclass.core.metrics import accuracy, confusion_matrix, per_class_accuracy
+from linclass.core.model import predict
+from linclass.plumbing.stage import atomic_dir, atomic_file, run, stage_params, write_json
 
 
 def evaluate_model(W, b, X, y, num_classes):
@@ -34,9 +35,9 @@ def log_to_run(experiment_id, name, weights_md5, result, val_accuracy, class_nam
         client.set_terminated(run_id)
     per_class = {f"test_accuracy_{c}": float(a) for c, a in zip(class_names, result["per_class"])}
     metrics = {"test_accuracy": result["accuracy"], "val_accuracy_final": val_accuracy, **per_class}
-    tracking.log_batches(client, run_id, metrics=tracking.scalar_metrics(metrics))
+    client.log_batch(run_id, metrics=tracking.scalar_metrics(metrics))
     with tempfile.TemporaryDirectory() as tmp:
-        images.plot_confusion_matrix(result["confusion"], class_names, Path(tmp) / "confusion_matrix.png",
+        pictures.plot_confusion_matrix(result["confusion"], class_names, Path(tmp) / "confusion_matrix.png",
                                      title=f"{name}: test confusion matrix")
         pd.DataFrame(result["confusion"], index=class_names, columns=class_names).to_csv(
             Path(tmp) / "confusion_matrix.csv")
@@ -69,7 +70,7 @@ def main() -> None:
                          "test_accuracy": test["accuracy"],
                          "final_data_loss": summary["final_data_loss"],
                          "final_reg_loss": summary["final_reg_loss"],
-                         "near_zero_weights": images.weight_sparsity(W, params["studies"]["near_zero_tol"])})
+                         "near_zero_weights": pictures.weight_sparsity(W, params["studies"]["near_zero_tol"])})
             log_to_run(experiment_id, name, summary["weights_md5"], test, val_acc, class_names)
     table = pd.DataFrame(rows).sort_values("test_accuracy", ascending=False, kind="stable")
     with atomic_file("reports/comparison.csv") as tmp:

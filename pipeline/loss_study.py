@@ -6,10 +6,10 @@ reports/initial_loss.csv: the loss each training run started from on the real da
 """
 import pandas as pd
 
-from linclass import tracking
-from linclass.artifacts import REPORTS, class_names, model_names, train_summary
-from linclass.stage import atomic_file, run, stage_params, write_json
-from linclass.studies import initial_loss_check, loss_behaviour_table
+from linclass.plumbing import tracking
+from linclass.plumbing.paths import REPORTS, class_names, model_names, train_summary
+from linclass.plumbing.stage import atomic_file, run, stage_params, write_json
+from linclass.studies.loss_questions import initial_loss_check, loss_behaviour_table
 
 
 def main() -> None:
@@ -25,18 +25,16 @@ def main() -> None:
         rows.append({"model": name, "loss": loss, **check})
     initial = pd.DataFrame(rows)
 
-    experiment_id = tracking.setup(params["tracking"]["experiment"], params["tracking"]["uri"])
-    tags = {"kind": "study", "dvc_stage": "loss_study", "git_commit": tracking.git_commit()}
-    with tracking.tracked_run(experiment_id, "study-loss-behaviour", tags) as active:
+    with tracking.study_run(params, "study-loss-behaviour", "loss_study") as run_id:
         with atomic_file(REPORTS / "loss_study.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")
         with atomic_file(REPORTS / "initial_loss.csv") as tmp:
             initial.to_csv(tmp, index=False, float_format="%.6g")
         client = tracking.MlflowClient()
-        tracking.log_batches(client, active.info.run_id, metrics=tracking.scalar_metrics(
+        client.log_batch(run_id, metrics=tracking.scalar_metrics(
             {f"{r['model']}.initial_loss_relative_error": r["relative_error"] for r in rows}))
-        client.log_artifact(active.info.run_id, str(REPORTS / "loss_study.csv"))
-        client.log_artifact(active.info.run_id, str(REPORTS / "initial_loss.csv"))
+        client.log_artifact(run_id, str(REPORTS / "loss_study.csv"))
+        client.log_artifact(run_id, str(REPORTS / "initial_loss.csv"))
     write_json("metrics/initial_loss.json", {r["model"]: {"observed": round(r["observed"], 6),
                                                           "expected": round(r["expected"], 6),
                                                           "ok": bool(r["ok"])} for r in rows})

@@ -3,9 +3,9 @@ float32 design matrices (memory-mappable .npy), labels and class names to data/p
 import json
 from pathlib import Path
 
-from linclass.cifar import load_cifar10
-from linclass.preprocess import preprocess
-from linclass.stage import atomic_dir, run, stage_params
+from linclass.data.cifar import load_cifar10
+from linclass.data.preprocess import preprocess
+from linclass.plumbing.stage import atomic_dir, run, stage_params
 
 ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
 OUT = Path("data/processed")

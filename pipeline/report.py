@@ -1,10 +1,10 @@
 """DVC stage `report`: one static report (reports/report.md, and reports/report.html with the pictures
 embedded) that opens offline: the comparison table, the templates, the scaling study, the loss study
 and the hard cases. Logged to MLflow as the run `report`."""
-from linclass import tracking
-from linclass.artifacts import REPORTS
-from linclass.report import write_report
-from linclass.stage import run, stage_params
+from linclass.plumbing import tracking
+from linclass.plumbing.paths import REPORTS
+from linclass.studies.report import write_report
+from linclass.plumbing.stage import run, stage_params
 
 SCALING_PLOTS = ("hinge_loss", "softmax_loss", "l2_penalty", "l1_penalty")
 
@@ -22,10 +22,8 @@ def main() -> None:
         hard_cases_csv=REPORTS / "hard_cases.csv",
         hard_cases_png=REPORTS / "hard_cases" / "decision_regions.png",
         extra_images=())
-    experiment_id = tracking.setup(params["tracking"]["experiment"], params["tracking"]["uri"])
-    tags = {"kind": "report", "dvc_stage": "report", "git_commit": tracking.git_commit()}
-    with tracking.tracked_run(experiment_id, "report", tags) as active:
-        tracking.MlflowClient().log_artifact(active.info.run_id, str(md.with_suffix(".html")))
+    with tracking.study_run(params, "report", "report", kind="report") as run_id:
+        tracking.MlflowClient().log_artifact(run_id, str(md.with_suffix(".html")))
     print(f"report: {md} and {md.with_suffix('.html')}")
 
 

@@ -3,9 +3,10 @@
 sparsity against L2's spreading. Also logged to MLflow as the run `study-templates`."""
 from pathlib import Path
 
-from linclass import images, tracking
-from linclass.artifacts import REPORTS, class_names, load_model, model_names
-from linclass.stage import atomic_dir, run, stage_params, write_json
+from linclass.studies import pictures
+from linclass.plumbing import tracking
+from linclass.plumbing.paths import REPORTS, class_names, load_model, model_names
+from linclass.plumbing.stage import atomic_dir, run, stage_params, write_json
 
 OUT = REPORTS / "templates"
 
@@ -14,17 +15,15 @@ def main() -> None:
     params = stage_params()
     tol = params["studies"]["near_zero_tol"]
     models = {name: load_model(name)[0] for name in model_names(params)}
-    sparsity = {name: {"near_zero_fraction": round(images.weight_sparsity(W, tol), 6)} for name, W in models.items()}
+    sparsity = {name: {"near_zero_fraction": round(pictures.weight_sparsity(W, tol), 6)} for name, W in models.items()}
 
-    experiment_id = tracking.setup(params["tracking"]["experiment"], params["tracking"]["uri"])
-    tags = {"kind": "study", "dvc_stage": "templates", "git_commit": tracking.git_commit()}
-    with tracking.tracked_run(experiment_id, "study-templates", tags) as active, atomic_dir(OUT) as out:
-        images.plot_templates_comparison(models, class_names(), out / "templates.png")
-        images.plot_weight_histograms(models, out / "weight_histograms.png", tol=tol)
+    with tracking.study_run(params, "study-templates", "templates") as run_id, atomic_dir(OUT) as out:
+        pictures.plot_templates_comparison(models, class_names(), out / "templates.png")
+        pictures.plot_weight_histograms(models, out / "weight_histograms.png", tol=tol)
         client = tracking.MlflowClient()
-        tracking.log_batches(client, active.info.run_id, metrics=tracking.scalar_metrics(
+        client.log_batch(run_id, metrics=tracking.scalar_metrics(
             {f"{name}.near_zero_fraction": v["near_zero_fraction"] for name, v in sparsity.items()}))
-        client.log_artifacts(active.info.run_id, str(out))
+        client.log_artifacts(run_id, str(out))
     write_json(Path("metrics/sparsity.json"), sparsity)
     for name, v in sparsity.items():
         print(f"templates: {name:20s} near-zero weights {v['near_zero_fraction']:.3f}")

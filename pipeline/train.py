@@ -6,49 +6,21 @@ flattened config, reproducibility tags, loss/accuracy histories, the weights, th
 the loss curves. Outputs appear only when everything succeeded.
 """
 import argparse
-import hashlib
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from linclass import images, tracking
-from linclass.artifacts import class_names as load_class_names
-from linclass.artifacts import load_split
-from linclass.config import flatten, validate_model
-from linclass.losses import get_loss
-from linclass.model import class_scores, init_weights
-from linclass.sgd import train_sgd
-from linclass.stage import atomic_dir, run, stage_params, write_json
-from linclass.studies import initial_loss_check
-
-
-def file_md5(*paths: Path) -> str:
-    h = hashlib.md5()
-    for path in paths:
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def dvc_lock_hashes(lock=Path("dvc.lock")) -> dict[str, str]:
-    """md5 of the download and preprocess outputs as recorded in dvc.lock (the inputs of training)."""
-    import yaml
-
-    if not lock.exists():
-        return {}
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    return {f"dvc.{name}.{out['path']}": out.get("md5", "") for name in ("download", "preprocess")
-            for out in stages.get(name, {}).get("outs", [])}
-
-
-def initial_loss(X, y, loss_name, params, num_classes, seed):
-    """Data loss at the small random W that training starts from, on up to 5,000 training images."""
-    W, b = init_weights(num_classes, X.shape[1], np.random.default_rng(seed),
-                        scale=params["train"]["init_scale"], dtype=X.dtype)
-    kwargs = {"delta": params["loss"][loss_name]["delta"]} if "delta" in params["loss"][loss_name] else {}
-    value, _ = get_loss(loss_name)(class_scores(X[:5000], W, b), y[:5000], **kwargs)
-    return value
+from linclass.studies import pictures
+from linclass.plumbing import tracking
+from linclass.core.sgd import train_sgd
+from linclass.files import md5_file
+from linclass.plumbing.config import flatten, validate_model
+from linclass.plumbing.paths import class_names as load_class_names
+from linclass.plumbing.paths import dvc_lock_hashes, load_split
+from linclass.plumbing.stage import atomic_dir, run, stage_params, write_json
+from linclass.studies.loss_questions import initial_loss, initial_loss_check
 
 
 def main() -> None:
@@ -76,35 +48,37 @@ def main() -> None:
     with tracking.tracked_run(experiment_id, name, tags) as active, atomic_dir(Path("models") / name) as out:
         run_id = active.info.run_id
         client = tracking.MlflowClient()
-        tracking.log_batches(client, run_id, params=tracking.params_from_config(flatten(params)))
+        client.log_batch(run_id, params=tracking.params_from_config(flatten(params)))
         tracking.log_dataset(params["data"], len(X_train), len(X_val))
 
-        start = initial_loss(X_train, y_train, args.loss, params, len(class_names), train["seed"])
+        delta = loss_cfg.get("delta", 1.0)
+        start = initial_loss(X_train, y_train, args.loss, len(class_names), seed=train["seed"],
+                             init_scale=train["init_scale"], delta=delta)
         check = initial_loss_check(args.loss, start, len(class_names),
-                                   tolerance=params["studies"]["initial_loss_tolerance"])
+                                   tolerance=params["studies"]["initial_loss_tolerance"], delta=delta)
         if not check["ok"]:
             warnings.warn(f"{name}: initial loss {start:.4f} is off the expected {check['expected']:.4f} "
                           f"by {check['relative_error']:.1%} (more than the tolerance)", stacklevel=1)
-        tracking.log_batches(client, run_id, metrics=tracking.scalar_metrics({
+        client.log_batch(run_id, metrics=tracking.scalar_metrics({
             "initial_loss": start, "initial_loss_expected": check["expected"],
             "initial_loss_relative_error": check["relative_error"]}))
 
         def log_epoch(epoch, history):  # live accuracy in the UI while training runs
-            tracking.log_batches(client, run_id, metrics=[
+            client.log_batch(run_id, metrics=[
                 *tracking.history_metrics("train_accuracy", history.train_accuracy[-1:], [epoch]),
                 *tracking.history_metrics("val_accuracy", history.val_accuracy[-1:], [epoch]),
                 *tracking.history_metrics("learning_rate", history.learning_rate[-1:], [epoch])])
 
         result = train_sgd(
             X_train, y_train, X_val=X_val, y_val=y_val, num_classes=len(class_names),
-            loss=args.loss, delta=loss_cfg.get("delta", 1.0),
+            loss=args.loss, delta=delta,
             regularizer=args.regularizer, strength=reg_cfg["strength"], beta=reg_cfg.get("beta", 0.5),
             learning_rate=train["learning_rate"], batch_size=train["batch_size"], epochs=train["epochs"],
             lr_decay=train["lr_decay"], seed=train["seed"], init_scale=train["init_scale"],
             on_epoch=log_epoch)
         history = result.history
         steps, epochs = history.to_frames()
-        tracking.log_batches(client, run_id, metrics=[
+        client.log_batch(run_id, metrics=[
             *tracking.history_metrics("data_loss", history.data_loss, steps["step"]),
             *tracking.history_metrics("reg_loss", history.reg_loss, steps["step"]),
             *tracking.history_metrics("total_loss", history.total_loss, steps["step"])])
@@ -119,17 +93,17 @@ def main() -> None:
                    "final_reg_loss": float(history.reg_loss[-1]),
                    "final_total_loss": float(history.total_loss[-1]),
                    "initial_loss": float(start), "initial_loss_expected": float(check["expected"])}
-        weights_md5 = file_md5(out / "W.npy", out / "b.npy")
+        weights_md5 = md5_file(out / "W.npy", out / "b.npy")
         client.set_tag(run_id, "weights_md5", weights_md5)
-        tracking.log_batches(client, run_id, metrics=tracking.scalar_metrics(
+        client.log_batch(run_id, metrics=tracking.scalar_metrics(
             {f"final_{k}": v for k, v in summary.items()}))
 
         with tempfile.TemporaryDirectory() as tmp:
-            pictures = Path(tmp)
-            images.save_template_pngs(result.W, class_names, pictures / "templates", upscale=8)
-            images.plot_template_grid(result.W, class_names, pictures / "templates_grid.png",
+            figures = Path(tmp)
+            pictures.save_template_pngs(result.W, class_names, figures / "templates", upscale=8)
+            pictures.plot_template_grid(result.W, class_names, figures / "templates_grid.png",
                                       title=f"{name}: class templates (rows of W)")
-            images.plot_loss_curves(steps, epochs, pictures / "loss_curves.png", title=name)
+            pictures.plot_loss_curves(steps, epochs, figures / "loss_curves.png", title=name)
             client.log_artifacts(run_id, tmp, artifact_path="plots")
         client.log_artifacts(run_id, str(out), artifact_path="model")
     write_json(Path("metrics/train") / f"{name}.json", {**summary, "weights_md5": weights_md5})

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from linclass import images, tracking
-from linclass.artifacts import REPORTS, load_model, load_split, model_names
-from linclass.stage import atomic_dir, atomic_file, run, stage_params, write_json
-from linclass.studies import train_zero_hinge_model, weight_scaling_table
+from linclass.studies import pictures
+from linclass.plumbing import tracking
+from linclass.plumbing.paths import REPORTS, load_model, load_split, model_names
+from linclass.plumbing.stage import atomic_dir, atomic_file, run, stage_params, write_json
+from linclass.studies.weight_scaling import train_zero_hinge_model, weight_scaling_table
 
 PLOTTED = ("hinge_loss", "squared_hinge_loss", "softmax_loss", "l1_penalty", "l2_penalty", "accuracy")
 
@@ -42,21 +43,19 @@ def main() -> None:
     zero_table = weight_scaling_table(W0, b0, X_sub, y_sub, scales, zero_name)
     table = pd.concat([zero_table, *tables], ignore_index=True)
 
-    experiment_id = tracking.setup(params["tracking"]["experiment"], params["tracking"]["uri"])
-    tags = {"kind": "study", "dvc_stage": "weight_scaling", "git_commit": tracking.git_commit()}
-    with tracking.tracked_run(experiment_id, "study-weight-scaling", tags) as active, \
+    with tracking.study_run(params, "study-weight-scaling", "weight_scaling") as run_id, \
             atomic_dir(REPORTS / "scaling") as out:
         for column in PLOTTED:
-            images.plot_weight_scaling(table, out / f"{column}.png", column)
+            pictures.plot_weight_scaling(table, out / f"{column}.png", column)
         with atomic_file(REPORTS / "weight_scaling.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.8g")
         client = tracking.MlflowClient()
         metrics = [m for row in table.itertuples(index=False) for column in table.columns[2:]
                    for m in tracking.scalar_metrics({f"{row.model}.{column}": getattr(row, column)},
                                                     step=round(100 * row.scale))]
-        tracking.log_batches(client, active.info.run_id, metrics=metrics)
-        client.log_artifacts(active.info.run_id, str(out), artifact_path="plots")
-        client.log_artifact(active.info.run_id, str(REPORTS / "weight_scaling.csv"))
+        client.log_batch(run_id, metrics=metrics)
+        client.log_artifacts(run_id, str(out), artifact_path="plots")
+        client.log_artifact(run_id, str(REPORTS / "weight_scaling.csv"))
     summary = zero_hinge_summary(zero_table)
     write_json(Path("metrics/weight_scaling.json"), {zero_name: summary})
     print(zero_table.to_string(index=False))

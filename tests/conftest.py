@@ -46,7 +46,7 @@ class Project:
         return self.run(str(BIN / "dvc"), *args, **kw)
 
     def compose(self, *overrides: str) -> None:
-        self.run(str(BIN / "python"), "-m", "linclass.config", *overrides)
+        self.run(str(BIN / "python"), "-m", "linclass.plumbing.config", *overrides)
 
     def git_commit(self, message: str = "snapshot") -> None:
         self.run("git", "add", "-A")
@@ -77,7 +77,7 @@ def make_project(dest: Path, overrides=(), env: dict | None = None) -> Project:
 @pytest.fixture(scope="session")
 def synthetic_archive(tmp_path_factory) -> tuple[Path, str]:
     """A small learnable archive in the official CIFAR-10 python layout, and its md5."""
-    from linclass.cifar import make_synthetic_cifar10
+    from linclass.data.synthetic import make_synthetic_cifar10
 
     path = tmp_path_factory.mktemp("archive") / "cifar-10-python.tar.gz"
     md5 = make_synthetic_cifar10(path, n_train=600, n_test=200, seed=0)

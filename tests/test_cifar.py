@@ -7,15 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linclass.cifar import (
+from linclass.data.cifar import (
     CIFAR10_CLASSES,
     IMAGE_DIM,
     CifarFormatError,
     load_cifar10,
-    make_synthetic_cifar10,
-    write_cifar10_archive,
 )
-from linclass.download import md5sum
+from linclass.data.synthetic import make_synthetic_cifar10, write_cifar10_archive
+from linclass.files import md5_file as md5sum
 
 REAL_ARCHIVE = Path(__file__).resolve().parents[2] / "shared/data/cifar-10-python.tar.gz"
 REAL_MD5 = "2caa7800b270f2536e4e89f2ffa0be3f"

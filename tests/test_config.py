@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from linclass.config import ConfigError, compose, flatten, load_params, validate
+from linclass.plumbing.config import ConfigError, compose, flatten, load_params, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_stale_check_catches_an_edit_of_conf(tmp_path, reference):
 
 
 def test_write_params_writes_the_composition_with_a_header(tmp_path):
-    from linclass.config import write_params
+    from linclass.plumbing.config import write_params
 
     written = write_params(ROOT / "conf", tmp_path / "params.yaml", ["train.epochs=7"])
     text = (tmp_path / "params.yaml").read_text()
@@ -161,6 +161,10 @@ BAD = [
     ("grid.losses", "svm", "'svm'"),
     ("grid.regularizers", ["l3"], "'l3'"),
     ("grid.regularizers", ["l2", "dropout"], "'dropout'"),
+    ("grid.losses", ["svm", "svm"], "['svm', 'svm']"),
+    ("data.retries", 1_000_000, "1000000"),
+    ("preprocess.scale", 1e-300, "1e-300"),
+    ("train.blas_threads", "1; touch pwned;", "'1; touch pwned;'"),
 ]
 ALLOWED_WORDS = ("allowed", "known", "expected", "is not a", "is not an")
 

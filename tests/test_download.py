@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from helpers_http import FaultyHTTPServer, closed_port
 
-from linclass.download import DownloadError, download, md5sum
+from linclass.data.download import DownloadError, download
+from linclass.files import md5_file as md5sum
 
 BODY = np.random.default_rng(0).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
 BODY_MD5 = hashlib.md5(BODY).hexdigest()
@@ -174,7 +175,7 @@ def test_bad_retry_settings_are_value_errors(kwargs, dest_dir):
 
 
 def test_progress_is_short_and_on_stderr(tmp_path, dest_dir, capsys, monkeypatch):
-    import linclass.download as dl
+    import linclass.data.download as dl
 
     monkeypatch.setattr(dl, "CHUNK_SIZE", 1000)  # 300 chunks: progress must still stay short
     src = tmp_path / "source.bin"

@@ -61,7 +61,7 @@ def preprocessed(tmp_path_factory, archive_server):
     url, md5 = archive_server
     project = make_project(tmp_path_factory.mktemp("faults") / "project", (f"data.url={url}", f"data.md5={md5}", *SMALL))
     project.dvc("repro", "preprocess")
-    project.run(str(BIN / "python"), "-m", "linclass.tracking",  # the store exists before anyone polls it
+    project.run(str(BIN / "python"), "-m", "linclass.plumbing.tracking",  # the store exists before anyone polls it
                 env={**project.env, "PYTHONPATH": "src"})
     project.git_commit("preprocessed")
     project.saved = {name: (project.path / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
@@ -203,7 +203,7 @@ SIGNAL_ANYWHERE = textwrap.dedent("""
     import json, os, random, signal, sys, threading
     import numpy as np
     from mlflow.entities import Metric
-    from linclass import tracking
+    from linclass.plumbing import tracking
 
     experiment_id = tracking.setup("signals", None, root=sys.argv[1])
     client = tracking.MlflowClient()
@@ -216,7 +216,7 @@ SIGNAL_ANYWHERE = textwrap.dedent("""
                 threading.Timer(random.Random(-trial).uniform(0, 0.1), os.kill, (os.getpid(), signum)).start()
                 for step in range(10**9):
                     A @ A
-                    tracking.log_batches(client, run.info.run_id, metrics=[Metric("loss", 1.0, 0, step)])
+                    client.log_batch(run.info.run_id, metrics=[Metric("loss", 1.0, 0, step)])
         except KeyboardInterrupt:
             pass
         except Exception as exc:  # setting the status failed

@@ -4,7 +4,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from linclass.hard_cases import (HARD_CASES, MODE_CENTERS, QUADRANTS_BEST_LINE, fit_hard_cases, make_hard_case,
+from linclass.studies.hard_cases import (HARD_CASES, MODE_CENTERS, QUADRANTS_BEST_LINE, fit_hard_cases, make_hard_case,
                                 plot_decision_regions)
 
 

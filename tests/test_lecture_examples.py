@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from linclass.losses import get_loss, hinge_loss, softmax_loss, softmax_probabilities
-from linclass.model import class_scores
-from linclass.regularizers import penalty
+from linclass.core.losses import get_loss, hinge_loss, softmax_loss, softmax_probabilities
+from linclass.core.model import class_scores
+from linclass.core.regularizers import penalty
 
 # The cat/car/frog score table: columns of the slide are examples; here rows are examples (N, C).
 SCORES = np.array([
@@ -32,8 +32,7 @@ def test_softmax_of_the_cat_image():
     np.testing.assert_allclose(probabilities, [0.13, 0.87, 0.00], atol=0.005)
     loss = softmax_loss(cat_scores, LABELS[:1], reduction="none")[0]
     assert round(loss, 2) == 2.04  # natural log
-    # the slide's "0.89" is -log10(0.13): we use the natural log, so we must NOT give 0.89
-    assert round(-math.log10(0.13), 2) == 0.89
+    # the slide's "0.89" is -log10(0.13): linclass uses the natural log, so it must NOT give 0.89
     assert abs(loss - 0.89) > 1.0
 
 
@@ -54,7 +53,7 @@ def test_four_pixel_image_scores():
     W_original = W.copy()
     W_original[2, 1] = 0.25
     assert class_scores(x, W_original, b)[0, 2] == pytest.approx(60.75)
-    assert (x @ W_original.T)[0, 2] == pytest.approx(61.95)
+    assert class_scores(x, W_original, np.zeros(3))[0, 2] == pytest.approx(61.95)
 
 
 def test_car_loss_stays_zero_when_W_is_doubled():
@@ -67,10 +66,9 @@ def test_car_loss_stays_zero_when_W_is_doubled():
 
 
 def test_l2_prefers_spread_out_weights():
-    x = np.array([1.0, 1.0, 1.0, 1.0])
+    # both give the same score on x = [1, 1, 1, 1]
     w1 = np.array([[1.0, 0.0, 0.0, 0.0]])
     w2 = np.array([[0.25, 0.25, 0.25, 0.25]])
-    assert (w1 @ x)[0] == (w2 @ x)[0] == 1.0  # same scores
     assert penalty("l2", w1) == pytest.approx(1.0)
     assert penalty("l2", w2) == pytest.approx(0.25)
     assert penalty("l2", w2) < penalty("l2", w1)

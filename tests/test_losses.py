@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from linclass import losses, regularizers
-from linclass.losses import get_loss
+from linclass.core import losses
+from linclass.core import regularizers
+from linclass.core.losses import get_loss
 
 LOSS_NAMES = list(losses.LOSSES)
 REGULARIZER_NAMES = list(regularizers.REGULARIZERS)

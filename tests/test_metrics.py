@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from linclass.metrics import accuracy, confusion_matrix, per_class_accuracy
+from linclass.core.metrics import accuracy, confusion_matrix, per_class_accuracy
 
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 0])
 Y_PRED = np.array([0, 1, 0, 1, 2, 2, 2, 0, 2, 0])
@@ -34,8 +34,8 @@ def test_per_class_accuracy():
 
 @pytest.mark.parametrize("y_true, y_pred, message", [
     (np.array([0, 1]), np.array([0, 1, 2]), r"\(2,\) and \(3,\)"),
-    (np.array([0, 3]), np.array([0, 1]), r"y_true labels must be in \[0, 3\), got 3"),
-    (np.array([0, 1]), np.array([-1, 1]), "y_pred labels must be in .*got -1"),
+    (np.array([0, 3]), np.array([0, 1]), r"y_true must hold labels in \[0, 3\), got label 3"),
+    (np.array([0, 1]), np.array([-1, 1]), "y_pred must hold labels in .*got label -1"),
     (np.array([], dtype=int), np.array([], dtype=int), "must not be empty"),
 ])
 def test_bad_labels_raise(y_true, y_pred, message):

@@ -1,4 +1,4 @@
-"""The parallel grid (`make grid-parallel`: python -m linclass.sweep grid, then dvc repro) on real DVC
+"""The parallel grid (`make grid-parallel`: python -m linclass.plumbing.sweep grid, then dvc repro) on real DVC
 queue workers, and the sweep's experiment points.
 
 One module fixture runs the grid once: 8 queued DVC experiments, 2 at a time, with tiny training,
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import BIN, ROOT, SMALL, make_project
 
-from linclass.config import compose, validate
-from linclass.sweep import experiment_rows, grid_points, parse_floats, sweep_points
+from linclass.plumbing.config import compose, validate
+from linclass.plumbing.sweep import experiment_rows, grid_points, parse_floats, sweep_points
 
 EXPERIMENT = "linclass-cifar10"
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
@@ -28,11 +28,11 @@ def overrides_for(path: Path, md5: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, synthetic_archive):
-    """A project after `python -m linclass.sweep grid --jobs 2 ...`, and that command's output."""
+    """A project after `python -m linclass.plumbing.sweep grid --jobs 2 ...`, and that command's output."""
     path, md5 = synthetic_archive
     project = make_project(tmp_path_factory.mktemp("parallel") / "project")
     try:
-        done = project.run(str(BIN / "python"), "-m", "linclass.sweep", "grid", "--jobs", "2", "--timeout", "600",
+        done = project.run(str(BIN / "python"), "-m", "linclass.plumbing.sweep", "grid", "--jobs", "2", "--timeout", "600",
                            *overrides_for(path, md5))
         project.grid_output = done.stdout
         yield project
@@ -136,7 +136,7 @@ def test_parse_floats_reads_comma_separated_numbers():
 
 
 def test_project_root_leads_back_from_a_dvc_temp_copy(tmp_path, monkeypatch):
-    from linclass.tracking import context_tags, project_root
+    from linclass.plumbing.tracking import context_tags, project_root
 
     for name in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
         monkeypatch.delenv(name, raising=False)

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from linclass.cifar import CIFAR10_CLASSES, CifarData
-from linclass.preprocess import design_matrix, mean_image, preprocess, split_train_val
+from linclass.data.cifar import CIFAR10_CLASSES, CifarData
+from linclass.data.preprocess import design_matrix, mean_image, preprocess, split_train_val
 
 FILES = ["X_test.npy", "X_train.npy", "X_val.npy", "classes.json", "mean_image.npy", "y_test.npy", "y_train.npy", "y_val.npy"]
 
@@ -59,7 +59,7 @@ def test_design_matrix_matches_formula_and_is_float32():
 
 
 def test_design_matrix_chunks_rows_and_out(monkeypatch):
-    import linclass.preprocess as pp
+    import linclass.data.preprocess as pp
 
     monkeypatch.setattr(pp, "CHUNK_ROWS", 4)  # many chunks, last one partial
     rng = np.random.default_rng(1)
@@ -77,8 +77,8 @@ def test_design_matrix_chunks_rows_and_out(monkeypatch):
     [
         (dict(images_uint8=np.zeros((3, 4), np.float32)), "uint8"),
         (dict(mean_image=np.zeros(5)), r"mean_image must have shape \(4,\)"),
-        (dict(scale=0.0), "scale must be"),
-        (dict(scale=float("nan")), "scale must be"),
+        (dict(scale=0.0), r"scale=0.0 is out of range: allowed a number >= 0.001 and <= 1e\+06"),
+        (dict(scale=float("nan")), "scale=nan is out of range"),
         (dict(out=np.empty((3, 4), np.float64)), "out must be float32"),
     ],
 )
@@ -90,7 +90,7 @@ def test_design_matrix_rejects_bad_input(kwargs, match):
 
 
 def test_mean_image_accumulates_in_float64(monkeypatch):
-    import linclass.preprocess as pp
+    import linclass.data.preprocess as pp
 
     monkeypatch.setattr(pp, "CHUNK_ROWS", 7)
     x = np.random.default_rng(2).integers(0, 256, size=(50, 5), dtype=np.uint8)
@@ -243,7 +243,7 @@ def test_bad_data_is_a_clear_error(tmp_path):
 
 
 def test_failure_mid_write_leaves_no_temp_file_and_keeps_old_output(data, tmp_path, monkeypatch):
-    import linclass.preprocess as pp
+    import linclass.data.preprocess as pp
 
     preprocess(data, tmp_path, val_size=40, seed=3)
     before = (tmp_path / "X_train.npy").read_bytes()

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from linclass import regularizers
-from linclass.regularizers import get_regularizer, penalty
+from linclass.core import regularizers
+from linclass.core.regularizers import get_regularizer, penalty
 
 REGULARIZER_NAMES = list(regularizers.REGULARIZERS)
 
@@ -81,7 +81,7 @@ def test_float32_W_keeps_float32_gradient(name, strength):
 @pytest.mark.parametrize("name", REGULARIZER_NAMES)
 @pytest.mark.parametrize("strength", [-1e-3, float("nan")])
 def test_bad_strength_raises(name, strength):
-    with pytest.raises(ValueError, match=f"strength must be >= 0, got {strength}"):
+    with pytest.raises(ValueError, match=f"strength={strength!r} is out of range: allowed a number >= 0"):
         get_regularizer(name)(W_SMALL, strength)
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linclass.images import plot_template_grid, save_template_pngs
-from linclass.report import markdown_table, write_report
+from linclass.studies.pictures import plot_template_grid, save_template_pngs
+from linclass.studies.report import markdown_table, write_report
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 one MLflow sqlite store, give bit-identical outputs and metrics, and the store holds every run of both.
 
 One module fixture: a small project is committed, cloned twice with `git clone`, the shared store is
-created once (`python -m linclass.tracking`), then `dvc repro evaluate` (download, preprocess, the 8
+created once (`python -m linclass.plumbing.tracking`), then `dvc repro evaluate` (download, preprocess, the 8
 train stages, evaluate) starts in both clones at once. The studies are left out to keep this fast;
 they were checked the same way by hand (`dvc repro` of everything: identical too).
 """
@@ -32,7 +32,7 @@ def clones(tmp_path_factory, synthetic_archive):
         origin.run("git", "clone", "-q", str(origin.path), str(clone))
     store = f"sqlite:///{root / 'shared-mlflow.db'}"
     env = {**origin.env, "MLFLOW_TRACKING_URI": store}
-    origin.run(str(BIN / "python"), "-m", "linclass.tracking", env=env)   # created once, before both
+    origin.run(str(BIN / "python"), "-m", "linclass.plumbing.tracking", env=env)   # created once, before both
     procs = [subprocess.Popen([str(BIN / "dvc"), "repro", "evaluate"], cwd=clone, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for clone in paths]
     outputs = [proc.communicate(timeout=900)[0] for proc in procs]
@@ -83,7 +83,7 @@ def test_two_pipelines_logging_to_one_store_lose_no_run(clones):
 
 RACE = """
 import os, sys, pathlib
-from linclass import tracking
+from linclass.plumbing import tracking
 store, ready, n = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3])
 experiment_id = tracking.setup("race", store)
 with tracking.tracked_run(experiment_id, "race"):
@@ -101,7 +101,7 @@ def test_runs_logging_the_same_new_dataset_at_once_all_succeed(tmp_path):
 
     store = f"sqlite:///{tmp_path / 'race.db'}"
     env = env_for_pipeline()
-    subprocess.run([str(BIN / "python"), "-c", "from linclass import tracking; tracking.setup('race', '" + store + "')"],
+    subprocess.run([str(BIN / "python"), "-c", "from linclass.plumbing import tracking; tracking.setup('race', '" + store + "')"],
                    env=env, check=True, capture_output=True)
     ready = tmp_path / "ready"
     ready.mkdir()

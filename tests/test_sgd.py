@@ -6,11 +6,11 @@ import re
 import numpy as np
 import pytest
 
-from linclass import losses
-from linclass.losses import get_loss
-from linclass.metrics import accuracy
-from linclass.model import init_weights, predict
-from linclass.sgd import DivergenceError, History, TrainResult, train_sgd
+from linclass.core import losses
+from linclass.core.losses import get_loss
+from linclass.core.metrics import accuracy
+from linclass.core.model import init_weights, predict
+from linclass.core.sgd import DivergenceError, History, TrainResult, train_sgd
 
 LOSS_NAMES = list(losses.LOSSES)
 
@@ -98,30 +98,30 @@ X_OK, Y_OK = make_data(N=20, D=5, C=3)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(learning_rate=0.0), "learning_rate must be a finite number > 0, got 0.0"),
-    (dict(learning_rate=-1e-3), "got -0.001"),
-    (dict(learning_rate=float("nan")), "got nan"),
-    (dict(batch_size=0), r"batch_size must be an integer in \[1, N=20\], got 0"),
-    (dict(batch_size=21), "got 21"),
-    (dict(batch_size=2.5), "got 2.5"),
-    (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
-    (dict(lr_decay=0.0), r"lr_decay must be in \(0, 1\], got 0.0"),
-    (dict(lr_decay=1.5), "got 1.5"),
+    (dict(learning_rate=0.0), "learning_rate=0.0 is out of range: allowed a number > 0"),
+    (dict(learning_rate=-1e-3), "learning_rate=-0.001 is out of range"),
+    (dict(learning_rate=float("nan")), "learning_rate=nan is out of range"),
+    (dict(batch_size=0), r"batch_size=0 is out of range: allowed an integer in \[1, N=20\]"),
+    (dict(batch_size=21), "batch_size=21 is out of range"),
+    (dict(batch_size=2.5), "batch_size=2.5 is out of range"),
+    (dict(epochs=0), "epochs=0 is out of range: allowed an integer >= 1"),
+    (dict(lr_decay=0.0), "lr_decay=0.0 is out of range: allowed a number > 0 and <= 1"),
+    (dict(lr_decay=1.5), "lr_decay=1.5 is out of range"),
     (dict(loss="hinge"), "unknown loss 'hinge'; known losses: svm, squared_svm, softmax"),
     (dict(regularizer="l3"), "unknown regularizer 'l3'"),
-    (dict(strength=-1.0), "strength must be a finite number >= 0, got -1.0"),
+    (dict(strength=-1.0), "strength=-1.0 is out of range: allowed a number >= 0"),
     (dict(num_classes=2), "largest label 2, got 2"),
     (dict(X=X_OK[0]), r"X must be a 2-D array \(N, D\), got shape \(5,\)"),
     (dict(X=X_OK[:, :, None]), r"got shape \(20, 5, 1\)"),
     (dict(X=X_OK.astype(np.uint8)), "dtype uint8"),
     (dict(y=Y_OK[:-1]), r"y must have shape \(20,\) to match X \(20, 5\), got \(19,\)"),
-    (dict(y=Y_OK.astype(np.float64)), "y must be integer labels, got dtype float64"),
-    (dict(y=-Y_OK - 1), "got -3"),
+    (dict(y=Y_OK.astype(np.float64)), "y must be 1-D integer labels, got shape \\(20,\\) dtype float64"),
+    (dict(y=-Y_OK - 1), "y must hold labels in >= 0, got label -3"),
     (dict(X_val=X_OK), "X_val and y_val must be given together"),
     (dict(X_val=X_OK[:, :4], y_val=Y_OK), r"X_val must have D = 5 columns like X, got shape \(20, 4\)"),
     (dict(on_epoch=3), "on_epoch must be callable"),
-    (dict(beta=-0.5), "beta must be a finite number >= 0, got -0.5"),
-    (dict(delta=float("inf")), "delta must be a finite number, got inf"),
+    (dict(beta=-0.5), "beta=-0.5 is out of range: allowed a number >= 0"),
+    (dict(delta=float("inf")), "delta=inf is out of range: allowed a number > 0"),
 ])
 def test_bad_arguments_raise_one_line_value_errors(kwargs, message):
     args = dict(X=X_OK, y=Y_OK, batch_size=5)

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from linclass.losses import hinge_loss
-from linclass.model import class_scores
-from linclass.studies import (LOSS_STUDY_COLUMNS, SCALING_COLUMNS, initial_loss_check, loss_behaviour_table,
-                              train_zero_hinge_model, weight_scaling_table)
+from linclass.core.losses import hinge_loss
+from linclass.core.model import class_scores
+from linclass.studies.loss_questions import LOSS_STUDY_COLUMNS, initial_loss_check, loss_behaviour_table
+from linclass.studies.weight_scaling import SCALING_COLUMNS, train_zero_hinge_model, weight_scaling_table
 
 SCALES = [0.25, 0.5, 1.0, 2.0, 4.0]
 

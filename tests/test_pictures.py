@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linclass.images import (atomic_path, plot_confusion_matrix, plot_loss_curves, plot_template_grid,
+from linclass.studies.pictures import (plot_confusion_matrix, plot_loss_curves, plot_template_grid,
                              plot_templates_comparison, plot_weight_histograms, plot_weight_scaling,
                              save_template_pngs, template_images, weight_sparsity)
 
@@ -136,13 +136,3 @@ def test_unknown_figure_format_is_rejected(tmp_path):
         plot_template_grid(random_W(), NAMES, tmp_path / "grid.gif", title="x")
 
 
-def test_atomic_path_leaves_nothing_on_failure(tmp_path):
-    target = tmp_path / "out.txt"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-    with atomic_path(target) as tmp:
-        tmp.write_text("whole")
-    assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]

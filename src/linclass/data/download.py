@@ -15,12 +15,14 @@ import http.client
 import os
 import re
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from linclass.constraints import DOWNLOAD, MAX_BACKOFF, check
+from linclass.files import atomic_file, md5_file
 
 CHUNK_SIZE = 1 << 20  # 1 MiB
 ALLOWED_SCHEMES = ("http", "https", "file")
@@ -34,15 +36,6 @@ class DownloadError(RuntimeError):
 
 class _Retryable(Exception):
     """Internal: a transient failure worth another attempt; str() is the one-line reason."""
-
-
-def md5sum(path: str | os.PathLike, chunk_size: int = CHUNK_SIZE) -> str:
-    """Hex md5 of a file, read in chunks."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _one_line(x: object) -> str:
@@ -154,46 +147,31 @@ def download(
     """Download url to dest and verify its md5; return dest as a Path.
 
     url: http://, https:// or file:// (same code path). `retries` is the total number of attempts;
-    attempt k (k >= 1) is followed by a sleep of backoff * 2**(k-1) seconds before the next one.
+    attempt k (k >= 1) is followed by a sleep of min(backoff * 2**(k-1), MAX_BACKOFF) seconds.
     If dest already exists with the right md5, nothing is fetched.
     """
     expected = check_md5_string(md5)
     check_url(url)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
-        raise ValueError(f"retries must be an integer >= 1 (total attempts), got {retries!r}")
-    if not backoff >= 0:
-        raise ValueError(f"backoff must be >= 0 seconds, got {backoff!r}")
-    if not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+    check(DOWNLOAD, retries=retries, timeout=timeout, backoff=backoff)
 
     dest = Path(dest)
-    if dest.is_file() and md5sum(dest) == expected:
+    if dest.is_file() and md5_file(dest) == expected:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
 
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for attempt in range(1, retries + 1):
-                try:
-                    actual = _fetch_once(url, out, timeout, progress)
-                    break
-                except _Retryable as e:
-                    if attempt == retries:
-                        raise DownloadError(f"could not download {url} after {retries} attempts: {e}") from None
-                    if progress:
-                        print(f"  attempt {attempt}/{retries} failed ({e}); retrying", file=sys.stderr, flush=True)
-                    time.sleep(backoff * 2 ** (attempt - 1))
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; make the result a normal readable file
+    with atomic_file(dest, suffix=".part") as tmp, open(tmp, "wb") as out:
+        for attempt in range(1, retries + 1):
+            try:
+                actual = _fetch_once(url, out, timeout, progress)
+                break
+            except _Retryable as e:
+                if attempt == retries:
+                    raise DownloadError(f"could not download {url} after {retries} attempts: {e}") from None
+                if progress:
+                    print(f"  attempt {attempt}/{retries} failed ({e}); retrying", file=sys.stderr, flush=True)
+                time.sleep(min(backoff * 2 ** (attempt - 1), MAX_BACKOFF))
+        out.flush()
+        os.fsync(out.fileno())
         if actual != expected:
             raise DownloadError(f"md5 mismatch for {url}: expected {expected}, got {actual}")
-        os.replace(tmp_name, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
     return dest

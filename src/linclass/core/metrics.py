@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from linclass.constraints import check_labels
+
 
 def _check_labels(y_true, y_pred, num_classes=None):
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
@@ -10,10 +12,8 @@ def _check_labels(y_true, y_pred, num_classes=None):
     if y_true.size == 0:
         raise ValueError("y_true and y_pred must not be empty")
     if num_classes is not None:
-        for name, labels in (("y_true", y_true), ("y_pred", y_pred)):
-            if labels.min() < 0 or labels.max() >= num_classes:
-                bad = labels[(labels < 0) | (labels >= num_classes)][0]
-                raise ValueError(f"{name} labels must be in [0, {num_classes}), got {bad}")
+        check_labels(y_true, num_classes, "y_true")
+        check_labels(y_pred, num_classes, "y_pred")
     return y_true, y_pred
 
 

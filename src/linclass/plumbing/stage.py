@@ -6,16 +6,14 @@ A stage script is `def main(): ...` plus `if __name__ == "__main__": run(main)`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from linclass.config import ConfigError, compose, load_params, validate
+from linclass.files import atomic_dir, atomic_file  # noqa: F401  (stage scripts write through these)
+from linclass.plumbing.config import ConfigError, compose, load_params, validate
 
 EXIT_ERROR = 1
 EXIT_SIGINT = 130
@@ -31,7 +29,7 @@ def stage_params(params_path: str | Path = "params.yaml", conf_dir: str | Path =
 
 def run(main: Callable[[], None]) -> None:
     """Run a stage's main(): known failures become one line on stderr and a non-zero exit."""
-    from linclass.tracking import Terminated
+    from linclass.plumbing.tracking import Terminated
     from mlflow.exceptions import MlflowException  # e.g. a tracking URI that MLflow has no store for
 
     try:
@@ -47,45 +45,6 @@ def run(main: Callable[[], None]) -> None:
             raise
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the message
         sys.exit(EXIT_ERROR)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces `path`, on failure it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; outputs are ordinary folders
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling file name; on success it replaces `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; outputs are ordinary files
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data) -> None:

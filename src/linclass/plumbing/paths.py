@@ -34,3 +34,14 @@ def class_names(data: Path = DATA) -> list[str]:
 
 def train_summary(name: str, metrics: Path = METRICS) -> dict:
     return json.loads((metrics / "train" / f"{name}.json").read_text())
+
+
+def dvc_lock_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
+    """md5 of the download and preprocess outputs as dvc.lock records them (the inputs of training)."""
+    import yaml
+
+    if not lock.exists():
+        return {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    return {f"dvc.{name}.{out['path']}": out.get("md5", "") for name in ("download", "preprocess")
+            for out in stages.get(name, {}).get("outs", [])}

@@ -6,15 +6,18 @@ before any work is done.
 """
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-KNOWN_LOSSES = ("svm", "squared_svm", "softmax")          # linclass.losses.LOSSES
-KNOWN_REGULARIZERS = ("none", "l1", "l2", "elasticnet")  # linclass.regularizers.REGULARIZERS
+from linclass import constraints
+from linclass.constraints import Interval, check_value
+from linclass.files import atomic_file
+
+KNOWN_LOSSES = constraints.LOSS_NAMES
+KNOWN_REGULARIZERS = constraints.REGULARIZER_NAMES
 URL_SCHEMES = ("http://", "https://", "file://")
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")  # MLflow's stores
 
@@ -79,19 +82,33 @@ def _get(params: dict, dotted: str) -> Any:
     return node
 
 
-def _number(params: dict, key: str, *, low: float, high: float = math.inf, low_open=False,
-            high_open=False, integer=False) -> float:
+def _check(params: dict, key: str, constraint) -> Any:
     value = _get(params, key)
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ConfigError(f"{key}={value!r} is not {kind}")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high or not math.isfinite(value):
-        lo = f"{'>' if low_open else '>='} {low:g}"
-        hi = "" if high == math.inf else f" and {'<' if high_open else '<='} {high:g}"
-        raise ConfigError(f"{key}={value!r} is out of range: allowed {kind} {lo}{hi}")
+    try:
+        check_value(key, value, constraint)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return value
+
+
+# Settings that the library takes as arguments: the library's own declarations.
+LIBRARY_SETTINGS = {
+    "data.retries": constraints.DOWNLOAD["retries"],
+    "data.timeout": constraints.DOWNLOAD["timeout"],
+    **{f"preprocess.{name}": constraints.PREPROCESS[name] for name in ("val_size", "seed", "scale")},
+    **{f"train.{name}": constraints.SGD[name]
+       for name in ("epochs", "batch_size", "learning_rate", "lr_decay", "init_scale", "seed")},
+}
+# Settings that only the stages read.
+STAGE_SETTINGS = {
+    "train.blas_threads": Interval(int, 1, 256),
+    "studies.zero_hinge_subset": Interval(int, 2, None),
+    "studies.near_zero_tol": Interval(float, 0, 1, closed="right"),
+    "studies.initial_loss_tolerance": Interval(float, 0, None, closed="neither"),
+    "studies.hard_cases.n": Interval(int, 10, None),
+    "studies.hard_cases.epochs": Interval(int, 1, None),
+    "studies.hard_cases.learning_rate": Interval(float, 0, None, closed="neither"),
+}
 
 
 def validate_grid(params: dict) -> None:
@@ -102,6 +119,8 @@ def validate_grid(params: dict) -> None:
         for name in names:
             if name not in known:
                 raise ConfigError(f"{key} has unknown name {name!r}; known: {', '.join(known)}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{key}={names!r} lists a name twice: expected distinct names from {list(known)}")
     for name in _get(params, "grid.losses"):
         _get(params, f"loss.{name}")
     for name in _get(params, "grid.regularizers"):
@@ -115,26 +134,11 @@ def validate_data(params: dict) -> None:
     md5 = _get(params, "data.md5")
     if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-f]{32}", md5):
         raise ConfigError(f"data.md5={md5!r} is not an md5 sum (32 lowercase hex digits)")
-    _number(params, "data.retries", low=1, integer=True)
-    _number(params, "data.timeout", low=0, low_open=True)
 
 
 def validate_preprocess(params: dict) -> None:
-    _number(params, "preprocess.val_size", low=1, high=49_999, integer=True)
-    _number(params, "preprocess.seed", low=0, integer=True)
-    _number(params, "preprocess.scale", low=0, low_open=True)
     if _get(params, "preprocess.max_train") is not None:
-        _number(params, "preprocess.max_train", low=1, integer=True)
-
-
-def validate_train(params: dict) -> None:
-    _number(params, "train.epochs", low=1, integer=True)
-    _number(params, "train.batch_size", low=1, integer=True)
-    _number(params, "train.learning_rate", low=0, low_open=True)
-    _number(params, "train.lr_decay", low=0, high=1, low_open=True)
-    _number(params, "train.init_scale", low=0)
-    _number(params, "train.seed", low=0, integer=True)
-    _number(params, "train.blas_threads", low=1, integer=True)
+        _check(params, "preprocess.max_train", constraints.PREPROCESS["max_train"])
 
 
 def validate_model(params: dict, loss: str, regularizer: str) -> None:
@@ -142,11 +146,10 @@ def validate_model(params: dict, loss: str, regularizer: str) -> None:
         raise ConfigError(f"unknown loss {loss!r}; known: {', '.join(KNOWN_LOSSES)}")
     if regularizer not in KNOWN_REGULARIZERS:
         raise ConfigError(f"unknown regularizer {regularizer!r}; known: {', '.join(KNOWN_REGULARIZERS)}")
-    if loss in ("svm", "squared_svm"):
-        _number(params, f"loss.{loss}.delta", low=0, low_open=True)
-    _number(params, f"regularizer.{regularizer}.strength", low=0)
-    if regularizer == "elasticnet":
-        _number(params, "regularizer.elasticnet.beta", low=0)
+    for name in _get(params, f"loss.{loss}"):
+        _check(params, f"loss.{loss}.{name}", constraints.LOSS[name])
+    for name in _get(params, f"regularizer.{regularizer}"):
+        _check(params, f"regularizer.{regularizer}.{name}", constraints.REGULARIZER[name])
 
 
 def validate_tracking(params: dict) -> None:
@@ -165,12 +168,6 @@ def validate_studies(params: dict) -> None:
     if not isinstance(scales, list) or not scales or not all(
             isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales):
         raise ConfigError(f"studies.scales={scales!r}: expected a non-empty list of numbers > 0")
-    _number(params, "studies.zero_hinge_subset", low=2, integer=True)
-    _number(params, "studies.near_zero_tol", low=0, high=1, low_open=True)
-    _number(params, "studies.initial_loss_tolerance", low=0, low_open=True)
-    _number(params, "studies.hard_cases.n", low=10, integer=True)
-    _number(params, "studies.hard_cases.epochs", low=1, integer=True)
-    _number(params, "studies.hard_cases.learning_rate", low=0, low_open=True)
 
 
 def validate(params: dict, reference: dict | None = None) -> dict:
@@ -191,8 +188,9 @@ def validate(params: dict, reference: dict | None = None) -> dict:
                               f"(known {where}: {', '.join(map(str, known)) or 'none'})")
     validate_grid(params)
     validate_data(params)
+    for key, constraint in {**LIBRARY_SETTINGS, **STAGE_SETTINGS}.items():
+        _check(params, key, constraint)
     validate_preprocess(params)
-    validate_train(params)
     validate_tracking(params)
     for loss in _get(params, "grid.losses"):
         for reg in _get(params, "grid.regularizers"):
@@ -205,11 +203,9 @@ def write_params(conf_dir: str | Path = "conf", path: str | Path = "params.yaml"
                  overrides: Iterable[str] = ()) -> dict:
     """Compose conf/ (with overrides) and write it to params.yaml atomically, as DVC does."""
     params = compose(conf_dir, overrides)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    header = "# Generated from conf/ by `make params` (python -m linclass.config). Edit conf/, not this file.\n"
-    tmp.write_text(header + yaml.safe_dump(params, sort_keys=False))
-    tmp.replace(path)
+    header = "# Generated from conf/ by `make params` (python -m linclass.plumbing.config). Edit conf/, not this file.\n"
+    with atomic_file(path) as tmp:
+        tmp.write_text(header + yaml.safe_dump(params, sort_keys=False))
     return params
 
 

@@ -33,8 +33,6 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-MAX_METRICS_PER_BATCH = 1000   # MLflow's log_batch limits
-MAX_PARAMS_PER_BATCH = 100
 PARAM_VALUE_LIMIT = 6000
 
 
@@ -133,18 +131,6 @@ def params_from_config(flat: Mapping[str, object]) -> list[Param]:
     return [Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in sorted(flat.items())]
 
 
-def log_batches(client: MlflowClient, run_id: str, *, metrics: Iterable[Metric] = (),
-                params: Iterable[Param] = (), tags: Iterable[RunTag] = ()) -> None:
-    """log_batch in chunks within MLflow's limits (one request per 1000 metric values)."""
-    metrics, params, tags = list(metrics), list(params), list(tags)
-    for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
-    if tags:
-        client.log_batch(run_id, tags=tags)
-    for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
-
-
 def history_metrics(key: str, values, steps=None, timestamp_ms: int | None = None) -> list[Metric]:
     """One Metric per value; NaN values (e.g. no validation set) are skipped."""
     ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
@@ -236,6 +222,15 @@ def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | Non
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def study_run(params: Mapping, run_name: str, stage: str, kind: str = "study") -> Iterator[str]:
+    """The MLflow run of a study or report stage (set up, tagged, ended honestly); yields its run id."""
+    experiment_id = setup(params["tracking"]["experiment"], params["tracking"]["uri"])
+    tags = {"kind": kind, "dvc_stage": stage, "git_commit": git_commit()}
+    with tracked_run(experiment_id, run_name, tags) as active:
+        yield active.info.run_id
+
+
 def log_dataset(data_cfg: Mapping[str, object], num_train: int, num_val: int, attempts: int = 5) -> None:
     """Log the archive (its URL and md5) as the active run's training input.
 
@@ -283,9 +278,9 @@ def find_run(experiment_id: str, tags: Mapping[str, str]) -> str | None:
 
 
 if __name__ == "__main__":
-    # `python -m linclass.tracking`: create the store and the experiment of params.yaml once, before
+    # `python -m linclass.plumbing.tracking`: create the store and the experiment of params.yaml once, before
     # several pipelines log to it at the same time (a fresh sqlite store is not safe to create in parallel).
-    from linclass.config import load_params
+    from linclass.plumbing.config import load_params
 
     tracking_cfg = load_params()["tracking"]
     experiment_id = setup(tracking_cfg["experiment"], tracking_cfg["uri"])

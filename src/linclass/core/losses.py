@@ -10,6 +10,8 @@ All maths is vectorized over examples and classes; float32 scores stay float32.
 
 import numpy as np
 
+from linclass.constraints import LOSS_NAMES, check_labels
+
 REDUCTIONS = ("mean", "none")
 
 
@@ -22,11 +24,7 @@ def _check(scores, y, reduction):
     N, C = scores.shape
     if y.shape != (N,):
         raise ValueError(f"y must have shape (N,) = ({N},) to match scores {scores.shape}, got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels y must be integers, got dtype {y.dtype}")
-    if N and (y.min() < 0 or y.max() >= C):
-        bad = y[(y < 0) | (y >= C)][0]
-        raise ValueError(f"labels must be in [0, {C}) for {C} classes, got label {bad}")
+    check_labels(y, C)
 
 
 def _margins(scores, y, delta):
@@ -101,7 +99,7 @@ def softmax_loss(scores, y, delta=1.0, reduction="mean"):
     return float(per_example.mean(dtype=np.float64)), dscores
 
 
-LOSSES = {"svm": hinge_loss, "squared_svm": squared_hinge_loss, "softmax": softmax_loss}
+LOSSES = dict(zip(LOSS_NAMES, (hinge_loss, squared_hinge_loss, softmax_loss)))
 
 
 def get_loss(name):

@@ -1,13 +1,11 @@
 """The visual viewpoint: each row of W (C, 3072) is a template image; plus the study figures.
 
-Every figure is written atomically (temp file in the same folder, then os.replace) and with fixed
+Every figure is written atomically (linclass.files.atomic_file) and with fixed
 metadata (no software version, no creation date) so the same inputs give the same bytes.
 Figures are built on matplotlib.figure.Figure (Agg), never on global pyplot state.
 """
 
-import os
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -18,23 +16,11 @@ import matplotlib.image  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from linclass.files import atomic_file  # noqa: E402
+
 IMAGE_SIDE = 32
 IMAGE_DIM = 3 * IMAGE_SIDE * IMAGE_SIDE  # 3072 = R plane + G plane + B plane, each row-major 32x32
 SPARSITY_TOL = 1e-2
-
-
-@contextmanager
-def atomic_path(path):
-    """Yield a temp path in the folder of `path` (same suffix); rename it to `path` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _metadata(fmt):
@@ -49,7 +35,7 @@ def save_figure(fig, path):
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in ("png", "svg", "pdf"):
         raise ValueError(f"figure path must end in .png, .svg or .pdf, got {str(path)!r}")
-    with matplotlib.rc_context({"svg.hashsalt": "linclass"}), atomic_path(path) as tmp:
+    with matplotlib.rc_context({"svg.hashsalt": "linclass"}), atomic_file(path) as tmp:
         fig.savefig(tmp, format=fmt, metadata=_metadata(fmt), dpi=100)
     return path
 
@@ -99,7 +85,7 @@ def save_template_pngs(W, class_names, out_dir, upscale=8):
     paths = []
     for idx, (name, image) in enumerate(zip(class_names, big)):
         path = out_dir / f"template_{idx}_{_safe_name(name)}.png"
-        with atomic_path(path) as tmp:
+        with atomic_file(path) as tmp:
             matplotlib.image.imsave(tmp, image, format="png", metadata={"Software": None})
         paths.append(path)
     return paths

@@ -13,12 +13,12 @@ Every regularizer has the signature reg(W, strength, beta=0.5) -> (value, dW):
 
 import numpy as np
 
+from linclass.constraints import REGULARIZER, REGULARIZER_NAMES, check_value
+
 
 def _check_strength(strength):
-    strength = float(strength)  # python float: never upcasts float32 W
-    if not strength >= 0:  # also rejects NaN
-        raise ValueError(f"regularization strength must be >= 0, got {strength}")
-    return strength
+    check_value("strength", strength, REGULARIZER["strength"])
+    return float(strength)  # python float: never upcasts float32 W
 
 
 def no_penalty(W, strength, beta=0.5):
@@ -47,7 +47,7 @@ def elasticnet_penalty(W, strength, beta=0.5):
     return strength * value, (2 * strength * beta) * W + strength * np.sign(W)
 
 
-REGULARIZERS = {"none": no_penalty, "l1": l1_penalty, "l2": l2_penalty, "elasticnet": elasticnet_penalty}
+REGULARIZERS = dict(zip(REGULARIZER_NAMES, (no_penalty, l1_penalty, l2_penalty, elasticnet_penalty)))
 
 
 def get_regularizer(name):

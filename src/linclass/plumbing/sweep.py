@@ -1,10 +1,10 @@
 """Many experiments at once with DVC's queue: the loss x regularizer grid, or a learning rate x
 regularization strength sweep of one combination, selected on the validation split.
 
-    python -m linclass.sweep grid [--jobs 2] [override ...]
-    python -m linclass.sweep sweep --loss softmax --regularizer l2 \\
+    python -m linclass.plumbing.sweep grid [--jobs 2] [override ...]
+    python -m linclass.plumbing.sweep sweep --loss softmax --regularizer l2 \\
         --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2 [--jobs 2] [override ...]
-    python -m linclass.sweep table [--prefix sweep-softmax-l2-]      # the table again
+    python -m linclass.plumbing.sweep table [--prefix sweep-softmax-l2-]      # the table again
 
 `override`s are Hydra overrides shared by every point (e.g. data.url=... data.md5=... train.epochs=5).
 
@@ -23,7 +23,7 @@ Once, before the workers start: params.yaml is composed with the shared override
 stages run in the workspace (the experiments then restore their outputs from DVC's run-cache instead
 of preprocessing again), and the MLflow store and experiment are created (two processes cannot
 safely create a fresh sqlite store at the same time). Every stage logs to the project's store, also
-from inside .dvc/tmp/exps/ (see linclass.tracking.project_root), tagged with its experiment's name.
+from inside .dvc/tmp/exps/ (see linclass.plumbing.tracking.project_root), tagged with its experiment's name.
 
 Queueing a point replaces an earlier experiment of the same name on this commit (names carry only
 the loss, regularizer, learning rate and strength). A point that DVC has already trained with the
@@ -139,8 +139,8 @@ def queue_status() -> tuple[list[Task], int]:
 
 def prepare(overrides: Sequence[str]) -> None:
     """Compose params.yaml, run the data stages and create the MLflow store, once, before the workers."""
-    from linclass import tracking
-    from linclass.config import load_params, write_params
+    from linclass.plumbing import tracking
+    from linclass.plumbing.config import load_params, write_params
 
     try:
         write_params(overrides=overrides)
@@ -282,7 +282,7 @@ def print_table(rows: list[dict], prefix: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linclass.sweep", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m linclass.plumbing.sweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     grid = sub.add_parser("grid", help="every loss x regularizer combination, one experiment each")
     sweep = sub.add_parser("sweep", help="learning rate x strength of one combination")
@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "grid":
             points, prefix = grid_points(), "grid-"
         else:
-            from linclass.config import KNOWN_LOSSES, KNOWN_REGULARIZERS
+            from linclass.plumbing.config import KNOWN_LOSSES, KNOWN_REGULARIZERS
 
             if args.loss not in KNOWN_LOSSES or args.regularizer not in KNOWN_REGULARIZERS:
                 raise ValueError(f"unknown combination {args.loss}-{args.regularizer}; losses: "

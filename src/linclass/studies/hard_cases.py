@@ -18,9 +18,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .model import class_scores, predict
-from .metrics import accuracy
-from .sgd import train_sgd
+from linclass.core.model import class_scores, predict
+from linclass.core.metrics import accuracy
+from linclass.core.sgd import train_sgd
 
 HARD_CASES = ("separable", "quadrants", "ring", "three_modes")
 BOX = 3.0
@@ -115,7 +115,7 @@ def plot_decision_regions(results, path, resolution=200):
     """
     from matplotlib.colors import ListedColormap
 
-    from .images import Figure, save_figure  # images.py selects the Agg backend
+    from linclass.studies.pictures import Figure, save_figure  # pictures selects the Agg backend
 
     _, models = results
     if not models:

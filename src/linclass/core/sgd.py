@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .losses import get_loss
-from .metrics import accuracy
-from .model import class_scores, init_weights, predict
-from .regularizers import get_regularizer
+from linclass.constraints import SGD, check, check_labels, is_int
+from linclass.core.losses import get_loss
+from linclass.core.metrics import accuracy
+from linclass.core.model import class_scores, init_weights, predict
+from linclass.core.regularizers import get_regularizer
 
 
 class DivergenceError(FloatingPointError):
@@ -85,10 +86,6 @@ class TrainResult:
     history: History
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _check_data(X, y, name_X, name_y):
     if not isinstance(X, np.ndarray) or X.ndim != 2:
         raise ValueError(f"{name_X} must be a 2-D array (N, D), got shape {np.shape(X)}")
@@ -97,10 +94,7 @@ def _check_data(X, y, name_X, name_y):
     y = np.asarray(y)
     if y.shape != (X.shape[0],):
         raise ValueError(f"{name_y} must have shape ({X.shape[0]},) to match {name_X} {X.shape}, got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name_y} must be integer labels, got dtype {y.dtype}")
-    if y.size and y.min() < 0:
-        raise ValueError(f"{name_y} labels must be >= 0, got {y.min()}")
+    check_labels(y, name=name_y)
     return y
 
 
@@ -131,32 +125,17 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
     largest = max(int(y.max()), int(y_val.max()) if y_val is not None and y_val.size else 0)
     if num_classes is None:
         num_classes = largest + 1
-    if not _is_int(num_classes) or num_classes < 2 or num_classes <= largest:
+    if not is_int(num_classes) or num_classes < 2 or num_classes <= largest:
         raise ValueError(f"num_classes must be an integer >= 2 and > the largest label {largest}, got {num_classes}")
-    if not (isinstance(learning_rate, (int, float, np.number)) and math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-    if not _is_int(batch_size) or not 1 <= batch_size <= N:
-        raise ValueError(f"batch_size must be an integer in [1, N={N}], got {batch_size!r}")
-    if not _is_int(epochs) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-    if not (isinstance(lr_decay, (int, float, np.number)) and 0 < lr_decay <= 1):
-        raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay!r}")
-    if not (isinstance(strength, (int, float, np.number)) and strength >= 0 and math.isfinite(strength)):
-        raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
-    if not (isinstance(beta, (int, float, np.number)) and beta >= 0 and math.isfinite(beta)):
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    if not (isinstance(delta, (int, float, np.number)) and math.isfinite(delta)):
-        raise ValueError(f"delta must be a finite number, got {delta!r}")
-    if not (isinstance(init_scale, (int, float, np.number)) and init_scale >= 0 and math.isfinite(init_scale)):
-        raise ValueError(f"init_scale must be a finite number >= 0, got {init_scale!r}")
+    check(SGD, learning_rate=learning_rate, epochs=epochs, lr_decay=lr_decay, strength=strength,
+          beta=beta, delta=delta, init_scale=init_scale, seed=seed, train_accuracy_sample=train_accuracy_sample)
+    if not is_int(batch_size) or not 1 <= batch_size <= N:
+        raise ValueError(f"batch_size={batch_size!r} is out of range: allowed an integer in [1, N={N}]")
     if on_epoch is not None and not callable(on_epoch):
         raise ValueError(f"on_epoch must be callable or None, got {type(on_epoch).__name__}")
     # python floats: numpy treats them as "weak" scalars, so float32 arrays stay float32
     strength, beta, delta = float(strength), float(beta), float(delta)
     lr, lr_decay = float(learning_rate), float(lr_decay)
-
-    if not _is_int(train_accuracy_sample) or train_accuracy_sample < 1:
-        raise ValueError(f"train_accuracy_sample must be an integer >= 1, got {train_accuracy_sample!r}")
 
     # ---- train ----
     # Per-epoch train accuracy on a fixed random subset (scoring all N rows every epoch would cost half

@@ -2,37 +2,23 @@
 the training split, X = (x - mean_image) / scale, written as memory-mappable .npy files.
 
 Each matrix is built in place: open_memmap on a temp file in out_dir, filled chunk by chunk
-(only one chunk of float temporaries at a time), then os.replace onto its final name.
+(only one chunk of float temporaries at a time), then renamed onto its final name.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from linclass.cifar import CifarData
+from linclass.constraints import PREPROCESS, check, is_int
+from linclass.data.cifar import CifarData
+from linclass.files import atomic_file
 
 CHUNK_ROWS = 4096  # rows per chunk: 4096 x 3072 float32 = 48 MiB
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _check_scale(scale) -> float:
-    try:
-        value = float(scale)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if isinstance(scale, bool) or not (np.isfinite(value) and value > 0):
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
-    return value
 
 
 def split_train_val(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,9 +27,9 @@ def split_train_val(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.nd
     Both are in the order of one permutation from np.random.default_rng(seed), so train_idx[:k]
     is a random subset of size k.
     """
-    if not _is_int(n) or n < 2:
+    if not is_int(n) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
-    if not _is_int(val_size) or not 0 < val_size < n:
+    if not is_int(val_size) or not 0 < val_size < n:
         raise ValueError(f"val_size must be an integer with 0 < val_size < n={n}, got {val_size!r}")
     perm = np.random.default_rng(seed).permutation(n)
     return perm[val_size:], perm[:val_size]
@@ -80,7 +66,8 @@ def design_matrix(
     mean = np.asarray(mean_image, dtype=np.float32)
     if mean.shape != (dim,):
         raise ValueError(f"mean_image must have shape ({dim},), got {mean.shape}")
-    scale = _check_scale(scale)
+    check(PREPROCESS, scale=scale)
+    scale = float(scale)
     n = len(images_uint8) if rows is None else len(rows)
     if out is None:
         out = np.empty((n, dim), dtype=np.float32)
@@ -97,38 +84,17 @@ def design_matrix(
 
 
 # ---------------------------------------------------------------------------------------------
-# atomic writers: temp file in the destination directory, then os.replace
+# writers: each file appears whole or not at all (linclass.files.atomic_file)
 
 
-def _temp_path(final: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
+def save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_file(path) as tmp:
+        np.save(tmp, array)
 
 
-def _replace_or_cleanup(final: Path, write: Callable[[Path], None]) -> None:
-    tmp = _temp_path(final)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-    _replace_or_cleanup(path, write)
-
-
-def save_design_matrix_atomic(path: Path, images_uint8, mean, scale, rows) -> None:
+def save_design_matrix(path: Path, images_uint8, mean, scale, rows) -> None:
     """design_matrix written straight into an .npy memmap (never fully in RAM)."""
-
-    def write(tmp: Path) -> None:
+    with atomic_file(path) as tmp:
         out = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(rows), images_uint8.shape[1]))
         try:
             design_matrix(images_uint8, mean, scale, rows=rows, out=out)
@@ -136,14 +102,10 @@ def save_design_matrix_atomic(path: Path, images_uint8, mean, scale, rows) -> No
         finally:
             del out
 
-    _replace_or_cleanup(path, write)
 
-
-def save_json_atomic(path: Path, obj) -> None:
-    def write(tmp: Path) -> None:
+def save_json(path: Path, obj) -> None:
+    with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
-
-    _replace_or_cleanup(path, write)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,11 +138,12 @@ def preprocess(
             raise ValueError(f"y_{name} must be in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
     if x_test.shape[1] != x_all.shape[1]:
         raise ValueError(f"x_test has {x_test.shape[1]} features but x_train has {x_all.shape[1]}")
-    scale = _check_scale(scale)
+    check(PREPROCESS, scale=scale)
+    scale = float(scale)
 
     train_idx, val_idx = split_train_val(len(x_all), val_size, seed)
     if max_train is not None:
-        if not _is_int(max_train) or not 1 <= max_train <= len(train_idx):
+        if not is_int(max_train) or not 1 <= max_train <= len(train_idx):
             raise ValueError(
                 f"max_train must be None or an integer in [1, {len(train_idx)}] "
                 f"(train size after the validation split), got {max_train!r}"
@@ -196,10 +159,10 @@ def preprocess(
         "test": (x_test, y_test, np.arange(len(x_test))),
     }
     for split, (x, y, rows) in splits.items():
-        save_design_matrix_atomic(out_dir / f"X_{split}.npy", x, mean, scale, rows)
-        save_npy_atomic(out_dir / f"y_{split}.npy", y[rows].astype(np.int64))
-    save_npy_atomic(out_dir / "mean_image.npy", mean)
-    save_json_atomic(out_dir / "classes.json", list(data.class_names))
+        save_design_matrix(out_dir / f"X_{split}.npy", x, mean, scale, rows)
+        save_npy(out_dir / f"y_{split}.npy", y[rows].astype(np.int64))
+    save_npy(out_dir / "mean_image.npy", mean)
+    save_json(out_dir / "classes.json", list(data.class_names))
 
     counts = {split: np.bincount(y[rows], minlength=num_classes).tolist() for split, (_, y, rows) in splits.items()}
     summary = {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .images import atomic_path
+from linclass.files import atomic_file
 
 MIME_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
@@ -158,8 +158,8 @@ def write_report(out_path, *, comparison_csv, templates_png, weight_hist_png, sc
     markdown = render_markdown(blocks, out_path.parent)
     page = render_html(blocks, title=blocks[0][1])
     html_path = out_path.with_suffix(".html")
-    with atomic_path(out_path) as tmp:
+    with atomic_file(out_path) as tmp:
         tmp.write_text(markdown, encoding="utf-8")
-    with atomic_path(html_path) as tmp:
+    with atomic_file(html_path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out_path

@@ -1,0 +1,1 @@
+"""The maths: f(x, W) = Wx + b, its losses and penalties, minibatch SGD, metrics."""
