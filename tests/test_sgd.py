@@ -183,3 +183,44 @@ def test_train_accuracy_sample_only_changes_the_bookkeeping():
     assert all(math.isclose(a * 50, round(a * 50)) for a in sampled.history.train_accuracy[:-1])  # k / 50
     with pytest.raises(ValueError, match="train_accuracy_sample"):
         train_sgd(X, y, train_accuracy_sample=0, **kwargs)
+
+
+def _plain_sgd(X, y, loss, regularizer, strength, beta, lr, batch_size, epochs, seed):
+    """The SGD update written as the plain formulas (fresh arrays every step), for the bit-identity check."""
+    from linclass.core.regularizers import get_regularizer
+
+    rng = np.random.default_rng(seed)
+    W, b = init_weights(10, X.shape[1], rng, scale=1e-3, dtype=X.dtype)
+    for _ in range(epochs):
+        order = rng.permutation(len(X))
+        for start in range(0, len(X), batch_size):
+            X_b, y_b = X[order[start:start + batch_size]], y[order[start:start + batch_size]]
+            _, dscores = get_loss(loss)(X_b @ W.T + b, y_b)
+            _, dW_reg = get_regularizer(regularizer)(W, strength, beta)
+            W -= lr * (dscores.T @ X_b + dW_reg)
+            b -= lr * dscores.sum(axis=0)
+        lr *= 0.9
+    return W, b
+
+
+@pytest.mark.parametrize("regularizer", ["none", "l1", "l2", "elasticnet"])
+@pytest.mark.parametrize("loss", LOSS_NAMES)
+def test_reused_buffers_give_bit_identical_weights_to_the_plain_formulas(loss, regularizer):
+    X, y = make_data(N=70, D=300)  # 70 = 3 x 20 + 10: the last minibatch is partial
+    W, b = _plain_sgd(X, y, loss, regularizer, 1e-2, 0.3, 1e-2, 20, 3, seed=4)
+    result = train_sgd(X, y, loss=loss, regularizer=regularizer, strength=1e-2, beta=0.3, learning_rate=1e-2,
+                       batch_size=20, epochs=3, lr_decay=0.9, seed=4, num_classes=10)
+    assert np.array_equal(result.W, W) and np.array_equal(result.b, b)
+
+
+@pytest.mark.parametrize("regularizer", ["none", "l1", "l2", "elasticnet"])
+def test_regularizer_out_buffer_is_bit_identical(regularizer):
+    from linclass.core.regularizers import get_regularizer
+
+    W = np.random.default_rng(0).standard_normal((10, 300)).astype(np.float32)
+    W[0, :3] = 0  # sign(0) = 0
+    value, grad = get_regularizer(regularizer)(W, 1e-2, 0.3)
+    out = np.full_like(W, np.nan)
+    value_out, grad_out = get_regularizer(regularizer)(W, 1e-2, 0.3, out=out)
+    assert grad_out is out and value_out == value and np.array_equal(grad_out, grad)
+    assert grad.dtype == np.float32

@@ -3,8 +3,10 @@
 Only W (C, D) is regularized, never the bias b: the bias does not interact with the input, so
 penalizing it would not make the classifier prefer spread-out weights.
 
-Every regularizer has the signature reg(W, strength, beta=0.5) -> (value, dW):
-    value = strength * R(W) (python float), dW = strength * dR/dW (same shape and dtype as W).
+Every regularizer has the signature reg(W, strength, beta=0.5, out=None) -> (value, dW):
+    value = strength * R(W) (python float), dW = strength * dR/dW (same shape and dtype as W),
+    written into `out` (an array like W) when given: SGD reuses one buffer instead of allocating per step.
+    With or without `out`, the same float operations in the same order: the results are bit-identical.
     none:       R = 0
     l2:         R = sum W^2                    dR/dW = 2W
     l1:         R = sum |W|                    dR/dW = sign(W)   (subgradient 0 at W = 0)
@@ -21,30 +23,46 @@ def _check_strength(strength):
     return float(strength)  # python float: never upcasts float32 W
 
 
-def no_penalty(W, strength, beta=0.5):
+def no_penalty(W, strength, beta=0.5, out=None):
     """R(W) = 0."""
     _check_strength(strength)
-    return 0.0, np.zeros_like(W)
+    if out is None:
+        return 0.0, np.zeros_like(W)
+    out.fill(0)
+    return 0.0, out
 
 
-def l2_penalty(W, strength, beta=0.5):
+def l2_penalty(W, strength, beta=0.5, out=None):
     """R(W) = sum W^2, dR/dW = 2W."""
     strength = _check_strength(strength)
-    return strength * float(np.vdot(W, W)), (2 * strength) * W
+    return strength * float(np.vdot(W, W)), np.multiply(W, 2 * strength, out=out)
 
 
-def l1_penalty(W, strength, beta=0.5):
+def _abs_sum_and_sign(W, out):
+    """(sum |W| as a python float, sign(W) in out); out doubles as the scratch for |W|."""
+    if out is None:
+        return float(np.abs(W).sum()), np.sign(W)
+    abs_sum = float(np.abs(W, out=out).sum())
+    return abs_sum, np.sign(W, out=out)
+
+
+def l1_penalty(W, strength, beta=0.5, out=None):
     """R(W) = sum |W|, dR/dW = sign(W)."""
     strength = _check_strength(strength)
-    return strength * float(np.abs(W).sum()), strength * np.sign(W)
+    abs_sum, sign = _abs_sum_and_sign(W, out)
+    sign *= strength
+    return strength * abs_sum, sign
 
 
-def elasticnet_penalty(W, strength, beta=0.5):
+def elasticnet_penalty(W, strength, beta=0.5, out=None):
     """R(W) = sum(beta W^2 + |W|), dR/dW = 2 beta W + sign(W)."""
     strength = _check_strength(strength)
     beta = float(beta)
-    value = beta * float(np.vdot(W, W)) + float(np.abs(W).sum())
-    return strength * value, (2 * strength * beta) * W + strength * np.sign(W)
+    abs_sum, grad = _abs_sum_and_sign(W, out)
+    value = beta * float(np.vdot(W, W)) + abs_sum
+    grad *= strength
+    grad += (2 * strength * beta) * W  # float addition commutes: s sign(W) + 2 s beta W, bit for bit
+    return strength * value, grad
 
 
 REGULARIZERS = dict(zip(REGULARIZER_NAMES, (no_penalty, l1_penalty, l2_penalty, elasticnet_penalty)))
