@@ -28,23 +28,30 @@ def stage_params(params_path: str | Path = "params.yaml", conf_dir: str | Path =
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a stage's main(): known failures become one line on stderr and a non-zero exit."""
-    from linclass.plumbing.tracking import Terminated
-    from mlflow.exceptions import MlflowException  # e.g. a tracking URI that MLflow has no store for
+    """Run a stage's main(): known failures become one line on stderr and a non-zero exit.
 
+    mlflow is not imported here (it costs seconds): a stage that never imported it cannot raise its errors.
+    """
     try:
         main()
-    except Terminated as exc:
-        print(f"error: stopped ({exc}); nothing was written", file=sys.stderr)
-        sys.exit(EXIT_SIGTERM)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        tracking = sys.modules.get("linclass.plumbing.tracking")  # only a tracking stage turns SIGTERM into this
+        if tracking is not None and isinstance(exc, tracking.Terminated):
+            print(f"error: stopped ({exc}); nothing was written", file=sys.stderr)
+            sys.exit(EXIT_SIGTERM)
         print("error: interrupted (SIGINT); nothing was written", file=sys.stderr)
         sys.exit(EXIT_SIGINT)
-    except (ConfigError, ValueError, RuntimeError, OSError, FloatingPointError, MlflowException) as exc:
-        if os.environ.get("LINCLASS_DEBUG"):
+    except Exception as exc:
+        if not isinstance(exc, _known_errors()) or os.environ.get("LINCLASS_DEBUG"):
             raise
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the message
         sys.exit(EXIT_ERROR)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    known = (ConfigError, ValueError, RuntimeError, OSError, FloatingPointError)
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")  # e.g. a tracking URI that MLflow has no store for
+    return known + (mlflow_exceptions.MlflowException,) if mlflow_exceptions else known
 
 
 def write_json(path: str | Path, data) -> None:
