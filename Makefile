@@ -33,7 +33,7 @@ STRENGTHS ?= 1e-4,1e-3,1e-2
 # the matching plugin, e.g. pip install dvc-s3). The default, ./dvc-remote (git-ignored), is for trying it out.
 REMOTE ?= $(CURDIR)/dvc-remote
 
-.PHONY: venv repro repro-local test test-fast params ui server bench bench-grid clean grid-parallel sweep remote push pull
+.PHONY: venv repro repro-local test test-fast test-release params ui server bench bench-stage bench-grid clean grid-parallel sweep remote push pull
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ test: venv
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
+
+# Every test, also those marked release (deselected by `make test`).
+test-release: venv
+	$(BIN)/python -m pytest -m ""
 
 # Recompose params.yaml from conf/ (DVC does this itself on `dvc exp run`).
 params: venv
@@ -115,7 +119,11 @@ pull: venv
 
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python benchmarks/bench_sgd.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_sgd.py
+
+# Where the wall time of one train stage goes (real data if ../shared is there); goal wall / SGD <= 1.5x.
+bench-stage: venv
+	$(BIN)/python benchmarks/bench_stage.py
 
 # Wall time of the 8-combination grid with 1 and 2 queue workers (real data if ../shared is there; minutes).
 bench-grid: venv

@@ -4,8 +4,10 @@ Not a test. Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sgd.py
                                                   [--sklearn-rows N] [--only LOSS-REG ...]
 (`make bench` does this.) Data: CIFAR-10-shaped made-up data (rows x 3072 float32, labels 0..9, seeded).
 
-For every loss x regularizer, `repeats` rounds, each timing in turn (interleaved, so a machine that gets
-busier slows all three alike); every figure is the median over the rounds (time.perf_counter):
+For every loss x regularizer, `repeats` rounds, each timing the three in turn (interleaved, so a machine
+that gets busier slows all three alike; linclass and bare swap places every other round). The times shown
+are medians over the rounds; the ratios are medians of the rounds' own ratios (paired, so a load that
+changes between rounds cancels out). time.perf_counter throughout:
   linclass  the 2nd epoch of train_sgd(..., epochs=3, batch_size=200), from the on_epoch call after
             epoch 1 to the one after epoch 2: the steps with all their bookkeeping (loss and penalty
             history every step, train accuracy on the 5,000-row sample; no val set). Epoch 3 is not
@@ -131,9 +133,13 @@ def main():
     for loss, reg in combos:
         with_sklearn = SGDClassifier is not None and loss in SKLEARN_LOSS
         ours, bare, theirs = [], [], []
-        for _ in range(args.repeats):
-            ours.append(linclass_epoch(X, y, loss, reg))
-            bare.append(bare_gemm_epoch(X))
+        for round_ in range(args.repeats):
+            if round_ % 2:
+                bare.append(bare_gemm_epoch(X))
+                ours.append(linclass_epoch(X, y, loss, reg))
+            else:
+                ours.append(linclass_epoch(X, y, loss, reg))
+                bare.append(bare_gemm_epoch(X))
             if with_sklearn:
                 model = SGDClassifier(loss=SKLEARN_LOSS[loss], penalty=SKLEARN_PENALTY[reg], alpha=1e-4, max_iter=1,
                                       tol=None, shuffle=True, random_state=SEED)
@@ -141,14 +147,14 @@ def main():
                     warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter=1 always "fails to converge"
                     theirs.append(timed(lambda: model.fit(X[:sklearn_rows], y[:sklearn_rows]))
                                   * args.rows / sklearn_rows)
-        ours, bare = statistics.median(ours), statistics.median(bare)
-        ratio = ours / bare
+        ratio = statistics.median(o / b for o, b in zip(ours, bare))
         bare_ratios.append(ratio)
-        row = f"{loss:12s} {reg:10s} {ours:10.3f} {bare:7.3f} {ratio:6.2f} {verdict(ratio <= BARE_GOAL):>5s} "
+        row = (f"{loss:12s} {reg:10s} {statistics.median(ours):10.3f} {statistics.median(bare):7.3f} {ratio:6.2f} "
+               f"{verdict(ratio <= BARE_GOAL):>5s} ")
         if with_sklearn:
-            theirs = statistics.median(theirs)
-            speedups.append(theirs / ours)
-            row += f"{theirs:9.3f} {theirs / ours:8.1f} {verdict(theirs / ours >= SKLEARN_GOAL):>5s}"
+            speedup = statistics.median(t / o for t, o in zip(theirs, ours))
+            speedups.append(speedup)
+            row += f"{statistics.median(theirs):9.3f} {speedup:8.1f} {verdict(speedup >= SKLEARN_GOAL):>5s}"
         else:
             row += f"{'n/a':>9s} {'n/a':>8s} {'':>5s}"
         print(row, flush=True)

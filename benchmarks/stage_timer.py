@@ -1,0 +1,167 @@
+"""Run a stage script and account for its wall time; used by bench_stage.py as the stage's command.
+
+    python benchmarks/stage_timer.py pipeline/train.py --loss svm --regularizer l2
+
+runs the script as `__main__` (same argv, same exit code) and writes, to the JSON file named by
+$STAGE_TIMES, the seconds spent per category, each call timed exclusively (a call of another category
+made inside it, e.g. an import or a log call in the on_epoch callback of train_sgd, counts for that one):
+  interpreter  process start -> this file runs (python start-up, site, the editable install hook)
+  imports      loading modules (every import, where ever it happens; importlib's _find_and_load)
+  params       stage_params: params.yaml read + composed conf/ (Hydra) + validation
+  data         load_split / class_names
+  store set-up tracking.setup (opens the MLflow store, the experiment)
+  SGD          train_sgd
+  logging      MlflowClient / mlflow.* calls and the linclass.plumbing.tracking helpers (run start/end)
+  pictures     linclass.studies.pictures
+  artifacts    np.save, DataFrame.to_csv, md5_file, write_json, atomic_dir, MLflow artifact upload
+  other        the rest of the process (the stage's own code, numpy outside train_sgd, exit)
+Timing only the main thread (a logging thread's work shows where the main thread waits for it).
+"""
+import time
+
+T0 = time.perf_counter()
+
+import functools  # noqa: E402
+import importlib._bootstrap  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import runpy  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from collections import defaultdict  # noqa: E402
+
+
+def process_age() -> float:
+    """Seconds since this process started (10 ms resolution, from /proc)."""
+    start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+    uptime = float(open("/proc/uptime").read().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+AGE_AT_T0 = process_age()
+
+
+class Clock:
+    """Exclusive time per category: a nested call's time is taken off its caller's category."""
+
+    def __init__(self):
+        self.totals = defaultdict(float)
+        self.stack = []
+
+    def call(self, category, fn, *args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return fn(*args, **kwargs)
+        start = time.perf_counter()
+        self.stack.append([category, 0.0])
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _, inner = self.stack.pop()
+            elapsed = time.perf_counter() - start
+            self.totals[category] += elapsed - inner
+            if self.stack:
+                self.stack[-1][1] += elapsed
+
+    def wrap(self, category, fn):
+        if getattr(fn, "_stage_timer", False):
+            return fn
+
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            result = self.call(category, fn, *args, **kwargs)
+            if hasattr(result, "__enter__") and hasattr(result, "__exit__") and not isinstance(result, type):
+                return TimedContext(self, category, result)  # e.g. tracked_run(...), atomic_dir(...)
+            return result
+
+        timed._stage_timer = True
+        return timed
+
+
+class TimedContext:
+    def __init__(self, clock, category, inner):
+        self.clock, self.category, self.inner = clock, category, inner
+
+    def __enter__(self):
+        return self.clock.call(self.category, self.inner.__enter__)
+
+    def __exit__(self, *exc):
+        return self.clock.call(self.category, self.inner.__exit__, *exc)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+CLOCK = Clock()
+
+# module -> {attribute: category}; "*" = every public function of the module, "Class.*" every public method
+PATCHES = {
+    "numpy": {"save": "artifacts"},
+    "pandas": {"DataFrame.to_csv": "artifacts"},
+    "linclass.files": {"md5_file": "artifacts", "atomic_dir": "artifacts", "atomic_file": "artifacts"},
+    "linclass.plumbing.stage": {"stage_params": "params", "write_json": "artifacts", "atomic_dir": "artifacts",
+                                "atomic_file": "artifacts"},
+    "linclass.plumbing.paths": {"load_split": "data", "class_names": "data", "load_model": "data"},
+    "linclass.plumbing.tracking": {"*": "logging", "setup": "store set-up"},
+    "linclass.core.sgd": {"train_sgd": "SGD"},
+    "linclass.studies.pictures": {"*": "pictures"},
+    "mlflow": {"*": "logging"},
+    "mlflow.tracking.client": {"MlflowClient.*": "logging", "MlflowClient.log_artifacts": "artifacts",
+                               "MlflowClient.log_artifact": "artifacts"},
+}
+
+
+def _patch(module):
+    patches = PATCHES.get(module.__name__, {})
+    for name, category in patches.items():
+        owner, _, attr = name.rpartition(".")
+        target = getattr(module, owner) if owner else module
+        if attr != "*":
+            if hasattr(target, attr):
+                setattr(target, attr, CLOCK.wrap(category, getattr(target, attr)))
+            continue
+        for key, value in list(vars(target).items()):
+            if key.startswith("_") or not inspect.isfunction(value) or (f"{owner}.{key}" if owner else key) in patches:
+                continue
+            # a module's own functions (mlflow re-exports its fluent API), a class's methods
+            if owner or module.__name__ == "mlflow" or value.__module__ == module.__name__:
+                setattr(target, key, CLOCK.wrap(category, value))
+
+
+_find_and_load = importlib._bootstrap._find_and_load
+
+
+def _timed_find_and_load(name, import_):
+    module = CLOCK.call("imports", _find_and_load, name, import_)
+    if name in PATCHES:
+        _patch(module)
+    return module
+
+
+def main():
+    script, *argv = sys.argv[1:]
+    importlib._bootstrap._find_and_load = _timed_find_and_load  # looked up by the import system on every load
+    for loaded in [m for name, m in list(sys.modules.items()) if name in PATCHES]:
+        _patch(loaded)
+    sys.argv = [script, *argv]
+    code = 0
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        importlib._bootstrap._find_and_load = _find_and_load
+        wall = time.perf_counter() - T0
+        totals = dict(CLOCK.totals)
+        totals["other"] = wall - sum(totals.values())
+        totals["interpreter"] = AGE_AT_T0
+        out = os.environ.get("STAGE_TIMES")
+        if out:
+            with open(out, "w") as f:
+                json.dump({"script": script, "argv": argv, "exit": code, "process_wall": wall + AGE_AT_T0,
+                           "seconds": totals}, f, indent=2)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
