@@ -76,7 +76,7 @@ def main():
     parser.add_argument("--synthetic", action="store_true", help="synthetic data even if the real copy exists")
     parser.add_argument("--keep", type=Path, default=None, help="build the copy here and keep it (default: a temp dir)")
     args = parser.parse_args()
-    if not re.fullmatch(r"train@[a-z_]+-[a-z]+", args.stage):
+    if not re.fullmatch(r"train@[a-z_]+-[a-z0-9]+", args.stage):
         parser.error(f"--stage must be train@<loss>-<regularizer>, got {args.stage!r}")
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}

@@ -21,6 +21,7 @@ import time
 
 T0 = time.perf_counter()
 
+import contextlib  # noqa: E402
 import functools  # noqa: E402
 import importlib._bootstrap  # noqa: E402
 import inspect  # noqa: E402
@@ -70,8 +71,8 @@ class Clock:
         @functools.wraps(fn)
         def timed(*args, **kwargs):
             result = self.call(category, fn, *args, **kwargs)
-            if hasattr(result, "__enter__") and hasattr(result, "__exit__") and not isinstance(result, type):
-                return TimedContext(self, category, result)  # e.g. tracked_run(...), atomic_dir(...)
+            if isinstance(result, contextlib._GeneratorContextManager):  # tracked_run(...), atomic_dir(...)
+                return TimedContext(self, category, result)
             return result
 
         timed._stage_timer = True
