@@ -2,22 +2,29 @@
 
 Set LINCLASS_DEBUG=1 to get the full traceback instead of the one-line error.
 
-A stage script is `def main(): ...` plus `if __name__ == "__main__": run(main)`.
+A stage script is `def main(): ...` plus `if __name__ == "__main__": run(main)`. run() first removes
+the temporaries that a killed earlier attempt left behind (linclass.files.remove_leftovers) and turns
+SIGTERM into an exception, so that a stopped stage removes its own.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
 
+from linclass import files
 from linclass.files import atomic_dir, atomic_file  # noqa: F401  (stage scripts write through these)
-from linclass.plumbing.config import ConfigError, compose, load_params, validate
+from linclass.plumbing.config import ConfigError, compose, load_params, validate, validate_model
 
 EXIT_ERROR = 1
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+# Where earlier versions put temporaries (beside the outputs): cleaned too, for workspaces that have them.
+OUTPUT_PARENTS = (".", "data", "data/raw", "models", "metrics", "metrics/train", "reports")
 
 
 def stage_params(params_path: str | Path = "params.yaml", conf_dir: str | Path = "conf") -> dict:
@@ -27,12 +34,57 @@ def stage_params(params_path: str | Path = "params.yaml", conf_dir: str | Path =
     return validate(params, reference)
 
 
+def train_args(params: dict, argv: list[str] | None = None) -> argparse.Namespace:
+    """(loss, regularizer) of a train stage, validated: --loss/--regularizer by hand, else DVC_STAGE.
+
+    DVC sets DVC_STAGE=train@<loss>-<regularizer>, so the stage's command line carries no value from
+    params (a value pasted into a shell command would be run by the shell before any check).
+    """
+    parser = argparse.ArgumentParser(description="train one loss x regularizer of the grid")
+    parser.add_argument("--loss")
+    parser.add_argument("--regularizer")
+    args = parser.parse_args(argv)
+    if args.loss is None and args.regularizer is None:
+        stage = os.environ.get("DVC_STAGE")
+        grid = {f"train@{loss}-{reg}": (loss, reg)
+                for loss in params["grid"]["losses"] for reg in params["grid"]["regularizers"]}
+        if stage not in grid:
+            given = f"DVC_STAGE={stage!r} is not a train stage of the grid" if stage else "no model given"
+            raise ConfigError(f"{given}; allowed: {', '.join(grid)} (as DVC_STAGE, or --loss L --regularizer R)")
+        args.loss, args.regularizer = grid[stage]
+    elif args.loss is None or args.regularizer is None:
+        raise ConfigError("--loss and --regularizer go together: give both or neither")
+    validate_model(params, args.loss, args.regularizer)
+    return args
+
+
+def remove_leftovers(root: str | Path = ".") -> list[Path]:
+    """Remove the temporaries of killed earlier attempts: the project's scratch folder, and beside outputs."""
+    root = Path(root)
+    project = files.project_root_of(root)
+    folders = [project / files.SCRATCH] if project is not None else []
+    removed = [p for folder in (*folders, *(root / name for name in OUTPUT_PARENTS))
+               for p in files.remove_leftovers(folder)]
+    if removed:
+        print(f"removed {len(removed)} leftover(s) of an interrupted run: "
+              f"{', '.join(p.name for p in removed[:5])}{' ...' if len(removed) > 5 else ''}")
+    return removed
+
+
+def _on_sigterm(signum, frame):
+    from linclass.plumbing.tracking import Terminated
+
+    raise Terminated(f"received signal {signal.Signals(signum).name}")
+
+
 def run(main: Callable[[], None]) -> None:
     """Run a stage's main(): known failures become one line on stderr and a non-zero exit."""
     from linclass.plumbing.tracking import Terminated
     from mlflow.exceptions import MlflowException  # e.g. a tracking URI that MLflow has no store for
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        remove_leftovers()
         main()
     except Terminated as exc:
         print(f"error: stopped ({exc}); nothing was written", file=sys.stderr)
