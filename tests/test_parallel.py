@@ -76,7 +76,7 @@ def test_each_train_stage_ran_with_one_blas_thread(grid):
         log = grid.dvc("queue", "logs", f"grid-{name}").stdout
         # the command line carries no params (no shell injection); train.py sets the BLAS threads from
         # params.yaml before numpy loads (tests/test_injection.py checks the thread count OpenBLAS reports)
-        assert f"Running stage 'train@{name}'" in log and "> PYTHONPATH=src python pipeline/train.py\n" in log
+        assert f"Running stage 'train@{name}'" in log and "> PYTHONPATH=src python pipeline/train.py" in log
 
 
 @pytest.mark.slow
