@@ -96,10 +96,10 @@ def setup(experiment: str, configured_uri: str | None = None, root: str | Path |
     root = project_root(root)
     uri = resolve_tracking_uri(configured_uri, root)
     check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
     with store_lock(uri):
-        check_store(uri)
+        check_store(uri)  # before MLflow opens it: MLflow makes a new store in an empty file
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
         experiment_id = _experiment_id(client, experiment, artifact_root(uri, root), uri)
     reap(client, [experiment_id])
     return experiment_id
@@ -296,13 +296,18 @@ if __name__ == "__main__":
 
     try:
         tracking_cfg = load_params()["tracking"]
-        experiment_id = setup(tracking_cfg["experiment"], tracking_cfg["uri"])
         if sys.argv[1:] == ["reap"]:
-            client = MlflowClient()
-            killed = reap(client, [e.experiment_id for e in client.search_experiments()])
-            print(f"MLflow store {mlflow.get_tracking_uri()}: {len(killed)} run(s) whose process is gone "
-                  f"marked KILLED {' '.join(killed)}".rstrip())
+            uri = resolve_tracking_uri(tracking_cfg["uri"], project_root())
+            check_reachable(uri)
+            with store_lock(uri):
+                check_store(uri)
+                client = MlflowClient(uri)
+                experiment_ids = [e.experiment_id for e in client.search_experiments()]
+            killed = reap(client, experiment_ids)
+            print(f"MLflow store {uri}: {len(killed)} run(s) whose process is gone marked KILLED "
+                  f"{' '.join(killed)}".rstrip())
         else:
+            experiment_id = setup(tracking_cfg["experiment"], tracking_cfg["uri"])
             print(f"MLflow store {mlflow.get_tracking_uri()}: experiment {tracking_cfg['experiment']!r} "
                   f"(id {experiment_id}) ready")
     except (StoreError, ValueError) as exc:
