@@ -64,17 +64,18 @@ def junk(project) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, archive_server):
+def twins(tmp_path_factory, archive_server):
+    """Two copies of the project made at once: the reference ran `dvc repro evaluate` uninterrupted."""
     url, md5 = archive_server
     overrides = (f"data.url={url}", f"data.md5={md5}", *SMALL, *GRID)
-    project = make_project(tmp_path_factory.mktemp("uninterrupted") / "project", overrides)
-    project.dvc("repro", "evaluate")
-    project.overrides = overrides
-    return project
+    reference, project = (make_project(tmp_path_factory.mktemp(name) / "project", overrides)
+                          for name in ("uninterrupted", "killed"))
+    reference.dvc("repro", "evaluate")
+    return reference, project
 
 
-def test_sigkill_during_preprocess_and_training_then_repro_gives_the_same_dvc_lock(reference, tmp_path):
-    project = make_project(tmp_path / "project", reference.overrides)
+def test_sigkill_during_preprocess_and_training_then_repro_gives_the_same_dvc_lock(twins, tmp_path):
+    reference, project = twins
 
     # 1. during preprocess: X_train is being written into its temporary folder
     kill_when(project, tmp_path, temp_dir_of("processed", "X_train"))
@@ -105,3 +106,51 @@ def test_sigkill_during_preprocess_and_training_then_repro_gives_the_same_dvc_lo
     statuses = sorted(r.info.status for r in runs(project).values())
     assert "RUNNING" not in statuses and statuses.count("KILLED") == 2, statuses
     assert project.dvc("status", "evaluate").stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_sigterm_during_download_removes_the_part_file(tmp_path, archive_server):
+    import socket
+
+    with socket.socket() as silent:  # accepts the connection, never answers: the download hangs
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/cifar-10-python.tar.gz"
+        project = make_project(tmp_path / "project", (f"data.url={url}", f"data.md5={archive_server[1]}"))
+        proc = subprocess.Popen([str(BIN / "python"), "pipeline/download.py"], cwd=project.path, text=True,
+                                env={**project.env, "PYTHONPATH": "src"}, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not list((project.path / SCRATCH).glob("*.part")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "error: stopped (received signal SIGTERM); nothing was written", stderr
+    assert junk(project) == [] and not list(project.path.glob("data/raw/*"))
+
+
+def test_params_yaml_rewritten_under_a_running_pipeline_stops_its_next_stage(twins, tmp_path):
+    """What a second `dvc exp run` in the same workspace does before it fails on DVC's lock."""
+    reference, _ = twins
+    params = reference.path / "params.yaml"
+    saved = params.read_bytes()
+    before = set(runs(reference))
+    log = tmp_path / "dvc.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(BIN / "dvc"), "repro", "--force", "train@svm-none", "train@svm-l2"],
+                                cwd=reference.path, env=reference.env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not [r for i, r in runs(reference).items() if i not in before and r.info.run_name == "svm-none"]:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        params.write_bytes(saved.replace(b"epochs: 3", b"epochs: 7"))
+        assert proc.wait(timeout=300) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        params.write_bytes(saved)
+    output = log.read_text()
+    assert "error: params.yaml changed while this pipeline ran (dvc pid" in output, output[-3000:]
+    assert "Running stage 'train@svm-l2'" in output and not [
+        r for i, r in runs(reference).items() if i not in before and r.info.run_name == "svm-l2"], output[-3000:]

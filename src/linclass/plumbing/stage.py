@@ -71,6 +71,47 @@ def remove_leftovers(root: str | Path = ".") -> list[Path]:
     return removed
 
 
+def _dvc_ancestor() -> tuple[int, str] | None:
+    """(pid, start time) of the `dvc` process that runs this stage, from /proc; None if there is none."""
+    pid = os.getppid()
+    for _ in range(8):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        if any(os.path.basename(arg.decode(errors="replace")) == "dvc" for arg in args):
+            return pid, fields[19]
+        pid = int(fields[1])
+        if pid <= 1:
+            return None
+    return None
+
+
+PARAMS_SEEN = Path(".dvc", "tmp", "linclass-params-seen.json")
+
+
+def check_params_unchanged(params_path: str | Path = "params.yaml") -> None:
+    """Refuse when params.yaml changed since an earlier stage of the same `dvc` run read it.
+
+    A second `dvc exp run` in the same workspace rewrites params.yaml before it fails on DVC's lock; the
+    running pipeline's next stages would then silently use its settings.
+    """
+    dvc = _dvc_ancestor()
+    if dvc is None or not Path(".dvc").is_dir() or not Path(params_path).is_file():
+        return
+    digest = files.md5_file(params_path)
+    try:
+        seen = json.loads(PARAMS_SEEN.read_text())
+    except (OSError, ValueError):
+        seen = {}
+    if seen.get("dvc") == list(dvc) and seen.get("md5") != digest:
+        raise ConfigError(f"{params_path} changed while this pipeline ran (dvc pid {dvc[0]}): another `dvc exp run` "
+                          "in this workspace rewrote it, and this stage would use its settings; run one at a time "
+                          "(make exp SET=...) or side by side through the queue (dvc exp run --queue)")
+    write_json(PARAMS_SEEN, {"dvc": list(dvc), "md5": digest})
+
+
 def _on_sigterm(signum, frame):
     from linclass.plumbing.tracking import Terminated
 
@@ -85,6 +126,7 @@ def run(main: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         remove_leftovers()
+        check_params_unchanged()
         main()
     except Terminated as exc:
         print(f"error: stopped ({exc}); nothing was written", file=sys.stderr)

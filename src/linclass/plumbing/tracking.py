@@ -68,10 +68,6 @@ def resolve_tracking_uri(configured: str | None, root: str | Path) -> str:
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
-def is_local_store(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
-
-
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """For an http(s) store: raise TrackingError unless the server answers /health within `timeout`."""
     if not uri.startswith(("http://", "https://")):
