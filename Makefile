@@ -33,7 +33,11 @@ STRENGTHS ?= 1e-4,1e-3,1e-2
 # the matching plugin, e.g. pip install dvc-s3). The default, ./dvc-remote (git-ignored), is for trying it out.
 REMOTE ?= $(CURDIR)/dvc-remote
 
-.PHONY: venv repro repro-local test test-fast test-release params ui server bench bench-stage bench-grid clean grid-parallel sweep remote push pull
+# One pipeline at a time in this workspace: a second `make repro` / `make exp` / `make params` refuses at
+# once, before touching params.yaml (run experiments side by side with the queue: grid-parallel, sweep).
+ONE_AT_A_TIME = $(BIN)/python -m linclass.plumbing.workspace
+
+.PHONY: exp reap venv repro repro-local test test-fast test-release params ui server bench bench-stage bench-grid clean grid-parallel sweep remote push pull
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,9 +49,9 @@ venv: $(BIN)/.installed
 
 repro: venv
 ifeq ($(CIFAR_URL),)
-	dvc repro
+	$(ONE_AT_A_TIME) dvc repro
 else
-	dvc exp run -S 'data.url=$(CIFAR_URL)' -S 'data.md5=$(CIFAR_MD5)'
+	$(ONE_AT_A_TIME) dvc exp run -S 'data.url=$(CIFAR_URL)' -S 'data.md5=$(CIFAR_MD5)'
 endif
 	dvc metrics show metrics/test.json
 	column -s, -t reports/comparison.csv
@@ -66,9 +70,18 @@ test-fast: venv
 test-release: venv
 	$(BIN)/python -m pytest -m ""
 
+# An experiment in the workspace: make exp SET='train.epochs=30 regularizer.l2.strength=0.01'
+SET ?=
+exp: venv
+	$(ONE_AT_A_TIME) dvc exp run $(foreach s,$(SET),-S '$(s)')
+
+# Mark KILLED the MLflow runs of this machine whose process is gone (every stage also does it at its start).
+reap: venv
+	$(BIN)/python -m linclass.plumbing.tracking reap
+
 # Recompose params.yaml from conf/ (DVC does this itself on `dvc exp run`).
 params: venv
-	$(BIN)/python -m linclass.plumbing.config
+	$(ONE_AT_A_TIME) $(BIN)/python -m linclass.plumbing.config
 
 # The MLflow UI on the project's own store.
 ui: venv
@@ -94,14 +107,14 @@ server: venv
 # whole pipeline in the workspace: every train stage comes from DVC's run-cache, only evaluation and
 # the studies run. Compare with `dvc exp show` or in the MLflow UI.
 grid-parallel: venv
-	$(BIN)/python -m linclass.plumbing.sweep grid --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
-	dvc repro
+	$(ONE_AT_A_TIME) $(BIN)/python -m linclass.plumbing.sweep grid --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
+	$(ONE_AT_A_TIME) dvc repro
 	column -s, -t reports/comparison.csv
 
 # Learning rate x regularization strength of one combination, JOBS at a time, selected on the
 # validation split: make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2
 sweep: venv
-	$(BIN)/python -m linclass.plumbing.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
+	$(ONE_AT_A_TIME) $(BIN)/python -m linclass.plumbing.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
 	  --strengths $(STRENGTHS) --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
 
 # The team's DVC remote (written to .dvc/config: commit it). make remote REMOTE=/shared/linclass-dvc
@@ -130,4 +143,4 @@ bench-grid: venv
 	$(BIN)/python benchmarks/bench_grid.py
 
 clean:
-	rm -rf data models reports/predictions metrics mlartifacts mlflow.db .dvc/cache .dvc/tmp
+	rm -rf data models reports/predictions metrics mlartifacts mlflow.db mlflow.db.lock .dvc/cache .dvc/tmp

@@ -5,31 +5,29 @@ metrics/train/<loss>-<regularizer>.json. The MLflow run (named <loss>-<regulariz
 flattened config, reproducibility tags, loss/accuracy histories, the weights, the template images and
 the loss curves. Outputs appear only when everything succeeded.
 """
-import argparse
 import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
+from linclass.plumbing.threads import set_blas_threads
+
+set_blas_threads()  # before numpy is imported: BLAS reads its thread count once, when it loads
+import numpy as np  # noqa: E402
 
 from linclass.studies import pictures
 from linclass.plumbing import tracking
 from linclass.core.sgd import train_sgd
 from linclass.files import md5_file
-from linclass.plumbing.config import flatten, validate_model
+from linclass.plumbing.config import flatten
 from linclass.plumbing.paths import class_names as load_class_names
 from linclass.plumbing.paths import dvc_lock_hashes, load_split
-from linclass.plumbing.stage import atomic_dir, run, stage_params, write_json
+from linclass.plumbing.stage import atomic_dir, run, stage_params, train_args, write_json
 from linclass.studies.loss_questions import initial_loss, initial_loss_check
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loss", required=True)
-    parser.add_argument("--regularizer", required=True)
-    args = parser.parse_args()
     params = stage_params()
-    validate_model(params, args.loss, args.regularizer)
+    args = train_args(params)  # from DVC_STAGE (train@<loss>-<regularizer>), or --loss/--regularizer by hand
     name = f"{args.loss}-{args.regularizer}"
     train, loss_cfg, reg_cfg = params["train"], params["loss"][args.loss], params["regularizer"][args.regularizer]
 

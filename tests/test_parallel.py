@@ -74,9 +74,9 @@ def test_grid_runs_two_at_a_time_and_every_run_lands_in_mlflow(grid):
 def test_each_train_stage_ran_with_one_blas_thread(grid):
     for name in ("svm-l2", "softmax-none"):
         log = grid.dvc("queue", "logs", f"grid-{name}").stdout
-        loss, reg = name.split("-")
-        assert (f"OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 PYTHONPATH=src python pipeline/train.py "
-                f"--loss {loss} --regularizer {reg}") in log
+        # the command line carries no params (no shell injection); train.py sets the BLAS threads from
+        # params.yaml before numpy loads (tests/test_injection.py checks the thread count OpenBLAS reports)
+        assert f"Running stage 'train@{name}'" in log and "> PYTHONPATH=src python pipeline/train.py" in log
 
 
 @pytest.mark.slow

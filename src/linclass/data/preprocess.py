@@ -7,6 +7,7 @@ Each matrix is built in place: open_memmap on a temp file in out_dir, filled chu
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ from numpy.lib.format import open_memmap
 
 from linclass.constraints import PREPROCESS, check, is_int
 from linclass.data.cifar import CifarData
-from linclass.files import atomic_file
+from linclass.files import atomic_file, ensure_free_space, scratch_dir
 
 CHUNK_ROWS = 4096  # rows per chunk: 4096 x 3072 float32 = 48 MiB
 
@@ -92,11 +93,26 @@ def save_npy(path: Path, array: np.ndarray) -> None:
         np.save(tmp, array)
 
 
+def allocate(tmp: Path, path: Path) -> None:
+    """Reserve the blocks of `tmp` before writing through a map of it: a full disk is then an error
+    here, not a SIGBUS in the middle of writing."""
+    size = os.path.getsize(tmp)
+    with open(tmp, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise OSError(f"not enough free space in {tmp.parent} for {path.name}: "
+                          f"{size / 2**20:.1f} MiB needed ({exc.strerror})") from None
+
+
 def save_design_matrix(path: Path, images_uint8, mean, scale, rows) -> None:
     """design_matrix written straight into an .npy memmap (never fully in RAM)."""
     with atomic_file(path) as tmp:
         out = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(rows), images_uint8.shape[1]))
         try:
+            allocate(tmp, path)
             design_matrix(images_uint8, mean, scale, rows=rows, out=out)
             out.flush()
         finally:
@@ -152,6 +168,9 @@ def preprocess(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    rows = len(train_idx) + len(val_idx) + len(x_test)
+    ensure_free_space(scratch_dir(out_dir / "X_train.npy"), rows * (x_all.shape[1] * 4 + 8) + (1 << 20),
+                      f"the {rows} preprocessed images of {out_dir}")
     mean = mean_image(x_all, train_idx)
     splits = {  # split -> (images, labels, rows)
         "train": (x_all, y_all, train_idx),

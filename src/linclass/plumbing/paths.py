@@ -17,15 +17,23 @@ def model_names(params: dict) -> list[str]:
     return [f"{loss}-{reg}" for loss in params["grid"]["losses"] for reg in params["grid"]["regularizers"]]
 
 
+def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """np.load, but a missing, truncated or damaged file is one ValueError naming it."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None)
+    except (ValueError, EOFError, OSError) as exc:
+        raise ValueError(f"cannot read {path} ({' '.join(str(exc).split())}): it is missing, truncated or "
+                         "damaged; `dvc status` names what changed, `dvc repro` (or `dvc checkout`) rebuilds it") from None
+
+
 def load_model(name: str, models: Path = MODELS) -> tuple[np.ndarray, np.ndarray]:
     """(W (C, D), b (C,)) of a trained model."""
-    return np.load(models / name / "W.npy"), np.load(models / name / "b.npy")
+    return load_npy(models / name / "W.npy"), load_npy(models / name / "b.npy")
 
 
 def load_split(split: str, data: Path = DATA, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(X (N, D) float32, y (N,) int64) of 'train', 'val' or 'test'."""
-    mode = "r" if mmap else None
-    return np.load(data / f"X_{split}.npy", mmap_mode=mode), np.load(data / f"y_{split}.npy")
+    return load_npy(data / f"X_{split}.npy", mmap), load_npy(data / f"y_{split}.npy")
 
 
 def class_names(data: Path = DATA) -> list[str]:

@@ -2,22 +2,29 @@
 
 Set LINCLASS_DEBUG=1 to get the full traceback instead of the one-line error.
 
-A stage script is `def main(): ...` plus `if __name__ == "__main__": run(main)`.
+A stage script is `def main(): ...` plus `if __name__ == "__main__": run(main)`. run() first removes
+the temporaries that a killed earlier attempt left behind (linclass.files.remove_leftovers) and turns
+SIGTERM into an exception, so that a stopped stage removes its own.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
 
+from linclass import files
 from linclass.files import atomic_dir, atomic_file  # noqa: F401  (stage scripts write through these)
-from linclass.plumbing.config import ConfigError, compose, load_params, validate
+from linclass.plumbing.config import ConfigError, compose, load_params, validate, validate_model
 
 EXIT_ERROR = 1
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+# Where earlier versions put temporaries (beside the outputs): cleaned too, for workspaces that have them.
+OUTPUT_PARENTS = (".", "data", "data/raw", "models", "metrics", "metrics/train", "reports")
 
 
 def stage_params(params_path: str | Path = "params.yaml", conf_dir: str | Path = "conf") -> dict:
@@ -27,12 +34,99 @@ def stage_params(params_path: str | Path = "params.yaml", conf_dir: str | Path =
     return validate(params, reference)
 
 
+def train_args(params: dict, argv: list[str] | None = None) -> argparse.Namespace:
+    """(loss, regularizer) of a train stage, validated: --loss/--regularizer by hand, else DVC_STAGE.
+
+    DVC sets DVC_STAGE=train@<loss>-<regularizer>, so the stage's command line carries no value from
+    params (a value pasted into a shell command would be run by the shell before any check).
+    """
+    parser = argparse.ArgumentParser(description="train one loss x regularizer of the grid")
+    parser.add_argument("--loss")
+    parser.add_argument("--regularizer")
+    args = parser.parse_args(argv)
+    if args.loss is None and args.regularizer is None:
+        stage = os.environ.get("DVC_STAGE")
+        grid = {f"train@{loss}-{reg}": (loss, reg)
+                for loss in params["grid"]["losses"] for reg in params["grid"]["regularizers"]}
+        if stage not in grid:
+            given = f"DVC_STAGE={stage!r} is not a train stage of the grid" if stage else "no model given"
+            raise ConfigError(f"{given}; allowed: {', '.join(grid)} (as DVC_STAGE, or --loss L --regularizer R)")
+        args.loss, args.regularizer = grid[stage]
+    elif args.loss is None or args.regularizer is None:
+        raise ConfigError("--loss and --regularizer go together: give both or neither")
+    validate_model(params, args.loss, args.regularizer)
+    return args
+
+
+def remove_leftovers(root: str | Path = ".") -> list[Path]:
+    """Remove the temporaries of killed earlier attempts: the project's scratch folder, and beside outputs."""
+    root = Path(root)
+    project = files.project_root_of(root)
+    folders = [project / files.SCRATCH] if project is not None else []
+    removed = [p for folder in (*folders, *(root / name for name in OUTPUT_PARENTS))
+               for p in files.remove_leftovers(folder)]
+    if removed:
+        print(f"removed {len(removed)} leftover(s) of an interrupted run: "
+              f"{', '.join(p.name for p in removed[:5])}{' ...' if len(removed) > 5 else ''}")
+    return removed
+
+
+def _dvc_ancestor() -> tuple[int, str] | None:
+    """(pid, start time) of the `dvc` process that runs this stage, from /proc; None if there is none."""
+    pid = os.getppid()
+    for _ in range(8):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        if any(os.path.basename(arg.decode(errors="replace")) == "dvc" for arg in args):
+            return pid, fields[19]
+        pid = int(fields[1])
+        if pid <= 1:
+            return None
+    return None
+
+
+PARAMS_SEEN = Path(".dvc", "tmp", "linclass-params-seen.json")
+
+
+def check_params_unchanged(params_path: str | Path = "params.yaml") -> None:
+    """Refuse when params.yaml changed since an earlier stage of the same `dvc` run read it.
+
+    A second `dvc exp run` in the same workspace rewrites params.yaml before it fails on DVC's lock; the
+    running pipeline's next stages would then silently use its settings.
+    """
+    dvc = _dvc_ancestor()
+    if dvc is None or not Path(".dvc").is_dir() or not Path(params_path).is_file():
+        return
+    digest = files.md5_file(params_path)
+    try:
+        seen = json.loads(PARAMS_SEEN.read_text())
+    except (OSError, ValueError):
+        seen = {}
+    if seen.get("dvc") == list(dvc) and seen.get("md5") != digest:
+        raise ConfigError(f"{params_path} changed while this pipeline ran (dvc pid {dvc[0]}): another `dvc exp run` "
+                          "in this workspace rewrote it, and this stage would use its settings; run one at a time "
+                          "(make exp SET=...) or side by side through the queue (dvc exp run --queue)")
+    write_json(PARAMS_SEEN, {"dvc": list(dvc), "md5": digest})
+
+
+def _on_sigterm(signum, frame):
+    from linclass.plumbing.tracking import Terminated
+
+    raise Terminated(f"received signal {signal.Signals(signum).name}")
+
+
 def run(main: Callable[[], None]) -> None:
     """Run a stage's main(): known failures become one line on stderr and a non-zero exit.
 
     mlflow is not imported here (it costs seconds): a stage that never imported it cannot raise its errors.
     """
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        remove_leftovers()
+        check_params_unchanged()
         main()
     except KeyboardInterrupt as exc:
         tracking = sys.modules.get("linclass.plumbing.tracking")  # only a tracking stage turns SIGTERM into this

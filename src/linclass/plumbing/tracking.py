@@ -33,10 +33,13 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from linclass.plumbing.store import (StoreError, artifact_root, check_store, process_tags,  # noqa: E402
+                                     reap, store_lock)
+
 PARAM_VALUE_LIMIT = 6000
 
 
-class TrackingError(RuntimeError):
+class TrackingError(StoreError):
     """The tracking store cannot be used; the message is one line and says what to do."""
 
 
@@ -65,10 +68,6 @@ def resolve_tracking_uri(configured: str | None, root: str | Path) -> str:
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
-def is_local_store(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
-
-
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """For an http(s) store: raise TrackingError unless the server answers /health within `timeout`."""
     if not uri.startswith(("http://", "https://")):
@@ -87,14 +86,22 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 def setup(experiment: str, configured_uri: str | None = None, root: str | Path | None = None) -> str:
     """Point MLflow at the store, create the database and the experiment if needed; return its id.
 
-    Safe to call from several processes at once (a lost creation race re-reads the experiment).
+    Safe to call from several processes at once (a sqlite store is created under a file lock; a lost
+    creation race re-reads the experiment). Runs of this host whose process is gone are marked KILLED.
     """
     root = project_root(root)
     uri = resolve_tracking_uri(configured_uri, root)
     check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    artifact_location = (root / "mlartifacts").as_uri() if is_local_store(uri) else None
+    with store_lock(uri):
+        check_store(uri)  # before MLflow opens it: MLflow makes a new store in an empty file
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        experiment_id = _experiment_id(client, experiment, artifact_root(uri, root), uri)
+    reap(client, [experiment_id])
+    return experiment_id
+
+
+def _experiment_id(client: MlflowClient, experiment: str, artifact_location: str | None, uri: str) -> str:
     for attempt in range(5):
         try:
             found = client.get_experiment_by_name(experiment)
@@ -120,7 +127,7 @@ def git_commit(root: str | Path | None = None) -> str:
 
 def context_tags() -> dict[str, str]:
     """Where this run is made: host, project root and, under `dvc exp run`, the DVC experiment."""
-    tags = {"host": socket.gethostname(), "project_root": str(project_root())}
+    tags = {"host": socket.gethostname(), "project_root": str(project_root()), **process_tags()}
     for tag, variable in (("dvc_exp_name", "DVC_EXP_NAME"), ("dvc_exp_baseline_rev", "DVC_EXP_BASELINE_REV")):
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]
@@ -279,10 +286,25 @@ def find_run(experiment_id: str, tags: Mapping[str, str]) -> str | None:
 
 if __name__ == "__main__":
     # `python -m linclass.plumbing.tracking`: create the store and the experiment of params.yaml once, before
-    # several pipelines log to it at the same time (a fresh sqlite store is not safe to create in parallel).
+    # several pipelines log to it at the same time. `... tracking reap`: mark KILLED every RUNNING run of
+    # this host whose process is gone (setup() does it for the experiment at every stage's start).
     from linclass.plumbing.config import load_params
 
-    tracking_cfg = load_params()["tracking"]
-    experiment_id = setup(tracking_cfg["experiment"], tracking_cfg["uri"])
-    print(f"MLflow store {mlflow.get_tracking_uri()}: experiment {tracking_cfg['experiment']!r} "
-          f"(id {experiment_id}) ready")
+    try:
+        tracking_cfg = load_params()["tracking"]
+        if sys.argv[1:] == ["reap"]:
+            uri = resolve_tracking_uri(tracking_cfg["uri"], project_root())
+            check_reachable(uri)
+            with store_lock(uri):
+                check_store(uri)
+                client = MlflowClient(uri)
+                experiment_ids = [e.experiment_id for e in client.search_experiments()]
+            killed = reap(client, experiment_ids)
+            print(f"MLflow store {uri}: {len(killed)} run(s) whose process is gone marked KILLED "
+                  f"{' '.join(killed)}".rstrip())
+        else:
+            experiment_id = setup(tracking_cfg["experiment"], tracking_cfg["uri"])
+            print(f"MLflow store {mlflow.get_tracking_uri()}: experiment {tracking_cfg['experiment']!r} "
+                  f"(id {experiment_id}) ready")
+    except (StoreError, ValueError) as exc:
+        sys.exit(f"error: {' '.join(str(exc).split())}")

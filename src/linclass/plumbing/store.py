@@ -1,0 +1,125 @@
+"""The MLflow store's safety: never silently replaced, safely created, no run left RUNNING.
+
+- check_store: an empty (0-byte) or malformed sqlite file is one error naming it and how to recover
+  (MLflow would silently make a new, empty store in a 0-byte file).
+- store_lock: creating a sqlite store from two processes at once races on its tables; every
+  linclass process takes `<db>.lock` (fcntl) around checking and creating it.
+- artifact_root: a sqlite store keeps its artifacts next to itself (`<dir of the db>/mlartifacts`),
+  so a store shared by several clones does not keep them inside whichever clone came first.
+- reap: a run is tagged with host, pid and the process's start time; a RUNNING run of this host
+  whose process is gone (or whose pid now belongs to a newer process) is marked KILLED.
+This module imports no MLflow; `reap` gets a client.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class StoreError(RuntimeError):
+    """The tracking store cannot be used; the message is one line and says what to do."""
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///path` URI (absolute or relative to the cwd), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0]).absolute()
+
+
+def check_store(uri: str) -> None:
+    """StoreError unless a sqlite store's file is missing (a new store) or a readable sqlite database."""
+    db = sqlite_path(uri)
+    if db is None or not db.exists():
+        return
+    recover = (f"restore it from a backup, or move it away (mv {db} {db}.broken) "
+               "and the next run starts a new, empty store")
+    if db.stat().st_size == 0:
+        raise StoreError(f"MLflow store {db} is empty (0 bytes): its runs are not there; {recover}")
+    with open(db, "rb") as f:
+        if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise StoreError(f"MLflow store {db} is not an sqlite database; {recover}")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as db_conn:
+            db_conn.execute("select count(*) from sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"MLflow store {db} is malformed ({exc}); {recover}") from None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold `<db>.lock` (an exclusive fcntl lock) for a sqlite store; nothing for other stores."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def artifact_root(uri: str, root: Path) -> str | None:
+    """Artifact location of new experiments: beside a sqlite store, `<root>/mlartifacts` for other
+    local stores, the server's choice for remote ones."""
+    db = sqlite_path(uri)
+    if db is not None:
+        return (db.parent / "mlartifacts").as_uri()
+    if uri.startswith("file:") or "://" not in uri:
+        return (Path(root) / "mlartifacts").as_uri()
+    return None
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot, /proc/<pid>/stat), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def process_tags() -> dict[str, str]:
+    """Who makes a run: this process's pid and start time (with the `host` tag they name it)."""
+    return {"pid": str(os.getpid()), "pid_start": process_start(os.getpid()) or ""}
+
+
+def process_gone(pid: int, start: str) -> bool:
+    """Whether process `pid` of this host, started at `start`, has ended (its pid may be reused)."""
+    if Path("/proc/self/stat").exists():
+        now = process_start(pid)
+        return now is None or (bool(start) and now != start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reap(client, experiment_ids: list[str]) -> list[str]:
+    """Mark KILLED the RUNNING runs of this host whose process is gone; return their ids."""
+    host = socket.gethostname()
+    quoted = host.replace("'", "\\'")
+    runs = client.search_runs(experiment_ids, filter_string=f"attributes.status = 'RUNNING' and tags.host = '{quoted}'",
+                              max_results=10_000)
+    reaped = []
+    for run in runs:
+        tags = run.data.tags
+        if not tags.get("pid", "").isdigit() or not process_gone(int(tags["pid"]), tags.get("pid_start", "")):
+            continue
+        client.set_tag(run.info.run_id, "killed_because", f"process {tags['pid']} on {host} ended without ending the run")
+        client.set_terminated(run.info.run_id, "KILLED")
+        reaped.append(run.info.run_id)
+    return reaped

@@ -1,0 +1,28 @@
+"""BLAS threads of a stage from params.yaml, set before numpy is imported (BLAS reads them once, on load).
+
+Set here, not on the stage's command line: DVC pastes interpolated values into a shell command
+unquoted, so `train.blas_threads='1; touch pwned'` would run before any check. This module imports
+no numpy; a value that is not a positive integer sets nothing and is then rejected in one line by
+the stage's validation (linclass.plumbing.config), before any work.
+"""
+from __future__ import annotations
+
+import os
+
+import yaml
+
+VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def set_blas_threads(params_path: str = "params.yaml") -> int | None:
+    """Put train.blas_threads of `params_path` into the BLAS environment variables; return it."""
+    try:
+        with open(params_path) as f:
+            value = yaml.safe_load(f)["train"]["blas_threads"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        return None
+    for variable in VARIABLES:
+        os.environ[variable] = str(value)
+    return value

@@ -1,0 +1,94 @@
+"""Temporaries live where DVC never hashes them and are removed after a kill; a truncated array is named;
+one pipeline at a time in a workspace."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linclass import files
+from linclass.plumbing import paths, stage, workspace
+
+SRC = str(Path(__file__).parents[1] / "src")
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    return tmp_path
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_go_to_the_project_scratch_folder_not_beside_the_output(project):
+    target = project / "models" / "svm-l2"
+    with files.atomic_dir(target) as tmp:
+        assert tmp.parent == project / files.SCRATCH and tmp.name.startswith(f".svm-l2.tmp-{os.getpid()}-")
+        (tmp / "W.npy").write_text("1")
+        with files.atomic_file(tmp / "b.npy") as inner:  # inside a temporary folder: same scratch folder
+            assert inner.parent == project / files.SCRATCH
+            inner.write_text("2")
+        assert list((project / "models").iterdir()) == []  # nothing for DVC to hash in models/
+    assert sorted(p.name for p in target.iterdir()) == ["W.npy", "b.npy"]
+    assert list((project / files.SCRATCH).iterdir()) == []
+
+
+def test_outside_a_dvc_project_temporaries_stay_beside_the_file(tmp_path):
+    assert files.scratch_dir(tmp_path / "a" / "x.csv") == tmp_path / "a"
+
+
+def test_leftovers_of_dead_processes_are_removed_live_ones_kept(project):
+    scratch = project / files.SCRATCH
+    scratch.mkdir(parents=True)
+    dead = scratch / f".svm-l2.tmp-{dead_pid()}-abc"
+    dead.mkdir()
+    (dead / "W.npy").write_text("junk")
+    part = scratch / f".cifar-10-python.tar.gz.tmp-{dead_pid()}-xyz.part"
+    part.write_text("half a download")
+    live = scratch / f".X_train.npy.tmp-{os.getpid()}-def.npy"
+    live.write_text("being written")
+    legacy = project / "models" / ".svm-none.tmp-k2j3"  # where earlier versions put them: beside the output
+    legacy.mkdir(parents=True)
+    (legacy / "b.npy").write_text("junk")
+    kept = project / "models" / "svm-none"
+    kept.mkdir()
+    removed = stage.remove_leftovers(project)
+    assert sorted(removed) == sorted([dead, part, legacy])
+    assert live.exists() and kept.exists() and not dead.exists() and not legacy.exists()
+
+
+def test_a_truncated_split_is_an_error_naming_the_file(tmp_path):
+    np.save(tmp_path / "X_train.npy", np.zeros((100, 30), np.float32))
+    np.save(tmp_path / "y_train.npy", np.zeros(100, np.int64))
+    data = (tmp_path / "X_train.npy").read_bytes()
+    (tmp_path / "X_train.npy").write_bytes(data[: len(data) // 2])
+    for mmap in (False, True):
+        with pytest.raises(ValueError, match=r"cannot read .*X_train\.npy .*truncated"):
+            paths.load_split("train", tmp_path, mmap=mmap)
+
+
+def test_a_second_workspace_run_refuses_before_its_command_runs(project):
+    (project / "params.yaml").write_text("train:\n  epochs: 150\n")
+    env = {**os.environ, "PYTHONPATH": SRC}
+    fd = workspace.acquire(project)
+    try:
+        second = subprocess.run([sys.executable, "-m", "linclass.plumbing.workspace", "sh", "-c",
+                                 "echo 'train: {epochs: 7}' > params.yaml"], cwd=project, env=env,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(fd)
+    assert second.returncode == 1
+    assert second.stderr.count("\n") == 1 and second.stderr.startswith("error: another pipeline runs in this workspace (pid ")
+    assert "dvc exp run --queue" in second.stderr
+    assert (project / "params.yaml").read_text() == "train:\n  epochs: 150\n"
+    free = subprocess.run([sys.executable, "-m", "linclass.plumbing.workspace", "sh", "-c", "echo ran"], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert free.returncode == 0 and free.stdout == "ran\n", free.stderr

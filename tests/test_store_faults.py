@@ -1,0 +1,83 @@
+"""The MLflow store is never silently replaced: empty or malformed sqlite files are one-line errors naming
+the file and how to recover; a fresh store created by several processes at once; a shared sqlite store
+keeps its artifacts next to itself. Real sqlite stores, real processes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from linclass.plumbing import tracking
+
+SETUP = """
+import json, os, sys, time
+from pathlib import Path
+while not Path(sys.argv[2]).exists():  # start together
+    time.sleep(0.001)
+from linclass.plumbing import tracking
+print(json.dumps(tracking.setup("race", None, root=sys.argv[1])))
+"""
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in [n for n in os.environ if n.startswith(("MLFLOW_TRACKING", "DVC_"))]:
+        monkeypatch.delenv(name)
+
+
+def assert_one_line_naming(exc_info, db: Path, *texts: str) -> None:
+    message = str(exc_info.value)
+    assert "\n" not in message and str(db) in message and f"mv {db} {db}.broken" in message, message
+    for text in texts:
+        assert text in message, message
+
+
+def test_an_empty_store_is_an_error_not_a_new_store(tmp_path, clean_env):
+    db = tmp_path / "mlflow.db"
+    db.touch()
+    with pytest.raises(tracking.StoreError) as exc_info:
+        tracking.setup("x", None, root=tmp_path)
+    assert_one_line_naming(exc_info, db, "is empty (0 bytes)")
+    assert db.stat().st_size == 0, "the empty store was filled with a new one"
+
+
+@pytest.mark.parametrize("content", ["text", "truncated"])
+def test_a_malformed_store_is_a_one_line_error(tmp_path, clean_env, content):
+    db = tmp_path / "mlflow.db"
+    if content == "text":
+        db.write_text("these are not the runs you are looking for\n" * 100)
+    else:
+        tracking.setup("x", None, root=tmp_path)  # a real store, then cut after its first page
+        data = db.read_bytes()
+        db.write_bytes(data[:4096 + 100])
+    before = db.read_bytes()
+    with pytest.raises(tracking.StoreError) as exc_info:
+        tracking.setup("x", None, root=tmp_path)
+    assert_one_line_naming(exc_info, db, "not an sqlite database" if content == "text" else "malformed")
+    assert db.read_bytes() == before
+
+
+def test_a_fresh_store_created_by_three_processes_at_once(tmp_path, clean_env):
+    go = tmp_path / "go"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "DVC_"))}
+    procs = [subprocess.Popen([sys.executable, "-c", SETUP, str(tmp_path), str(go)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    time.sleep(6)  # let all three import mlflow and wait at the line
+    go.touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in results]
+    assert len({json.loads(out.splitlines()[-1]) for out, _ in results}) == 1
+
+
+def test_a_shared_sqlite_store_keeps_artifacts_next_to_itself(tmp_path, clean_env):
+    shared = tmp_path / "shared"
+    for clone in ("clone-a", "clone-b"):
+        experiment_id = tracking.setup("shared", f"sqlite:///{shared / 'mlflow.db'}", root=tmp_path / clone)
+    experiment = tracking.MlflowClient(f"sqlite:///{shared / 'mlflow.db'}").get_experiment(experiment_id)
+    assert experiment.artifact_location == (shared / "mlartifacts").as_uri()
+    assert (shared / "mlflow.db.lock").exists()
