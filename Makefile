@@ -7,23 +7,18 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-# A mirror or a local copy of the archive: make repro CIFAR_URL=file:///abs/path.tar.gz CIFAR_MD5=<its md5>
-CIFAR_URL ?=
-CIFAR_MD5 ?=
-# The copy beside this project on machines without internet (see README).
+# Where this machine reads the CIFAR-10 archive from is not a parameter: $LINCLASS_DATA_URL (and
+# LINCLASS_DATA_MD5), else the git-ignored local.env (the same KEY=value lines), else the official URL
+# in params.yaml. On machines with the copy beside the project (../shared/data), `make local-data`
+# writes local.env for it, and `make repro` / `make sweep` / `make grid-parallel` do so by themselves.
 LOCAL_CIFAR := $(abspath ../shared/data/cifar-10-python.tar.gz)
 LOCAL_CIFAR_MD5 := 2caa7800b270f2536e4e89f2ffa0be3f
+DATA_SOURCE := $(if $(LINCLASS_DATA_URL),,$(if $(wildcard $(LOCAL_CIFAR)),local.env))
 PORT ?= 5000
-# LOCAL=1: use that local copy (make grid-parallel LOCAL=1, make sweep LOCAL=1, make repro LOCAL=1).
-ifeq ($(LOCAL),1)
-CIFAR_URL := file://$(LOCAL_CIFAR)
-CIFAR_MD5 := $(LOCAL_CIFAR_MD5)
-endif
 # Experiments run at once by grid-parallel and sweep (each train stage uses train.blas_threads BLAS threads).
 JOBS ?= 2
 # Extra Hydra overrides for grid-parallel and sweep, e.g. OVERRIDES='train.epochs=5 preprocess.max_train=10000'
 OVERRIDES ?=
-DATA_OVERRIDES = $(if $(CIFAR_URL),data.url=$(CIFAR_URL) data.md5=$(CIFAR_MD5))
 # The sweep: one combination, learning rate x regularization strength.
 LOSS ?= softmax
 REG ?= l2
@@ -33,7 +28,7 @@ STRENGTHS ?= 1e-4,1e-3,1e-2
 # the matching plugin, e.g. pip install dvc-s3). The default, ./dvc-remote (git-ignored), is for trying it out.
 REMOTE ?= $(CURDIR)/dvc-remote
 
-.PHONY: venv repro repro-local test test-fast params ui server bench bench-grid clean grid-parallel sweep remote push pull
+.PHONY: venv repro local-data test test-fast params ui server bench bench-grid clean grid-parallel sweep remote push pull
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,18 +38,18 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-repro: venv
-ifeq ($(CIFAR_URL),)
+repro: venv $(DATA_SOURCE)
 	dvc repro
-else
-	dvc exp run -S 'data.url=$(CIFAR_URL)' -S 'data.md5=$(CIFAR_MD5)'
-endif
 	dvc metrics show metrics/test.json
 	column -s, -t reports/comparison.csv
 
-# The whole pipeline on the CIFAR-10 copy in ../shared/data (no internet needed).
-repro-local: venv
-	$(MAKE) repro CIFAR_URL=file://$(LOCAL_CIFAR) CIFAR_MD5=$(LOCAL_CIFAR_MD5)
+# This machine reads the archive from ../shared/data (written once; delete local.env to go online).
+local.env:
+	@test -f $(LOCAL_CIFAR) || { echo "error: $(LOCAL_CIFAR) does not exist; set LINCLASS_DATA_URL instead (README: Where the data comes from)" >&2; exit 1; }
+	printf 'LINCLASS_DATA_URL=file://%s\nLINCLASS_DATA_MD5=%s\n' $(LOCAL_CIFAR) $(LOCAL_CIFAR_MD5) > $@
+
+local-data: local.env
+	cat local.env
 
 test: venv
 	$(BIN)/python -m pytest
@@ -89,16 +84,16 @@ server: venv
 # dvc queue start -j JOBS), all logged to the project's MLflow store; then `dvc repro` assembles the
 # whole pipeline in the workspace: every train stage comes from DVC's run-cache, only evaluation and
 # the studies run. Compare with `dvc exp show` or in the MLflow UI.
-grid-parallel: venv
-	$(BIN)/python -m linclass.plumbing.sweep grid --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
+grid-parallel: venv $(DATA_SOURCE)
+	$(BIN)/python -m linclass.plumbing.sweep grid --jobs $(JOBS) $(OVERRIDES)
 	dvc repro
 	column -s, -t reports/comparison.csv
 
 # Learning rate x regularization strength of one combination, JOBS at a time, selected on the
 # validation split: make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2
-sweep: venv
+sweep: venv $(DATA_SOURCE)
 	$(BIN)/python -m linclass.plumbing.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
-	  --strengths $(STRENGTHS) --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
+	  --strengths $(STRENGTHS) --jobs $(JOBS) $(OVERRIDES)
 
 # The team's DVC remote (written to .dvc/config: commit it). make remote REMOTE=/shared/linclass-dvc
 remote: venv
