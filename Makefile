@@ -28,7 +28,7 @@ STRENGTHS ?= 1e-4,1e-3,1e-2
 # the matching plugin, e.g. pip install dvc-s3). The default, ./dvc-remote (git-ignored), is for trying it out.
 REMOTE ?= $(CURDIR)/dvc-remote
 
-.PHONY: venv repro local-data test test-fast params ui server bench bench-grid clean grid-parallel sweep remote push pull
+.PHONY: venv repro local-data compare test test-fast params ui server bench bench-grid clean grid-parallel sweep remote push pull
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -80,20 +80,30 @@ server: venv
 	  --artifacts-destination $(SERVER_ARTIFACTS) --serve-artifacts \
 	  --host $(HOST) --port $(PORT) --workers 1
 
-# The 8 loss x regularizer combinations as DVC experiments, JOBS at a time (dvc exp run --queue +
-# dvc queue start -j JOBS), all logged to the project's MLflow store; then `dvc repro` assembles the
-# whole pipeline in the workspace: every train stage comes from DVC's run-cache, only evaluation and
-# the studies run. Compare with `dvc exp show` or in the MLflow UI.
+# The loss x regularizer combinations of conf/ (grid.losses x grid.regularizers) as DVC experiments,
+# JOBS at a time (dvc exp run --queue per point, then dvc exp run --run-all -j JOBS), all logged to the
+# project's MLflow store; then the whole pipeline is assembled from DVC's run-cache (no training
+# again; evaluation and the studies run): `dvc repro`, or with OVERRIDES the experiment grid-all
+# (`dvc exp apply grid-all` brings it into the workspace). params.yaml stays as committed.
 grid-parallel: venv $(DATA_SOURCE)
 	$(BIN)/python -m linclass.plumbing.sweep grid --jobs $(JOBS) $(OVERRIDES)
+ifeq ($(strip $(OVERRIDES)),)
 	dvc repro
 	column -s, -t reports/comparison.csv
+else
+	dvc exp run --temp -n grid-all $(foreach o,$(OVERRIDES),-S '$(o)')
+endif
 
 # Learning rate x regularization strength of one combination, JOBS at a time, selected on the
 # validation split: make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2
 sweep: venv $(DATA_SOURCE)
 	$(BIN)/python -m linclass.plumbing.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
 	  --strengths $(STRENGTHS) --jobs $(JOBS) $(OVERRIDES)
+
+# Every trained model of the workspace and of the DVC experiments: combination, the settings that
+# differ, validation and test accuracy (from dvc exp show --json).
+compare: venv
+	$(BIN)/python -m linclass.plumbing.sweep compare
 
 # The team's DVC remote (written to .dvc/config: commit it). make remote REMOTE=/shared/linclass-dvc
 remote: venv
