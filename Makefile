@@ -28,7 +28,7 @@ STRENGTHS ?= 1e-4,1e-3,1e-2
 # the matching plugin, e.g. pip install dvc-s3). The default, ./dvc-remote (git-ignored), is for trying it out.
 REMOTE ?= $(CURDIR)/dvc-remote
 
-.PHONY: venv repro local-data compare test test-fast params ui server bench bench-grid clean grid-parallel sweep remote push pull
+.PHONY: venv repro local-data compare experiments test test-fast params ui server bench bench-grid clean grid-parallel sweep remote push pull
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -99,6 +99,12 @@ endif
 sweep: venv $(DATA_SOURCE)
 	$(BIN)/python -m linclass.plumbing.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
 	  --strengths $(STRENGTHS) --jobs $(JOBS) $(OVERRIDES)
+
+# dvc exp show with the columns people compare: the settings of the grid and the sweeps, validation
+# and test accuracy; --only-changed keeps those that differ between the rows shown.
+EXP_COLUMNS ?= Experiment|Created|.*\.test_accuracy|.*:val_accuracy|grid\..*|train\.(epochs|batch_size|learning_rate)|loss\..*|regularizer\..*
+experiments: venv
+	dvc exp show --no-pager --only-changed --drop '.*' --keep '$(EXP_COLUMNS)'
 
 # Every trained model of the workspace and of the DVC experiments: combination, the settings that
 # differ, validation and test accuracy (from dvc exp show --json).
