@@ -74,6 +74,25 @@ def make_project(dest: Path, overrides=(), env: dict | None = None) -> Project:
     return project
 
 
+def shrink_conf(project: Project, overrides=SMALL) -> None:
+    """Write `overrides` into the copy's conf/config.yaml itself (and compose, commit): what DVC composes
+    on `dvc exp run` (conf/ + -S) is then small too, not only params.yaml."""
+    import yaml
+
+    path = project.path / "conf" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    for override in overrides:
+        key, _, value = override.partition("=")
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = yaml.safe_load(value)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    project.compose()
+    project.git_commit("conf shrunk for a test")
+
+
 @pytest.fixture(scope="session")
 def synthetic_archive(tmp_path_factory) -> tuple[Path, str]:
     """A small learnable archive in the official CIFAR-10 python layout, and its md5."""

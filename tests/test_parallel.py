@@ -31,7 +31,8 @@ def grid(tmp_path_factory, synthetic_archive):
     path, md5 = synthetic_archive
     project = make_project(tmp_path_factory.mktemp("parallel") / "project", overrides_for(path, md5))
     try:
-        done = project.run(str(BIN / "python"), "-m", "linclass.plumbing.sweep", "grid", "--jobs", "2")
+        done = project.run(str(BIN / "python"), "-m", "linclass.plumbing.sweep", "grid", "--jobs", "2",
+                           *overrides_for(path, md5))
         project.grid_output = done.stdout
         yield project
     finally:

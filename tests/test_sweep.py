@@ -9,7 +9,7 @@ import json
 import re
 
 import pytest
-from conftest import BIN, ROOT, SMALL, make_project
+from conftest import BIN, ROOT, SMALL, make_project, shrink_conf
 
 from linclass.plumbing.config import compose, validate
 from linclass.plumbing.sweep import (experiment_rows, experiment_states, grid_points, parse_floats,
@@ -93,7 +93,8 @@ def test_table_and_states_come_from_exp_show_json():
 @pytest.mark.slow
 def test_a_sweep_runs_through_dvcs_queue_and_leaves_params_yaml_as_committed(tmp_path, synthetic_archive):
     path, md5 = synthetic_archive
-    project = make_project(tmp_path / "project", ("train.epochs=1", *[o for o in SMALL if "epochs" not in o]))
+    project = make_project(tmp_path / "project")
+    shrink_conf(project, (*SMALL, "train.epochs=1"))
     (project.path / "local.env").write_text(f"LINCLASS_DATA_URL={path.as_uri()}\nLINCLASS_DATA_MD5={md5}\n")
     committed = (project.path / "params.yaml").read_text()
     try:
