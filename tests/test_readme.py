@@ -36,6 +36,7 @@ SKIP = {
     "export LINCLASS_DATA_URL=https://mirror.example/cifar-10-python.tar.gz": "a placeholder mirror; the fixture writes local.env",
     "printf 'LINCLASS_DATA_URL=file:///abs/path/cifar-10-python.tar.gz\\nLINCLASS_DATA_MD5=<md5sum of it>\\n' > local.env":
         "placeholders; the fixture writes the same lines for its archive",
+    ".venv/bin/dvc repro -f download && .venv/bin/dvc repro": "test_switching_to_another_copy_of_the_data_retrains_nothing",
     "make local-data": "needs ../shared/data; tests/test_real_data.py reads that copy",
     "make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2 JOBS=2": "9 trainings; tests/test_sweep.py runs a 2-point sweep",
     ".venv/bin/dvc exp run --queue -n sweep-softmax-l2 -S 'grid.losses=[softmax]' -S 'grid.regularizers=[l2]' "
