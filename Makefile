@@ -7,23 +7,18 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-# A mirror or a local copy of the archive: make repro CIFAR_URL=file:///abs/path.tar.gz CIFAR_MD5=<its md5>
-CIFAR_URL ?=
-CIFAR_MD5 ?=
-# The copy beside this project on machines without internet (see README).
+# Where this machine reads the CIFAR-10 archive from is not a parameter: $LINCLASS_DATA_URL (and
+# LINCLASS_DATA_MD5), else the git-ignored local.env (the same KEY=value lines), else the official URL
+# in params.yaml. On machines with the copy beside the project (../shared/data), `make local-data`
+# writes local.env for it, and `make repro` / `make sweep` / `make grid-parallel` do so by themselves.
 LOCAL_CIFAR := $(abspath ../shared/data/cifar-10-python.tar.gz)
 LOCAL_CIFAR_MD5 := 2caa7800b270f2536e4e89f2ffa0be3f
+DATA_SOURCE := $(if $(LINCLASS_DATA_URL),,$(if $(wildcard $(LOCAL_CIFAR)),local.env))
 PORT ?= 5000
-# LOCAL=1: use that local copy (make grid-parallel LOCAL=1, make sweep LOCAL=1, make repro LOCAL=1).
-ifeq ($(LOCAL),1)
-CIFAR_URL := file://$(LOCAL_CIFAR)
-CIFAR_MD5 := $(LOCAL_CIFAR_MD5)
-endif
 # Experiments run at once by grid-parallel and sweep (each train stage uses train.blas_threads BLAS threads).
 JOBS ?= 2
 # Extra Hydra overrides for grid-parallel and sweep, e.g. OVERRIDES='train.epochs=5 preprocess.max_train=10000'
 OVERRIDES ?=
-DATA_OVERRIDES = $(if $(CIFAR_URL),data.url=$(CIFAR_URL) data.md5=$(CIFAR_MD5))
 # The sweep: one combination, learning rate x regularization strength.
 LOSS ?= softmax
 REG ?= l2
@@ -37,7 +32,7 @@ REMOTE ?= $(CURDIR)/dvc-remote
 # once, before touching params.yaml (run experiments side by side with the queue: grid-parallel, sweep).
 ONE_AT_A_TIME = $(BIN)/python -m linclass.plumbing.workspace
 
-.PHONY: exp reap venv repro repro-local test test-fast test-release params ui server bench bench-stage bench-grid clean grid-parallel sweep remote push pull
+.PHONY: exp reap venv repro local-data compare experiments test test-fast test-release params ui server bench bench-stage bench-grid clean grid-parallel sweep remote push pull
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,18 +42,18 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-repro: venv
-ifeq ($(CIFAR_URL),)
+repro: venv $(DATA_SOURCE)
 	$(ONE_AT_A_TIME) dvc repro
-else
-	$(ONE_AT_A_TIME) dvc exp run -S 'data.url=$(CIFAR_URL)' -S 'data.md5=$(CIFAR_MD5)'
-endif
 	dvc metrics show metrics/test.json
 	column -s, -t reports/comparison.csv
 
-# The whole pipeline on the CIFAR-10 copy in ../shared/data (no internet needed).
-repro-local: venv
-	$(MAKE) repro CIFAR_URL=file://$(LOCAL_CIFAR) CIFAR_MD5=$(LOCAL_CIFAR_MD5)
+# This machine reads the archive from ../shared/data (written once; delete local.env to go online).
+local.env:
+	@test -f $(LOCAL_CIFAR) || { echo "error: $(LOCAL_CIFAR) does not exist; set LINCLASS_DATA_URL instead (README: Where the data comes from)" >&2; exit 1; }
+	printf 'LINCLASS_DATA_URL=file://%s\nLINCLASS_DATA_MD5=%s\n' $(LOCAL_CIFAR) $(LOCAL_CIFAR_MD5) > $@
+
+local-data: local.env
+	cat local.env
 
 test: venv
 	$(BIN)/python -m pytest
@@ -102,20 +97,36 @@ server: venv
 	  --artifacts-destination $(SERVER_ARTIFACTS) --serve-artifacts \
 	  --host $(HOST) --port $(PORT) --workers 1
 
-# The 8 loss x regularizer combinations as DVC experiments, JOBS at a time (dvc exp run --queue +
-# dvc queue start -j JOBS), all logged to the project's MLflow store; then `dvc repro` assembles the
-# whole pipeline in the workspace: every train stage comes from DVC's run-cache, only evaluation and
-# the studies run. Compare with `dvc exp show` or in the MLflow UI.
-grid-parallel: venv
-	$(ONE_AT_A_TIME) $(BIN)/python -m linclass.plumbing.sweep grid --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
+# The loss x regularizer combinations of conf/ (grid.losses x grid.regularizers) as DVC experiments,
+# JOBS at a time (dvc exp run --queue per point, then dvc exp run --run-all -j JOBS), all logged to the
+# project's MLflow store; then the whole pipeline is assembled from DVC's run-cache (no training
+# again; evaluation and the studies run): `dvc repro`, or with OVERRIDES the experiment grid-all
+# (`dvc exp apply grid-all` brings it into the workspace). params.yaml stays as committed.
+grid-parallel: venv $(DATA_SOURCE)
+	$(ONE_AT_A_TIME) $(BIN)/python -m linclass.plumbing.sweep grid --jobs $(JOBS) $(OVERRIDES)
+ifeq ($(strip $(OVERRIDES)),)
 	$(ONE_AT_A_TIME) dvc repro
 	column -s, -t reports/comparison.csv
+else
+	dvc exp run --temp -n grid-all $(foreach o,$(OVERRIDES),-S '$(o)')
+endif
 
 # Learning rate x regularization strength of one combination, JOBS at a time, selected on the
 # validation split: make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2
-sweep: venv
+sweep: venv $(DATA_SOURCE)
 	$(ONE_AT_A_TIME) $(BIN)/python -m linclass.plumbing.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
-	  --strengths $(STRENGTHS) --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
+	  --strengths $(STRENGTHS) --jobs $(JOBS) $(OVERRIDES)
+
+# dvc exp show with the columns people compare: the settings of the grid and the sweeps, validation
+# and test accuracy; --only-changed keeps those that differ between the rows shown.
+EXP_COLUMNS ?= Experiment|Created|.*\.test_accuracy|.*:val_accuracy|grid\..*|train\.(epochs|batch_size|learning_rate)|loss\..*|regularizer\..*
+experiments: venv
+	dvc exp show --no-pager --only-changed --drop '.*' --keep '$(EXP_COLUMNS)'
+
+# Every trained model of the workspace and of the DVC experiments: combination, the settings that
+# differ, validation and test accuracy (from dvc exp show --json).
+compare: venv
+	$(BIN)/python -m linclass.plumbing.sweep compare
 
 # The team's DVC remote (written to .dvc/config: commit it). make remote REMOTE=/shared/linclass-dvc
 remote: venv

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar-10-python.tar.gz"
 SHARED_CIFAR_MD5 = "2caa7800b270f2536e4e89f2ffa0be3f"
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ("conf", "pipeline", "src", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
+PROJECT_FILES = ("conf", "pipeline", "src", "hydra_plugins", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
                  ".dvc/config", ".dvc/.gitignore")
 
 # A few seconds per stage on the synthetic archive.
@@ -72,6 +72,25 @@ def make_project(dest: Path, overrides=(), env: dict | None = None) -> Project:
     project.compose(*overrides)
     project.git_commit("project copy")
     return project
+
+
+def shrink_conf(project: Project, overrides=SMALL) -> None:
+    """Write `overrides` into the copy's conf/config.yaml itself (and compose, commit): what DVC composes
+    on `dvc exp run` (conf/ + -S) is then small too, not only params.yaml."""
+    import yaml
+
+    path = project.path / "conf" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    for override in overrides:
+        key, _, value = override.partition("=")
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = yaml.safe_load(value)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    project.compose()
+    project.git_commit("conf shrunk for a test")
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from helpers_http import FaultyHTTPServer, closed_port
 
-from linclass.data.download import DownloadError, download
+from linclass.data.download import DownloadError, download, fetch, resolve_source
 from linclass.files import md5_file as md5sum
 
 BODY = np.random.default_rng(0).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
@@ -194,3 +194,50 @@ def test_progress_false_prints_nothing(tmp_path, dest_dir, capsys):
     download(src.as_uri(), dest_dir / "copy.bin", BODY_MD5, progress=False)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+# ---- where this machine reads the archive from (per-machine, never a parameter) ----
+
+OFFICIAL = {"name": "cifar10", "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            "md5": "c58f30108f718f92721af3b95e74349a", "retries": 1, "timeout": 5}
+
+
+def test_source_is_params_without_a_machine_setting(tmp_path):
+    source = resolve_source(OFFICIAL, tmp_path, environ={})
+    assert (source.url, source.md5, source.origin) == (OFFICIAL["url"], OFFICIAL["md5"], "params.yaml")
+
+
+def test_env_wins_over_local_env_file_which_wins_over_params(tmp_path):
+    (tmp_path / "local.env").write_text("# this machine\nexport LINCLASS_DATA_URL='file:///a/copy.tar.gz'\n"
+                                        "LINCLASS_DATA_MD5=" + "a" * 32 + "\n")
+    from_file = resolve_source(OFFICIAL, tmp_path, environ={})
+    assert (from_file.url, from_file.md5, from_file.origin) == ("file:///a/copy.tar.gz", "a" * 32, "local.env")
+    from_env = resolve_source(OFFICIAL, tmp_path, environ={"LINCLASS_DATA_URL": "http://127.0.0.1:1/x.tar.gz"})
+    # a mirror without its own md5 must be byte-identical to the official archive
+    assert (from_env.url, from_env.md5, from_env.origin) == ("http://127.0.0.1:1/x.tar.gz", OFFICIAL["md5"],
+                                                             "$LINCLASS_DATA_URL")
+
+
+def test_bad_machine_setting_is_one_line_naming_where_it_came_from(tmp_path):
+    (tmp_path / "local.env").write_text("LINCLASS_DATA_URL=ftp://x/y.tar.gz\n")
+    with pytest.raises(ValueError, match=r"ftp://x/y.tar.gz.*\(from local.env\)"):
+        resolve_source(OFFICIAL, tmp_path, environ={})
+    (tmp_path / "local.env").write_text("LINCLASS_DATA_URL\n")
+    with pytest.raises(ValueError, match="expected KEY=value"):
+        resolve_source(OFFICIAL, tmp_path, environ={})
+
+
+def test_fetch_reads_the_local_copy_and_an_unreachable_official_url_says_how_to_use_one(tmp_path, monkeypatch):
+    copy = tmp_path / "copy.tar.gz"
+    copy.write_bytes(b"same images, other tar metadata")
+    md5 = hashlib.md5(copy.read_bytes()).hexdigest()
+    monkeypatch.setenv("LINCLASS_DATA_URL", copy.as_uri())
+    monkeypatch.setenv("LINCLASS_DATA_MD5", md5)
+    source = fetch(OFFICIAL, tmp_path / "raw" / "a.tar.gz", tmp_path, progress=False)
+    assert source.md5 == md5 and (tmp_path / "raw" / "a.tar.gz").read_bytes() == copy.read_bytes()
+
+    monkeypatch.delenv("LINCLASS_DATA_URL")
+    offline = {**OFFICIAL, "url": "http://127.0.0.1:9/cifar-10-python.tar.gz"}   # nothing listens there
+    with pytest.raises(DownloadError, match=r"could not download .* LINCLASS_DATA_URL=file:///.*local\.env"):
+        fetch(offline, tmp_path / "raw" / "b.tar.gz", tmp_path, progress=False)
+    assert not (tmp_path / "raw" / "b.tar.gz").exists()

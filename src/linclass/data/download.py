@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from linclass.constraints import DOWNLOAD, MAX_BACKOFF, check
@@ -175,3 +176,79 @@ def download(
         if actual != expected:
             raise DownloadError(f"md5 mismatch for {url}: expected {expected}, got {actual}")
     return dest
+
+
+# ---- where the archive comes from on this machine ----
+#
+# params.yaml names the data set (data.name, the official data.url and data.md5): that is its
+# identity, the same on every machine. Where a machine reads it from is a per-machine setting, so that
+# switching to a mirror or a local copy changes no parameter and retrains nothing: the archive's md5
+# (dvc.lock records the md5 of the file that was read) may differ, the preprocessed arrays do not.
+
+SOURCE_URL_VAR = "LINCLASS_DATA_URL"
+SOURCE_MD5_VAR = "LINCLASS_DATA_MD5"
+SOURCE_FILE = "local.env"   # git-ignored, at the project root: the same two variables, KEY=value lines
+SOURCE_HELP = (f"no internet? point this machine at a mirror or a local copy: export {SOURCE_URL_VAR}="
+               f"file:///abs/path/cifar-10-python.tar.gz (and {SOURCE_MD5_VAR}=<its md5> if its bytes differ), "
+               f"or write both lines to {SOURCE_FILE} at the project root; see README 'Where the data comes from'")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where this machine reads the archive from, the md5 that file must have, and who said so."""
+    url: str
+    md5: str
+    origin: str      # "params.yaml", "$LINCLASS_DATA_URL" or "local.env"
+
+
+def read_env_file(path: str | os.PathLike) -> dict[str, str]:
+    """KEY=value lines (blank lines and # comments skipped, optional `export ` and quotes)."""
+    values = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{path}:{number}: expected KEY=value, got {line!r}")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def resolve_source(data: dict, root: str | os.PathLike = ".", environ: dict | None = None) -> Source:
+    """The archive's source on this machine: $LINCLASS_DATA_URL, else <root>/local.env, else params.
+
+    data: the `data` section of params.yaml (url, md5 = the official archive). A per-machine url
+    without its own md5 must be a byte-identical mirror (the official md5 is checked).
+    """
+    environ = os.environ if environ is None else environ
+    settings, origin = {}, "params.yaml"
+    if environ.get(SOURCE_URL_VAR):
+        settings, origin = environ, f"${SOURCE_URL_VAR}"
+    elif (Path(root) / SOURCE_FILE).is_file():
+        settings, origin = read_env_file(Path(root) / SOURCE_FILE), SOURCE_FILE
+        if not settings.get(SOURCE_URL_VAR):
+            raise ValueError(f"{Path(root) / SOURCE_FILE} has no {SOURCE_URL_VAR}=...; {SOURCE_HELP}")
+    url = settings.get(SOURCE_URL_VAR) or data["url"]
+    md5 = settings.get(SOURCE_MD5_VAR) or data["md5"]
+    try:
+        check_url(url)
+        md5 = check_md5_string(md5)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (from {origin})") from None
+    return Source(url, md5, origin)
+
+
+def fetch(data: dict, dest: str | os.PathLike, root: str | os.PathLike = ".", progress: bool = True) -> Source:
+    """Download the archive from this machine's source (resolve_source) to dest; return the source.
+
+    A failure to reach the official URL says how to use a mirror or a local copy instead.
+    """
+    source = resolve_source(data, root)
+    try:
+        download(source.url, dest, source.md5, retries=data["retries"], timeout=data["timeout"], progress=progress)
+    except DownloadError as exc:
+        if source.origin == "params.yaml" and "md5 mismatch" not in str(exc):
+            raise DownloadError(f"{exc}; {SOURCE_HELP}") from None
+        raise
+    return source

@@ -30,10 +30,16 @@ def compose(conf_dir: str | Path, overrides: Iterable[str] = (), config_name: st
     """The Hydra composition of `conf_dir` with `overrides` as a plain dict (what DVC writes to params.yaml)."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
 
     with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError:
+        # check_composition rejected a setting: raise its one-line ConfigError, not OmegaConf's wrapper
+        check_composition(_root_=cfg)
+        raise
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
@@ -199,6 +205,32 @@ def validate(params: dict, reference: dict | None = None) -> dict:
     return params
 
 
+def check_composition(*, _root_) -> bool:
+    """OmegaConf resolver `linclass_check` (conf/config.yaml: `checked: ${linclass_check:}`): validate the
+    whole composition while it is being resolved, so that a bad override fails the composition itself.
+
+    DVC composes conf/ on `dvc exp run -S ...` inside a git stash and restores the workspace when the
+    composition raises: params.yaml and every output stay as they were (with a check in the stages
+    only, DVC would already have written params.yaml and deleted the outputs of the stages it reruns).
+    DVC registers this resolver by importing hydra_plugins/linclass_check (Hydra's plugin scan).
+    """
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.to_container(_root_, resolve=False)
+    params.pop("checked", None)
+    validate(params)
+    return True
+
+
+def register_resolver() -> None:
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("linclass_check", check_composition, replace=True)
+
+
+register_resolver()
+
+
 def write_params(conf_dir: str | Path = "conf", path: str | Path = "params.yaml",
                  overrides: Iterable[str] = ()) -> dict:
     """Compose conf/ (with overrides) and write it to params.yaml atomically, as DVC does."""
@@ -212,5 +244,8 @@ def write_params(conf_dir: str | Path = "conf", path: str | Path = "params.yaml"
 if __name__ == "__main__":
     import sys
 
-    write_params(overrides=sys.argv[1:])
+    try:
+        write_params(overrides=sys.argv[1:])
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
     print("params.yaml written from conf/" + (f" with {' '.join(sys.argv[1:])}" if sys.argv[1:] else ""))

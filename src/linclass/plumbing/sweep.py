@@ -1,4 +1,4 @@
-"""Many experiments at once with DVC's queue: the loss x regularizer grid, or a learning rate x
+"""Many experiments at once with DVC's queue: the loss x regularizer grid of conf/, or a learning rate x
 regularization strength sweep of one combination, selected on the validation split.
 
     python -m linclass.plumbing.sweep grid [--jobs 2] [override ...]
@@ -6,38 +6,38 @@ regularization strength sweep of one combination, selected on the validation spl
         --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2 [--jobs 2] [override ...]
     python -m linclass.plumbing.sweep table [--prefix sweep-softmax-l2-]      # the table again
 
-`override`s are Hydra overrides shared by every point (e.g. data.url=... data.md5=... train.epochs=5).
+`override`s are Hydra overrides shared by every point (e.g. train.epochs=5). The workspace's
+params.yaml is never changed: each experiment's params.yaml is composed by DVC in its own copy.
 
-Each point is one DVC experiment, `dvc exp run --queue -n <name> -S <override> ... <target>`: DVC
-composes conf/ with the overrides into that experiment's params.yaml and later runs the target and
-what it needs (download, preprocess: restored from the cache) in a copy of the project under
-.dvc/tmp/exps/. A grid point trains its combination (target train@<loss>-<reg>); `make grid-parallel`
-then runs `dvc repro` in the workspace, which takes all 8 trained models from DVC's run-cache and
-evaluates them together. A sweep point also evaluates (target evaluate), so that its table shows the
-test accuracy next to the validation accuracy that selects.
-`dvc queue start -j N` runs N experiments at once. Every train stage runs with train.blas_threads
-BLAS threads (1 by default), so N workers keep N cores busy without oversubscribing them and the
-results are bit-identical to a serial run.
+What DVC does itself, in its own syntax:
+- the sweep is one command, DVC expands the product and names the points <name>-1, <name>-2, ...:
+      dvc exp run --queue -n sweep-softmax-l2 -S 'grid.losses=[softmax]' -S 'grid.regularizers=[l2]' \\
+          -S 'train.learning_rate=0.01,0.05' -S 'regularizer.l2.strength=1e-4,1e-3' evaluate
+- the queue runs JOBS at a time: `dvc exp run --run-all -j JOBS` (which also waits and shows the logs).
+The grid is queued point by point (`dvc exp run --queue -n grid-svm-l2 -S 'grid.losses=[svm]'
+-S 'grid.regularizers=[l2]' train@svm-l2`): DVC 3.67 expands a sweep over grid.* with the stage
+index of its first point, so the other points' train@ stages are "not found".
 
-Once, before the workers start: params.yaml is composed with the shared overrides and the data
-stages run in the workspace (the experiments then restore their outputs from DVC's run-cache instead
-of preprocessing again), and the MLflow store and experiment are created (two processes cannot
-safely create a fresh sqlite store at the same time). Every stage logs to the project's store, also
-from inside .dvc/tmp/exps/ (see linclass.plumbing.tracking.project_root), tagged with its experiment's name.
+What DVC lacks, done here once before the workers start: the data stages run once (the experiments
+restore them from DVC's run-cache instead of preprocessing again), and the MLflow store and experiment
+are created (two processes cannot safely create a fresh sqlite store at the same time). Afterwards the
+table: the experiments read from `dvc exp show --json`, sorted by validation accuracy, with the
+`dvc exp apply` command for the best. After the grid, `make grid-parallel` assembles the whole
+pipeline from DVC's run-cache (every train stage restored; evaluation and the studies run): `dvc repro`
+in the workspace, or with OVERRIDES the experiment `grid-all` (so params.yaml stays as committed).
 
-Queueing a point replaces an earlier experiment of the same name on this commit (names carry only
-the loss, regularizer, learning rate and strength). A point that DVC has already trained with the
-same code, data and params is not trained again: its train stage comes from the run-cache, and its
-MLflow run is that earlier run (evaluation still adds its test accuracy there).
+Every train stage runs with train.blas_threads BLAS threads (1 by default), so N workers keep N cores
+busy and the results are bit-identical to a serial run. Every stage logs to the project's MLflow
+store, also from inside .dvc/tmp/exps/ (see linclass.plumbing.tracking.project_root), tagged with its
+experiment's name (`dvc_exp_name`).
 
-The table comes from `dvc exp show --json`, not from MLflow: DVC knows exactly which experiments
-belong to this grid or sweep (by name, on this commit), with the params that made them and the
-metrics they wrote, under the names that `dvc exp apply` takes. MLflow holds the same runs, tagged
-`dvc_exp_name`, with their curves, for the UI.
+Points (`Point`: a name, its Hydra overrides, the DVC target) describe the same experiments one by
+one for backends that run them elsewhere (linclass.plumbing.ray_backend).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -48,9 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-GRID_LOSSES = ("svm", "softmax")
-GRID_REGULARIZERS = ("none", "l1", "l2", "elasticnet")
-FINAL_STATES = ("Success", "Failed")
+DATA_KEYS = ("data.", "preprocess.", "data=", "preprocess=")
+UNFINISHED = ("queued", "running")
 
 
 class SweepError(RuntimeError):
@@ -65,26 +64,46 @@ class Point:
     target: str
 
 
-def grid_points(losses: Iterable[str] = GRID_LOSSES,
-                regularizers: Iterable[str] = GRID_REGULARIZERS) -> list[Point]:
-    """One experiment per (loss, regularizer), each training only that combination."""
-    regularizers = list(regularizers)
+def conf_grid(conf_dir: str | Path = "conf") -> tuple[list[str], list[str]]:
+    """grid.losses and grid.regularizers as conf/ declares them."""
+    from linclass.plumbing.config import compose
+
+    grid = compose(conf_dir)["grid"]
+    return list(grid["losses"]), list(grid["regularizers"])
+
+
+def grid_points(losses: Iterable[str] | None = None, regularizers: Iterable[str] | None = None,
+                conf_dir: str | Path = "conf") -> list[Point]:
+    """One experiment per (loss, regularizer) of conf/'s grid, each training only that combination."""
+    if losses is None or regularizers is None:
+        conf_losses, conf_regularizers = conf_grid(conf_dir)
+        losses = conf_losses if losses is None else losses
+        regularizers = conf_regularizers if regularizers is None else regularizers
     return [Point(f"grid-{loss}-{reg}", (f"grid.losses=[{loss}]", f"grid.regularizers=[{reg}]"),
                   f"train@{loss}-{reg}")
-            for loss in losses for reg in regularizers]
+            for loss, reg in itertools.product(losses, list(regularizers))]
+
+
+def sweep_overrides(loss: str, regularizer: str, learning_rates: Sequence[float],
+                    strengths: Sequence[float]) -> list[str]:
+    """The sweep in Hydra's sweep syntax, as `dvc exp run -S` takes it (DVC expands the product)."""
+    for name, values in (("learning rate", learning_rates), ("strength", strengths)):
+        if not values:
+            raise ValueError(f"no {name} values given; give at least one, e.g. 0.01,0.02")
+    return [f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
+            f"train.learning_rate={','.join(map(repr, learning_rates))}",
+            f"regularizer.{regularizer}.strength={','.join(map(repr, strengths))}"]
 
 
 def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float],
                  strengths: Sequence[float]) -> list[Point]:
-    """One experiment per (learning rate, strength) of the combination loss-regularizer."""
-    for name, values in (("learning rate", learning_rates), ("strength", strengths)):
-        if not values:
-            raise ValueError(f"no {name} values given; give at least one, e.g. 0.01,0.02")
+    """The same sweep point by point, in DVC's order (the last swept key varies fastest)."""
+    sweep_overrides(loss, regularizer, learning_rates, strengths)   # the same checks
     return [Point(f"sweep-{loss}-{regularizer}-lr{lr:g}-s{strength:g}",
                   (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
                    f"train.learning_rate={lr!r}", f"regularizer.{regularizer}.strength={strength!r}"),
                   "evaluate")
-            for lr in learning_rates for strength in strengths]
+            for lr, strength in itertools.product(learning_rates, strengths)]
 
 
 def parse_floats(text: str, what: str) -> list[float]:
@@ -108,119 +127,76 @@ def _dvc() -> str:
     return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
 
 
-def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def dvc(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
+    """Run dvc; with capture=False its output goes straight to ours (the queue's logs, as progress)."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run([_dvc(), *args], capture_output=True, text=True, env=env)
+    proc = subprocess.run([_dvc(), *args], capture_output=capture, text=True, env=env, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        raise SweepError(f"dvc {' '.join(args[:3])} failed: {detail[-1] if detail else proc.returncode}")
+        detail = ((proc.stderr or "").strip() or (proc.stdout or "").strip()).splitlines()
+        raise SweepError(f"dvc {' '.join(args[:3])} failed: {detail[-1] if detail else f'exit {proc.returncode}'}")
     return proc
 
 
-@dataclass(frozen=True)
-class Task:
-    """One row of `dvc queue status`."""
-    id: str
-    name: str
-    state: str       # Queued | Running | Success | Failed
+def experiment_states(exp_show: list) -> dict[str, str]:
+    """Experiment name -> queued | running | success | failed, from `dvc exp show --json`."""
+    states = {}
+    for baseline in exp_show:
+        for experiment in baseline.get("experiments") or []:
+            executor = experiment.get("executor") or {}
+            states[experiment.get("name") or experiment["revs"][0]["rev"][:7]] = executor.get("state") or "success"
+    return states
 
 
-def queue_status() -> tuple[list[Task], int]:
-    """The tasks that `dvc queue status` lists, and the number of queue workers alive."""
-    tasks, workers = [], 0
-    for line in dvc("queue", "status").stdout.splitlines():
-        fields = line.split()   # "1affd57  grid-svm-none  08:43 AM  Running"
-        if line.startswith("Worker status:"):   # "Worker status: 1 active, 1 idle"
-            workers = sum(int(f) for f in fields if f.isdigit())
-        elif len(fields) >= 3 and fields[0] != "Task" and fields[-1] in (*FINAL_STATES, "Queued", "Running"):
-            tasks.append(Task(fields[0], fields[1], fields[-1]))
-    return tasks, workers
+def exp_show() -> list:
+    return json.loads(dvc("exp", "show", "--json").stdout)
 
 
 def prepare(overrides: Sequence[str]) -> None:
-    """Compose params.yaml, run the data stages and create the MLflow store, once, before the workers."""
+    """Check the overrides, run the data stages and create the MLflow store, once, before the workers."""
     from linclass.plumbing import tracking
-    from linclass.plumbing.config import load_params, write_params
+    from linclass.plumbing.config import compose
 
     try:
-        write_params(overrides=overrides)
-    except Exception as exc:  # Hydra's override and composition errors
-        raise SweepError(f"cannot compose conf/ with {' '.join(overrides)}: "
-                         f"{str(exc).splitlines()[0]}") from None
-    print(f"params.yaml composed from conf/{' with ' + ' '.join(overrides) if overrides else ''}")
-    proc = subprocess.run([_dvc(), "repro", "preprocess"], env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    if proc.returncode != 0:
-        raise SweepError("the data stages failed (dvc repro preprocess); fix them before queueing experiments")
-    cfg = load_params()["tracking"]
-    experiment_id = tracking.setup(cfg["experiment"], cfg["uri"])
+        params = compose("conf", overrides)   # also validates every setting (conf/config.yaml: checked)
+    except Exception as exc:  # Hydra's override and composition errors, ConfigError
+        raise SweepError(f"cannot compose conf/ with {' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
+    if any(o.lstrip("+~").startswith(DATA_KEYS) for o in overrides):
+        # data settings differ from params.yaml: prepare them in a temporary copy (DVC's run-cache keeps them)
+        dvc("exp", "run", "--temp", "-n", "data-prep", *_sets(overrides), "preprocess", capture=False)
+        dvc("exp", "remove", "data-prep", check=False)
+    else:
+        dvc("repro", "preprocess", capture=False)
+    experiment_id = tracking.setup(params["tracking"]["experiment"], params["tracking"]["uri"])
     print(f"MLflow store {tracking.mlflow.get_tracking_uri()}: "
-          f"experiment {cfg['experiment']!r} (id {experiment_id})")
+          f"experiment {params['tracking']['experiment']!r} (id {experiment_id})")
 
 
-def enqueue(points: Sequence[Point], overrides: Sequence[str]) -> set[str]:
-    """Queue one experiment per point; an earlier experiment of the same name (on this commit) is replaced.
+def _sets(overrides: Iterable[str]) -> list[str]:
+    return [arg for override in overrides for arg in ("-S", override)]
 
-    Returns the ids of the tasks that were in the queue before (finished ones, kept for `dvc queue logs`).
-    """
-    tasks, _ = queue_status()
-    busy = sorted(task.name for task in tasks if task.state not in FINAL_STATES)
+
+def clear_earlier(prefix: str) -> None:
+    """Refuse to mix with unfinished experiments; remove earlier ones of the same names (this commit)."""
+    states = experiment_states(exp_show())
+    busy = sorted(name for name, state in states.items() if state in UNFINISHED)
     if busy:
         raise SweepError(f"the DVC queue already has unfinished experiments ({', '.join(busy)}); "
                          "wait for them or remove them (`dvc queue remove --queued`)")
-    existing = set(dvc("exp", "ls", "--name-only").stdout.split())
-    replaced = [p.name for p in points if p.name in existing]
-    if replaced:
-        dvc("exp", "remove", *replaced)
-        print(f"replaced earlier experiments: {', '.join(replaced)}")
-    for point in points:
-        sets = [arg for override in (*overrides, *point.overrides) for arg in ("-S", override)]
-        dvc("exp", "run", "--queue", "-n", point.name, *sets, point.target)
-        print(f"queued {point.name}: {' '.join(point.overrides)}")
-    return {task.id for task in tasks}
+    earlier = sorted(name for name in states if name.startswith(prefix))
+    if earlier:
+        dvc("exp", "remove", *earlier)
+        print(f"replaced earlier experiments: {', '.join(earlier)}")
 
 
-@dataclass
-class QueueResult:
-    states: dict[str, str]      # experiment name -> Success | Failed
-    most_running: int           # the most experiments seen running at the same time
-
-
-def run_queue(points: Sequence[Point], jobs: int, earlier_tasks: Iterable[str] = (),
-              timeout: float | None = None, poll: float = 2.0) -> QueueResult:
-    """Start `jobs` workers; wait until every point's experiment (a task not in `earlier_tasks`) finished."""
-    earlier_tasks = set(earlier_tasks)
-    names = [p.name for p in points]
-    # The workers outlive `dvc queue start`: they must not inherit pipes that someone waits on.
-    started = subprocess.run([_dvc(), "queue", "start", "-j", str(jobs)], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    if started.returncode != 0:
-        raise SweepError(f"dvc queue start -j {jobs} failed (exit {started.returncode}); try it by hand")
-    print(f"{len(names)} experiments, {jobs} at a time "
-          "(follow with `dvc queue status`, `dvc queue logs <name>`)")
-    start = no_worker_since = time.monotonic()
-    most_running = 0
+def run_queue(jobs: int) -> float:
+    """`dvc exp run --run-all -j jobs`: start the workers, follow their logs until all are done."""
+    start = time.monotonic()
     try:
-        while True:
-            tasks, workers = queue_status()
-            states = {task.name: task.state for task in tasks if task.id not in earlier_tasks}
-            mine = {name: states.get(name, "Queued") for name in names}
-            most_running = max(most_running, sum(state == "Running" for state in mine.values()))
-            if all(state in FINAL_STATES for state in mine.values()):
-                print(f"queue done in {time.monotonic() - start:.0f} s; at most {most_running} ran at once")
-                return QueueResult(mine, most_running)
-            now = time.monotonic()
-            if workers:
-                no_worker_since = now
-            elif now - no_worker_since > 60:
-                raise SweepError("experiments are still queued but no DVC queue worker is running; "
-                                 "start them again with `dvc queue start -j N`")
-            if timeout is not None and now - start > timeout:
-                raise SweepError(f"the queue did not finish within {timeout:g} s")
-            time.sleep(poll)
+        dvc("exp", "run", "--run-all", "-j", str(jobs), check=False, capture=False)
     except BaseException:
         dvc("queue", "stop", "--kill", check=False)   # never leave workers running behind us
         raise
+    return time.monotonic() - start
 
 
 # ---- reading the results ----
@@ -261,6 +237,55 @@ def experiment_rows(exp_show: list, prefix: str) -> list[dict]:
                                          row["experiment"]))
 
 
+def _revisions(exp_show: list):
+    """(label, data) of the workspace, each baseline commit and each experiment, from `dvc exp show --json`."""
+    for baseline in exp_show:
+        label = "workspace" if baseline.get("rev") == "workspace" else (baseline.get("name") or baseline["rev"][:7])
+        yield label, baseline.get("data") or {}
+        for experiment in baseline.get("experiments") or []:
+            revs = experiment.get("revs") or [{}]
+            yield experiment.get("name") or revs[0].get("rev", "")[:7], revs[0].get("data") or {}
+
+
+def comparison_rows(exp_show: list) -> list[dict]:
+    """One row per trained model of every revision: the combination, its effective settings, val/test accuracy."""
+    rows = []
+    for label, data in _revisions(exp_show):
+        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+        metrics = data.get("metrics") or {}
+        tested = (metrics.get("metrics/test.json") or {}).get("data") or {}
+        grid = params.get("grid") or {}
+        for loss, reg in itertools.product(grid.get("losses") or [], grid.get("regularizers") or []):
+            model = f"{loss}-{reg}"
+            trained = (metrics.get(f"metrics/train/{model}.json") or {}).get("data")
+            if not trained:
+                continue
+            settings = {k: v for k, v in (params.get("train") or {}).items() if k != "blas_threads"}
+            settings.update((params.get("loss") or {}).get(loss) or {})
+            settings.update((params.get("regularizer") or {}).get(reg) or {})
+            rows.append({"revision": label, "combination": model, **settings,
+                         "val_accuracy": trained.get("val_accuracy"),
+                         "test_accuracy": (tested.get(model) or {}).get("test_accuracy")})
+    return rows
+
+
+def print_comparison(rows: list[dict]) -> None:
+    """The rows with only the settings that differ between them, best validation accuracy first."""
+    import pandas as pd
+
+    if not rows:
+        print("nothing trained yet: run `make repro` (or an experiment) first")
+        return
+    table = pd.DataFrame(rows)
+    fixed = ["revision", "combination", "val_accuracy", "test_accuracy"]
+    differ = [c for c in table.columns if c not in fixed and table[c].astype(str).nunique(dropna=False) > 1]
+    table = table[["revision", "combination", *differ, "val_accuracy", "test_accuracy"]]
+    table = table.sort_values(["val_accuracy", "revision"], ascending=[False, True], na_position="last")
+    same = [c for c in pd.DataFrame(rows).columns if c not in fixed and c not in differ]
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"(the same everywhere: {', '.join(same) or 'nothing'}; sorted by validation accuracy)")
+
+
 def results_table(prefix: str) -> list[dict]:
     return experiment_rows(json.loads(dvc("exp", "show", "--json").stdout), prefix)
 
@@ -277,8 +302,8 @@ def print_table(rows: list[dict], prefix: str) -> None:
     best = rows[0]
     print(f"\nbest on validation: {best['experiment']} ({best['model']}, learning_rate={best['learning_rate']}, "
           f"strength={best['strength']}): val {best['val_accuracy']}, test {best['test_accuracy']}")
-    print(f"restore it into the workspace with `dvc exp apply {best['experiment']}`; in the MLflow UI, "
-          f"filter runs by tags.dvc_exp_name LIKE '{prefix}%'")
+    print(f"keep it: dvc exp apply {best['experiment']}")
+    print(f"in the MLflow UI, filter runs by tags.dvc_exp_name LIKE '{prefix}%'")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -296,9 +321,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("overrides", nargs="*", help="Hydra overrides shared by every experiment")
     table = sub.add_parser("table", help="print the results of earlier experiments")
     table.add_argument("--prefix", default="", help="experiment names starting with this (default: all)")
+    sub.add_parser("compare", help="every trained model: combination, settings that differ, val/test accuracy")
     args = parser.parse_args(argv)
 
     try:
+        if args.command == "compare":
+            print_comparison(comparison_rows(exp_show()))
+            return 0
         if args.command == "table":
             print_table(results_table(args.prefix), args.prefix)
             return 0
@@ -312,15 +341,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.loss not in KNOWN_LOSSES or args.regularizer not in KNOWN_REGULARIZERS:
                 raise ValueError(f"unknown combination {args.loss}-{args.regularizer}; losses: "
                                  f"{', '.join(KNOWN_LOSSES)}; regularizers: {', '.join(KNOWN_REGULARIZERS)}")
-            points = sweep_points(args.loss, args.regularizer,
-                                  parse_floats(args.learning_rates, "--learning-rates"),
-                                  parse_floats(args.strengths, "--strengths"))
+            swept = sweep_overrides(args.loss, args.regularizer,
+                                    parse_floats(args.learning_rates, "--learning-rates"),
+                                    parse_floats(args.strengths, "--strengths"))
             prefix = f"sweep-{args.loss}-{args.regularizer}-"
         prepare(args.overrides)
-        earlier_tasks = enqueue(points, args.overrides)
-        result = run_queue(points, args.jobs, earlier_tasks, args.timeout)
+        clear_earlier(prefix)
+        if args.command == "grid":
+            for point in points:
+                dvc("exp", "run", "--queue", "-n", point.name, *_sets((*args.overrides, *point.overrides)),
+                    point.target)
+                print(f"queued {point.name}: {' '.join(point.overrides)}")
+            expected = [point.name for point in points]
+        else:
+            queued = dvc("exp", "run", "--queue", "-n", prefix.rstrip("-"), *_sets((*args.overrides, *swept)),
+                         "evaluate")
+            print(queued.stdout.strip())
+            expected = [name for name in experiment_states(exp_show()) if name.startswith(prefix)]
+        print(f"{len(expected)} experiments, {args.jobs} at a time: dvc exp run --run-all -j {args.jobs} "
+              "(follow with `dvc queue status`, `dvc queue logs <name>`)")
+        seconds = run_queue(args.jobs)
+        states = experiment_states(exp_show())
+        failed = sorted(name for name in expected if states.get(name) != "success")
+        print(f"queue done in {seconds:.0f} s")
         print_table(results_table(prefix), prefix)
-        failed = sorted(name for name, state in result.states.items() if state != "Success")
         if failed:
             print(f"error: {len(failed)} experiment(s) failed: {', '.join(failed)} "
                   f"(see `dvc queue logs <name>`)", file=sys.stderr)

@@ -1,0 +1,116 @@
+"""linclass.plumbing.sweep: the grid from conf/, sweeps in DVC's own syntax, the validation-selected table.
+
+The slow test runs a real two-point sweep through DVC's queue (`dvc exp run --queue -S 'a=x,y'`,
+`dvc exp run --run-all -j 2`) in a project copy and checks that the workspace's params.yaml is untouched.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import BIN, ROOT, SMALL, make_project, shrink_conf
+
+from linclass.plumbing.config import compose, validate
+from linclass.plumbing.sweep import (experiment_rows, experiment_states, grid_points, parse_floats,
+                                     sweep_overrides, sweep_points)
+
+GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
+
+
+def test_grid_points_come_from_conf(tmp_path):
+    points = grid_points(conf_dir=ROOT / "conf")
+    assert [p.name for p in points] == [f"grid-{name}" for name in GRID]
+    assert [p.target for p in points] == [f"train@{name}" for name in GRID]
+    for point in points:
+        loss, reg = point.name.split("-")[1:]
+        assert compose(ROOT / "conf", point.overrides)["grid"] == {"losses": [loss], "regularizers": [reg]}
+    # a conf/ with another grid gives other points
+    import shutil
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    text = (conf / "config.yaml").read_text().replace("losses: [svm, softmax]", "losses: [squared_svm]")
+    (conf / "config.yaml").write_text(text)
+    assert [p.name for p in grid_points(conf_dir=conf)] == [f"grid-squared_svm-{r}" for r in
+                                                           ("none", "l1", "l2", "elasticnet")]
+
+
+def test_dvc_expands_the_sweep_into_the_points_in_their_order():
+    """The one `dvc exp run -S` sweep and the point-by-point description (for other backends) agree."""
+    from dvc.utils.hydra import get_hydra_sweeps   # what `dvc exp run --queue -S 'a=x,y'` calls
+
+    lrs, strengths = [0.01, 0.05], [1e-4, 1e-3, 1e-2]
+    expanded = get_hydra_sweeps({"params.yaml": sweep_overrides("softmax", "l2", lrs, strengths)})
+    points = sweep_points("softmax", "l2", lrs, strengths)
+    assert len(expanded) == len(points) == 6 and len({p.name for p in points}) == 6
+    reference = compose(ROOT / "conf")
+    for sweep, point in zip(expanded, points):
+        ours = validate(compose(ROOT / "conf", point.overrides), reference)
+        assert compose(ROOT / "conf", sweep["params.yaml"]) == ours
+        assert ours["grid"] == {"losses": ["softmax"], "regularizers": ["l2"]}
+    assert compose(ROOT / "conf", points[-1].overrides)["regularizer"]["l2"]["strength"] == 1e-2
+    assert points[-1].name == "sweep-softmax-l2-lr0.05-s0.01" and points[-1].target == "evaluate"
+
+
+def test_sweep_needs_values():
+    with pytest.raises(ValueError, match="no strength values"):
+        sweep_overrides("softmax", "l2", [0.01], [])
+
+
+@pytest.mark.parametrize("text, message", [("0.01,abc", "'abc' is not a number"), ("0.01,0", "'0' is not > 0"),
+                                           ("-1e-3", "'-1e-3' is not > 0"), ("", "'' is not a number")])
+def test_parse_floats_names_the_bad_value(text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_floats(text, "--learning-rates")
+
+
+def test_parse_floats_reads_comma_separated_numbers():
+    assert parse_floats("0.01, 2e-2,1", "x") == [0.01, 0.02, 1.0]
+
+
+def _experiment(name, state, lr, val, test):
+    params = {"grid": {"losses": ["softmax"], "regularizers": ["l2"]}, "train": {"learning_rate": lr, "epochs": 1},
+              "regularizer": {"l2": {"strength": 1e-3}}}
+    metrics = {"metrics/train/softmax-l2.json": {"data": {"train_accuracy": 0.5, "val_accuracy": val}},
+               "metrics/test.json": {"data": {"softmax-l2": {"test_accuracy": test}}}}
+    return {"name": name, "executor": {"state": state} if state else None,
+            "revs": [{"rev": "0" * 40, "data": {"params": {"params.yaml": {"data": params}}, "metrics": metrics}}]}
+
+
+def test_table_and_states_come_from_exp_show_json():
+    show = [{"rev": "workspace", "experiments": None},
+            {"rev": "a" * 40, "experiments": [_experiment("sweep-softmax-l2-1", None, 0.01, 0.30, 0.9),
+                                              _experiment("sweep-softmax-l2-2", "running", 0.05, 0.35, 0.1),
+                                              _experiment("other-1", "failed", 0.05, 0.99, 0.9)]}]
+    assert experiment_states(show) == {"sweep-softmax-l2-1": "success", "sweep-softmax-l2-2": "running",
+                                       "other-1": "failed"}
+    rows = experiment_rows(show, "sweep-softmax-l2-")
+    # selected on validation: the test accuracy never decides
+    assert [(r["experiment"], r["learning_rate"], r["val_accuracy"]) for r in rows] == [
+        ("sweep-softmax-l2-2", 0.05, 0.35), ("sweep-softmax-l2-1", 0.01, 0.30)]
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_through_dvcs_queue_and_leaves_params_yaml_as_committed(tmp_path, synthetic_archive):
+    path, md5 = synthetic_archive
+    project = make_project(tmp_path / "project")
+    shrink_conf(project, (*SMALL, "train.epochs=1"))
+    (project.path / "local.env").write_text(f"LINCLASS_DATA_URL={path.as_uri()}\nLINCLASS_DATA_MD5={md5}\n")
+    committed = (project.path / "params.yaml").read_text()
+    try:
+        done = project.run(str(BIN / "python"), "-m", "linclass.plumbing.sweep", "sweep", "--loss", "softmax",
+                           "--regularizer", "l2", "--learning-rates", "0.01,0.05", "--strengths", "1e-3",
+                           "--jobs", "2", "train.batch_size=25")
+    finally:
+        project.dvc("queue", "stop", "--kill", check=False)
+    assert (project.path / "params.yaml").read_text() == committed
+    show = json.loads(project.dvc("exp", "show", "--json").stdout)
+    assert {k: v for k, v in experiment_states(show).items()} == {"sweep-softmax-l2-1": "success",
+                                                                  "sweep-softmax-l2-2": "success"}
+    rows = experiment_rows(show, "sweep-softmax-l2-")
+    assert sorted(r["learning_rate"] for r in rows) == [0.01, 0.05]
+    assert all(r["test_accuracy"] is not None and r["epochs"] == 1 for r in rows)
+    best = rows[0]["experiment"]
+    assert f"keep it: dvc exp apply {best}" in done.stdout, done.stdout[-2000:]
+    # the data stages ran once, in the workspace; the experiments restored them from the run-cache
+    assert (project.path / "data/processed/X_train.npy").exists()
