@@ -75,7 +75,9 @@ def test_real_report_and_mlflow(real_project):
     client = MlflowClient(real_project.tracking_uri)
     experiment = client.get_experiment_by_name("linclass-cifar10")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert set(GRID) <= {r.data.tags["model"] for r in runs if r.info.status == "FINISHED"}
+    studies = client.get_experiment_by_name("linclass-cifar10-studies")
+    runs = client.search_runs([studies.experiment_id], max_results=1000)
     finished = {r.info.run_name for r in runs if r.info.status == "FINISHED"}
-    assert set(GRID) <= finished
     assert {"study-templates", "study-weight-scaling", "study-loss-behaviour", "study-hard-cases",
             "report"} <= finished
