@@ -12,8 +12,6 @@ import yaml
 
 from conftest import SMALL, env_for_pipeline, make_project
 
-pytestmark = pytest.mark.slow
-
 NAMES = ["svm-l2", "softmax-l2"]
 EXPERIMENT = "linclass-cifar10"
 METRICS = {"data_loss", "reg_loss", "total_loss", "train_accuracy", "val_accuracy", "initial_loss", "test_accuracy"}
@@ -22,6 +20,38 @@ METRICS = {"data_loss", "reg_loss", "total_loss", "train_accuracy", "val_accurac
 def raw_images(rows: np.ndarray) -> np.ndarray:
     """CIFAR rows (N, 3072) uint8 (R, G, B planes) -> images (N, 32, 32, 3)."""
     return rows.reshape(len(rows), 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def test_the_model_computes_the_pipelines_scores_bit_for_bit(tmp_path):
+    """log_classifier -> load_model: the preprocessing and the scores are the library's, exactly."""
+    import warnings
+
+    import mlflow
+    from linclass.core.model import class_scores
+    from linclass.data.preprocess import design_matrix, mean_image
+    from linclass.plumbing import mlflow_model, tracking
+
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 256, size=(40, 3072), dtype=np.uint8)
+    W, b = (rng.standard_normal((3, 3072)) * 1e-3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    mean, names = mean_image(rows), ["cat", "dog", "ship"]
+    experiment_id = tracking.setup("model-unit", f"sqlite:///{tmp_path / 'mlflow.db'}", root=tmp_path)
+    uris = {}
+    for loss in ("svm", "softmax"):
+        with tracking.tracked_run(experiment_id, loss):
+            uris[loss] = mlflow_model.log_classifier(W, b, mean, 255.0, names, loss, example=raw_images(rows[:2])).model_uri
+    expected = class_scores(design_matrix(rows, mean, 255.0), W, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # loading says nothing
+        svm = mlflow.pyfunc.load_model(uris["svm"])
+    table = svm.predict(raw_images(rows))
+    assert table[names].to_numpy().tobytes() == expected.tobytes()
+    assert table["class"].tolist() == [names[i] for i in expected.argmax(axis=1)]
+    probabilities = mlflow.pyfunc.load_model(uris["softmax"]).predict(raw_images(rows))[names].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-6)
+    assert (probabilities.argmax(axis=1) == expected.argmax(axis=1)).all()
+    with pytest.raises(Exception, match="uint8|dtype|type"):
+        svm.predict(raw_images(rows).astype(np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +72,7 @@ def training_runs(client):
     return experiment, client.search_runs([experiment.experiment_id], max_results=100)
 
 
+@pytest.mark.slow
 def test_training_runs_carry_their_own_settings_and_clean_metrics(evaluated):
     project, out, client = evaluated
     experiment, runs = training_runs(client)
@@ -66,6 +97,7 @@ def test_training_runs_carry_their_own_settings_and_clean_metrics(evaluated):
     assert "preprocess: X_train" in out
 
 
+@pytest.mark.slow
 def test_each_run_logs_a_model_with_signature_and_example(evaluated):
     import mlflow
 
@@ -74,12 +106,13 @@ def test_each_run_logs_a_model_with_signature_and_example(evaluated):
     mlflow.set_tracking_uri(client.tracking_uri)
     for run in runs:
         info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
-        assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 32, 32, 3]
+        assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 32, 32, 3)
         assert info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
         assert [c["name"] for c in info.signature.outputs.to_dict()][0] == "class"
         assert info.saved_input_example_info is not None
 
 
+@pytest.mark.slow
 def test_champion_is_best_on_validation_and_predicts_with_the_reported_accuracy(evaluated, synthetic_archive):
     import mlflow
     from linclass.data.cifar import load_cifar10
@@ -105,6 +138,7 @@ def test_champion_is_best_on_validation_and_predicts_with_the_reported_accuracy(
         assert np.allclose(scores.sum(axis=1), 1, atol=1e-5) and (scores >= 0).all()
 
 
+@pytest.mark.slow
 def test_evaluation_files_for_the_report(evaluated):
     project, _, _ = evaluated
     for name in ("best.json", "confusion_matrix.png", "confusion_matrix.csv", "loss_curves.png"):

@@ -20,6 +20,10 @@ from mlflow.pyfunc import PythonModel
 
 
 class LinearClassifier(PythonModel):
+    # The input is a uint8 tensor that the signature describes; MLflow's type-hint validation is not
+    # used (without this, MLflow suggests type hints at every log and load).
+    _skip_type_hint_validation = True
+
     def load_context(self, context):
         with np.load(context.artifacts["weights"]) as arrays:
             self.W, self.b = arrays["W"], arrays["b"]

@@ -12,7 +12,6 @@ the models it evaluates and moves the alias.
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -70,9 +69,7 @@ def log_classifier(W: np.ndarray, b: np.ndarray, mean_image: np.ndarray, scale: 
     import mlflow
 
     _skip_environment_scan()
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # predict() takes a tensor described by the signature; MLflow's type-hint validation is not used
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
+    with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.npz"
         np.savez(weights, W=W, b=b, mean_image=np.asarray(mean_image, dtype=np.float32),
                  scale=np.float32(scale))
