@@ -51,6 +51,7 @@ def main() -> None:
                          f"{len(X_train)} training images; allowed 1..{len(X_train)}")
 
     experiment_id = tracking.setup(params["tracking"]["experiment"], params["tracking"]["uri"])
+    tracking.set_runs_view(experiment_id)
     run_params = tracking.training_params(params, args.loss, args.regularizer)
     settings = tracking.params_hash(run_params)
     tags = {"loss": args.loss, "regularizer": args.regularizer, "model": name, "params_hash": settings,

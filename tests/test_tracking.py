@@ -2,6 +2,7 @@
 resolution, experiments in the classic ML view, study runs apart (a real sqlite store in a temp dir)."""
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 import yaml
@@ -68,6 +69,11 @@ def test_experiments_open_in_the_ml_view_and_studies_are_apart(tmp_path):
     new = tracking.setup("fresh", store, root=tmp_path)
     for experiment_id in (old, new):
         assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+    tracking.set_runs_view(new)  # the runs table's shared view: accuracies and settings as columns
+    view = json.loads(client.get_experiment(new).tags["mlflow.sharedViewState.linclass"])
+    assert {"metrics.`val_accuracy`", "metrics.`test_accuracy`", "params.`learning_rate`"} <= set(view["selectedColumns"])
+    assert tracking.ui_url(new).endswith(f"/#/experiments/{new}/runs?viewStateShareKey=linclass&workflowType=machine_learning")
 
     params = {"tracking": {"experiment": "fresh", "uri": store}}
     with tracking.study_run(params, "study-x", "stage_x") as run_id:
