@@ -122,4 +122,4 @@ bench-grid: venv
 	$(BIN)/python benchmarks/bench_grid.py
 
 clean:
-	rm -rf data models reports/predictions metrics mlartifacts mlflow.db .dvc/cache .dvc/tmp
+	rm -rf data models reports/predictions reports/evaluation metrics mlartifacts mlflow.db .dvc/cache .dvc/tmp

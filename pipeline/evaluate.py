@@ -16,8 +16,9 @@ import pandas as pd
 
 from linclass.core.metrics import accuracy, confusion_matrix, per_class_accuracy
 from linclass.core.model import predict
+from linclass.files import md5_file
 from linclass.plumbing import mlflow_model, tracking
-from linclass.plumbing.paths import MODELS, REPORTS
+from linclass.plumbing.paths import DATA, MODELS, REPORTS
 from linclass.plumbing.paths import class_names as load_class_names
 from linclass.plumbing.paths import load_model, load_split, model_names, train_summary
 from linclass.plumbing.stage import atomic_dir, atomic_file, run, stage_params, write_json
@@ -65,7 +66,7 @@ def register(client, registry_name, run, row, split):
 
 
 def champion(client, registry_name, split):
-    """The best version on validation among those evaluated on this validation split (ties: the oldest)."""
+    """The best version on validation among those evaluated on the same validation set (ties: the oldest)."""
     versions = [v for v in client.search_model_versions(f"name = '{registry_name}'")
                 if v.tags.get("split") == split and "val_accuracy" in v.tags]
     if not versions:
@@ -94,7 +95,7 @@ def main() -> None:
     experiment = params["tracking"]["experiment"]
     experiment_id = tracking.setup(experiment, params["tracking"]["uri"])
     client = tracking.MlflowClient()
-    split = tracking.params_hash({"data_md5": params["data"]["md5"], **params["preprocess"]})
+    split = md5_file(DATA / "X_val.npy", DATA / "y_val.npy")[:8]  # which validation set chose the champion
 
     rows, metrics, per_class, results, versions = [], {}, {}, {}, {}
     names = model_names(params)

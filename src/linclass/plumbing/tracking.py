@@ -143,10 +143,16 @@ RUNS_VIEW = {
 
 
 def set_runs_view(experiment_id: str) -> None:
-    """Store RUNS_VIEW in the training experiment (only if it is not there yet)."""
+    """Store RUNS_VIEW in the training experiment (only if it is not there yet).
+
+    Two stages doing this at once can collide; the view is a convenience, so that costs a warning only.
+    """
     client, key, value = MlflowClient(), f"mlflow.sharedViewState.{RUNS_VIEW_KEY}", json.dumps(RUNS_VIEW)
-    if client.get_experiment(experiment_id).tags.get(key) != value:
-        client.set_experiment_tag(experiment_id, key, value)
+    try:
+        if client.get_experiment(experiment_id).tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
+    except mlflow.exceptions.MlflowException as exc:
+        print(f"warning: the MLflow runs view was not stored: {str(exc).splitlines()[0]}", file=sys.stderr)
 
 
 def ui_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
