@@ -154,4 +154,4 @@ bench-grid: venv
 	$(BIN)/python benchmarks/bench_grid.py
 
 clean:
-	rm -rf data models reports/predictions metrics mlartifacts mlflow.db mlflow.db.lock .dvc/cache .dvc/tmp
+	rm -rf data models reports/predictions reports/evaluation metrics mlartifacts mlflow.db mlflow.db.lock .dvc/cache .dvc/tmp

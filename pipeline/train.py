@@ -1,11 +1,14 @@
 """DVC stage `train@<loss>-<regularizer>`: SGD on the training split, tracked in one MLflow run.
 
 Writes models/<loss>-<regularizer>/{W.npy, b.npy, history_steps.csv, history_epochs.csv} and
-metrics/train/<loss>-<regularizer>.json. The MLflow run (named <loss>-<regularizer>) gets the
-flattened config, reproducibility tags, loss/accuracy histories, the weights, the template images and
-the loss curves. Outputs appear only when everything succeeded.
+metrics/train/<loss>-<regularizer>.json. The MLflow run (named <loss>-<regularizer>-<params hash>) gets
+this run's own settings as params, reproducibility tags, the loss curves (at chart resolution; the
+full history is the artifact training/history_steps.csv), the accuracy per epoch, the weights, the
+template images, and the classifier as an MLflow Model. One line per epoch while it trains.
+Outputs appear only when everything succeeded.
 """
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -14,15 +17,21 @@ from linclass.plumbing.threads import set_blas_threads
 set_blas_threads()  # before numpy is imported: BLAS reads its thread count once, when it loads
 import numpy as np  # noqa: E402
 
-from linclass.studies import pictures
-from linclass.plumbing import tracking
 from linclass.core.sgd import train_sgd
 from linclass.files import md5_file
-from linclass.plumbing.config import flatten
+from linclass.plumbing import mlflow_model, progress, tracking
+from linclass.plumbing.paths import DATA
 from linclass.plumbing.paths import class_names as load_class_names
 from linclass.plumbing.paths import dvc_lock_hashes, load_split
 from linclass.plumbing.stage import atomic_dir, run, stage_params, train_args, write_json
+from linclass.studies import pictures
 from linclass.studies.loss_questions import initial_loss, initial_loss_check
+
+
+def raw_images(X: np.ndarray, mean: np.ndarray, scale: float) -> np.ndarray:
+    """Preprocessed rows X (n, 3072) back to the uint8 images (n, 32, 32, 3) they came from."""
+    rows = np.clip(np.rint(X.astype(np.float64) * scale + mean), 0, 255).astype(np.uint8)
+    return rows.reshape(len(X), 3, 32, 32).transpose(0, 2, 3, 1)
 
 
 def main() -> None:
@@ -39,14 +48,18 @@ def main() -> None:
                          f"{len(X_train)} training images; allowed 1..{len(X_train)}")
 
     experiment_id = tracking.setup(params["tracking"]["experiment"], params["tracking"]["uri"])
-    tags = {"loss": args.loss, "regularizer": args.regularizer, "model": name,
+    tracking.set_runs_view(experiment_id)
+    run_params = tracking.training_params(params, args.loss, args.regularizer)
+    settings = tracking.params_hash(run_params)
+    tags = {"loss": args.loss, "regularizer": args.regularizer, "model": name, "params_hash": settings,
             "git_commit": tracking.git_commit(), "dvc_stage": f"train@{name}",
             "data_md5": params["data"]["md5"], "data_url": params["data"]["url"],
             **dvc_lock_hashes()}
-    with tracking.tracked_run(experiment_id, name, tags) as active, atomic_dir(Path("models") / name) as out:
+    run_name = f"{name}-{settings[:6]}"
+    with tracking.tracked_run(experiment_id, run_name, tags) as active, atomic_dir(Path("models") / name) as out:
         run_id = active.info.run_id
         client = tracking.MlflowClient()
-        client.log_batch(run_id, params=tracking.params_from_config(flatten(params)))
+        client.log_batch(run_id, params=[tracking.Param(k, str(v)) for k, v in run_params.items()])
         tracking.log_dataset(params["data"], len(X_train), len(X_val))
 
         delta = loss_cfg.get("delta", 1.0)
@@ -57,15 +70,22 @@ def main() -> None:
         if not check["ok"]:
             warnings.warn(f"{name}: initial loss {start:.4f} is off the expected {check['expected']:.4f} "
                           f"by {check['relative_error']:.1%} (more than the tolerance)", stacklevel=1)
-        client.log_batch(run_id, metrics=tracking.scalar_metrics({
-            "initial_loss": start, "initial_loss_expected": check["expected"],
-            "initial_loss_relative_error": check["relative_error"]}))
+        client.log_batch(run_id, metrics=tracking.scalar_metrics({"initial_loss": start}))
 
-        def log_epoch(epoch, history):  # live accuracy in the UI while training runs
-            client.log_batch(run_id, metrics=[
+        clock, pending = [time.perf_counter()], []
+
+        def on_epoch(epoch, history):  # live accuracy in the UI, one line on the terminal
+            # MLflow's async queue writes while the next epoch's GEMMs run (they release the GIL); the
+            # values and their steps and timestamps are fixed here, so what lands is exact.
+            pending.append(client.log_batch(run_id, synchronous=False, metrics=[
                 *tracking.history_metrics("train_accuracy", history.train_accuracy[-1:], [epoch]),
-                *tracking.history_metrics("val_accuracy", history.val_accuracy[-1:], [epoch]),
-                *tracking.history_metrics("learning_rate", history.learning_rate[-1:], [epoch])])
+                *tracking.history_metrics("val_accuracy", history.val_accuracy[-1:], [epoch])]))
+            now = time.perf_counter()
+            epoch_steps = history.total_loss[-history.steps_per_epoch:]
+            progress.say(f"train@{name} epoch {epoch}/{train['epochs']}: loss {epoch_steps.mean():.4f} "
+                         f"train {history.train_accuracy[-1]:.4f} val {history.val_accuracy[-1]:.4f} "
+                         f"({now - clock[0]:.1f} s)")
+            clock[0] = now
 
         result = train_sgd(
             X_train, y_train, X_val=X_val, y_val=y_val, num_classes=len(class_names),
@@ -73,16 +93,17 @@ def main() -> None:
             regularizer=args.regularizer, strength=reg_cfg["strength"], beta=reg_cfg.get("beta", 0.5),
             learning_rate=train["learning_rate"], batch_size=train["batch_size"], epochs=train["epochs"],
             lr_decay=train["lr_decay"], seed=train["seed"], init_scale=train["init_scale"],
-            on_epoch=log_epoch)
+            on_epoch=on_epoch)
         history = result.history
-        steps, epochs = history.to_frames()
-        client.log_batch(run_id, metrics=[
-            *tracking.history_metrics("data_loss", history.data_loss, steps["step"]),
-            *tracking.history_metrics("reg_loss", history.reg_loss, steps["step"]),
-            *tracking.history_metrics("total_loss", history.total_loss, steps["step"])])
+        curves = []
+        for key in ("data_loss", "reg_loss", "total_loss"):
+            steps, values = tracking.curve_points(getattr(history, key))
+            curves += tracking.history_metrics(key, values, steps)
+        pending.append(client.log_batch(run_id, metrics=curves, synchronous=False))
 
         np.save(out / "W.npy", result.W)
         np.save(out / "b.npy", result.b)
+        steps, epochs = history.to_frames()
         steps.to_csv(out / "history_steps.csv", index=False)
         epochs.to_csv(out / "history_epochs.csv", index=False)
         summary = {"train_accuracy": float(history.train_accuracy[-1]),
@@ -92,21 +113,25 @@ def main() -> None:
                    "final_total_loss": float(history.total_loss[-1]),
                    "initial_loss": float(start), "initial_loss_expected": float(check["expected"])}
         weights_md5 = md5_file(out / "W.npy", out / "b.npy")
-        client.set_tag(run_id, "weights_md5", weights_md5)
-        client.log_batch(run_id, metrics=tracking.scalar_metrics(
-            {f"final_{k}": v for k, v in summary.items()}))
 
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:  # drawn while the curves are written
             figures = Path(tmp)
             pictures.save_template_pngs(result.W, class_names, figures / "templates", upscale=8)
             pictures.plot_template_grid(result.W, class_names, figures / "templates_grid.png",
-                                      title=f"{name}: class templates (rows of W)")
+                                        title=f"{name}: class templates (rows of W)")
             pictures.plot_loss_curves(steps, epochs, figures / "loss_curves.png", title=name)
+            for operations in pending:  # everything logged before the next store writes
+                operations.wait()
             client.log_artifacts(run_id, tmp, artifact_path="plots")
-        client.log_artifacts(run_id, str(out), artifact_path="model")
+        client.set_tag(run_id, "weights_md5", weights_md5)
+        mean, scale = np.load(DATA / "mean_image.npy"), params["preprocess"]["scale"]
+        model = mlflow_model.log_classifier(result.W, result.b, mean, scale, class_names, args.loss,
+                                            example=raw_images(X_val[:2], mean, scale), params=run_params)
+        client.set_tag(run_id, "model_id", model.model_id)
+        client.log_artifacts(run_id, str(out), artifact_path="training")
     write_json(Path("metrics/train") / f"{name}.json", {**summary, "weights_md5": weights_md5})
     print(f"train@{name}: train {summary['train_accuracy']:.4f} val {summary['val_accuracy']:.4f} "
-          f"(mlflow run {run_id})")
+          f"(mlflow run {run_name}, {run_id})")
 
 
 if __name__ == "__main__":

@@ -55,20 +55,20 @@ def test_grid_runs_two_at_a_time_and_every_run_lands_in_mlflow(grid):
     assert {name: states.get(f"grid-{name}") for name in GRID} == {name: "success" for name in GRID}
     assert not project.run("git", "status", "--porcelain", "params.yaml").stdout, "params.yaml changed"
     client, runs = store_runs(project)
-    assert sorted(run.info.run_name for run in runs) == sorted(GRID)
+    assert sorted(run.data.tags["model"] for run in runs) == sorted(GRID)
     # two workers: some training runs overlapped in time, never more than two at once
     events = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs])
     running = [sum(step for _, step in events[:i + 1]) for i in range(len(events))]
     assert max(running) == 2, running
     for run in runs:
-        name = run.info.run_name
+        name = run.data.tags["model"]
         assert run.info.status == "FINISHED", name
         assert run.data.tags["dvc_exp_name"] == f"grid-{name}"
         # logged from .dvc/tmp/exps/<tmp>/, but into the project's own store and artifact folder
         assert run.data.tags["project_root"] == str(project.path.resolve())
         assert run.info.artifact_uri.startswith((project.path / "mlartifacts").resolve().as_uri())
         assert len(client.list_artifacts(run.info.run_id, "plots/templates")) == 10
-        assert run.data.params["train.epochs"] == "1" and run.data.params["grid.losses"] == f"['{name.split('-')[0]}']"
+        assert run.data.params["epochs"] == "1" and run.data.params["loss"] == name.split("-")[0]
     assert not list((project.path / ".dvc/tmp").rglob("mlflow.db")), "a store was created inside a DVC temp copy"
 
 

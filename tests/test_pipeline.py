@@ -17,12 +17,12 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def mlflow_runs(project):
+def mlflow_runs(project, experiment_name="linclass-cifar10"):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(project.tracking_uri)
-    experiment = client.get_experiment_by_name("linclass-cifar10")
-    assert experiment is not None, "the experiment was not created"
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None, f"the experiment {experiment_name} was not created"
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 
@@ -57,8 +57,8 @@ def test_mlflow_holds_one_finished_run_per_combination(reproduced):
     project, _ = reproduced
     client, runs = mlflow_runs(project)
     by_name = {}
-    for run in runs:
-        by_name.setdefault(run.info.run_name, []).append(run)
+    for run in runs:  # training runs only: named <model>-<params hash>
+        by_name.setdefault(run.data.tags["model"], []).append(run)
     for name in GRID:
         assert len(by_name.get(name, [])) == 1, f"expected one run named {name}, got {len(by_name.get(name, []))}"
         run = by_name[name][0]
@@ -68,7 +68,7 @@ def test_mlflow_holds_one_finished_run_per_combination(reproduced):
         assert run.data.tags["dvc_stage"] == f"train@{name}"
         assert re.fullmatch(r"[0-9a-f]{40}", run.data.tags["git_commit"])
         assert run.data.tags["data_md5"] == yaml.safe_load((project.path / "params.yaml").read_text())["data"]["md5"]
-        assert run.data.params["train.epochs"] == "3" and run.data.params[f"regularizer.{reg}.strength"]
+        assert run.data.params["epochs"] == "3" and run.data.params["strength"] and run.data.params["regularizer"] == reg
         # histories: one value per SGD step (500 train images / 50 a batch * 3 epochs) and per epoch
         for key, length in (("data_loss", 30), ("reg_loss", 30), ("total_loss", 30),
                             ("train_accuracy", 3), ("val_accuracy", 3)):
@@ -77,9 +77,13 @@ def test_mlflow_holds_one_finished_run_per_combination(reproduced):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots/templates")}
         assert len(artifacts) == 10 and all(p.endswith(".png") for p in artifacts), artifacts
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"model", "plots", "evaluation"} <= top, top
+        assert {"training", "plots", "evaluation"} <= top, top
         inputs = run.inputs.dataset_inputs
         assert inputs and inputs[0].dataset.name == "cifar10"
+    _, study_runs = mlflow_runs(project, "linclass-cifar10-studies")
+    by_name = {}
+    for run in study_runs:
+        by_name.setdefault(run.info.run_name, []).append(run)
     for study in ("study-templates", "study-weight-scaling", "study-loss-behaviour", "study-hard-cases", "report"):
         assert [r.info.status for r in by_name.get(study, [])] == ["FINISHED"], study
 

@@ -75,7 +75,29 @@ def test_real_report_and_mlflow(real_project):
     client = MlflowClient(real_project.tracking_uri)
     experiment = client.get_experiment_by_name("linclass-cifar10")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert set(GRID) <= {r.data.tags["model"] for r in runs if r.info.status == "FINISHED"}
+    studies = client.get_experiment_by_name("linclass-cifar10-studies")
+    runs = client.search_runs([studies.experiment_id], max_results=1000)
     finished = {r.info.run_name for r in runs if r.info.status == "FINISHED"}
-    assert set(GRID) <= finished
     assert {"study-templates", "study-weight-scaling", "study-loss-behaviour", "study-hard-cases",
             "report"} <= finished
+
+
+def test_real_champion_predicts_the_test_images_with_the_reported_accuracy(real_project):
+    """models:/linclass-cifar10@champion on the real test images, raw uint8: the accuracy evaluate reported."""
+    import mlflow
+    from linclass.data.cifar import load_cifar10
+
+    metrics = json.loads((real_project.path / "metrics/test.json").read_text())
+    client = mlflow.MlflowClient(real_project.tracking_uri)
+    champion = client.get_model_version_by_alias("linclass-cifar10", "champion")
+    name = champion.tags["model"]
+    assert name == max(GRID, key=lambda n: (metrics[n]["val_accuracy"], -GRID.index(n)))
+    mlflow.set_tracking_uri(real_project.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/linclass-cifar10@champion")
+    data = load_cifar10(SHARED_CIFAR)
+    images = data.x_test.reshape(len(data.x_test), 3, 32, 32).transpose(0, 2, 3, 1)
+    predicted = model.predict(images)["class"].to_numpy()
+    accuracy = float(np.mean(predicted == np.asarray(data.class_names)[data.y_test]))
+    assert round(accuracy, 6) == metrics[name]["test_accuracy"]
+    assert accuracy == client.get_run(champion.run_id).data.metrics["test_accuracy"]

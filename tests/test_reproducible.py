@@ -75,7 +75,7 @@ def test_two_pipelines_logging_to_one_store_lose_no_run(clones):
     assert len(train) == len(runs) == 16
     for clone in (a, b):
         mine = [run for run in train if run.data.tags["project_root"] == str(clone.resolve())]
-        assert sorted(run.info.run_name for run in mine) == sorted(GRID), f"{clone.name}: {len(mine)} train runs"
+        assert sorted(run.data.tags["model"] for run in mine) == sorted(GRID), f"{clone.name}: {len(mine)} train runs"
         # each clone's evaluation landed in its own training runs, though both trained identical weights
         assert all("test_accuracy" in run.data.metrics for run in mine), clone.name
         assert all(len(client.get_metric_history(run.info.run_id, "test_accuracy")) == 1 for run in mine)

@@ -101,14 +101,16 @@ def server_runs(url: str):
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     assert experiment is not None, f"experiment {EXPERIMENT} is not on the server"
-    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+    studies = client.get_experiment_by_name(EXPERIMENT + "-studies")  # study and report runs
+    ids = [experiment.experiment_id] + ([studies.experiment_id] if studies else [])
+    return client, client.search_runs(ids, max_results=1000)
 
 
 def train_runs(runs) -> dict:
     by_name = {}
     for run in runs:
         if run.data.tags.get("dvc_stage", "").startswith("train@"):
-            by_name.setdefault(run.info.run_name, []).append(run)
+            by_name.setdefault(run.data.tags["model"], []).append(run)
     assert sorted(by_name) == sorted(GRID), sorted(by_name)
     assert all(len(found) == 1 for found in by_name.values()), {k: len(v) for k, v in by_name.items()}
     return {name: found[0] for name, found in by_name.items()}
@@ -142,7 +144,7 @@ def test_server_receives_every_run_with_its_artifacts(team_project, server, tmp_
     # one artifact, downloaded through the server, is the very file the pipeline wrote; it is stored
     # in the server's artifact folder, not in the project
     svm_l2 = train_runs(runs)["svm-l2"]
-    local = client.download_artifacts(svm_l2.info.run_id, "model/W.npy", str(tmp_path))
+    local = client.download_artifacts(svm_l2.info.run_id, "training/W.npy", str(tmp_path))
     assert Path(local).read_bytes() == (project.path / "models/svm-l2/W.npy").read_bytes()
     stored = list((server_dir / "artifacts").rglob(f"{svm_l2.info.run_id}/artifacts/model/W.npy"))
     assert len(stored) == 1, "the server keeps the artifact in its own store"

@@ -134,6 +134,7 @@ def preprocess(
     seed: int = 0,
     scale: float = 255.0,
     max_train: int | None = None,
+    progress=None,
 ) -> dict:
     """Split, centre and scale CIFAR data; write the arrays to out_dir; return a summary dict.
 
@@ -141,6 +142,7 @@ def preprocess(
     y_train/y_val/y_test int64 (N,), mean_image float32 (D,), classes.json (list of names).
     val_size images are split off the training set (seeded); max_train (optional) keeps only the
     first max_train of the shuffled training split. The mean image uses the training split only.
+    progress(line), if given, is called once per written split.
     """
     x_all, y_all = data.x_train, np.asarray(data.y_train)
     x_test, y_test = data.x_test, np.asarray(data.y_test)
@@ -180,6 +182,8 @@ def preprocess(
     for split, (x, y, rows) in splits.items():
         save_design_matrix(out_dir / f"X_{split}.npy", x, mean, scale, rows)
         save_npy(out_dir / f"y_{split}.npy", y[rows].astype(np.int64))
+        if progress is not None:
+            progress(f"X_{split} {len(rows)} x {x.shape[1]} written")
     save_npy(out_dir / "mean_image.npy", mean)
     save_json(out_dir / "classes.json", list(data.class_names))
 

@@ -12,6 +12,8 @@ stage looking up "the run that trained these weights" prefers the one made from 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -23,11 +25,15 @@ import urllib.request
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
+import numpy as np
+
 # Fail within seconds, not minutes, when a tracking server does not answer (MLflow's defaults
 # retry 7 times with backoff and wait 120 s a request). A user's own setting wins.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+# Stage logs get one line per event, not a progress bar per artifact download.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
@@ -37,6 +43,11 @@ from linclass.plumbing.store import (StoreError, artifact_root, check_store, pro
                                      reap, store_lock)
 
 PARAM_VALUE_LIMIT = 6000
+# The MLflow UI opens an experiment with this tag in its classic machine-learning view (runs, charts,
+# models), not the GenAI one (traces, judges, prompts).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+STUDIES_SUFFIX = "-studies"  # study and report runs live in "<experiment>-studies", apart from training
+MAX_CURVE_POINTS = 1000  # per-step curves in MLflow: window means, at most this many points a curve
 
 
 class TrackingError(StoreError):
@@ -106,14 +117,60 @@ def _experiment_id(client: MlflowClient, experiment: str, artifact_location: str
         try:
             found = client.get_experiment_by_name(experiment)
             if found is not None:
+                _tag_kind(client, found)
                 return found.experiment_id
-            return client.create_experiment(experiment, artifact_location=artifact_location)
+            return client.create_experiment(experiment, artifact_location=artifact_location,
+                                            tags=EXPERIMENT_TAGS)
         except mlflow.exceptions.MlflowException as exc:
             if attempt == 4:
                 raise TrackingError(f"cannot use MLflow experiment {experiment!r} at {uri}: "
                                     f"{str(exc).splitlines()[0]}") from None
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _tag_kind(client: MlflowClient, experiment) -> None:
+    """Tag an experiment made before EXPERIMENT_TAGS existed (one cheap call, only then)."""
+    for key, value in EXPERIMENT_TAGS.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+
+
+# The runs table as the training experiment opens with ?viewStateShareKey=linclass (a "shared view" of
+# the MLflow UI, kept as an experiment tag): the accuracies and the settings that differ between runs,
+# best on validation first. Without it the table shows no metric and no param until they are picked.
+RUNS_VIEW_KEY = "linclass"
+RUNS_VIEW = {
+    "selectedColumns": ["attributes.`Models`",
+                        *(f"metrics.`{m}`" for m in ("val_accuracy", "test_accuracy", "train_accuracy")),
+                        *(f"params.`{p}`" for p in ("loss", "regularizer", "strength", "learning_rate",
+                                                    "epochs", "batch_size"))],
+    "orderByKey": "metrics.`val_accuracy`", "orderByAsc": False,
+}
+
+
+def set_runs_view(experiment_id: str) -> None:
+    """Store RUNS_VIEW in the training experiment (only if it is not there yet).
+
+    Two stages doing this at once can collide; the view is a convenience, so that costs a warning only.
+    """
+    client, key, value = MlflowClient(), f"mlflow.sharedViewState.{RUNS_VIEW_KEY}", json.dumps(RUNS_VIEW)
+    try:
+        if client.get_experiment(experiment_id).tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
+    except mlflow.exceptions.MlflowException as exc:
+        print(f"warning: the MLflow runs view was not stored: {str(exc).splitlines()[0]}", file=sys.stderr)
+
+
+def ui_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI page of the training runs: machine-learning view, RUNS_VIEW's columns."""
+    return (f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={RUNS_VIEW_KEY}"
+            "&workflowType=machine_learning")
+
+
+def studies_experiment(experiment: str) -> str:
+    """The experiment of the study and report runs that go with the training runs of `experiment`."""
+    return experiment + STUDIES_SUFFIX
 
 
 def git_commit(root: str | Path | None = None) -> str:
@@ -143,6 +200,50 @@ def history_metrics(key: str, values, steps=None, timestamp_ms: int | None = Non
     ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     steps = range(len(values)) if steps is None else steps
     return [Metric(key, float(v), ts, int(s)) for s, v in zip(steps, values) if v == v]
+
+
+def curve_points(values) -> tuple[np.ndarray, np.ndarray]:
+    """A per-step curve (N,) at chart resolution: (steps (K,), means (K,)), K <= MAX_CURVE_POINTS.
+
+    Consecutive steps are averaged in windows of ceil(N / MAX_CURVE_POINTS); a window's step is its
+    last step (1-based). With N <= MAX_CURVE_POINTS every value is kept as it is.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    width = max(1, -(-len(values) // MAX_CURVE_POINTS))
+    starts = np.arange(0, len(values), width)
+    ends = np.minimum(starts + width, len(values))
+    if width == 1:
+        return ends, values
+    return ends, np.add.reduceat(values, starts) / (ends - starts)
+
+
+def training_params(params: Mapping, loss: str, regularizer: str) -> dict[str, object]:
+    """The effective settings of one training run, flat and with plain names (MLflow's params).
+
+    Only what this run used: its regularizer's strength (and beta for elastic net), its loss's delta
+    (SVM losses), the SGD settings, the preprocessing and the data's md5. The same names for every
+    combination, so that the runs of a grid and of a sweep line up in MLflow's parallel coordinates.
+    """
+    train, reg_cfg = params["train"], params["regularizer"][regularizer]
+    flat: dict[str, object] = {"loss": loss, "regularizer": regularizer, "strength": reg_cfg["strength"]}
+    if regularizer == "elasticnet":
+        flat["beta"] = reg_cfg["beta"]
+    if "delta" in params["loss"][loss]:
+        flat["delta"] = params["loss"][loss]["delta"]
+    for key in ("learning_rate", "lr_decay", "epochs", "batch_size", "init_scale", "seed"):
+        flat[key] = train[key]
+    pre = params["preprocess"]
+    flat.update(val_size=pre["val_size"], max_train=pre["max_train"], preprocess_seed=pre["seed"],
+                scale=pre["scale"])
+    if params.get("data", {}).get("md5"):
+        flat["data_md5"] = params["data"]["md5"]
+    return flat
+
+
+def params_hash(flat: Mapping[str, object]) -> str:
+    """8 hex digits that identify a set of settings (run names, tags)."""
+    text = json.dumps({k: str(v) for k, v in flat.items()}, sort_keys=True)
+    return hashlib.md5(text.encode()).hexdigest()[:8]
 
 
 def scalar_metrics(values: Mapping[str, float], step: int = 0) -> list[Metric]:
@@ -231,8 +332,9 @@ def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | Non
 
 @contextlib.contextmanager
 def study_run(params: Mapping, run_name: str, stage: str, kind: str = "study") -> Iterator[str]:
-    """The MLflow run of a study or report stage (set up, tagged, ended honestly); yields its run id."""
-    experiment_id = setup(params["tracking"]["experiment"], params["tracking"]["uri"])
+    """The MLflow run of a study or report stage, in the studies experiment (set up, tagged, ended
+    honestly); yields its run id."""
+    experiment_id = setup(studies_experiment(params["tracking"]["experiment"]), params["tracking"]["uri"])
     tags = {"kind": kind, "dvc_stage": stage, "git_commit": git_commit()}
     with tracked_run(experiment_id, run_name, tags) as active:
         yield active.info.run_id
@@ -304,7 +406,9 @@ if __name__ == "__main__":
                   f"{' '.join(killed)}".rstrip())
         else:
             experiment_id = setup(tracking_cfg["experiment"], tracking_cfg["uri"])
+            set_runs_view(experiment_id)
+            setup(studies_experiment(tracking_cfg["experiment"]), tracking_cfg["uri"])
             print(f"MLflow store {mlflow.get_tracking_uri()}: experiment {tracking_cfg['experiment']!r} "
-                  f"(id {experiment_id}) ready")
+                  f"(id {experiment_id}) ready; its runs in the UI (make ui): {ui_url(experiment_id)}")
     except (StoreError, ValueError) as exc:
         sys.exit(f"error: {' '.join(str(exc).split())}")

@@ -244,3 +244,20 @@ def plot_weight_scaling(df, path, loss_column):
     ax.legend()
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_training_losses(curves, path, title="Training loss"):
+    """One line per model: total loss against the SGD step. curves: {model name: (steps (N,), loss (N,))}."""
+    if not curves:
+        raise ValueError("no training curves to plot")
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    for name, (steps, loss) in curves.items():
+        ax.plot(steps, loss, label=name, linewidth=1)
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("total loss (data + regularization)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,58 @@
+"""The MLflow pyfunc model of a trained linear classifier, as code (MLflow's "models from code").
+
+MLflow copies this file into the model and runs it on load: it imports nothing from linclass, so a
+model loads wherever mlflow, numpy and pandas are installed. Logged by linclass.plumbing.mlflow_model.
+
+Input: raw images, uint8 (N, 32, 32, 3) (height, width, RGB channel), as a numpy array.
+Preprocessing travels with the model (artifact `weights`: W (C, D), b (C,), mean_image (D,), scale),
+in the same float32 operations as linclass.data.preprocess, so the scores are the pipeline's, bit for bit:
+    x = image.transpose(channel, height, width).reshape(D)     CIFAR's row layout: R, G, B planes
+    X = (x - mean_image) / scale                               float32 (N, D)
+    scores = X @ W.T + b                                       (N, C)
+Output: a DataFrame with `class` (the predicted class name, argmax of the scores) and one column per
+class name: the softmax probabilities (model_config output = "probabilities", softmax models) or the
+raw scores (output = "scores", SVM models).
+"""
+import numpy as np
+import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+
+
+class LinearClassifier(PythonModel):
+    # The input is a uint8 tensor that the signature describes; MLflow's type-hint validation is not
+    # used (without this, MLflow suggests type hints at every log and load).
+    _skip_type_hint_validation = True
+
+    def load_context(self, context):
+        with np.load(context.artifacts["weights"]) as arrays:
+            self.W, self.b = arrays["W"], arrays["b"]
+            self.mean_image, self.scale = arrays["mean_image"], np.float32(arrays["scale"])
+        self.class_names = list(context.model_config["class_names"])
+        self.output = context.model_config["output"]
+
+    def scores(self, images):
+        """(N, C) scores of uint8 images (N, H, W, 3), computed exactly as the pipeline does."""
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        dim = self.W.shape[1]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or images[0].size != dim:
+            raise ValueError(f"expected uint8 images (N, 32, 32, 3), got {images.dtype} {images.shape}")
+        rows = images.transpose(0, 3, 1, 2).reshape(len(images), dim)
+        X = np.subtract(rows, self.mean_image)  # uint8 - float32 -> float32
+        X /= self.scale
+        return X @ self.W.T + self.b
+
+    def predict(self, context, model_input, params=None):
+        scores = self.scores(model_input)
+        values = scores
+        if self.output == "probabilities":
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+            values = shifted / shifted.sum(axis=1, keepdims=True)
+        table = pd.DataFrame(values, columns=self.class_names)
+        table.insert(0, "class", np.asarray(self.class_names)[np.argmax(scores, axis=1)])
+        return table
+
+
+set_model(LinearClassifier())

@@ -1,0 +1,103 @@
+"""A trained classifier as an MLflow Model, and the Model Registry.
+
+Each training run logs one pyfunc model named "model" (linclass.plumbing.classifier_model: raw uint8
+images in, class names and probabilities/scores out; the preprocessing travels with it). Its
+requirements are given, not inferred (inferring them imports and scans the environment: seconds).
+
+One registered model per tracking experiment (named like it, e.g. `linclass-cifar10`) holds every
+combination of the grid and of sweeps as versions, tagged with model / loss / regularizer and their
+accuracies, so that one alias, `champion`, can point at the best on validation. `evaluate` registers
+the models it evaluates and moves the alias.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+CHAMPION = "champion"
+MODEL_NAME = "model"  # the name of the model inside its run: runs:/<run id>/model
+CODE = Path(__file__).with_name("classifier_model.py")
+IMAGE_SHAPE = (32, 32, 3)
+
+
+def output_kind(loss: str) -> str:
+    """What the model returns per class: softmax probabilities, or the SVM's raw scores."""
+    return "probabilities" if loss == "softmax" else "scores"
+
+
+def signature(class_names: Sequence[str]):
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, *IMAGE_SHAPE))])
+    outputs = Schema([ColSpec("string", "class"), *(ColSpec("float", name) for name in class_names)])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def requirements() -> list[str]:
+    import mlflow
+    import pandas as pd
+
+    return [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
+
+
+def _skip_environment_scan() -> None:
+    """Spare log_model its scan of every installed distribution (seconds).
+
+    With explicit requirements MLflow still checks them against the environment, and to do so maps
+    every installed distribution to its modules first. Our requirements are three packages whose
+    module names are their own, so the map is given. (A private MLflow attribute: if it is renamed,
+    this does nothing and the scan simply runs.)
+    """
+    from mlflow.utils import requirements_utils
+
+    if getattr(requirements_utils, "_MODULES_TO_PACKAGES", "absent") is None:
+        requirements_utils._MODULES_TO_PACKAGES = {name: [name] for name in ("mlflow", "numpy", "pandas")}
+
+
+def log_classifier(W: np.ndarray, b: np.ndarray, mean_image: np.ndarray, scale: float,
+                   class_names: Sequence[str], loss: str, example: np.ndarray,
+                   params: Mapping[str, object] | None = None):
+    """Log the pyfunc model of W (C, D), b (C,) into the active run; return MLflow's ModelInfo.
+
+    mean_image (D,) and scale are data/processed's preprocessing; example: a few uint8 images
+    (n, 32, 32, 3) saved as the input example.
+    """
+    import mlflow
+
+    _skip_environment_scan()
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "weights.npz"
+        np.savez(weights, W=W, b=b, mean_image=np.asarray(mean_image, dtype=np.float32),
+                 scale=np.float32(scale))
+        return mlflow.pyfunc.log_model(
+            name=MODEL_NAME, python_model=str(CODE), artifacts={"weights": str(weights)},
+            model_config={"class_names": list(class_names), "output": output_kind(loss)},
+            signature=signature(class_names), input_example=example, pip_requirements=requirements(),
+            params={k: str(v) for k, v in (params or {}).items()})
+
+
+def register(client, registered_name: str, run_id: str, model_uri: str, tags: Mapping[str, object]) -> str:
+    """The registry version of the run's model (created once; its tags updated); returns the version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(registered_name, tags={"kind": "linear classifier"},
+                                       description="Linear classifiers on CIFAR-10: one version per "
+                                                   "training run; alias champion = best on validation")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    found = client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
+    version = found[0].version if found else client.create_model_version(
+        registered_name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}).version
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, version, key, str(value))
+    return str(version)
+
+
+def set_champion(client, registered_name: str, version: str) -> None:
+    client.set_registered_model_alias(registered_name, CHAMPION, version)
