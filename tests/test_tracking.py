@@ -93,3 +93,15 @@ def test_progress_is_quiet_under_ci(monkeypatch, capsys, env, shown):
         monkeypatch.setenv(name, value)
     progress.say("epoch 1/3")
     assert (capsys.readouterr().out == "epoch 1/3\n") == shown
+
+
+def test_a_second_store_in_one_process_is_the_one_asked_for(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first, second = (f"sqlite:///{tmp_path / name / 'mlflow.db'}" for name in ("a", "b"))
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    tracking.setup("one", first, root=tmp_path / "a")
+    tracking.setup("two", second, root=tmp_path / "b")
+    assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
+    assert tracking.MlflowClient(second).get_experiment_by_name("two") is not None
+    assert tracking.MlflowClient(first).get_experiment_by_name("two") is None

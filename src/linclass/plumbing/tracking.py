@@ -79,6 +79,17 @@ def resolve_tracking_uri(configured: str | None, root: str | Path) -> str:
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
+def point_mlflow_at(uri: str) -> None:
+    """mlflow.set_tracking_uri, without its export of the URI to MLFLOW_TRACKING_URI: in this process that
+    variable would then win over the next store asked for explicitly (resolve_tracking_uri reads it first)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """For an http(s) store: raise TrackingError unless the server answers /health within `timeout`."""
     if not uri.startswith(("http://", "https://")):
@@ -105,7 +116,7 @@ def setup(experiment: str, configured_uri: str | None = None, root: str | Path |
     check_reachable(uri)
     with store_lock(uri):
         check_store(uri)  # before MLflow opens it: MLflow makes a new store in an empty file
-        mlflow.set_tracking_uri(uri)
+        point_mlflow_at(uri)
         client = MlflowClient(uri)
         experiment_id = _experiment_id(client, experiment, artifact_root(uri, root), uri)
     reap(client, [experiment_id])
