@@ -17,8 +17,8 @@ PROJECT_FILES = ("conf", "pipeline", "src", "dvc.yaml", "params.yaml", ".dvcigno
                  ".dvc/config", ".dvc/.gitignore")
 
 # A few seconds per stage on the synthetic archive.
-SMALL = ("preprocess.val_size=100", "train.epochs=3", "train.batch_size=50", "train.learning_rate=0.01",
-         "studies.hard_cases.n=300", "studies.hard_cases.epochs=50", "studies.zero_hinge_subset=20")
+SMALL = ("preprocess.val_size=100", "train.epochs=3", "train.batch_size=50", "loss.svm.learning_rate=0.01",
+         "loss.softmax.learning_rate=0.01", "studies.hard_cases.n=300", "studies.hard_cases.epochs=50", "studies.zero_hinge_subset=20")
 
 
 def env_for_pipeline(**extra: str) -> dict:

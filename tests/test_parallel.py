@@ -110,7 +110,7 @@ def test_sweep_points_compose_into_valid_params():
     for point in (points[0], points[-1]):
         params = validate(compose(ROOT / "conf", point.overrides), reference)
         assert params["grid"] == {"losses": ["softmax"], "regularizers": ["l2"]}
-    assert compose(ROOT / "conf", points[-1].overrides)["train"]["learning_rate"] == 0.05
+    assert compose(ROOT / "conf", points[-1].overrides)["loss"]["softmax"]["learning_rate"] == 0.05
     assert compose(ROOT / "conf", points[-1].overrides)["regularizer"]["l2"]["strength"] == 1e-2
     assert points[-1].name == "sweep-softmax-l2-lr0.05-s0.01"
 

@@ -4,7 +4,11 @@ regularization strength sweep of one combination, selected on the validation spl
     python -m linclass.plumbing.sweep grid [--jobs 2] [override ...]
     python -m linclass.plumbing.sweep sweep --loss softmax --regularizer l2 \\
         --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2 [--jobs 2] [override ...]
-    python -m linclass.plumbing.sweep table [--prefix sweep-softmax-l2-]      # the table again
+    python -m linclass.plumbing.sweep table [--prefix sweep-softmax-l2-] [--csv sweeps/softmax-l2.csv]
+
+A sweep writes its table to sweeps/<loss>-<regularizer>.csv (replacing the one of an earlier sweep of that
+combination); the stage `hyperparameter_map` draws it as a learning rate x strength heat map
+(`dvc repro hyperparameter_map`, or `dvc repro` for the report too).
 
 `override`s are Hydra overrides shared by every point (e.g. data.url=... data.md5=... train.epochs=5).
 
@@ -82,7 +86,7 @@ def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float],
             raise ValueError(f"no {name} values given; give at least one, e.g. 0.01,0.02")
     return [Point(f"sweep-{loss}-{regularizer}-lr{lr:g}-s{strength:g}",
                   (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
-                   f"train.learning_rate={lr!r}", f"regularizer.{regularizer}.strength={strength!r}"),
+                   f"loss.{loss}.learning_rate={lr!r}", f"regularizer.{regularizer}.strength={strength!r}"),
                   "evaluate")
             for lr in learning_rates for strength in strengths]
 
@@ -251,7 +255,7 @@ def experiment_rows(exp_show: list, prefix: str) -> list[dict]:
             trained = (metrics.get(f"metrics/train/{model}.json") or {}).get("data") or {}
             tested = ((metrics.get("metrics/test.json") or {}).get("data") or {}).get(model) or {}
             rows.append({"experiment": name, "model": model,
-                         "learning_rate": params["train"]["learning_rate"],
+                         "learning_rate": params["loss"][loss]["learning_rate"],
                          "strength": params["regularizer"][reg]["strength"],
                          "epochs": params["train"]["epochs"],
                          "train_accuracy": trained.get("train_accuracy"),
@@ -281,6 +285,22 @@ def print_table(rows: list[dict], prefix: str) -> None:
           f"filter runs by tags.dvc_exp_name LIKE '{prefix}%'")
 
 
+TABLE_COLUMNS = ("experiment", "model", "learning_rate", "strength", "epochs", "train_accuracy", "val_accuracy",
+                 "test_accuracy")
+
+
+def write_table(rows: list[dict], path: Path) -> Path:
+    """The rows as CSV (TABLE_COLUMNS, sorted by learning rate then strength), written atomically."""
+    import pandas as pd
+
+    from linclass.files import atomic_file
+
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS)).sort_values(["learning_rate", "strength"])
+    with atomic_file(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linclass.plumbing.sweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -296,11 +316,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("overrides", nargs="*", help="Hydra overrides shared by every experiment")
     table = sub.add_parser("table", help="print the results of earlier experiments")
     table.add_argument("--prefix", default="", help="experiment names starting with this (default: all)")
+    table.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
     args = parser.parse_args(argv)
 
     try:
         if args.command == "table":
-            print_table(results_table(args.prefix), args.prefix)
+            rows = results_table(args.prefix)
+            print_table(rows, args.prefix)
+            if args.csv is not None:
+                print(f"table written to {write_table(rows, args.csv)}")
             return 0
         if args.jobs < 1:
             raise ValueError(f"--jobs={args.jobs} is not allowed; give 1 or more")
@@ -319,7 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare(args.overrides)
         earlier_tasks = enqueue(points, args.overrides)
         result = run_queue(points, args.jobs, earlier_tasks, args.timeout)
-        print_table(results_table(prefix), prefix)
+        rows = results_table(prefix)
+        print_table(rows, prefix)
+        if args.command == "sweep" and rows:
+            from linclass.plumbing.paths import SWEEPS
+
+            path = write_table(rows, SWEEPS / f"{args.loss}-{args.regularizer}.csv")
+            print(f"table written to {path}: `dvc repro hyperparameter_map` draws it as a heat map")
         failed = sorted(name for name, state in result.states.items() if state != "Success")
         if failed:
             print(f"error: {len(failed)} experiment(s) failed: {', '.join(failed)} "
