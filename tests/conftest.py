@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar-10-python.tar.gz"
 SHARED_CIFAR_MD5 = "2caa7800b270f2536e4e89f2ffa0be3f"
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ("conf", "pipeline", "src", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
+PROJECT_FILES = ("conf", "pipeline", "src", "sweeps", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
                  ".dvc/config", ".dvc/.gitignore")
 
 # A few seconds per stage on the synthetic archive.
