@@ -96,9 +96,11 @@ grid-parallel: venv
 
 # Learning rate x regularization strength of one combination, JOBS at a time, selected on the
 # validation split: make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2
+# Its table goes to sweeps/<LOSS>-<REG>.csv; the heat map to reports/hyperparameter_map/<LOSS>-<REG>.png.
 sweep: venv
 	$(BIN)/python -m linclass.plumbing.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
 	  --strengths $(STRENGTHS) --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
+	dvc repro hyperparameter_map
 
 # The team's DVC remote (written to .dvc/config: commit it). make remote REMOTE=/shared/linclass-dvc
 remote: venv

@@ -102,8 +102,8 @@ def test_path_and_map_sections_say_their_measured_numbers(tmp_path, inputs):
     out = write_report(tmp_path / "out" / "report.md", **inputs, regularization_path_dir=folder,
                        hyperparameter_maps=[(sweep, inputs["templates_png"])])
     text = out.read_text()
-    assert ("softmax: from λ=0.0001 to λ=1 the near-zero share of W goes from 5% to 100% with L1 "
-            "(sum |W| 550 -> 0) and from 5% to 3% with L2, whose sum W^2 falls from 17.7 to 0.25.") in text
+    assert ("softmax: from λ=0.0001 to λ=1 the near-zero share of W goes from 5% to 100% with L1, half of it "
+            "from λ=0.01 (sum |W| 550 -> 0), and from 5% to 3% with L2, whose sum W^2 falls from 17.7 to 0.25.") in text
     assert "softmax-l1 0.410 at λ=0.0001; softmax-l2 0.410 at λ=0.0001; at λ=1: softmax-l1 0.100" in text
     assert "ranges from 0.400 to 0.420, the best at learning rate 0.05 and λ=0.001." in text
     assert len(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)) == 4 + 3

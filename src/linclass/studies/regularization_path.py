@@ -125,10 +125,13 @@ def _ends(table, loss, regularizer):
 def describe_templates(table, loss) -> str:
     """One sentence of measured numbers for the L1 vs L2 template strip of `loss`."""
     (l1_lo, l1_hi), (l2_lo, l2_hi) = _ends(table, loss, "l1"), _ends(table, loss, "l2")
+    l1 = table[(table["loss"] == loss) & (table["regularizer"] == "l1")].sort_values("strength")
+    half = l1[l1["near_zero"] >= 0.5]
+    half = f", half of it from λ={half['strength'].iloc[0]:g}" if len(half) else ""
     return (f"{loss}: from λ={l1_lo['strength']:g} to λ={l1_hi['strength']:g} the near-zero share of W goes "
-            f"from {l1_lo['near_zero']:.0%} to {l1_hi['near_zero']:.0%} with L1 (sum |W| {l1_lo['penalty']:.4g} -> "
-            f"{l1_hi['penalty']:.4g}) and from {l2_lo['near_zero']:.0%} to {l2_hi['near_zero']:.0%} with L2, "
-            f"whose sum W^2 falls from {l2_lo['penalty']:.4g} to {l2_hi['penalty']:.4g}.")
+            f"from {l1_lo['near_zero']:.0%} to {l1_hi['near_zero']:.0%} with L1{half} (sum |W| "
+            f"{l1_lo['penalty']:.4g} -> {l1_hi['penalty']:.4g}), and from {l2_lo['near_zero']:.0%} to "
+            f"{l2_hi['near_zero']:.0%} with L2, whose sum W^2 falls from {l2_lo['penalty']:.4g} to {l2_hi['penalty']:.4g}.")
 
 
 def describe_curves(table) -> str:
@@ -152,6 +155,7 @@ def plot_template_strips(strips, class_name, path):
     if not strips:
         raise ValueError("strips must hold at least one {name: (strengths, templates)} entry, got none")
     rows = {name: (strengths, template_images(templates)) for name, (strengths, templates) in strips.items()}
+    templates_of = {name: templates for name, (_, templates) in strips.items()}
     S = max(len(strengths) for strengths, _ in rows.values())
     fig = Figure(figsize=(1.3 * S + 1.2, 1.5 * len(rows) + 0.5))
     axes = np.array(fig.subplots(len(rows), S, squeeze=False))
@@ -159,9 +163,11 @@ def plot_template_strips(strips, class_name, path):
         for ax in axes_row:
             ax.set_xticks([])
             ax.set_yticks([])
-        for ax, strength, image in zip(axes_row, strengths, images):
+        for ax, strength, image, template in zip(axes_row, strengths, images, templates_of[name]):
             ax.imshow(image, interpolation="nearest")
             ax.set_title(f"λ={strength:g}", fontsize=9)
+            if not np.any(template):
+                ax.text(16, 16, "W = 0", ha="center", va="center", color="white", fontsize=9)
         axes_row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
     fig.suptitle(f"template of '{class_name}' along the regularization path")
     fig.tight_layout()
@@ -169,23 +175,32 @@ def plot_template_strips(strips, class_name, path):
 
 
 CURVES = (("val_accuracy", "validation accuracy", "linear"), ("near_zero", "near-zero share of W", "linear"),
-          ("data_loss", "data loss (training rows)", "linear"), ("penalty", "R(W) (without λ)", "log"))
+          ("data_loss", "data loss (training rows)", "linear"), ("penalty", "R(W) (without λ)", "symlog"))
+# colour = regularizer, line = loss; elastic net thinner and crossed, as it often lies on L1
+STYLES = {"l1": dict(color="tab:red", marker="o", linewidth=2.5),
+          "l2": dict(color="tab:blue", marker="o", linewidth=2.5),
+          "elasticnet": dict(color="tab:green", marker="x", linewidth=1.2)}
 
 
 def plot_path_curves(table, path):
-    """2 x 2 panels against λ (log axis): validation accuracy, near-zero share, data loss, R(W);
-    one line per loss-regularizer path of `table` (path_table's columns)."""
+    """2 x 2 panels against λ (log axis): validation accuracy, near-zero share, data loss, R(W) (symlog:
+    an all-zero W is 0); one line per loss-regularizer path of `table` (path_table's columns)."""
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"the path table lacks columns {missing}; it has {list(table.columns)}")
     fig = Figure(figsize=(11, 7.5))
     axes = np.array(fig.subplots(2, 2)).ravel()
+    losses = list(table["loss"].unique())
     for ax, (column, label, yscale) in zip(axes, CURVES):
         for (loss, regularizer), rows in table.groupby(["loss", "regularizer"], sort=False):
-            style = "-" if loss == table["loss"].iloc[0] else "--"
-            ax.plot(rows["strength"], rows[column], style, marker="o", markersize=3, label=f"{loss}-{regularizer}")
+            ax.plot(rows["strength"], rows[column], ["-", "--", ":"][losses.index(loss) % 3], markersize=4,
+                    label=f"{loss}-{regularizer}", **STYLES.get(regularizer, {}))
         ax.set_xscale("log")
-        ax.set_yscale(yscale)
+        if yscale == "symlog":
+            ax.set_yscale("symlog", linthresh=1e-2)
+            ax.set_ylim(bottom=0)
+        else:
+            ax.set_yscale(yscale)
         ax.set_xlabel("strength λ")
         ax.set_title(label, fontsize=10)
         ax.grid(True, alpha=0.3)
