@@ -113,9 +113,11 @@ endif
 
 # Learning rate x regularization strength of one combination, JOBS at a time, selected on the
 # validation split: make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2
+# Its table goes to sweeps/<LOSS>-<REG>.csv; the heat map to reports/hyperparameter_map/<LOSS>-<REG>.png.
 sweep: venv $(DATA_SOURCE)
 	$(ONE_AT_A_TIME) $(BIN)/python -m linclass.plumbing.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
 	  --strengths $(STRENGTHS) --jobs $(JOBS) $(OVERRIDES)
+	$(ONE_AT_A_TIME) dvc repro hyperparameter_map
 
 # dvc exp show with the columns people compare: the settings of the grid and the sweeps, validation
 # and test accuracy; --only-changed keeps those that differ between the rows shown.

@@ -1,8 +1,8 @@
 """DVC stage `report`: one static report (reports/report.md, and reports/report.html with the pictures
-embedded) that opens offline: the comparison table, the templates, the scaling study, the loss study
-and the hard cases. Logged to MLflow as the run `report`."""
+embedded) that opens offline: the comparison table, the templates, the scaling study, the loss study,
+the hard cases, the regularization path and the hyperparameter maps. Logged to MLflow as the run `report`."""
 from linclass.plumbing import tracking
-from linclass.plumbing.paths import REPORTS
+from linclass.plumbing.paths import REPORTS, SWEEPS
 from linclass.studies.report import write_report
 from linclass.plumbing.stage import run, stage_params
 
@@ -21,6 +21,9 @@ def main() -> None:
         loss_study_csv=REPORTS / "loss_study.csv",
         hard_cases_csv=REPORTS / "hard_cases.csv",
         hard_cases_png=REPORTS / "hard_cases" / "decision_regions.png",
+        regularization_path_dir=REPORTS / "regularization_path",
+        hyperparameter_maps=[(csv, REPORTS / "hyperparameter_map" / f"{csv.stem}.png")
+                             for csv in sorted(SWEEPS.glob("*.csv"))],
         extra_images=())
     with tracking.study_run(params, "report", "report", kind="report") as run_id:
         tracking.MlflowClient().log_artifact(run_id, str(md.with_suffix(".html")))

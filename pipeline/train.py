@@ -91,9 +91,9 @@ def main() -> None:
             X_train, y_train, X_val=X_val, y_val=y_val, num_classes=len(class_names),
             loss=args.loss, delta=delta,
             regularizer=args.regularizer, strength=reg_cfg["strength"], beta=reg_cfg.get("beta", 0.5),
-            learning_rate=train["learning_rate"], batch_size=train["batch_size"], epochs=train["epochs"],
+            learning_rate=loss_cfg["learning_rate"], batch_size=train["batch_size"], epochs=train["epochs"],
             lr_decay=train["lr_decay"], seed=train["seed"], init_scale=train["init_scale"],
-            on_epoch=on_epoch)
+            l1_step=train["l1_step"], on_epoch=on_epoch)
         history = result.history
         curves = []
         for key in ("data_loss", "reg_loss", "total_loss"):

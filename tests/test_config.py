@@ -129,11 +129,11 @@ BAD = [
     ("train.epochs", True, "True"),
     ("train.batch_size", 0, "0"),
     ("train.batch_size", -50, "-50"),
-    ("train.learning_rate", 0, "0"),
-    ("train.learning_rate", -0.01, "-0.01"),
-    ("train.learning_rate", math.nan, "nan"),
-    ("train.learning_rate", math.inf, "inf"),
-    ("train.learning_rate", "fast", "'fast'"),
+    ("loss.svm.learning_rate", 0, "0"),
+    ("loss.softmax.learning_rate", -0.01, "-0.01"),
+    ("loss.svm.learning_rate", math.nan, "nan"),
+    ("loss.svm.learning_rate", math.inf, "inf"),
+    ("loss.softmax.learning_rate", "fast", "'fast'"),
     ("train.lr_decay", 1.5, "1.5"),
     ("train.lr_decay", 0.0, "0.0"),
     ("train.init_scale", -1e-3, "-0.001"),
@@ -184,7 +184,7 @@ def test_bad_value_is_one_line_naming_key_value_and_what_is_allowed(reference, k
     ("nosuch", "top-level keys: data, preprocess"),
     ("train.momentum", "keys of train: epochs, batch_size"),
     ("loss.hinge", "keys of loss: svm, squared_svm, softmax"),
-    ("loss.softmax.delta", "keys of loss.softmax: none"),  # softmax has no settings at all
+    ("loss.softmax.delta", "keys of loss.softmax: learning_rate"),  # softmax has no margin
     ("regularizer.l2.beta", "keys of regularizer.l2: strength"),
     ("studies.hard_cases.lr", "keys of studies.hard_cases: n, seed"),
 ])

@@ -44,8 +44,8 @@ def test_library_names_are_the_declared_ones():
 
 
 def test_config_and_library_share_one_declaration():
-    from linclass.plumbing.config import LIBRARY_SETTINGS
+    from linclass.plumbing.config import LIBRARY_SETTINGS, LOSS_SETTINGS
 
-    assert LIBRARY_SETTINGS["train.learning_rate"] is constraints.SGD["learning_rate"]
+    assert LOSS_SETTINGS["learning_rate"] is constraints.SGD["learning_rate"]
     assert LIBRARY_SETTINGS["data.retries"] is constraints.DOWNLOAD["retries"]
     assert LIBRARY_SETTINGS["preprocess.scale"] is constraints.PREPROCESS["scale"]

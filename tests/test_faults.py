@@ -243,7 +243,7 @@ def test_a_signal_inside_an_mlflow_call_still_ends_the_run_killed(tmp_path):
 # --- divergence ------------------------------------------------------------------------------------
 
 def test_divergence_fails_the_run_and_the_stage_naming_step_and_value(project):
-    write_params(project, train__learning_rate=1e30)
+    write_params(project, loss__softmax__learning_rate=1e30)
     before = all_runs(project)
     result = project.dvc("repro", "train@softmax-l2", check=False)
     assert result.returncode != 0
@@ -307,8 +307,8 @@ BAD_SETTINGS = {
                                     ["grid.regularizers", "'l3'", "known: none, l1, l2, elasticnet"]),
     "negative-strength": ({"regularizer__l2__strength": -0.001},
                           ["regularizer.l2.strength=-0.001", "allowed a number >= 0"]),
-    "zero-learning-rate": ({"train__learning_rate": 0}, ["train.learning_rate=0", "allowed a number > 0"]),
-    "negative-learning-rate": ({"train__learning_rate": -0.01}, ["train.learning_rate=-0.01", "allowed a number > 0"]),
+    "zero-learning-rate": ({"loss__svm__learning_rate": 0}, ["loss.svm.learning_rate=0", "allowed a number > 0"]),
+    "negative-learning-rate": ({"loss__softmax__learning_rate": -0.01}, ["loss.softmax.learning_rate=-0.01", "allowed a number > 0"]),
     "zero-batch-size": ({"train__batch_size": 0}, ["train.batch_size=0", "allowed an integer >= 1"]),
     "unknown-top-level-key": ({"nosuch": {"key": 1}}, ["unknown setting 'nosuch'", "known top-level keys: data"]),
     "unknown-train-key": ({"train__momentum": 0.9}, ["unknown setting 'train.momentum'", "known keys of train: epochs"]),

@@ -40,7 +40,8 @@ def reproduced(tmp_path_factory, archive_server):
 def test_repro_runs_every_stage(reproduced):
     project, first = reproduced
     expected = {"download", "preprocess", "evaluate", *(f"train@{name}" for name in GRID),
-                "templates", "weight_scaling", "loss_study", "hard_cases", "report"}
+                "templates", "weight_scaling", "loss_study", "hard_cases", "regularization_path",
+                "hyperparameter_map", "report"}
     assert ran_stages(first) == expected, first[-2000:]
     assert json.loads(project.dvc("status", "--json").stdout) == {}
 
@@ -84,7 +85,8 @@ def test_mlflow_holds_one_finished_run_per_combination(reproduced):
     by_name = {}
     for run in study_runs:
         by_name.setdefault(run.info.run_name, []).append(run)
-    for study in ("study-templates", "study-weight-scaling", "study-loss-behaviour", "study-hard-cases", "report"):
+    for study in ("study-templates", "study-weight-scaling", "study-loss-behaviour", "study-hard-cases",
+                  "study-regularization-path", "study-hyperparameter-map", "report"):
         assert [r.info.status for r in by_name.get(study, [])] == ["FINISHED"], study
 
 
@@ -99,6 +101,13 @@ def test_study_outputs(reproduced):
     for name in ("templates/templates.png", "templates/weight_histograms.png", "scaling/hinge_loss.png",
                  "scaling/softmax_loss.png", "hard_cases/decision_regions.png", "report.md", "report.html"):
         assert (project.path / "reports" / name).stat().st_size > 1000, name
+    path = pd.read_csv(project.path / "reports/regularization_path/path.csv")
+    assert len(path) == 2 * 3 * 6 and set(path["regularizer"]) == {"l1", "l2", "elasticnet"}
+    for name in ("regularization_path/curves.png", "regularization_path/templates.png",
+                 "hyperparameter_map/svm-l2.png", "hyperparameter_map/softmax-l2.png"):
+        assert (project.path / "reports" / name).stat().st_size > 5000, name
+    report = (project.path / "reports/report.md").read_text()
+    assert "The regularization path" in report and "The hyperparameter map" in report
     hard = pd.read_csv(project.path / "reports/hard_cases.csv")
     assert (hard[hard["dataset"] == "separable"]["accuracy"] >= 0.97).all()
 
@@ -116,6 +125,12 @@ def test_second_repro_runs_nothing_and_a_change_reruns_only_its_stages(reproduce
     assert ran_stages(third.stdout) == {"train@svm-l1", "train@softmax-l1", "evaluate", "templates",
                                         "weight_scaling", "loss_study", "report"}, third.stdout[-2000:]
     assert json.loads(project.dvc("status", "--json").stdout) == {}
+
+    # one loss's learning rate: that loss's models and the path (which trains every loss), nothing else
+    project.compose(*project_overrides(project), "regularizer.l1.strength=0.0005", "loss.svm.learning_rate=0.02")
+    changed = set(json.loads(project.dvc("status", "--json").stdout))
+    assert changed == {*(f"train@svm-{reg}" for reg in ("none", "l1", "l2", "elasticnet")), "loss_study",
+                       "regularization_path"}, changed
 
 
 def project_overrides(project) -> list[str]:

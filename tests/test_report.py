@@ -81,3 +81,29 @@ def test_markdown_table_formats_cells():
     df = pd.DataFrame({"a": [1, 2], "b": [0.123456789, np.nan], "c": ["x", "y"]})
     assert markdown_table(df).splitlines() == ["| a | b | c |", "|---|---|---|", "| 1 | 0.123457 | x |",
                                                "| 2 |  | y |"]
+
+
+def test_path_and_map_sections_say_their_measured_numbers(tmp_path, inputs):
+    """Each new picture comes with one sentence computed from its table."""
+    folder = tmp_path / "path"
+    rows = [("softmax", reg, s, acc, nz, pen) for reg, values in {
+        "l1": [(1e-4, 0.41, 0.05, 550.0), (1e-2, 0.23, 0.92, 40.0), (1.0, 0.10, 1.0, 0.0)],
+        "l2": [(1e-4, 0.41, 0.05, 17.7), (1e-2, 0.40, 0.04, 8.5), (1.0, 0.30, 0.03, 0.25)]}.items()
+        for s, acc, nz, pen in values]
+    table = pd.DataFrame(rows, columns=["loss", "regularizer", "strength", "val_accuracy", "near_zero", "penalty"])
+    table["train_accuracy"], table["data_loss"] = 0.5, 1.7
+    folder.mkdir()
+    table.to_csv(folder / "path.csv", index=False)
+    for name in ("templates.png", "curves.png"):
+        (folder / name).write_bytes(inputs["templates_png"].read_bytes())
+    sweep = tmp_path / "softmax-l2.csv"
+    pd.DataFrame({"learning_rate": [0.01, 0.05], "strength": [1e-3, 1e-3], "val_accuracy": [0.40, 0.42]}).to_csv(
+        sweep, index=False)
+    out = write_report(tmp_path / "out" / "report.md", **inputs, regularization_path_dir=folder,
+                       hyperparameter_maps=[(sweep, inputs["templates_png"])])
+    text = out.read_text()
+    assert ("softmax: from λ=0.0001 to λ=1 the near-zero share of W goes from 5% to 100% with L1, half of it "
+            "from λ=0.01 (sum |W| 550 -> 0), and from 5% to 3% with L2, whose sum W^2 falls from 17.7 to 0.25.") in text
+    assert "softmax-l1 0.410 at λ=0.0001; softmax-l2 0.410 at λ=0.0001; at λ=1: softmax-l1 0.100" in text
+    assert "ranges from 0.400 to 0.420, the best at learning rate 0.05 and λ=0.001." in text
+    assert len(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)) == 4 + 3

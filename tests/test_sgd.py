@@ -60,6 +60,45 @@ def test_steps_are_exactly_the_sgd_update_and_b_is_not_regularized():
     assert np.abs(result.b).max() > 1e-3
 
 
+def test_proximal_l1_step_is_a_soft_threshold_after_the_smooth_step():
+    """l1_step="proximal": W <- T(W - lr (dS^T X + 2 beta s W)), T(w) = sign(w) max(|w| - lr s, 0)."""
+    X, y = make_data(N=40, D=30, C=4, dtype=np.float64)
+    lr, strength, beta, seed = 0.1, 0.05, 0.5, 3
+    result = train_sgd(X, y, loss="svm", regularizer="elasticnet", strength=strength, beta=beta, learning_rate=lr,
+                       batch_size=40, epochs=2, seed=seed, init_scale=0.1, l1_step="proximal")
+    rng = np.random.default_rng(seed)
+    W, b = init_weights(4, 30, rng, scale=0.1, dtype=np.float64)
+    penalties = []  # the logged penalty is the whole strength * R(W) of the W the step starts from
+    for _ in range(2):
+        penalties.append(strength * (beta * np.vdot(W, W) + np.abs(W).sum()))
+        order = rng.permutation(40)
+        _, dscores = get_loss("svm")(X[order] @ W.T + b, y[order])
+        W = W - lr * (dscores.T @ X[order] + 2 * beta * strength * W)
+        W = np.sign(W) * np.maximum(np.abs(W) - lr * strength, 0)
+        b = b - lr * dscores.sum(axis=0)
+    np.testing.assert_allclose(result.W, W, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(result.history.reg_loss, penalties, rtol=1e-10)
+    assert (result.W == 0).any()  # exact zeros
+
+
+@pytest.mark.parametrize("regularizer", ["none", "l2"])
+def test_l1_step_changes_nothing_without_an_l1_part(regularizer):
+    X, y = make_data()
+    kwargs = dict(loss="softmax", regularizer=regularizer, strength=1e-2, learning_rate=0.05, batch_size=10, epochs=2)
+    for a, b in zip(_arrays(train_sgd(X, y, **kwargs)), _arrays(train_sgd(X, y, l1_step="proximal", **kwargs))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_strong_l1_zeroes_W_with_the_proximal_step_and_not_with_the_subgradient():
+    """The subgradient makes every weight flip around 0 with amplitude lr * strength: W is not sparse."""
+    X, y = make_data(N=100)
+    kwargs = dict(loss="softmax", regularizer="l1", strength=1.0, learning_rate=0.05, batch_size=20, epochs=5)
+    proximal = train_sgd(X, y, l1_step="proximal", **kwargs).W
+    subgradient = train_sgd(X, y, l1_step="subgradient", **kwargs).W
+    assert (proximal == 0).all()
+    assert (subgradient != 0).mean() > 0.9 and np.abs(subgradient).max() < 2 * 0.05  # noise of size lr * strength
+
+
 def _arrays(result):
     h = result.history
     return [result.W, result.b, h.data_loss, h.reg_loss, h.total_loss, h.train_accuracy, h.val_accuracy,
@@ -122,6 +161,7 @@ X_OK, Y_OK = make_data(N=20, D=5, C=3)
     (dict(on_epoch=3), "on_epoch must be callable"),
     (dict(beta=-0.5), "beta=-0.5 is out of range: allowed a number >= 0"),
     (dict(delta=float("inf")), "delta=inf is out of range: allowed a number > 0"),
+    (dict(l1_step="prox"), "l1_step='prox' is out of range: allowed one of subgradient, proximal"),
 ])
 def test_bad_arguments_raise_one_line_value_errors(kwargs, message):
     args = dict(X=X_OK, y=Y_OK, batch_size=5)

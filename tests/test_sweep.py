@@ -69,8 +69,8 @@ def test_parse_floats_reads_comma_separated_numbers():
 
 
 def _experiment(name, state, lr, val, test):
-    params = {"grid": {"losses": ["softmax"], "regularizers": ["l2"]}, "train": {"learning_rate": lr, "epochs": 1},
-              "regularizer": {"l2": {"strength": 1e-3}}}
+    params = {"grid": {"losses": ["softmax"], "regularizers": ["l2"]}, "train": {"epochs": 1},
+              "loss": {"softmax": {"learning_rate": lr}}, "regularizer": {"l2": {"strength": 1e-3}}}
     metrics = {"metrics/train/softmax-l2.json": {"data": {"train_accuracy": 0.5, "val_accuracy": val}},
                "metrics/test.json": {"data": {"softmax-l2": {"test_accuracy": test}}}}
     return {"name": name, "executor": {"state": state} if state else None,

@@ -108,6 +108,7 @@ SGD = {
     "init_scale": Interval(float, 0, None),
     "seed": Interval(int, 0, None),
     "train_accuracy_sample": Interval(int, 1, None),
+    "l1_step": Options(("subgradient", "proximal")),  # how the |W| part of L1 / elastic net is applied
     **REGULARIZER,
     **LOSS,
 }

@@ -7,6 +7,14 @@ Each step on a minibatch (X_b (B, D), y_b (B,)):
     W -= lr * (dS.T @ X_b + dR)               (C, D)
     b -= lr * dS.sum(0)                       (C,)   the bias gets the data gradient only
 The bias b is never regularized. The learning rate is multiplied by lr_decay after every epoch.
+
+l1_step="proximal" applies the |W| part of L1 and elastic net as a soft threshold after the step,
+    W -= clip(W, -lr * strength, lr * strength)    (= sign(W) max(|W| - lr strength, 0))
+instead of its subgradient strength * sign(W) inside dR: a weight that the data does not hold up
+becomes exactly 0 and stays there, where the subgradient makes it flip around 0 with an amplitude
+of lr * strength (so at a strong L1 penalty the subgradient's W is not sparse and sum |W| grows).
+The logged penalty is the whole strength * R(W) either way.
+
 Float32 data stays float32 throughout (W and b get the dtype of X).
 """
 
@@ -100,7 +108,8 @@ def _check_data(X, y, name_X, name_y):
 
 def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, delta=1.0,
               learning_rate=1e-3, batch_size=200, epochs=10, lr_decay=1.0, seed=0, init_scale=1e-3,
-              num_classes=None, X_val=None, y_val=None, on_epoch=None, train_accuracy_sample=5000):
+              num_classes=None, X_val=None, y_val=None, on_epoch=None, train_accuracy_sample=5000,
+              l1_step="subgradient"):
     """Train W (C, D), b (C,) on X (N, D), y (N,) by minibatch SGD; returns TrainResult(W, b, history).
 
     Deterministic: one np.random.default_rng(seed) draws the initial W, then a permutation per epoch;
@@ -128,7 +137,8 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
     if not is_int(num_classes) or num_classes < 2 or num_classes <= largest:
         raise ValueError(f"num_classes must be an integer >= 2 and > the largest label {largest}, got {num_classes}")
     check(SGD, learning_rate=learning_rate, epochs=epochs, lr_decay=lr_decay, strength=strength,
-          beta=beta, delta=delta, init_scale=init_scale, seed=seed, train_accuracy_sample=train_accuracy_sample)
+          beta=beta, delta=delta, init_scale=init_scale, seed=seed, train_accuracy_sample=train_accuracy_sample,
+          l1_step=l1_step)
     if not is_int(batch_size) or not 1 <= batch_size <= N:
         raise ValueError(f"batch_size={batch_size!r} is out of range: allowed an integer in [1, N={N}]")
     if on_epoch is not None and not callable(on_epoch):
@@ -136,6 +146,9 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
     # python floats: numpy treats them as "weak" scalars, so float32 arrays stay float32
     strength, beta, delta = float(strength), float(beta), float(delta)
     lr, lr_decay = float(learning_rate), float(lr_decay)
+    proximal = l1_step == "proximal" and regularizer in ("l1", "elasticnet")
+    if proximal:  # the gradient step gets the smooth part only: elastic net's beta W^2 is L2 at beta * strength
+        smooth_fn, smooth_strength = get_regularizer("l2" if regularizer == "elasticnet" else "none"), strength * beta
 
     # ---- train ----
     # Per-epoch train accuracy on a fixed random subset (scoring all N rows every epoch would cost half
@@ -172,6 +185,8 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
                 reg_value = 0.0
                 if dW_reg is not None:
                     reg_value, _ = reg_fn(W, strength, beta, out=dW_reg)
+                    if proximal:  # the gradient step takes the smooth part only; |W| is a soft threshold below
+                        smooth_fn(W, smooth_strength, out=dW_reg)
                 total = data_value + reg_value
                 if not math.isfinite(total):
                     raise DivergenceError(
@@ -182,6 +197,8 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
                     dW += dW_reg
                 dW *= lr
                 W -= dW
+                if proximal:
+                    W -= np.clip(W, -lr * strength, lr * strength)
                 b -= lr * dscores.sum(axis=0)
                 history.data_loss[step], history.reg_loss[step], history.total_loss[step] = data_value, reg_value, total
                 step += 1

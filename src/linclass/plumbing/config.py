@@ -103,8 +103,11 @@ LIBRARY_SETTINGS = {
     "data.timeout": constraints.DOWNLOAD["timeout"],
     **{f"preprocess.{name}": constraints.PREPROCESS[name] for name in ("val_size", "seed", "scale")},
     **{f"train.{name}": constraints.SGD[name]
-       for name in ("epochs", "batch_size", "learning_rate", "lr_decay", "init_scale", "seed")},
+       for name in ("epochs", "batch_size", "lr_decay", "init_scale", "seed", "l1_step")},
 }
+POSITIVE = Interval(float, 0, None, closed="neither")
+# The settings of each loss (loss.<name>.*): the SVM margin, and the learning rate its own sweep chose.
+LOSS_SETTINGS = {**constraints.LOSS, "learning_rate": constraints.SGD["learning_rate"]}
 # Settings that only the stages read.
 STAGE_SETTINGS = {
     "train.blas_threads": Interval(int, 1, 256),
@@ -114,6 +117,8 @@ STAGE_SETTINGS = {
     "studies.hard_cases.n": Interval(int, 10, None),
     "studies.hard_cases.epochs": Interval(int, 1, None),
     "studies.hard_cases.learning_rate": Interval(float, 0, None, closed="neither"),
+    "studies.regularization_path.train_subset": Interval(int, 1, None),
+    "studies.regularization_path.epochs": Interval(int, 1, None),
 }
 
 
@@ -152,8 +157,9 @@ def validate_model(params: dict, loss: str, regularizer: str) -> None:
         raise ConfigError(f"unknown loss {loss!r}; known: {', '.join(KNOWN_LOSSES)}")
     if regularizer not in KNOWN_REGULARIZERS:
         raise ConfigError(f"unknown regularizer {regularizer!r}; known: {', '.join(KNOWN_REGULARIZERS)}")
+    _check(params, f"loss.{loss}.learning_rate", LOSS_SETTINGS["learning_rate"])  # required: no shared default
     for name in _get(params, f"loss.{loss}"):
-        _check(params, f"loss.{loss}.{name}", constraints.LOSS[name])
+        _check(params, f"loss.{loss}.{name}", LOSS_SETTINGS[name])
     for name in _get(params, f"regularizer.{regularizer}"):
         _check(params, f"regularizer.{regularizer}.{name}", constraints.REGULARIZER[name])
 
@@ -174,6 +180,18 @@ def validate_studies(params: dict) -> None:
     if not isinstance(scales, list) or not scales or not all(
             isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales):
         raise ConfigError(f"studies.scales={scales!r}: expected a non-empty list of numbers > 0")
+    path = "studies.regularization_path"
+    for key, known in (("losses", KNOWN_LOSSES), ("regularizers", KNOWN_REGULARIZERS)):
+        names = _get(params, f"{path}.{key}")
+        if not isinstance(names, list) or not names or not all(name in known for name in names):
+            raise ConfigError(f"{path}.{key}={names!r}: expected a non-empty list drawn from {list(known)}")
+    for loss in _get(params, f"{path}.losses"):
+        validate_model(params, loss, "none")  # its learning rate and margin
+    strengths = _get(params, f"{path}.strengths")
+    if not isinstance(strengths, list) or not strengths or not all(
+            POSITIVE.allows(s) for s in strengths) or strengths != sorted(set(strengths)):
+        raise ConfigError(f"{path}.strengths={strengths!r}: expected an increasing list of numbers > 0 "
+                          f"(a log grid, e.g. [1.0e-5, 1.0e-3, 1.0e-1])")
 
 
 def validate(params: dict, reference: dict | None = None) -> dict:

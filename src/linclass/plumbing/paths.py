@@ -10,6 +10,7 @@ DATA = Path("data/processed")
 MODELS = Path("models")
 REPORTS = Path("reports")
 METRICS = Path("metrics")
+SWEEPS = Path("sweeps")  # the sweeps' tables, <loss>-<regularizer>.csv: committed, read by the hyperparameter map
 
 
 def model_names(params: dict) -> list[str]:

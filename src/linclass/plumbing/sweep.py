@@ -4,7 +4,11 @@ regularization strength sweep of one combination, selected on the validation spl
     python -m linclass.plumbing.sweep grid [--jobs 2] [override ...]
     python -m linclass.plumbing.sweep sweep --loss softmax --regularizer l2 \\
         --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2 [--jobs 2] [override ...]
-    python -m linclass.plumbing.sweep table [--prefix sweep-softmax-l2-]      # the table again
+    python -m linclass.plumbing.sweep table [--prefix sweep-softmax-l2-] [--csv sweeps/softmax-l2.csv]
+
+A sweep writes its table to sweeps/<loss>-<regularizer>.csv (replacing the one of an earlier sweep of that
+combination); the stage `hyperparameter_map` draws it as a learning rate x strength heat map
+(`dvc repro hyperparameter_map`, or `dvc repro` for the report too).
 
 `override`s are Hydra overrides shared by every point (e.g. train.epochs=5). The workspace's
 params.yaml is never changed: each experiment's params.yaml is composed by DVC in its own copy.
@@ -12,7 +16,7 @@ params.yaml is never changed: each experiment's params.yaml is composed by DVC i
 What DVC does itself, in its own syntax:
 - the sweep is one command, DVC expands the product and names the points <name>-1, <name>-2, ...:
       dvc exp run --queue -n sweep-softmax-l2 -S 'grid.losses=[softmax]' -S 'grid.regularizers=[l2]' \\
-          -S 'train.learning_rate=0.01,0.05' -S 'regularizer.l2.strength=1e-4,1e-3' evaluate
+          -S 'loss.softmax.learning_rate=0.01,0.05' -S 'regularizer.l2.strength=1e-4,1e-3' evaluate
 - the queue runs JOBS at a time: `dvc exp run --run-all -j JOBS` (which also waits and shows the logs).
 The grid is queued point by point (`dvc exp run --queue -n grid-svm-l2 -S 'grid.losses=[svm]'
 -S 'grid.regularizers=[l2]' train@svm-l2`): DVC 3.67 expands a sweep over grid.* with the stage
@@ -91,7 +95,7 @@ def sweep_overrides(loss: str, regularizer: str, learning_rates: Sequence[float]
         if not values:
             raise ValueError(f"no {name} values given; give at least one, e.g. 0.01,0.02")
     return [f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
-            f"train.learning_rate={','.join(map(repr, learning_rates))}",
+            f"loss.{loss}.learning_rate={','.join(map(repr, learning_rates))}",
             f"regularizer.{regularizer}.strength={','.join(map(repr, strengths))}"]
 
 
@@ -101,7 +105,7 @@ def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float],
     sweep_overrides(loss, regularizer, learning_rates, strengths)   # the same checks
     return [Point(f"sweep-{loss}-{regularizer}-lr{lr:g}-s{strength:g}",
                   (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
-                   f"train.learning_rate={lr!r}", f"regularizer.{regularizer}.strength={strength!r}"),
+                   f"loss.{loss}.learning_rate={lr!r}", f"regularizer.{regularizer}.strength={strength!r}"),
                   "evaluate")
             for lr, strength in itertools.product(learning_rates, strengths)]
 
@@ -227,7 +231,7 @@ def experiment_rows(exp_show: list, prefix: str) -> list[dict]:
             trained = (metrics.get(f"metrics/train/{model}.json") or {}).get("data") or {}
             tested = ((metrics.get("metrics/test.json") or {}).get("data") or {}).get(model) or {}
             rows.append({"experiment": name, "model": model,
-                         "learning_rate": params["train"]["learning_rate"],
+                         "learning_rate": params["loss"][loss]["learning_rate"],
                          "strength": params["regularizer"][reg]["strength"],
                          "epochs": params["train"]["epochs"],
                          "train_accuracy": trained.get("train_accuracy"),
@@ -306,6 +310,22 @@ def print_table(rows: list[dict], prefix: str) -> None:
     print(f"in the MLflow UI, filter runs by tags.dvc_exp_name LIKE '{prefix}%'")
 
 
+TABLE_COLUMNS = ("experiment", "model", "learning_rate", "strength", "epochs", "train_accuracy", "val_accuracy",
+                 "test_accuracy")
+
+
+def write_table(rows: list[dict], path: Path) -> Path:
+    """The rows as CSV (TABLE_COLUMNS, sorted by learning rate then strength), written atomically."""
+    import pandas as pd
+
+    from linclass.files import atomic_file
+
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS)).sort_values(["learning_rate", "strength"])
+    with atomic_file(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linclass.plumbing.sweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -321,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("overrides", nargs="*", help="Hydra overrides shared by every experiment")
     table = sub.add_parser("table", help="print the results of earlier experiments")
     table.add_argument("--prefix", default="", help="experiment names starting with this (default: all)")
+    table.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
     sub.add_parser("compare", help="every trained model: combination, settings that differ, val/test accuracy")
     args = parser.parse_args(argv)
 
@@ -329,7 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_comparison(comparison_rows(exp_show()))
             return 0
         if args.command == "table":
-            print_table(results_table(args.prefix), args.prefix)
+            rows = results_table(args.prefix)
+            print_table(rows, args.prefix)
+            if args.csv is not None:
+                print(f"table written to {write_table(rows, args.csv)}")
             return 0
         if args.jobs < 1:
             raise ValueError(f"--jobs={args.jobs} is not allowed; give 1 or more")
@@ -364,7 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         states = experiment_states(exp_show())
         failed = sorted(name for name in expected if states.get(name) != "success")
         print(f"queue done in {seconds:.0f} s")
-        print_table(results_table(prefix), prefix)
+        rows = results_table(prefix)
+        print_table(rows, prefix)
+        if args.command == "sweep" and rows:
+            from linclass.plumbing.paths import SWEEPS
+
+            path = write_table(rows, SWEEPS / f"{args.loss}-{args.regularizer}.csv")
+            print(f"table written to {path}: `dvc repro hyperparameter_map` draws it as a heat map")
         if failed:
             print(f"error: {len(failed)} experiment(s) failed: {', '.join(failed)} "
                   f"(see `dvc queue logs <name>`)", file=sys.stderr)

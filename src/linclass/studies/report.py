@@ -120,9 +120,44 @@ def _extra(item):
     return _image(Path(item).stem, item)
 
 
+def regularization_path_blocks(folder):
+    """The regularization path from its stage's folder (path.csv, templates.png, curves.png): each picture
+    with one sentence of numbers measured from path.csv."""
+    from linclass.studies.regularization_path import describe_curves, describe_templates
+
+    folder = Path(folder)
+    table = pd.read_csv(folder / "path.csv")
+    losses = [loss for loss in table["loss"].unique()
+              if {"l1", "l2"} <= set(table.loc[table["loss"] == loss, "regularizer"])]
+    return [
+        ("h2", "The regularization path: L1 against L2 as the strength grows"),
+        _image("the template of one class along the path (columns: strength)", folder / "templates.png"),
+        ("p", " ".join(describe_templates(table, loss) for loss in losses)),
+        _image("validation accuracy, near-zero share, data loss and R(W) against the strength", folder / "curves.png"),
+        ("p", describe_curves(table)),
+    ]
+
+
+def hyperparameter_map_blocks(maps):
+    """The learning rate x strength heat maps: maps = [(sweep table CSV, its heat map PNG), ...], each
+    with one sentence of numbers measured from the table."""
+    from linclass.studies.hyperparameter_map import describe, map_grid
+
+    blocks = [("h2", "The hyperparameter map: learning rate x strength")]
+    for csv, png in maps:
+        blocks += [_image(f"validation accuracy of the sweep {Path(csv).stem}", png),
+                   ("p", describe(Path(csv).stem, *map_grid(pd.read_csv(csv).to_dict("records"))))]
+    return blocks
+
+
 def write_report(out_path, *, comparison_csv, templates_png, weight_hist_png, scaling_csv, scaling_pngs,
-                 loss_study_csv, hard_cases_csv, hard_cases_png, extra_images=()):
-    """Write report.md at out_path and its HTML twin (same name, .html) beside it; returns the .md path."""
+                 loss_study_csv, hard_cases_csv, hard_cases_png, regularization_path_dir=None,
+                 hyperparameter_maps=(), extra_images=()):
+    """Write report.md at out_path and its HTML twin (same name, .html) beside it; returns the .md path.
+
+    regularization_path_dir: the regularization_path stage's folder (section left out when None);
+    hyperparameter_maps: [(sweep table CSV, heat map PNG), ...].
+    """
     out_path = Path(out_path)
     if out_path.suffix != ".md":
         raise ValueError(f"report path must end in .md, got {str(out_path)!r}")
@@ -151,6 +186,10 @@ def write_report(out_path, *, comparison_csv, templates_png, weight_hist_png, sc
         ("table", pd.read_csv(hard_cases_csv)),
         _image("decision regions", hard_cases_png),
     ]
+    if regularization_path_dir is not None:
+        blocks += regularization_path_blocks(regularization_path_dir)
+    if hyperparameter_maps:
+        blocks += hyperparameter_map_blocks(hyperparameter_maps)
     extras = [_extra(item) for item in extra_images]
     if extras:
         blocks += [("h2", "More figures"), *extras]

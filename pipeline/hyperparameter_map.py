@@ -1,0 +1,47 @@
+"""DVC stage `hyperparameter_map`: the learning rate x strength search as a picture. One heat map of the
+validation accuracy per sweep table in sweeps/ (sweeps/<loss>-<regularizer>.csv, written by `make sweep`).
+
+Writes reports/hyperparameter_map/<loss>-<regularizer>.png, metrics/hyperparameter_map.json (the best
+cell of each table and the spread of the accuracies) and the MLflow run `study-hyperparameter-map`.
+"""
+from pathlib import Path
+
+import pandas as pd
+
+from linclass.plumbing import tracking
+from linclass.plumbing.paths import REPORTS, SWEEPS
+from linclass.plumbing.stage import atomic_dir, run, stage_params, write_json
+from linclass.studies import hyperparameter_map as hm
+
+OUT = REPORTS / "hyperparameter_map"
+
+
+def main() -> None:
+    params = stage_params()
+    tables = sorted(SWEEPS.glob("*.csv"))
+    if not tables:
+        raise ValueError(f"no sweep table in {SWEEPS}/; run `make sweep` (it writes {SWEEPS}/<loss>-<regularizer>.csv)")
+    summary = {}
+    with tracking.study_run(params, "study-hyperparameter-map", "hyperparameter_map") as run_id, \
+            atomic_dir(OUT) as out:
+        for table in tables:
+            rows = pd.read_csv(table).to_dict("records")
+            learning_rates, strengths, values = hm.map_grid(rows)
+            hm.plot_map(learning_rates, strengths, values, out / f"{table.stem}.png",
+                        title=f"{table.stem}: validation accuracy of {len(rows)} runs (best framed)")
+            lr, strength, best = hm.best_cell(learning_rates, strengths, values)
+            summary[table.stem] = {"best_learning_rate": lr, "best_strength": strength, "best_val_accuracy": best,
+                                   "worst_val_accuracy": float(pd.Series(values.ravel()).min()),
+                                   "runs": len(rows)}
+        client = tracking.MlflowClient()
+        client.log_batch(run_id, metrics=tracking.scalar_metrics(
+            {f"{name}.{key}": value for name, cells in summary.items() for key, value in cells.items()}))
+        client.log_artifacts(run_id, str(out))
+    write_json(Path("metrics/hyperparameter_map.json"), summary)
+    for name, cells in summary.items():
+        print(f"hyperparameter_map: {name}: best val {cells['best_val_accuracy']:.4f} at learning_rate="
+              f"{cells['best_learning_rate']:g}, strength={cells['best_strength']:g} ({cells['runs']} runs)")
+
+
+if __name__ == "__main__":
+    run(main)
