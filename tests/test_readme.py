@@ -32,6 +32,8 @@ RUN = {
 SKIP = {
     "make test": "this is the test suite",
     ".venv/bin/dvc exp run -S train=smoke": "retrains the grid; the -S mechanism is run above",
+    ".venv/bin/dvc exp run -S loss.svm.learning_rate=0.01": "retrains the 4 SVM stages; the -S mechanism is run above, "
+        "test_pipeline checks which stages a per-loss rate reruns",
     ".venv/bin/dvc exp run -S 'grid.losses=[svm,softmax,squared_svm]'": "trains two more losses; tests/test_pipeline.py",
     "export LINCLASS_DATA_URL=https://mirror.example/cifar-10-python.tar.gz": "a placeholder mirror; the fixture writes local.env",
     "printf 'LINCLASS_DATA_URL=file:///abs/path/cifar-10-python.tar.gz\\nLINCLASS_DATA_MD5=<md5sum of it>\\n' > local.env":
@@ -40,7 +42,7 @@ SKIP = {
     "make local-data": "needs ../shared/data; tests/test_real_data.py reads that copy",
     "make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2 JOBS=2": "9 trainings; tests/test_sweep.py runs a 2-point sweep",
     ".venv/bin/dvc exp run --queue -n sweep-softmax-l2 -S 'grid.losses=[softmax]' -S 'grid.regularizers=[l2]' "
-    "-S 'train.learning_rate=0.01,0.02,0.05' -S 'regularizer.l2.strength=0.0001,0.001,0.01' evaluate":
+    "-S 'loss.softmax.learning_rate=0.01,0.02,0.05' -S 'regularizer.l2.strength=0.0001,0.001,0.01' evaluate":
         "what make sweep runs; tests/test_sweep.py",
     ".venv/bin/dvc exp run --run-all -j 2": "what make sweep runs; tests/test_sweep.py",
     "make grid-parallel JOBS=2": "8 queued experiments; tests/test_parallel.py",

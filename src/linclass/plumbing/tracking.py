@@ -242,10 +242,8 @@ def training_params(params: Mapping, loss: str, regularizer: str) -> dict[str, o
     if "delta" in params["loss"][loss]:
         flat["delta"] = params["loss"][loss]["delta"]
     flat["learning_rate"] = params["loss"][loss]["learning_rate"]
-    for key in ("lr_decay", "epochs", "batch_size", "init_scale", "seed"):
+    for key in ("lr_decay", "epochs", "batch_size", "init_scale", "seed", "l1_step"):
         flat[key] = train[key]
-    if regularizer in ("l1", "elasticnet"):
-        flat["l1_step"] = train["l1_step"]
     pre = params["preprocess"]
     flat.update(val_size=pre["val_size"], max_train=pre["max_train"], preprocess_seed=pre["seed"],
                 scale=pre["scale"])
