@@ -33,7 +33,19 @@ STRENGTHS ?= 1e-4,1e-3,1e-2
 # the matching plugin, e.g. pip install dvc-s3). The default, ./dvc-remote (git-ignored), is for trying it out.
 REMOTE ?= $(CURDIR)/dvc-remote
 
-.PHONY: venv repro repro-local test test-fast params ui server bench bench-grid clean grid-parallel sweep remote push pull
+# Where grid-parallel and sweep run: the local DVC queue (default), or BACKEND=ray: a Ray cluster
+# (RAY_ADDRESS=<head>:<port>, default the one of `make cluster-up`; needs MLFLOW_TRACKING_URI=http://...,
+# a default DVC remote and HEAD pushed to the git remote origin: see README).
+BACKEND ?= local
+ifeq ($(BACKEND),ray)
+SWEEP_CLI = $(BIN)/python -m linclass.plumbing.ray_backend
+SWEEP_JOBS =
+else
+SWEEP_CLI = $(BIN)/python -m linclass.plumbing.sweep
+SWEEP_JOBS = --jobs $(JOBS)
+endif
+
+.PHONY: venv repro repro-local test test-fast params ui server bench bench-grid bench-ray clean grid-parallel sweep remote push pull cluster-up cluster-down
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +54,11 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 venv: $(BIN)/.installed
+
+# Ray for BACKEND=ray and the local cluster (the `cluster` extra).
+$(BIN)/.cluster: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
+	touch $@
 
 repro: venv
 ifeq ($(CIFAR_URL),)
@@ -89,16 +106,23 @@ server: venv
 # dvc queue start -j JOBS), all logged to the project's MLflow store; then `dvc repro` assembles the
 # whole pipeline in the workspace: every train stage comes from DVC's run-cache, only evaluation and
 # the studies run. Compare with `dvc exp show` or in the MLflow UI.
-grid-parallel: venv
-	$(BIN)/python -m linclass.plumbing.sweep grid --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
+grid-parallel: venv $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster)
+	$(SWEEP_CLI) grid $(SWEEP_JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
 	dvc repro
 	column -s, -t reports/comparison.csv
 
 # Learning rate x regularization strength of one combination, JOBS at a time, selected on the
 # validation split: make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2
-sweep: venv
-	$(BIN)/python -m linclass.plumbing.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
-	  --strengths $(STRENGTHS) --jobs $(JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
+sweep: venv $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster)
+	$(SWEEP_CLI) sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
+	  --strengths $(STRENGTHS) $(SWEEP_JOBS) $(DATA_OVERRIDES) $(OVERRIDES)
+
+# A Ray cluster on this machine: head 127.0.0.2:6390 and a worker on 127.0.0.3, one CPU each, no dashboard.
+cluster-up: $(BIN)/.cluster
+	$(BIN)/python -m linclass.plumbing.cluster up
+
+cluster-down: $(BIN)/.cluster
+	$(BIN)/python -m linclass.plumbing.cluster down
 
 # The team's DVC remote (written to .dvc/config: commit it). make remote REMOTE=/shared/linclass-dvc
 remote: venv
@@ -120,6 +144,10 @@ bench: venv
 # Wall time of the 8-combination grid with 1 and 2 queue workers (real data if ../shared is there; minutes).
 bench-grid: venv
 	$(BIN)/python benchmarks/bench_grid.py
+
+# Ray sweep throughput on 1 node vs 2, and the per-point overhead (clone + pull + push) against training.
+bench-ray: $(BIN)/.cluster
+	$(BIN)/python benchmarks/bench_ray.py
 
 clean:
 	rm -rf data models reports/predictions metrics mlartifacts mlflow.db .dvc/cache .dvc/tmp

@@ -31,6 +31,7 @@ import argparse
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -219,6 +220,13 @@ def mlflow_experiment(uri: str, name: str) -> str:
     return found.experiment_id if found else client.create_experiment(name)
 
 
+def git_identity(root: Path) -> tuple[str, str]:
+    """The driver's git name and email, for the experiment commits the nodes make."""
+    proc = subprocess.run(["git", "var", "GIT_COMMITTER_IDENT"], cwd=root, capture_output=True, text=True)
+    ident = re.match(r"(.*) <(.*)>", proc.stdout.strip()) if proc.returncode == 0 else None
+    return (ident.group(1), ident.group(2)) if ident else ("linclass ray sweep", "linclass@localhost")
+
+
 def prepare(root: Path, overrides: Sequence[str], log: Callable[[str], None] = print) -> dict:
     """Everything the tasks need, checked and in place before the first one starts."""
     commit, git_url = check_commit(root)
@@ -234,8 +242,7 @@ def prepare(root: Path, overrides: Sequence[str], log: Callable[[str], None] = p
     _run([_dvc(), "repro", "preprocess"], root, "the data stages (dvc repro preprocess)", quiet=False)
     _run([_dvc(), "push", "--run-cache"], root, f"dvc push --run-cache (to {dvc_remote})")
     experiment_id = mlflow_experiment(uri, params["tracking"]["experiment"])
-    name = _run(["git", "config", "user.name"], root, "git config user.name").strip()
-    email = _run(["git", "config", "user.email"], root, "git config user.email").strip()
+    name, email = git_identity(root)
     return {"commit": commit, "git_url": git_url, "dvc_remote": dvc_remote, "tracking_uri": uri,
             "experiment_id": experiment_id,
             "env": {"MLFLOW_TRACKING_URI": uri, "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
