@@ -35,7 +35,7 @@ from conftest import BIN, SHARED_CIFAR, SHARED_CIFAR_MD5, env_for_pipeline, make
 
 from linclass.plumbing import cluster as ray_cluster  # noqa: E402
 from linclass.plumbing.ray_backend import run_sweep  # noqa: E402
-from linclass.sweep import sweep_points  # noqa: E402
+from linclass.plumbing.sweep import sweep_points  # noqa: E402
 
 HEAD, WORKER = "127.0.0.6", "127.0.0.7"
 
@@ -118,7 +118,7 @@ def main() -> None:
         data = [f"data.url={SHARED_CIFAR.as_uri()}", f"data.md5={SHARED_CIFAR_MD5}"]
         label = "real CIFAR-10 (49,000 training images)"
     else:
-        from linclass.cifar import make_synthetic_cifar10
+        from linclass.data.synthetic import make_synthetic_cifar10
 
         archive = base / "cifar-10-python.tar.gz"
         md5 = make_synthetic_cifar10(archive, n_train=args.train, n_test=500, seed=0)

@@ -27,7 +27,7 @@ from conftest import BIN, ROOT, SMALL, env_for_pipeline, make_project
 ray = pytest.importorskip("ray", reason="the Ray backend needs the cluster extra: pip install -e '.[cluster]'")
 
 from linclass.plumbing import cluster as ray_cluster  # noqa: E402
-from linclass.sweep import Point, experiment_rows  # noqa: E402
+from linclass.plumbing.sweep import Point, experiment_rows  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

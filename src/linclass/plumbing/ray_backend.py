@@ -5,7 +5,8 @@ and MLflow runs.
     python -m linclass.plumbing.ray_backend sweep --loss softmax --regularizer l2 \\
         --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2 [--address HOST:PORT] [override ...]
 
-The points are those of the local queue (linclass.sweep: a name, Hydra overrides, a DVC target).
+The points are those of the local queue (linclass.plumbing.sweep.Point: a name, Hydra overrides, a DVC
+target), and so is the table.
 
 On the driver, once: compose params.yaml with the shared overrides, run the data stages, push their
 outputs and the run-cache to the team's DVC remote (`dvc push --run-cache`), and create the MLflow
@@ -28,7 +29,6 @@ KILLED and tagged `superseded`), and prints the table of the local queue.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import re
@@ -43,20 +43,14 @@ import uuid
 from pathlib import Path
 from typing import Callable, Sequence
 
+from linclass.plumbing.cluster import DEFAULT_ADDRESS
+
 MAX_RETRIES = 3       # attempts after the first when a node dies (application errors are not retried)
 ERROR_TAIL = 4000
 
 
 class RaySweepError(RuntimeError):
     """The sweep cannot start; the message is one line and says what to do."""
-
-
-def _lib(name: str):
-    """linclass.plumbing.<name> (after the restructure) or linclass.<name> (before it)."""
-    try:
-        return importlib.import_module(f"linclass.plumbing.{name}")
-    except ModuleNotFoundError:
-        return importlib.import_module(f"linclass.{name}")
 
 
 # ---- on a node: one point ----
@@ -231,7 +225,8 @@ def prepare(root: Path, overrides: Sequence[str], log: Callable[[str], None] = p
     """Everything the tasks need, checked and in place before the first one starts."""
     commit, git_url = check_commit(root)
     dvc_remote = default_dvc_remote(root)
-    config = _lib("config")
+    from linclass.plumbing import config
+
     try:
         config.write_params(conf_dir=root / "conf", path=root / "params.yaml", overrides=list(overrides))
     except Exception as exc:  # Hydra's override and composition errors
@@ -284,7 +279,7 @@ def _describe(result: dict) -> str:
 def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Path = ".",
               address: str | None = None, workdir: str | None = None,
               log: Callable[[str], None] = print) -> list[dict]:
-    """Run every point (a linclass.sweep.Point) as a Ray task; pull the experiments; one result per point."""
+    """Run every point (a linclass.plumbing.sweep.Point) as a Ray task; pull the experiments; one result per point."""
     import ray
 
     root = Path(root).resolve()
@@ -292,7 +287,7 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if __name__ != "__main__":   # ship this module's code with the task: nodes may run an older install
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or _lib("cluster").DEFAULT_ADDRESS,
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS,
              logging_level="ERROR", log_to_driver=False)
     try:
         task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(run_point)
@@ -325,7 +320,8 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    sweep = _lib("sweep")
+    from linclass.plumbing import config, sweep
+
     parser = argparse.ArgumentParser(prog="python -m linclass.plumbing.ray_backend",
                                      description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -347,10 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "grid":
             points, prefix = sweep.grid_points(), "grid-"
         else:
-            known = _lib("config")
-            if args.loss not in known.KNOWN_LOSSES or args.regularizer not in known.KNOWN_REGULARIZERS:
+            if args.loss not in config.KNOWN_LOSSES or args.regularizer not in config.KNOWN_REGULARIZERS:
                 raise ValueError(f"unknown combination {args.loss}-{args.regularizer}; losses: "
-                                 f"{', '.join(known.KNOWN_LOSSES)}; regularizers: {', '.join(known.KNOWN_REGULARIZERS)}")
+                                 f"{', '.join(config.KNOWN_LOSSES)}; regularizers: {', '.join(config.KNOWN_REGULARIZERS)}")
             points = sweep.sweep_points(args.loss, args.regularizer,
                                         sweep.parse_floats(args.learning_rates, "--learning-rates"),
                                         sweep.parse_floats(args.strengths, "--strengths"))
