@@ -159,6 +159,35 @@ def swept(project, cluster):
     return project
 
 
+def driver(project, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return project.run(str(BIN / "python"), "-m", "linclass.plumbing.ray_backend", "sweep", "--loss", "svm",
+                       "--regularizer", "l2", "--learning-rates", "0.01", "--strengths", "1e-3", *args,
+                       *project.overrides, env=env, check=False, timeout=120)
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_bad_set_ups_fail_in_one_line_before_any_work(project, tmp_path, mlflow_server):
+    no_server = {k: v for k, v in project.server_env.items() if k != "MLFLOW_TRACKING_URI"}
+    assert "tracking store 'sqlite (the default)' is not reachable from other machines" in \
+        one_error_line(driver(project, env=no_server))
+    closed = free_port(HEAD)
+    assert f"no Ray cluster answers at {HEAD}:{closed}" in \
+        one_error_line(driver(project, "--address", f"{HEAD}:{closed}", env=project.server_env))
+    unpushed = make_project(tmp_path / "unpushed")
+    unpushed.run("git", "init", "-q", "--bare", str(tmp_path / "origin.git"))
+    unpushed.run("git", "remote", "add", "origin", str(tmp_path / "origin.git"))
+    unpushed.overrides = project.overrides
+    message = one_error_line(driver(unpushed, env=project.server_env))
+    assert "is not on the git remote origin" in message and "git push origin HEAD" in message
+    assert not (unpushed.path / "data").exists(), "nothing ran"
+
+
 SWEEP = [f"sweep-svm-l2-lr{lr}-s{s}" for lr in ("0.01", "0.02") for s in ("0.001", "0.01")]
 
 

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -221,7 +222,19 @@ def git_identity(root: Path) -> tuple[str, str]:
     return (ident.group(1), ident.group(2)) if ident else ("linclass ray sweep", "linclass@localhost")
 
 
-def prepare(root: Path, overrides: Sequence[str], log: Callable[[str], None] = print) -> dict:
+def check_ray(address: str, timeout: float = 5) -> None:
+    """A one-line error, within seconds, when nothing listens at the Ray head's HOST:PORT."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RaySweepError(f"no Ray cluster answers at {address} ({exc.strerror or exc}): start one "
+                            "(`make cluster-up`) or set RAY_ADDRESS=<head>:<port>") from None
+
+
+def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[str], None] = print) -> dict:
     """Everything the tasks need, checked and in place before the first one starts."""
     commit, git_url = check_commit(root)
     dvc_remote = default_dvc_remote(root)
@@ -233,6 +246,7 @@ def prepare(root: Path, overrides: Sequence[str], log: Callable[[str], None] = p
         raise RaySweepError(f"cannot compose conf/ with {' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
     params = config.load_params(root / "params.yaml")
     uri = tracking_server(params)
+    check_ray(address)
     log(f"commit {commit[:7]} from {git_url}; data from DVC remote {dvc_remote}; MLflow server {uri}")
     _run([_dvc(), "repro", "preprocess"], root, "the data stages (dvc repro preprocess)", quiet=False)
     _run([_dvc(), "push", "--run-cache"], root, f"dvc push --run-cache (to {dvc_remote})")
@@ -283,12 +297,12 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
     import ray
 
     root = Path(root).resolve()
-    setup = prepare(root, overrides, log)
+    address = address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS
+    setup = prepare(root, overrides, address, log)
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if __name__ != "__main__":   # ship this module's code with the task: nodes may run an older install
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS,
-             logging_level="ERROR", log_to_driver=False)
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:
         task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(run_point)
         common = {key: setup[key] for key in ("commit", "git_url", "dvc_remote", "env")}
