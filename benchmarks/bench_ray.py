@@ -10,9 +10,14 @@ synthetic archive in the CIFAR-10 layout (--train images; --real: the real archi
 Timed: `run_sweep` (what `make sweep BACKEND=ray` runs) from the driver's data check to the pulled
 experiments, with 1 and 2 nodes interleaved, `--repeats` times. Each sweep gets a seed of its own
 (train.seed), so that DVC's run-cache never serves a point: every point trains.
-Per point: clone, pull (`dvc fetch --run-cache` + the data pulled by `dvc exp run --pull`), run
-(`dvc exp run`: restoring data, train, evaluate, DVC bookkeeping), push; the training itself is the
-MLflow run's duration (start to end of the train stage's run).
+Per point: clone (git clone + checkout), pull (`dvc fetch --run-cache`), run (`dvc exp run --pull`:
+composing params, restoring download + preprocess from the run-cache with their outputs pulled from
+the remote, train, evaluate, DVC's commits), push (`dvc exp push --run-cache`); the training itself is
+the MLflow run's duration (start to end of the train stage's run).
+
+Measured on the shared 2-core machine (load 7-11 from other jobs, so the ratio is noisy): 4 points,
+5,000 synthetic images, 10 epochs: 1 node 170.5 s, 2 nodes 141.0 s (1.21x); per point clone 0.2 s,
+pull 4.2 s, run 37.1 s, push 3.8 s, of which training 4.8 s.
 """
 from __future__ import annotations
 

@@ -143,8 +143,10 @@ def run_point(spec: dict) -> dict:
 # ---- on the driver ----
 
 def _run(cmd: list[str], root: Path, what: str, quiet: bool = True) -> str:
-    proc = subprocess.run(cmd, cwd=root, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
-                          capture_output=quiet, text=True)
+    """Run a driver-side command; stages find this environment's `python` first on PATH."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=quiet, text=True)
     if proc.returncode != 0:
         detail = _error_line(f"{proc.stdout or ''}\n{proc.stderr or ''}") if quiet else f"exit {proc.returncode}"
         raise RaySweepError(f"{what} failed: {detail}")
