@@ -171,7 +171,7 @@ def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, 
             raise ClusterError(f"the cluster at {cluster.address} did not come up: "
                                f"{(waited.stderr.strip().splitlines() or ['?'])[-1]}; logs in {directory}")
     except BaseException:
-        stop(cluster)
+        stop(cluster, keep_logs=True)   # the logs say why
         raise
     return cluster
 
@@ -205,10 +205,12 @@ def stop_node(node: Node, grace: float = 20) -> None:
         os.waitpid(node.pid, 0)
 
 
-def stop(cluster: Cluster) -> None:
-    """Workers first, then the head."""
+def stop(cluster: Cluster, keep_logs: bool = False) -> None:
+    """Workers first, then the head; then its state folder (node logs, Ray's temp dir) goes too."""
     for node in sorted(cluster.nodes, key=lambda node: node.head):
         stop_node(node)
+    if not keep_logs:
+        shutil.rmtree(cluster.state_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

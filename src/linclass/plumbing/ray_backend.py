@@ -29,6 +29,7 @@ KILLED and tagged `superseded`), and prints the table of the local queue.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -137,6 +138,8 @@ def run_point(spec: dict) -> dict:
             return result      # the folder stays, with log.txt, for a look
     result["ok"] = True
     shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):   # the sweep's folder, once its last point is done
+        folder.parent.rmdir()
     return result
 
 
