@@ -32,7 +32,19 @@ REMOTE ?= $(CURDIR)/dvc-remote
 # once, before touching params.yaml (run experiments side by side with the queue: grid-parallel, sweep).
 ONE_AT_A_TIME = $(BIN)/python -m linclass.plumbing.workspace
 
-.PHONY: exp reap venv repro local-data compare experiments test test-fast test-release params ui server bench bench-stage bench-grid clean grid-parallel sweep remote push pull
+# Where grid-parallel and sweep run: the local DVC queue (default), or BACKEND=ray: a Ray cluster
+# (RAY_ADDRESS=<head>:<port>, default the one of `make cluster-up`; needs MLFLOW_TRACKING_URI=http://...,
+# a default DVC remote and HEAD pushed to the git remote origin: see README).
+BACKEND ?= local
+ifeq ($(BACKEND),ray)
+SWEEP_CLI = $(BIN)/python -m linclass.plumbing.ray_backend
+SWEEP_JOBS =
+else
+SWEEP_CLI = $(BIN)/python -m linclass.plumbing.sweep
+SWEEP_JOBS = --jobs $(JOBS)
+endif
+
+.PHONY: exp reap venv repro local-data compare experiments test test-fast test-release params ui server bench bench-stage bench-grid bench-ray clean grid-parallel sweep remote push pull cluster-up cluster-down
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +53,11 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 venv: $(BIN)/.installed
+
+# Ray for BACKEND=ray and the local cluster (the `cluster` extra).
+$(BIN)/.cluster: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
+	touch $@
 
 repro: venv $(DATA_SOURCE)
 	$(ONE_AT_A_TIME) dvc repro
@@ -102,8 +119,8 @@ server: venv
 # project's MLflow store; then the whole pipeline is assembled from DVC's run-cache (no training
 # again; evaluation and the studies run): `dvc repro`, or with OVERRIDES the experiment grid-all
 # (`dvc exp apply grid-all` brings it into the workspace). params.yaml stays as committed.
-grid-parallel: venv $(DATA_SOURCE)
-	$(ONE_AT_A_TIME) $(BIN)/python -m linclass.plumbing.sweep grid --jobs $(JOBS) $(OVERRIDES)
+grid-parallel: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster)
+	$(ONE_AT_A_TIME) $(SWEEP_CLI) grid $(SWEEP_JOBS) $(OVERRIDES)
 ifeq ($(strip $(OVERRIDES)),)
 	$(ONE_AT_A_TIME) dvc repro
 	column -s, -t reports/comparison.csv
@@ -114,9 +131,9 @@ endif
 # Learning rate x regularization strength of one combination, JOBS at a time, selected on the
 # validation split: make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2
 # Its table goes to sweeps/<LOSS>-<REG>.csv; the heat map to reports/hyperparameter_map/<LOSS>-<REG>.png.
-sweep: venv $(DATA_SOURCE)
-	$(ONE_AT_A_TIME) $(BIN)/python -m linclass.plumbing.sweep sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
-	  --strengths $(STRENGTHS) --jobs $(JOBS) $(OVERRIDES)
+sweep: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster)
+	$(ONE_AT_A_TIME) $(SWEEP_CLI) sweep --loss $(LOSS) --regularizer $(REG) --learning-rates $(LRS) \
+	  --strengths $(STRENGTHS) $(SWEEP_JOBS) $(OVERRIDES)
 	$(ONE_AT_A_TIME) dvc repro hyperparameter_map
 
 # dvc exp show with the columns people compare: the settings of the grid and the sweeps, validation
@@ -129,6 +146,13 @@ experiments: venv
 # differ, validation and test accuracy (from dvc exp show --json).
 compare: venv
 	$(BIN)/python -m linclass.plumbing.sweep compare
+
+# A Ray cluster on this machine: head 127.0.0.2:6390 and a worker on 127.0.0.3, one CPU each, no dashboard.
+cluster-up: $(BIN)/.cluster
+	$(BIN)/python -m linclass.plumbing.cluster up
+
+cluster-down: $(BIN)/.cluster
+	$(BIN)/python -m linclass.plumbing.cluster down
 
 # The team's DVC remote (written to .dvc/config: commit it). make remote REMOTE=/shared/linclass-dvc
 remote: venv
@@ -154,6 +178,10 @@ bench-stage: venv
 # Wall time of the 8-combination grid with 1 and 2 queue workers (real data if ../shared is there; minutes).
 bench-grid: venv
 	$(BIN)/python benchmarks/bench_grid.py
+
+# Ray sweep throughput on 1 node vs 2, and the per-point overhead (clone + pull + push) against training.
+bench-ray: $(BIN)/.cluster
+	$(BIN)/python benchmarks/bench_ray.py
 
 clean:
 	rm -rf data models reports/predictions reports/evaluation metrics mlartifacts mlflow.db mlflow.db.lock .dvc/cache .dvc/tmp

@@ -1,0 +1,252 @@
+"""A Ray cluster on this machine, for trying out and testing the Ray sweep backend: a head node and
+worker node(s) on different loopback addresses, one CPU each, no dashboard.
+
+    python -m linclass.plumbing.cluster up        # head 127.0.0.2:6390, worker 127.0.0.3
+    python -m linclass.plumbing.cluster status
+    python -m linclass.plumbing.cluster down
+    python -m linclass.plumbing.cluster up --head 127.0.0.2 --workers 127.0.0.3,127.0.0.4 --port 6390
+
+Ray rewrites 127.0.0.1 to the machine's outside address, hence 127.0.0.2 and up (all of 127.0.0.0/8
+is loopback on Linux). Each node is one `ray start --block` in a session of its own: stopping a node
+is SIGTERM to that process (Ray stops its raylet and workers), and `kill_node` SIGKILLs every
+process of the session at once (raylet, workers, and what the workers started), which is what a
+machine that dies looks like to the rest of the cluster. The state (address, node pids, logs, Ray's
+temp dir) lives in /tmp/linclass-ray-<port>/ (short: Ray's socket paths must stay under 108 bytes).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEFAULT_HEAD = "127.0.0.2"
+DEFAULT_WORKERS = ("127.0.0.3",)
+DEFAULT_PORT = 6390
+DEFAULT_ADDRESS = f"{DEFAULT_HEAD}:{DEFAULT_PORT}"
+OBJECT_STORE_BYTES = 80 * 1024 * 1024   # the sweep passes only small dicts through it
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not start or be found; the message is one line and says what to do."""
+
+
+@dataclass
+class Node:
+    ip: str
+    pid: int            # the `ray start --block` process, leader of the node's session
+    log: str
+    head: bool = False
+
+
+@dataclass
+class Cluster:
+    port: int
+    state_dir: str
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"{self.head.ip}:{self.port}"
+
+    @property
+    def head(self) -> Node:
+        return next(node for node in self.nodes if node.head)
+
+    def save(self) -> None:
+        Path(self.state_dir, "cluster.json").write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, port: int = DEFAULT_PORT) -> "Cluster":
+        path = state_dir(port) / "cluster.json"
+        if not path.exists():
+            raise ClusterError(f"no cluster was started on port {port} (no {path}); "
+                               "start one with `make cluster-up`")
+        data = json.loads(path.read_text())
+        return cls(data["port"], data["state_dir"], [Node(**node) for node in data["nodes"]])
+
+
+def state_dir(port: int) -> Path:
+    return Path("/tmp") / f"linclass-ray-{port}"
+
+
+def _ray() -> str:
+    beside = Path(sys.executable).parent / "ray"
+    return str(beside) if beside.exists() else (shutil.which("ray") or "ray")
+
+
+def node_env(extra: dict | None = None) -> dict:
+    """What every node (and so every task it runs) sees: this virtualenv first on PATH, no usage stats."""
+    env = dict(os.environ)
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               RAY_USAGE_STATS_ENABLED="0", DVC_NO_ANALYTICS="1", OPENBLAS_NUM_THREADS="1")
+    env.pop("RAY_ADDRESS", None)
+    env.update(extra or {})
+    return env
+
+
+def _start_node(args: list[str], ip: str, directory: Path, env: dict, head: bool) -> Node:
+    log_path = directory / f"node-{ip}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([_ray(), "start", "--block", f"--node-ip-address={ip}", *args],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    return Node(ip, proc.pid, str(log_path), head)
+
+
+def _port_open(ip: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((ip, port)) == 0
+
+
+WAIT_FOR_NODES = """
+import sys, time, ray
+address, wanted, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+while sum(node["Alive"] for node in ray.nodes()) < wanted:
+    if time.monotonic() > deadline:
+        sys.exit(f"only {sum(node['Alive'] for node in ray.nodes())} of {wanted} nodes joined")
+    time.sleep(0.5)
+"""
+
+
+def alive_nodes(cluster: Cluster) -> list[Node]:
+    return [node for node in cluster.nodes if _pid_alive(node.pid)]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, port: int = DEFAULT_PORT,
+          cpus: int = 1, env: dict | None = None, node_envs: dict[str, dict] | None = None,
+          system_config: dict | None = None, timeout: float = 120) -> Cluster:
+    """Start a head and worker nodes (`cpus` CPUs each); return when all of them joined.
+
+    `node_envs` adds environment variables per node address (e.g. a per-node work folder);
+    `system_config` (head only) tunes Ray, e.g. how fast a dead node is noticed.
+    """
+    directory = state_dir(port)
+    if (directory / "cluster.json").exists() and alive_nodes(Cluster.load(port)):
+        raise ClusterError(f"a cluster already runs on port {port} ({directory}); stop it with `make cluster-down`")
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    cluster = Cluster(port, str(directory))
+    common = [f"--num-cpus={cpus}", f"--object-store-memory={OBJECT_STORE_BYTES}",
+              f"--temp-dir={directory / 'ray'}", "--disable-usage-stats"]
+    head_args = ["--head", f"--port={port}", "--include-dashboard=false", *common]
+    if system_config:
+        head_args.append(f"--system-config={json.dumps(system_config)}")
+    envs = node_envs or {}
+    try:
+        cluster.nodes.append(_start_node(head_args, head, directory, node_env({**(env or {}), **envs.get(head, {})}),
+                                         head=True))
+        cluster.save()
+        deadline = time.monotonic() + timeout
+        while not _port_open(head, port):
+            if not _pid_alive(cluster.head.pid) or time.monotonic() > deadline:
+                raise ClusterError(f"the Ray head on {head}:{port} did not start; see {cluster.head.log}")
+            time.sleep(0.3)
+        for ip in workers:
+            cluster.nodes.append(_start_node([f"--address={cluster.address}", *common], ip, directory,
+                                             node_env({**(env or {}), **envs.get(ip, {})}), head=False))
+            cluster.save()
+        waited = subprocess.run([sys.executable, "-c", WAIT_FOR_NODES, cluster.address, str(len(cluster.nodes)),
+                                 str(max(deadline - time.monotonic(), 1))],
+                                capture_output=True, text=True, env=node_env())
+        if waited.returncode != 0:
+            raise ClusterError(f"the cluster at {cluster.address} did not come up: "
+                               f"{(waited.stderr.strip().splitlines() or ['?'])[-1]}; logs in {directory}")
+    except BaseException:
+        stop(cluster, keep_logs=True)   # the logs say why
+        raise
+    return cluster
+
+
+def kill_node(node: Node) -> int:
+    """SIGKILL every process of the node's session at once (a machine that dies); return how many."""
+    victims = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == node.pid:     # field 6 of /proc/<pid>/stat: the session id
+                victims.append(int(stat.parent.name))
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(victims)
+
+
+def stop_node(node: Node, grace: float = 20) -> None:
+    """SIGTERM the node (Ray stops its processes), then SIGKILL whatever of its session is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(node.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _pid_alive(node.pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(node.pid, os.WNOHANG)[0]:
+                break
+        time.sleep(0.2)
+    kill_node(node)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(node.pid, 0)
+
+
+def stop(cluster: Cluster, keep_logs: bool = False) -> None:
+    """Workers first, then the head; then its state folder (node logs, Ray's temp dir) goes too."""
+    for node in sorted(cluster.nodes, key=lambda node: node.head):
+        stop_node(node)
+    if not keep_logs:
+        shutil.rmtree(cluster.state_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m linclass.plumbing.cluster", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--head", default=DEFAULT_HEAD, help=f"head node address (default {DEFAULT_HEAD})")
+    parser.add_argument("--workers", default=",".join(DEFAULT_WORKERS),
+                        help=f"comma-separated worker node addresses (default {','.join(DEFAULT_WORKERS)})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the head's port (default {DEFAULT_PORT})")
+    parser.add_argument("--cpus", type=int, default=1, help="CPUs per node (default 1)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            workers = tuple(ip for ip in args.workers.split(",") if ip)
+            for ip in (args.head, *workers):
+                if ip == "127.0.0.1" or not ip.startswith("127."):
+                    raise ClusterError(f"node address {ip} is not allowed: give loopback addresses "
+                                       "127.0.0.2 and up (Ray rewrites 127.0.0.1)")
+            cluster = start(args.head, workers, args.port, args.cpus)
+            print(f"Ray cluster up: head {cluster.address}, workers {', '.join(workers) or 'none'}, "
+                  f"{args.cpus} CPU each; logs in {cluster.state_dir}")
+            print(f"use it: make sweep BACKEND=ray (or RAY_ADDRESS={cluster.address}); stop it: make cluster-down")
+        elif args.command == "down":
+            cluster = Cluster.load(args.port)
+            stop(cluster)
+            print(f"Ray cluster {cluster.address} stopped")
+        else:
+            cluster = Cluster.load(args.port)
+            for node in cluster.nodes:
+                print(f"{'head  ' if node.head else 'worker'} {node.ip:<12} pid {node.pid:<8} "
+                      f"{'up' if _pid_alive(node.pid) else 'DOWN'}  log {node.log}")
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Sweeps across a real Ray cluster (`make sweep BACKEND=ray`): a head and a worker node on loopback
+addresses (127.0.0.4, 127.0.0.5: not those of `make cluster-up`), one CPU each; a real MLflow server on
+127.0.0.1 (sqlite, artifacts served); the team's DVC remote, a folder; the team's git remote, a bare
+repository. Each node works in a folder of its own (LINCLASS_RAY_WORKDIR), so the `project_root` tag of
+an MLflow run tells which node trained it.
+
+The data set comes from a real HTTP server that counts its requests: the nodes must never download.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import BIN, ROOT, SMALL, env_for_pipeline, make_project
+
+ray = pytest.importorskip("ray", reason="the Ray backend needs the cluster extra: pip install -e '.[cluster]'")
+
+from linclass.plumbing import cluster as ray_cluster  # noqa: E402
+from linclass.plumbing.sweep import Point, experiment_rows  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+HEAD, WORKER = "127.0.0.4", "127.0.0.5"
+EXPERIMENT = "linclass-cifar10"
+VENV = BIN.parent
+# A dead node is noticed within ~3 s instead of ~30 s.
+FAST_DEATH = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
+              "health_check_failure_threshold": 2, "health_check_initial_delay_ms": 1000}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    log = open(folder / "server.log", "w")
+    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+                             "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            env={**env_for_pipeline(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url + "/health", timeout=2):
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("nodes")
+    return {ip: base / ip for ip in (HEAD, WORKER)}
+
+
+@pytest.fixture(scope="module")
+def cluster(workdirs):
+    started = ray_cluster.start(HEAD, (WORKER,), port=free_port(HEAD), system_config=FAST_DEATH,
+                                node_envs={ip: {"LINCLASS_RAY_WORKDIR": str(path)} for ip, path in workdirs.items()})
+    try:
+        yield started
+    finally:
+        ray_cluster.stop(started)
+
+
+@pytest.fixture(scope="module")
+def archive(synthetic_archive):
+    """A real HTTP server on 127.0.0.1 serving the synthetic archive; `archive.hits` counts the requests."""
+    from helpers_http import FaultyHTTPServer
+
+    path, md5 = synthetic_archive
+    with FaultyHTTPServer() as server:
+        server.md5 = md5
+        server.serve("/cifar-10-python.tar.gz", path.read_bytes())
+        yield server
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, archive, mlflow_server):
+    """The project on a commit that is on its git remote (a bare repository), with a folder as DVC remote."""
+    url, md5 = archive.url("/cifar-10-python.tar.gz"), archive.md5
+    base = tmp_path_factory.mktemp("ray")
+    overrides = (f"data.url={url}", f"data.md5={md5}", *SMALL)
+    project = make_project(base / "project", overrides)
+    project.run("git", "init", "-q", "--bare", str(base / "origin.git"))
+    project.run("git", "remote", "add", "origin", str(base / "origin.git"))
+    project.dvc("remote", "add", "--default", "team", str(base / "dvc-remote"))
+    project.git_commit("the team's DVC remote")
+    project.run("git", "push", "-q", "origin", "main")
+    project.overrides = overrides
+    project.server_env = {**project.env, "MLFLOW_TRACKING_URI": mlflow_server}
+    return project
+
+
+def make(project, *args: str, env: dict) -> subprocess.CompletedProcess:
+    """The project's Makefile with this virtualenv (not reinstalled)."""
+    cmd = ["make", "-s", "-f", str(ROOT / "Makefile"), f"VENV={VENV}", "-o", f"{VENV}/bin/.installed",
+           "-o", f"{VENV}/bin/.cluster", *args]
+    return subprocess.run(cmd, cwd=project.path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def point_runs(url: str, name: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([experiment.experiment_id], f"tags.dvc_exp_name = '{name}'", max_results=100)
+
+
+def node_of(run, workdirs) -> str:
+    root = run.data.tags["project_root"]
+    found = [ip for ip, path in workdirs.items() if root.startswith(str(path.resolve()) + "/")]
+    assert len(found) == 1, root
+    return found[0]
+
+
+def exp_rows(project, prefix: str) -> dict:
+    rows = experiment_rows(json.loads(project.dvc("exp", "show", "--json").stdout), prefix)
+    return {row["experiment"]: row for row in rows}
+
+
+@pytest.fixture(scope="module")
+def swept(project, cluster):
+    """`make sweep BACKEND=ray`: svm-l2, learning rate 0.01, 0.02 x strength 1e-3, 1e-2 (4 points)."""
+    proc = make(project, "sweep", "BACKEND=ray", "LOSS=svm", "REG=l2", "LRS=0.01,0.02", "STRENGTHS=1e-3,1e-2",
+                f"OVERRIDES={' '.join(project.overrides)}",
+                env={**project.server_env, "RAY_ADDRESS": cluster.address})
+    project.sweep_output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, project.sweep_output[-4000:]
+    return project
+
+
+def driver(project, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return project.run(str(BIN / "python"), "-m", "linclass.plumbing.ray_backend", "sweep", "--loss", "svm",
+                       "--regularizer", "l2", "--learning-rates", "0.01", "--strengths", "1e-3", *args,
+                       *project.overrides, env=env, check=False, timeout=120)
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_bad_set_ups_fail_in_one_line_before_any_work(project, tmp_path, mlflow_server):
+    no_server = {k: v for k, v in project.server_env.items() if k != "MLFLOW_TRACKING_URI"}
+    assert "tracking store 'sqlite (the default)' is not reachable from other machines" in \
+        one_error_line(driver(project, env=no_server))
+    closed = free_port(HEAD)
+    assert f"no Ray cluster answers at {HEAD}:{closed}" in \
+        one_error_line(driver(project, "--address", f"{HEAD}:{closed}", env=project.server_env))
+    unpushed = make_project(tmp_path / "unpushed")
+    unpushed.run("git", "init", "-q", "--bare", str(tmp_path / "origin.git"))
+    unpushed.run("git", "remote", "add", "origin", str(tmp_path / "origin.git"))
+    unpushed.overrides = project.overrides
+    message = one_error_line(driver(unpushed, env=project.server_env))
+    assert "is not on the git remote origin" in message and "git push origin HEAD" in message
+    assert not (unpushed.path / "data").exists(), "nothing ran"
+
+
+SWEEP = [f"sweep-svm-l2-lr{lr}-s{s}" for lr in ("0.01", "0.02") for s in ("0.001", "0.01")]
+
+
+def test_sweep_runs_on_both_nodes_and_comes_back_as_experiments_and_runs(swept, mlflow_server, workdirs, archive):
+    output = swept.sweep_output
+    nodes = set()
+    for name in SWEEP:
+        runs = point_runs(mlflow_server, name)
+        finished = [run for run in runs if run.info.status == "FINISHED"]
+        assert len(finished) == 1, [(r.info.run_id, r.info.status) for r in runs]
+        nodes.add(node_of(finished[0], workdirs))
+        assert finished[0].data.tags["git_commit"] == swept.run("git", "rev-parse", "HEAD").stdout.strip()
+        assert "test_accuracy" in finished[0].data.metrics, "the point's evaluate stage ran on the node too"
+    assert nodes == {HEAD, WORKER}
+    rows = exp_rows(swept, "sweep-svm-l2-")
+    assert sorted(rows) == sorted(SWEEP), "every experiment is visible in dvc exp show after the pull"
+    assert all(0 <= row["val_accuracy"] <= 1 and row["epochs"] == 3 for row in rows.values())
+    for name in SWEEP:
+        assert re.search(rf"{re.escape(name)}: done on 127\.0\.0\.[45]", output), output[-3000:]
+    assert "sorted by validation accuracy" in output and "dvc exp apply sweep-svm-l2-" in output
+    # only the driver downloaded (once, then pushed to the DVC remote); the nodes got the data from the remote
+    assert archive.hits == {"/cifar-10-python.tar.gz": 1}
+
+
+def test_a_point_gives_the_same_weights_on_the_cluster_as_locally(swept, mlflow_server):
+    name = "sweep-svm-l2-lr0.02-s0.01"
+    [cluster_run] = [run for run in point_runs(mlflow_server, name) if run.info.status == "FINISHED"]
+    # the same point in the driver's workspace: train forced (not from the run-cache), local store
+    sets = [arg for o in (*swept.overrides, "grid.losses=[svm]", "grid.regularizers=[l2]",
+                          "train.learning_rate=0.02", "regularizer.l2.strength=0.01") for arg in ("-S", o)]
+    out = swept.dvc("exp", "run", "--force", "--single-item", "-n", "local-reference", *sets, "train@svm-l2").stdout
+    assert "Running stage 'train@svm-l2'" in out, out[-2000:]
+    models = swept.path / "models/svm-l2"
+    local_md5 = hashlib.md5((models / "W.npy").read_bytes() + (models / "b.npy").read_bytes()).hexdigest()
+    assert cluster_run.data.tags["weights_md5"] == local_md5
+    exp_show = json.loads(swept.dvc("exp", "show", "--json").stdout)
+    pulled = [e for b in exp_show for e in b.get("experiments") or [] if e.get("name") == name]
+    metrics = pulled[0]["revs"][0]["data"]["metrics"]["metrics/train/svm-l2.json"]["data"]
+    assert metrics["weights_md5"] == local_md5
+
+
+def test_a_failing_point_is_reported_with_its_error_and_the_others_finish(project, cluster, mlflow_server,
+                                                                          monkeypatch, capsys):
+    from linclass.plumbing.ray_backend import run_sweep
+
+    grid = ("grid.losses=[softmax]", "grid.regularizers=[l2]")
+    points = [Point("sweep-softmax-l2-lr0.03-s0.001", (*grid, "train.learning_rate=0.03"), "train@softmax-l2"),
+              Point("sweep-softmax-l2-diverges", (*grid, "train.learning_rate=1e30"), "train@softmax-l2")]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    good, bad = run_sweep(points, project.overrides, root=project.path, address=cluster.address)
+    assert good["ok"] and good["error"] is None, good
+    assert not bad["ok"] and bad["error"].startswith("run failed: error: training diverged at step "), bad
+    assert "1e+30" in bad["error"]
+    assert f"{bad['name']}: FAILED on 127.0.0." in capsys.readouterr().out
+    [finished] = point_runs(mlflow_server, good["name"])
+    assert finished.info.status == "FINISHED" and finished.info.run_id == good["run_id"]
+    [failed] = point_runs(mlflow_server, bad["name"])
+    assert failed.info.status == "FAILED" and failed.data.tags["error"].startswith("DivergenceError")
+    assert sorted(exp_rows(project, "sweep-softmax-l2-")) == [good["name"]]
+    assert Path(bad["log"]).exists(), "a failed point keeps its folder and log on its node"
+
+
+def test_a_worker_node_killed_mid_sweep_loses_nothing(project, cluster, mlflow_server, workdirs, tmp_path):
+    """Last in the module: the worker node dies (every one of its processes SIGKILLed at once) while it
+    trains a point; that point is retried on the head, the sweep completes, one FINISHED run per point."""
+    from mlflow.tracking import MlflowClient
+
+    names = [f"sweep-svm-l2-lr0.05-s{s}" for s in ("0.001", "0.01")]
+    summary = tmp_path / "summary.json"
+    env = {**project.server_env, "RAY_ADDRESS": cluster.address}
+    driver = subprocess.Popen([str(BIN / "python"), "-m", "linclass.plumbing.ray_backend", "sweep", "--loss", "svm",
+                               "--regularizer", "l2", "--learning-rates", "0.05", "--strengths", "1e-3,1e-2",
+                               "--summary", str(summary), *project.overrides, "train.epochs=40"],
+                              cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    reader = threading.Thread(target=lambda: output.extend(driver.stdout), daemon=True)
+    reader.start()
+    try:
+        client = MlflowClient(mlflow_server)
+        experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+        on_worker = f"tags.project_root LIKE '{workdirs[WORKER].resolve()}/%' and attributes.status = 'RUNNING'"
+        deadline = time.monotonic() + 240
+        while not (victims := client.search_runs([experiment_id], on_worker)):
+            assert driver.poll() is None and time.monotonic() < deadline, "".join(output)[-3000:]
+            time.sleep(0.2)
+        worker = next(node for node in cluster.nodes if node.ip == WORKER)
+        assert ray_cluster.kill_node(worker) >= 3
+        assert driver.wait(timeout=300) == 0, "".join(output)[-4000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    reader.join(timeout=10)
+    results = {r["name"]: r for r in json.loads(summary.read_text())}
+    assert sorted(results) == names and all(r["ok"] for r in results.values()), results
+    [victim] = victims
+    killed_point = victim.data.tags["dvc_exp_name"]
+    assert results[killed_point]["node"] == HEAD, "retried on the node that is left"
+    for name in names:
+        runs = point_runs(mlflow_server, name)
+        assert [r.info.status for r in runs].count("FINISHED") == 1, [(r.info.run_id, r.info.status) for r in runs]
+        assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+    lost = client.get_run(victim.info.run_id)
+    assert lost.info.status == "KILLED" and "superseded" in lost.data.tags
+    assert victim.info.run_id in results[killed_point]["superseded"]
+    assert sorted(exp_rows(project, "sweep-svm-l2-lr0.05-")) == names
