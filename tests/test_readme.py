@@ -54,6 +54,20 @@ SKIP = {
     "make push": "needs the team remote; tests/test_team.py",
     "git clone <repo> linclass && cd linclass": "a placeholder repository",
     "make pull": "needs the team remote; tests/test_team.py",
+    # the Ray cluster: tests/test_ray.py runs the same steps on a real two-node cluster on loopback
+    "make cluster-up": "starts Ray nodes; tests/test_ray.py",
+    "make server &": "a long-running server; tests/test_ray.py starts its own",
+    "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000": "follows make server; tests/test_ray.py",
+    "make remote REMOTE=$PWD/../linclass-dvc": "writes outside the project; tests/test_ray.py uses a directory remote",
+    "git init --bare ../linclass.git && git remote add origin ../linclass.git": "writes outside the project; tests/test_ray.py",
+    'git commit -m "team DVC remote" .dvc/config && git push origin HEAD': "follows make remote; tests/test_ray.py",
+    "make sweep BACKEND=ray LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2": "9 trainings on Ray; tests/test_ray.py sweeps 4 points",
+    "make grid-parallel BACKEND=ray": "8 trainings on Ray; tests/test_ray.py",
+    "make cluster-down": "follows make cluster-up; tests/test_ray.py",
+    "ray start --head --port=6379 --num-cpus=<cores>": "placeholders for a real cluster",
+    "ray start --address=<head-host>:6379 --num-cpus=<cores>": "placeholders for a real cluster",
+    "export RAY_ADDRESS=<head-host>:6379": "a placeholder host",
+    "make sweep BACKEND=ray LOSS=svm REG=l2 LRS=0.005,0.01,0.02 STRENGTHS=1e-4,1e-3,1e-2": "a real cluster; tests/test_ray.py",
 }
 
 
