@@ -62,7 +62,7 @@ def register(client, registry_name, run, row, split):
     tags = {"model": row["model"], "loss": row["loss"], "regularizer": row["regularizer"],
             "val_accuracy": f"{row['val_accuracy']:.6f}", "test_accuracy": f"{row['test_accuracy']:.6f}",
             "params_hash": run.data.tags.get("params_hash", ""), "split": split}
-    return mlflow_model.register(client, registry_name, run.info.run_id, f"models:/{model_id}", tags)
+    return mlflow_model.register(client, registry_name, run.info.run_id, model_id, tags)
 
 
 def champion(client, registry_name, split):

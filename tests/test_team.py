@@ -135,8 +135,8 @@ def test_server_receives_every_run_with_its_artifacts(team_project, server, tmp_
         run_id = run.info.run_id
         templates = [a.path for a in client.list_artifacts(run_id, "plots/templates")]
         assert len(templates) == 10 and all(p.endswith(".png") for p in templates), templates
-        model = {Path(a.path).name for a in client.list_artifacts(run_id, "model")}
-        assert {"W.npy", "b.npy", "history_steps.csv", "history_epochs.csv"} <= model, model
+        training = {Path(a.path).name for a in client.list_artifacts(run_id, "training")}
+        assert {"W.npy", "b.npy", "history_steps.csv", "history_epochs.csv"} <= training, training
         assert "evaluation" in {a.path for a in client.list_artifacts(run_id)}, "evaluate added its results"
         assert 0 <= run.data.metrics["test_accuracy"] <= 1
         assert len(client.get_metric_history(run_id, "total_loss")) == 30   # 500 images / 50 * 3 epochs
@@ -146,12 +146,12 @@ def test_server_receives_every_run_with_its_artifacts(team_project, server, tmp_
     svm_l2 = train_runs(runs)["svm-l2"]
     local = client.download_artifacts(svm_l2.info.run_id, "training/W.npy", str(tmp_path))
     assert Path(local).read_bytes() == (project.path / "models/svm-l2/W.npy").read_bytes()
-    stored = list((server_dir / "artifacts").rglob(f"{svm_l2.info.run_id}/artifacts/model/W.npy"))
+    stored = list((server_dir / "artifacts").rglob(f"{svm_l2.info.run_id}/artifacts/training/W.npy"))
     assert len(stored) == 1, "the server keeps the artifact in its own store"
 
 
 def test_every_run_carries_what_reproduces_it(team_project, server):
-    from linclass.plumbing.config import flatten
+    from linclass.plumbing.tracking import training_params
 
     project, (url, _) = team_project, server
     _, runs = server_runs(url)
@@ -170,7 +170,7 @@ def test_every_run_carries_what_reproduces_it(team_project, server):
         assert tags["data_md5"] == params["data"]["md5"] == stages["download"]["params"]["params.yaml"]["data.md5"]
         for key, md5 in lock_hashes.items():
             assert tags[key] == md5, f"{name}: tag {key}={tags[key]} but dvc.lock says {md5}"
-        expected = {key: str(value) for key, value in flatten(params).items()}
+        expected = {key: str(value) for key, value in training_params(params, *name.split("-")).items()}
         assert run.data.params == expected, set(run.data.params.items()) ^ set(expected.items())
         weights = project.path / "models" / name
         weights_md5 = hashlib.md5((weights / "W.npy").read_bytes() + (weights / "b.npy").read_bytes()).hexdigest()

@@ -4,14 +4,15 @@ MLflow copies this file into the model and runs it on load: it imports nothing f
 model loads wherever mlflow, numpy and pandas are installed. Logged by linclass.plumbing.mlflow_model.
 
 Input: raw images, uint8 (N, 32, 32, 3) (height, width, RGB channel), as a numpy array.
-Preprocessing travels with the model (artifact `weights`: W (C, D), b (C,), mean_image (D,), scale),
+Everything travels in the artifact `weights` (.npz): W (C, D), b (C,), the preprocessing (mean_image
+(D,), scale), class_names (C,) and output ("probabilities" or "scores"). The preprocessing runs
 in the same float32 operations as linclass.data.preprocess, so the scores are the pipeline's, bit for bit:
     x = image.transpose(channel, height, width).reshape(D)     CIFAR's row layout: R, G, B planes
     X = (x - mean_image) / scale                               float32 (N, D)
     scores = X @ W.T + b                                       (N, C)
 Output: a DataFrame with `class` (the predicted class name, argmax of the scores) and one column per
-class name: the softmax probabilities (model_config output = "probabilities", softmax models) or the
-raw scores (output = "scores", SVM models).
+class name: the softmax probabilities (output "probabilities", softmax models) or the raw scores
+(output "scores", SVM models).
 """
 import numpy as np
 import pandas as pd
@@ -28,8 +29,7 @@ class LinearClassifier(PythonModel):
         with np.load(context.artifacts["weights"]) as arrays:
             self.W, self.b = arrays["W"], arrays["b"]
             self.mean_image, self.scale = arrays["mean_image"], np.float32(arrays["scale"])
-        self.class_names = list(context.model_config["class_names"])
-        self.output = context.model_config["output"]
+            self.class_names, self.output = arrays["class_names"].tolist(), str(arrays["output"])
 
     def scores(self, images):
         """(N, C) scores of uint8 images (N, H, W, 3), computed exactly as the pipeline does."""

@@ -71,17 +71,18 @@ def log_classifier(W: np.ndarray, b: np.ndarray, mean_image: np.ndarray, scale: 
     _skip_environment_scan()
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.npz"
+        # not model_config: MLflow would log its keys as params of the run
         np.savez(weights, W=W, b=b, mean_image=np.asarray(mean_image, dtype=np.float32),
-                 scale=np.float32(scale))
+                 scale=np.float32(scale), class_names=np.array(class_names), output=np.array(output_kind(loss)))
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=str(CODE), artifacts={"weights": str(weights)},
-            model_config={"class_names": list(class_names), "output": output_kind(loss)},
             signature=signature(class_names), input_example=example, pip_requirements=requirements(),
             params={k: str(v) for k, v in (params or {}).items()})
 
 
-def register(client, registered_name: str, run_id: str, model_uri: str, tags: Mapping[str, object]) -> str:
-    """The registry version of the run's model (created once; its tags updated); returns the version."""
+def register(client, registered_name: str, run_id: str, model_id: str, tags: Mapping[str, object]) -> str:
+    """The registry version of the run's logged model `model_id` (created once; its tags updated);
+    returns the version."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -93,7 +94,8 @@ def register(client, registered_name: str, run_id: str, model_uri: str, tags: Ma
             raise
     found = client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
     version = found[0].version if found else client.create_model_version(
-        registered_name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}).version
+        registered_name, f"models:/{model_id}", run_id=run_id, model_id=model_id,  # a server needs both
+        tags={k: str(v) for k, v in tags.items()}).version
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, version, key, str(value))
     return str(version)

@@ -8,6 +8,10 @@ The URI is absolute so a stage that DVC runs in a temporary copy of the project
 Every run is tagged with where it was made (host, project root, and the DVC experiment name when
 DVC runs it as an experiment), so that the MLflow UI can be filtered by experiment and so that a
 stage looking up "the run that trained these weights" prefers the one made from this project copy.
+
+Training runs go to the experiment `tracking.experiment`, study and report runs to
+`<experiment>-studies`; both are tagged for the UI's machine-learning view. A training run logs its
+own settings as params (training_params) and its per-step curves at chart resolution (curve_points).
 """
 from __future__ import annotations
 
@@ -42,7 +46,6 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from linclass.plumbing.store import (StoreError, artifact_root, check_store, process_tags,  # noqa: E402
                                      reap, store_lock)
 
-PARAM_VALUE_LIMIT = 6000
 # The MLflow UI opens an experiment with this tag in its classic machine-learning view (runs, charts,
 # models), not the GenAI one (traces, judges, prompts).
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -200,10 +203,6 @@ def context_tags() -> dict[str, str]:
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]
     return tags
-
-
-def params_from_config(flat: Mapping[str, object]) -> list[Param]:
-    return [Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in sorted(flat.items())]
 
 
 def history_metrics(key: str, values, steps=None, timestamp_ms: int | None = None) -> list[Metric]:
