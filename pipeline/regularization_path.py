@@ -47,11 +47,11 @@ def main() -> None:
         rp.plot_template_strips(strips, cfg["template_class"], out / "templates.png")
         client = tracking.MlflowClient()
         steps = {s: i for i, s in enumerate(sorted(table["strength"].unique()))}
-        client.log_batch(run_id, params=tracking.params_from_config(
-            {"train_subset": n, "epochs": cfg["epochs"], "strengths": cfg["strengths"]}), metrics=[
-            m for row in table.itertuples(index=False) for column in rp.COLUMNS[3:]
-            for m in tracking.scalar_metrics({f"{row.loss}-{row.regularizer}.{column}": getattr(row, column)},
-                                             step=steps[row.strength])])
+        settings = {"train_subset": n, "epochs": cfg["epochs"], "strengths": cfg["strengths"]}
+        metrics = [m for row in table.itertuples(index=False) for column in rp.COLUMNS[3:]
+                   for m in tracking.scalar_metrics({f"{row.loss}-{row.regularizer}.{column}": getattr(row, column)},
+                                                    step=steps[row.strength])]
+        client.log_batch(run_id, params=[tracking.Param(k, str(v)) for k, v in settings.items()], metrics=metrics)
         client.log_artifacts(run_id, str(out))
     write_json(Path("metrics/regularization_path.json"), summary)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
