@@ -1,5 +1,6 @@
 """DVC stage `report`: one static report (reports/report.md, and reports/report.html with the pictures
-embedded) that opens offline: the comparison table, the templates, the scaling study, the loss study,
+embedded) that opens offline: the comparison table, the training loss curves and the best model's
+confusion matrix, the templates, the scaling study, the loss study,
 the hard cases, the regularization path and the hyperparameter maps. Logged to MLflow as the run `report`."""
 from linclass.plumbing import tracking
 from linclass.plumbing.paths import REPORTS, SWEEPS
@@ -21,6 +22,7 @@ def main() -> None:
         loss_study_csv=REPORTS / "loss_study.csv",
         hard_cases_csv=REPORTS / "hard_cases.csv",
         hard_cases_png=REPORTS / "hard_cases" / "decision_regions.png",
+        evaluation_dir=REPORTS / "evaluation",
         regularization_path_dir=REPORTS / "regularization_path",
         hyperparameter_maps=[(csv, REPORTS / "hyperparameter_map" / f"{csv.stem}.png")
                              for csv in sorted(SWEEPS.glob("*.csv"))],

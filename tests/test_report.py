@@ -107,3 +107,25 @@ def test_path_and_map_sections_say_their_measured_numbers(tmp_path, inputs):
     assert "softmax-l1 0.410 at λ=0.0001; softmax-l2 0.410 at λ=0.0001; at λ=1: softmax-l1 0.100" in text
     assert "ranges from 0.400 to 0.420, the best at learning rate 0.05 and λ=0.001." in text
     assert len(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)) == 4 + 3
+
+
+def test_training_section_shows_the_curves_and_the_best_models_confusion_in_numbers(tmp_path, inputs):
+    import json
+
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "best.json").write_text(json.dumps({"model": "svm-l2", "val_accuracy": 0.41, "test_accuracy": 0.4}))
+    pd.DataFrame([[8, 2, 0], [5, 5, 0], [1, 0, 9]], index=["cat", "dog", "frog"],
+                 columns=["cat", "dog", "frog"]).to_csv(evaluation / "confusion_matrix.csv")
+    for name in ("loss_curves.png", "confusion_matrix.png"):
+        (evaluation / name).write_bytes(inputs["templates_png"].read_bytes())
+    comparison = pd.DataFrame({"model": ["svm-l2", "softmax-l1"], "test_accuracy": [0.4, 0.39],
+                               "final_data_loss": [2.5, 1.75]})
+    comparison.to_csv(inputs["comparison_csv"], index=False)
+    text = write_report(tmp_path / "out" / "report.md", **inputs, evaluation_dir=evaluation).read_text()
+    assert "## Training and the best model" in text
+    assert "softmax-l1 1.750, svm-l2 2.500" in text
+    assert "The best model on validation is svm-l2 (validation 0.4100, test 0.4000)" in text
+    assert "best class is frog (90.0% right), its worst dog (50.0%)" in text
+    assert "most frequent confusion: dog taken for cat (5 of 10 test images)" in text
+    assert text.count("](../evaluation/") == 2

@@ -10,11 +10,13 @@ The report is a list of blocks, rendered twice:
 
 import base64
 import html
+import json
 import math
 import os
 from numbers import Integral, Real
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from linclass.files import atomic_file
@@ -138,6 +140,31 @@ def regularization_path_blocks(folder):
     ]
 
 
+def evaluation_blocks(folder, comparison):
+    """Training and the best model, from the evaluate stage's folder (best.json, loss_curves.png,
+    confusion_matrix.csv/.png) and the comparison table: each picture with one sentence of numbers."""
+    folder = Path(folder)
+    best = json.loads((folder / "best.json").read_text())
+    confusion = pd.read_csv(folder / "confusion_matrix.csv", index_col=0)
+    counts = confusion.to_numpy()
+    off = counts - np.diag(np.diag(counts))
+    true, predicted = np.unravel_index(np.argmax(off), off.shape)
+    per_class = np.diag(counts) / counts.sum(axis=1)
+    final = comparison.set_index("model")
+    return [
+        ("h2", "Training and the best model"),
+        _image("training loss (data + regularization) of every model", folder / "loss_curves.png"),
+        ("p", "Final data loss per model: " + ", ".join(
+            f"{name} {row.final_data_loss:.3f}" for name, row in final.sort_index().iterrows()) + "."),
+        _image(f"test confusion matrix of {best['model']}", folder / "confusion_matrix.png"),
+        ("p", f"The best model on validation is {best['model']} (validation {best['val_accuracy']:.4f}, test "
+              f"{best['test_accuracy']:.4f}). Its best class is {confusion.index[int(np.argmax(per_class))]} "
+              f"({per_class.max():.1%} right), its worst {confusion.index[int(np.argmin(per_class))]} "
+              f"({per_class.min():.1%}); its most frequent confusion: {confusion.index[true]} taken for "
+              f"{confusion.columns[predicted]} ({off[true, predicted]} of {counts[true].sum()} test images)."),
+    ]
+
+
 def hyperparameter_map_blocks(maps):
     """The learning rate x strength heat maps: maps = [(sweep table CSV, its heat map PNG), ...], each
     with one sentence of numbers measured from the table."""
@@ -151,11 +178,12 @@ def hyperparameter_map_blocks(maps):
 
 
 def write_report(out_path, *, comparison_csv, templates_png, weight_hist_png, scaling_csv, scaling_pngs,
-                 loss_study_csv, hard_cases_csv, hard_cases_png, regularization_path_dir=None,
+                 loss_study_csv, hard_cases_csv, hard_cases_png, evaluation_dir=None, regularization_path_dir=None,
                  hyperparameter_maps=(), extra_images=()):
     """Write report.md at out_path and its HTML twin (same name, .html) beside it; returns the .md path.
 
-    regularization_path_dir: the regularization_path stage's folder (section left out when None);
+    evaluation_dir: the evaluate stage's reports/evaluation (loss curves, best model's confusion matrix;
+    section left out when None); regularization_path_dir: the regularization_path stage's folder (likewise);
     hyperparameter_maps: [(sweep table CSV, heat map PNG), ...].
     """
     out_path = Path(out_path)
@@ -166,6 +194,7 @@ def write_report(out_path, *, comparison_csv, templates_png, weight_hist_png, sc
         ("h2", "Model comparison"),
         ("p", "Loss x regularizer combinations, as measured by the evaluate stage."),
         ("table", pd.read_csv(comparison_csv)),
+        *(evaluation_blocks(evaluation_dir, pd.read_csv(comparison_csv)) if evaluation_dir is not None else []),
         ("h2", "Visual viewpoint: one template per class"),
         ("p", "Each row of W, reshaped to 32x32x3 and rescaled min-max to 0..255 per class."),
         _image("class templates per model", templates_png),
