@@ -33,7 +33,7 @@ STRENGTHS ?= 1e-4,1e-3,1e-2
 # the matching plugin, e.g. pip install dvc-s3). The default, ./dvc-remote (git-ignored), is for trying it out.
 REMOTE ?= $(CURDIR)/dvc-remote
 
-.PHONY: venv repro repro-local test test-fast params ui server bench bench-grid clean grid-parallel sweep remote push pull
+.PHONY: venv venv-team services-up services-down services-status user-add repro repro-local test test-fast params ui server bench bench-grid clean grid-parallel sweep remote push pull
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 venv: $(BIN)/.installed
+
+# The team stack's packages (MLflow basic auth, PostgreSQL driver, DVC on S3, a local S3 for tests).
+$(BIN)/.team-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,team]'
+	touch $@
+
+venv-team: $(BIN)/.team-installed
 
 repro: venv
 ifeq ($(CIFAR_URL),)
@@ -84,6 +91,22 @@ server: venv
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri $(SERVER_DB) \
 	  --artifacts-destination $(SERVER_ARTIFACTS) --serve-artifacts \
 	  --host $(HOST) --port $(PORT) --workers 1
+
+# The team stack in .services/ (git-ignored): PostgreSQL, the MLflow server with basic auth on it, a DVC
+# remote folder. Settings are environment variables, e.g. make services-up LINCLASS_HOST=0.0.0.0
+# LINCLASS_MLFLOW_PORT=5000 (see README "Working as a team" and linclass/plumbing/services.py).
+services-up: venv-team
+	$(BIN)/python -m linclass.plumbing.services up
+
+services-down: venv-team
+	$(BIN)/python -m linclass.plumbing.services down
+
+services-status: venv-team
+	$(BIN)/python -m linclass.plumbing.services status
+
+# A teammate's account: make user-add NAME=bob [GRANT=linclass-cifar10=READ]; hand them .services/users/bob.env
+user-add: venv-team
+	$(BIN)/python -m linclass.plumbing.services add-user $(NAME) $(if $(GRANT),--grant $(GRANT))
 
 # The 8 loss x regularizer combinations as DVC experiments, JOBS at a time (dvc exp run --queue +
 # dvc queue start -j JOBS), all logged to the project's MLflow store; then `dvc repro` assembles the
