@@ -18,7 +18,11 @@ import socket
 import subprocess
 import sys
 import time
+import base64
+import json
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -69,6 +73,69 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the user-info (user:password@) of every URL in it removed.
+
+    'http://user:s3cret@host/x.tar.gz' -> 'http://host/x.tar.gz'; text without such a URL is returned as is.
+    """
+    return _USERINFO.sub(r"\g<scheme>", text) if isinstance(text, str) else text
+
+
+def check_access(uri: str, experiment: str, timeout: float = 10.0) -> None:
+    """For an http(s) store: read the experiment with the user's credentials before any work.
+
+    A wrong password (401) or no permission on the experiment (403) raises a one-line TrackingError;
+    a missing experiment (404) is fine: setup() creates it.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    query = urllib.parse.urlencode({"experiment_name": experiment})
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?{query}")
+    if user is not None:
+        token = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            found = json.loads(response.read() or b"{}").get("experiment", {})
+        if user is not None and _may_only_read(uri, request.get_header("Authorization"), found, timeout):
+            raise TrackingError(f"user {user!r} may only read MLflow experiment {experiment!r} at {redact_url(uri)} "
+                                "(READ): ask its owner for EDIT, or set tracking.experiment to your own")
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        where = redact_url(uri)
+        if exc.code == 401:
+            who = f"user {user!r}" if user else "no user (MLFLOW_TRACKING_USERNAME is not set)"
+            raise TrackingError(f"MLflow server {where} rejected the credentials of {who} (HTTP 401): "
+                                "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD") from None
+        if exc.code == 403:
+            raise TrackingError(f"user {user!r} has no permission on MLflow experiment {experiment!r} at {where} "
+                                "(HTTP 403): ask its owner for one, or set tracking.experiment to your own") from None
+        if exc.code != 404:
+            raise TrackingError(f"MLflow server {where} answered HTTP {exc.code} to reading experiment "
+                                f"{experiment!r}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise TrackingError(f"MLflow tracking server {redact_url(uri)} did not answer "
+                            f"({getattr(exc, 'reason', exc)})") from None
+
+
+def _may_only_read(uri: str, authorization: str, experiment: dict, timeout: float) -> bool:
+    """True when the server's basic-auth app lists READ as the user's grant on this experiment."""
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/3.0/mlflow/users/current/permissions",
+                                     headers={"Authorization": authorization})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            mine = json.loads(response.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError):   # no auth app, or an older one: the write will tell
+        return False
+    grants = {g.get("permission") for g in mine.get("permissions", [])
+              if g.get("resource_type") == "experiment" and g.get("resource_pattern") == experiment.get("experiment_id")}
+    return not mine.get("is_admin") and grants == {"READ"}
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """For an http(s) store: raise TrackingError unless the server answers /health within `timeout`."""
     if not uri.startswith(("http://", "https://")):
@@ -80,7 +147,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TrackingError(
-            f"MLflow tracking server {uri} did not answer within {timeout:g} s ({reason}); "
+            f"MLflow tracking server {redact_url(uri)} did not answer within {timeout:g} s ({reason}); "
             "start it (`make server`) or unset MLFLOW_TRACKING_URI") from None
 
 
@@ -92,6 +159,7 @@ def setup(experiment: str, configured_uri: str | None = None, root: str | Path |
     root = project_root(root)
     uri = resolve_tracking_uri(configured_uri, root)
     check_reachable(uri)
+    check_access(uri, experiment)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     artifact_location = (root / "mlartifacts").as_uri() if is_local_store(uri) else None
@@ -103,8 +171,8 @@ def setup(experiment: str, configured_uri: str | None = None, root: str | Path |
             return client.create_experiment(experiment, artifact_location=artifact_location)
         except mlflow.exceptions.MlflowException as exc:
             if attempt == 4:
-                raise TrackingError(f"cannot use MLflow experiment {experiment!r} at {uri}: "
-                                    f"{str(exc).splitlines()[0]}") from None
+                raise TrackingError(f"cannot use MLflow experiment {experiment!r} at {redact_url(uri)}: "
+                                    f"{redact_url(str(exc).splitlines()[0])}") from None
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
 
@@ -128,7 +196,7 @@ def context_tags() -> dict[str, str]:
 
 
 def params_from_config(flat: Mapping[str, object]) -> list[Param]:
-    return [Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in sorted(flat.items())]
+    return [Param(k, redact_url(str(v))[:PARAM_VALUE_LIMIT]) for k, v in sorted(flat.items())]
 
 
 def history_metrics(key: str, values, steps=None, timestamp_ms: int | None = None) -> list[Metric]:
@@ -200,8 +268,8 @@ def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | Non
             if run_id is not None:
                 run = mlflow.start_run(run_id=run_id)
             else:
-                run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                                       tags={**context_tags(), **dict(tags or {})})
+                run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={
+                    k: redact_url(str(v)) for k, v in {**context_tags(), **dict(tags or {})}.items()})
         except KeyboardInterrupt:  # the signal came while the run was being created
             if mlflow.active_run() is not None:
                 mlflow.end_run(status="KILLED")
@@ -212,7 +280,7 @@ def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | Non
             mlflow.end_run(status="KILLED")
             raise
         except BaseException as exc:
-            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.set_tag("error", redact_url(f"{type(exc).__name__}: {exc}")[:5000])
             mlflow.end_run(status="FAILED")
             raise
         else:
@@ -242,7 +310,7 @@ def log_dataset(data_cfg: Mapping[str, object], num_train: int, num_val: int, at
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
 
-    dataset = MetaDataset(HTTPDatasetSource(str(data_cfg["url"])), name=str(data_cfg["name"]),
+    dataset = MetaDataset(HTTPDatasetSource(redact_url(str(data_cfg["url"]))), name=str(data_cfg["name"]),
                           digest=str(data_cfg["md5"])[:16])
     tags = {"md5": str(data_cfg["md5"]), "train_images": str(num_train), "val_images": str(num_val)}
     for attempt in range(attempts):
