@@ -115,8 +115,14 @@ def check_access(uri: str, experiment: str, timeout: float = 10.0) -> None:
             raise TrackingError(f"user {user!r} has no permission on MLflow experiment {experiment!r} at {where} "
                                 "(HTTP 403): ask its owner for one, or set tracking.experiment to your own") from None
         if exc.code != 404:
-            raise TrackingError(f"MLflow server {where} answered HTTP {exc.code} to reading experiment "
-                                f"{experiment!r}") from None
+            try:
+                message = json.loads(body).get("message", "") if (body := exc.read()) else ""
+            except (ValueError, AttributeError, OSError):
+                message = ""
+            down = " (its database is not reachable)" if "OperationalError" in message else ""
+            detail = redact_url(" ".join(message.split()))[:300]
+            raise TrackingError(f"MLflow server {where} cannot read experiment {experiment!r}{down}: "
+                                f"HTTP {exc.code} {detail}".rstrip()) from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise TrackingError(f"MLflow tracking server {redact_url(uri)} did not answer "
                             f"({getattr(exc, 'reason', exc)})") from None
@@ -254,6 +260,22 @@ def _on_signal(signum, frame):
     sys.setprofile(raise_when_it_returns)
 
 
+def end_run(status: str, wait: float | None = None) -> None:
+    """End the active run with `status`; while the tracking server is down (restarting), keep trying
+    for `wait` seconds (LINCLASS_END_RUN_WAIT, default 60) so that the run is not left RUNNING."""
+    wait = float(os.environ.get("LINCLASS_END_RUN_WAIT", "60")) if wait is None else wait
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            mlflow.end_run(status=status)
+            return
+        except Exception as exc:  # noqa: BLE001 (MlflowException, or the HTTP client's own errors)
+            if time.monotonic() >= deadline:
+                raise TrackingError(f"could not mark the MLflow run {status} at {redact_url(mlflow.get_tracking_uri())} "
+                                    f"within {wait:g} s: {redact_url(str(exc).splitlines()[0])[:300]}") from None
+            time.sleep(1.0)
+
+
 @contextlib.contextmanager
 def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None,
                 run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
@@ -272,19 +294,20 @@ def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | Non
                     k: redact_url(str(v)) for k, v in {**context_tags(), **dict(tags or {})}.items()})
         except KeyboardInterrupt:  # the signal came while the run was being created
             if mlflow.active_run() is not None:
-                mlflow.end_run(status="KILLED")
+                end_run("KILLED")
             raise
         try:
             yield run
         except KeyboardInterrupt:
-            mlflow.end_run(status="KILLED")
+            end_run("KILLED")
             raise
         except BaseException as exc:
-            mlflow.set_tag("error", redact_url(f"{type(exc).__name__}: {exc}")[:5000])
-            mlflow.end_run(status="FAILED")
+            with contextlib.suppress(Exception):   # the server may be the thing that failed
+                mlflow.set_tag("error", redact_url(f"{type(exc).__name__}: {exc}")[:5000])
+            end_run("FAILED")
             raise
         else:
-            mlflow.end_run(status="FINISHED")
+            end_run("FINISHED")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
