@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
-    from linclass.cifar import make_synthetic_cifar10
+    from linclass.data.synthetic import make_synthetic_cifar10
 
     base = Path(tempfile.mkdtemp(prefix="linclass-bench-stack-", dir="/tmp"))
     base.chmod(0o755)

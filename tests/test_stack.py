@@ -237,7 +237,7 @@ def test_a_password_in_the_data_url_is_refused_in_one_line(tmp_path, private_arc
     project = make_project(tmp_path / "p", (f"data.url={url}", f"data.md5={md5}", *SMALL))
     before = (project.path / "params.yaml").read_text()
     secret_url = url.replace("http://", f"http://{DATA_USER}:{DATA_PASSWORD}@")
-    proc = project.run(str(BIN / "python"), "-m", "linclass.config", f"data.url={secret_url}",
+    proc = project.run(str(BIN / "python"), "-m", "linclass.plumbing.config", f"data.url={secret_url}",
                        f"data.md5={md5}", check=False)
     assert proc.returncode != 0
     error = proc.stderr.strip().splitlines()[-1]
@@ -245,7 +245,7 @@ def test_a_password_in_the_data_url_is_refused_in_one_line(tmp_path, private_arc
     assert DATA_PASSWORD not in proc.stderr + proc.stdout
     assert (project.path / "params.yaml").read_text() == before, "params.yaml was not rewritten"
 
-    from linclass.tracking import redact_url
+    from linclass.plumbing.tracking import redact_url
     assert redact_url(secret_url) == url
     assert redact_url(f"got {secret_url} twice: {secret_url}") == f"got {url} twice: {url}"
     assert redact_url("file:///a/b@c") == "file:///a/b@c"
