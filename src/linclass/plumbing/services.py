@@ -12,7 +12,8 @@ Everything lives in one git-ignored folder, <project>/.services (LINCLASS_SERVIC
     state.json, postgres.log, mlflow.log
 
 Settings (environment variables, read by `up`):
-    LINCLASS_HOST (127.0.0.1)      the address the server listens on; 0.0.0.0 for the LAN
+    LINCLASS_HOST (127.0.0.1)      the address the server listens on; 0.0.0.0 for the LAN, with
+    LINCLASS_ALLOWED_HOSTS         the names clients use for it (MLflow's --allowed-hosts), e.g. team-box:5000
     LINCLASS_MLFLOW_PORT (5000)    LINCLASS_PG_PORT (5433)
     LINCLASS_BACKEND_STORE         a postgresql://user:password@host/db of a managed PostgreSQL: no local one
     LINCLASS_AUTH_STORE            the same for the user database (default: the backend store's server, db mlflow_auth)
@@ -247,6 +248,8 @@ def mlflow_up(folder: Path, host: str, port: int, backend: str, auth_store: str,
     log = open(folder / "mlflow.log", "ab")
     cmd = [str(mlflow), "server", "--app-name", "basic-auth", "--host", host, "--port", str(port),
            "--workers", "1", "--serve-artifacts", "--artifacts-destination", artifacts]
+    if os.environ.get("LINCLASS_ALLOWED_HOSTS"):   # MLflow answers only Host: localhost otherwise
+        cmd += ["--allowed-hosts", os.environ["LINCLASS_ALLOWED_HOSTS"]]
     return subprocess.Popen(cmd, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 

@@ -105,6 +105,9 @@ def check_access(uri: str, experiment: str, timeout: float = 10.0) -> None:
             raise TrackingError(f"user {user!r} may only read MLflow experiment {experiment!r} at {redact_url(uri)} "
                                 "(READ): ask its owner for EDIT, or set tracking.experiment to your own")
     except urllib.error.HTTPError as exc:
+        body = b""
+        with contextlib.suppress(OSError, AttributeError):
+            body = exc.read()
         exc.close()
         where = redact_url(uri)
         if exc.code == 401:
@@ -116,8 +119,8 @@ def check_access(uri: str, experiment: str, timeout: float = 10.0) -> None:
                                 "(HTTP 403): ask its owner for one, or set tracking.experiment to your own") from None
         if exc.code != 404:
             try:
-                message = json.loads(body).get("message", "") if (body := exc.read()) else ""
-            except (ValueError, AttributeError, OSError):
+                message = str(json.loads(body).get("message", ""))
+            except (ValueError, AttributeError, TypeError):
                 message = ""
             down = " (its database is not reachable)" if "OperationalError" in message else ""
             detail = redact_url(" ".join(message.split()))[:300]
