@@ -268,15 +268,22 @@ def end_run(status: str, wait: float | None = None) -> None:
     for `wait` seconds (LINCLASS_END_RUN_WAIT, default 60) so that the run is not left RUNNING."""
     wait = float(os.environ.get("LINCLASS_END_RUN_WAIT", "60")) if wait is None else wait
     deadline = time.monotonic() + wait
-    while True:
+    active = mlflow.active_run()
+    try:
+        mlflow.end_run(status=status)
+        return
+    except Exception as exc:  # noqa: BLE001 (MlflowException, or the HTTP client's own errors)
+        error = exc
+    # mlflow.end_run forgets the active run before it sets the status: retry on the run itself
+    while active is not None and time.monotonic() < deadline:
+        time.sleep(1.0)
         try:
-            mlflow.end_run(status=status)
+            MlflowClient().set_terminated(active.info.run_id, status)
             return
-        except Exception as exc:  # noqa: BLE001 (MlflowException, or the HTTP client's own errors)
-            if time.monotonic() >= deadline:
-                raise TrackingError(f"could not mark the MLflow run {status} at {redact_url(mlflow.get_tracking_uri())} "
-                                    f"within {wait:g} s: {redact_url(str(exc).splitlines()[0])[:300]}") from None
-            time.sleep(1.0)
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+    raise TrackingError(f"could not mark the MLflow run {status} at {redact_url(mlflow.get_tracking_uri())} "
+                        f"within {wait:g} s: {redact_url(str(error).splitlines()[0])[:300]}") from None
 
 
 @contextlib.contextmanager
