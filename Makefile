@@ -44,7 +44,7 @@ SWEEP_CLI = $(BIN)/python -m linclass.plumbing.sweep
 SWEEP_JOBS = --jobs $(JOBS)
 endif
 
-.PHONY: exp reap venv repro local-data compare experiments test test-fast test-release params ui server bench bench-stage bench-grid bench-ray clean grid-parallel sweep remote push pull cluster-up cluster-down
+.PHONY: exp reap venv venv-team services-up services-down services-status user-add repro local-data compare experiments test test-fast test-release params ui server bench bench-stage bench-grid bench-ray clean grid-parallel sweep remote push pull cluster-up cluster-down
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,13 @@ venv: $(BIN)/.installed
 $(BIN)/.cluster: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
 	touch $@
+
+# The team stack's packages (MLflow basic auth, PostgreSQL driver, DVC on S3, a local S3 for tests).
+$(BIN)/.team-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,team]'
+	touch $@
+
+venv-team: $(BIN)/.team-installed
 
 repro: venv $(DATA_SOURCE)
 	$(ONE_AT_A_TIME) dvc repro
@@ -113,6 +120,22 @@ server: venv
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri $(SERVER_DB) \
 	  --artifacts-destination $(SERVER_ARTIFACTS) --serve-artifacts \
 	  --host $(HOST) --port $(PORT) --workers 1
+
+# The team stack in .services/ (git-ignored): PostgreSQL, the MLflow server with basic auth on it, a DVC
+# remote folder. Settings are environment variables, e.g. make services-up LINCLASS_HOST=0.0.0.0
+# LINCLASS_MLFLOW_PORT=5000 (see README "Working as a team" and linclass/plumbing/services.py).
+services-up: venv-team
+	$(BIN)/python -m linclass.plumbing.services up
+
+services-down: venv-team
+	$(BIN)/python -m linclass.plumbing.services down
+
+services-status: venv-team
+	$(BIN)/python -m linclass.plumbing.services status
+
+# A teammate's account: make user-add NAME=bob [GRANT=linclass-cifar10=READ]; hand them .services/users/bob.env
+user-add: venv-team
+	$(BIN)/python -m linclass.plumbing.services add-user $(NAME) $(if $(GRANT),--grant $(GRANT))
 
 # The loss x regularizer combinations of conf/ (grid.losses x grid.regularizers) as DVC experiments,
 # JOBS at a time (dvc exp run --queue per point, then dvc exp run --run-all -j JOBS), all logged to the

@@ -10,6 +10,7 @@ is removed and an existing `dest` is left untouched.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import os
@@ -96,6 +97,15 @@ def _content_length(response) -> int | None:
         return None
 
 
+def _credentials() -> dict[str, str]:
+    """HTTP basic auth from LINCLASS_DATA_USER / LINCLASS_DATA_PASSWORD (never from the URL: it gets logged)."""
+    user = os.environ.get("LINCLASS_DATA_USER")
+    if not user:
+        return {}
+    token = base64.b64encode(f"{user}:{os.environ.get('LINCLASS_DATA_PASSWORD', '')}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
 def _fetch_once(url: str, out, timeout: float, progress: bool) -> str:
     """Stream url into the open binary file `out` (truncated first); return the md5 of what was written.
 
@@ -104,7 +114,7 @@ def _fetch_once(url: str, out, timeout: float, progress: bool) -> str:
     out.seek(0)
     out.truncate()
     h = hashlib.md5()
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **_credentials()})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             total = _content_length(response)

@@ -142,6 +142,11 @@ def validate_data(params: dict) -> None:
     url = _get(params, "data.url")
     if not isinstance(url, str) or not url.startswith(URL_SCHEMES):
         raise ConfigError(f"data.url={url!r} is not supported; allowed: {', '.join(URL_SCHEMES)} URLs")
+    if re.match(r"[a-z]+://[^/?#]*@", url):   # it would be stored in params.yaml, dvc.lock and MLflow
+        bare = re.sub(r"://[^/?#]*@", "://", url, count=1)
+        raise ConfigError(f"data.url={bare!r} carries credentials (user:password@), which would be stored in "
+                          "params.yaml and dvc.lock; remove them from the URL and set LINCLASS_DATA_USER and "
+                          "LINCLASS_DATA_PASSWORD instead")
     md5 = _get(params, "data.md5")
     if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-f]{32}", md5):
         raise ConfigError(f"data.md5={md5!r} is not an md5 sum (32 lowercase hex digits)")
@@ -253,6 +258,7 @@ def write_params(conf_dir: str | Path = "conf", path: str | Path = "params.yaml"
                  overrides: Iterable[str] = ()) -> dict:
     """Compose conf/ (with overrides) and write it to params.yaml atomically, as DVC does."""
     params = compose(conf_dir, overrides)
+    validate_data(params)   # before a password in data.url reaches the file
     header = "# Generated from conf/ by `make params` (python -m linclass.plumbing.config). Edit conf/, not this file.\n"
     with atomic_file(path) as tmp:
         tmp.write_text(header + yaml.safe_dump(params, sort_keys=False))

@@ -24,7 +24,11 @@ import socket
 import subprocess
 import sys
 import time
+import base64
+import json
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -93,6 +97,78 @@ def point_mlflow_at(uri: str) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = before
 
 
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the user-info (user:password@) of every URL in it removed.
+
+    'http://user:s3cret@host/x.tar.gz' -> 'http://host/x.tar.gz'; text without such a URL is returned as is.
+    """
+    return _USERINFO.sub(r"\g<scheme>", text) if isinstance(text, str) else text
+
+
+def check_access(uri: str, experiment: str, timeout: float = 10.0) -> None:
+    """For an http(s) store: read the experiment with the user's credentials before any work.
+
+    A wrong password (401) or no permission on the experiment (403) raises a one-line TrackingError;
+    a missing experiment (404) is fine: setup() creates it.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    query = urllib.parse.urlencode({"experiment_name": experiment})
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?{query}")
+    if user is not None:
+        token = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            found = json.loads(response.read() or b"{}").get("experiment", {})
+        if user is not None and _may_only_read(uri, request.get_header("Authorization"), found, timeout):
+            raise TrackingError(f"user {user!r} may only read MLflow experiment {experiment!r} at {redact_url(uri)} "
+                                "(READ): ask its owner for EDIT, or set tracking.experiment to your own")
+    except urllib.error.HTTPError as exc:
+        body = b""
+        with contextlib.suppress(OSError, AttributeError):
+            body = exc.read()
+        exc.close()
+        where = redact_url(uri)
+        if exc.code == 401:
+            who = f"user {user!r}" if user else "no user (MLFLOW_TRACKING_USERNAME is not set)"
+            raise TrackingError(f"MLflow server {where} rejected the credentials of {who} (HTTP 401): "
+                                "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD") from None
+        if exc.code == 403:
+            raise TrackingError(f"user {user!r} has no permission on MLflow experiment {experiment!r} at {where} "
+                                "(HTTP 403): ask its owner for one, or set tracking.experiment to your own") from None
+        if exc.code != 404:
+            try:
+                message = str(json.loads(body).get("message", ""))
+            except (ValueError, AttributeError, TypeError):
+                message = ""
+            down = " (its database is not reachable)" if "OperationalError" in message else ""
+            detail = redact_url(" ".join(message.split()))[:300]
+            raise TrackingError(f"MLflow server {where} cannot read experiment {experiment!r}{down}: "
+                                f"HTTP {exc.code} {detail}".rstrip()) from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise TrackingError(f"MLflow tracking server {redact_url(uri)} did not answer "
+                            f"({getattr(exc, 'reason', exc)})") from None
+
+
+def _may_only_read(uri: str, authorization: str, experiment: dict, timeout: float) -> bool:
+    """True when the server's basic-auth app lists READ as the user's grant on this experiment."""
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/3.0/mlflow/users/current/permissions",
+                                     headers={"Authorization": authorization})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            mine = json.loads(response.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError):   # no auth app, or an older one: the write will tell
+        return False
+    grants = {g.get("permission") for g in mine.get("permissions", [])
+              if g.get("resource_type") == "experiment" and g.get("resource_pattern") == experiment.get("experiment_id")}
+    return not mine.get("is_admin") and grants == {"READ"}
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """For an http(s) store: raise TrackingError unless the server answers /health within `timeout`."""
     if not uri.startswith(("http://", "https://")):
@@ -104,7 +180,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TrackingError(
-            f"MLflow tracking server {uri} did not answer within {timeout:g} s ({reason}); "
+            f"MLflow tracking server {redact_url(uri)} did not answer within {timeout:g} s ({reason}); "
             "start it (`make server`) or unset MLFLOW_TRACKING_URI") from None
 
 
@@ -117,6 +193,7 @@ def setup(experiment: str, configured_uri: str | None = None, root: str | Path |
     root = project_root(root)
     uri = resolve_tracking_uri(configured_uri, root)
     check_reachable(uri)
+    check_access(uri, experiment)
     with store_lock(uri):
         check_store(uri)  # before MLflow opens it: MLflow makes a new store in an empty file
         point_mlflow_at(uri)
@@ -137,8 +214,8 @@ def _experiment_id(client: MlflowClient, experiment: str, artifact_location: str
                                             tags=EXPERIMENT_TAGS)
         except mlflow.exceptions.MlflowException as exc:
             if attempt == 4:
-                raise TrackingError(f"cannot use MLflow experiment {experiment!r} at {uri}: "
-                                    f"{str(exc).splitlines()[0]}") from None
+                raise TrackingError(f"cannot use MLflow experiment {experiment!r} at {redact_url(uri)}: "
+                                    f"{redact_url(str(exc).splitlines()[0])}") from None
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
 
@@ -305,6 +382,29 @@ def _on_signal(signum, frame):
     sys.setprofile(raise_when_it_returns)
 
 
+def end_run(status: str, wait: float | None = None) -> None:
+    """End the active run with `status`; while the tracking server is down (restarting), keep trying
+    for `wait` seconds (LINCLASS_END_RUN_WAIT, default 60) so that the run is not left RUNNING."""
+    wait = float(os.environ.get("LINCLASS_END_RUN_WAIT", "60")) if wait is None else wait
+    deadline = time.monotonic() + wait
+    active = mlflow.active_run()
+    try:
+        mlflow.end_run(status=status)
+        return
+    except Exception as exc:  # noqa: BLE001 (MlflowException, or the HTTP client's own errors)
+        error = exc
+    # mlflow.end_run forgets the active run before it sets the status: retry on the run itself
+    while active is not None and time.monotonic() < deadline:
+        time.sleep(1.0)
+        try:
+            MlflowClient().set_terminated(active.info.run_id, status)
+            return
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+    raise TrackingError(f"could not mark the MLflow run {status} at {redact_url(mlflow.get_tracking_uri())} "
+                        f"within {wait:g} s: {redact_url(str(error).splitlines()[0])[:300]}") from None
+
+
 @contextlib.contextmanager
 def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None,
                 run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
@@ -319,23 +419,24 @@ def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | Non
             if run_id is not None:
                 run = mlflow.start_run(run_id=run_id)
             else:
-                run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                                       tags={**context_tags(), **dict(tags or {})})
+                run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={
+                    k: redact_url(str(v)) for k, v in {**context_tags(), **dict(tags or {})}.items()})
         except KeyboardInterrupt:  # the signal came while the run was being created
             if mlflow.active_run() is not None:
-                mlflow.end_run(status="KILLED")
+                end_run("KILLED")
             raise
         try:
             yield run
         except KeyboardInterrupt:
-            mlflow.end_run(status="KILLED")
+            end_run("KILLED")
             raise
         except BaseException as exc:
-            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
-            mlflow.end_run(status="FAILED")
+            with contextlib.suppress(Exception):   # the server may be the thing that failed
+                mlflow.set_tag("error", redact_url(f"{type(exc).__name__}: {exc}")[:5000])
+            end_run("FAILED")
             raise
         else:
-            mlflow.end_run(status="FINISHED")
+            end_run("FINISHED")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -362,7 +463,7 @@ def log_dataset(data_cfg: Mapping[str, object], num_train: int, num_val: int, at
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
 
-    dataset = MetaDataset(HTTPDatasetSource(str(data_cfg["url"])), name=str(data_cfg["name"]),
+    dataset = MetaDataset(HTTPDatasetSource(redact_url(str(data_cfg["url"]))), name=str(data_cfg["name"]),
                           digest=str(data_cfg["md5"])[:16])
     tags = {"md5": str(data_cfg["md5"]), "train_images": str(num_train), "val_images": str(num_val)}
     for attempt in range(attempts):
