@@ -46,8 +46,6 @@ SKIP = {
         "what make sweep runs; tests/test_sweep.py",
     ".venv/bin/dvc exp run --run-all -j 2": "what make sweep runs; tests/test_sweep.py",
     "make grid-parallel JOBS=2": "8 queued experiments; tests/test_parallel.py",
-    "make server": "a long-running server; tests/test_team.py",
-    "make server HOST=0.0.0.0 PORT=5000": "a long-running server; tests/test_team.py",
     "export MLFLOW_TRACKING_URI=http://<server-host>:5000": "a placeholder host; tests/test_team.py",
     "make remote REMOTE=/mnt/team/linclass-dvc": "a placeholder folder; tests/test_team.py",
     'git add .dvc/config && git commit -m "team DVC remote"': "follows make remote",
@@ -68,6 +66,24 @@ SKIP = {
     "ray start --address=<head-host>:6379 --num-cpus=<cores>": "placeholders for a real cluster",
     "export RAY_ADDRESS=<head-host>:6379": "a placeholder host",
     "make sweep BACKEND=ray LOSS=svm REG=l2 LRS=0.005,0.01,0.02 STRENGTHS=1e-4,1e-3,1e-2": "a real cluster; tests/test_ray.py",
+    # the team stack: tests/test_stack.py starts it and runs these steps for real (PostgreSQL, MLflow with
+    # logins, a DVC remote, two clones)
+    "make services-up": "starts PostgreSQL and an MLflow server; tests/test_stack.py",
+    "make services-status": "follows make services-up; tests/test_stack.py",
+    "make services-down": "follows make services-up; tests/test_stack.py",
+    "make user-add NAME=bob": "needs the stack; tests/test_stack.py adds users",
+    "make user-add NAME=carol GRANT=linclass-cifar10=READ": "needs the stack; tests/test_stack.py checks a READ grant",
+    "source /path/to/bob.env": "a placeholder path",
+    "dvc remote add --default team /path/to/.services/dvc-remote": "a placeholder path; tests/test_stack.py",
+    "dvc repro": "the pipeline against the stack; tests/test_stack.py",
+    'dvc push --run-cache && git add -A && git commit -m "results" && git push': "needs a git remote; tests/test_stack.py",
+    "git pull && dvc pull --run-cache && dvc status": "needs a git remote; tests/test_stack.py (clone B)",
+    "export LINCLASS_BACKEND_STORE=postgresql://mlflow:<password>@db.example.internal:5432/mlflow": "a placeholder host",
+    "export LINCLASS_AUTH_STORE=postgresql://mlflow:<password>@db.example.internal:5432/mlflow_auth": "a placeholder host",
+    "export LINCLASS_ARTIFACTS=s3://team-bucket/mlflow": "a placeholder bucket",
+    "dvc remote add --default team s3://team-bucket/linclass-dvc": "a placeholder bucket; tests/test_stack.py pushes to moto's S3",
+    "dvc remote modify team endpointurl https://s3.example.internal": "a placeholder host",
+    "dvc push --run-cache": "needs the S3 remote; tests/test_stack.py pushes to moto's S3",
 }
 
 
