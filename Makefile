@@ -30,17 +30,17 @@ REMOTE ?= $(CURDIR)/dvc-remote
 
 # One pipeline at a time in this workspace: a second `make repro` / `make exp` / `make params` refuses at
 # once, before touching params.yaml (run experiments side by side with the queue: grid-parallel, sweep).
-ONE_AT_A_TIME = $(BIN)/python -m linclass.plumbing.workspace
+ONE_AT_A_TIME = $(BIN)/python -m linclass.orchestration.workspace
 
 # Where grid-parallel and sweep run: the local DVC queue (default), or BACKEND=ray: a Ray cluster
 # (RAY_ADDRESS=<head>:<port>, default the one of `make cluster-up`; needs MLFLOW_TRACKING_URI=http://...,
 # a default DVC remote and HEAD pushed to the git remote origin: see README).
 BACKEND ?= local
 ifeq ($(BACKEND),ray)
-SWEEP_CLI = $(BIN)/python -m linclass.plumbing.ray_backend
+SWEEP_CLI = $(BIN)/python -m linclass.orchestration.ray_backend
 SWEEP_JOBS =
 else
-SWEEP_CLI = $(BIN)/python -m linclass.plumbing.sweep
+SWEEP_CLI = $(BIN)/python -m linclass.orchestration.sweep
 SWEEP_JOBS = --jobs $(JOBS)
 endif
 
@@ -123,19 +123,19 @@ server: venv
 
 # The team stack in .services/ (git-ignored): PostgreSQL, the MLflow server with basic auth on it, a DVC
 # remote folder. Settings are environment variables, e.g. make services-up LINCLASS_HOST=0.0.0.0
-# LINCLASS_MLFLOW_PORT=5000 (see README "Working as a team" and linclass/plumbing/services.py).
+# LINCLASS_MLFLOW_PORT=5000 (see README "Working as a team" and linclass/orchestration/services.py).
 services-up: venv-team
-	$(BIN)/python -m linclass.plumbing.services up
+	$(BIN)/python -m linclass.orchestration.services up
 
 services-down: venv-team
-	$(BIN)/python -m linclass.plumbing.services down
+	$(BIN)/python -m linclass.orchestration.services down
 
 services-status: venv-team
-	$(BIN)/python -m linclass.plumbing.services status
+	$(BIN)/python -m linclass.orchestration.services status
 
 # A teammate's account: make user-add NAME=bob [GRANT=linclass-cifar10=READ]; hand them .services/users/bob.env
 user-add: venv-team
-	$(BIN)/python -m linclass.plumbing.services add-user $(NAME) $(if $(GRANT),--grant $(GRANT))
+	$(BIN)/python -m linclass.orchestration.services add-user $(NAME) $(if $(GRANT),--grant $(GRANT))
 
 # The loss x regularizer combinations of conf/ (grid.losses x grid.regularizers) as DVC experiments,
 # JOBS at a time (dvc exp run --queue per point, then dvc exp run --run-all -j JOBS), all logged to the
@@ -168,14 +168,14 @@ experiments: venv
 # Every trained model of the workspace and of the DVC experiments: combination, the settings that
 # differ, validation and test accuracy (from dvc exp show --json).
 compare: venv
-	$(BIN)/python -m linclass.plumbing.sweep compare
+	$(BIN)/python -m linclass.orchestration.sweep compare
 
 # A Ray cluster on this machine: head 127.0.0.2:6390 and a worker on 127.0.0.3, one CPU each, no dashboard.
 cluster-up: $(BIN)/.cluster
-	$(BIN)/python -m linclass.plumbing.cluster up
+	$(BIN)/python -m linclass.orchestration.cluster up
 
 cluster-down: $(BIN)/.cluster
-	$(BIN)/python -m linclass.plumbing.cluster down
+	$(BIN)/python -m linclass.orchestration.cluster down
 
 # The team's DVC remote (written to .dvc/config: commit it). make remote REMOTE=/shared/linclass-dvc
 remote: venv

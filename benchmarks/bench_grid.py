@@ -1,5 +1,5 @@
 """Benchmark the parallel grid: wall time of the 8 train stages as DVC queue experiments with 1 and
-with 2 workers (`python -m linclass.plumbing.sweep grid --jobs J`, what `make grid-parallel` runs), and for
+with 2 workers (`python -m linclass.orchestration.sweep grid --jobs J`, what `make grid-parallel` runs), and for
 reference a plain serial `dvc repro` of the same 8 stages.
 
 Not a test. Run: .venv/bin/python benchmarks/bench_grid.py [--epochs 20] [--jobs 1 2] [--no-serial]
@@ -66,7 +66,7 @@ def fresh_project(dest: Path, overrides: list[str], env: dict) -> Path:
 
 def time_queue(project: Path, jobs: int, overrides: list[str], env: dict) -> float:
     start = time.perf_counter()
-    out = run([str(BIN / "python"), "-m", "linclass.plumbing.sweep", "grid", "--jobs", str(jobs), *overrides], project, env)
+    out = run([str(BIN / "python"), "-m", "linclass.orchestration.sweep", "grid", "--jobs", str(jobs), *overrides], project, env)
     seconds = time.perf_counter() - start
     most = [line for line in out.splitlines() if "ran at once" in line]
     print(f"  {most[0] if most else ''}")

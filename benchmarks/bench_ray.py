@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import BIN, SHARED_CIFAR, SHARED_CIFAR_MD5, env_for_pipeline, make_project  # noqa: E402
 
-from linclass.plumbing import cluster as ray_cluster  # noqa: E402
-from linclass.plumbing.ray_backend import run_sweep  # noqa: E402
-from linclass.plumbing.sweep import sweep_points  # noqa: E402
+from linclass.orchestration import cluster as ray_cluster  # noqa: E402
+from linclass.orchestration.ray_backend import run_sweep  # noqa: E402
+from linclass.orchestration.sweep import sweep_points  # noqa: E402
 
 HEAD, WORKER = "127.0.0.6", "127.0.0.7"
 

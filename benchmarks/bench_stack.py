@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_stack.py [--repeats 5] [--epochs 10]
 
-Starts a private stack (python -m linclass.plumbing.services up, in a temporary folder, on free ports),
+Starts a private stack (python -m linclass.orchestration.services up, in a temporary folder, on free ports),
 prepares a copy of the project on the synthetic archive (1,000 training images), then runs the same
 train stage (`python pipeline/train.py --loss softmax --regularizer l2`) alternately against the local
 sqlite store and the stack, and prints the medians. The difference is what logging through the
@@ -36,7 +36,7 @@ def free_port() -> int:
 
 
 def services(env: dict, *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "linclass.plumbing.services", *args], env=env, check=True,
+    return subprocess.run([sys.executable, "-m", "linclass.orchestration.services", *args], env=env, check=True,
                           capture_output=True, text=True).stdout
 
 
@@ -80,7 +80,7 @@ def main() -> None:
                 times[store].append(time.monotonic() - start)
         busy = services(env, "status")
     finally:
-        subprocess.run([sys.executable, "-m", "linclass.plumbing.services", "down"], env=env, capture_output=True)
+        subprocess.run([sys.executable, "-m", "linclass.orchestration.services", "down"], env=env, capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
     sqlite, stack = statistics.median(times["sqlite"]), statistics.median(times["stack"])

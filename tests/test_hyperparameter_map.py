@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linclass.plumbing.sweep import write_table
+from linclass.orchestration.sweep import write_table
 from linclass.studies import hyperparameter_map as hm
 
 ROWS = [  # as the sweep's table gives them: sorted by validation accuracy, not by the grid

@@ -1,4 +1,4 @@
-"""The parallel grid (`make grid-parallel`: python -m linclass.plumbing.sweep grid, then dvc repro) on real DVC
+"""The parallel grid (`make grid-parallel`: python -m linclass.orchestration.sweep grid, then dvc repro) on real DVC
 queue workers.
 
 One module fixture runs the grid once: 8 queued DVC experiments, 2 at a time, with tiny training,
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, SMALL, make_project
 
-from linclass.plumbing.sweep import experiment_rows, experiment_states
+from linclass.orchestration.sweep import experiment_rows, experiment_states
 
 EXPERIMENT = "linclass-cifar10"
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
@@ -27,11 +27,11 @@ def overrides_for(path: Path, md5: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, synthetic_archive):
-    """A project after `python -m linclass.plumbing.sweep grid --jobs 2 ...`, and that command's output."""
+    """A project after `python -m linclass.orchestration.sweep grid --jobs 2 ...`, and that command's output."""
     path, md5 = synthetic_archive
     project = make_project(tmp_path_factory.mktemp("parallel") / "project", overrides_for(path, md5))
     try:
-        done = project.run(str(BIN / "python"), "-m", "linclass.plumbing.sweep", "grid", "--jobs", "2",
+        done = project.run(str(BIN / "python"), "-m", "linclass.orchestration.sweep", "grid", "--jobs", "2",
                            *overrides_for(path, md5))
         project.grid_output = done.stdout
         yield project

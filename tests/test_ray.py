@@ -26,8 +26,8 @@ from conftest import BIN, ROOT, SMALL, env_for_pipeline, make_project
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the cluster extra: pip install -e '.[cluster]'")
 
-from linclass.plumbing import cluster as ray_cluster  # noqa: E402
-from linclass.plumbing.sweep import Point, experiment_rows  # noqa: E402
+from linclass.orchestration import cluster as ray_cluster  # noqa: E402
+from linclass.orchestration.sweep import Point, experiment_rows  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +160,7 @@ def swept(project, cluster):
 
 
 def driver(project, *args: str, env: dict) -> subprocess.CompletedProcess:
-    return project.run(str(BIN / "python"), "-m", "linclass.plumbing.ray_backend", "sweep", "--loss", "svm",
+    return project.run(str(BIN / "python"), "-m", "linclass.orchestration.ray_backend", "sweep", "--loss", "svm",
                        "--regularizer", "l2", "--learning-rates", "0.01", "--strengths", "1e-3", *args,
                        *project.overrides, env=env, check=False, timeout=120)
 
@@ -231,7 +231,7 @@ def test_a_point_gives_the_same_weights_on_the_cluster_as_locally(swept, mlflow_
 
 def test_a_failing_point_is_reported_with_its_error_and_the_others_finish(project, cluster, mlflow_server,
                                                                           monkeypatch, capsys):
-    from linclass.plumbing.ray_backend import run_sweep
+    from linclass.orchestration.ray_backend import run_sweep
 
     grid = ("grid.losses=[softmax]", "grid.regularizers=[l2]")
     points = [Point("sweep-softmax-l2-lr0.03-s0.001", (*grid, "train.learning_rate=0.03"), "train@softmax-l2"),
@@ -258,7 +258,7 @@ def test_a_worker_node_killed_mid_sweep_loses_nothing(project, cluster, mlflow_s
     names = [f"sweep-svm-l2-lr0.05-s{s}" for s in ("0.001", "0.01")]
     summary = tmp_path / "summary.json"
     env = {**project.server_env, "RAY_ADDRESS": cluster.address}
-    driver = subprocess.Popen([str(BIN / "python"), "-m", "linclass.plumbing.ray_backend", "sweep", "--loss", "svm",
+    driver = subprocess.Popen([str(BIN / "python"), "-m", "linclass.orchestration.ray_backend", "sweep", "--loss", "svm",
                                "--regularizer", "l2", "--learning-rates", "0.05", "--strengths", "1e-3,1e-2",
                                "--summary", str(summary), *project.overrides, "train.epochs=40"],
                               cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

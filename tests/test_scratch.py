@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from linclass import files
-from linclass.plumbing import paths, stage, workspace
+from linclass.orchestration import workspace
+from linclass.plumbing import paths, stage
 
 SRC = str(Path(__file__).parents[1] / "src")
 
@@ -80,7 +81,7 @@ def test_a_second_workspace_run_refuses_before_its_command_runs(project):
     env = {**os.environ, "PYTHONPATH": SRC}
     fd = workspace.acquire(project)
     try:
-        second = subprocess.run([sys.executable, "-m", "linclass.plumbing.workspace", "sh", "-c",
+        second = subprocess.run([sys.executable, "-m", "linclass.orchestration.workspace", "sh", "-c",
                                  "echo 'train: {epochs: 7}' > params.yaml"], cwd=project, env=env,
                                 capture_output=True, text=True, timeout=60)
     finally:
@@ -89,6 +90,6 @@ def test_a_second_workspace_run_refuses_before_its_command_runs(project):
     assert second.stderr.count("\n") == 1 and second.stderr.startswith("error: another pipeline runs in this workspace (pid ")
     assert "dvc exp run --queue" in second.stderr
     assert (project / "params.yaml").read_text() == "train:\n  epochs: 150\n"
-    free = subprocess.run([sys.executable, "-m", "linclass.plumbing.workspace", "sh", "-c", "echo ran"], cwd=project,
+    free = subprocess.run([sys.executable, "-m", "linclass.orchestration.workspace", "sh", "-c", "echo ran"], cwd=project,
                           env=env, capture_output=True, text=True, timeout=60)
     assert free.returncode == 0 and free.stdout == "ran\n", free.stderr

@@ -1,5 +1,5 @@
 """The team stack for real: PostgreSQL + the MLflow server with basic auth + a DVC remote, started by
-`python -m linclass.plumbing.services up` once for the module.
+`python -m linclass.orchestration.services up` once for the module.
 
 Clone A runs the whole (small, synthetic) pipeline against it, as admin, with an archive server that
 wants a password; it pushes results and run-cache to the remote and its commits to a bare repo. Clone B
@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 def services(env: dict, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "linclass.plumbing.services", *args], env=env,
+    proc = subprocess.run([sys.executable, "-m", "linclass.orchestration.services", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert not check or proc.returncode == 0, f"services {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
     return proc
@@ -62,11 +62,11 @@ class Stack:
         self.secrets = dict(line.split("=", 1) for line in (folder / "secrets.env").read_text().split())
 
     def user(self, name: str) -> dict:
-        from linclass.plumbing.services import read_env_file
+        from linclass.orchestration.services import read_env_file
         return read_env_file(self.folder / "users" / f"{name}.env")
 
     def api(self, path: str, user: str | None = None, password: str | None = None, **kw):
-        from linclass.plumbing.services import api
+        from linclass.orchestration.services import api
         if user is not None and password is None:
             password = self.user(user)["MLFLOW_TRACKING_PASSWORD"]
         return api(self.url, path, user=user, password=password, **kw)
@@ -302,7 +302,7 @@ def test_a_wrong_password_or_no_permission_is_one_line_before_any_work(clone_a, 
         assert lines[0].startswith("error: ") and ("rejected the credentials" in lines[0]
                                                    or "no permission on MLflow experiment" in lines[0])
         assert "train@" not in proc.stdout, "no training happened"
-    from linclass.plumbing.services import grant
+    from linclass.orchestration.services import grant
     grant(stack.url, stack.secrets["MLFLOW_AUTH_ADMIN_PASSWORD"], "carol", EXPERIMENT, "READ")
     proc, _ = run_train_stage(clone_a, {**clone_a.stack_env, **stack.user("carol")})
     lines = proc.stderr.strip().splitlines()
@@ -411,7 +411,7 @@ def runs_named(client, name: str) -> list:
 
 
 def test_postgres_stopped_is_one_line_and_the_next_run_completes(clone_a, stack, admin_client):
-    from linclass.plumbing import services as stack_services
+    from linclass.orchestration import services as stack_services
 
     before = len(runs_named(admin_client, "svm-l2"))
     stack_services.postgres_down(stack.folder)

@@ -1,4 +1,4 @@
-"""linclass.plumbing.sweep: the grid from conf/, sweeps in DVC's own syntax, the validation-selected table.
+"""linclass.orchestration.sweep: the grid from conf/, sweeps in DVC's own syntax, the validation-selected table.
 
 The slow test runs a real two-point sweep through DVC's queue (`dvc exp run --queue -S 'a=x,y'`,
 `dvc exp run --run-all -j 2`) in a project copy and checks that the workspace's params.yaml is untouched.
@@ -12,7 +12,7 @@ import pytest
 from conftest import BIN, ROOT, SMALL, make_project, shrink_conf
 
 from linclass.plumbing.config import compose, validate
-from linclass.plumbing.sweep import (experiment_rows, experiment_states, grid_points, parse_floats,
+from linclass.orchestration.sweep import (experiment_rows, experiment_states, grid_points, parse_floats,
                                      sweep_overrides, sweep_points)
 
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
@@ -98,7 +98,7 @@ def test_a_sweep_runs_through_dvcs_queue_and_leaves_params_yaml_as_committed(tmp
     (project.path / "local.env").write_text(f"LINCLASS_DATA_URL={path.as_uri()}\nLINCLASS_DATA_MD5={md5}\n")
     committed = (project.path / "params.yaml").read_text()
     try:
-        done = project.run(str(BIN / "python"), "-m", "linclass.plumbing.sweep", "sweep", "--loss", "softmax",
+        done = project.run(str(BIN / "python"), "-m", "linclass.orchestration.sweep", "sweep", "--loss", "softmax",
                            "--regularizer", "l2", "--learning-rates", "0.01,0.05", "--strengths", "1e-3",
                            "--jobs", "2", "train.batch_size=25")
     finally:

@@ -1,7 +1,7 @@
 """The hyperparameter map: validation accuracy over a learning rate x regularization strength sweep, as a
 colour map (CS231n's picture of a hyperparameter search).
 
-The rows are the sweep's table (`python -m linclass.plumbing.sweep table`, or the CSV that `make sweep`
+The rows are the sweep's table (`python -m linclass.orchestration.sweep table`, or the CSV that `make sweep`
 writes to sweeps/<loss>-<regularizer>.csv): one dict per experiment with at least `learning_rate`,
 `strength` and the value drawn (default `val_accuracy`, the one that selects).
 """

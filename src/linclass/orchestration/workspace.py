@@ -1,4 +1,4 @@
-"""One pipeline at a time in a workspace: `python -m linclass.plumbing.workspace <command...>`.
+"""One pipeline at a time in a workspace: `python -m linclass.orchestration.workspace <command...>`.
 
 Takes `.dvc/tmp/linclass-workspace.lock` (fcntl, without waiting) and then becomes <command>
 (exec: the lock stays held until it ends, however it ends). A second one refuses at once, in one line,
@@ -37,7 +37,7 @@ def acquire(root: str | Path = ".") -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        sys.exit("usage: python -m linclass.plumbing.workspace <command> [args...]")
+        sys.exit("usage: python -m linclass.orchestration.workspace <command> [args...]")
     try:
         acquire()
     except RuntimeError as exc:

@@ -1,10 +1,10 @@
 """A Ray cluster on this machine, for trying out and testing the Ray sweep backend: a head node and
 worker node(s) on different loopback addresses, one CPU each, no dashboard.
 
-    python -m linclass.plumbing.cluster up        # head 127.0.0.2:6390, worker 127.0.0.3
-    python -m linclass.plumbing.cluster status
-    python -m linclass.plumbing.cluster down
-    python -m linclass.plumbing.cluster up --head 127.0.0.2 --workers 127.0.0.3,127.0.0.4 --port 6390
+    python -m linclass.orchestration.cluster up        # head 127.0.0.2:6390, worker 127.0.0.3
+    python -m linclass.orchestration.cluster status
+    python -m linclass.orchestration.cluster down
+    python -m linclass.orchestration.cluster up --head 127.0.0.2 --workers 127.0.0.3,127.0.0.4 --port 6390
 
 Ray rewrites 127.0.0.1 to the machine's outside address, hence 127.0.0.2 and up (all of 127.0.0.0/8
 is loopback on Linux). Each node is one `ray start --block` in a session of its own: stopping a node
@@ -214,7 +214,7 @@ def stop(cluster: Cluster, keep_logs: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linclass.plumbing.cluster", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.cluster", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("up", "down", "status"))
     parser.add_argument("--head", default=DEFAULT_HEAD, help=f"head node address (default {DEFAULT_HEAD})")
     parser.add_argument("--workers", default=",".join(DEFAULT_WORKERS),

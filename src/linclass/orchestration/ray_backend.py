@@ -1,11 +1,11 @@
 """The grid and sweeps across a Ray cluster: one Ray task per point, results back as DVC experiments
 and MLflow runs.
 
-    python -m linclass.plumbing.ray_backend grid [--address HOST:PORT] [override ...]
-    python -m linclass.plumbing.ray_backend sweep --loss softmax --regularizer l2 \\
+    python -m linclass.orchestration.ray_backend grid [--address HOST:PORT] [override ...]
+    python -m linclass.orchestration.ray_backend sweep --loss softmax --regularizer l2 \\
         --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2 [--address HOST:PORT] [override ...]
 
-The points are those of the local queue (linclass.plumbing.sweep.Point: a name, Hydra overrides, a DVC
+The points are those of the local queue (linclass.orchestration.sweep.Point: a name, Hydra overrides, a DVC
 target), and so is the table.
 
 On the driver, once: compose params.yaml with the shared overrides, run the data stages, push their
@@ -45,7 +45,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Sequence
 
-from linclass.plumbing.cluster import DEFAULT_ADDRESS
+from linclass.orchestration.cluster import DEFAULT_ADDRESS
 
 MAX_RETRIES = 3       # attempts after the first when a node dies (application errors are not retried)
 ERROR_TAIL = 4000
@@ -298,7 +298,7 @@ def _describe(result: dict) -> str:
 def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Path = ".",
               address: str | None = None, workdir: str | None = None,
               log: Callable[[str], None] = print) -> list[dict]:
-    """Run every point (a linclass.plumbing.sweep.Point) as a Ray task; pull the experiments; one result per point."""
+    """Run every point (a linclass.orchestration.sweep.Point) as a Ray task; pull the experiments; one result per point."""
     import ray
 
     root = Path(root).resolve()
@@ -339,9 +339,10 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from linclass.plumbing import config, sweep
+    from linclass.orchestration import sweep
+    from linclass.plumbing import config
 
-    parser = argparse.ArgumentParser(prog="python -m linclass.plumbing.ray_backend",
+    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.ray_backend",
                                      description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     grid = sub.add_parser("grid", help="every loss x regularizer combination, one experiment each")

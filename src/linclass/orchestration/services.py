@@ -1,6 +1,6 @@
 """The team stack on one machine: PostgreSQL, the MLflow tracking server with basic auth, a DVC remote.
 
-    python -m linclass.plumbing.services up | down | status | add-user NAME | env [--user NAME]
+    python -m linclass.orchestration.services up | down | status | add-user NAME | env [--user NAME]
 
 Everything lives in one git-ignored folder, <project>/.services (LINCLASS_SERVICES_DIR moves it):
     secrets.env      0600  PostgreSQL password, Flask secret key, admin password: generated once, never printed
@@ -317,7 +317,7 @@ def up(folder: Path) -> dict:
     state = load_state(folder)
     if state and process_alive(state.get("mlflow_pid")):
         raise ServiceError(f"the stack is already up ({tracking_url(state)}); "
-                           "`python -m linclass.plumbing.services down` first")
+                           "`python -m linclass.orchestration.services down` first")
     cfg = settings(folder)
     secret = secrets_of(folder)
     if cfg["local_postgres"]:
@@ -413,7 +413,7 @@ def add_user(folder: Path, name: str, grants: list[tuple[str, str]] = ()) -> Pat
     """Create user `name` with a generated password (in users/NAME.env, 0600) and grant experiment permissions."""
     state = load_state(folder)
     if not state or not process_alive(state.get("mlflow_pid")):
-        raise ServiceError("the stack is not up: `python -m linclass.plumbing.services up` first")
+        raise ServiceError("the stack is not up: `python -m linclass.orchestration.services up` first")
     url, admin = tracking_url(state), secrets_of(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
     password = secrets.token_urlsafe(18)
     code, body = api(url, "/api/2.0/mlflow/users/create", user=ADMIN, password=admin,
@@ -448,7 +448,7 @@ def grant(url: str, admin_password: str, user: str, experiment: str, permission:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linclass.plumbing.services",
+    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.services",
                                      description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start PostgreSQL and the MLflow server (generates the secrets once)")

@@ -1,10 +1,10 @@
 """Many experiments at once with DVC's queue: the loss x regularizer grid of conf/, or a learning rate x
 regularization strength sweep of one combination, selected on the validation split.
 
-    python -m linclass.plumbing.sweep grid [--jobs 2] [override ...]
-    python -m linclass.plumbing.sweep sweep --loss softmax --regularizer l2 \\
+    python -m linclass.orchestration.sweep grid [--jobs 2] [override ...]
+    python -m linclass.orchestration.sweep sweep --loss softmax --regularizer l2 \\
         --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2 [--jobs 2] [override ...]
-    python -m linclass.plumbing.sweep table [--prefix sweep-softmax-l2-] [--csv sweeps/softmax-l2.csv]
+    python -m linclass.orchestration.sweep table [--prefix sweep-softmax-l2-] [--csv sweeps/softmax-l2.csv]
 
 A sweep writes its table to sweeps/<loss>-<regularizer>.csv (replacing the one of an earlier sweep of that
 combination); the stage `hyperparameter_map` draws it as a learning rate x strength heat map
@@ -36,7 +36,7 @@ store, also from inside .dvc/tmp/exps/ (see linclass.plumbing.tracking.project_r
 experiment's name (`dvc_exp_name`).
 
 Points (`Point`: a name, its Hydra overrides, the DVC target) describe the same experiments one by
-one for backends that run them elsewhere (linclass.plumbing.ray_backend).
+one for backends that run them elsewhere (linclass.orchestration.ray_backend).
 """
 from __future__ import annotations
 
@@ -327,7 +327,7 @@ def write_table(rows: list[dict], path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linclass.plumbing.sweep", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.sweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     grid = sub.add_parser("grid", help="every loss x regularizer combination, one experiment each")
     sweep = sub.add_parser("sweep", help="learning rate x strength of one combination")
