@@ -33,7 +33,7 @@ STRENGTHS ?= 1e-4,1e-3,1e-2
 # the matching plugin, e.g. pip install dvc-s3). The default, ./dvc-remote (git-ignored), is for trying it out.
 REMOTE ?= $(CURDIR)/dvc-remote
 
-.PHONY: venv repro repro-local test test-fast test-release params ui server bench bench-stage bench-grid clean grid-parallel sweep remote push pull
+.PHONY: venv repro repro-local test test-fast test-release params ui server bench bench-stage bench-pipeline bench-grid clean grid-parallel sweep remote push pull
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -124,6 +124,10 @@ bench: venv
 # Where the wall time of one train stage goes (real data if ../shared is there); goal wall / SGD <= 1.5x.
 bench-stage: venv
 	$(BIN)/python benchmarks/bench_stage.py
+
+# The whole pipeline, serial (dvc exp run) and train stages two at a time (grid-parallel); goal <= 150 s.
+bench-pipeline: venv
+	$(BIN)/python benchmarks/bench_pipeline.py
 
 # Wall time of the 8-combination grid with 1 and 2 queue workers (real data if ../shared is there; minutes).
 bench-grid: venv
