@@ -44,7 +44,7 @@ SWEEP_CLI = $(BIN)/python -m linclass.orchestration.sweep
 SWEEP_JOBS = --jobs $(JOBS)
 endif
 
-.PHONY: exp reap venv venv-team services-up services-down services-status user-add repro local-data compare experiments test test-fast test-release params ui server bench bench-stage bench-grid bench-ray clean grid-parallel sweep remote push pull cluster-up cluster-down
+.PHONY: exp reap venv venv-team services-up services-down services-status user-add repro local-data compare experiments test test-fast test-release params ui server bench bench-stage bench-pipeline bench-grid bench-ray clean grid-parallel sweep remote push pull cluster-up cluster-down
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -197,6 +197,10 @@ bench: venv
 # Where the wall time of one train stage goes (real data if ../shared is there); goal wall / SGD <= 1.5x.
 bench-stage: venv
 	$(BIN)/python benchmarks/bench_stage.py
+
+# The whole pipeline, serial (dvc exp run) and train stages two at a time (grid-parallel); goal <= 150 s.
+bench-pipeline: venv
+	$(BIN)/python benchmarks/bench_pipeline.py
 
 # Wall time of the 8-combination grid with 1 and 2 queue workers (real data if ../shared is there; minutes).
 bench-grid: venv

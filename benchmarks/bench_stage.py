@@ -39,8 +39,9 @@ def run(cmd, cwd, env, check=True):
     return proc
 
 
-def make_copy(dest: Path, env: dict, synthetic: bool) -> str:
-    """The project in dest (git repo), params composed for the data; returns a description of the data."""
+def make_copy(dest: Path, env: dict, synthetic: bool, timer: bool = True) -> tuple[str, str, str]:
+    """The project in dest (git repo), params composed for the data, with timer=True the train stages' command
+    run under stage_timer.py (only the copy's dvc.yaml changes); returns (a description of the data, its url, its md5)."""
     for name in PROJECT_FILES:
         src, target = ROOT / name, dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -58,16 +59,16 @@ def make_copy(dest: Path, env: dict, synthetic: bool) -> str:
         url, what = f"file://{archive}", "synthetic CIFAR-10-shaped archive (50,000 + 10,000 images)"
     run(["git", "init", "-q", "-b", "main"], dest, env)
     run([BIN / "python", "-m", "linclass.plumbing.config", f"data.url={url}", f"data.md5={md5}"], dest, env)
-    # the train stages' command, run under the timer (only the copy's dvc.yaml changes)
-    dvc_yaml = dest / "dvc.yaml"
-    text, count = re.subn(r"python pipeline/train\.py", "python benchmarks/stage_timer.py pipeline/train.py",
-                          dvc_yaml.read_text())
-    if count != 1:
-        sys.exit("error: dvc.yaml has no single 'python pipeline/train.py' command to time")
-    dvc_yaml.write_text(text)
+    if timer:
+        dvc_yaml = dest / "dvc.yaml"
+        text, count = re.subn(r"python pipeline/train\.py", "python benchmarks/stage_timer.py pipeline/train.py",
+                              dvc_yaml.read_text())
+        if count != 1:
+            sys.exit("error: dvc.yaml has no single 'python pipeline/train.py' command to time")
+        dvc_yaml.write_text(text)
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-qm", "project copy"], dest, env)
-    return what
+    return what, url, md5
 
 
 def main():
@@ -86,7 +87,7 @@ def main():
         dest = (args.keep or Path(tmp)) / "project"
         if dest.exists():
             parser.error(f"--keep: {dest} exists already")
-        what = make_copy(dest, env, args.synthetic)
+        what, _, _ = make_copy(dest, env, args.synthetic)
         print(f"project copy: {dest}\ndata: {what}")
         print(f"load average before start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs "
               "(other processes skew timings)")

@@ -1,5 +1,8 @@
-"""CI's one real end-to-end run: `dvc repro` of the whole pipeline on the real CIFAR-10 archive in
-../shared/data (through a file:// URL, the same download code as https), with the default settings."""
+"""The release's real end-to-end run: `dvc repro` of the whole pipeline on the real CIFAR-10 archive in
+../shared/data (through a file:// URL, the same download code as https), with the default settings.
+
+Release-only (`make test-release`): it is the whole real pipeline (minutes); `make test` runs the same
+pipeline on a synthetic archive (test_pipeline.py) and reads the real archive in test_cifar.py."""
 from __future__ import annotations
 
 import json
@@ -10,7 +13,7 @@ import pytest
 
 from conftest import SHARED_CIFAR, SHARED_CIFAR_MD5, make_project
 
-pytestmark = [pytest.mark.slow, pytest.mark.realdata,
+pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.release,
               pytest.mark.skipif(not SHARED_CIFAR.exists(),
                                  reason=f"the real CIFAR-10 archive is not at {SHARED_CIFAR}")]
 
