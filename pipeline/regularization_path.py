@@ -8,10 +8,13 @@ along the path, L1 against L2, per loss), metrics/regularization_path.json, and 
 """
 from pathlib import Path
 
-from linclass.plumbing import tracking
-from linclass.plumbing.paths import REPORTS, class_names, load_split
-from linclass.plumbing.stage import atomic_dir, run, stage_params, write_json
-from linclass.studies import regularization_path as rp
+from linclass.plumbing.threads import set_blas_threads
+
+set_blas_threads()  # before numpy is imported: BLAS reads its thread count once, when it loads
+from linclass.plumbing import tracking  # noqa: E402
+from linclass.plumbing.paths import REPORTS, class_names, load_split  # noqa: E402
+from linclass.plumbing.stage import atomic_dir, run, stage_params, write_json  # noqa: E402
+from linclass.studies import regularization_path as rp  # noqa: E402
 
 OUT = REPORTS / "regularization_path"
 

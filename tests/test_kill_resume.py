@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import BIN, SMALL, make_project
 
 pytestmark = pytest.mark.slow
@@ -100,7 +101,9 @@ def test_sigkill_during_preprocess_and_training_then_repro_gives_the_same_dvc_lo
 
     done = project.dvc("repro", "evaluate")
     assert "leftover(s) of an interrupted run" in done.stdout, done.stdout[-3000:]
-    assert (project.path / "dvc.lock").read_bytes() == (reference.path / "dvc.lock").read_bytes()
+    # the same record of every stage (DVC lists stages in the order they first completed, which the kills
+    # change; the entries themselves are byte-for-byte the same)
+    assert yaml.safe_load((project.path / "dvc.lock").read_text()) == yaml.safe_load((reference.path / "dvc.lock").read_text())
     assert junk(project) == []
     assert runs(project)[late[0]].info.status == "KILLED"  # by the next stage's start
     statuses = sorted(r.info.status for r in runs(project).values())
