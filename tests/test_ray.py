@@ -217,7 +217,7 @@ def test_a_point_gives_the_same_weights_on_the_cluster_as_locally(swept, mlflow_
     [cluster_run] = [run for run in point_runs(mlflow_server, name) if run.info.status == "FINISHED"]
     # the same point in the driver's workspace: train forced (not from the run-cache), local store
     sets = [arg for o in (*swept.overrides, "grid.losses=[svm]", "grid.regularizers=[l2]",
-                          "train.learning_rate=0.02", "regularizer.l2.strength=0.01") for arg in ("-S", o)]
+                          "loss.svm.learning_rate=0.02", "regularizer.l2.strength=0.01") for arg in ("-S", o)]
     out = swept.dvc("exp", "run", "--force", "--single-item", "-n", "local-reference", *sets, "train@svm-l2").stdout
     assert "Running stage 'train@svm-l2'" in out, out[-2000:]
     models = swept.path / "models/svm-l2"
@@ -234,8 +234,8 @@ def test_a_failing_point_is_reported_with_its_error_and_the_others_finish(projec
     from linclass.orchestration.ray_backend import run_sweep
 
     grid = ("grid.losses=[softmax]", "grid.regularizers=[l2]")
-    points = [Point("sweep-softmax-l2-lr0.03-s0.001", (*grid, "train.learning_rate=0.03"), "train@softmax-l2"),
-              Point("sweep-softmax-l2-diverges", (*grid, "train.learning_rate=1e30"), "train@softmax-l2")]
+    points = [Point("sweep-softmax-l2-lr0.03-s0.001", (*grid, "loss.softmax.learning_rate=0.03"), "train@softmax-l2"),
+              Point("sweep-softmax-l2-diverges", (*grid, "loss.softmax.learning_rate=1e30"), "train@softmax-l2")]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     good, bad = run_sweep(points, project.overrides, root=project.path, address=cluster.address)
     assert good["ok"] and good["error"] is None, good
