@@ -291,6 +291,9 @@ def test_a_worker_node_killed_mid_sweep_loses_nothing(project, cluster, mlflow_s
         assert [r.info.status for r in runs].count("FINISHED") == 1, [(r.info.run_id, r.info.status) for r in runs]
         assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
     lost = client.get_run(victim.info.run_id)
-    assert lost.info.status == "KILLED" and "superseded" in lost.data.tags
-    assert victim.info.run_id in results[killed_point]["superseded"]
+    # KILLED by the driver (superseded), or already by the retry's first stage on this host, which marks
+    # KILLED the runs whose process is gone (linclass.plumbing.store.reap)
+    assert lost.info.status == "KILLED"
+    assert ("superseded" in lost.data.tags) == (victim.info.run_id in results[killed_point]["superseded"])
+    assert "superseded" in lost.data.tags or "killed_because" in lost.data.tags, lost.data.tags
     assert sorted(exp_rows(project, "sweep-svm-l2-lr0.05-")) == names
