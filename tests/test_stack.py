@@ -259,10 +259,10 @@ def test_clone_a_logs_every_run_with_downloadable_artifacts_and_no_secret(clone_
     experiment = admin_client.get_experiment_by_name(EXPERIMENT)
     runs = admin_client.search_runs([experiment.experiment_id], max_results=1000)
     assert runs and all(run.info.status == "FINISHED" for run in runs), [(r.info.run_name, r.info.status) for r in runs]
-    trains = {run.info.run_name: run for run in runs if run.data.tags.get("dvc_stage", "").startswith("train@")}
+    trains = {run.data.tags["model"]: run for run in runs if run.data.tags.get("dvc_stage", "").startswith("train@")}
     assert sorted(trains) == sorted(GRID)
     for name, run in trains.items():   # through the server, byte-identical to the local outputs
-        got = Path(admin_client.download_artifacts(run.info.run_id, "model", str(tmp_path / name)))
+        got = Path(admin_client.download_artifacts(run.info.run_id, "training", str(tmp_path / name)))
         for file in ("W.npy", "b.npy", "history_steps.csv", "history_epochs.csv"):
             assert (got / file).read_bytes() == (clone_a.path / "models" / name / file).read_bytes(), (name, file)
     assert not (clone_a.path / "mlflow.db").exists(), "nothing went to the local store"
@@ -343,9 +343,9 @@ def test_results_travel_to_clone_b_and_one_change_retrains_exactly_two_stages(cl
     mine = bob_client.get_experiment_by_name(BOB_EXPERIMENT)
     runs = bob_client.search_runs([mine.experiment_id], max_results=1000)
     trains = [r for r in runs if r.data.tags.get("dvc_stage", "").startswith("train@")]
-    assert sorted(r.info.run_name for r in trains) == ["softmax-l2", "svm-l2"]
+    assert sorted(r.data.tags["model"] for r in trains) == ["softmax-l2", "svm-l2"]
     assert all(r.info.status == "FINISHED" for r in runs)
-    assert all(r.data.params["regularizer.l2.strength"] == "0.02" for r in trains)
+    assert all(r.data.params["strength"] == "0.02" for r in trains)
 
     # back to A's strength: the two models come back from A's run-cache, nothing trains
     b.compose(*clone_a.overrides, f"tracking.experiment={BOB_EXPERIMENT}")
@@ -406,7 +406,7 @@ def test_an_s3_remote_carries_the_results_too(clone_a, s3_server, tmp_path):
 
 def runs_named(client, name: str) -> list:
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    return client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'",
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.model = '{name}'",
                               max_results=1000)
 
 
