@@ -41,10 +41,12 @@ one for backends that run them elsewhere (linclass.orchestration.ray_backend).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -192,14 +194,41 @@ def clear_earlier(prefix: str) -> None:
         print(f"replaced earlier experiments: {', '.join(earlier)}")
 
 
-def run_queue(jobs: int) -> float:
-    """`dvc exp run --run-all -j jobs`: start the workers, follow their logs until all are done."""
+FINAL_STATES = ("success", "failed")
+
+
+def run_queue(jobs: int, expected: Sequence[str], poll: float = 5.0, grace: float = 20.0) -> float:
+    """`dvc exp run --run-all -j jobs`, its output as progress; returns once every `expected` experiment
+    has finished (its state in `dvc exp show --json` is success or failed).
+
+    DVC 3.67's --run-all can keep waiting on an idle queue worker after the last experiment finished
+    (seen in CI: every experiment done, the command never returning). So the states are watched too:
+    once all are final, --run-all gets `grace` seconds to return, then its workers are stopped.
+    """
     start = time.monotonic()
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.Popen([_dvc(), "exp", "run", "--run-all", "-j", str(jobs)], env=env,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        dvc("exp", "run", "--run-all", "-j", str(jobs), check=False, capture=False)
-    except BaseException:
-        dvc("queue", "stop", "--kill", check=False)   # never leave workers running behind us
-        raise
+        finished_at = None
+        while proc.poll() is None:
+            time.sleep(poll)
+            states = experiment_states(exp_show())
+            if all(states.get(name) in FINAL_STATES for name in expected):
+                finished_at = finished_at or time.monotonic()
+                if time.monotonic() - finished_at > grace:
+                    break
+    finally:
+        if proc.poll() is None:   # never leave workers running behind us
+            dvc("queue", "stop", "--kill", check=False)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     return time.monotonic() - start
 
 
@@ -384,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             expected = [name for name in experiment_states(exp_show()) if name.startswith(prefix)]
         print(f"{len(expected)} experiments, {args.jobs} at a time: dvc exp run --run-all -j {args.jobs} "
               "(follow with `dvc queue status`, `dvc queue logs <name>`)")
-        seconds = run_queue(args.jobs)
+        seconds = run_queue(args.jobs, expected)
         states = experiment_states(exp_show())
         failed = sorted(name for name in expected if states.get(name) != "success")
         print(f"queue done in {seconds:.0f} s")
