@@ -213,7 +213,10 @@ def run_queue(jobs: int, expected: Sequence[str], poll: float = 5.0, grace: floa
         finished_at = None
         while proc.poll() is None:
             time.sleep(poll)
-            states = experiment_states(exp_show())
+            shown = dvc("exp", "show", "--json", check=False)
+            if shown.returncode != 0:   # DVC's repository lock, while a worker commits: ask again
+                continue
+            states = experiment_states(json.loads(shown.stdout))
             if all(states.get(name) in FINAL_STATES for name in expected):
                 finished_at = finished_at or time.monotonic()
                 if time.monotonic() - finished_at > grace:
