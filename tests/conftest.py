@@ -93,6 +93,13 @@ def shrink_conf(project: Project, overrides=SMALL) -> None:
     project.git_commit("conf shrunk for a test")
 
 
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_earlier_tests(monkeypatch):
+    """Each test starts without MLFLOW_TRACKING_URI: a test that exported it (mlflow.set_tracking_uri does)
+    would send the next test's runs to its store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session")
 def synthetic_archive(tmp_path_factory) -> tuple[Path, str]:
     """A small learnable archive in the official CIFAR-10 python layout, and its md5."""

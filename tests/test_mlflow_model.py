@@ -102,10 +102,11 @@ def test_training_runs_carry_their_own_settings_and_clean_metrics(evaluated):
 @pytest.mark.slow
 def test_each_run_logs_a_model_with_signature_and_example(evaluated):
     import mlflow
+    from linclass.plumbing import tracking
 
     _, _, client = evaluated
     _, runs = training_runs(client)
-    mlflow.set_tracking_uri(client.tracking_uri)
+    tracking.point_mlflow_at(client.tracking_uri)  # not mlflow.set_tracking_uri: it exports the URI
     for run in runs:
         info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
         assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 32, 32, 3)
@@ -118,6 +119,7 @@ def test_each_run_logs_a_model_with_signature_and_example(evaluated):
 def test_champion_is_best_on_validation_and_predicts_with_the_reported_accuracy(evaluated, synthetic_archive):
     import mlflow
     from linclass.data.cifar import load_cifar10
+    from linclass.plumbing import tracking
 
     project, _, client = evaluated
     metrics = json.loads((project.path / "metrics/test.json").read_text())
@@ -128,7 +130,7 @@ def test_champion_is_best_on_validation_and_predicts_with_the_reported_accuracy(
     assert champion.tags["model"] == best
     assert json.loads((project.path / "reports/evaluation/best.json").read_text())["model"] == best
 
-    mlflow.set_tracking_uri(client.tracking_uri)
+    tracking.point_mlflow_at(client.tracking_uri)  # not mlflow.set_tracking_uri: it exports the URI
     model = mlflow.pyfunc.load_model(f"models:/{EXPERIMENT}@champion")
     data = load_cifar10(synthetic_archive[0])
     predicted = model.predict(raw_images(data.x_test))
