@@ -182,13 +182,13 @@ remote: venv
 	dvc remote add --default --force team $(REMOTE)
 	dvc remote list
 
-# Send every cached output to the remote / get them back (a fresh clone: git clone, then make pull).
+# Send every cached output and the run-cache to the remote / get them back (a fresh clone: git clone,
+# then make pull). The remote is checked first: unreachable is one line, and nothing moves.
 push: venv
-	dvc push
+	$(BIN)/python -m linclass.orchestration.remote push
 
 pull: venv
-	dvc pull
-	dvc status
+	$(BIN)/python -m linclass.orchestration.remote pull
 
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

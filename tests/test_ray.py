@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -22,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, SMALL, env_for_pipeline, make_project
+from conftest import BIN, ROOT, SMALL, env_for_pipeline, make_project, free_port
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the cluster extra: pip install -e '.[cluster]'")
 
@@ -37,12 +36,6 @@ VENV = BIN.parent
 # A dead node is noticed within ~3 s instead of ~30 s.
 FAST_DEATH = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
               "health_check_failure_threshold": 2, "health_check_initial_delay_ms": 1000}
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, SMALL, Project, make_project
+from conftest import BIN, SMALL, Project, make_project, free_port
 
 pytest.importorskip("psycopg2", reason="the team extra is not installed: pip install -e '.[team]'")
 pytest.importorskip("flask_wtf", reason="the team extra is not installed: pip install -e '.[team]'")
@@ -39,12 +39,6 @@ BOB_EXPERIMENT = "linclass-bob"
 GRID_OVERRIDES = ("grid.losses=[svm,softmax]", "grid.regularizers=[none,l2]")
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l2")]
 DATA_USER, DATA_PASSWORD = "reader", "s3cret-data-pw"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def services(env: dict, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -400,6 +394,24 @@ def test_an_s3_remote_carries_the_results_too(clone_a, s3_server, tmp_path):
     c.dvc("pull", "-r", "s3team", env=env)
     assert json.loads(c.dvc("status", "--json").stdout) == {}
     assert (c.path / "models/svm-l2/W.npy").read_bytes() == (clone_a.path / "models/svm-l2/W.npy").read_bytes()
+
+
+def test_an_s3_remote_that_does_not_answer_is_one_line_and_the_next_push_completes(clone_a, s3_server):
+    endpoint, aws = s3_server
+    env = {**clone_a.env, **aws}
+    push = [str(BIN / "python"), "-m", "linclass.orchestration.remote", "push", "-r", "s3late"]
+    clone_a.dvc("remote", "add", "--local", "s3late", "s3://linclass-team/late")
+    clone_a.dvc("remote", "modify", "--local", "s3late", "endpointurl", f"http://127.0.0.1:{free_port()}")
+    down = clone_a.run(*push, env=env, check=False)
+    lines = down.stderr.strip().splitlines()
+    assert down.returncode == 1 and len(lines) == 1 and "DVC remote 's3late'" in lines[0], down.stderr
+    assert "is not reachable" in lines[0] and "nothing was pushed" in lines[0], lines[0]
+
+    clone_a.dvc("remote", "modify", "--local", "s3late", "endpointurl", endpoint)   # the remote is back
+    up = clone_a.run(*push, env=env, check=False)
+    assert up.returncode == 0, up.stderr
+    status = clone_a.dvc("status", "--cloud", "-r", "s3late", "--json", env=env)
+    assert json.loads(status.stdout or "{}") == {}, status.stdout   # everything is on the remote
 
 
 # ---- faults of the stack (last: they stop and restart its parts) ----

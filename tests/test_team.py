@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, SMALL, env_for_pipeline, make_project
+from conftest import BIN, ROOT, SMALL, env_for_pipeline, make_project, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +41,6 @@ def make(project_dir: Path, *args: str, env: dict, **kw) -> subprocess.Completed
     assert proc.returncode == 0, \
         f"make {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     return proc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -186,13 +186,15 @@ def check_commit(root: Path) -> tuple[str, str]:
 
 
 def default_dvc_remote(root: Path) -> str:
-    name = _run([_dvc(), "remote", "default"], root, "dvc remote default").strip()
-    remotes = dict(line.split()[:2] for line in _run([_dvc(), "remote", "list"], root,
-                                                     "dvc remote list").splitlines() if line.strip())
-    if not name or name not in remotes:
-        raise RaySweepError("no default DVC remote: the nodes get their data from it; set the team's "
-                            "with `make remote REMOTE=<shared folder or s3://...>`")
-    return _absolute(remotes[name], root / ".dvc")
+    """The default DVC remote's URL (a folder made absolute, so that every node finds it), checked reachable."""
+    from linclass.orchestration import remote
+
+    try:
+        found = remote.find_remote(root)
+        remote.check_reachable(found, "push")
+    except remote.RemoteError as exc:
+        raise RaySweepError(f"{exc} (the nodes get their data from the default DVC remote)") from None
+    return found.url
 
 
 def tracking_server(params: dict) -> str:

@@ -15,6 +15,7 @@ import yaml
 from linclass import constraints
 from linclass.constraints import Interval, check_value
 from linclass.files import atomic_file
+from linclass.plumbing.redact import has_credentials, redact_url
 
 KNOWN_LOSSES = constraints.LOSS_NAMES
 KNOWN_REGULARIZERS = constraints.REGULARIZER_NAMES
@@ -142,8 +143,8 @@ def validate_data(params: dict) -> None:
     url = _get(params, "data.url")
     if not isinstance(url, str) or not url.startswith(URL_SCHEMES):
         raise ConfigError(f"data.url={url!r} is not supported; allowed: {', '.join(URL_SCHEMES)} URLs")
-    if re.match(r"[a-z]+://[^/?#]*@", url):   # it would be stored in params.yaml, dvc.lock and MLflow
-        bare = re.sub(r"://[^/?#]*@", "://", url, count=1)
+    if has_credentials(url):   # it would be stored in params.yaml, dvc.lock and MLflow
+        bare = redact_url(url)
         raise ConfigError(f"data.url={bare!r} carries credentials (user:password@), which would be stored in "
                           "params.yaml and dvc.lock; remove them from the URL and set LINCLASS_DATA_USER and "
                           "LINCLASS_DATA_PASSWORD instead")

@@ -26,8 +26,6 @@ import subprocess
 import sys
 import time
 import base64
-import json
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -51,6 +49,7 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from linclass.plumbing.redact import redact_url  # noqa: E402,F401  (tracking.redact_url: its users' name)
 from linclass.plumbing.store import (StoreError, artifact_root, check_store, process_tags,  # noqa: E402
                                      reap, store_lock)
 
@@ -101,15 +100,6 @@ def point_mlflow_at(uri: str) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = before
 
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
-
-
-def redact_url(text: str) -> str:
-    """`text` with the user-info (user:password@) of every URL in it removed.
-
-    'http://user:s3cret@host/x.tar.gz' -> 'http://host/x.tar.gz'; text without such a URL is returned as is.
-    """
-    return _USERINFO.sub(r"\g<scheme>", text) if isinstance(text, str) else text
 
 
 def check_access(uri: str, experiment: str, timeout: float = 10.0) -> None:

@@ -1,0 +1,137 @@
+"""`make push` / `make pull`: the team's DVC remote, checked before anything moves.
+
+    python -m linclass.orchestration.remote push [-r NAME]   # dvc push --run-cache
+    python -m linclass.orchestration.remote pull [-r NAME]   # dvc pull --run-cache, then dvc status
+
+The remote (the default one, or NAME) must answer first: an S3 endpoint or an http/ssh host must
+accept a connection, a shared folder must be there (DVC would otherwise create a fresh, empty folder
+where an unmounted share should be). When it does not, one line names the remote and what is down,
+and nothing is sent, fetched or changed: the local cache and the workspace stay as they were, and the
+same command completes once the remote is back. A failure in the middle of a transfer is one line
+too; DVC transfers content-addressed objects, so running it again sends only what is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from linclass.plumbing.redact import redact_url
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "s3": 443, "gs": 443, "azure": 443}
+
+
+class RemoteError(RuntimeError):
+    """The DVC remote cannot be used; the message is one line and says what to do."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    name: str
+    url: str                    # as configured (a local folder made absolute)
+    endpoint: str | None        # S3-compatible endpoint URL, when not AWS
+
+    def describe(self) -> str:
+        via = f" at {redact_url(self.endpoint)}" if self.endpoint else ""
+        return f"DVC remote {self.name!r} ({redact_url(self.url)}{via})"
+
+
+def find_remote(root: str | Path = ".", name: str | None = None) -> Remote:
+    """The remote `name`, or the project's default one, from DVC's merged config (repo, local, global)."""
+    from dvc.config import Config
+
+    dvc_dir = Path(root).resolve() / ".dvc"
+    if not dvc_dir.is_dir():
+        raise RemoteError(f"{dvc_dir.parent} is not a DVC project (no .dvc folder): run this at the project's root")
+    config = Config(dvc_dir=str(dvc_dir), local_dvc_dir=str(dvc_dir))
+    remotes = config.get("remote", {})
+    name = name or config.get("core", {}).get("remote")
+    if not name:
+        raise RemoteError("no default DVC remote: set the team's with `make remote REMOTE=<shared folder or "
+                          "s3://...>` (or name one: -r NAME)")
+    if name not in remotes:
+        raise RemoteError(f"no DVC remote named {name!r}; configured: {', '.join(sorted(remotes)) or 'none'}")
+    entry = remotes[name]
+    return Remote(name, str(entry["url"]), entry.get("endpointurl"))
+
+
+def where_to_connect(remote: Remote) -> tuple[str, int] | None:
+    """(host, port) that must accept a connection for `remote` to work; None for a local folder."""
+    target = urlsplit(remote.endpoint or remote.url)
+    scheme = target.scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and remote.url[1:3] == ":\\"):
+        return None
+    if not remote.endpoint and scheme == "s3":
+        return "s3.amazonaws.com", 443
+    host = target.hostname or ""
+    return host, target.port or DEFAULT_PORTS.get(scheme, 443)
+
+
+def check_reachable(remote: Remote, command: str, timeout: float = 5.0) -> None:
+    """RemoteError in one line unless `remote` answers (a connection) or, for a folder, is there."""
+    address = where_to_connect(remote)
+    if address is None:
+        folder = Path(urlsplit(remote.url).path if remote.url.startswith("file:") else remote.url)
+        there = folder if command == "pull" else folder.parent
+        if not there.is_dir():
+            raise RemoteError(f"{remote.describe()} is not reachable: folder {there} does not exist (is the "
+                              f"share mounted?); nothing was {command}ed")
+        return
+    host, port = address
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise RemoteError(f"{remote.describe()} is not reachable: {host}:{port} does not answer ({reason}); "
+                          f"nothing was {command}ed, the local cache is unchanged: start it, then run "
+                          f"make {command} again") from None
+
+
+def dvc_command(command: str, remote: Remote) -> list[list[str]]:
+    """The DVC commands that do `command` against `remote`."""
+    dvc = shutil.which("dvc", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "dvc"
+    moves = [[dvc, command, "--run-cache", "-r", remote.name]]
+    return moves + [[dvc, "status"]] if command == "pull" else moves
+
+
+def error_line(output: str) -> str:
+    """DVC's own error, the first 'ERROR:' line of its output (it adds a support link and blank lines)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR")]
+    return redact_url((errors or lines or ["no output"])[0])
+
+
+def transfer(command: str, root: str | Path = ".", name: str | None = None) -> None:
+    """Check the remote, then run the DVC commands of `command`, their output shown as it comes."""
+    remote = find_remote(root, name)
+    check_reachable(remote, command)
+    for cmd in dvc_command(command, remote):
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+        sys.stdout.write(proc.stdout)
+        if proc.returncode != 0:
+            raise RemoteError(f"`dvc {' '.join(cmd[1:])}` failed against {remote.describe()}: "
+                              f"{error_line(proc.stderr + proc.stdout)}; run make {command} again once it is fixed "
+                              "(only what is missing is sent)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.remote", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("push", "pull"))
+    parser.add_argument("-r", "--remote", default=None, help="a configured DVC remote (default: the default one)")
+    args = parser.parse_args(argv)
+    try:
+        transfer(args.command, ".", args.remote)
+    except RemoteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""`make push` / `make pull` (linclass.orchestration.remote) against real DVC remotes: a shared folder
+that is there, one whose share is not mounted, an S3 endpoint that does not answer, a remote that
+does not exist. Unreachable is one line naming the remote, and nothing moves; the S3 remote that
+answers is tested with the team stack (tests/test_stack.py)."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BIN, Project, env_for_pipeline, free_port
+
+
+@pytest.fixture
+def repo(tmp_path) -> Project:
+    """A git + DVC repository with one tracked file, its cache filled, no remote yet."""
+    project = Project(tmp_path / "repo", env_for_pipeline(AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s"))
+    project.path.mkdir()
+    project.run("git", "init", "-q")
+    project.dvc("init", "-q")
+    (project.path / "weights.txt").write_text("W = 1 2 3\n")
+    project.dvc("add", "-q", "weights.txt")
+    project.git_commit("tracked")
+    return project
+
+
+def make(project: Project, command: str, *args: str) -> subprocess.CompletedProcess:
+    return project.run(str(BIN / "python"), "-m", "linclass.orchestration.remote", command, *args, check=False)
+
+
+def cache_files(project: Project) -> list[str]:
+    return sorted(str(p.relative_to(project.path)) for p in (project.path / ".dvc/cache").rglob("*") if p.is_file())
+
+
+def test_a_shared_folder_takes_the_push_and_gives_it_back(repo, tmp_path):
+    (tmp_path / "share").mkdir()
+    repo.dvc("remote", "add", "--default", "team", str(tmp_path / "share" / "linclass-dvc"))
+    pushed = make(repo, "push")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "1 file pushed" in pushed.stdout, pushed.stdout
+
+    (repo.path / "weights.txt").unlink()
+    repo.run("rm", "-rf", ".dvc/cache")
+    pulled = make(repo, "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    assert (repo.path / "weights.txt").read_text() == "W = 1 2 3\n"
+    assert "Data and pipelines are up to date." in pulled.stdout
+
+
+def test_an_unmounted_share_is_one_line_and_no_folder_is_made(repo, tmp_path):
+    share = tmp_path / "mnt" / "team"   # the mount point is not there
+    repo.dvc("remote", "add", "--default", "team", str(share / "linclass-dvc"))
+    for command in ("push", "pull"):
+        proc = make(repo, command)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith("error: DVC remote 'team'") and "is not reachable" in lines[0], lines[0]
+        assert str(share) in lines[0] and f"nothing was {command}ed" in lines[0], lines[0]
+    assert not (tmp_path / "mnt").exists(), "DVC would have made an empty remote where the share should be"
+
+
+def test_an_s3_endpoint_that_does_not_answer_is_one_line_and_nothing_moves(repo):
+    pytest.importorskip("dvc_s3", reason="the team extra is not installed: pip install -e '.[team]'")
+    endpoint = f"http://127.0.0.1:{free_port()}"   # nothing listens there
+    repo.dvc("remote", "add", "--default", "team", "s3://linclass-team/dvc")
+    repo.dvc("remote", "modify", "team", "endpointurl", endpoint)
+    before = cache_files(repo)
+    started = time.monotonic()
+    proc = make(repo, "push")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert f"DVC remote 'team' (s3://linclass-team/dvc at {endpoint}) is not reachable" in lines[0], lines[0]
+    assert "nothing was pushed, the local cache is unchanged" in lines[0] and "make push" in lines[0], lines[0]
+    assert time.monotonic() - started < 30, "DVC's own retries take longer; the check must come first"
+    assert cache_files(repo) == before and (repo.path / "weights.txt").exists()
+
+
+def test_a_remote_that_is_not_configured_is_one_line(repo):
+    for args, expected in ((("push",), "no default DVC remote: set the team's with `make remote REMOTE="),
+                           (("pull", "-r", "nas"), "no DVC remote named 'nas'; configured: none")):
+        proc = make(repo, *args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and expected in lines[0], proc.stderr
