@@ -24,19 +24,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import BIN, SHARED_CIFAR, SHARED_CIFAR_MD5, env_for_pipeline, make_project  # noqa: E402
+from conftest import (MLFLOW_SERVER_ENV, SHARED_CIFAR, SHARED_CIFAR_MD5, env_for_pipeline, free_port,  # noqa: E402
+                      make_project_with_remotes, mlflow_server_cmd, serving)
 
 from linclass.orchestration import cluster as ray_cluster  # noqa: E402
 from linclass.orchestration.ray_backend import run_sweep  # noqa: E402
@@ -45,41 +42,13 @@ from linclass.orchestration.sweep import sweep_points  # noqa: E402
 HEAD, WORKER = "127.0.0.6", "127.0.0.7"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def mlflow_server(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-                             "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            env={**env_for_pipeline(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url + "/health", timeout=2):
-                    break
-            time.sleep(0.5)
+    with serving(mlflow_server_cmd(folder, port), url, folder / "server.log", env={**env_for_pipeline(), **MLFLOW_SERVER_ENV}):
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait()
-
-
-def project_with_remotes(base: Path, overrides: list[str]):
-    project = make_project(base / "project", overrides)
-    project.run("git", "init", "-q", "--bare", str(base / "origin.git"))
-    project.run("git", "remote", "add", "origin", str(base / "origin.git"))
-    project.dvc("remote", "add", "--default", "team", str(base / "dvc-remote"))
-    project.git_commit("the team's DVC remote")
-    project.run("git", "push", "-q", "origin", "main")
-    return project
 
 
 def training_seconds(url: str, run_ids: list[str]) -> list[float]:
@@ -136,7 +105,7 @@ def main() -> None:
           f"{args.repeats} interleaved repeats; machine load {os.getloadavg()[0]:.1f}")
 
     with mlflow_server(base / "mlflow") as url:
-        project = project_with_remotes(base, overrides)
+        project = make_project_with_remotes(base, overrides)
         walls: dict[int, list[float]] = {1: [], 2: []}
         steps: dict[str, list[float]] = {}
         for repeat in range(args.repeats):

@@ -1,6 +1,7 @@
 """Shared fixtures: the real config, shrunk; a copy of the project to run the real pipeline in."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -35,6 +36,34 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], url: str, log: Path, timeout: float = 90, **popen):
+    """Run a server `cmd` in its own process group, logging to `log`; yield once `url`/health answers;
+    stop the whole group (make, mlflow, its workers) at the end."""
+    from linclass.orchestration.services import ServiceError, stop_group, wait_healthy
+
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+        try:
+            try:
+                wait_healthy(url, proc, timeout, log)
+            except ServiceError as exc:
+                raise AssertionError(f"{exc}\n{log.read_text(errors='replace')[-3000:]}") from None
+            yield proc
+        finally:
+            stop_group(proc.pid)
+
+
+def mlflow_server_cmd(folder: Path, port: int) -> list[str]:
+    """A plain MLflow server (sqlite store and artifacts under `folder`) on 127.0.0.1:`port`."""
+    return [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+            "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 class Project:
@@ -79,6 +108,18 @@ def make_project(dest: Path, overrides=(), env: dict | None = None) -> Project:
     project.run("git", "init", "-q", "-b", "main")
     project.compose(*overrides)
     project.git_commit("project copy")
+    return project
+
+
+def make_project_with_remotes(base: Path, overrides=()) -> Project:
+    """A project at base/project whose commit is on its git remote (base/origin.git, a bare repository),
+    with a folder as its default DVC remote (base/dvc-remote): what the Ray nodes clone and pull from."""
+    project = make_project(base / "project", overrides)
+    project.run("git", "init", "-q", "--bare", str(base / "origin.git"))
+    project.run("git", "remote", "add", "origin", str(base / "origin.git"))
+    project.dvc("remote", "add", "--default", "team", str(base / "dvc-remote"))
+    project.git_commit("the team's DVC remote")
+    project.run("git", "push", "-q", "origin", "main")
     return project
 
 

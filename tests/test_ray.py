@@ -8,20 +8,17 @@ The data set comes from a real HTTP server that counts its requests: the nodes m
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, SMALL, env_for_pipeline, make_project, free_port
+from conftest import (BIN, MLFLOW_SERVER_ENV, ROOT, SMALL, env_for_pipeline, free_port, make_project,
+                      make_project_with_remotes, mlflow_server_cmd, serving)
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the cluster extra: pip install -e '.[cluster]'")
 
@@ -42,31 +39,9 @@ FAST_DEATH = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
 def mlflow_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    log = open(folder / "server.log", "w")
-    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-                             "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            env={**env_for_pipeline(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url + "/health", timeout=2):
-                    break
-            assert proc.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()[-3000:]
-            time.sleep(0.5)
+    with serving(mlflow_server_cmd(folder, port), url, folder / "server.log", env={**env_for_pipeline(), **MLFLOW_SERVER_ENV}):
         yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +76,8 @@ def archive(synthetic_archive):
 def project(tmp_path_factory, archive, mlflow_server):
     """The project on a commit that is on its git remote (a bare repository), with a folder as DVC remote."""
     url, md5 = archive.url("/cifar-10-python.tar.gz"), archive.md5
-    base = tmp_path_factory.mktemp("ray")
     overrides = (f"data.url={url}", f"data.md5={md5}", *SMALL)
-    project = make_project(base / "project", overrides)
-    project.run("git", "init", "-q", "--bare", str(base / "origin.git"))
-    project.run("git", "remote", "add", "origin", str(base / "origin.git"))
-    project.dvc("remote", "add", "--default", "team", str(base / "dvc-remote"))
-    project.git_commit("the team's DVC remote")
-    project.run("git", "push", "-q", "origin", "main")
+    project = make_project_with_remotes(tmp_path_factory.mktemp("ray"), overrides)
     project.overrides = overrides
     project.server_env = {**project.env, "MLFLOW_TRACKING_URI": mlflow_server}
     return project

@@ -7,33 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linclass.studies.pictures import plot_template_grid, save_template_pngs
+from helpers_report import write_report_inputs
+
 from linclass.studies.report import markdown_table, write_report
 
 
 @pytest.fixture
 def inputs(tmp_path):
     """Small CSVs and real PNGs under tmp_path/work; the report goes to tmp_path/out/report.md."""
-    work = tmp_path / "work"
-    work.mkdir()
-    W = np.random.default_rng(0).standard_normal((2, 3072))
-    templates = plot_template_grid(W, ["cat", "dog"], work / "templates.png", title="t")
-    [hist, scaling_png] = save_template_pngs(W, ["hist", "scaling"], work / "figs", upscale=1)
-    paths = {"templates_png": templates, "weight_hist_png": hist, "scaling_pngs": [scaling_png],
-             "hard_cases_png": templates}
-    tables = {
-        "comparison_csv": pd.DataFrame({"run": ["svm-l2", "softmax-l1"], "test_accuracy": [0.3812, 0.3655]}),
-        "scaling_csv": pd.DataFrame({"model": ["svm-zero"] * 2, "scale": [1.0, 2.0], "hinge_loss": [0.0, 0.0],
-                                     "l2_penalty": [1.25, 5.0]}),
-        "loss_study_csv": pd.DataFrame({"question": ["Q6 squared hinge"], "case": ["frog"],
-                                        "loss": ["squared_svm"], "value": [83.25], "note": ["a | b"]}),
-        "hard_cases_csv": pd.DataFrame({"dataset": ["ring"], "loss": ["svm"], "accuracy": [0.746],
-                                        "majority_rate": [0.746]}),
-    }
-    for key, df in tables.items():
-        paths[key] = work / f"{key}.csv"
-        df.to_csv(paths[key], index=False)
-    return paths
+    return write_report_inputs(tmp_path / "work")
 
 
 def test_markdown_report(tmp_path, inputs):

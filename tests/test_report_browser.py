@@ -12,12 +12,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from conftest import ROOT
+from helpers_report import write_report_inputs
 
-from linclass.studies.pictures import plot_template_grid, save_template_pngs
 from linclass.studies.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -61,23 +59,7 @@ def browser_check(report: Path, tmp_path: Path) -> dict:
 def report(tmp_path_factory) -> Path:
     """A report written by linclass.studies.report from small real inputs (PNG figures, CSV tables)."""
     work = tmp_path_factory.mktemp("report")
-    W = np.random.default_rng(0).standard_normal((2, 3072))
-    templates = plot_template_grid(W, ["cat", "dog"], work / "templates.png", title="t")
-    [hist, scaling_png] = save_template_pngs(W, ["hist", "scaling"], work / "figs", upscale=1)
-    paths = {"templates_png": templates, "weight_hist_png": hist, "scaling_pngs": [scaling_png],
-             "hard_cases_png": templates}
-    tables = {
-        "comparison_csv": pd.DataFrame({"run": ["svm-l2", "softmax-l1"], "test_accuracy": [0.3812, 0.3655]}),
-        "scaling_csv": pd.DataFrame({"model": ["svm-zero"] * 2, "scale": [1.0, 2.0], "hinge_loss": [0.0, 0.0],
-                                     "l2_penalty": [1.25, 5.0]}),
-        "loss_study_csv": pd.DataFrame({"question": ["Q6"], "case": ["frog"], "loss": ["squared_svm"],
-                                        "value": [83.25], "note": ["n"]}),
-        "hard_cases_csv": pd.DataFrame({"dataset": ["ring"], "loss": ["svm"], "accuracy": [0.746],
-                                        "majority_rate": [0.746]}),
-    }
-    for key, df in tables.items():
-        paths[key] = work / f"{key}.csv"
-        df.to_csv(paths[key], index=False)
+    paths = write_report_inputs(work)
     write_report(work / "out" / "report.md", **paths)
     return work / "out" / "report.html"
 

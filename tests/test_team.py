@@ -8,21 +8,16 @@ make does not reinstall it).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, SMALL, env_for_pipeline, make_project, free_port
+from conftest import BIN, ROOT, SMALL, env_for_pipeline, free_port, make_project, serving
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +27,12 @@ NOT_LOGGING = {"download", "preprocess", "evaluate"}   # evaluate adds to the tr
 VENV = BIN.parent
 
 
-def make(project_dir: Path, *args: str, env: dict, **kw) -> subprocess.CompletedProcess | subprocess.Popen:
-    """The project's Makefile run in `project_dir`, with this virtualenv (not reinstalled)."""
-    cmd = ["make", "-s", "-f", str(ROOT / "Makefile"), f"VENV={VENV}", "-o", f"{VENV}/bin/.installed", *args]
-    if kw.pop("background", False):
-        return subprocess.Popen(cmd, cwd=project_dir, env=env, start_new_session=True, **kw)
+# The project's Makefile run in a given folder, with this virtualenv (not reinstalled).
+MAKE = ["make", "-s", "-f", str(ROOT / "Makefile"), f"VENV={VENV}", "-o", f"{VENV}/bin/.installed"]
+
+
+def make(project_dir: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
+    cmd = [*MAKE, *args]
     proc = subprocess.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, \
         f"make {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
@@ -47,33 +43,10 @@ def make(project_dir: Path, *args: str, env: dict, **kw) -> subprocess.Completed
 def server(tmp_path_factory):
     """`make server` on a free port of 127.0.0.1: its URL and its folder (mlflow-server/ holds db and artifacts)."""
     folder = tmp_path_factory.mktemp("server")
-    port = free_port()
-    log = open(folder / "server.log", "w")
-    proc = make(folder, "server", f"PORT={port}", env=env_for_pipeline(), background=True,
-                stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"make server did not come up:\n{(folder / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    url = f"http://127.0.0.1:{free_port()}"
+    port = url.rsplit(":", 1)[1]
+    with serving([*MAKE, "server", f"PORT={port}"], url, folder / "server.log", cwd=folder, env=env_for_pipeline()):
         yield url, folder / "mlflow-server"
-    finally:  # the whole process group: make, mlflow, uvicorn
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -342,18 +342,11 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
 
 def main(argv: Sequence[str] | None = None) -> int:
     from linclass.orchestration import sweep
-    from linclass.plumbing import config
 
     parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.ray_backend",
                                      description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    grid = sub.add_parser("grid", help="every loss x regularizer combination, one experiment each")
-    one = sub.add_parser("sweep", help="learning rate x strength of one combination")
-    one.add_argument("--loss", required=True)
-    one.add_argument("--regularizer", required=True)
-    one.add_argument("--learning-rates", required=True, help="comma-separated, e.g. 0.01,0.02,0.05")
-    one.add_argument("--strengths", required=True, help="comma-separated, e.g. 1e-4,1e-3,1e-2")
-    for command in (grid, one):
+    for command in sweep.add_point_commands(sub):
         command.add_argument("--address", default=None, help="the Ray head, HOST:PORT (default: $RAY_ADDRESS, "
                              "else the cluster of `make cluster-up`)")
         command.add_argument("--workdir", default=None, help="where the tasks clone, on the nodes "
@@ -362,16 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("overrides", nargs="*", help="Hydra overrides shared by every experiment")
     args = parser.parse_args(argv)
     try:
-        if args.command == "grid":
-            points, prefix = sweep.grid_points(), "grid-"
-        else:
-            if args.loss not in config.KNOWN_LOSSES or args.regularizer not in config.KNOWN_REGULARIZERS:
-                raise ValueError(f"unknown combination {args.loss}-{args.regularizer}; losses: "
-                                 f"{', '.join(config.KNOWN_LOSSES)}; regularizers: {', '.join(config.KNOWN_REGULARIZERS)}")
-            points = sweep.sweep_points(args.loss, args.regularizer,
-                                        sweep.parse_floats(args.learning_rates, "--learning-rates"),
-                                        sweep.parse_floats(args.strengths, "--strengths"))
-            prefix = f"sweep-{args.loss}-{args.regularizer}-"
+        points, prefix = sweep.points_of(args)
         results = run_sweep(points, args.overrides, address=args.address, workdir=args.workdir)
     except (RaySweepError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

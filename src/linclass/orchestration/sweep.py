@@ -358,16 +358,37 @@ def write_table(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def add_point_commands(sub) -> tuple:
+    """The `grid` and `sweep` subcommands (what to train) of an argparse subparsers object."""
+    grid = sub.add_parser("grid", help="every loss x regularizer combination, one experiment each")
+    one = sub.add_parser("sweep", help="learning rate x strength of one combination")
+    one.add_argument("--loss", required=True)
+    one.add_argument("--regularizer", required=True)
+    one.add_argument("--learning-rates", required=True, help="comma-separated, e.g. 0.01,0.02,0.05")
+    one.add_argument("--strengths", required=True, help="comma-separated, e.g. 1e-4,1e-3,1e-2")
+    return grid, one
+
+
+def points_of(args) -> tuple[list[Point], str]:
+    """The points of a parsed `grid` or `sweep` command and their experiments' name prefix; ValueError in
+    one line for an unknown combination or a bad number (args.learning_rates/strengths become floats)."""
+    if args.command == "grid":
+        return grid_points(), "grid-"
+    from linclass.plumbing.config import KNOWN_LOSSES, KNOWN_REGULARIZERS
+
+    if args.loss not in KNOWN_LOSSES or args.regularizer not in KNOWN_REGULARIZERS:
+        raise ValueError(f"unknown combination {args.loss}-{args.regularizer}; losses: "
+                         f"{', '.join(KNOWN_LOSSES)}; regularizers: {', '.join(KNOWN_REGULARIZERS)}")
+    args.learning_rates = parse_floats(args.learning_rates, "--learning-rates")
+    args.strengths = parse_floats(args.strengths, "--strengths")
+    points = sweep_points(args.loss, args.regularizer, args.learning_rates, args.strengths)
+    return points, f"sweep-{args.loss}-{args.regularizer}-"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.sweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    grid = sub.add_parser("grid", help="every loss x regularizer combination, one experiment each")
-    sweep = sub.add_parser("sweep", help="learning rate x strength of one combination")
-    sweep.add_argument("--loss", required=True)
-    sweep.add_argument("--regularizer", required=True)
-    sweep.add_argument("--learning-rates", required=True, help="comma-separated, e.g. 0.01,0.02,0.05")
-    sweep.add_argument("--strengths", required=True, help="comma-separated, e.g. 1e-4,1e-3,1e-2")
-    for command in (grid, sweep):
+    for command in add_point_commands(sub):
         command.add_argument("--jobs", "-j", type=int, default=2, help="experiments at a time (default 2)")
         command.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
         command.add_argument("overrides", nargs="*", help="Hydra overrides shared by every experiment")
@@ -389,18 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.jobs < 1:
             raise ValueError(f"--jobs={args.jobs} is not allowed; give 1 or more")
-        if args.command == "grid":
-            points, prefix = grid_points(), "grid-"
-        else:
-            from linclass.plumbing.config import KNOWN_LOSSES, KNOWN_REGULARIZERS
-
-            if args.loss not in KNOWN_LOSSES or args.regularizer not in KNOWN_REGULARIZERS:
-                raise ValueError(f"unknown combination {args.loss}-{args.regularizer}; losses: "
-                                 f"{', '.join(KNOWN_LOSSES)}; regularizers: {', '.join(KNOWN_REGULARIZERS)}")
-            swept = sweep_overrides(args.loss, args.regularizer,
-                                    parse_floats(args.learning_rates, "--learning-rates"),
-                                    parse_floats(args.strengths, "--strengths"))
-            prefix = f"sweep-{args.loss}-{args.regularizer}-"
+        points, prefix = points_of(args)
+        if args.command == "sweep":
+            swept = sweep_overrides(args.loss, args.regularizer, args.learning_rates, args.strengths)
         prepare(args.overrides)
         clear_earlier(prefix)
         if args.command == "grid":
