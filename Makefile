@@ -79,8 +79,10 @@ local.env:
 local-data: local.env
 	cat local.env
 
+# Two pytest workers, each test module whole on one of them (its module-scoped servers and projects are
+# made once), the longest modules first (tests/conftest.py: LONGEST_FIRST).
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"

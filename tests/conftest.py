@@ -23,6 +23,18 @@ SMALL = ("preprocess.val_size=100", "train.epochs=3", "train.batch_size=50", "lo
          "loss.softmax.learning_rate=0.01", "studies.hard_cases.n=300", "studies.hard_cases.epochs=50", "studies.zero_hinge_subset=20")
 
 
+# `make test` runs two workers, each module whole on one (pytest -n 2 --dist loadfile): the modules that
+# take longest start first (longest first, as measured with --durations), so that the last one to finish
+# is a short one; the rest follow in their usual order.
+LONGEST_FIRST = ("test_stack", "test_ray", "test_pipeline", "test_faults", "test_parallel", "test_readme",
+                 "test_team", "test_kill_resume", "test_reproducible", "test_sweep", "test_mlflow_model")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
 def env_for_pipeline(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1",

@@ -47,6 +47,25 @@ def kill_when(project, tmp_path, ready, timeout=300.0) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        wait_group_gone(proc.pid)
+
+
+def wait_group_gone(group: int, timeout: float = 60.0) -> None:
+    """Until no process of process group `group` runs (zombies have ended: only init has to collect them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+                alive.append(stat.parent.name)
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"processes {alive} of the killed group still run"
+        time.sleep(0.05)
 
 
 def temp_dir_of(name: str, holding: str | None = None):

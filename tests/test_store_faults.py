@@ -81,3 +81,20 @@ def test_a_shared_sqlite_store_keeps_artifacts_next_to_itself(tmp_path, clean_en
     experiment = tracking.MlflowClient(f"sqlite:///{shared / 'mlflow.db'}").get_experiment(experiment_id)
     assert experiment.artifact_location == (shared / "mlartifacts").as_uri()
     assert (shared / "mlflow.db.lock").exists()
+
+
+def test_a_zombie_process_is_gone_and_a_live_one_is_not():
+    """A SIGKILLed stage whose parent died with it is a zombie until init collects it: its run must be reaped."""
+    from linclass.plumbing.store import process_gone, process_start
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    start = None
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":  # ended, not collected
+        start = start or process_start(child.pid)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert process_gone(child.pid, start or "")
+    child.wait()
+    assert process_gone(child.pid, "")
+    assert not process_gone(os.getpid(), process_start(os.getpid()))

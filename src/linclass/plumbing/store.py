@@ -81,12 +81,17 @@ def artifact_root(uri: str, root: Path) -> str | None:
 
 
 def process_start(pid: int) -> str | None:
-    """The start time of process `pid` (clock ticks since boot, /proc/<pid>/stat), None if it is gone."""
+    """The start time of process `pid` (clock ticks since boot, /proc/<pid>/stat), None if it is gone.
+
+    A zombie (state Z: it has ended, its parent has not collected it yet) is gone: a SIGKILLed stage whose
+    parent died with it stays one until init reaps it, and its run will never end by itself.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rpartition(")")[2].split()[19]
+    fields = stat.rpartition(")")[2].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def process_tags() -> dict[str, str]:
