@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -452,17 +453,24 @@ def test_server_restarted_during_a_run_leaves_no_run_running_and_the_next_run_co
             time.sleep(0.3)
         services(stack.env, "down")
         services(stack.env, "up")
-        out, err = proc.communicate(timeout=300)
+        try:   # the usual case: a logging call found the server gone and the stage failed
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:   # its calls all fell outside the gap: it trains on; stop it
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     lines = err.strip().splitlines()
-    if proc.returncode != 0:   # the usual case: a logging call found the server gone
-        assert proc.returncode == 1 and len(lines) == 1 and stack.url in lines[0], err
+    expected = {0: "FINISHED", 1: "FAILED", 143: "KILLED"}
+    assert proc.returncode in expected, (proc.returncode, err)
+    assert proc.returncode == 0 or len(lines) == 1, err
+    if proc.returncode == 1:
+        assert stack.url in lines[0], err
     statuses = [r.info.status for r in runs_named(admin_client, "svm-none")]
     assert "RUNNING" not in statuses, statuses
-    assert statuses[0] == ("FAILED" if proc.returncode else "FINISHED"), statuses
+    assert statuses[0] == expected[proc.returncode], statuses
 
     clone_a.compose(*clone_a.overrides)
     again, _ = run_train_stage(clone_a, clone_a.stack_env)

@@ -133,10 +133,17 @@ def _dvc() -> str:
     return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
 
 
-def dvc(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
-    """Run dvc; with capture=False its output goes straight to ours (the queue's logs, as progress)."""
+def dvc(*args: str, check: bool = True, capture: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run dvc; with capture=False its output goes straight to ours (the queue's logs, as progress).
+
+    With `timeout`, a dvc that has not ended by then is killed and counts as failed (exit -9).
+    """
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run([_dvc(), *args], capture_output=capture, text=True, env=env, stdin=subprocess.DEVNULL)
+    try:
+        proc = subprocess.run([_dvc(), *args], capture_output=capture, text=True, env=env, stdin=subprocess.DEVNULL,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc = subprocess.CompletedProcess([_dvc(), *args], -signal.SIGKILL, "", f"no answer within {timeout:g} s")
     if check and proc.returncode != 0:
         detail = ((proc.stderr or "").strip() or (proc.stdout or "").strip()).splitlines()
         raise SweepError(f"dvc {' '.join(args[:3])} failed: {detail[-1] if detail else f'exit {proc.returncode}'}")
@@ -153,8 +160,18 @@ def experiment_states(exp_show: list) -> dict[str, str]:
     return states
 
 
-def exp_show() -> list:
-    return json.loads(dvc("exp", "show", "--json").stdout)
+# `dvc exp show` (DVC 3.67) can hang for good on a lock of its index while queue workers commit: it is
+# killed after this many seconds and asked again.
+EXP_SHOW_TIMEOUT = 60.0
+
+
+def exp_show(attempts: int = 3) -> list:
+    for attempt in range(attempts):
+        shown = dvc("exp", "show", "--json", check=attempt == attempts - 1, timeout=EXP_SHOW_TIMEOUT)
+        if shown.returncode == 0:
+            return json.loads(shown.stdout)
+        time.sleep(1)
+    raise AssertionError("unreachable")
 
 
 def prepare(overrides: Sequence[str]) -> None:
@@ -213,8 +230,8 @@ def run_queue(jobs: int, expected: Sequence[str], poll: float = 5.0, grace: floa
         finished_at = None
         while proc.poll() is None:
             time.sleep(poll)
-            shown = dvc("exp", "show", "--json", check=False)
-            if shown.returncode != 0:   # DVC's repository lock, while a worker commits: ask again
+            shown = dvc("exp", "show", "--json", check=False, timeout=EXP_SHOW_TIMEOUT)
+            if shown.returncode != 0:   # DVC's repository lock while a worker commits, or a hang: ask again
                 continue
             states = experiment_states(json.loads(shown.stdout))
             if all(states.get(name) in FINAL_STATES for name in expected):
