@@ -40,7 +40,8 @@ def main() -> None:
     name = f"{args.loss}-{args.regularizer}"
     train, loss_cfg, reg_cfg = params["train"], params["loss"][args.loss], params["regularizer"][args.regularizer]
 
-    X_train, y_train = load_split("train")
+    # mapped, not read: the minibatches are gathered from the page cache, with no 600 MB copy up front
+    X_train, y_train = load_split("train", mmap=True)
     X_val, y_val = load_split("val")
     class_names = load_class_names()
     if train["batch_size"] > len(X_train):

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -166,6 +165,7 @@ def ran_stages(output: str) -> set[str]:
 def test_stack_is_up_with_private_secrets_never_printed(stack):
     status = services(stack.env, "status")
     assert re.search(r"postgres: up, pid \d+", status.stdout) and "mlflow:   up at" in status.stdout, status.stdout
+    assert "auth_cache_ttl_seconds = 60\n" in (stack.folder / "auth.ini").read_text()   # one scrypt per minute
     for name in ("secrets.env", "auth.ini", "state.json", "users/admin.env"):
         assert (stack.folder / name).stat().st_mode & 0o777 == 0o600, name
     secret_values = list(stack.secrets.values())
@@ -442,7 +442,8 @@ def test_postgres_stopped_is_one_line_and_the_next_run_completes(clone_a, stack,
 
 
 def test_server_restarted_during_a_run_leaves_no_run_running_and_the_next_run_completes(clone_a, stack, admin_client):
-    clone_a.compose(*clone_a.overrides, "train.epochs=2000")   # long enough to restart the stack under it
+    # long enough to restart the stack under it (each epoch logs to the server: ~0.15 s), short enough to end
+    clone_a.compose(*clone_a.overrides, "train.epochs=400")
     env = {**clone_a.stack_env, "PYTHONPATH": "src", "OPENBLAS_NUM_THREADS": "1", "LINCLASS_END_RUN_WAIT": "120"}
     proc = subprocess.Popen([str(BIN / "python"), "pipeline/train.py", "--loss", "svm", "--regularizer", "none"],
                             cwd=clone_a.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -451,19 +452,18 @@ def test_server_restarted_during_a_run_leaves_no_run_running_and_the_next_run_co
         while not any(r.info.status == "RUNNING" for r in runs_named(admin_client, "svm-none")):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
             time.sleep(0.3)
+        assert proc.poll() is None, "the training ended before the restart: make it longer"
         services(stack.env, "down")
         services(stack.env, "up")
-        try:   # the usual case: a logging call found the server gone and the stage failed
-            out, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:   # its calls all fell outside the gap: it trains on; stop it
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     lines = err.strip().splitlines()
-    expected = {0: "FINISHED", 1: "FAILED", 143: "KILLED"}
+    # usually a logging call finds the server gone and the stage fails; if its calls all fall outside the
+    # gap, it trains on and finishes
+    expected = {0: "FINISHED", 1: "FAILED"}
     assert proc.returncode in expected, (proc.returncode, err)
     assert proc.returncode == 0 or len(lines) == 1, err
     if proc.returncode == 1:

@@ -19,6 +19,8 @@ Settings (environment variables, read by `up`):
     LINCLASS_AUTH_STORE            the same for the user database (default: the backend store's server, db mlflow_auth)
     LINCLASS_ARTIFACTS             a folder or s3://bucket/prefix (AWS_* variables, MLFLOW_S3_ENDPOINT_URL)
     LINCLASS_DEFAULT_PERMISSION    what a user may do on others' experiments: NO_PERMISSIONS (default) or READ
+    LINCLASS_AUTH_CACHE_SECONDS    how long the server trusts a password it has checked (60; 0: check every
+                                   request, each check is a deliberately slow scrypt hash of ~0.1 s)
     LINCLASS_PG_USER               the system user PostgreSQL runs as when started by root (default: postgres)
 """
 from __future__ import annotations
@@ -220,12 +222,16 @@ def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float, log: P
         time.sleep(0.3)
 
 
-def auth_ini(database_uri: str, default_permission: str) -> str:
+def auth_ini(database_uri: str, default_permission: str, cache_seconds: int = 60) -> str:
+    # MLflow's credential cache: a password checked once is trusted for cache_seconds (one worker: a
+    # password changed or a user deleted through the API takes effect at once); without it every request
+    # of a training run pays the scrypt check.
     return ("[mlflow]\n"
             f"default_permission = {default_permission}\n"
             f"database_uri = {database_uri.replace('%', '%%')}\n"
             f"admin_username = {ADMIN}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            f"auth_cache_ttl_seconds = {cache_seconds}\n")
 
 
 def mlflow_up(folder: Path, host: str, port: int, backend: str, auth_store: str, artifacts: str,
@@ -233,7 +239,10 @@ def mlflow_up(folder: Path, host: str, port: int, backend: str, auth_store: str,
     permission = os.environ.get("LINCLASS_DEFAULT_PERMISSION", "NO_PERMISSIONS")
     if permission not in ("NO_PERMISSIONS", "READ"):
         raise ServiceError(f"LINCLASS_DEFAULT_PERMISSION={permission!r}; allowed: NO_PERMISSIONS, READ")
-    write_private(folder / "auth.ini", auth_ini(auth_store, permission))
+    cache = os.environ.get("LINCLASS_AUTH_CACHE_SECONDS", "60")
+    if not cache.isdigit() or int(cache) > 3600:
+        raise ServiceError(f"LINCLASS_AUTH_CACHE_SECONDS={cache!r}; allowed: a whole number of seconds, 0..3600")
+    write_private(folder / "auth.ini", auth_ini(auth_store, permission, int(cache)))
     if "://" not in artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
     # Secrets and database URLs travel in the environment, not argv (which `ps` shows to every user).
