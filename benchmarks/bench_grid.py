@@ -22,12 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar-10-python.tar.gz"
-SHARED_CIFAR_MD5 = "2caa7800b270f2536e4e89f2ffa0be3f"
-PROJECT_FILES = ("conf", "pipeline", "src", "hydra_plugins", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
-                 ".dvc/config", ".dvc/.gitignore")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import BIN, PROJECT_FILES, ROOT, SHARED_CIFAR, SHARED_CIFAR_MD5  # noqa: E402  (one list of the project's files)
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
 
 

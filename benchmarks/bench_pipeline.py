@@ -4,9 +4,9 @@ Not a test. Run: .venv/bin/python benchmarks/bench_pipeline.py [--modes serial p
 (`make bench-pipeline` does this.) Data: the real CIFAR-10 archive in ../shared/data through a file:// URL
 (else a synthetic archive of the same shape, noted in the output); the default settings of conf/.
 Each mode runs in its own fresh copy of the project (git init + commit: no DVC cache or run-cache shared):
-  serial    `dvc exp run -S data.url=... -S data.md5=...`: what `make repro LOCAL=1` runs, one stage at a time
-  parallel  `python -m linclass.plumbing.sweep grid --jobs 2 data.url=... data.md5=...` then `dvc repro`:
-            what `make grid-parallel LOCAL=1` runs (download + preprocess, the 8 train stages as DVC queue
+  serial    `dvc exp run -S data.url=... -S data.md5=...`: what `make repro` runs, one stage at a time
+  parallel  `python -m linclass.orchestration.sweep grid --jobs 2 data.url=... data.md5=...` then `dvc repro`:
+            what `make grid-parallel` runs (download + preprocess, the 8 train stages as DVC queue
             experiments two at a time, then evaluation, studies and report with the models from the run-cache)
 Both timed from start to the report. Then the weights of every model are compared (md5 of W.npy, b.npy)
 between the modes, and with --expect-md5 FILE (lines `<md5>  models/<name>/W.npy` as from `md5sum`) against
@@ -40,7 +40,7 @@ def timed_pipeline(mode: str, dest: Path, env: dict, synthetic: bool) -> tuple[f
     if mode == "serial":
         run([str(BIN / "dvc"), "exp", "run", "-S", f"data.url={url}", "-S", f"data.md5={md5}"], dest, env)
     else:
-        run([str(BIN / "python"), "-m", "linclass.plumbing.sweep", "grid", "--jobs", "2", f"data.url={url}",
+        run([str(BIN / "python"), "-m", "linclass.orchestration.sweep", "grid", "--jobs", "2", f"data.url={url}",
              f"data.md5={md5}"], dest, env)
         run([str(BIN / "dvc"), "repro"], dest, env)
     return time.perf_counter() - start, what
