@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from linclass.orchestration.cluster import DEFAULT_ADDRESS
+from linclass.orchestration.sweep import dvc_executable
 
 MAX_RETRIES = 3       # attempts after the first when a node dies (application errors are not retried)
 ERROR_TAIL = 4000
@@ -156,11 +157,6 @@ def _run(cmd: list[str], root: Path, what: str, quiet: bool = True) -> str:
     return proc.stdout or ""
 
 
-def _dvc() -> str:
-    beside = Path(sys.executable).parent / "dvc"
-    return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
-
-
 def _absolute(url: str, relative_to: Path) -> str:
     """A local path (relative to `relative_to`) made absolute, so that every node finds it; URLs unchanged."""
     if "://" in url or (":" in url.split("/")[0] and not url.startswith("/")):   # scheme or scp-like host:path
@@ -255,8 +251,8 @@ def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[s
     uri = tracking_server(params)
     check_ray(address)
     log(f"commit {commit[:7]} from {git_url}; data from DVC remote {dvc_remote}; MLflow server {uri}")
-    _run([_dvc(), "repro", "preprocess"], root, "the data stages (dvc repro preprocess)", quiet=False)
-    _run([_dvc(), "push", "--run-cache"], root, f"dvc push --run-cache (to {dvc_remote})")
+    _run([dvc_executable(), "repro", "preprocess"], root, "the data stages (dvc repro preprocess)", quiet=False)
+    _run([dvc_executable(), "push", "--run-cache"], root, f"dvc push --run-cache (to {dvc_remote})")
     experiment_id = mlflow_experiment(uri, params["tracking"]["experiment"])
     name, email = git_identity(root)
     return {"commit": commit, "git_url": git_url, "dvc_remote": dvc_remote, "tracking_uri": uri,
@@ -333,7 +329,7 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
         ray.shutdown()
     finished = [r["name"] for r in results if r["ok"]]
     if finished:
-        _run([_dvc(), "exp", "pull", "--force", "--run-cache", "origin", *finished], root,
+        _run([dvc_executable(), "exp", "pull", "--force", "--run-cache", "origin", *finished], root,
              "dvc exp pull (the experiments from the git remote origin)")
     settle_runs(results, sweep_id, setup["tracking_uri"], setup["experiment_id"])
     order = {p.name: i for i, p in enumerate(points)}

@@ -13,8 +13,6 @@ too; DVC transfers content-addressed objects, so running it again sends only wha
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from linclass.orchestration.sweep import dvc_executable
 from linclass.plumbing.redact import redact_url
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "s3": 443, "gs": 443, "azure": 443}
@@ -95,7 +94,7 @@ def check_reachable(remote: Remote, command: str, timeout: float = 5.0) -> None:
 
 def dvc_command(command: str, remote: Remote) -> list[list[str]]:
     """The DVC commands that do `command` against `remote`."""
-    dvc = shutil.which("dvc", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "dvc"
+    dvc = dvc_executable()
     moves = [[dvc, command, "--run-cache", "-r", remote.name]]
     return moves + [[dvc, "status"]] if command == "pull" else moves
 
@@ -108,7 +107,7 @@ def error_line(output: str) -> str:
 
 
 def transfer(command: str, root: str | Path = ".", name: str | None = None) -> None:
-    """Check the remote, then run the DVC commands of `command`, their output shown as it comes."""
+    """Check the remote, then run the DVC commands of `command`, printing their output after each."""
     remote = find_remote(root, name)
     check_reachable(remote, command)
     for cmd in dvc_command(command, remote):

@@ -128,7 +128,8 @@ def parse_floats(text: str, what: str) -> list[float]:
 
 # ---- talking to DVC ----
 
-def _dvc() -> str:
+def dvc_executable() -> str:
+    """This environment's dvc (beside its python), else the one on PATH."""
     beside = Path(sys.executable).parent / "dvc"
     return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
 
@@ -140,10 +141,10 @@ def dvc(*args: str, check: bool = True, capture: bool = True, timeout: float | N
     """
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     try:
-        proc = subprocess.run([_dvc(), *args], capture_output=capture, text=True, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.run([dvc_executable(), *args], capture_output=capture, text=True, env=env, stdin=subprocess.DEVNULL,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc = subprocess.CompletedProcess([_dvc(), *args], -signal.SIGKILL, "", f"no answer within {timeout:g} s")
+        proc = subprocess.CompletedProcess([dvc_executable(), *args], -signal.SIGKILL, "", f"no answer within {timeout:g} s")
     if check and proc.returncode != 0:
         detail = ((proc.stderr or "").strip() or (proc.stdout or "").strip()).splitlines()
         raise SweepError(f"dvc {' '.join(args[:3])} failed: {detail[-1] if detail else f'exit {proc.returncode}'}")
@@ -224,7 +225,7 @@ def run_queue(jobs: int, expected: Sequence[str], poll: float = 5.0, grace: floa
     """
     start = time.monotonic()
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.Popen([_dvc(), "exp", "run", "--run-all", "-j", str(jobs)], env=env,
+    proc = subprocess.Popen([dvc_executable(), "exp", "run", "--run-all", "-j", str(jobs)], env=env,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         finished_at = None
