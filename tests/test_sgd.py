@@ -2,11 +2,12 @@
 
 import math
 import re
+import threading
 
 import numpy as np
 import pytest
 
-from linclass.core import losses
+from linclass.core import losses, sgd
 from linclass.core.losses import get_loss
 from linclass.core.metrics import accuracy
 from linclass.core.model import init_weights, predict
@@ -251,6 +252,30 @@ def test_reused_buffers_give_bit_identical_weights_to_the_plain_formulas(loss, r
     result = train_sgd(X, y, loss=loss, regularizer=regularizer, strength=1e-2, beta=0.3, learning_rate=1e-2,
                        batch_size=20, epochs=3, lr_decay=0.9, seed=4, num_classes=10)
     assert np.array_equal(result.W, W) and np.array_equal(result.b, b)
+
+
+@pytest.mark.parametrize("prefetch_min_bytes", [0, 10**12], ids=["gathered-beside", "gathered-in-turn"])
+@pytest.mark.parametrize("loss", LOSS_NAMES)
+def test_gathering_the_next_batch_in_a_helper_thread_changes_no_bit(monkeypatch, loss, prefetch_min_bytes):
+    monkeypatch.setattr(sgd, "PREFETCH_MIN_BYTES", prefetch_min_bytes)
+    X, y = make_data(N=70, D=300)  # the last minibatch is partial: 70 = 3 x 20 + 10
+    W, b = _plain_sgd(X, y, loss, "elasticnet", 1e-2, 0.3, 1e-2, 20, 3, seed=4)
+    result = train_sgd(X, y, loss=loss, regularizer="elasticnet", strength=1e-2, beta=0.3, learning_rate=1e-2,
+                       batch_size=20, epochs=3, lr_decay=0.9, seed=4, num_classes=10)
+    assert np.array_equal(result.W, W) and np.array_equal(result.b, b)
+
+
+def test_the_gather_thread_ends_with_training_also_when_it_diverges(monkeypatch):
+    monkeypatch.setattr(sgd, "PREFETCH_MIN_BYTES", 0)
+    X, y = make_data(N=200, D=300)
+    train_sgd(X, y, batch_size=20, epochs=2, learning_rate=1e-3)
+    with pytest.raises(DivergenceError):
+        train_sgd(X * 1e30, y, batch_size=20, epochs=2, learning_rate=1e10)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("linclass-gather")]
+
+
+def test_batches_of_cifar_size_are_gathered_beside_and_tiny_ones_in_turn():
+    assert 200 * 3072 * 4 >= sgd.PREFETCH_MIN_BYTES > 200 * 2 * 4  # a CIFAR-10 batch; a hard-cases batch
 
 
 @pytest.mark.parametrize("regularizer", ["none", "l1", "l2", "elasticnet"])
