@@ -25,6 +25,7 @@ from linclass.studies.pictures import Figure, save_figure, template_images, weig
 
 COLUMNS = ("loss", "regularizer", "strength", "val_accuracy", "train_accuracy", "data_loss", "penalty",
            "near_zero")
+PER_EPOCH_ACCURACY_SAMPLE = 100  # rows scored after each epoch but the last (which scores all of X)
 
 
 @dataclass
@@ -56,13 +57,16 @@ def path_point(X, y, X_val, y_val, *, loss, regularizer, strength, learning_rate
                near_zero_tol=1e-2, num_classes=None, **sgd) -> PathPoint:
     """Train on X (N, D), y (N,) with this strength; measure the point. `sgd`: epochs, batch_size, lr_decay,
     seed, init_scale (passed to train_sgd)."""
+    # The path reads only the final weights: the per-epoch train accuracy (its one use of the sample) is
+    # scored on a few rows, the final one on all rows, as always. The weights do not depend on the sample.
     result = train_sgd(X, y, loss=loss, regularizer=regularizer, strength=strength, beta=beta, delta=delta,
-                       learning_rate=learning_rate, num_classes=num_classes, **sgd)
+                       learning_rate=learning_rate, num_classes=num_classes,
+                       train_accuracy_sample=PER_EPOCH_ACCURACY_SAMPLE, **sgd)
     W, b = result.W, result.b
     data_loss, _ = get_loss(loss)(class_scores(X, W, b), y, delta=delta)
     return PathPoint(loss, regularizer, float(strength), W, b,
                      val_accuracy=accuracy(y_val, predict(X_val, W, b)),
-                     train_accuracy=accuracy(y, predict(X, W, b)),
+                     train_accuracy=float(result.history.train_accuracy[-1]),  # on all rows of X
                      data_loss=float(data_loss), penalty=penalty(regularizer, W, beta),
                      near_zero=weight_sparsity(W, near_zero_tol))
 
