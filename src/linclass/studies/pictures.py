@@ -164,8 +164,8 @@ def plot_weight_histograms(models, path, tol=SPARSITY_TOL, bins=101):
     for ax in axes[len(models):]:
         ax.set_visible(False)
     for ax, (name, W) in zip(axes, models.items()):
-        values = np.asarray(W).ravel()
-        ax.hist(values, bins=bins, color="tab:blue")
+        counts, edges = np.histogram(np.asarray(W).ravel(), bins=bins)
+        ax.stairs(counts, edges, fill=True, color="tab:blue")  # one artist, not a bar per bin
         ax.set_yscale("log")
         ax.set_title(f"{name}\nnear-zero: {weight_sparsity(W, tol):.1%}", fontsize=10)
         ax.set_xlabel("weight")
