@@ -10,6 +10,7 @@ Outputs appear only when everything succeeded.
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from linclass.plumbing.threads import set_blas_threads
@@ -57,7 +58,11 @@ def main() -> None:
             "data_md5": params["data"]["md5"], "data_url": params["data"]["url"],
             **dvc_lock_hashes()}
     run_name = f"{name}-{settings[:6]}"
-    with tracking.tracked_run(experiment_id, run_name, tags) as active, atomic_dir(Path("models") / name) as out:
+    # The store writes go to one helper thread: they overlap the next epoch's GEMMs and the drawing of the
+    # pictures (both release the GIL). Values, steps and timestamps are fixed when submitted: what lands is
+    # exact. (MLflow's own async mode polls its queue once a second: ending the run waited for that poll.)
+    with tracking.tracked_run(experiment_id, run_name, tags) as active, atomic_dir(Path("models") / name) as out, \
+            ThreadPoolExecutor(1, thread_name_prefix="linclass-log") as background:
         run_id = active.info.run_id
         client = tracking.MlflowClient()
         client.log_batch(run_id, params=[tracking.Param(k, str(v)) for k, v in run_params.items()])
@@ -76,9 +81,7 @@ def main() -> None:
         clock, pending = [time.perf_counter()], []
 
         def on_epoch(epoch, history):  # live accuracy in the UI, one line on the terminal
-            # MLflow's async queue writes while the next epoch's GEMMs run (they release the GIL); the
-            # values and their steps and timestamps are fixed here, so what lands is exact.
-            pending.append(client.log_batch(run_id, synchronous=False, metrics=[
+            pending.append(background.submit(client.log_batch, run_id, metrics=[
                 *tracking.history_metrics("train_accuracy", history.train_accuracy[-1:], [epoch]),
                 *tracking.history_metrics("val_accuracy", history.val_accuracy[-1:], [epoch])]))
             now = time.perf_counter()
@@ -100,7 +103,7 @@ def main() -> None:
         for key in ("data_loss", "reg_loss", "total_loss"):
             steps, values = tracking.curve_points(getattr(history, key))
             curves += tracking.history_metrics(key, values, steps)
-        pending.append(client.log_batch(run_id, metrics=curves, synchronous=False))
+        pending.append(background.submit(client.log_batch, run_id, metrics=curves))
 
         np.save(out / "W.npy", result.W)
         np.save(out / "b.npy", result.b)
@@ -121,8 +124,8 @@ def main() -> None:
             pictures.plot_template_grid(result.W, class_names, figures / "templates_grid.png",
                                         title=f"{name}: class templates (rows of W)")
             pictures.plot_loss_curves(steps, epochs, figures / "loss_curves.png", title=name)
-            for operations in pending:  # everything logged before the next store writes
-                operations.wait()
+            for logged in pending:  # everything logged (or its error raised) before the next store writes
+                logged.result()
             client.log_artifacts(run_id, tmp, artifact_path="plots")
         client.set_tag(run_id, "weights_md5", weights_md5)
         mean, scale = np.load(DATA / "mean_image.npy"), params["preprocess"]["scale"]

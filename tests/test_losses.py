@@ -145,6 +145,19 @@ def test_bad_inputs_raise_one_line_value_errors(name, y, reduction, message):
     assert "\n" not in str(excinfo.value)
 
 
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_validate_false_skips_the_checks_and_changes_no_bit(name):
+    rng = np.random.default_rng(3)
+    scores, y = rng.standard_normal((7, 4)).astype(np.float32), rng.integers(0, 4, 7)
+    value, grad = get_loss(name)(scores, y, delta=0.5)
+    value_fast, grad_fast = get_loss(name)(scores, y, delta=0.5, validate=False)
+    assert value_fast == value and np.array_equal(grad_fast, grad)
+    assert np.array_equal(get_loss(name)(scores, y, reduction="none", validate=False),
+                          get_loss(name)(scores, y, reduction="none"))
+    with pytest.raises(ValueError, match="labels in"):
+        get_loss(name)(scores, np.full(7, -1), delta=0.5)
+
+
 @pytest.mark.parametrize("loss_name", LOSS_NAMES)
 @pytest.mark.parametrize("reg_name", REGULARIZER_NAMES)
 def test_full_model_gradient(loss_name, reg_name):

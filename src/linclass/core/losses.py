@@ -1,10 +1,12 @@
 """Data losses on class scores: multiclass SVM (hinge), squared hinge, softmax cross-entropy.
 
-Every loss has the signature loss(scores, y, delta=1.0, reduction="mean"):
+Every loss has the signature loss(scores, y, delta=1.0, reduction="mean", *, validate=True):
     scores (N, C) float, y (N,) int labels in [0, C)
     reduction="mean" -> (value, dscores): value = mean_i L_i (python float),
                         dscores = d(value)/d(scores), shape (N, C), dtype of scores
     reduction="none" -> per-example losses L_i, shape (N,), dtype of scores
+    validate=False skips the checks of the shapes and labels: for a caller that checked them once
+    (SGD checks y up front, then calls the loss on thousands of its minibatches).
 All maths is vectorized over examples and classes; float32 scores stay float32.
 """
 
@@ -36,9 +38,10 @@ def _margins(scores, y, delta):
     return margins
 
 
-def hinge_loss(scores, y, delta=1.0, reduction="mean"):
+def hinge_loss(scores, y, delta=1.0, reduction="mean", *, validate=True):
     """Multiclass SVM: L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + delta)."""
-    _check(scores, y, reduction)
+    if validate:
+        _check(scores, y, reduction)
     delta = float(delta)  # a python float never upcasts float32 scores
     margins = _margins(scores, y, delta)
     per_example = margins.sum(axis=1)
@@ -52,9 +55,10 @@ def hinge_loss(scores, y, delta=1.0, reduction="mean"):
     return float(per_example.mean(dtype=np.float64)), dscores
 
 
-def squared_hinge_loss(scores, y, delta=1.0, reduction="mean"):
+def squared_hinge_loss(scores, y, delta=1.0, reduction="mean", *, validate=True):
     """Squared hinge (the lecture's Q6): L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + delta)^2."""
-    _check(scores, y, reduction)
+    if validate:
+        _check(scores, y, reduction)
     delta = float(delta)
     margins = _margins(scores, y, delta)
     per_example = (margins * margins).sum(axis=1)
@@ -75,13 +79,14 @@ def softmax_probabilities(scores):
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def softmax_loss(scores, y, delta=1.0, reduction="mean"):
+def softmax_loss(scores, y, delta=1.0, reduction="mean", *, validate=True):
     """Softmax cross-entropy: L_i = -log(e^{s_{y_i}} / sum_j e^{s_j}) = logsumexp(s) - s_{y_i} (natural log).
 
     Computed with the log-sum-exp trick (subtract the row max), so scores like 1000 / -1000 give finite
     values and gradients. `delta` is accepted (so all losses share one signature) and ignored.
     """
-    _check(scores, y, reduction)
+    if validate:
+        _check(scores, y, reduction)
     N = scores.shape[0]
     rows = np.arange(N)
     top = scores.argmax(axis=1)

@@ -216,7 +216,7 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
                     y_b = y[idx]
                     scores = np.matmul(X_b, W.T, out=scores_buf[:len(idx)])
                     scores += b
-                    data_value, dscores = loss_fn(scores, y_b, delta=delta)
+                    data_value, dscores = loss_fn(scores, y_b, delta=delta, validate=False)  # y checked above
                     reg_value = 0.0
                     if dW_reg is not None:
                         reg_value, _ = reg_fn(W, strength, beta, out=dW_reg)
