@@ -84,6 +84,19 @@ def test_grid_and_comparison_figures(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.png", "grid.png"]  # no temp files
 
 
+def test_template_mosaic_places_each_picture_in_its_cell_with_white_gaps():
+    from linclass.studies.pictures import MOSAIC_GAP, template_mosaic
+
+    rows = np.random.default_rng(0).integers(0, 255, (2, 3, 32, 32, 3), dtype=np.uint8)
+    mosaic = template_mosaic(rows)
+    side = 32 + MOSAIC_GAP
+    assert mosaic.shape == (2 * side - MOSAIC_GAP, 3 * side - MOSAIC_GAP, 3) and mosaic.dtype == np.uint8
+    for r in range(2):
+        for c in range(3):
+            assert np.array_equal(mosaic[r * side:r * side + 32, c * side:c * side + 32], rows[r, c])
+    assert (mosaic[32:side] == 255).all() and (mosaic[:, 32:side] == 255).all()  # the gaps
+
+
 def test_figures_are_deterministic(tmp_path):
     a = plot_templates_comparison({"svm-l2": random_W(1)}, NAMES, tmp_path / "a.png")
     b = plot_templates_comparison({"svm-l2": random_W(1)}, NAMES, tmp_path / "b.png")
