@@ -27,6 +27,15 @@ def test_stage_deps_cover_the_import_closure_of_its_script(stage):
     assert not missing, f"dvc.yaml stage {stage!r} does not depend on {missing}, which {scripts[0]} imports"
 
 
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_can_be_restored_from_the_run_cache(stage):
+    """DVC (3.67, Stage.run) keeps a stage out of its run-cache when a plain output (not a metric, not a
+    plot) has cache: false: then `dvc pull --run-cache` and the parallel grid would have to rerun it."""
+    uncached = [next(iter(out)) for out in STAGES[stage].get("outs", [])
+                if isinstance(out, dict) and next(iter(out.values())).get("cache") is False]
+    assert not uncached, f"{stage}: plain outputs with cache: false {uncached}; make them cached, metrics or plots"
+
+
 def test_closure_follows_imports_through_the_library(tmp_path):
     src = tmp_path / "src"
     (src / "linclass" / "core").mkdir(parents=True)

@@ -8,7 +8,9 @@ DVC's temporary copies under .dvc/tmp/exps/.
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -34,8 +36,9 @@ def grid(tmp_path_factory, synthetic_archive):
     project = make_project(tmp_path_factory.mktemp("parallel") / "project", overrides_for(path, md5))
     shrink_conf(project, (*overrides_for(path, md5), *GRID_CONF))   # the grid comes from conf/
     try:
+        # a DVC process left behind holding the output would keep this waiting (the timeout fails it instead)
         done = project.run(str(BIN / "python"), "-m", "linclass.orchestration.sweep", "grid", "--jobs", "2",
-                           *overrides_for(path, md5))
+                           *overrides_for(path, md5), timeout=420)
         project.grid_output = done.stdout
         yield project
     finally:
@@ -76,6 +79,28 @@ def test_grid_runs_two_at_a_time_and_every_run_lands_in_mlflow(grid):
     assert not list((project.path / ".dvc/tmp").rglob("mlflow.db")), "a store was created inside a DVC temp copy"
 
 
+def dvc_processes_in(project: Path) -> list[str]:
+    """Command lines of live dvc processes working in `project` (or in its DVC temp copies)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = Path(os.readlink(proc / "cwd"))
+        except (OSError, ValueError):
+            continue
+        if "dvc" in cmdline and (cwd == project or project in cwd.parents):
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.slow
+def test_no_queue_worker_outlives_the_grid(grid):
+    deadline = time.monotonic() + 15   # `dvc queue stop` asks; the worker takes a moment to go
+    while dvc_processes_in(grid.path.resolve()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not dvc_processes_in(grid.path.resolve())
+
+
 @pytest.mark.slow
 def test_each_train_stage_ran_with_one_blas_thread(grid):
     for name in ("svm-l2", "softmax-none"):
@@ -93,6 +118,17 @@ def test_exp_show_lists_every_combination_with_its_validation_accuracy(grid):
     assert [row["val_accuracy"] for row in rows] == sorted((row["val_accuracy"] for row in rows), reverse=True)
     for name in GRID:
         assert f"grid-{name}" in grid.grid_output   # the printed table
+
+
+@pytest.mark.slow
+def test_the_studies_that_need_no_model_ran_beside_the_training_and_are_restored(grid):
+    states = experiment_states(json.loads(grid.dvc("exp", "show", "--json").stdout))
+    assert states.get("grid-studies") == "success"
+    assert "queued grid-studies: hard_cases regularization_path hyperparameter_map" in grid.grid_output
+    out = grid.dvc("repro", "regularization_path", "hard_cases", "hyperparameter_map").stdout
+    assert not re.findall(r"Running stage", out), out[-2000:]
+    assert all(f"Stage '{name}' is cached" in out for name in ("regularization_path", "hard_cases")), out[-2000:]
+    assert (grid.path / "reports/regularization_path/path.csv").is_file()
 
 
 @pytest.mark.slow

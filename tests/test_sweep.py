@@ -13,7 +13,7 @@ from conftest import BIN, ROOT, SMALL, make_project, shrink_conf
 
 from linclass.plumbing.config import compose, validate
 from linclass.orchestration.sweep import (experiment_rows, experiment_states, grid_points, parse_floats,
-                                     sweep_overrides, sweep_points)
+                                     stages_beside_training, sweep_overrides, sweep_points)
 
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
 
@@ -33,6 +33,10 @@ def test_grid_points_come_from_conf(tmp_path):
     (conf / "config.yaml").write_text(text)
     assert [p.name for p in grid_points(conf_dir=conf)] == [f"grid-squared_svm-{r}" for r in
                                                            ("none", "l1", "l2", "elasticnet")]
+
+
+def test_the_stages_beside_training_need_no_model_and_feed_none():
+    assert stages_beside_training(ROOT) == ["hard_cases", "regularization_path", "hyperparameter_map"]
 
 
 def test_dvc_expands_the_sweep_into_the_points_in_their_order():
