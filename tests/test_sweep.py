@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from conftest import BIN, ROOT, SMALL, make_project, shrink_conf
 
 from linclass.plumbing.config import compose, validate
 from linclass.orchestration.sweep import (experiment_rows, experiment_states, grid_points, parse_floats,
-                                     stages_beside_training, sweep_overrides, sweep_points)
+                                     queue_workers, stages_beside_training, stop_leftover_workers,
+                                     sweep_overrides, sweep_points)
 
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
 
@@ -33,6 +35,33 @@ def test_grid_points_come_from_conf(tmp_path):
     (conf / "config.yaml").write_text(text)
     assert [p.name for p in grid_points(conf_dir=conf)] == [f"grid-squared_svm-{r}" for r in
                                                            ("none", "l1", "l2", "elasticnet")]
+
+
+def test_a_queue_worker_left_behind_in_this_repository_is_stopped(tmp_path):
+    """A process that looks like DVC's worker (`dvc exp queue-worker <node>`), working in tmp_path: stopped;
+    the same command working elsewhere is not this repository's and stays."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "bin" / "dvc"
+    fake.parent.mkdir()
+    fake.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(120)\n")
+    fake.chmod(0o755)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ours = subprocess.Popen([str(fake), "exp", "queue-worker", "dvc-exp-abc123-1@localhost"], cwd=tmp_path)
+    other = subprocess.Popen([str(fake), "exp", "queue-worker", "dvc-exp-def456-1@localhost"], cwd=elsewhere)
+    try:
+        deadline = time.monotonic() + 10
+        while ours.pid not in queue_workers(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert queue_workers(tmp_path) == [ours.pid]
+        assert stop_leftover_workers(tmp_path) == [ours.pid]
+        assert ours.wait(timeout=10) != 0 and other.poll() is None
+    finally:
+        for proc in (ours, other):
+            proc.kill()
+            proc.wait()
 
 
 def test_the_stages_beside_training_need_no_model_and_feed_none():

@@ -53,6 +53,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -198,22 +199,27 @@ def exp_show(attempts: int = 3) -> list:
 
 def prepare(overrides: Sequence[str]) -> None:
     """Check the overrides, run the data stages and create the MLflow store, once, before the workers."""
-    from linclass.plumbing import tracking
     from linclass.plumbing.config import compose
+
+    def set_up_store(experiment: str, uri: str | None) -> tuple[str, str]:
+        from linclass.plumbing import tracking   # mlflow's import (seconds) overlaps the data stages too
+
+        return tracking.setup(experiment, uri), tracking.redact_url(tracking.mlflow.get_tracking_uri())
 
     try:
         params = compose("conf", overrides)   # also validates every setting (conf/config.yaml: checked)
     except Exception as exc:  # Hydra's override and composition errors, ConfigError
         raise SweepError(f"cannot compose conf/ with {' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
-    if any(o.lstrip("+~").startswith(DATA_KEYS) for o in overrides):
-        # data settings differ from params.yaml: prepare them in a temporary copy (DVC's run-cache keeps them)
-        dvc("exp", "run", "--temp", "-n", "data-prep", *_sets(overrides), "preprocess", capture=False)
-        dvc("exp", "remove", "data-prep", check=False)
-    else:
-        dvc("repro", "preprocess", capture=False)
-    experiment_id = tracking.setup(params["tracking"]["experiment"], params["tracking"]["uri"])
-    print(f"MLflow store {tracking.mlflow.get_tracking_uri()}: "
-          f"experiment {params['tracking']['experiment']!r} (id {experiment_id})")
+    with ThreadPoolExecutor(1) as background:   # the store is set up while DVC prepares the data
+        store = background.submit(set_up_store, params["tracking"]["experiment"], params["tracking"]["uri"])
+        if any(o.lstrip("+~").startswith(DATA_KEYS) for o in overrides):
+            # data settings differ from params.yaml: prepare them in a temporary copy (DVC's run-cache keeps them)
+            dvc("exp", "run", "--temp", "-n", "data-prep", *_sets(overrides), "preprocess", capture=False)
+            dvc("exp", "remove", "data-prep", check=False)
+        else:
+            dvc("repro", "preprocess", capture=False)
+        experiment_id, uri = store.result()
+    print(f"MLflow store {uri}: experiment {params['tracking']['experiment']!r} (id {experiment_id})")
 
 
 def _sets(overrides: Iterable[str]) -> list[str]:
@@ -243,8 +249,7 @@ def run_queue(jobs: int, expected: Sequence[str], poll: float = 5.0, grace: floa
     DVC 3.67's --run-all can keep waiting on an idle queue worker after the last experiment finished
     (seen in CI: every experiment done, the command never returning). So the states are watched too:
     once all are final, --run-all gets `grace` seconds to return, then its workers are stopped. An idle
-    worker can also outlive a --run-all that returned (seen with 5 experiments on 2 workers), together with
-    the detached copy of --run-all that waits for it and still holds our output: `dvc queue stop` ends both.
+    worker can also outlive a --run-all that returned: stop_leftover_workers.
     """
     start = time.monotonic()
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
@@ -273,8 +278,45 @@ def run_queue(jobs: int, expected: Sequence[str], poll: float = 5.0, grace: floa
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        dvc("queue", "stop", check=False)   # idle workers only: every experiment of ours is final or killed
+        stop_leftover_workers()
     return time.monotonic() - start
+
+
+def queue_workers(root: str | Path = ".") -> list[int]:
+    """pids of the DVC queue workers (`dvc exp queue-worker ...`) working in this repository, from /proc."""
+    root = Path(root).resolve()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(proc / "cwd"))
+        except OSError:   # gone, or not ours to read
+            continue
+        if b"queue-worker" in args and any(os.path.basename(a) == b"dvc" for a in args) and cwd == root:
+            pids.append(int(proc.name))
+    return pids
+
+
+def stop_leftover_workers(root: str | Path = ".", wait: float = 10.0) -> list[int]:
+    """End the queue workers that outlived --run-all; returns their pids.
+
+    Every experiment of ours is final by now, so a worker left is idle. DVC 3.67 does not always end it:
+    one was seen idle for good, invisible to `dvc queue status` (so `dvc queue stop` cannot reach it),
+    with the forked copy of --run-all that waits for it still holding our standard output.
+    """
+    leftover = queue_workers(root)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in leftover:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while queue_workers(root) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not queue_workers(root):
+            break
+    return leftover
 
 
 # ---- reading the results ----
@@ -458,16 +500,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare(args.overrides)
         clear_earlier(prefix)
         if args.command == "grid":
+            expected = []
+            beside = stages_beside_training()
+            if beside:   # first in the (first in, first out) queue: they run while the models train
+                dvc("exp", "run", "--queue", "-n", STUDIES_BESIDE, *_sets(args.overrides), *beside)
+                print(f"queued {STUDIES_BESIDE}: {' '.join(beside)} (they need no model)")
+                expected.append(STUDIES_BESIDE)
             for point in points:
                 dvc("exp", "run", "--queue", "-n", point.name, *_sets((*args.overrides, *point.overrides)),
                     point.target)
                 print(f"queued {point.name}: {' '.join(point.overrides)}")
-            expected = [point.name for point in points]
-            beside = stages_beside_training()
-            if beside:   # the workers are otherwise idle for them: they run while the models train
-                dvc("exp", "run", "--queue", "-n", STUDIES_BESIDE, *_sets(args.overrides), *beside)
-                print(f"queued {STUDIES_BESIDE}: {' '.join(beside)} (they need no model)")
-                expected.append(STUDIES_BESIDE)
+            expected += [point.name for point in points]
         else:
             queued = dvc("exp", "run", "--queue", "-n", prefix.rstrip("-"), *_sets((*args.overrides, *swept)),
                          "evaluate")
