@@ -121,17 +121,6 @@ def test_exp_show_lists_every_combination_with_its_validation_accuracy(grid):
 
 
 @pytest.mark.slow
-def test_the_studies_that_need_no_model_ran_beside_the_training_and_are_restored(grid):
-    states = experiment_states(json.loads(grid.dvc("exp", "show", "--json").stdout))
-    assert states.get("grid-studies") == "success"
-    assert "queued grid-studies: hard_cases regularization_path hyperparameter_map" in grid.grid_output
-    out = grid.dvc("repro", "regularization_path", "hard_cases", "hyperparameter_map").stdout
-    assert not re.findall(r"Running stage", out), out[-2000:]
-    assert all(f"Stage '{name}' is cached" in out for name in ("regularization_path", "hard_cases")), out[-2000:]
-    assert (grid.path / "reports/regularization_path/path.csv").is_file()
-
-
-@pytest.mark.slow
 def test_workspace_repro_takes_the_grid_from_the_run_cache(grid):
     """What `make grid-parallel` does next: no train stage runs again, evaluation sees every model."""
     out = grid.dvc("repro", "evaluate").stdout

@@ -14,7 +14,7 @@ from conftest import BIN, ROOT, SMALL, make_project, shrink_conf
 
 from linclass.plumbing.config import compose, validate
 from linclass.orchestration.sweep import (experiment_rows, experiment_states, grid_points, parse_floats,
-                                     queue_workers, stages_beside_training, stop_leftover_workers,
+                                     queue_workers, stop_leftover_workers,
                                      sweep_overrides, sweep_points)
 
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
@@ -62,10 +62,6 @@ def test_a_queue_worker_left_behind_in_this_repository_is_stopped(tmp_path):
         for proc in (ours, other):
             proc.kill()
             proc.wait()
-
-
-def test_the_stages_beside_training_need_no_model_and_feed_none():
-    assert stages_beside_training(ROOT) == ["hard_cases", "regularization_path", "hyperparameter_map"]
 
 
 def test_dvc_expands_the_sweep_into_the_points_in_their_order():

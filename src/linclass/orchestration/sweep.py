@@ -20,17 +20,14 @@ What DVC does itself, in its own syntax:
 - the queue runs JOBS at a time: `dvc exp run --run-all -j JOBS` (which also waits and shows the logs).
 The grid is queued point by point (`dvc exp run --queue -n grid-svm-l2 -S 'grid.losses=[svm]'
 -S 'grid.regularizers=[l2]' train@svm-l2`): DVC 3.67 expands a sweep over grid.* with the stage
-index of its first point, so the other points' train@ stages are "not found". The stages that need
-no model (the regularization path, the hard cases, the hyperparameter map: stages_beside_training)
-are one more experiment, grid-studies, run by the same workers while the models train.
+index of its first point, so the other points' train@ stages are "not found".
 
 What DVC lacks, done here once before the workers start: the data stages run once (the experiments
 restore them from DVC's run-cache instead of preprocessing again), and the MLflow store and experiment
 are created (two processes cannot safely create a fresh sqlite store at the same time). Afterwards the
 table: the experiments read from `dvc exp show --json`, sorted by validation accuracy, with the
 `dvc exp apply` command for the best. After the grid, `make grid-parallel` assembles the whole
-pipeline from DVC's run-cache (every train stage and grid-studies' stages restored; evaluation and the
-studies that read the models run): `dvc repro`
+pipeline from DVC's run-cache (every train stage restored; evaluation and the studies run): `dvc repro`
 in the workspace, or with OVERRIDES the experiment `grid-all` (so params.yaml stays as committed).
 
 Every train stage runs with train.blas_threads BLAS threads (1 by default), so N workers keep N cores
@@ -92,24 +89,6 @@ def grid_points(losses: Iterable[str] | None = None, regularizers: Iterable[str]
     return [Point(f"grid-{loss}-{reg}", (f"grid.losses=[{loss}]", f"grid.regularizers=[{reg}]"),
                   f"train@{loss}-{reg}")
             for loss, reg in itertools.product(losses, list(regularizers))]
-
-
-STUDIES_BESIDE = "grid-studies"
-
-
-def stages_beside_training(root: str | Path = ".") -> list[str]:
-    """The stages of dvc.yaml (in its order) that neither need a train stage nor feed one, e.g. the
-    regularization path: the grid runs them as one more queued experiment beside the training, and the
-    `dvc repro` after it restores them from the run-cache with the models."""
-    import networkx as nx
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        graph = repo.index.graph   # an edge goes from a stage to a stage it depends on
-        train = {stage for stage in graph.nodes if stage.addressing.startswith("train@")}
-        feeding = set().union(*(nx.descendants(graph, stage) for stage in train))
-        return [stage.addressing for stage in repo.index.stages
-                if stage not in train and stage not in feeding and not nx.descendants(graph, stage) & train]
 
 
 def sweep_overrides(loss: str, regularizer: str, learning_rates: Sequence[float],
@@ -500,17 +479,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare(args.overrides)
         clear_earlier(prefix)
         if args.command == "grid":
-            expected = []
-            beside = stages_beside_training()
-            if beside:   # first in the (first in, first out) queue: they run while the models train
-                dvc("exp", "run", "--queue", "-n", STUDIES_BESIDE, *_sets(args.overrides), *beside)
-                print(f"queued {STUDIES_BESIDE}: {' '.join(beside)} (they need no model)")
-                expected.append(STUDIES_BESIDE)
             for point in points:
                 dvc("exp", "run", "--queue", "-n", point.name, *_sets((*args.overrides, *point.overrides)),
                     point.target)
                 print(f"queued {point.name}: {' '.join(point.overrides)}")
-            expected += [point.name for point in points]
+            expected = [point.name for point in points]
         else:
             queued = dvc("exp", "run", "--queue", "-n", prefix.rstrip("-"), *_sets((*args.overrides, *swept)),
                          "evaluate")
