@@ -191,6 +191,20 @@ def test_a_point_gives_the_same_weights_on_the_cluster_as_locally(swept, mlflow_
     assert metrics["weights_md5"] == local_md5
 
 
+def test_the_driver_restores_a_point_trained_on_the_cluster_from_the_pulled_run_cache(swept):
+    """Not trained again locally: the run-cache entries the nodes pushed (pulled with the experiments) hold
+    every output of the train stage, metrics/train/<model>.json included."""
+    name = "sweep-svm-l2-lr0.01-s0.001"   # not the point the test above trains again locally
+    sets = [arg for o in (*swept.overrides, "grid.losses=[svm]", "grid.regularizers=[l2]",
+                          "loss.svm.learning_rate=0.01", "regularizer.l2.strength=0.001") for arg in ("-S", o)]
+    out = swept.dvc("exp", "run", "--single-item", "-n", "local-restored", *sets, "train@svm-l2").stdout
+    assert "Stage 'train@svm-l2' is cached" in out and "Running stage" not in out, out[-2000:]
+    exp_show = json.loads(swept.dvc("exp", "show", "--json").stdout)
+    by_name = {e.get("name"): e["revs"][0]["data"] for b in exp_show for e in b.get("experiments") or []}
+    restored = by_name["local-restored"]["metrics"]["metrics/train/svm-l2.json"]["data"]
+    assert restored == by_name[name]["metrics"]["metrics/train/svm-l2.json"]["data"]
+
+
 def test_a_failing_point_is_reported_with_its_error_and_the_others_finish(project, cluster, mlflow_server,
                                                                           monkeypatch, capsys):
     from linclass.orchestration.ray_backend import run_sweep

@@ -239,7 +239,10 @@ def plot_confusion_matrix(cm, class_names, path, title):
     for (t, p), count in np.ndenumerate(cm):  # text labels, not numerics
         ax.text(p, t, str(count), ha="center", va="center", fontsize=7, color="white" if dark[t, p] else "black")
     ax.set_title(title)
-    fig.tight_layout()
+    # fixed margins (inches) for labels of up to about 12 characters: tight_layout would measure the 100
+    # cell labels too and take as long as drawing them
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=1.5 / width, right=1 - 0.2 / width, bottom=1.4 / height, top=1 - 0.45 / height)
     return save_figure(fig, path)
 
 
