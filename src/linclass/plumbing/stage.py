@@ -9,6 +9,7 @@ SIGTERM into an exception, so that a stopped stage removes its own.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import signal
@@ -128,6 +129,8 @@ def run(main: Callable[[], None]) -> None:
         remove_leftovers()
         check_params_unchanged()
         main()
+        if main.__module__ == "__main__":   # a stage script, not a caller that goes on
+            _exit_now()
     except KeyboardInterrupt as exc:
         tracking = sys.modules.get("linclass.plumbing.tracking")  # only a tracking stage turns SIGTERM into this
         if tracking is not None and isinstance(exc, tracking.Terminated):
@@ -140,6 +143,22 @@ def run(main: Callable[[], None]) -> None:
             raise
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the message
         sys.exit(EXIT_ERROR)
+
+
+def _exit_now() -> None:
+    """End a finished stage without the interpreter's teardown.
+
+    With MLflow, pandas, SQLAlchemy and matplotlib loaded, freeing every module's objects takes about
+    0.5 s, paid by each of the pipeline's 17 stage processes, and nothing a stage wrote depends on it:
+    its files are closed and renamed, its store writes committed. What a normal exit does that matters
+    is done first: the output is flushed and the atexit handlers (MLflow's, logging's) run.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    atexit._run_exitfuncs()   # CPython's own: what a normal exit runs before the teardown
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
