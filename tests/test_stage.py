@@ -40,3 +40,11 @@ def test_a_failed_stage_still_says_its_one_line_error_and_exits_1(tmp_path):
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == "error: bad value 'oops'"
     assert (tmp_path / "atexit-ran").read_text() == "yes"
+
+
+def test_under_a_profiler_the_stage_exits_normally_so_the_profile_is_written(tmp_path):
+    (tmp_path / "stage_script.py").write_text(SCRIPT)
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", "stage.prof", "stage_script.py"], cwd=tmp_path,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src")}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "stage.prof").stat().st_size > 0

@@ -129,7 +129,9 @@ def run(main: Callable[[], None]) -> None:
         remove_leftovers()
         check_params_unchanged()
         main()
-        if main.__module__ == "__main__":   # a stage script, not a caller that goes on
+        # a stage script, not a caller that goes on, nor one run under a profiler or a coverage tracer
+        # (they write their results in the teardown)
+        if main.__module__ == "__main__" and sys.getprofile() is None and sys.gettrace() is None:
             _exit_now()
     except KeyboardInterrupt as exc:
         tracking = sys.modules.get("linclass.plumbing.tracking")  # only a tracking stage turns SIGTERM into this
