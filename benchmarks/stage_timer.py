@@ -21,6 +21,7 @@ import time
 
 T0 = time.perf_counter()
 
+import atexit  # noqa: E402
 import contextlib  # noqa: E402
 import functools  # noqa: E402
 import importlib._bootstrap  # noqa: E402
@@ -145,12 +146,9 @@ def main():
     for loaded in [m for name, m in list(sys.modules.items()) if name in PATCHES]:
         _patch(loaded)
     sys.argv = [script, *argv]
-    code = 0
-    try:
-        runpy.run_path(script, run_name="__main__")
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
+    exit_code = [0]
+
+    def report():  # an atexit handler: a finished stage ends with os._exit after running them
         importlib._bootstrap._find_and_load = _find_and_load
         wall = time.perf_counter() - T0
         totals = dict(CLOCK.totals)
@@ -159,9 +157,15 @@ def main():
         out = os.environ.get("STAGE_TIMES")
         if out:
             with open(out, "w") as f:
-                json.dump({"script": script, "argv": argv, "exit": code, "process_wall": wall + AGE_AT_T0,
+                json.dump({"script": script, "argv": argv, "exit": exit_code[0], "process_wall": wall + AGE_AT_T0,
                            "seconds": totals}, f, indent=2)
-    sys.exit(code)
+
+    atexit.register(report)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        exit_code[0] = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.exit(exit_code[0])
 
 
 if __name__ == "__main__":
