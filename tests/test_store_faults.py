@@ -98,3 +98,33 @@ def test_a_zombie_process_is_gone_and_a_live_one_is_not():
     child.wait()
     assert process_gone(child.pid, "")
     assert not process_gone(os.getpid(), process_start(os.getpid()))
+
+
+def test_reap_leaves_a_run_that_ended_itself_between_the_search_and_the_check(tmp_path):
+    """Two pipelines on one store: one stage reaps while the other's stage finishes its run and exits. The
+    search still saw RUNNING; the process is gone by the check; the run is FINISHED and must stay so."""
+    import socket
+
+    from linclass.plumbing import store, tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = tracking.setup("race", uri, root=tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone_start = store.process_start(gone.pid) or ""
+    gone.wait()
+    tags = {"host": socket.gethostname(), "pid": str(gone.pid), "pid_start": gone_start}
+
+    class FinishesAfterTheSearch(tracking.MlflowClient):   # the real store; only the interleaving is forced
+        def search_runs(self, *args, **kwargs):
+            found = super().search_runs(*args, **kwargs)
+            for run in found:
+                if run.data.tags.get("model") == "finished-meanwhile":
+                    super().set_terminated(run.info.run_id, "FINISHED")
+            return found
+
+    client = FinishesAfterTheSearch(uri)
+    finished = client.create_run(experiment_id, tags={**tags, "model": "finished-meanwhile"}).info.run_id
+    abandoned = client.create_run(experiment_id, tags={**tags, "model": "abandoned"}).info.run_id
+    assert store.reap(client, [experiment_id]) == [abandoned]
+    assert client.get_run(finished).info.status == "FINISHED"
+    assert client.get_run(abandoned).info.status == "KILLED"

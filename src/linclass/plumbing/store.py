@@ -124,6 +124,10 @@ def reap(client, experiment_ids: list[str]) -> list[str]:
         tags = run.data.tags
         if not tags.get("pid", "").isdigit() or not process_gone(int(tags["pid"]), tags.get("pid_start", "")):
             continue
+        # The process may have ended its run, then exited, since the search: read the status again. Its
+        # process is gone, so from here on nothing but us can change it.
+        if client.get_run(run.info.run_id).info.status != "RUNNING":
+            continue
         client.set_tag(run.info.run_id, "killed_because", f"process {tags['pid']} on {host} ended without ending the run")
         client.set_terminated(run.info.run_id, "KILLED")
         reaped.append(run.info.run_id)
