@@ -32,10 +32,9 @@ import os
 import statistics
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
-from concurrent.futures import ThreadPoolExecutor
 
 from linclass.core.model import init_weights
 from linclass.core.sgd import _minibatches, train_sgd

@@ -36,7 +36,8 @@ def grid(tmp_path_factory, synthetic_archive):
     project = make_project(tmp_path_factory.mktemp("parallel") / "project", overrides_for(path, md5))
     shrink_conf(project, (*overrides_for(path, md5), *GRID_CONF))   # the grid comes from conf/
     try:
-        # a DVC process left behind holding the output would keep this waiting (the timeout fails it instead)
+        # the timeout bounds the grid; a DVC process left holding its output (which subprocess would still wait
+        # for after the timeout) is what test_no_queue_worker_outlives_the_grid looks for
         done = project.run(str(BIN / "python"), "-m", "linclass.orchestration.sweep", "grid", "--jobs", "2",
                            *overrides_for(path, md5), timeout=420)
         project.grid_output = done.stdout

@@ -285,16 +285,14 @@ def stop_leftover_workers(root: str | Path = ".", wait: float = 10.0) -> list[in
     one was seen idle for good, invisible to `dvc queue status` (so `dvc queue stop` cannot reach it),
     with the forked copy of --run-all that waits for it still holding our standard output.
     """
-    leftover = queue_workers(root)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in leftover:
+    leftover = alive = queue_workers(root)
+    for sig in (signal.SIGTERM, signal.SIGKILL):   # SIGKILL only for those that ignored SIGTERM
+        for pid in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait
-        while queue_workers(root) and time.monotonic() < deadline:
+        while (alive := queue_workers(root)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if not queue_workers(root):
-            break
     return leftover
 
 
