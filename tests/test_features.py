@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from skimage.feature import hog as skimage_hog
 
-from linclass.features import (feature_dim, grey_image, hog, hog_dim, hue_histogram, image_features, standardization,
-                               standardize)
+from linclass.features import (colour_gradient, feature_layout, hog, hog_dim, hue_histogram, image_features, standardization, standardize,
+                               value_histogram)
 
 
 def solid(rgb, n=1, size=16):
@@ -26,45 +26,87 @@ def orientation_totals(features, orientations):
 # --- HOG -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("orientations, cell", [(9, 8), (12, 4), (8, 8)])
-def test_hog_of_a_vertical_edge_peaks_at_the_horizontal_gradient(orientations, cell):
-    images = solid((0, 0, 0), size=32)
-    images[:, :, 13:] = 255  # dark left, bright right: gx > 0, gy = 0, angle 0
-    totals = orientation_totals(hog(images, orientations, cell), orientations)
-    assert totals.argmax() == 0
+def edge(size=32, at=13, vertical=True, dark_first=True):
+    """A black/white edge: vertical (dark left, bright right) or horizontal (dark above, bright below)."""
+    images = solid((0, 0, 0), size=size)
+    if vertical:
+        images[:, :, at:] = 255
+    else:
+        images[:, at:, :] = 255
+    return images if dark_first else 255 - images
+
+
+@pytest.mark.parametrize("orientations, cell, signed", [(9, 8, False), (12, 4, False), (18, 8, True), (8, 16, True)])
+def test_hog_of_a_vertical_edge_peaks_at_the_horizontal_gradient(orientations, cell, signed):
+    totals = orientation_totals(hog(edge(vertical=True), orientations, cell, signed), orientations)
+    assert totals.argmax() == 0  # gx > 0, gy = 0: angle 0
     assert totals[0, 1:].max() < 1e-6 * totals[0, 0]  # nothing else votes
 
 
-@pytest.mark.parametrize("orientations", [9, 12])
-def test_hog_of_a_horizontal_edge_peaks_at_ninety_degrees(orientations):
-    images = solid((0, 0, 0), size=32)
-    images[:, 13:, :] = 255  # bright below: gy > 0, gx = 0, angle 90 degrees
-    totals = orientation_totals(hog(images, orientations, 8), orientations)
-    assert totals.argmax() == int(90 / (180 / orientations))
+@pytest.mark.parametrize("orientations, signed", [(9, False), (12, False), (18, True)])
+def test_hog_of_a_horizontal_edge_peaks_at_ninety_degrees(orientations, signed):
+    totals = orientation_totals(hog(edge(vertical=False), orientations, 8, signed), orientations)
+    assert totals.argmax() == int(90 / ((360 if signed else 180) / orientations))  # gy > 0 (bright below)
 
 
 def test_signed_hog_tells_the_two_sides_of_an_edge_apart():
-    dark_left = solid((0, 0, 0), size=32)
-    dark_left[:, :, 13:] = 255
-    bright_left = 255 - dark_left
-    unsigned = orientation_totals(hog(np.concatenate([dark_left, bright_left]), 9, 8), 9)
-    signed = orientation_totals(hog(np.concatenate([dark_left, bright_left]), 18, 8, signed=True), 18)
+    both = np.concatenate([edge(dark_first=True), edge(dark_first=False)])
+    unsigned = orientation_totals(hog(both, 9, 8, signed=False), 9)
+    signed = orientation_totals(hog(both, 18, 8, signed=True), 18)
     assert unsigned.argmax(axis=1).tolist() == [0, 0]  # 0 and 180 degrees are one orientation
     assert signed.argmax(axis=1).tolist() == [0, 9]  # 0 and 180 degrees: bins 0 and 18 / 2
+
+
+def test_turning_an_image_half_round_turns_the_signed_orientations_half_round():
+    """I'(i, j) = I(H-1-i, W-1-j) has the gradient -g at the mirrored pixel: the same cells in reverse
+    order, each with its signed orientation bins shifted by half the bins, its unsigned bins unchanged."""
+    images = random_images(4, seed=2)
+    turned = images[:, ::-1, ::-1]
+    for signed, shift in ((True, 9), (False, 0)):
+        ours = hog(images, 18, 8, signed).reshape(4, 3, 3, 2, 2, 18)
+        expected = np.roll(ours[:, ::-1, ::-1, ::-1, ::-1], shift, axis=-1)
+        np.testing.assert_allclose(hog(turned, 18, 8, signed).reshape(4, 3, 3, 2, 2, 18), expected, atol=1e-6)
+
+
+def test_the_channel_with_the_strongest_gradient_gives_the_orientation():
+    images = solid((0, 0, 0), size=32)
+    images[:, :, 13:, 0] = 60  # a faint vertical edge in red
+    images[:, 20:, :, 2] = 250  # a strong horizontal edge in blue
+    totals = orientation_totals(hog(images, 4, 8, signed=True), 4)  # bins 0 and 1: 0 and 90 degrees
+    single = orientation_totals(hog(np.ascontiguousarray(images[..., [2, 1, 0]]), 4, 8, signed=True), 4)
+    assert totals[0, 0] > 0 and totals[0, 1] > 0 and not totals[0, 2:].any()
+    np.testing.assert_array_equal(totals, single)  # which channel holds the edge does not matter
+
+
+def test_colour_gradient_takes_the_strongest_channel_and_the_first_on_ties():
+    image = solid((0, 0, 0), size=8)
+    image[0, :, 4:, 0] = 100  # red: a vertical edge (gx = 100 on columns 3 and 4)
+    image[0, 4:, :, 1] = 100  # green: a horizontal edge (gy = 100 on rows 3 and 4)
+    image[0, 6:, :, 2] = 120  # blue: a stronger horizontal edge (gy = 120 on rows 5 and 6)
+    gx, gy = colour_gradient(image)
+    assert gx.dtype == gy.dtype == np.float32
+    assert (gx[0, 3, 3], gy[0, 3, 3]) == (100, 0)  # red and green tie (100^2): red, the first channel
+    assert (gx[0, 1, 3], gy[0, 1, 3]) == (100, 0)  # red alone
+    assert (gx[0, 3, 1], gy[0, 3, 1]) == (0, 100)  # green alone
+    assert (gx[0, 5, 3], gy[0, 5, 3]) == (0, 120)  # blue beats red
+    assert not gx[0, :, [0, 7]].any() and not gy[0, [0, 7], :].any()  # 0 on the border
 
 
 def test_hog_of_a_flat_image_is_zero():
     assert not hog(solid((40, 90, 200), size=32), 9, 8).any()
 
 
-@pytest.mark.parametrize("orientations, cell", [(9, 8), (9, 4), (12, 8), (7, 5)])
-def test_hog_agrees_with_skimage(orientations, cell):
+@pytest.mark.parametrize("orientations, cell", [(9, 8), (9, 4), (12, 8), (7, 5), (18, 16)])
+def test_unsigned_hog_agrees_with_skimage(orientations, cell):
     images = random_images(6)
-    images[3] = solid((0, 0, 0), size=32)[0]
-    images[3, :, 10:] = 200  # an image with exact 0 / 90 degree gradients and flat cells
-    ours = hog(images, orientations, cell)
-    theirs = np.stack([skimage_hog(g, orientations, (cell, cell), (2, 2), "L2-Hys") for g in grey_image(images)])
-    assert ours.shape == theirs.shape
+    images[3] = edge()[0]  # exact 0 / 90 degree gradients, flat cells
+    images[4] = 0
+    images[4, :, 16:, 0] = images[4, 16:, :, 1] = 100  # red edge across, green edge down: equal gradients where
+    images[5, :, :, 1] = images[5, :, :, 0]  # they cross (the first channel wins, as skimage); red = green
+    ours = hog(images, orientations, cell, signed=False)
+    theirs = np.stack([skimage_hog(image, orientations, (cell, cell), (2, 2), "L2-Hys", channel_axis=-1)
+                       for image in images])
+    assert ours.shape == theirs.shape == (6, hog_dim(orientations, cell))
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
 
 
@@ -119,35 +161,53 @@ def test_hue_bins_match_exact_arithmetic_pixel_by_pixel():
         assert row.max() == (1 / 12 if expected is None else 1)
 
 
+def test_value_histogram_counts_the_brightest_channel():
+    images = np.concatenate([solid((0, 0, 0)), solid((255, 0, 0)), solid((10, 200, 31)), solid((31, 32, 33))])
+    hist = value_histogram(images, 8)  # bins of 32 levels: max(R, G, B) // 32
+    assert hist.argmax(axis=1).tolist() == [0, 7, 6, 1]
+    np.testing.assert_array_equal(hist.max(axis=1), 1)
+    mixed = solid((0, 0, 0), size=4)
+    mixed[0, :1] = (0, 0, 255)  # a quarter of the pixels bright
+    np.testing.assert_array_equal(value_histogram(mixed, 2), [[0.75, 0.25]])
+    np.testing.assert_allclose(value_histogram(random_images(5), 16).sum(axis=1), 1, rtol=1e-6)
+
+
 # --- image_features: shapes, dtypes, chunks ------------------------------------------------------
 
 
-@pytest.mark.parametrize("hue_bins, orientations, cell, signed", [(10, 9, 8, False), (10, 9, 4, False),
-                                                                  (0, 18, 8, True), (16, 0, 8, False)])
-def test_image_features_shapes_and_dtype(hue_bins, orientations, cell, signed):
+@pytest.mark.parametrize("hue_bins, value_bins, orientations, cells, signed", [
+    (10, 8, 18, (8, 16), True), (10, 0, 9, (4,), False), (0, 0, 18, (8,), True), (16, 4, 9, (), False)])
+def test_image_features_shapes_dtype_and_layout(hue_bins, value_bins, orientations, cells, signed):
     images = random_images(5)
-    features = image_features(images, hue_bins=hue_bins, orientations=orientations, cell=cell, signed=signed)
-    assert features.shape == (5, feature_dim(hue_bins, orientations, cell))
+    features = image_features(images, hue_bins=hue_bins, value_bins=value_bins, orientations=orientations,
+                              cells=cells, signed=signed)
+    layout = feature_layout(hue_bins, value_bins, orientations, cells)
     assert features.dtype == np.float32
-    np.testing.assert_array_equal(features[:, :hue_bins], hue_histogram(images, hue_bins) if hue_bins else features[:, :0])
-    if orientations:
-        np.testing.assert_array_equal(features[:, hue_bins:], hog(images, orientations, cell, signed))
+    assert features.shape == (5, list(layout.values())[-1].stop)
+    expected = {"hue": lambda: hue_histogram(images, hue_bins), "value": lambda: value_histogram(images, value_bins)}
+    expected.update({f"hog{cell}": lambda cell=cell: hog(images, orientations, cell, signed) for cell in cells})
+    assert list(layout) == (["hue"] if hue_bins else []) + (["value"] if value_bins else []) + [f"hog{c}" for c in cells]
+    for name, columns in layout.items():
+        np.testing.assert_array_equal(features[:, columns], expected[name]())
 
 
-def test_feature_dims():
+def test_feature_dims_and_layout():
     assert hog_dim(9, 8) == 3 * 3 * 4 * 9 == 324
     assert hog_dim(9, 4) == 7 * 7 * 4 * 9 == 1764
-    assert feature_dim(10, 9, 8) == 334 and feature_dim(10, 0, 8) == 10
+    assert hog_dim(18, 16) == 1 * 1 * 4 * 18 == 72
+    assert feature_layout() == {"hue": slice(0, 10), "value": slice(10, 18), "hog8": slice(18, 666),
+                                "hog16": slice(666, 738)}
+    assert feature_layout(10, 0, 9, [8]) == {"hue": slice(0, 10), "hog8": slice(10, 334)}  # the issue's anchor: 334
     assert hog(random_images(2, size=20), 9, 6).shape == (2, hog_dim(9, 6, 20, 20)) == (2, 2 * 2 * 36)
 
 
 @pytest.mark.parametrize("chunk_images", [1, 7, 16, 100])
 def test_chunked_features_are_bit_identical_to_unchunked(chunk_images, tmp_path):
     images = random_images(37, seed=5)
-    whole = image_features(images, hue_bins=10, orientations=18, cell=4, signed=True, chunk_images=len(images))
+    settings = dict(hue_bins=10, value_bins=8, orientations=18, cells=(4, 8, 16), signed=True)
+    whole = image_features(images, chunk_images=len(images), **settings)
     out = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=whole.shape)
-    chunked = image_features(images, hue_bins=10, orientations=18, cell=4, signed=True, chunk_images=chunk_images,
-                             out=out)
+    chunked = image_features(images, chunk_images=chunk_images, out=out, **settings)
     assert chunked is out
     assert chunked.tobytes() == whole.tobytes()
 
@@ -180,18 +240,24 @@ def test_standardization_uses_only_the_training_statistics():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda im: image_features(im, cell=17), "cell=17 is out of range: allowed an integer in [1, 16] for 32x32 images"),
-    (lambda im: image_features(im, cell=0), "cell=0 is out of range: allowed an integer >= 1"),
-    (lambda im: image_features(im, orientations=-1), "orientations=-1 is out of range"),
+    (lambda im: image_features(im, cells=[8, 17]), "cell=17 is out of range: allowed an integer in [1, 16] for 32x32 images"),
+    (lambda im: image_features(im, cells=[0]), "cell=0 is out of range: allowed an integer >= 1"),
+    (lambda im: image_features(im, cells=[8, 8]), "cells=[8, 8] repeats a cell size: allowed distinct sizes"),
+    (lambda im: image_features(im, cells=8), "cells=8 is not a list: allowed a list of cell sizes"),
+    (lambda im: image_features(im, cells=[8.0]), "cell=8.0 is not an integer"),
+    (lambda im: image_features(im, orientations=0), "orientations=0 is out of range: allowed an integer >= 1 and <= 360"),
     (lambda im: image_features(im, orientations=9.0), "orientations=9.0 is not an integer"),
-    (lambda im: image_features(im, hue_bins=0, orientations=0), "hue_bins=0 and orientations=0 leave no features"),
+    (lambda im: image_features(im, hue_bins=-1), "hue_bins=-1 is out of range: allowed an integer >= 0 and <= 360"),
+    (lambda im: image_features(im, value_bins=257), "value_bins=257 is out of range: allowed an integer >= 0 and <= 256"),
+    (lambda im: image_features(im, hue_bins=0, value_bins=0, cells=[]), "hue_bins=0, value_bins=0 and cells=[] leave no"),
     (lambda im: image_features(im, chunk_images=0), "chunk_images=0 is out of range"),
     (lambda im: image_features(im, signed="yes"), "signed='yes' is not a bool"),
     (lambda im: image_features(im.astype(np.float32)), "images must be (N, H, W, 3) uint8, got (2, 32, 32, 3) float32"),
     (lambda im: image_features(im[..., 0]), "images must be (N, H, W, 3) uint8, got (2, 32, 32) uint8"),
-    (lambda im: image_features(im, out=np.empty((2, 10), np.float32)), "out must be float32 (2, 334), got float32 (2, 10)"),
+    (lambda im: image_features(im, out=np.empty((2, 10), np.float32)), "out must be float32 (2, 738), got float32 (2, 10)"),
     (lambda im: hue_histogram(im, 0), "bins=0 is out of range"),
-    (lambda im: hog(im, 0), "orientations=0 is out of range"),
+    (lambda im: value_histogram(im, 0), "bins=0 is out of range"),
+    (lambda im: hog(im, 18, 20), "cell=20 is out of range"),
     (lambda im: standardize(np.ones((2, 3)), np.zeros(3), np.zeros(3)), "std must be > 0 in every column"),
     (lambda im: standardize(np.ones((2, 3)), np.zeros(2), np.ones(2)), "X must be (N, D) with mean and std (D,)"),
     (lambda im: standardization(np.ones(3)), "X_train must be a 2-D array with at least one row"),
