@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from skimage.feature import hog as skimage_hog
 
-from linclass.features import (colour_gradient, feature_layout, hog, hog_dim, hue_histogram, image_features, standardization, standardize,
-                               value_histogram)
+from linclass.features import (colour_gradient, feature_layout, hog, hog_dim, hue_histogram, image_features,
+                               standardization, standardize, value_histogram)
 
 
 def solid(rgb, n=1, size=16):

@@ -151,7 +151,7 @@ def value_histogram(images, bins: int = 8) -> np.ndarray:
 def colour_gradient(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(gx, gy), each (N, H, W) float32: the central differences of the channel with the largest
     gradient at each pixel (uint8 differences are integers: exact in float32)."""
-    planes = images.astype(np.float32)
+    planes = _check_images(images).astype(np.float32)
     gx, gy = np.zeros_like(planes), np.zeros_like(planes)
     gx[:, :, 1:-1] = planes[:, :, 2:] - planes[:, :, :-2]
     gy[:, 1:-1, :] = planes[:, 2:, :] - planes[:, :-2, :]
@@ -159,7 +159,10 @@ def colour_gradient(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m2_r, m2_g, m2_b = m2[..., 0], m2[..., 1], m2[..., 2]
     red = (m2_r >= m2_g) & (m2_r >= m2_b)
     green = ~red & (m2_g >= m2_b)
-    pick = lambda g: np.where(red, g[..., 0], np.where(green, g[..., 1], g[..., 2]))  # noqa: E731
+
+    def pick(g):
+        return np.where(red, g[..., 0], np.where(green, g[..., 1], g[..., 2]))
+
     return pick(gx), pick(gy)
 
 
