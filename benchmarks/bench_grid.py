@@ -52,17 +52,17 @@ def fresh_project(dest: Path, overrides: list[str], env: dict) -> Path:
         else:
             shutil.copy2(ROOT / name, target)
     run(["git", "init", "-q", "-b", "main"], dest, env)
-    run([str(BIN / "python"), "-m", "linclass.plumbing.config", *overrides], dest, env)
+    run([str(BIN / "python"), "-m", "linclass.cli", "config", *overrides], dest, env)
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-qm", "bench"], dest, env)
     run([str(BIN / "dvc"), "repro", "preprocess"], dest, env)
-    run([str(BIN / "python"), "-m", "linclass.plumbing.tracking"], dest, env)
+    run([str(BIN / "python"), "-m", "linclass.cli", "store"], dest, env)
     return dest
 
 
 def time_queue(project: Path, jobs: int, overrides: list[str], env: dict) -> float:
     start = time.perf_counter()
-    out = run([str(BIN / "python"), "-m", "linclass.orchestration.sweep", "grid", "--jobs", str(jobs), *overrides], project, env)
+    out = run([str(BIN / "python"), "-m", "linclass.cli", "grid", "--jobs", str(jobs), *overrides], project, env)
     seconds = time.perf_counter() - start
     most = [line for line in out.splitlines() if "ran at once" in line]
     print(f"  {most[0] if most else ''}")

@@ -40,7 +40,7 @@ def timed_pipeline(mode: str, dest: Path, env: dict, synthetic: bool) -> tuple[f
     if mode == "serial":
         run([str(BIN / "dvc"), "exp", "run", "-S", f"data.url={url}", "-S", f"data.md5={md5}"], dest, env)
     else:
-        run([str(BIN / "python"), "-m", "linclass.orchestration.sweep", "grid", "--jobs", "2", f"data.url={url}",
+        run([str(BIN / "python"), "-m", "linclass.cli", "grid", "--jobs", "2", f"data.url={url}",
              f"data.md5={md5}"], dest, env)
         run([str(BIN / "dvc"), "repro"], dest, env)
     return time.perf_counter() - start, what

@@ -56,7 +56,7 @@ def make_copy(dest: Path, env: dict, synthetic: bool, timer: bool = True) -> tup
         md5 = make_synthetic_cifar10(archive, n_train=50_000, n_test=10_000, seed=0)
         url, what = f"file://{archive}", "synthetic CIFAR-10-shaped archive (50,000 + 10,000 images)"
     run(["git", "init", "-q", "-b", "main"], dest, env)
-    run([BIN / "python", "-m", "linclass.plumbing.config", f"data.url={url}", f"data.md5={md5}"], dest, env)
+    run([BIN / "python", "-m", "linclass.cli", "config", f"data.url={url}", f"data.md5={md5}"], dest, env)
     if timer:
         dvc_yaml = dest / "dvc.yaml"
         text, count = re.subn(r"python pipeline/train\.py", "python benchmarks/stage_timer.py pipeline/train.py",

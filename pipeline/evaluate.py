@@ -13,16 +13,19 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
+from linclass import plots
 from linclass.core.metrics import accuracy, confusion_matrix, per_class_accuracy
 from linclass.core.model import predict
 from linclass.files import md5_file
-from linclass.plumbing import mlflow_model, tracking
 from linclass.plumbing.paths import DATA, MODELS, REPORTS
 from linclass.plumbing.paths import class_names as load_class_names
 from linclass.plumbing.paths import load_model, load_split, model_names, train_summary
 from linclass.plumbing.stage import atomic_dir, atomic_file, run, stage_params, write_json
-from linclass.studies import pictures
+from linclass.tracking import registry
+from linclass.tracking.records import scalar_metrics
+from linclass.tracking.runs import find_run, setup
 
 
 def evaluate_model(W, b, X, y, num_classes):
@@ -37,15 +40,15 @@ def confusion_table(confusion, class_names):
 
 def log_to_run(client, experiment_id, name, weights_md5, result, class_names):
     """Add the test results to the model's training run (found by its weights' md5); return the run."""
-    run_id = tracking.find_run(experiment_id, {"model": name, "weights_md5": weights_md5})
+    run_id = find_run(experiment_id, {"model": name, "weights_md5": weights_md5})
     if run_id is None:  # e.g. a fresh store: keep the results rather than lose them
         run_id = client.create_run(experiment_id, run_name=name,
                                    tags={"model": name, "weights_md5": weights_md5,
                                          "note": "evaluation only: training run not in this store"}).info.run_id
         client.set_terminated(run_id)
-    client.log_batch(run_id, metrics=tracking.scalar_metrics({"test_accuracy": result["accuracy"]}))
+    client.log_batch(run_id, metrics=scalar_metrics({"test_accuracy": result["accuracy"]}))
     with tempfile.TemporaryDirectory() as tmp:
-        pictures.plot_confusion_matrix(result["confusion"], class_names, Path(tmp) / "confusion_matrix.png",
+        plots.plot_confusion_matrix(result["confusion"], class_names, Path(tmp) / "confusion_matrix.png",
                                        title=f"{name}: test confusion matrix")
         confusion_table(result["confusion"], class_names).to_csv(Path(tmp) / "confusion_matrix.csv")
         pd.DataFrame({"class": class_names, "test_accuracy": result["per_class"]}).to_csv(
@@ -62,7 +65,7 @@ def register(client, registry_name, run, row, split):
     tags = {"model": row["model"], "loss": row["loss"], "regularizer": row["regularizer"],
             "val_accuracy": f"{row['val_accuracy']:.6f}", "test_accuracy": f"{row['test_accuracy']:.6f}",
             "params_hash": run.data.tags.get("params_hash", ""), "split": split}
-    return mlflow_model.register(client, registry_name, run.info.run_id, model_id, tags)
+    return registry.register(client, registry_name, run.info.run_id, model_id, tags)
 
 
 def champion(client, registry_name, split):
@@ -77,14 +80,14 @@ def champion(client, registry_name, split):
 def write_evaluation(out, best, results, class_names, names):
     """reports/evaluation/: the best model (json), its confusion matrix, every model's training loss."""
     (out / "best.json").write_text(json.dumps(best, indent=2, sort_keys=True) + "\n")
-    pictures.plot_confusion_matrix(results[best["model"]]["confusion"], class_names, out / "confusion_matrix.png",
+    plots.plot_confusion_matrix(results[best["model"]]["confusion"], class_names, out / "confusion_matrix.png",
                                    title=f"{best['model']} (best on validation): test confusion matrix")
     confusion_table(results[best["model"]]["confusion"], class_names).to_csv(out / "confusion_matrix.csv")
     curves = {}
     for name in names:
         steps = pd.read_csv(MODELS / name / "history_steps.csv")
         curves[name] = (steps["step"], steps["total_loss"])
-    pictures.plot_training_losses(curves, out / "loss_curves.png", title="Training loss of every combination")
+    plots.plot_training_losses(curves, out / "loss_curves.png", title="Training loss of every combination")
 
 
 def main() -> None:
@@ -92,9 +95,9 @@ def main() -> None:
     X_test, y_test = load_split("test")
     X_val, y_val = load_split("val")
     class_names = load_class_names()
-    experiment = params["tracking"]["experiment"]
-    experiment_id = tracking.setup(experiment, params["tracking"]["uri"])
-    client = tracking.MlflowClient()
+    experiment = params.tracking.experiment
+    experiment_id = setup(experiment, params.tracking.uri)
+    client = MlflowClient()
     split = md5_file(DATA / "X_val.npy", DATA / "y_val.npy")[:8]  # which validation set chose the champion
 
     rows, metrics, per_class, results, versions = [], {}, {}, {}, {}
@@ -112,12 +115,12 @@ def main() -> None:
             metrics[name] = {"test_accuracy": round(test["accuracy"], 6), "val_accuracy": round(val_acc, 6)}
             per_class[name] = {c: round(float(a), 6) for c, a in zip(class_names, test["per_class"])}
             row = {"model": name, "loss": loss, "regularizer": reg,
-                   "strength": params["regularizer"][reg]["strength"],
+                   "strength": getattr(params.regularizer, reg).strength,
                    "train_accuracy": summary["train_accuracy"], "val_accuracy": val_acc,
                    "test_accuracy": test["accuracy"],
                    "final_data_loss": summary["final_data_loss"],
                    "final_reg_loss": summary["final_reg_loss"],
-                   "near_zero_weights": pictures.weight_sparsity(W, params["studies"]["near_zero_tol"])}
+                   "near_zero_weights": plots.weight_sparsity(W, params.studies.near_zero_tol)}
             rows.append(row)
             run = log_to_run(client, experiment_id, name, summary["weights_md5"], test, class_names)
             versions[name] = register(client, experiment, run, row, split)
@@ -126,9 +129,9 @@ def main() -> None:
         write_evaluation(evaluation, best, results, class_names, names)
     top = champion(client, experiment, split)
     if top is not None:
-        mlflow_model.set_champion(client, experiment, top.version)
+        registry.set_champion(client, experiment, top.version)
         print(f"registered model {experiment!r}: {sum(v is not None for v in versions.values())} versions "
-              f"this run; alias {mlflow_model.CHAMPION!r} -> version {top.version} ({top.tags['model']}, "
+              f"this run; alias {registry.CHAMPION!r} -> version {top.version} ({top.tags['model']}, "
               f"val {float(top.tags['val_accuracy']):.4f})")
     table = pd.DataFrame(rows).sort_values("test_accuracy", ascending=False, kind="stable")
     with atomic_file(REPORTS / "comparison.csv") as tmp:

@@ -2,10 +2,12 @@
 embedded) that opens offline: the comparison table, the training loss curves and the best model's
 confusion matrix, the templates, the scaling study, the loss study,
 the hard cases, the regularization path and the hyperparameter maps. Logged to MLflow as the run `report`."""
-from linclass.plumbing import tracking
+import mlflow
+
 from linclass.plumbing.paths import REPORTS, SWEEPS
-from linclass.studies.report import write_report
 from linclass.plumbing.stage import run, stage_params
+from linclass.studies.report import write_report
+from linclass.tracking.runs import study_run
 
 SCALING_PLOTS = ("hinge_loss", "softmax_loss", "l2_penalty", "l1_penalty")
 
@@ -27,8 +29,8 @@ def main() -> None:
         hyperparameter_maps=[(csv, REPORTS / "hyperparameter_map" / f"{csv.stem}.png")
                              for csv in sorted(SWEEPS.glob("*.csv"))],
         extra_images=())
-    with tracking.study_run(params, "report", "report", kind="report") as run_id:
-        tracking.MlflowClient().log_artifact(run_id, str(md.with_suffix(".html")))
+    with study_run(params.tracking, "report", "report", kind="report"):
+        mlflow.log_artifact(str(md.with_suffix(".html")))
     print(f"report: {md} and {md.with_suffix('.html')}")
 
 

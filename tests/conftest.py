@@ -95,7 +95,7 @@ class Project:
         return self.run(str(BIN / "dvc"), *args, **kw)
 
     def compose(self, *overrides: str) -> None:
-        self.run(str(BIN / "python"), "-m", "linclass.plumbing.config", *overrides)
+        self.run(str(BIN / "python"), "-m", "linclass.cli", "config", *overrides)
 
     def git_commit(self, message: str = "snapshot") -> None:
         self.run("git", "add", "-A")

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from linclass.studies.pictures import plot_template_grid, save_template_pngs
+from linclass.plots import plot_template_grid, save_template_pngs
 
 
 def write_report_inputs(work: Path) -> dict:

@@ -61,7 +61,7 @@ def preprocessed(tmp_path_factory, archive_server):
     url, md5 = archive_server
     project = make_project(tmp_path_factory.mktemp("faults") / "project", (f"data.url={url}", f"data.md5={md5}", *SMALL))
     project.dvc("repro", "preprocess")
-    project.run(str(BIN / "python"), "-m", "linclass.plumbing.tracking",  # the store exists before anyone polls it
+    project.run(str(BIN / "python"), "-m", "linclass.cli", "store",  # the store exists before anyone polls it
                 env={**project.env, "PYTHONPATH": "src"})
     project.git_commit("preprocessed")
     project.saved = {name: (project.path / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
@@ -203,16 +203,17 @@ SIGNAL_ANYWHERE = textwrap.dedent("""
     import json, os, random, signal, sys, threading
     import numpy as np
     from mlflow.entities import Metric
-    from linclass.plumbing import tracking
+    from mlflow.tracking import MlflowClient
+    from linclass.tracking import runs
 
-    experiment_id = tracking.setup("signals", None, root=sys.argv[1])
-    client = tracking.MlflowClient()
+    experiment_id = runs.setup("signals", None, root=sys.argv[1])
+    client = MlflowClient()
     A = np.random.default_rng(0).standard_normal((200, 200)).astype(np.float32)
     statuses = []
     for trial in range(int(sys.argv[2])):
         signum = random.Random(trial).choice([signal.SIGTERM, signal.SIGINT])
         try:
-            with tracking.tracked_run(experiment_id, f"trial-{trial}") as run:
+            with runs.tracked_run(experiment_id, f"trial-{trial}") as run:
                 threading.Timer(random.Random(-trial).uniform(0, 0.1), os.kill, (os.getpid(), signum)).start()
                 for step in range(10**9):
                     A @ A

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linclass.studies.pictures import (plot_confusion_matrix, plot_loss_curves, plot_template_grid,
+from linclass.plots import (plot_confusion_matrix, plot_loss_curves, plot_template_grid,
                              plot_templates_comparison, plot_weight_histograms, plot_weight_scaling,
                              save_template_pngs, template_images, weight_sparsity)
 
@@ -85,7 +85,7 @@ def test_grid_and_comparison_figures(tmp_path):
 
 
 def test_template_mosaic_places_each_picture_in_its_cell_with_white_gaps():
-    from linclass.studies.pictures import MOSAIC_GAP, template_mosaic
+    from linclass.plots import MOSAIC_GAP, template_mosaic
 
     rows = np.random.default_rng(0).integers(0, 255, (2, 3, 32, 32, 3), dtype=np.uint8)
     mosaic = template_mosaic(rows)

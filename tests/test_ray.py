@@ -122,7 +122,7 @@ def swept(project, cluster):
 
 
 def driver(project, *args: str, env: dict) -> subprocess.CompletedProcess:
-    return project.run(str(BIN / "python"), "-m", "linclass.orchestration.ray_backend", "sweep", "--loss", "svm",
+    return project.run(str(BIN / "python"), "-m", "linclass.cli", "sweep", "--backend", "ray", "--loss", "svm",
                        "--regularizer", "l2", "--learning-rates", "0.01", "--strengths", "1e-3", *args,
                        *project.overrides, env=env, check=False, timeout=120)
 
@@ -234,7 +234,7 @@ def test_a_worker_node_killed_mid_sweep_loses_nothing(project, cluster, mlflow_s
     names = [f"sweep-svm-l2-lr0.05-s{s}" for s in ("0.001", "0.01")]
     summary = tmp_path / "summary.json"
     env = {**project.server_env, "RAY_ADDRESS": cluster.address}
-    driver = subprocess.Popen([str(BIN / "python"), "-m", "linclass.orchestration.ray_backend", "sweep", "--loss", "svm",
+    driver = subprocess.Popen([str(BIN / "python"), "-m", "linclass.cli", "sweep", "--backend", "ray", "--loss", "svm",
                                "--regularizer", "l2", "--learning-rates", "0.05", "--strengths", "1e-3,1e-2",
                                "--summary", str(summary), *project.overrides, "train.epochs=40"],
                               cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

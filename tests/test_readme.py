@@ -147,7 +147,7 @@ def show(proc) -> str:
 
 
 def params_changes(before: str, after: str) -> dict:
-    from linclass.plumbing.config import flatten
+    from linclass.config import flatten
 
     old, new = flatten(yaml.safe_load(before)), flatten(yaml.safe_load(after))
     return {key: new.get(key) for key in old.keys() | new.keys() if old.get(key) != new.get(key)}

@@ -117,13 +117,13 @@ def test_real_champion_predicts_the_test_images_with_the_reported_accuracy(real_
     from linclass.data.cifar import load_cifar10
 
     metrics = json.loads((real_project.path / "metrics/test.json").read_text())
-    from linclass.plumbing import tracking
+    from linclass.tracking import runs
 
     client = mlflow.MlflowClient(real_project.tracking_uri)
     champion = client.get_model_version_by_alias("linclass-cifar10", "champion")
     name = champion.tags["model"]
     assert name == max(GRID, key=lambda n: (metrics[n]["val_accuracy"], -GRID.index(n)))
-    tracking.point_mlflow_at(real_project.tracking_uri)  # not mlflow.set_tracking_uri: it exports the URI
+    runs.point_mlflow_at(real_project.tracking_uri)  # not mlflow.set_tracking_uri: it exports the URI
     model = mlflow.pyfunc.load_model("models:/linclass-cifar10@champion")
     data = load_cifar10(SHARED_CIFAR)
     images = data.x_test.reshape(len(data.x_test), 3, 32, 32).transpose(0, 2, 3, 1)

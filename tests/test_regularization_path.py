@@ -106,20 +106,22 @@ def test_pictures_are_written_and_reproducible(tmp_path, points, table):
 
 @pytest.mark.parametrize("strengths", [[], [1e-3, 1e-4], [0.0, 1e-3], [1e-3, float("inf")], "1e-3"])
 def test_bad_strength_grid_is_one_line(strengths):
-    with pytest.raises(ValueError, match="strengths="):
-        rp.check_strengths(strengths)
+    X, y = np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"^strengths(\[\d\])?="):
+        rp.regularization_path(X, y, X, y, losses={"svm": {"learning_rate": 0.1}}, regularizers=["l2"],
+                               strengths=strengths)
 
 
 def test_config_rejects_a_bad_path_setting():
     from conftest import ROOT
-    from linclass.plumbing.config import ConfigError, compose, validate
+    from linclass.config import compose
+    from linclass.settings import ConfigError
 
-    reference = compose(ROOT / "conf")
-    for override, message in (("studies.regularization_path.strengths=[1e-2,1e-3]", "increasing list"),
-                              ("studies.regularization_path.regularizers=[l3]", "drawn from"),
+    for override, message in (("studies.regularization_path.strengths=[1e-2,1e-3]", "strictly increasing"),
+                              ("studies.regularization_path.regularizers=[l3]", r"regularizers\[0\]='l3' is out of range"),
                               ("studies.regularization_path.train_subset=0", "train_subset=0")):
         with pytest.raises(ConfigError, match=message):
-            validate(compose(ROOT / "conf", [override]), reference)
+            compose(ROOT / "conf", [override])
 
 
 def test_path_table_round_trips_through_csv(tmp_path, table):

@@ -26,7 +26,7 @@ def repo(tmp_path) -> Project:
 
 
 def make(project: Project, command: str, *args: str) -> subprocess.CompletedProcess:
-    return project.run(str(BIN / "python"), "-m", "linclass.orchestration.remote", command, *args, check=False)
+    return project.run(str(BIN / "python"), "-m", "linclass.cli", command, *args, check=False)
 
 
 def cache_files(project: Project) -> list[str]:

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from linclass import files
-from linclass.orchestration import workspace
 from linclass.plumbing import paths, stage
 
 SRC = str(Path(__file__).parents[1] / "src")
@@ -76,20 +75,18 @@ def test_a_truncated_split_is_an_error_naming_the_file(tmp_path):
             paths.load_split("train", tmp_path, mmap=mmap)
 
 
-def test_a_second_workspace_run_refuses_before_its_command_runs(project):
+def test_a_second_workspace_run_refuses_before_it_touches_params(project):
+    """`linclass config` (make params) while another pipeline holds the workspace: one line, params.yaml kept."""
+    from filelock import FileLock
+
+    from linclass.cli import WORKSPACE_LOCK
+
     (project / "params.yaml").write_text("train:\n  epochs: 150\n")
     env = {**os.environ, "PYTHONPATH": SRC}
-    fd = workspace.acquire(project)
-    try:
-        second = subprocess.run([sys.executable, "-m", "linclass.orchestration.workspace", "sh", "-c",
-                                 "echo 'train: {epochs: 7}' > params.yaml"], cwd=project, env=env,
+    with FileLock(project / WORKSPACE_LOCK):
+        second = subprocess.run([sys.executable, "-m", "linclass.cli", "config"], cwd=project, env=env,
                                 capture_output=True, text=True, timeout=60)
-    finally:
-        os.close(fd)
     assert second.returncode == 1
-    assert second.stderr.count("\n") == 1 and second.stderr.startswith("error: another pipeline runs in this workspace (pid ")
-    assert "dvc exp run --queue" in second.stderr
+    assert second.stderr.count("\n") == 1 and second.stderr.startswith("error: another pipeline runs in this workspace")
+    assert "linclass grid / linclass sweep" in second.stderr
     assert (project / "params.yaml").read_text() == "train:\n  epochs: 150\n"
-    free = subprocess.run([sys.executable, "-m", "linclass.orchestration.workspace", "sh", "-c", "echo ran"], cwd=project,
-                          env=env, capture_output=True, text=True, timeout=60)
-    assert free.returncode == 0 and free.stdout == "ran\n", free.stderr

@@ -66,7 +66,7 @@ def test_proximal_l1_step_is_a_soft_threshold_after_the_smooth_step():
     X, y = make_data(N=40, D=30, C=4, dtype=np.float64)
     lr, strength, beta, seed = 0.1, 0.05, 0.5, 3
     result = train_sgd(X, y, loss="svm", regularizer="elasticnet", strength=strength, beta=beta, learning_rate=lr,
-                       batch_size=40, epochs=2, seed=seed, init_scale=0.1, l1_step="proximal")
+                       batch_size=40, epochs=2, lr_decay=1.0, seed=seed, init_scale=0.1, l1_step="proximal")
     rng = np.random.default_rng(seed)
     W, b = init_weights(4, 30, rng, scale=0.1, dtype=np.float64)
     penalties = []  # the logged penalty is the whole strength * R(W) of the W the step starts from
@@ -162,7 +162,7 @@ X_OK, Y_OK = make_data(N=20, D=5, C=3)
     (dict(on_epoch=3), "on_epoch must be callable"),
     (dict(beta=-0.5), "beta=-0.5 is out of range: allowed a number >= 0"),
     (dict(delta=float("inf")), "delta=inf is out of range: allowed a number > 0"),
-    (dict(l1_step="prox"), "l1_step='prox' is out of range: allowed one of subgradient, proximal"),
+    (dict(l1_step="prox"), "l1_step='prox' is out of range: allowed one of 'subgradient', 'proximal'"),
 ])
 def test_bad_arguments_raise_one_line_value_errors(kwargs, message):
     args = dict(X=X_OK, y=Y_OK, batch_size=5)
@@ -250,7 +250,7 @@ def test_reused_buffers_give_bit_identical_weights_to_the_plain_formulas(loss, r
     X, y = make_data(N=70, D=300)  # 70 = 3 x 20 + 10: the last minibatch is partial
     W, b = _plain_sgd(X, y, loss, regularizer, 1e-2, 0.3, 1e-2, 20, 3, seed=4)
     result = train_sgd(X, y, loss=loss, regularizer=regularizer, strength=1e-2, beta=0.3, learning_rate=1e-2,
-                       batch_size=20, epochs=3, lr_decay=0.9, seed=4, num_classes=10)
+                       batch_size=20, epochs=3, lr_decay=0.9, seed=4, num_classes=10, l1_step="subgradient")
     assert np.array_equal(result.W, W) and np.array_equal(result.b, b)
 
 
@@ -261,7 +261,7 @@ def test_gathering_the_next_batch_in_a_helper_thread_changes_no_bit(monkeypatch,
     X, y = make_data(N=70, D=300)  # the last minibatch is partial: 70 = 3 x 20 + 10
     W, b = _plain_sgd(X, y, loss, "elasticnet", 1e-2, 0.3, 1e-2, 20, 3, seed=4)
     result = train_sgd(X, y, loss=loss, regularizer="elasticnet", strength=1e-2, beta=0.3, learning_rate=1e-2,
-                       batch_size=20, epochs=3, lr_decay=0.9, seed=4, num_classes=10)
+                       batch_size=20, epochs=3, lr_decay=0.9, seed=4, num_classes=10, l1_step="subgradient")
     assert np.array_equal(result.W, W) and np.array_equal(result.b, b)
 
 

@@ -232,7 +232,7 @@ def test_a_password_in_the_data_url_is_refused_in_one_line(tmp_path, private_arc
     project = make_project(tmp_path / "p", (f"data.url={url}", f"data.md5={md5}", *SMALL))
     before = (project.path / "params.yaml").read_text()
     secret_url = url.replace("http://", f"http://{DATA_USER}:{DATA_PASSWORD}@")
-    proc = project.run(str(BIN / "python"), "-m", "linclass.plumbing.config", f"data.url={secret_url}",
+    proc = project.run(str(BIN / "python"), "-m", "linclass.cli", "config", f"data.url={secret_url}",
                        f"data.md5={md5}", check=False)
     assert proc.returncode != 0
     error = proc.stderr.strip().splitlines()[-1]
@@ -240,7 +240,7 @@ def test_a_password_in_the_data_url_is_refused_in_one_line(tmp_path, private_arc
     assert DATA_PASSWORD not in proc.stderr + proc.stdout
     assert (project.path / "params.yaml").read_text() == before, "params.yaml was not rewritten"
 
-    from linclass.plumbing.tracking import redact_url
+    from linclass.plumbing.redact import redact_url
     assert redact_url(secret_url) == url
     assert redact_url(f"got {secret_url} twice: {secret_url}") == f"got {url} twice: {url}"
     assert redact_url("file:///a/b@c") == "file:///a/b@c"
@@ -400,7 +400,7 @@ def test_an_s3_remote_carries_the_results_too(clone_a, s3_server, tmp_path):
 def test_an_s3_remote_that_does_not_answer_is_one_line_and_the_next_push_completes(clone_a, s3_server):
     endpoint, aws = s3_server
     env = {**clone_a.env, **aws}
-    push = [str(BIN / "python"), "-m", "linclass.orchestration.remote", "push", "-r", "s3late"]
+    push = [str(BIN / "python"), "-m", "linclass.cli", "push", "-r", "s3late"]
     clone_a.dvc("remote", "add", "--local", "s3late", "s3://linclass-team/late")
     clone_a.dvc("remote", "modify", "--local", "s3late", "endpointurl", f"http://127.0.0.1:{free_port()}")
     down = clone_a.run(*push, env=env, check=False)

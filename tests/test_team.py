@@ -119,7 +119,7 @@ def test_server_receives_every_run_with_its_artifacts(team_project, server, tmp_
 
 
 def test_every_run_carries_what_reproduces_it(team_project, server):
-    from linclass.plumbing.tracking import training_params
+    from linclass.tracking.records import training_params
 
     project, (url, _) = team_project, server
     _, runs = server_runs(url)

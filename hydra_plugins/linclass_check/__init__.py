@@ -1,6 +1,6 @@
 """Imported by Hydra's plugin scan when DVC composes conf/ (`dvc exp run -S ...`; DVC's hydra.plugins_path
-is the project root): registers the `linclass_check` resolver, so that a bad override fails the
-composition before DVC writes params.yaml or deletes any output. See linclass.plumbing.config.check_composition.
+is the project root): registers the settings check, so that a bad override fails the composition before
+DVC writes params.yaml or deletes any output. See linclass.config.register.
 """
 import sys
 from pathlib import Path
@@ -9,6 +9,6 @@ _SRC = str(Path(__file__).resolve().parents[2] / "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)   # this project's library, also when dvc is not the venv's
 
-from linclass.plumbing.config import register_resolver  # noqa: E402
+from linclass.config import register  # noqa: E402
 
-register_resolver()
+register()

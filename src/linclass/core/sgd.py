@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linclass.constraints import SGD, check, check_labels, is_int
 from linclass.core.losses import get_loss
-from linclass.core.metrics import accuracy
+from linclass.core.metrics import accuracy, check_labels
 from linclass.core.model import init_weights, predict
 from linclass.core.regularizers import get_regularizer
+from linclass.settings import ElasticNet, SvmLoss, Train, check, default, is_int
 
 
 # Batches smaller than this (in bytes) are gathered in this thread: handing one to the helper thread and
@@ -140,10 +140,12 @@ def _minibatches(X, order, batch_size, buffers, pool=None):
         yield batch
 
 
-def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, delta=1.0,
-              learning_rate=1e-3, batch_size=200, epochs=10, lr_decay=1.0, seed=0, init_scale=1e-3,
-              num_classes=None, X_val=None, y_val=None, on_epoch=None, train_accuracy_sample=5000,
-              l1_step="subgradient"):
+def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=default(ElasticNet, "beta"),
+              delta=default(SvmLoss, "delta"), learning_rate=default(SvmLoss, "learning_rate"),
+              batch_size=default(Train, "batch_size"), epochs=default(Train, "epochs"),
+              lr_decay=default(Train, "lr_decay"), seed=default(Train, "seed"),
+              init_scale=default(Train, "init_scale"), l1_step=default(Train, "l1_step"),
+              num_classes=None, X_val=None, y_val=None, on_epoch=None, train_accuracy_sample=5000):
     """Train W (C, D), b (C,) on X (N, D), y (N,) by minibatch SGD; returns TrainResult(W, b, history).
 
     Deterministic: one np.random.default_rng(seed) draws the initial W, then a permutation per epoch;
@@ -170,9 +172,11 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
         num_classes = largest + 1
     if not is_int(num_classes) or num_classes < 2 or num_classes <= largest:
         raise ValueError(f"num_classes must be an integer >= 2 and > the largest label {largest}, got {num_classes}")
-    check(SGD, learning_rate=learning_rate, epochs=epochs, lr_decay=lr_decay, strength=strength,
-          beta=beta, delta=delta, init_scale=init_scale, seed=seed, train_accuracy_sample=train_accuracy_sample,
-          l1_step=l1_step)
+    check(Train, epochs=epochs, lr_decay=lr_decay, init_scale=init_scale, seed=seed, l1_step=l1_step)
+    check(SvmLoss, learning_rate=learning_rate, delta=delta)
+    check(ElasticNet, strength=strength, beta=beta)
+    if not is_int(train_accuracy_sample) or train_accuracy_sample < 1:
+        raise ValueError(f"train_accuracy_sample={train_accuracy_sample!r}: should be an integer >= 1")
     if not is_int(batch_size) or not 1 <= batch_size <= N:
         raise ValueError(f"batch_size={batch_size!r} is out of range: allowed an integer in [1, N={N}]")
     if on_epoch is not None and not callable(on_epoch):

@@ -14,7 +14,6 @@ import base64
 import hashlib
 import http.client
 import os
-import re
 import sys
 import time
 import urllib.error
@@ -23,13 +22,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from linclass.constraints import DOWNLOAD, MAX_BACKOFF, check
+from linclass.settings import MAX_BACKOFF, Data, check, default
+from dotenv import dotenv_values
+
 from linclass.files import atomic_file, md5_file
 
 CHUNK_SIZE = 1 << 20  # 1 MiB
-ALLOWED_SCHEMES = ("http", "https", "file")
 USER_AGENT = "linclass-download/0.1"
-_MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
 
 
 class DownloadError(RuntimeError):
@@ -42,21 +41,6 @@ class _Retryable(Exception):
 
 def _one_line(x: object) -> str:
     return " ".join(str(x).split())
-
-
-def check_md5_string(md5: str) -> str:
-    """Return the md5 lower-cased; ValueError unless it is exactly 32 hex characters."""
-    if not isinstance(md5, str) or not _MD5_RE.fullmatch(md5):
-        raise ValueError(f"invalid md5 {md5!r}: expected 32 hexadecimal characters")
-    return md5.lower()
-
-
-def check_url(url: str) -> str:
-    """Return the url's scheme; ValueError for anything but http://, https:// or file://."""
-    scheme = urllib.parse.urlsplit(url).scheme.lower() if isinstance(url, str) else ""
-    if scheme not in ALLOWED_SCHEMES:
-        raise ValueError(f"unsupported URL {url!r}: allowed are http://, https:// or file://")
-    return scheme
 
 
 class _Progress:
@@ -150,9 +134,9 @@ def download(
     dest: str | os.PathLike,
     md5: str,
     *,
-    retries: int = 3,
-    backoff: float = 0.5,
-    timeout: float = 30.0,
+    retries: int = default(Data, "retries"),
+    backoff: float = default(Data, "backoff"),
+    timeout: float = default(Data, "timeout"),
     progress: bool = True,
 ) -> Path:
     """Download url to dest and verify its md5; return dest as a Path.
@@ -161,9 +145,8 @@ def download(
     attempt k (k >= 1) is followed by a sleep of min(backoff * 2**(k-1), MAX_BACKOFF) seconds.
     If dest already exists with the right md5, nothing is fetched.
     """
-    expected = check_md5_string(md5)
-    check_url(url)
-    check(DOWNLOAD, retries=retries, timeout=timeout, backoff=backoff)
+    check(Data, url=url, md5=md5, retries=retries, timeout=timeout, backoff=backoff)
+    expected = md5.lower()
 
     dest = Path(dest)
     if dest.is_file() and md5_file(dest) == expected:
@@ -211,21 +194,7 @@ class Source:
     origin: str      # "params.yaml", "$LINCLASS_DATA_URL" or "local.env"
 
 
-def read_env_file(path: str | os.PathLike) -> dict[str, str]:
-    """KEY=value lines (blank lines and # comments skipped, optional `export ` and quotes)."""
-    values = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.removeprefix("export ").partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{path}:{number}: expected KEY=value, got {line!r}")
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
-
-
-def resolve_source(data: dict, root: str | os.PathLike = ".", environ: dict | None = None) -> Source:
+def resolve_source(data: Data, root: str | os.PathLike = ".", environ: dict | None = None) -> Source:
     """The archive's source on this machine: $LINCLASS_DATA_URL, else <root>/local.env, else params.
 
     data: the `data` section of params.yaml (url, md5 = the official archive). A per-machine url
@@ -236,27 +205,27 @@ def resolve_source(data: dict, root: str | os.PathLike = ".", environ: dict | No
     if environ.get(SOURCE_URL_VAR):
         settings, origin = environ, f"${SOURCE_URL_VAR}"
     elif (Path(root) / SOURCE_FILE).is_file():
-        settings, origin = read_env_file(Path(root) / SOURCE_FILE), SOURCE_FILE
+        settings, origin = {k: v or "" for k, v in dotenv_values(Path(root) / SOURCE_FILE).items()}, SOURCE_FILE
         if not settings.get(SOURCE_URL_VAR):
             raise ValueError(f"{Path(root) / SOURCE_FILE} has no {SOURCE_URL_VAR}=...; {SOURCE_HELP}")
-    url = settings.get(SOURCE_URL_VAR) or data["url"]
-    md5 = settings.get(SOURCE_MD5_VAR) or data["md5"]
+    url = settings.get(SOURCE_URL_VAR) or data.url
+    md5 = (settings.get(SOURCE_MD5_VAR) or data.md5).lower()
     try:
-        check_url(url)
-        md5 = check_md5_string(md5)
+        check(Data, url=url, md5=md5)
     except ValueError as exc:
         raise ValueError(f"{exc} (from {origin})") from None
     return Source(url, md5, origin)
 
 
-def fetch(data: dict, dest: str | os.PathLike, root: str | os.PathLike = ".", progress: bool = True) -> Source:
+def fetch(data: Data, dest: str | os.PathLike, root: str | os.PathLike = ".", progress: bool = True) -> Source:
     """Download the archive from this machine's source (resolve_source) to dest; return the source.
 
     A failure to reach the official URL says how to use a mirror or a local copy instead.
     """
     source = resolve_source(data, root)
     try:
-        download(source.url, dest, source.md5, retries=data["retries"], timeout=data["timeout"], progress=progress)
+        download(source.url, dest, source.md5, retries=data.retries, timeout=data.timeout, backoff=data.backoff,
+                 progress=progress)
     except DownloadError as exc:
         if source.origin == "params.yaml" and "md5 mismatch" not in str(exc):
             raise DownloadError(f"{exc}; {SOURCE_HELP}") from None

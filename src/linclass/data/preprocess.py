@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from linclass.constraints import PREPROCESS, check, is_int
+from linclass.settings import Preprocess, check, is_int
 from linclass.data.cifar import CifarData
 from linclass.files import atomic_file, ensure_free_space, scratch_dir
 
@@ -67,7 +67,7 @@ def design_matrix(
     mean = np.asarray(mean_image, dtype=np.float32)
     if mean.shape != (dim,):
         raise ValueError(f"mean_image must have shape ({dim},), got {mean.shape}")
-    check(PREPROCESS, scale=scale)
+    check(Preprocess, scale=scale)
     scale = float(scale)
     n = len(images_uint8) if rows is None else len(rows)
     if out is None:
@@ -156,7 +156,7 @@ def preprocess(
             raise ValueError(f"y_{name} must be in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
     if x_test.shape[1] != x_all.shape[1]:
         raise ValueError(f"x_test has {x_test.shape[1]} features but x_train has {x_all.shape[1]}")
-    check(PREPROCESS, scale=scale)
+    check(Preprocess, scale=scale)
     scale = float(scale)
 
     train_idx, val_idx = split_train_val(len(x_all), val_size, seed)

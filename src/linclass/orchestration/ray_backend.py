@@ -1,15 +1,15 @@
 """The grid and sweeps across a Ray cluster: one Ray task per point, results back as DVC experiments
 and MLflow runs.
 
-    python -m linclass.orchestration.ray_backend grid [--address HOST:PORT] [override ...]
-    python -m linclass.orchestration.ray_backend sweep --loss softmax --regularizer l2 \\
-        --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2 [--address HOST:PORT] [override ...]
+    linclass grid --backend ray [--address HOST:PORT] [override ...]
+    linclass sweep --backend ray --loss softmax --regularizer l2 --learning-rates 0.01,0.02,0.05 \\
+        --strengths 1e-4,1e-3,1e-2 [--address HOST:PORT] [override ...]
 
 The points are those of the local queue (linclass.orchestration.sweep.Point: a name, Hydra overrides, a DVC
 target), and so is the table.
 
-On the driver, once: compose params.yaml with the shared overrides, run the data stages, push their
-outputs and the run-cache to the team's DVC remote (`dvc push --run-cache`), and create the MLflow
+On the driver, once (the workspace's params.yaml is not changed, as with the local queue): run the data
+stages with the shared overrides, push their outputs and the run-cache to the team's DVC remote (`dvc push --run-cache`), and create the MLflow
 experiment on the team's tracking server. The commit being swept must be on the git remote `origin`
 (the workers clone it from there) and the code must be committed.
 
@@ -28,7 +28,6 @@ KILLED and tagged `superseded`), and prints the table of the local queue.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -241,17 +240,14 @@ def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[s
     """Everything the tasks need, checked and in place before the first one starts."""
     commit, git_url = check_commit(root)
     dvc_remote = default_dvc_remote(root)
-    from linclass.plumbing import config
+    from linclass.config import compose
+    from linclass.orchestration.sweep import prepare_data
 
-    try:
-        config.write_params(conf_dir=root / "conf", path=root / "params.yaml", overrides=list(overrides))
-    except Exception as exc:  # Hydra's override and composition errors
-        raise RaySweepError(f"cannot compose conf/ with {' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
-    params = config.load_params(root / "params.yaml")
+    params = compose(root / "conf", list(overrides))
     uri = tracking_server(params)
     check_ray(address)
     log(f"commit {commit[:7]} from {git_url}; data from DVC remote {dvc_remote}; MLflow server {uri}")
-    _run([dvc_executable(), "repro", "preprocess"], root, "the data stages (dvc repro preprocess)", quiet=False)
+    prepare_data(overrides)
     _run([dvc_executable(), "push", "--run-cache"], root, f"dvc push --run-cache (to {dvc_remote})")
     experiment_id = mlflow_experiment(uri, params["tracking"]["experiment"])
     name, email = git_identity(root)
@@ -286,7 +282,7 @@ def settle_runs(results: list[dict], sweep_id: str, uri: str, experiment_id: str
             result["superseded"].append(run.info.run_id)
 
 
-def _describe(result: dict) -> str:
+def describe(result: dict) -> str:
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in result.get("seconds", {}).items())
     where = f" on {result['node']}" if result.get("node") else ""
     return (f"{result['name']}: {'done' if result['ok'] else 'FAILED'}{where}"
@@ -324,7 +320,7 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
                 result = {"name": futures[done[0]].name, "ok": False, "node": None,
                           "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:ERROR_TAIL]}
             results.append(result)
-            log(f"[{len(results)}/{len(points)} at {time.monotonic() - start:.0f} s] {_describe(result)}")
+            log(f"[{len(results)}/{len(points)} at {time.monotonic() - start:.0f} s] {describe(result)}")
     finally:
         ray.shutdown()
     finished = [r["name"] for r in results if r["ok"]]
@@ -334,36 +330,3 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
     settle_runs(results, sweep_id, setup["tracking_uri"], setup["experiment_id"])
     order = {p.name: i for i, p in enumerate(points)}
     return sorted(results, key=lambda r: order[r["name"]])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from linclass.orchestration import sweep
-
-    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.ray_backend",
-                                     description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for command in sweep.add_point_commands(sub):
-        command.add_argument("--address", default=None, help="the Ray head, HOST:PORT (default: $RAY_ADDRESS, "
-                             "else the cluster of `make cluster-up`)")
-        command.add_argument("--workdir", default=None, help="where the tasks clone, on the nodes "
-                             "(default: $LINCLASS_RAY_WORKDIR there, else <tmp>/linclass-ray)")
-        command.add_argument("--summary", default=None, help="also write the results to this JSON file")
-        command.add_argument("overrides", nargs="*", help="Hydra overrides shared by every experiment")
-    args = parser.parse_args(argv)
-    try:
-        points, prefix = sweep.points_of(args)
-        results = run_sweep(points, args.overrides, address=args.address, workdir=args.workdir)
-    except (RaySweepError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if args.summary:
-        Path(args.summary).write_text(json.dumps(results, indent=1))
-    sweep.print_table(sweep.results_table(prefix), prefix)
-    failed = [r for r in results if not r["ok"]]
-    for result in failed:
-        print(f"error: {_describe(result)}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """`make push` / `make pull`: the team's DVC remote, checked before anything moves.
 
-    python -m linclass.orchestration.remote push [-r NAME]   # dvc push --run-cache
-    python -m linclass.orchestration.remote pull [-r NAME]   # dvc pull --run-cache, then dvc status
+    linclass push [-r NAME]   # dvc push --run-cache
+    linclass pull [-r NAME]   # dvc pull --run-cache, then dvc status
 
 The remote (the default one, or NAME) must answer first: an S3 endpoint or an http/ssh host must
 accept a connection, a shared folder must be there (DVC would otherwise create a fresh, empty folder
@@ -12,7 +12,6 @@ too; DVC transfers content-addressed objects, so running it again sends only wha
 """
 from __future__ import annotations
 
-import argparse
 import socket
 import subprocess
 import sys
@@ -117,20 +116,3 @@ def transfer(command: str, root: str | Path = ".", name: str | None = None) -> N
             raise RemoteError(f"`dvc {' '.join(cmd[1:])}` failed against {remote.describe()}: "
                               f"{error_line(proc.stderr + proc.stdout)}; run make {command} again once it is fixed "
                               "(only what is missing is sent)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.remote", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("push", "pull"))
-    parser.add_argument("-r", "--remote", default=None, help="a configured DVC remote (default: the default one)")
-    args = parser.parse_args(argv)
-    try:
-        transfer(args.command, ".", args.remote)
-    except RemoteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

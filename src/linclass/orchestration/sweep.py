@@ -1,10 +1,9 @@
 """Many experiments at once with DVC's queue: the loss x regularizer grid of conf/, or a learning rate x
 regularization strength sweep of one combination, selected on the validation split.
 
-    python -m linclass.orchestration.sweep grid [--jobs 2] [override ...]
-    python -m linclass.orchestration.sweep sweep --loss softmax --regularizer l2 \\
-        --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2 [--jobs 2] [override ...]
-    python -m linclass.orchestration.sweep table [--prefix sweep-softmax-l2-] [--csv sweeps/softmax-l2.csv]
+    linclass grid [--jobs 2] [override ...]
+    linclass sweep --loss softmax --regularizer l2 --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2
+    linclass table [--prefix sweep-softmax-l2-] [--csv sweeps/softmax-l2.csv]
 
 A sweep writes its table to sweeps/<loss>-<regularizer>.csv (replacing the one of an earlier sweep of that
 combination); the stage `hyperparameter_map` draws it as a learning rate x strength heat map
@@ -40,7 +39,6 @@ one for backends that run them elsewhere (linclass.orchestration.ray_backend).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -54,6 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
+
+import psutil
 
 DATA_KEYS = ("data.", "preprocess.", "data=", "preprocess=")
 UNFINISHED = ("queued", "running")
@@ -73,7 +73,7 @@ class Point:
 
 def conf_grid(conf_dir: str | Path = "conf") -> tuple[list[str], list[str]]:
     """grid.losses and grid.regularizers as conf/ declares them."""
-    from linclass.plumbing.config import compose
+    from linclass.config import compose
 
     grid = compose(conf_dir)["grid"]
     return list(grid["losses"]), list(grid["regularizers"])
@@ -102,9 +102,18 @@ def sweep_overrides(loss: str, regularizer: str, learning_rates: Sequence[float]
             f"regularizer.{regularizer}.strength={','.join(map(repr, strengths))}"]
 
 
-def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float],
-                 strengths: Sequence[float]) -> list[Point]:
-    """The same sweep point by point, in DVC's order (the last swept key varies fastest)."""
+def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | str,
+                 strengths: Sequence[float] | str) -> list[Point]:
+    """One point per learning rate x strength (comma-separated text, or numbers), the last varying fastest."""
+    from linclass.settings import LOSS_NAMES, REGULARIZER_NAMES
+
+    if loss not in LOSS_NAMES or regularizer not in REGULARIZER_NAMES:
+        raise ValueError(f"unknown combination {loss}-{regularizer}; losses: {', '.join(LOSS_NAMES)}; "
+                         f"regularizers: {', '.join(REGULARIZER_NAMES)}")
+    if isinstance(learning_rates, str):
+        learning_rates = parse_floats(learning_rates, "--learning-rates")
+    if isinstance(strengths, str):
+        strengths = parse_floats(strengths, "--strengths")
     sweep_overrides(loss, regularizer, learning_rates, strengths)   # the same checks
     return [Point(f"sweep-{loss}-{regularizer}-lr{lr:g}-s{strength:g}",
                   (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
@@ -176,27 +185,34 @@ def exp_show(attempts: int = 3) -> list:
     raise AssertionError("unreachable")
 
 
+def prepare_data(overrides: Sequence[str]) -> None:
+    """The data stages of the overrides' settings, run once (the experiments restore them from the run-cache).
+
+    Data settings that differ from params.yaml are prepared in a temporary copy, so params.yaml stays as it is.
+    """
+    if any(o.lstrip("+~").startswith(DATA_KEYS) for o in overrides):
+        dvc("exp", "run", "--temp", "-n", "data-prep", *_sets(overrides), "preprocess", capture=False)
+        dvc("exp", "remove", "data-prep", check=False)
+    else:
+        dvc("repro", "preprocess", capture=False)
+
+
 def prepare(overrides: Sequence[str]) -> None:
     """Check the overrides, run the data stages and create the MLflow store, once, before the workers."""
-    from linclass.plumbing.config import compose
+    from linclass.config import compose
 
     def set_up_store(experiment: str, uri: str | None) -> tuple[str, str]:
-        from linclass.plumbing import tracking   # mlflow's import (seconds) overlaps the data stages too
+        import mlflow   # its import (seconds) overlaps the data stages too
 
-        return tracking.setup(experiment, uri), tracking.redact_url(tracking.mlflow.get_tracking_uri())
+        from linclass.plumbing.redact import redact_url
+        from linclass.tracking.runs import setup
 
-    try:
-        params = compose("conf", overrides)   # also validates every setting (conf/config.yaml: checked)
-    except Exception as exc:  # Hydra's override and composition errors, ConfigError
-        raise SweepError(f"cannot compose conf/ with {' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
+        return setup(experiment, uri), redact_url(mlflow.get_tracking_uri())
+
+    params = compose("conf", overrides)   # also checks every setting
     with ThreadPoolExecutor(1) as background:   # the store is set up while DVC prepares the data
         store = background.submit(set_up_store, params["tracking"]["experiment"], params["tracking"]["uri"])
-        if any(o.lstrip("+~").startswith(DATA_KEYS) for o in overrides):
-            # data settings differ from params.yaml: prepare them in a temporary copy (DVC's run-cache keeps them)
-            dvc("exp", "run", "--temp", "-n", "data-prep", *_sets(overrides), "preprocess", capture=False)
-            dvc("exp", "remove", "data-prep", check=False)
-        else:
-            dvc("repro", "preprocess", capture=False)
+        prepare_data(overrides)
         experiment_id, uri = store.result()
     print(f"MLflow store {uri}: experiment {params['tracking']['experiment']!r} (id {experiment_id})")
 
@@ -262,20 +278,12 @@ def run_queue(jobs: int, expected: Sequence[str], poll: float = 5.0, grace: floa
 
 
 def queue_workers(root: str | Path = ".") -> list[int]:
-    """pids of the DVC queue workers (`dvc exp queue-worker ...`) working in this repository, from /proc."""
+    """pids of the DVC queue workers (`dvc exp queue-worker ...`) working in this repository."""
     root = Path(root).resolve()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-            cwd = Path(os.readlink(proc / "cwd"))
-        except OSError:   # gone, or not ours to read
-            continue
-        if b"queue-worker" in args and any(os.path.basename(a) == b"dvc" for a in args) and cwd == root:
-            pids.append(int(proc.name))
-    return pids
+    return [process.pid for process in psutil.process_iter(["cmdline", "cwd"])
+            if "queue-worker" in (process.info["cmdline"] or [])
+            and any(os.path.basename(a) == "dvc" for a in process.info["cmdline"])
+            and process.info["cwd"] and Path(process.info["cwd"]) == root]
 
 
 def stop_leftover_workers(root: str | Path = ".", wait: float = 10.0) -> list[int]:
@@ -285,15 +293,17 @@ def stop_leftover_workers(root: str | Path = ".", wait: float = 10.0) -> list[in
     one was seen idle for good, invisible to `dvc queue status` (so `dvc queue stop` cannot reach it),
     with the forked copy of --run-all that waits for it still holding our standard output.
     """
-    leftover = alive = queue_workers(root)
-    for sig in (signal.SIGTERM, signal.SIGKILL):   # SIGKILL only for those that ignored SIGTERM
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while (alive := queue_workers(root)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    return leftover
+    leftover = []
+    for pid in queue_workers(root):
+        with contextlib.suppress(psutil.Error):
+            leftover.append(psutil.Process(pid))
+            leftover[-1].terminate()
+    _, alive = psutil.wait_procs(leftover, timeout=wait)
+    for process in alive:   # SIGKILL only for those that ignored SIGTERM
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=wait)
+    return [process.pid for process in leftover]
 
 
 # ---- reading the results ----
@@ -419,96 +429,18 @@ def write_table(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def add_point_commands(sub) -> tuple:
-    """The `grid` and `sweep` subcommands (what to train) of an argparse subparsers object."""
-    grid = sub.add_parser("grid", help="every loss x regularizer combination, one experiment each")
-    one = sub.add_parser("sweep", help="learning rate x strength of one combination")
-    one.add_argument("--loss", required=True)
-    one.add_argument("--regularizer", required=True)
-    one.add_argument("--learning-rates", required=True, help="comma-separated, e.g. 0.01,0.02,0.05")
-    one.add_argument("--strengths", required=True, help="comma-separated, e.g. 1e-4,1e-3,1e-2")
-    return grid, one
-
-
-def points_of(args) -> tuple[list[Point], str]:
-    """The points of a parsed `grid` or `sweep` command and their experiments' name prefix; ValueError in
-    one line for an unknown combination or a bad number (args.learning_rates/strengths become floats)."""
-    if args.command == "grid":
-        return grid_points(), "grid-"
-    from linclass.plumbing.config import KNOWN_LOSSES, KNOWN_REGULARIZERS
-
-    if args.loss not in KNOWN_LOSSES or args.regularizer not in KNOWN_REGULARIZERS:
-        raise ValueError(f"unknown combination {args.loss}-{args.regularizer}; losses: "
-                         f"{', '.join(KNOWN_LOSSES)}; regularizers: {', '.join(KNOWN_REGULARIZERS)}")
-    args.learning_rates = parse_floats(args.learning_rates, "--learning-rates")
-    args.strengths = parse_floats(args.strengths, "--strengths")
-    points = sweep_points(args.loss, args.regularizer, args.learning_rates, args.strengths)
-    return points, f"sweep-{args.loss}-{args.regularizer}-"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.sweep", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for command in add_point_commands(sub):
-        command.add_argument("--jobs", "-j", type=int, default=2, help="experiments at a time (default 2)")
-        command.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
-        command.add_argument("overrides", nargs="*", help="Hydra overrides shared by every experiment")
-    table = sub.add_parser("table", help="print the results of earlier experiments")
-    table.add_argument("--prefix", default="", help="experiment names starting with this (default: all)")
-    table.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
-    sub.add_parser("compare", help="every trained model: combination, settings that differ, val/test accuracy")
-    args = parser.parse_args(argv)
-
-    try:
-        if args.command == "compare":
-            print_comparison(comparison_rows(exp_show()))
-            return 0
-        if args.command == "table":
-            rows = results_table(args.prefix)
-            print_table(rows, args.prefix)
-            if args.csv is not None:
-                print(f"table written to {write_table(rows, args.csv)}")
-            return 0
-        if args.jobs < 1:
-            raise ValueError(f"--jobs={args.jobs} is not allowed; give 1 or more")
-        points, prefix = points_of(args)
-        if args.command == "sweep":
-            swept = sweep_overrides(args.loss, args.regularizer, args.learning_rates, args.strengths)
-        prepare(args.overrides)
-        clear_earlier(prefix)
-        if args.command == "grid":
-            for point in points:
-                dvc("exp", "run", "--queue", "-n", point.name, *_sets((*args.overrides, *point.overrides)),
-                    point.target)
-                print(f"queued {point.name}: {' '.join(point.overrides)}")
-            expected = [point.name for point in points]
-        else:
-            queued = dvc("exp", "run", "--queue", "-n", prefix.rstrip("-"), *_sets((*args.overrides, *swept)),
-                         "evaluate")
-            print(queued.stdout.strip())
-            expected = [name for name in experiment_states(exp_show()) if name.startswith(prefix)]
-        print(f"{len(expected)} experiments, {args.jobs} at a time: dvc exp run --run-all -j {args.jobs} "
-              "(follow with `dvc queue status`, `dvc queue logs <name>`)")
-        seconds = run_queue(args.jobs, expected)
-        states = experiment_states(exp_show())
-        failed = sorted(name for name in expected if states.get(name) != "success")
-        print(f"queue done in {seconds:.0f} s")
-        rows = results_table(prefix)
-        print_table(rows, prefix)
-        if args.command == "sweep" and rows:
-            from linclass.plumbing.paths import SWEEPS
-
-            path = write_table(rows, SWEEPS / f"{args.loss}-{args.regularizer}.csv")
-            print(f"table written to {path}: `dvc repro hyperparameter_map` draws it as a heat map")
-        if failed:
-            print(f"error: {len(failed)} experiment(s) failed: {', '.join(failed)} "
-                  f"(see `dvc queue logs <name>`)", file=sys.stderr)
-            return 1
-        return 0
-    except (SweepError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run_points(points: Sequence[Point], prefix: str, overrides: Sequence[str], jobs: int) -> list[str]:
+    """Queue the points as DVC experiments (replacing earlier ones of the same names), run them `jobs` at a
+    time, and return the names of those that failed. The workspace's params.yaml is never changed."""
+    prepare(overrides)
+    clear_earlier(prefix)
+    for point in points:
+        dvc("exp", "run", "--queue", "-n", point.name, *_sets((*overrides, *point.overrides)), point.target)
+        print(f"queued {point.name}: {' '.join(point.overrides)}")
+    expected = [point.name for point in points]
+    print(f"{len(expected)} experiments, {jobs} at a time: dvc exp run --run-all -j {jobs} "
+          "(follow with `dvc queue status`, `dvc queue logs <name>`)")
+    seconds = run_queue(jobs, expected)
+    states = experiment_states(exp_show())
+    print(f"queue done in {seconds:.0f} s")
+    return [f"{name} (see `dvc queue logs {name}`)" for name in expected if states.get(name) != "success"]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from linclass.settings import Settings
+
 DATA = Path("data/processed")
 MODELS = Path("models")
 REPORTS = Path("reports")
@@ -13,9 +15,9 @@ METRICS = Path("metrics")
 SWEEPS = Path("sweeps")  # the sweeps' tables, <loss>-<regularizer>.csv: committed, read by the hyperparameter map
 
 
-def model_names(params: dict) -> list[str]:
+def model_names(params: Settings) -> list[str]:
     """'<loss>-<regularizer>' for every pair of the grid, in grid order."""
-    return [f"{loss}-{reg}" for loss in params["grid"]["losses"] for reg in params["grid"]["regularizers"]]
+    return [f"{loss}-{reg}" for loss in params.grid.losses for reg in params.grid.regularizers]
 
 
 def load_npy(path: Path, mmap: bool = False) -> np.ndarray:

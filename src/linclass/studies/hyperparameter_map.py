@@ -12,7 +12,7 @@ import math
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from linclass.studies.pictures import Figure, save_figure
+from linclass.plots import Figure, save_figure
 
 REQUIRED = ("learning_rate", "strength")
 

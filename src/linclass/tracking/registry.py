@@ -1,6 +1,6 @@
 """A trained classifier as an MLflow Model, and the Model Registry.
 
-Each training run logs one pyfunc model named "model" (linclass.plumbing.classifier_model: raw uint8
+Each training run logs one pyfunc model named "model" (linclass.tracking.served_model: raw uint8
 images in, class names and probabilities/scores out; the preprocessing travels with it). Its
 requirements are given, not inferred (inferring them imports and scans the environment: seconds).
 
@@ -11,6 +11,7 @@ the models it evaluates and moves the alias.
 """
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -19,7 +20,8 @@ import numpy as np
 
 CHAMPION = "champion"
 MODEL_NAME = "model"  # the name of the model inside its run: runs:/<run id>/model
-CODE = Path(__file__).with_name("classifier_model.py")
+# MLflow copies this file into each model (models from code): found by name, not imported (it registers the model)
+CODE = Path(str(importlib.util.find_spec("linclass.tracking.served_model").origin))
 IMAGE_SHAPE = (32, 32, 3)
 
 
@@ -44,20 +46,6 @@ def requirements() -> list[str]:
     return [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
 
 
-def _skip_environment_scan() -> None:
-    """Spare log_model its scan of every installed distribution (seconds).
-
-    With explicit requirements MLflow still checks them against the environment, and to do so maps
-    every installed distribution to its modules first. Our requirements are three packages whose
-    module names are their own, so the map is given. (A private MLflow attribute: if it is renamed,
-    this does nothing and the scan simply runs.)
-    """
-    from mlflow.utils import requirements_utils
-
-    if getattr(requirements_utils, "_MODULES_TO_PACKAGES", "absent") is None:
-        requirements_utils._MODULES_TO_PACKAGES = {name: [name] for name in ("mlflow", "numpy", "pandas")}
-
-
 def log_classifier(W: np.ndarray, b: np.ndarray, mean_image: np.ndarray, scale: float,
                    class_names: Sequence[str], loss: str, example: np.ndarray,
                    params: Mapping[str, object] | None = None):
@@ -68,7 +56,6 @@ def log_classifier(W: np.ndarray, b: np.ndarray, mean_image: np.ndarray, scale: 
     """
     import mlflow
 
-    _skip_environment_scan()
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.npz"
         # not model_config: MLflow would log its keys as params of the run

@@ -1,7 +1,7 @@
 """The MLflow pyfunc model of a trained linear classifier, as code (MLflow's "models from code").
 
 MLflow copies this file into the model and runs it on load: it imports nothing from linclass, so a
-model loads wherever mlflow, numpy and pandas are installed. Logged by linclass.plumbing.mlflow_model.
+model loads wherever mlflow, numpy and pandas are installed. Logged by linclass.tracking.registry.
 
 Input: raw images, uint8 (N, 32, 32, 3) (height, width, RGB channel), as a numpy array.
 Everything travels in the artifact `weights` (.npz): W (C, D), b (C,), the preprocessing (mean_image

@@ -1,0 +1,192 @@
+"""conf/ (Hydra) -> params.yaml: compose the settings with overrides, check them, write them.
+
+Data flows one way: conf/ -> params.yaml -> stage -> library. `compose` is what DVC does on
+`dvc exp run -S ...`; both check the composition against linclass.settings while it is composed
+(conf/config.yaml: `checked: ${linclass_check:}`), so that a bad value fails before DVC writes
+params.yaml or deletes any output. DVC finds the check by importing hydra_plugins/linclass_check.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import BaseModel
+
+from linclass.files import atomic_file
+from linclass.settings import ConfigError, Settings, validate
+
+HEADER = "# Generated from conf/ by `linclass config` (make params). Edit conf/, not this file.\n"
+
+
+def _section_keys(dotted: str) -> tuple[type[BaseModel] | None, list[str], str]:
+    """For 'a.b.c': the schema section holding c, its keys, and c (None when a or b is not a section)."""
+    model: type[BaseModel] = Settings
+    *parents, last = dotted.split(".")
+    for part in parents:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None, [], part
+        model = field.annotation
+    return model, list(model.model_fields), last
+
+
+def check_override_keys(overrides: Iterable[str], conf_dir: str | Path) -> None:
+    """ConfigError (one line, with a did-you-mean) for an override of a setting or group that does not exist.
+
+    Hydra's own refusals are multi-line and, for a key added with `+`, come only from the schema check.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception as exc:  # Hydra's OverrideParseException: the override's syntax
+        raise ConfigError(" ".join(str(exc).split())) from None
+    for override in parsed:
+        key = override.key_or_group
+        groups = sorted(p.name for p in Path(conf_dir).iterdir() if p.is_dir())
+        if "." not in key and key in groups and not override.is_delete():   # a config group: loss=default
+            options = sorted(p.stem for p in (Path(conf_dir) / key).glob("*.yaml"))
+            value = override.value()
+            if value not in options:
+                raise ConfigError(f"{key}={value} is not an option of the group {key} (options: {', '.join(options)}); "
+                                  f"a single setting is {key}.<name>=value, e.g. "
+                                  f"{_example(key)}")
+            continue
+        section, known, last = _section_keys(key)
+        if section is not None and last in known:
+            continue
+        if section is not None:   # the section exists, the key in it does not
+            parent = key.rpartition(".")[0]
+            candidates, typed, rest = [f"{parent}.{k}".lstrip(".") for k in known], key, ""
+        else:                     # a section on the way does not exist: suggest for that part
+            head, _, tail = key.partition(f"{last}.") if "." in key else (key, "", "")
+            parent = head.rstrip(".")
+            model, names, _ = _section_keys(f"{parent}.x".lstrip(".")) if parent else (Settings, list(Settings.model_fields), "")
+            candidates, typed, rest = [f"{parent}.{n}".lstrip(".") for n in names], f"{parent}.{last}".lstrip("."), \
+                f".{tail}" if tail else ""
+        close = difflib.get_close_matches(typed, candidates, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}{rest}?" if close else f"known: {', '.join(candidates)}"
+        raise ConfigError(f"unknown setting {key}; {hint}")
+
+
+def _example(group: str) -> str:
+    section = Settings.model_fields[group].annotation
+    name, field = next(iter(section.model_fields.items()))
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+        inner = next(iter(field.annotation.model_fields))
+        return f"{group}.{name}.{inner}=..."
+    return f"{group}.{name}=..."
+
+
+def compose(conf_dir: str | Path, overrides: Iterable[str] = (), config_name: str = "config") -> dict:
+    """The Hydra composition of `conf_dir` with `overrides`, checked, as a plain dict (what DVC writes)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides)
+    check_override_keys(overrides, conf_dir)
+    register()
+    try:
+        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=overrides)
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(" ".join(str(exc).split())) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """params.yaml as a dict; ConfigError (one line) when it is not YAML or not a mapping."""
+    with open(path) as f:
+        try:
+            params = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            line = f" at line {where.line + 1}" if where is not None else ""
+            raise ConfigError(f"{path} is not valid YAML{line}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(params).__name__}")
+    return params
+
+
+def write_params(conf_dir: str | Path = "conf", path: str | Path = "params.yaml",
+                 overrides: Iterable[str] = ()) -> dict:
+    """Compose conf/ (with overrides), check it and write it to params.yaml atomically, as DVC does."""
+    params = compose(conf_dir, overrides)
+    with atomic_file(path) as tmp:
+        tmp.write_text(HEADER + yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+# ---- the check inside Hydra's composition (also DVC's) ----
+
+def _rejected(message: str) -> Exception:
+    """An error that OmegaConf passes on as it is, in one line (any other error a resolver raises becomes
+    'X raised while resolving interpolation: ...', and OmegaConf appends full_key lines to its own)."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    class SettingRejected(InterpolationResolutionError):
+        def __str__(self) -> str:
+            return str(self.args[0] if self.args else "").splitlines()[0]
+
+    return SettingRejected(message)
+
+
+def check_composition(*, _root_) -> bool:
+    """OmegaConf resolver `linclass_check`: validate the whole composition while it is being resolved."""
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.to_container(_root_, resolve=False)
+    params["checked"] = True
+    try:
+        validate(params)
+    except ConfigError as exc:
+        raise _rejected(str(exc)) from None
+    return True
+
+
+def open_sections() -> dict:
+    """Every section of the schema, empty: conf/config.yaml puts this node (ConfigStore `linclass_sections`)
+    first in its defaults, opened to new keys, so that a mistyped key of a section reaches the schema's
+    check (one line, did you mean ...) instead of Hydra's multi-line refusal."""
+    def sections(model: type[BaseModel]) -> dict:
+        return {name: sections(field.annotation) for name, field in model.model_fields.items()
+                if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
+    return sections(Settings)
+
+
+def register() -> None:
+    """Register the resolver and the open sections with OmegaConf / Hydra (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import DictConfig, OmegaConf
+
+    OmegaConf.register_new_resolver("linclass_check", check_composition, replace=True)
+    node = OmegaConf.create(open_sections())
+
+    def open_all(cfg: DictConfig) -> None:
+        OmegaConf.set_struct(cfg, False)
+        for value in cfg.values():
+            if isinstance(value, DictConfig):
+                open_all(value)
+
+    open_all(node)
+    ConfigStore.instance().store(name="linclass_sections", node=node)
+
