@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import BIN, PROJECT_FILES, ROOT, SHARED_CIFAR, SHARED_CIFAR_MD5  # noqa: E402  (one list of the project's files)
+
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
 
 

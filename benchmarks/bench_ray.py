@@ -32,8 +32,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import (MLFLOW_SERVER_ENV, SHARED_CIFAR, SHARED_CIFAR_MD5, env_for_pipeline, free_port,  # noqa: E402
-                      make_project_with_remotes, mlflow_server_cmd, serving)
+from conftest import (  # noqa: E402
+    MLFLOW_SERVER_ENV,
+    SHARED_CIFAR,
+    SHARED_CIFAR_MD5,
+    env_for_pipeline,
+    free_port,
+    make_project_with_remotes,
+    mlflow_server_cmd,
+    serving,
+)
 
 from linclass.orchestration import cluster as ray_cluster  # noqa: E402
 from linclass.orchestration.ray_backend import run_sweep  # noqa: E402

@@ -153,7 +153,7 @@ def main():
                                       tol=None, shuffle=True, random_state=SEED)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter=1 always "fails to converge"
-                    theirs.append(timed(lambda: model.fit(X[:sklearn_rows], y[:sklearn_rows]))
+                    theirs.append(timed(lambda model=model: model.fit(X[:sklearn_rows], y[:sklearn_rows]))
                                   * args.rows / sklearn_rows)
         ratio = statistics.median(o / b for o, b in zip(ours, bare))
         overlap_ratio = statistics.median(o / b for o, b in zip(ours, overlapped))

@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from conftest import env_for_pipeline, free_port, make_project  # noqa: E402
 
 
-
 def services(env: dict, *args: str) -> str:
     return subprocess.run([sys.executable, "-m", "linclass.orchestration.services", *args], env=env, check=True,
                           capture_output=True, text=True).stdout

@@ -19,9 +19,8 @@ from linclass import plots
 from linclass.core.metrics import accuracy, confusion_matrix, per_class_accuracy
 from linclass.core.model import predict
 from linclass.files import md5_file
-from linclass.plumbing.paths import DATA, MODELS, REPORTS
+from linclass.plumbing.paths import DATA, MODELS, REPORTS, load_model, load_split, model_names, train_summary
 from linclass.plumbing.paths import class_names as load_class_names
-from linclass.plumbing.paths import load_model, load_split, model_names, train_summary
 from linclass.plumbing.stage import atomic_dir, atomic_file, run, stage_params, write_json
 from linclass.tracking import registry
 from linclass.tracking.records import scalar_metrics

@@ -17,7 +17,6 @@ from linclass.plumbing.threads import set_blas_threads
 
 set_blas_threads()  # before numpy is imported: BLAS reads its thread count once, when it loads
 import numpy as np  # noqa: E402
-
 from mlflow.entities import Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 

@@ -7,7 +7,6 @@ and the MLflow run `study-weight-scaling` (metrics `<model>.<column>` with step 
 from pathlib import Path
 
 import pandas as pd
-
 from mlflow.tracking import MlflowClient
 
 from linclass import plots

@@ -6,8 +6,8 @@ import pytest
 from helpers_http import FaultyHTTPServer, closed_port
 
 from linclass.data.download import DownloadError, download, fetch, resolve_source
-from linclass.settings import Data
 from linclass.files import md5_file as md5sum
+from linclass.settings import Data
 
 BODY = np.random.default_rng(0).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
 BODY_MD5 = hashlib.md5(BODY).hexdigest()

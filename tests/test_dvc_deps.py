@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from import_closure import import_closure, imported_modules, stage_deps
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -303,16 +303,16 @@ def test_tampered_preprocessed_file_is_reported_and_rebuilt(project, repro):
 # (settings written to params.yaml, texts the one error line must contain)
 BAD_SETTINGS = {
     "unknown-loss-in-grid": ({"grid__losses": ["svm", "hinge"]},
-                             ["grid.losses", "'hinge'", "known: svm, squared_svm, softmax"]),
+                             ["grid.losses[1]='hinge'", "allowed 'svm', 'squared_svm' or 'softmax'"]),
     "unknown-regularizer-in-grid": ({"grid__regularizers": ["l2", "l3"]},
-                                    ["grid.regularizers", "'l3'", "known: none, l1, l2, elasticnet"]),
+                                    ["grid.regularizers[1]='l3'", "allowed 'none', 'l1', 'l2' or 'elasticnet'"]),
     "negative-strength": ({"regularizer__l2__strength": -0.001},
                           ["regularizer.l2.strength=-0.001", "allowed a number >= 0"]),
     "zero-learning-rate": ({"loss__svm__learning_rate": 0}, ["loss.svm.learning_rate=0", "allowed a number > 0"]),
     "negative-learning-rate": ({"loss__softmax__learning_rate": -0.01}, ["loss.softmax.learning_rate=-0.01", "allowed a number > 0"]),
     "zero-batch-size": ({"train__batch_size": 0}, ["train.batch_size=0", "allowed an integer >= 1"]),
-    "unknown-top-level-key": ({"nosuch": {"key": 1}}, ["unknown setting 'nosuch'", "known top-level keys: data"]),
-    "unknown-train-key": ({"train__momentum": 0.9}, ["unknown setting 'train.momentum'", "known keys of train: epochs"]),
+    "unknown-top-level-key": ({"nosuch": {"key": 1}}, ["unknown setting nosuch;", "known top-level keys: data"]),
+    "unknown-train-key": ({"train__momentum": 0.9}, ["unknown setting train.momentum;", "known keys of train: epochs"]),
     "bad-tracking-uri": ({"tracking__uri": "htp://127.0.0.1:5000"},
                          ["tracking.uri='htp://127.0.0.1:5000'", "allowed: null"]),
 }

@@ -64,6 +64,7 @@ def test_heat_map_picture_and_sentence(tmp_path):
 def test_committed_sweep_tables_are_complete_grids():
     """The documented sweeps behind conf/loss/ (sweeps/*.csv): every cell measured, the chosen rates best."""
     from conftest import ROOT
+
     from linclass.config import compose
 
     conf = compose(ROOT / "conf")

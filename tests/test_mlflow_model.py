@@ -9,7 +9,6 @@ import re
 import numpy as np
 import pytest
 import yaml
-
 from conftest import SMALL, env_for_pipeline, make_project
 
 NAMES = ["svm-l2", "softmax-l2"]
@@ -27,6 +26,7 @@ def test_the_model_computes_the_pipelines_scores_bit_for_bit(tmp_path):
     import warnings
 
     import mlflow
+
     from linclass.core.model import class_scores
     from linclass.data.preprocess import design_matrix, mean_image
     from linclass.tracking import registry as mlflow_model
@@ -104,6 +104,7 @@ def test_training_runs_carry_their_own_settings_and_clean_metrics(evaluated):
 @pytest.mark.slow
 def test_each_run_logs_a_model_with_signature_and_example(evaluated):
     import mlflow
+
     from linclass.tracking.runs import point_mlflow_at
 
     _, _, client = evaluated
@@ -120,6 +121,7 @@ def test_each_run_logs_a_model_with_signature_and_example(evaluated):
 @pytest.mark.slow
 def test_champion_is_best_on_validation_and_predicts_with_the_reported_accuracy(evaluated, synthetic_archive):
     import mlflow
+
     from linclass.data.cifar import load_cifar10
     from linclass.tracking.runs import point_mlflow_at
 

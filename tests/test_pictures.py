@@ -5,9 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linclass.plots import (plot_confusion_matrix, plot_loss_curves, plot_template_grid,
-                             plot_templates_comparison, plot_weight_histograms, plot_weight_scaling,
-                             save_template_pngs, template_images, weight_sparsity)
+from linclass.plots import (
+    plot_confusion_matrix,
+    plot_loss_curves,
+    plot_template_grid,
+    plot_templates_comparison,
+    plot_weight_histograms,
+    plot_weight_scaling,
+    save_template_pngs,
+    template_images,
+    weight_sparsity,
+)
 
 NAMES = ["plane", "car", "bird"]
 

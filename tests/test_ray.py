@@ -17,8 +17,18 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (BIN, MLFLOW_SERVER_ENV, ROOT, SMALL, env_for_pipeline, free_port, make_project,
-                      make_project_with_remotes, mlflow_server_cmd, serving)
+from conftest import (
+    BIN,
+    MLFLOW_SERVER_ENV,
+    ROOT,
+    SMALL,
+    env_for_pipeline,
+    free_port,
+    make_project,
+    make_project_with_remotes,
+    mlflow_server_cmd,
+    serving,
+)
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the cluster extra: pip install -e '.[cluster]'")
 

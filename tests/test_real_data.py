@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import SHARED_CIFAR, SHARED_CIFAR_MD5, make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.release,
@@ -114,6 +113,7 @@ def test_real_regularization_path(real_project):
 def test_real_champion_predicts_the_test_images_with_the_reported_accuracy(real_project):
     """models:/linclass-cifar10@champion on the real test images, raw uint8: the accuracy evaluate reported."""
     import mlflow
+
     from linclass.data.cifar import load_cifar10
 
     metrics = json.loads((real_project.path / "metrics/test.json").read_text())

@@ -114,6 +114,7 @@ def test_bad_strength_grid_is_one_line(strengths):
 
 def test_config_rejects_a_bad_path_setting():
     from conftest import ROOT
+
     from linclass.config import compose
     from linclass.settings import ConfigError
 

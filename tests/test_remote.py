@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from conftest import BIN, Project, env_for_pipeline, free_port

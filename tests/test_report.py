@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers_report import write_report_inputs
 
 from linclass.studies.report import markdown_table, write_report

@@ -2,16 +2,14 @@
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT
 
 from linclass.config import compose
 from linclass.core.losses import LOSSES
 from linclass.core.metrics import check_labels
 from linclass.core.regularizers import REGULARIZERS
 from linclass.core.sgd import train_sgd
-from linclass.settings import (LOSS_NAMES, REGULARIZER_NAMES, Data, ElasticNet, Settings, Train, check, default,
-                               describe)
-
-from conftest import ROOT
+from linclass.settings import LOSS_NAMES, REGULARIZER_NAMES, Data, ElasticNet, Settings, Train, check, default, describe
 
 
 def test_conf_states_the_schema_defaults():

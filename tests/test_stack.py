@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, SMALL, Project, make_project, free_port
+from conftest import BIN, SMALL, Project, free_port, make_project
 
 pytest.importorskip("psycopg2", reason="the team extra is not installed: pip install -e '.[team]'")
 pytest.importorskip("flask_wtf", reason="the team extra is not installed: pip install -e '.[team]'")

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from linclass.tracking import runs
-from mlflow.tracking import MlflowClient
 
 SETUP = """
 import json, os, sys, time
@@ -107,8 +107,7 @@ def test_reap_leaves_a_run_that_ended_itself_between_the_search_and_the_check(tm
     search still saw RUNNING; the process is gone by the check; the run is FINISHED and must stay so."""
     import socket
 
-    from linclass.tracking import store
-    from linclass.tracking import runs
+    from linclass.tracking import runs, store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment_id = runs.setup("race", uri, root=tmp_path)

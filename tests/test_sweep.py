@@ -13,10 +13,16 @@ import pytest
 from conftest import BIN, ROOT, SMALL, make_project, shrink_conf
 
 from linclass.config import compose
-
-from linclass.orchestration.sweep import (experiment_rows, experiment_states, grid_points, parse_floats,
-                                     queue_workers, stop_leftover_workers,
-                                     sweep_overrides, sweep_points)
+from linclass.orchestration.sweep import (
+    experiment_rows,
+    experiment_states,
+    grid_points,
+    parse_floats,
+    queue_workers,
+    stop_leftover_workers,
+    sweep_overrides,
+    sweep_points,
+)
 
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
 
@@ -68,7 +74,7 @@ def test_a_queue_worker_left_behind_in_this_repository_is_stopped(tmp_path):
 
 def test_dvc_expands_the_sweep_into_the_points_in_their_order():
     """The one `dvc exp run -S` sweep and the point-by-point description (for other backends) agree."""
-    from dvc.utils.hydra import get_hydra_sweeps   # what `dvc exp run --queue -S 'a=x,y'` calls
+    from dvc.utils.hydra import get_hydra_sweeps  # what `dvc exp run --queue -S 'a=x,y'` calls
 
     lrs, strengths = [0.01, 0.05], [1e-4, 1e-3, 1e-2]
     expanded = get_hydra_sweeps({"params.yaml": sweep_overrides("softmax", "l2", lrs, strengths)})

@@ -99,7 +99,7 @@ def test_server_receives_every_run_with_its_artifacts(team_project, server, tmp_
     # nothing went to the project's own store: the environment variable wins
     assert not (project.path / "mlflow.db").exists() and not (project.path / "mlartifacts").exists()
 
-    for name, run in train_runs(runs).items():
+    for run in train_runs(runs).values():
         run_id = run.info.run_id
         templates = [a.path for a in client.list_artifacts(run_id, "plots/templates")]
         assert len(templates) == 10 and all(p.endswith(".png") for p in templates), templates

@@ -3,14 +3,14 @@ resolution, experiments in the classic ML view, study runs apart (a real sqlite 
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT
-from linclass.plumbing import progress
 from mlflow.tracking import MlflowClient
 
+from linclass.plumbing import progress
 from linclass.settings import validate
 from linclass.tracking import records, runs, ui
 

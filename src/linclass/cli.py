@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,7 +32,7 @@ cluster_app = typer.Typer(no_args_is_help=True, help="A Ray cluster on this mach
 app.add_typer(services_app, name="services")
 app.add_typer(cluster_app, name="cluster")
 
-Overrides = Annotated[Optional[list[str]], typer.Argument(help="Hydra overrides, e.g. train.epochs=5 "
+Overrides = Annotated[list[str] | None, typer.Argument(help="Hydra overrides, e.g. train.epochs=5 "
                                                                  "regularizer.l2.strength=0.01", show_default=False)]
 WORKSPACE_LOCK = Path(".dvc", "tmp", "linclass-workspace.lock")
 
@@ -123,7 +124,7 @@ def exp(overrides: Overrides = None):
 
 Backend = Annotated[str, typer.Option(help="local (DVC's queue) or ray (a Ray cluster)")]
 Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="experiments at a time (local backend)")]
-Address = Annotated[Optional[str], typer.Option(help="the Ray head HOST:PORT (default $RAY_ADDRESS, else "
+Address = Annotated[str | None, typer.Option(help="the Ray head HOST:PORT (default $RAY_ADDRESS, else "
                                                      "the cluster of `linclass cluster up`)")]
 
 
@@ -187,7 +188,7 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
 
 @app.command()
 def table(prefix: Annotated[str, typer.Option(help="experiment names starting with this")] = "",
-          csv: Annotated[Optional[Path], typer.Option(help="also write the table to this CSV file")] = None):
+          csv: Annotated[Path | None, typer.Option(help="also write the table to this CSV file")] = None):
     """The experiments of a grid or sweep, best on validation first."""
     from linclass.orchestration import sweep
 
@@ -239,9 +240,9 @@ def ui(port: Port = 5000):
 @app.command()
 def server(host: Annotated[str, typer.Option(help="the address to listen on; 0.0.0.0 for the LAN")] = "127.0.0.1",
            port: Port = 5000,
-           backend_store: Annotated[Optional[str], typer.Option(help="any SQLAlchemy URL (default: sqlite in "
+           backend_store: Annotated[str | None, typer.Option(help="any SQLAlchemy URL (default: sqlite in "
                                                                       "mlflow-server/)")] = None,
-           artifacts: Annotated[Optional[str], typer.Option(help="a folder or s3://... (default: "
+           artifacts: Annotated[str | None, typer.Option(help="a folder or s3://... (default: "
                                                                   "mlflow-server/artifacts)")] = None):
     """A tracking server that the pipeline and teammates log to (export MLFLOW_TRACKING_URI=http://HOST:PORT)."""
     from linclass.tracking import serve
@@ -285,7 +286,7 @@ def services_status():
 
 
 @services_app.command("add-user")
-def services_add_user(name: str, grant: Annotated[Optional[list[str]], typer.Option(
+def services_add_user(name: str, grant: Annotated[list[str] | None, typer.Option(
         help="EXPERIMENT=PERMISSION (READ, EDIT, MANAGE, NO_PERMISSIONS), repeatable")] = None):
     """Create a teammate's account; their variables go to .services/users/NAME.env."""
     _services("add-user", name, *(arg for g in grant or [] for arg in ("--grant", g)))
@@ -338,7 +339,7 @@ def cluster_status(port: Port = 6390):
         typer.echo(line)
 
 
-Remote = Annotated[Optional[str], typer.Option("--remote", "-r", help="a configured DVC remote (default: the default)")]
+Remote = Annotated[str | None, typer.Option("--remote", "-r", help="a configured DVC remote (default: the default)")]
 
 
 @app.command()

@@ -8,8 +8,9 @@ params.yaml or deletes any output. DVC finds the check by importing hydra_plugin
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from pydantic import BaseModel
@@ -73,6 +74,7 @@ def check_override_keys(overrides: Iterable[str], conf_dir: str | Path) -> None:
 
 def _example(group: str) -> str:
     section = Settings.model_fields[group].annotation
+    assert isinstance(section, type) and issubclass(section, BaseModel)
     name, field = next(iter(section.model_fields.items()))
     if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
         inner = next(iter(field.annotation.model_fields))
@@ -155,6 +157,7 @@ def check_composition(*, _root_) -> bool:
     from omegaconf import OmegaConf
 
     params = OmegaConf.to_container(_root_, resolve=False)
+    assert isinstance(params, dict)
     params["checked"] = True
     try:
         validate(params)

@@ -20,8 +20,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 CHUNK_SIZE = 1 << 20  # 1 MiB
 TEMP_MARK = ".tmp-"   # every temporary name holds it: `.<name>.tmp-<pid>-<random><suffix>`
@@ -79,7 +79,7 @@ def owner_alive(name: str) -> bool:
 def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporaries in `folder` whose owner process is gone; return what was removed."""
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for entry in folder.iterdir():

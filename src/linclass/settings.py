@@ -17,8 +17,18 @@ import re
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
-                      field_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from linclass.plumbing.redact import has_credentials, redact_url
 
 LOSS_NAMES = ("svm", "squared_svm", "softmax")          # linclass.core.losses
 REGULARIZER_NAMES = ("none", "l1", "l2", "elasticnet")  # linclass.core.regularizers
@@ -46,7 +56,7 @@ def _url(url: str) -> str:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme not in URL_SCHEMES:
         raise ValueError(f"is not supported; allowed: {', '.join(s + '://' for s in URL_SCHEMES)} URLs")
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]*@", url):  # stored in params.yaml, dvc.lock and MLflow
+    if has_credentials(url):  # it would be stored in params.yaml, dvc.lock and MLflow
         raise ValueError("carries credentials (user:password@), which would be stored in params.yaml and "
                          "dvc.lock; remove them and set LINCLASS_DATA_USER and LINCLASS_DATA_PASSWORD instead")
     return url
@@ -266,7 +276,7 @@ def one_line(exc: ValidationError, model: type[BaseModel] | None = None, prefix:
     if error["type"] == "missing":
         return f"missing setting {key}"
     field = field if field is not None and not loc else _field_at(model, loc) if model else field
-    value = f"{key}={error['input']!r}"
+    value = f"{key}={redact_url(error['input'])!r}"   # never a password back in an error line
     if error["type"] == "string_pattern_mismatch":
         return f"{value} is out of range: allowed {PATTERN_WORDS.get(error['ctx']['pattern'], 'other text')}"
     if field is not None and error["type"] in RANGE_ERRORS:
@@ -306,7 +316,7 @@ def _first_missing(section: BaseModel, path: str = "") -> str | None:
 @functools.cache
 def _field_adapter(section: type[Section], name: str) -> TypeAdapter:
     field = section.model_fields[name]
-    kind = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    kind: Any = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
     return TypeAdapter(kind, config=ConfigDict(strict=True, allow_inf_nan=False))
 
 
@@ -324,8 +334,9 @@ def check(section: type[Section], **values: Any) -> None:
 
 def allowed(field: Any) -> str:
     """What a field allows, in words: 'an integer >= 1', "one of 'a', 'b'", 'a list of numbers > 0'."""
-    import annotated_types as at
     import typing
+
+    import annotated_types as at
 
     words = {at.Ge: (">=", "ge"), at.Gt: (">", "gt"), at.Le: ("<=", "le"), at.Lt: ("<", "lt")}
     bounds = [f"{words[type(m)][0]} {getattr(m, words[type(m)][1]):g}" for m in field.metadata if type(m) in words]

@@ -3,7 +3,6 @@
 import numpy as np
 
 
-
 def check_labels(y: np.ndarray, num_classes: int | None = None, name: str = "y") -> None:
     """ValueError unless y is a 1-D integer array of labels >= 0 (and < num_classes when given)."""
     y = np.asarray(y)

@@ -19,13 +19,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from linclass.settings import MAX_BACKOFF, Data, check, default
 from dotenv import dotenv_values
 
 from linclass.files import atomic_file, md5_file
+from linclass.settings import MAX_BACKOFF, Data, check, default
 
 CHUNK_SIZE = 1 << 20  # 1 MiB
 USER_AGENT = "linclass-download/0.1"
@@ -194,14 +195,15 @@ class Source:
     origin: str      # "params.yaml", "$LINCLASS_DATA_URL" or "local.env"
 
 
-def resolve_source(data: Data, root: str | os.PathLike = ".", environ: dict | None = None) -> Source:
+def resolve_source(data: Data, root: str | os.PathLike = ".", environ: Mapping[str, str] | None = None) -> Source:
     """The archive's source on this machine: $LINCLASS_DATA_URL, else <root>/local.env, else params.
 
     data: the `data` section of params.yaml (url, md5 = the official archive). A per-machine url
     without its own md5 must be a byte-identical mirror (the official md5 is checked).
     """
     environ = os.environ if environ is None else environ
-    settings, origin = {}, "params.yaml"
+    settings: Mapping[str, str] = {}
+    origin = "params.yaml"
     if environ.get(SOURCE_URL_VAR):
         settings, origin = environ, f"${SOURCE_URL_VAR}"
     elif (Path(root) / SOURCE_FILE).is_file():

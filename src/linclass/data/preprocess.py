@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from linclass.settings import Preprocess, check, is_int
 from linclass.data.cifar import CifarData
 from linclass.files import atomic_file, ensure_free_space, scratch_dir
+from linclass.settings import Preprocess, check, is_int
 
 CHUNK_ROWS = 4096  # rows per chunk: 4096 x 3072 float32 = 48 MiB
 

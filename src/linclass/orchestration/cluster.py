@@ -66,7 +66,7 @@ class Cluster:
         Path(self.state_dir, "cluster.json").write_text(json.dumps(asdict(self), indent=1))
 
     @classmethod
-    def load(cls, port: int = DEFAULT_PORT) -> "Cluster":
+    def load(cls, port: int = DEFAULT_PORT) -> Cluster:
         path = state_dir(port) / "cluster.json"
         if not path.exists():
             raise ClusterError(f"no cluster was started on port {port} (no {path}); "

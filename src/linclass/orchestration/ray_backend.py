@@ -29,7 +29,6 @@ KILLED and tagged `superseded`), and prints the table of the local queue.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -41,8 +40,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from linclass.orchestration.cluster import DEFAULT_ADDRESS
 from linclass.orchestration.sweep import dvc_executable

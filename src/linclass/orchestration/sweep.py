@@ -48,10 +48,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import psutil
 
@@ -202,7 +202,7 @@ def prepare(overrides: Sequence[str]) -> None:
     from linclass.config import compose
 
     def set_up_store(experiment: str, uri: str | None) -> tuple[str, str]:
-        import mlflow   # its import (seconds) overlaps the data stages too
+        import mlflow  # its import (seconds) overlaps the data stages too
 
         from linclass.plumbing.redact import redact_url
         from linclass.tracking.runs import setup

@@ -14,8 +14,8 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -123,7 +123,7 @@ def run(main: Callable[[], None]) -> None:
     mlflow is not imported here (it costs seconds): a stage that never imported it cannot raise its errors.
     """
     signal.signal(signal.SIGTERM, _on_sigterm)
-    finished = []
+    finished: list[bool] = []
     if main.__module__ == "__main__":   # a stage script, not a caller that goes on
         atexit.register(_end_without_teardown, finished)   # first registered: runs after every other handler
     try:

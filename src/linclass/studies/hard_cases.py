@@ -18,8 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from linclass.core.model import class_scores, predict
 from linclass.core.metrics import accuracy
+from linclass.core.model import class_scores, predict
 from linclass.core.sgd import train_sgd
 
 HARD_CASES = ("separable", "quadrants", "ring", "three_modes")

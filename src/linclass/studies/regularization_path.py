@@ -21,8 +21,8 @@ from linclass.core.metrics import accuracy
 from linclass.core.model import class_scores, predict
 from linclass.core.regularizers import penalty
 from linclass.core.sgd import train_sgd
-from linclass.settings import RegularizationPath, check
 from linclass.plots import Figure, save_figure, template_images, weight_sparsity
+from linclass.settings import RegularizationPath, check
 
 COLUMNS = ("loss", "regularizer", "strength", "val_accuracy", "train_accuracy", "data_loss", "penalty",
            "near_zero")

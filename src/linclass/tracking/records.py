@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -93,6 +94,7 @@ def log_dataset(data: Any, num_train: int, num_val: int) -> None:
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
 
-    dataset = MetaDataset(HTTPDatasetSource(redact_url(str(data.url))), name=str(data.name), digest=str(data.md5)[:16])
+    dataset = MetaDataset(HTTPDatasetSource(redact_url(str(data.url))), name=str(data.name),  # type: ignore[abstract]
+                          digest=str(data.md5)[:16])
     tags = {"md5": str(data.md5), "train_images": str(num_train), "val_images": str(num_val)}
     mlflow.log_input(dataset, context="training", tags=tags)

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 CHAMPION = "champion"
 MODEL_NAME = "model"  # the name of the model inside its run: runs:/<run id>/model
 # MLflow copies this file into each model (models from code): found by name, not imported (it registers the model)
-CODE = Path(str(importlib.util.find_spec("linclass.tracking.served_model").origin))
+CODE = Path(str(getattr(importlib.util.find_spec("linclass.tracking.served_model"), "origin", "")))
 IMAGE_SHAPE = (32, 32, 3)
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+from collections.abc import Iterator
 from types import FrameType
-from typing import Iterator
 
 from linclass.plumbing.stage import Terminated
 

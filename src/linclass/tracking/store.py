@@ -16,8 +16,8 @@ import contextlib
 import os
 import socket
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 from filelock import FileLock
