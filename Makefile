@@ -30,7 +30,7 @@ REMOTE ?= $(CURDIR)/dvc-remote
 HOST ?= 127.0.0.1
 LINCLASS := $(BIN)/linclass
 
-.PHONY: help venv venv-team repro exp params settings grid-parallel sweep compare experiments ui server \
+.PHONY: help lint lock-check venv venv-team repro exp params settings grid-parallel sweep compare experiments ui server \
 	store reap services-up services-down services-status user-add cluster-up cluster-down remote push pull \
 	test test-fast test-release bench bench-stage bench-pipeline bench-grid bench-ray clean
 
@@ -39,20 +39,28 @@ help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 26
 	@echo "Settings: make exp SET='train.epochs=5'; every command: .venv/bin/linclass --help"
 
-$(BIN)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# uv installs exactly what uv.lock pins (every dependency, with hashes); uv itself comes from PyPI into .tools/
+# when it is not on PATH. After editing the dependencies in pyproject.toml: uv lock (CI checks the lock is fresh).
+UV_VERSION := 0.13.9
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+SYNC = $(UV) sync --frozen --python $(PYTHON)
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+$(BIN)/.installed: pyproject.toml uv.lock | $(UV)
+	$(SYNC) --extra dev --quiet
 	touch $@
 
-venv: $(BIN)/.installed ## create .venv with the pinned dependencies
+venv: $(BIN)/.installed ## create .venv with the locked dependencies (uv.lock)
 
 $(BIN)/.cluster: $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
+	$(SYNC) --inexact --extra dev --extra cluster --quiet
 	touch $@
 
 $(BIN)/.team-installed: $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[dev,team]'
+	$(SYNC) --inexact --extra dev --extra team --quiet
 	touch $@
 
 venv-team: $(BIN)/.team-installed ## .venv plus the team stack's packages
@@ -130,6 +138,13 @@ push: venv ## send outputs and the run-cache to the DVC remote
 pull: venv ## get them in a fresh clone
 	$(LINCLASS) pull
 
+lint: venv lock-check ## ruff (lint) and mypy (types) on the whole tree; uv.lock matches pyproject.toml
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+lock-check: | $(UV)
+	$(UV) lock --check
+
 test: venv ## every test but the release-only ones (two workers, each module whole on one)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
@@ -140,7 +155,7 @@ test-release: venv ## every test
 	$(BIN)/python -m pytest -m ""
 
 bench: venv ## SGD epoch against its floors and scikit-learn
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(SYNC) --inexact --extra dev --extra bench --quiet
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_sgd.py
 
 bench-stage: venv ## where one train stage's wall time goes

@@ -92,7 +92,7 @@ def test_value_override(reference):
     ("+regularizer.l2.strenght=0.1", "unknown setting regularizer.l2.strenght; did you mean regularizer.l2.strength?"),
     ("+train.epoch=5", "unknown setting train.epoch; did you mean train.epochs?"),
     ("trian.epochs=5", "unknown setting trian.epochs; did you mean train.epochs?"),
-    ("studies.hard_case.n=5", "unknown setting studies.hard_case.n; did you mean studies.hard_cases.n?"),
+    ("studies.hard_case.n=5", "unknown setting studies.hard_case; did you mean studies.hard_cases?"),
     ("+foo=1", "unknown setting foo; known: data, preprocess"),
     ("loss=hinge", "loss=hinge is not an option of the group loss (options: default)"),
     ("train.epochs=abc", "train.epochs='abc' is not an integer >= 1"),

@@ -86,6 +86,7 @@ def test_two_pipelines_logging_to_one_store_lose_no_run(clones):
 
 RACE = """
 import os, sys, pathlib
+from linclass.settings import Data
 from linclass.tracking import records, runs
 store, ready, n = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3])
 experiment_id = runs.setup("race", store)
@@ -93,7 +94,7 @@ with runs.tracked_run(experiment_id, "race"):
     (ready / str(os.getpid())).touch()
     while len(list(ready.iterdir())) < n:   # all processes log the same new dataset at one instant
         pass
-    records.log_dataset({"url": "file:///cifar.tar.gz", "name": "cifar10", "md5": "0123456789abcdef" * 2}, 10, 5)
+    records.log_dataset(Data(url="file:///cifar.tar.gz", name="cifar10", md5="0123456789abcdef" * 2), 10, 5)
 """
 
 

@@ -141,8 +141,8 @@ def test_a_sweep_runs_through_dvcs_queue_and_leaves_params_yaml_as_committed(tmp
         project.dvc("queue", "stop", "--kill", check=False)
     assert (project.path / "params.yaml").read_text() == committed
     show = json.loads(project.dvc("exp", "show", "--json").stdout)
-    assert {k: v for k, v in experiment_states(show).items()} == {"sweep-softmax-l2-1": "success",
-                                                                  "sweep-softmax-l2-2": "success"}
+    assert {k: v for k, v in experiment_states(show).items()} == {"sweep-softmax-l2-lr0.01-s0.001": "success",
+                                                                  "sweep-softmax-l2-lr0.05-s0.001": "success"}
     rows = experiment_rows(show, "sweep-softmax-l2-")
     assert sorted(r["learning_rate"] for r in rows) == [0.01, 0.05]
     assert all(r["test_accuracy"] is not None and r["epochs"] == 1 for r in rows)

@@ -15,6 +15,7 @@ anything runs or is written. `--help` at every level only prints.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -128,8 +129,12 @@ Address = Annotated[str | None, typer.Option(help="the Ray head HOST:PORT (defau
                                                      "the cluster of `linclass cluster up`)")]
 
 
+Summary = Annotated[Optional[Path], typer.Option(help="also write each point's result (node, seconds, error) "
+                                                       "to this JSON file (ray backend)")]
+
+
 def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, address: str | None,
-            table: Path | None = None) -> None:
+            table: Path | None = None, summary: Path | None = None) -> None:
     from linclass.orchestration import sweep
 
     if backend not in ("local", "ray"):
@@ -139,6 +144,8 @@ def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, 
             from linclass.orchestration import ray_backend
 
             results = ray_backend.run_sweep(points, overrides, address=address)
+            if summary is not None:
+                summary.write_text(json.dumps(results, indent=1))
             failed = [ray_backend.describe(r) for r in results if not r["ok"]]
         else:
             failed = sweep.run_points(points, prefix, overrides, jobs)
@@ -151,13 +158,14 @@ def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, 
 
 
 @app.command()
-def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local", address: Address = None):
+def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local", address: Address = None,
+         summary: Summary = None):
     """Every loss x regularizer of conf/ as its own experiment, JOBS at a time; then the whole pipeline
     from DVC's run-cache: `dvc repro` (with OVERRIDES: the experiment grid-all, params.yaml untouched)."""
     from linclass.orchestration import sweep
 
     overrides = checked(overrides)
-    _points(sweep.grid_points(), "grid-", overrides, backend, jobs, address)
+    _points(sweep.grid_points(), "grid-", overrides, backend, jobs, address, summary=summary)
     with one_pipeline_at_a_time():
         if overrides:
             dvc("exp", "run", "--temp", "-n", "grid-all", *(arg for o in overrides for arg in ("-S", o)))
@@ -170,7 +178,8 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
           regularizer: Annotated[str, typer.Option(help="none, l1, l2 or elasticnet")],
           learning_rates: Annotated[str, typer.Option(help="comma-separated, e.g. 0.01,0.02,0.05")],
           strengths: Annotated[str, typer.Option(help="comma-separated, e.g. 1e-4,1e-3,1e-2")],
-          overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local", address: Address = None):
+          overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local", address: Address = None,
+          summary: Summary = None):
     """Learning rate x strength of one combination, chosen on validation; the table goes to
     sweeps/<loss>-<regularizer>.csv and its heat map to reports/hyperparameter_map/."""
     from linclass.orchestration.sweep import sweep_points
@@ -179,7 +188,7 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
     overrides = checked(overrides)
     points = sweep_points(loss, regularizer, learning_rates, strengths)
     _points(points, f"sweep-{loss}-{regularizer}-", overrides, backend, jobs, address,
-            table=SWEEPS / f"{loss}-{regularizer}.csv")
+            table=SWEEPS / f"{loss}-{regularizer}.csv", summary=summary)
     with one_pipeline_at_a_time():
         dvc("repro", "hyperparameter_map")
 

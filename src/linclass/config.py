@@ -21,22 +21,11 @@ from linclass.settings import ConfigError, Settings, validate
 HEADER = "# Generated from conf/ by `linclass config` (make params). Edit conf/, not this file.\n"
 
 
-def _section_keys(dotted: str) -> tuple[type[BaseModel] | None, list[str], str]:
-    """For 'a.b.c': the schema section holding c, its keys, and c (None when a or b is not a section)."""
-    model: type[BaseModel] = Settings
-    *parents, last = dotted.split(".")
-    for part in parents:
-        field = model.model_fields.get(part)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None, [], part
-        model = field.annotation
-    return model, list(model.model_fields), last
-
-
 def check_override_keys(overrides: Iterable[str], conf_dir: str | Path) -> None:
-    """ConfigError (one line, with a did-you-mean) for an override of a setting or group that does not exist.
+    """ConfigError (one line) for an override of a group option or a top-level section that does not exist.
 
-    Hydra's own refusals are multi-line and, for a key added with `+`, come only from the schema check.
+    Hydra refuses those in several lines; a mistyped key inside a section reaches the schema's check
+    instead (the sections are open to new keys: register), which says what it probably meant.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -44,42 +33,20 @@ def check_override_keys(overrides: Iterable[str], conf_dir: str | Path) -> None:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except Exception as exc:  # Hydra's OverrideParseException: the override's syntax
         raise ConfigError(" ".join(str(exc).split())) from None
+    groups = {p.name for p in Path(conf_dir).iterdir() if p.is_dir()}
     for override in parsed:
         key = override.key_or_group
-        groups = sorted(p.name for p in Path(conf_dir).iterdir() if p.is_dir())
-        if "." not in key and key in groups and not override.is_delete():   # a config group: loss=default
+        top, _, rest = key.partition(".")
+        if key in groups and not override.is_delete():   # a config group: train=smoke
             options = sorted(p.stem for p in (Path(conf_dir) / key).glob("*.yaml"))
-            value = override.value()
-            if value not in options:
-                raise ConfigError(f"{key}={value} is not an option of the group {key} (options: {', '.join(options)}); "
-                                  f"a single setting is {key}.<name>=value, e.g. "
-                                  f"{_example(key)}")
-            continue
-        section, known, last = _section_keys(key)
-        if section is not None and last in known:
-            continue
-        if section is not None:   # the section exists, the key in it does not
-            parent = key.rpartition(".")[0]
-            candidates, typed, rest = [f"{parent}.{k}".lstrip(".") for k in known], key, ""
-        else:                     # a section on the way does not exist: suggest for that part
-            head, _, tail = key.partition(f"{last}.") if "." in key else (key, "", "")
-            parent = head.rstrip(".")
-            model, names, _ = _section_keys(f"{parent}.x".lstrip(".")) if parent else (Settings, list(Settings.model_fields), "")
-            candidates, typed, rest = [f"{parent}.{n}".lstrip(".") for n in names], f"{parent}.{last}".lstrip("."), \
-                f".{tail}" if tail else ""
-        close = difflib.get_close_matches(typed, candidates, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}{rest}?" if close else f"known: {', '.join(candidates)}"
-        raise ConfigError(f"unknown setting {key}; {hint}")
-
-
-def _example(group: str) -> str:
-    section = Settings.model_fields[group].annotation
-    assert isinstance(section, type) and issubclass(section, BaseModel)
-    name, field = next(iter(section.model_fields.items()))
-    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-        inner = next(iter(field.annotation.model_fields))
-        return f"{group}.{name}.{inner}=..."
-    return f"{group}.{name}=..."
+            if override.value() not in options:
+                raise ConfigError(f"{key}={override.value()} is not an option of the group {key} (options: "
+                                  f"{', '.join(options)}); one setting is {key}.<name>=value (linclass settings {key})")
+        elif top not in Settings.model_fields:
+            close = difflib.get_close_matches(top, list(Settings.model_fields), n=1, cutoff=0.6)
+            hint = f"did you mean {'.'.join([close[0], *filter(None, [rest])])}?" if close else \
+                f"known: {', '.join(Settings.model_fields)}"
+            raise ConfigError(f"unknown setting {key}; {hint}")
 
 
 def compose(conf_dir: str | Path, overrides: Iterable[str] = (), config_name: str = "config") -> dict:

@@ -8,8 +8,8 @@ and MLflow runs.
 The points are those of the local queue (linclass.orchestration.sweep.Point: a name, Hydra overrides, a DVC
 target), and so is the table.
 
-On the driver, once (the workspace's params.yaml is not changed, as with the local queue): run the data
-stages with the shared overrides, push their outputs and the run-cache to the team's DVC remote (`dvc push --run-cache`), and create the MLflow
+On the driver, once: compose params.yaml with the shared overrides, run the data stages, push their
+outputs and the run-cache to the team's DVC remote (`dvc push --run-cache`), and create the MLflow
 experiment on the team's tracking server. The commit being swept must be on the git remote `origin`
 (the workers clone it from there) and the code must be committed.
 
@@ -168,7 +168,8 @@ def check_commit(root: Path) -> tuple[str, str]:
                              "finding the git remote 'origin' (the workers clone from it)").strip(), root)
     commit = _run(["git", "rev-parse", "HEAD"], root, "git rev-parse HEAD").strip()
     changed = [line[3:] for line in _run(["git", "status", "--porcelain", "--untracked-files=no"], root,
-                                         "git status").splitlines() if line[3:] not in ("params.yaml", "dvc.lock")]
+                                         "git status").splitlines()
+               if line[3:] not in ("params.yaml", "dvc.lock") and not line[3:].startswith("sweeps/")]
     if changed:
         raise RaySweepError(f"uncommitted changes to {', '.join(changed)}: the workers clone commit "
                             f"{commit[:7]}; commit them and push (git push origin HEAD), or stash them")
@@ -239,14 +240,13 @@ def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[s
     """Everything the tasks need, checked and in place before the first one starts."""
     commit, git_url = check_commit(root)
     dvc_remote = default_dvc_remote(root)
-    from linclass.config import compose
-    from linclass.orchestration.sweep import prepare_data
+    from linclass.config import write_params
 
-    params = compose(root / "conf", list(overrides))
+    params = write_params(conf_dir=root / "conf", path=root / "params.yaml", overrides=list(overrides))
     uri = tracking_server(params)
     check_ray(address)
     log(f"commit {commit[:7]} from {git_url}; data from DVC remote {dvc_remote}; MLflow server {uri}")
-    prepare_data(overrides)
+    _run([dvc_executable(), "repro", "preprocess"], root, "the data stages (dvc repro preprocess)", quiet=False)
     _run([dvc_executable(), "push", "--run-cache"], root, f"dvc push --run-cache (to {dvc_remote})")
     experiment_id = mlflow_experiment(uri, params["tracking"]["experiment"])
     name, email = git_identity(root)

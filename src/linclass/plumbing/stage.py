@@ -22,7 +22,7 @@ import psutil
 from linclass import files
 from linclass.config import load_params
 from linclass.files import atomic_dir, atomic_file  # noqa: F401  (stage scripts write through these)
-from linclass.settings import ConfigError, Settings, validate
+from linclass.settings import LOSS_NAMES, REGULARIZER_NAMES, ConfigError, Settings, validate
 
 EXIT_ERROR = 1
 EXIT_SIGINT = 130
@@ -59,6 +59,9 @@ def train_model(params: Settings, argv: list[str] | None = None) -> tuple[str, s
         return grid[stage]
     if args.loss is None or args.regularizer is None:
         raise ConfigError("--loss and --regularizer go together: give both or neither")
+    for kind, name, known in (("loss", args.loss, LOSS_NAMES), ("regularizer", args.regularizer, REGULARIZER_NAMES)):
+        if name not in known:
+            raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
     if f"train@{args.loss}-{args.regularizer}" not in grid:
         raise ConfigError(f"--loss {args.loss} --regularizer {args.regularizer} is not a model of the grid "
                           f"(grid.losses={params.grid.losses}, grid.regularizers={params.grid.regularizers})")
