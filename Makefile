@@ -104,9 +104,15 @@ reap: venv
 params: venv
 	$(ONE_AT_A_TIME) $(BIN)/python -m linclass.plumbing.config
 
+# Every MLflow server of the project runs the app `linclass` (linclass/orchestration/guard.py): routes that
+# would run commands on this host or change the server's configuration (MLflow's AI assistant, jobs, the AI
+# gateway, webhooks...) are refused, artifacts stay under the server's root, malformed requests get a 400.
+# Uvicorn does not trust X-Forwarded-For (any local user could send one).
+MLFLOW_APP := --app-name linclass --uvicorn-opts --no-proxy-headers
+
 # The MLflow UI on the project's own store.
 ui: venv
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1 $(MLFLOW_APP)
 
 # A team tracking server: a database backend + an artifact store that the server serves (clients
 # upload and download artifacts through it). Point the pipeline at it:
@@ -121,11 +127,13 @@ server: venv
 	mkdir -p mlflow-server/artifacts
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri $(SERVER_DB) \
 	  --artifacts-destination $(SERVER_ARTIFACTS) --serve-artifacts \
-	  --host $(HOST) --port $(PORT) --workers 1
+	  --host $(HOST) --port $(PORT) --workers 1 $(MLFLOW_APP)
 
-# The team stack in .services/ (git-ignored): PostgreSQL, the MLflow server with basic auth on it, a DVC
-# remote folder. Settings are environment variables, e.g. make services-up LINCLASS_HOST=0.0.0.0
-# LINCLASS_MLFLOW_PORT=5000 (see README "Working as a team" and linclass/orchestration/services.py).
+# The team stack in .services/ (git-ignored): PostgreSQL, the MLflow server with basic auth on it (app
+# linclass-team), a DVC remote folder; as root they run as the unprivileged account linclass-stack. Settings
+# are environment variables, e.g. make services-up LINCLASS_HOST=0.0.0.0 LINCLASS_MLFLOW_PORT=5000 (see
+# docs/team.md and linclass/orchestration/services.py). services-up starts whichever part is down;
+# services-status exits non-zero unless every part answers (a real query on the database).
 services-up: venv-team
 	$(BIN)/python -m linclass.orchestration.services up
 
@@ -135,7 +143,8 @@ services-down: venv-team
 services-status: venv-team
 	$(BIN)/python -m linclass.orchestration.services status
 
-# A teammate's account: make user-add NAME=bob [GRANT=linclass-cifar10=READ]; hand them .services/users/bob.env
+# A teammate's account: make user-add NAME=bob [GRANT=linclass-cifar10=READ]; hand them .services/users/bob.env.
+# The DVC remote is theirs once their login is in the team's group: usermod -aG linclass-team bob (docs/team.md).
 user-add: venv-team
 	$(BIN)/python -m linclass.orchestration.services add-user $(NAME) $(if $(GRANT),--grant $(GRANT))
 

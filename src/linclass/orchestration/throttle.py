@@ -26,7 +26,7 @@ from collections import OrderedDict, deque
 
 
 class Throttle:
-    def __init__(self, per_user: int = 5, per_address: int = 20, window: float = 60.0,
+    def __init__(self, per_user: int = 10, per_address: int = 30, window: float = 60.0,
                  remember_seconds: float = 3600.0, max_keys: int = 10_000, clock=time.monotonic):
         self.limits = {"user": per_user, "address": per_address}
         self.window, self.remember_seconds, self.max_keys, self.clock = window, remember_seconds, max_keys, clock
