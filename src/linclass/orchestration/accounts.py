@@ -52,10 +52,15 @@ class Account:
         return {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": PRIVATE_UMASK}
 
 
-def _run(cmd: list[str]) -> None:
+def _create(cmd: list[str], exists) -> None:
+    """Run useradd/groupadd `cmd`; losing a race to another process creating the same name is fine."""
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise AccountError(f"{' '.join(cmd)} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        try:
+            exists()
+        except KeyError:
+            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise AccountError(f"{' '.join(cmd)} failed: {last[0]}") from None
 
 
 def stack_account() -> Account:
@@ -68,14 +73,14 @@ def stack_account() -> Account:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        _run(["useradd", "--system", "--user-group", "--create-home", "--home-dir", home,
-              "--shell", "/usr/sbin/nologin", "--comment", "linclass team stack", name])
+        _create(["useradd", "--system", "--user-group", "--create-home", "--home-dir", home,
+                 "--shell", "/usr/sbin/nologin", "--comment", "linclass team stack", name], lambda: pwd.getpwnam(name))
         entry = pwd.getpwnam(name)
     if entry.pw_uid == 0:
         raise AccountError(f"LINCLASS_STACK_USER={name!r} is root: the stack never runs as root")
     home = entry.pw_dir if entry.pw_dir not in ("", "/", "/nonexistent") else home
     if not os.path.isdir(home):
-        os.makedirs(home, mode=0o700)
+        os.makedirs(home, mode=0o700, exist_ok=True)
         os.chown(home, entry.pw_uid, entry.pw_gid)
     return Account(name, entry.pw_uid, entry.pw_gid, home)
 
@@ -88,7 +93,7 @@ def team_group(account: Account) -> grp.struct_group:
         try:
             return grp.getgrnam(name)
         except KeyError:
-            _run(["groupadd", "--system", name])
+            _create(["groupadd", "--system", name], lambda: grp.getgrnam(name))
             return grp.getgrnam(name)
     if not name:
         return grp.getgrgid(os.getegid())

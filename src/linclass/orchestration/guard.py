@@ -16,8 +16,8 @@ For every client, admins included, it
   message, and to a malformed GraphQL request;
 - takes database text (SQL statements, driver messages) out of error answers; the server's log keeps it;
 - with logins (linclass-team): throttles wrong passwords per user name and per client address
-  (throttle.py: 429 past the limit, without checking the password), and answers every wrong password after
-  the same time (`floor`), whether the user exists or not.
+  (throttle.py: 429 past the limit, without checking the password), and answers every wrong password, and
+  every throttled attempt, after the same time (`floor`), whether the user exists or not.
 It also switches off the AI gateway (MLFLOW_ENABLE_AI_GATEWAY=false: the UI hides its pages). The UI's
 assistant button cannot be hidden from the server in MLflow 3.17 (the page shows it on localhost); on this
 server every assistant call it makes is refused.
@@ -81,11 +81,15 @@ def refused(path: str, method: str) -> bool:
 
 
 def scrub(message: str) -> str:
-    """`message` without database text: what comes before it, or a line saying the database refused."""
+    """`message` without database text: what comes before it, or a line saying what kind of failure it was
+    (the exception's class name OperationalError, which clients read as "the database is not reachable")."""
     found = DATABASE_TEXT.search(message)
     if not found:
         return message
     head = re.sub(r"(?:[\s.:;,(]|\b(?:Error|Exception)\b)*$", "", message[:found.start()])
+    if "OperationalError" in message:
+        tail = "OperationalError: the server's database is not reachable or not working; its log has the details."
+        return f"{head}. {tail}" if head else tail
     return f"{head}." if head else "The database refused the request; the server's log has the details."
 
 
@@ -321,7 +325,8 @@ class Guard:
         counted = not self.throttle.known_good(digest)
         if counted:
             wait = self.throttle.retry_after(user, address)
-            if wait:
+            if wait:   # after the same time as a wrong password: a flood gets no faster by being refused
+                await asyncio.sleep(self.floor)
                 return await answer(send, 429, "REQUEST_LIMIT_EXCEEDED",
                                     f"too many wrong passwords for this user or from this address; retry in "
                                     f"{math.ceil(wait)} s", [(b"retry-after", str(math.ceil(wait)).encode())])
