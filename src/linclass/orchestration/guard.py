@@ -56,6 +56,7 @@ API = re.compile(r"^/(?:ajax-)?api/", re.I)
 BINARY_BODIES = re.compile(r"/mlflow-artifacts/|/mlflow/upload-artifact$", re.I)
 CREATE_EXPERIMENT = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/experiments/create$", re.I)
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+FORMS = {"application/x-www-form-urlencoded", "multipart/form-data"}   # the sign-up page's form
 MAX_BODY = 64 * 2**20
 # What database drivers and SQLAlchemy put in exception texts that MLflow passes on to clients.
 DATABASE_TEXT = re.compile(r"\[SQL:|\((?:psycopg2?|sqlite3|pymysql|pyodbc|sqlalchemy)[.)]|\bsqlalchemy\.|\bpsycopg2?\."
@@ -300,7 +301,7 @@ class Guard:
         content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
         graphql = path == "/graphql"
         if graphql or (method in BODY_METHODS and API.match(path) and not BINARY_BODIES.search(path)
-                       and content_type == "application/json"):
+                       and content_type not in FORMS):
             body = await read_body(receive)
             if body is None:
                 return await answer(send, 413, "INVALID_PARAMETER_VALUE", f"request body over {MAX_BODY} bytes")

@@ -23,6 +23,7 @@ Settings (environment variables, read by `up`):
     LINCLASS_ALLOWED_HOSTS         with the names clients use for it (MLflow's --allowed-hosts), e.g. team-box:5000
     LINCLASS_TRUSTED_PROXY         the address of a reverse proxy in front (TLS): the server then takes the client
                                    address from its X-Forwarded-For (else it never trusts that header)
+    LINCLASS_PUBLIC_URL            the URL clients use through that proxy (https://...), written to users/NAME.env
     LINCLASS_MLFLOW_PORT (5000)    LINCLASS_PG_PORT (5433)
     LINCLASS_BACKEND_STORE         a postgresql://user:password@host/db of a managed PostgreSQL: no local one
     LINCLASS_AUTH_STORE            the same for the user database (default: the backend store's server, db mlflow_auth)
@@ -395,16 +396,22 @@ def settings(folder: Path, state: dict | None = None) -> dict:
         "auth_store": os.environ.get("LINCLASS_AUTH_STORE", f"{local_db}/mlflow_auth"),
         "artifacts": os.environ.get("LINCLASS_ARTIFACTS", str(folder / "artifacts")),
         "dvc_remote": os.environ.get("LINCLASS_DVC_REMOTE", str(folder / "dvc-remote")),
+        "public_url": os.environ.get("LINCLASS_PUBLIC_URL"),
     }
 
 
 def tracking_url(state: dict) -> str:
+    """The URL clients use: LINCLASS_PUBLIC_URL (a TLS proxy in front), else the address the server binds."""
+    if state.get("public_url"):
+        return state["public_url"].rstrip("/")
     host = state["host"] if state["host"] not in ("0.0.0.0", "::") else socket.gethostname()
     return f"http://{host}:{state['port']}"
 
 
 def local_url(state: dict) -> str:
-    return f"http://127.0.0.1:{state['port']}" if state["host"] in ("0.0.0.0", "::") else tracking_url(state)
+    """The URL this machine reaches the server at, directly."""
+    host = "127.0.0.1" if state["host"] in ("0.0.0.0", "::") else state["host"]
+    return f"http://{host}:{state['port']}"
 
 
 def up(folder: Path) -> dict:
@@ -446,7 +453,8 @@ def up(folder: Path) -> dict:
     if mlflow_alive and not mlflow_answers(url, secret["MLFLOW_AUTH_ADMIN_PASSWORD"])[0]:
         stop_group(state["mlflow_pid"])   # alive but not answering even with its database back: restart it
         mlflow_alive = False
-    state = {key: cfg[key] for key in ("host", "port", "pg_port", "local_postgres", "artifacts", "dvc_remote")}
+    state = {key: cfg[key] for key in ("host", "port", "pg_port", "local_postgres", "artifacts", "dvc_remote",
+                                       "public_url")}
     state["mlflow_pid"] = load_state(folder).get("mlflow_pid") if mlflow_alive else None
     if not mlflow_alive:
         proc = mlflow_up(folder, account, cfg["host"], cfg["port"], cfg["backend"], cfg["auth_store"],
@@ -554,7 +562,7 @@ def add_user(folder: Path, name: str, grants: list[tuple[str, str]] = ()) -> Pat
     state = load_state(folder)
     if not state or not process_alive(state.get("mlflow_pid")):
         raise ServiceError("the stack is not up: `python -m linclass.orchestration.services up` first")
-    url, admin = tracking_url(state), secrets_of(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    url, admin = local_url(state), secrets_of(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
     password = secrets.token_urlsafe(18)
     code, body = api(url, "/api/2.0/mlflow/users/create", user=ADMIN, password=admin,
                      body={"username": name, "password": password})
