@@ -286,8 +286,8 @@ def mlflow_up(folder: Path, account: Account, host: str, port: int, backend: str
     cmd = [python, "-m", "mlflow", "server", "--app-name", "linclass-team", "--host", host,
            "--port", str(port), "--workers", "1", "--uvicorn-opts", uvicorn,
            "--serve-artifacts", "--artifacts-destination", artifacts]
-    if os.environ.get("LINCLASS_ALLOWED_HOSTS"):   # MLflow answers only Host: localhost otherwise
-        cmd += ["--allowed-hosts", os.environ["LINCLASS_ALLOWED_HOSTS"]]
+    if os.environ.get("LINCLASS_ALLOWED_HOSTS"):   # MLflow answers only local and private addresses otherwise
+        cmd += ["--allowed-hosts", f"{os.environ['LINCLASS_ALLOWED_HOSTS']},127.0.0.1:{port},localhost:{port}"]
     log = open_private_log(folder / "mlflow.log", account)
     try:
         return subprocess.Popen(cmd, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
