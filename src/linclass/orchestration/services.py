@@ -313,7 +313,7 @@ def server_python(account: Account, folder: Path) -> tuple[str, dict[str, str]]:
     """The interpreter `account` runs the server with, and what it needs in its environment: this one, or
     when the account cannot run it (a virtualenv made from an interpreter in a private home, e.g. pyenv's
     under /root) the system's python of the same version with this one's packages on PYTHONPATH."""
-    candidates = [(sys.executable, {})]
+    candidates = [(sys.executable, {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {})]
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     if not account.is_me and system.exists():
         candidates.append((str(system), {"PYTHONPATH": os.pathsep.join(project_paths())}))
