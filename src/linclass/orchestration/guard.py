@@ -367,11 +367,10 @@ def create_app():
 def create_team_app():
     """Entry point `linclass-team`: MLflow's basic-auth app behind the guard, with the password throttle."""
     _switch_off_gateway()
-    from fastapi import FastAPI
     from mlflow.server.auth import create_app as basic_auth_app
 
     app = basic_auth_app()
-    if not isinstance(app, FastAPI):
+    if hasattr(app, "wsgi_app"):   # the Flask app: MLflow builds its ASGI app only under uvicorn
         raise RuntimeError("the linclass-team app runs under uvicorn (mlflow server's default): "
                            "drop --gunicorn-opts / --waitress-opts")
     return Guard(app, logins=True)
