@@ -173,8 +173,12 @@ def postgres_down(folder: Path) -> None:
 def ensure_databases(port: int, password: str, names: list[str]) -> None:
     import psycopg2
 
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user=DB_USER, password=password, dbname="postgres",
-                            connect_timeout=10)
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user=DB_USER, password=password, dbname="postgres",
+                                connect_timeout=10)
+    except psycopg2.Error as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise ServiceError(f"PostgreSQL on 127.0.0.1:{port} does not answer: {lines[0]}") from None
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
@@ -422,7 +426,8 @@ def up(folder: Path) -> dict:
     if not folder.exists():
         folder.mkdir(parents=True, mode=0o700)
     state = load_state(folder)
-    mlflow_alive = process_alive(state.get("mlflow_pid"))
+    mlflow_pid = state.get("mlflow_pid")
+    mlflow_alive = process_alive(mlflow_pid)
     postgres_alive = postgres_running(folder)
     # the parts still running keep the ports they were started with
     cfg = settings(folder, {k: state.get(k) for k in ("host", "port", "pg_port") if mlflow_alive or postgres_alive})
@@ -451,11 +456,11 @@ def up(folder: Path) -> dict:
         ensure_databases(cfg["pg_port"], secret["LINCLASS_PG_PASSWORD"], ["mlflow", "mlflow_auth"])
     url = local_url(cfg)
     if mlflow_alive and not mlflow_answers(url, secret["MLFLOW_AUTH_ADMIN_PASSWORD"])[0]:
-        stop_group(state["mlflow_pid"])   # alive but not answering even with its database back: restart it
+        stop_group(mlflow_pid)   # alive but not answering even with its database back: restart it
         mlflow_alive = False
     state = {key: cfg[key] for key in ("host", "port", "pg_port", "local_postgres", "artifacts", "dvc_remote",
                                        "public_url")}
-    state["mlflow_pid"] = load_state(folder).get("mlflow_pid") if mlflow_alive else None
+    state["mlflow_pid"] = mlflow_pid if mlflow_alive else None
     if not mlflow_alive:
         proc = mlflow_up(folder, account, cfg["host"], cfg["port"], cfg["backend"], cfg["auth_store"],
                          cfg["artifacts"], secret)
@@ -650,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
             if state.get("dvc_remote"):
                 print(f"# DVC remote (members of the team's group): dvc remote add --default --force team "
                       f"{state['dvc_remote']} && dvc remote modify team shared group")
-    except ServiceError as exc:
+    except (ServiceError, AccountError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
