@@ -225,7 +225,37 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
         assert assistant_attack(url, chat) == [403, 403, 403]
         assert call(url, "/api/2.0/mlflow/experiments/create", "POST",
                     {"name": "evil", "artifact_location": f"file://{base}"})[0] == 400
+        if target == "ui":
+            ui_pages_load_behind_the_guard(url, folder / "server.log")
     assert chat.chats == [] and not chat.marker.exists()
+
+
+def ui_pages_load_behind_the_guard(url: str, log: Path) -> None:
+    """A run's page in a real browser: it shows the run, and the only calls the guard refuses are the
+    assistant's (MLflow's page shows its panel on localhost, and cannot be told not to)."""
+    import re
+
+    from mlflow.tracking import MlflowClient
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no browser: apt-get install -y chromium")
+    client = MlflowClient(url)
+    run = client.create_run(client.create_experiment("ui-check"), run_name="run-in-the-browser")
+    for step in range(5):
+        client.log_metric(run.info.run_id, "total_loss", 1.0 / (step + 1), step=step)
+    client.set_terminated(run.info.run_id)
+    page = f"{url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    dom = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
+                          "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    assert "run-in-the-browser" in dom and "total_loss" in dom, dom[-2000:]
+    answers = re.findall(r'"(GET|POST|PUT|PATCH|DELETE) (\S+) HTTP/[\d.]+" (\d{3})', log.read_text())
+    refused = {(method, path.split("?")[0]) for method, path, status in answers if status[0] in "45"}
+    expected = {("GET", "/ajax-api/2.0/mlflow/users/current"),   # no logins on this server: 404
+                ("POST", "/api/2.0/mlflow/experiments/create")}   # the artifact_location above
+    unexpected = {(method, path) for method, path in refused - expected if not path.startswith(ASSISTANT)}
+    assert not unexpected and not [a for a in answers if a[2].startswith("5")], unexpected
+    assert ("GET", f"{ASSISTANT}/config") in refused, "the page asked the assistant, and was refused"
 
 
 # ---- artifacts where the server decides ----
