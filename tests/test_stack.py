@@ -165,11 +165,13 @@ def ran_stages(output: str) -> set[str]:
 def test_stack_is_up_with_private_secrets_never_printed(stack):
     status = services(stack.env, "status")
     assert re.search(r"postgres: up, pid \d+", status.stdout) and "mlflow:   up at" in status.stdout, status.stdout
+    assert re.search(r"database: answers \(\d+ experiments?\)", status.stdout), status.stdout
     assert "auth_cache_ttl_seconds = 60\n" in (stack.folder / "auth.ini").read_text()   # one scrypt per minute
     for name in ("secrets.env", "auth.ini", "state.json", "users/admin.env"):
         assert (stack.folder / name).stat().st_mode & 0o777 == 0o600, name
     secret_values = list(stack.secrets.values())
-    assert len(secret_values) == 3 and all(len(v) >= 20 for v in secret_values)
+    assert len(secret_values) == 4 and all(len(v) >= 20 for v in secret_values)
+    assert "MLFLOW_CRYPTO_KEK_PASSPHRASE" in stack.secrets   # MLflow's stored secrets: not its published default
     # nothing prints them: not `up`, not the logs, not any process's command line (what `ps` shows)
     shown = [stack.up.stdout, stack.up.stderr, status.stdout, (stack.folder / "mlflow.log").read_text(),
              (stack.folder / "postgres.log").read_text()]

@@ -241,9 +241,10 @@ def store():
 @app.command()
 def ui(port: Port = 5000):
     """The MLflow UI on the project's own store (127.0.0.1); prints the link to the training runs."""
+    from linclass.settings import Tracking
     from linclass.tracking import serve
 
-    serve.ui(_params().tracking, port)
+    serve.ui(_params().tracking if Path("params.yaml").exists() else Tracking(), port)
 
 
 @app.command()

@@ -1,7 +1,11 @@
 """The MLflow servers the project starts: the UI on the project's own store, and a tracking server.
 
-Both listen on loopback unless told otherwise, run MLflow's GenAI job runner off (linclass does not use
-it, and it starts seven more processes) and take their database URLs from the environment, not argv.
+Both run the MLflow app `linclass` (linclass.orchestration.guard): routes that would run commands on
+this host or change the server's configuration (MLflow's AI assistant, jobs, the AI gateway, webhooks...)
+are refused, artifacts stay under the server's root, malformed requests get a 400; uvicorn does not trust
+X-Forwarded-For (any local user could send one). Both listen on loopback unless told otherwise, run
+MLflow's GenAI job runner off (linclass does not use it, and it starts seven more processes) and take
+their database URLs from the environment, not argv.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 from linclass.settings import Tracking
 
 ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+APP = ["--app-name", "linclass", "--uvicorn-opts", "--no-proxy-headers"]
 
 
 def _mlflow() -> str:
@@ -28,7 +33,7 @@ def ui(tracking: Tracking, port: int) -> None:
     set_runs_view(experiment_id)
     print(f"the training runs, compared: {ui_url(experiment_id, f'http://127.0.0.1:{port}')}", flush=True)
     env = {**os.environ, **ENVIRONMENT, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    os.execve(_mlflow(), [_mlflow(), "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env)
+    os.execve(_mlflow(), [_mlflow(), "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP], env)
 
 
 def server(host: str, port: int, backend_store: str | None, artifacts: str | None) -> None:
@@ -42,4 +47,4 @@ def server(host: str, port: int, backend_store: str | None, artifacts: str | Non
            "MLFLOW_BACKEND_STORE_URI": backend_store or f"sqlite:///{folder / 'mlflow.db'}"}
     print(f"MLflow server on http://{host}:{port}: export MLFLOW_TRACKING_URI=http://{host}:{port}", flush=True)
     os.execve(_mlflow(), [_mlflow(), "server", "--artifacts-destination", artifacts, "--serve-artifacts",
-                          "--host", host, "--port", str(port), "--workers", "1"], env)
+                          "--host", host, "--port", str(port), "--workers", "1", *APP], env)
