@@ -135,7 +135,7 @@ def test_every_run_carries_what_reproduces_it(team_project, server):
         tags = run.data.tags
         assert tags["git_commit"] == head
         committed = yaml.safe_load(project.run("git", "show", f"{head}:params.yaml").stdout)
-        assert committed == params, "the commit holds the params the run used"
+        assert committed == params.model_dump(), "the commit holds the params the run used"
         assert tags["data_md5"] == params.data.md5 == stages["download"]["params"]["params.yaml"]["data.md5"]
         for key, md5 in lock_hashes.items():
             assert tags[key] == md5, f"{name}: tag {key}={tags[key]} but dvc.lock says {md5}"
