@@ -32,7 +32,7 @@ def main() -> None:
     params = stage_params()
     study = params["studies"]
     scales = study["scales"]
-    X, y = load_split("train", mmap=True)  # one scoring pass per model reads it: no 600 MB copy up front
+    X, y = load_split("train", mmap=True)  # one scoring pass per model reads it: no 150 MB copy up front
     tables = []
     for name in model_names(params):
         W, b = load_model(name)
