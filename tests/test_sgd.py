@@ -280,7 +280,7 @@ def test_the_gather_thread_ends_with_training_also_when_it_diverges(monkeypatch)
 
 
 def test_batches_of_cifar_size_are_gathered_beside_and_tiny_ones_in_turn():
-    assert 200 * 3072 * 4 >= sgd.PREFETCH_MIN_BYTES > 200 * 2 * 4  # a CIFAR-10 batch; a hard-cases batch
+    assert 200 * 3072 >= sgd.PREFETCH_MIN_BYTES > 200 * 2 * 4  # a CIFAR-10 batch of uint8 pixels; a hard-cases batch
 
 
 @pytest.mark.parametrize("regularizer", ["none", "l1", "l2", "elasticnet"])
