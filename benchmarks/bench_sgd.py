@@ -13,6 +13,8 @@ cancels out). time.perf_counter throughout:
             epoch 1 to the one after epoch 2: the steps with all their bookkeeping (loss and penalty
             history every step, train accuracy on the 5,000-row sample; no val set). Epoch 3 is not
             timed: the final epoch adds the scoring pass on all rows, once per run.
+  in turn   the same epoch with every minibatch gathered in this thread before its step (train_sgd gathers
+            the next one in a helper thread while this one computes, for batches of PREFETCH_MIN_BYTES or more)
   memory    the memory floor: the uint8 rows of every minibatch of the epoch (same permutation) gathered
             into a reused buffer, nothing else: the training data streamed once, in the order SGD reads it.
   gemm      the GEMM floor: the two GEMMs of every step, float32, on 32-row blocks of one batch that stays
@@ -40,6 +42,7 @@ import numpy as np
 
 from linclass.core.model import init_weights
 from linclass.core.pixels import BLOCK_ROWS, Pixels, design_matrix, row_blocks
+from linclass.core import sgd
 from linclass.core.sgd import _minibatches, train_sgd
 
 LOSSES = ["svm", "squared_svm", "softmax"]
@@ -57,6 +60,15 @@ def linclass_epoch(X, y, loss, reg):
               batch_size=BATCH_SIZE, epochs=3, seed=SEED, on_epoch=lambda epoch, history: stamps.append(
                   time.perf_counter()))
     return stamps[1] - stamps[0]
+
+
+def in_turn_epoch(X, y, loss, reg):
+    """linclass_epoch with the gather in this thread (no helper thread)."""
+    saved, sgd.PREFETCH_MIN_BYTES = sgd.PREFETCH_MIN_BYTES, math.inf
+    try:
+        return linclass_epoch(X, y, loss, reg)
+    finally:
+        sgd.PREFETCH_MIN_BYTES = saved
 
 
 def epoch_order(n, seed=SEED):
@@ -177,13 +189,14 @@ def main():
     if args.sklearn and sklearn_rows < args.rows:
         print(f"sklearn timed on the first {sklearn_rows} rows and scaled by {args.rows / sklearn_rows:.2f} (per row)")
 
-    header = (f"{'loss':12s} {'reg':10s} {'epoch s':>8s} {'memory s':>8s} {'gemm s':>7s} {'float32 s':>9s} "
-              f"{'/memory':>7s} {'/gemm':>6s} {'/float32':>8s}" + (f" {'sklearn s':>9s} {'speedup':>7s}"
+    header = (f"{'loss':12s} {'reg':10s} {'epoch s':>8s} {'in turn':>8s} {'memory s':>8s} {'gemm s':>7s} "
+              f"{'float32 s':>9s} {'/in turn':>8s} {'/memory':>7s} {'/gemm':>6s} {'/float32':>8s}" + (f" {'sklearn s':>9s} {'speedup':>7s}"
                                                                     if args.sklearn else ""))
     print()
     print(header)
     print("-" * len(header))
     columns = {"epoch": lambda loss, reg: linclass_epoch(X, y, loss, reg),
+               "in turn": lambda loss, reg: in_turn_epoch(X, y, loss, reg),
                "memory": lambda loss, reg: memory_epoch(pixels),
                "gemm": lambda loss, reg: gemm_epoch(args.rows),
                "float32": lambda loss, reg: float32_epoch(X_float)}
@@ -203,8 +216,9 @@ def main():
                  for name, values in times.items()}
         epochs.append(med["epoch"])
         floats.append(med["float32"])
-        row = (f"{loss:12s} {reg:10s} {med['epoch']:8.3f} {med['memory']:8.3f} {med['gemm']:7.3f} "
-               f"{med['float32']:9.3f} {ratio['memory']:7.2f} {ratio['gemm']:6.2f} {ratio['float32']:8.2f}")
+        row = (f"{loss:12s} {reg:10s} {med['epoch']:8.3f} {med['in turn']:8.3f} {med['memory']:8.3f} "
+               f"{med['gemm']:7.3f} {med['float32']:9.3f} {ratio['in turn']:8.2f} {ratio['memory']:7.2f} "
+               f"{ratio['gemm']:6.2f} {ratio['float32']:8.2f}")
         if with_sklearn:
             row += f" {statistics.median(theirs):9.3f} {statistics.median(t / e for t, e in zip(theirs, times['epoch'])):7.1f}"
         print(row, flush=True)

@@ -22,9 +22,11 @@ X = (P - mean) / scale. Then the step runs on F = float32(P) with the centring a
     scores = (F_b @ W.T - W @ mean) / scale + b
     dW     = (dS.T @ F_b - outer(dS.sum(0), mean)) / scale
 Either way the two GEMMs run on blocks of pixels.BLOCK_ROWS rows of the minibatch (32: a block stays in the
-L2 cache, and OpenBLAS multiplies blocks that small without packing them): the first converts each block of
-pixels to float32 and multiplies it while it is in the cache; the second walks the blocks backwards, so that
-it starts on those the first left in the cache. The summation order is fixed by the blocks: same seed, same bits.
+L2 cache, and OpenBLAS multiplies blocks that small without packing them). Each GEMM converts each block of
+pixels to float32 into one 384 KiB buffer and multiplies it there, the second last block first: the uint8
+batch (600 KB) and that block stay in the 2 MiB L2 cache, where a float32 copy of the batch (2.4 MB) would
+not (measured: 14% less CPU per epoch than converting the batch once, though that converts half as much).
+The summation order is fixed by the blocks: same seed, same bits.
 
 Gathering a minibatch (copying B scattered rows of X into one buffer) needs nothing from the step before
 it, so a helper thread gathers batch k+1 while this thread computes on batch k (numpy releases the GIL in
@@ -42,7 +44,7 @@ from linclass.constraints import SGD, check, check_labels, is_int
 from linclass.core.losses import get_loss
 from linclass.core.metrics import accuracy
 from linclass.core.model import init_weights, predict
-from linclass.core.pixels import Pixels, row_blocks
+from linclass.core.pixels import BLOCK_ROWS, Pixels, row_blocks
 from linclass.core.regularizers import get_regularizer
 
 
@@ -152,29 +154,35 @@ def _minibatches(X, order, batch_size, buffers, pool=None):
         yield batch
 
 
-def _batch_scores(X_b, W, b, pixels, F_buf, out):
-    """out = X_b W^T + b (B, C) by blocks of rows; returns F, the rows in float (what dW multiplies).
+def _float_blocks(X_b, F_block, reverse=False):
+    """(lo, hi, F) for each block of rows of the batch X_b, F = its rows in float: X_b[lo:hi] itself for float
+    rows; for uint8 pixels, F_block (BLOCK_ROWS, D) float32 filled with them (exact). Last block first if reverse."""
+    blocks = row_blocks(len(X_b))
+    for lo, hi in reversed(blocks) if reverse else blocks:
+        if F_block is None:
+            yield lo, hi, X_b[lo:hi]
+        else:
+            np.copyto(F_block[:hi - lo], X_b[lo:hi])
+            yield lo, hi, F_block[:hi - lo]
 
-    Float rows: F = X_b. Pixels: each block of uint8 rows is converted into F_buf (B, D) float32 and multiplied
-    at once; then out = (F W^T - W mean) / scale + b.
-    """
-    F = X_b if pixels is None else F_buf[:len(X_b)]
-    for lo, hi in row_blocks(len(X_b)):
-        if pixels is not None:
-            np.copyto(F[lo:hi], X_b[lo:hi])  # uint8 -> float32, exact
-        np.matmul(F[lo:hi], W.T, out=out[lo:hi])
+
+def _batch_scores(X_b, W, b, pixels, F_block, out):
+    """out = X_b W^T + b (B, C) by blocks of rows. Pixels: out = (F W^T - W mean) / scale + b, F = float32(X_b)."""
+    for lo, hi, F in _float_blocks(X_b, F_block):
+        np.matmul(F, W.T, out=out[lo:hi])
     if pixels is not None:
         out -= W @ pixels.mean
         out /= pixels.scale
     out += b
-    return F
 
 
-def _batch_gradient(dscores, F, dscores_sum, pixels, out, tmp):
-    """out = dS^T X_b (C, D): dS^T F summed over the blocks of rows, last block first (the blocks the scores
-    pass converted last are still in the cache); Pixels: out = (dS^T F - outer(dS.sum(0), mean)) / scale."""
-    for k, (lo, hi) in enumerate(reversed(row_blocks(len(F)))):
-        np.matmul(dscores[lo:hi].T, F[lo:hi], out=tmp if k else out)
+def _batch_gradient(dscores, X_b, dscores_sum, pixels, F_block, out, tmp):
+    """out = dS^T X_b (C, D): dS^T F summed over the blocks of rows, last block first (the rows the scores pass
+    read last are still in the cache); Pixels: out = (dS^T F - outer(dS.sum(0), mean)) / scale, each block of
+    uint8 rows converted again (the 600 KB batch and one 384 KiB block stay in the L2 cache, where a float32
+    copy of the whole batch, 2.4 MB, would not)."""
+    for k, (lo, hi, F) in enumerate(_float_blocks(X_b, F_block, reverse=True)):
+        np.matmul(dscores[lo:hi].T, F, out=tmp if k else out)
         if k:
             out += tmp
     if pixels is not None:
@@ -248,7 +256,7 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
     source = X if pixels is None else pixels.pixels  # what the minibatches are gathered from
     prefetch = batch_size * D * source.itemsize >= PREFETCH_MIN_BYTES
     X_bufs = [np.empty((batch_size, D), dtype=source.dtype) for _ in range(2 if prefetch else 1)]
-    F_buf = None if pixels is None else np.empty((batch_size, D), dtype=X.dtype)  # the batch in float32
+    F_block = None if pixels is None else np.empty((BLOCK_ROWS, D), dtype=X.dtype)  # a block of it in float32
     scores_buf = np.empty((batch_size, num_classes), dtype=X.dtype)
     dW, dW_block = np.empty_like(W), np.empty_like(W)
     dW_reg = None if regularizer == "none" else np.empty_like(W)  # no penalty: nothing to add
@@ -260,8 +268,8 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
             with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported just below
                 for idx, X_b in _minibatches(source, order, batch_size, X_bufs, pool):
                     y_b = y[idx]
-                    F = _batch_scores(X_b, W, b, pixels, F_buf, out=scores_buf[:len(idx)])
                     scores = scores_buf[:len(idx)]
+                    _batch_scores(X_b, W, b, pixels, F_block, out=scores)
                     data_value, dscores = loss_fn(scores, y_b, delta=delta, validate=False)  # y checked above
                     reg_value = 0.0
                     if dW_reg is not None:
@@ -275,7 +283,7 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=0.5, del
                             f"lower learning_rate (was {learning_rate:.3g})",
                             step=step + 1, epoch=epoch + 1, value=total)
                     dscores_sum = dscores.sum(axis=0)
-                    _batch_gradient(dscores, F, dscores_sum, pixels, out=dW, tmp=dW_block)
+                    _batch_gradient(dscores, X_b, dscores_sum, pixels, F_block, out=dW, tmp=dW_block)
                     if dW_reg is not None:
                         dW += dW_reg
                     dW *= lr
