@@ -224,13 +224,14 @@ def main():
         print(row, flush=True)
     print()
     print(f"load average at the end: {load()}")
-    epoch, today = max(epochs), statistics.median(floats)
+    epoch, today = statistics.median(epochs), statistics.median(floats)
     budget = STAGE_GOAL * STAGE_EPOCHS * today
+    print(f"epoch {min(epochs):.3f}-{max(epochs):.3f} s over the combinations (median {epoch:.3f} s); today's "
+          f"float32 floor {min(floats):.3f}-{max(floats):.3f} s (median {today:.3f} s)")
     print(f"issue 21: a {STAGE_EPOCHS}-epoch train stage <= {STAGE_GOAL}x today's float32 floor of its epochs = "
           f"{STAGE_GOAL} x {STAGE_EPOCHS} x {today:.3f} s = {budget:.1f} s; {STAGE_EPOCHS} epochs of SGD here "
-          f"(slowest combination) {STAGE_EPOCHS * epoch:.1f} s ({epoch / today:.2f}x the float32 floor), leaving "
+          f"{STAGE_EPOCHS * epoch:.1f} s ({epoch / today:.2f}x the float32 floor, medians), leaving "
           f"{budget - STAGE_EPOCHS * epoch:.1f} s for the rest of the stage")
-
 
 if __name__ == "__main__":
     main()
