@@ -13,7 +13,7 @@ at a time: no float32 copy of the data set exists, in memory or on disk.
 Blocks of BLOCK_ROWS = 32 rows: 32 x 3072 float32 is 384 KiB, which stays in this CPU's 2 MiB L2 cache with W,
 dW and the uint8 batch, and at 32 x 10 x 3072 (<= 10^6) multiply-adds OpenBLAS multiplies without packing
 the matrices first (its small-matrix kernels): measured on CIFAR-10's shapes, a GEMM on 32-row blocks costs
-0.4-0.5x the same GEMM on 200 rows, and 33-row blocks cost 2-3x 32-row ones.
+0.3-0.5x the same GEMM on 200 rows, and 33-row blocks cost 2-3x 32-row ones.
 
 Rounding: F W^T sums products of pixels (0..255) where X W^T sums centred values, and the mean's share is
 subtracted after; the scores differ from the float32 formula (X in float32, then X W^T) by a few float32 ulps
