@@ -1,5 +1,5 @@
-"""DVC stage `preprocess`: split validation off train, subtract the training mean image, write
-float32 design matrices (memory-mappable .npy), labels and class names to data/processed/."""
+"""DVC stage `preprocess`: split validation off train, take the training mean image, write the uint8
+pixel rows (memory-mappable .npy), labels, the mean image, the scale and class names to data/processed/."""
 import json
 import time
 from pathlib import Path

@@ -24,7 +24,7 @@ from linclass import plots  # noqa: E402
 from linclass.core.sgd import train_sgd  # noqa: E402
 from linclass.files import md5_file  # noqa: E402
 from linclass.plumbing import progress  # noqa: E402
-from linclass.plumbing.paths import DATA, dvc_lock_hashes, load_split  # noqa: E402
+from linclass.plumbing.paths import dvc_lock_hashes, load_split  # noqa: E402
 from linclass.plumbing.paths import class_names as load_class_names  # noqa: E402
 from linclass.plumbing.stage import atomic_dir, run, stage_params, train_model, write_json  # noqa: E402
 from linclass.studies.loss_questions import initial_loss, initial_loss_check  # noqa: E402
@@ -33,10 +33,9 @@ from linclass.tracking.runs import git_commit, setup, tracked_run  # noqa: E402
 from linclass.tracking.ui import set_runs_view  # noqa: E402
 
 
-def raw_images(X: np.ndarray, mean: np.ndarray, scale: float) -> np.ndarray:
-    """Preprocessed rows X (n, 3072) back to the uint8 images (n, 32, 32, 3) they came from."""
-    rows = np.clip(np.rint(X.astype(np.float64) * scale + mean), 0, 255).astype(np.uint8)
-    return rows.reshape(len(X), 3, 32, 32).transpose(0, 2, 3, 1)
+def raw_images(X) -> np.ndarray:
+    """The uint8 images (n, 32, 32, 3) of rows X (Pixels (n, 3072): R, G, B planes)."""
+    return X.pixels.reshape(len(X), 3, 32, 32).transpose(0, 2, 3, 1)
 
 
 def main() -> None:
@@ -45,7 +44,7 @@ def main() -> None:
     name = f"{loss}-{regularizer}"
     train, loss_cfg, reg_cfg = params.train, getattr(params.loss, loss), getattr(params.regularizer, regularizer)
 
-    # mapped, not read: the minibatches are gathered from the page cache, with no 600 MB copy up front
+    # mapped, not read: the minibatches are gathered from the page cache, with no 150 MB copy up front
     X_train, y_train = load_split("train", mmap=True)
     X_val, y_val = load_split("val")
     class_names = load_class_names()
@@ -132,9 +131,8 @@ def main() -> None:
                 logged.result()
             client.log_artifacts(run_id, tmp, artifact_path="plots")
         client.set_tag(run_id, "weights_md5", weights_md5)
-        mean, scale = np.load(DATA / "mean_image.npy"), params.preprocess.scale
-        model = registry.log_classifier(result.W, result.b, mean, scale, class_names, loss,
-                                            example=raw_images(X_val[:2], mean, scale), params=run_params)
+        model = registry.log_classifier(result.W, result.b, X_val.mean, X_val.scale, class_names, loss,
+                                            example=raw_images(X_val[:2]), params=run_params)
         client.set_tag(run_id, "model_id", model.model_id)
         client.log_artifacts(run_id, str(out), artifact_path="training")
     write_json(Path("metrics/train") / f"{name}.json", {**summary, "weights_md5": weights_md5})

@@ -33,7 +33,7 @@ def zero_hinge_summary(table: pd.DataFrame) -> dict:
 def main() -> None:
     params = stage_params()
     scales = params.studies.scales
-    X, y = load_split("train", mmap=True)  # one scoring pass per model reads it: no 600 MB copy up front
+    X, y = load_split("train", mmap=True)  # one scoring pass per model reads it: no 150 MB copy up front
     tables = []
     for name in model_names(params):
         W, b = load_model(name)

@@ -28,7 +28,8 @@ def test_the_model_computes_the_pipelines_scores_bit_for_bit(tmp_path):
     import mlflow
 
     from linclass.core.model import class_scores
-    from linclass.data.preprocess import design_matrix, mean_image
+    from linclass.core.pixels import Pixels
+    from linclass.data.preprocess import mean_image
     from linclass.tracking import registry as mlflow_model
     from linclass.tracking import runs
 
@@ -41,7 +42,7 @@ def test_the_model_computes_the_pipelines_scores_bit_for_bit(tmp_path):
     for loss in ("svm", "softmax"):
         with runs.tracked_run(experiment_id, loss):
             uris[loss] = mlflow_model.log_classifier(W, b, mean, 255.0, names, loss, example=raw_images(rows[:2])).model_uri
-    expected = class_scores(design_matrix(rows, mean, 255.0), W, b)
+    expected = class_scores(Pixels(rows, mean, 255.0), W, b)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # loading says nothing
         svm = mlflow.pyfunc.load_model(uris["svm"])

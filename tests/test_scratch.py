@@ -65,14 +65,39 @@ def test_leftovers_of_dead_processes_are_removed_live_ones_kept(project):
     assert live.exists() and kept.exists() and not dead.exists() and not legacy.exists()
 
 
+def test_load_split_is_the_design_matrix_of_the_pixels(tmp_path):
+    """X_<split>.npy (uint8 rows) with mean_image.npy and scale.json: X = (pixels - mean) / scale, as Pixels."""
+    from linclass.core.pixels import Pixels, design_matrix
+    from linclass.data.cifar import CIFAR10_CLASSES, CifarData
+    from linclass.data.preprocess import preprocess
+
+    rng = np.random.default_rng(0)
+    data = CifarData(rng.integers(0, 256, (60, 3072), dtype=np.uint8), rng.integers(0, 10, 60),
+                     rng.integers(0, 256, (5, 3072), dtype=np.uint8), rng.integers(0, 10, 5), list(CIFAR10_CLASSES))
+    preprocess(data, tmp_path, val_size=10, seed=0, scale=127.5)
+    for mmap in (False, True):
+        X, y = paths.load_split("val", tmp_path, mmap=mmap)
+        assert isinstance(X, Pixels) and X.shape == (10, 3072) and X.scale == 127.5 and y.shape == (10,)
+        assert isinstance(X.pixels, np.memmap) == mmap
+        expected = design_matrix(np.load(tmp_path / "X_val.npy"), np.load(tmp_path / "mean_image.npy"), 127.5)
+        np.testing.assert_array_equal(X.to_float(), expected)
+
+
 def test_a_truncated_split_is_an_error_naming_the_file(tmp_path):
-    np.save(tmp_path / "X_train.npy", np.zeros((100, 30), np.float32))
+    np.save(tmp_path / "X_train.npy", np.zeros((100, 30), np.uint8))
     np.save(tmp_path / "y_train.npy", np.zeros(100, np.int64))
+    np.save(tmp_path / "mean_image.npy", np.zeros(30, np.float32))
+    (tmp_path / "scale.json").write_text('{"scale": 255.0}')
+    assert paths.load_split("train", tmp_path)[0].shape == (100, 30)  # whole, it loads
     data = (tmp_path / "X_train.npy").read_bytes()
     (tmp_path / "X_train.npy").write_bytes(data[: len(data) // 2])
     for mmap in (False, True):
         with pytest.raises(ValueError, match=r"cannot read .*X_train\.npy .*truncated"):
             paths.load_split("train", tmp_path, mmap=mmap)
+    (tmp_path / "X_train.npy").write_bytes(data)
+    (tmp_path / "scale.json").write_text('{"scale": 25')
+    with pytest.raises(ValueError, match=r"cannot read .*scale\.json .*truncated"):
+        paths.load_split("train", tmp_path)
 
 
 def test_a_second_workspace_run_refuses_before_it_touches_params(project):

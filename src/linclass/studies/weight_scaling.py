@@ -10,6 +10,7 @@ import pandas as pd
 
 from linclass.core.losses import hinge_loss, softmax_loss, squared_hinge_loss
 from linclass.core.model import class_scores
+from linclass.core.pixels import Pixels
 from linclass.core.regularizers import penalty
 from linclass.core.sgd import train_sgd
 from linclass.settings import Studies, check
@@ -76,7 +77,8 @@ def train_zero_hinge_model(X, y, n=50, seed=0, *, learning_rate=None, epochs=10,
     X_sub, y_sub = X[subset], y[subset]
     batch_size = n if batch_size is None else batch_size
     if learning_rate is None:
-        mean_squared_norm = float(np.mean(np.einsum("nd,nd->n", X_sub, X_sub), dtype=np.float64))
+        rows = X_sub.to_float() if isinstance(X_sub, Pixels) else X_sub  # n rows: small
+        mean_squared_norm = float(np.mean(np.einsum("nd,nd->n", rows, rows), dtype=np.float64))
         learning_rate = 0.1 * float(delta) * batch_size / max(mean_squared_norm, 1e-12)
     while True:
         result = train_sgd(X_sub, y_sub, loss="svm", regularizer="none", delta=delta,
