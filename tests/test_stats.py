@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from linclass.core.stats import (McNemar, accuracy_interval, mcnemar, mcnemar_from_counts, verdict, wilson_interval,
-                                 z_value)
+from linclass.core.stats import (
+    McNemar,
+    accuracy_interval,
+    mcnemar,
+    mcnemar_from_counts,
+    verdict,
+    wilson_interval,
+    z_value,
+)
 
 DRAWS = 2000
 
@@ -141,7 +148,7 @@ def test_verdict():
     (lambda: wilson_interval(4, 10, level=1.0), r"^level=1.0 is out of range: allowed a number > 0 and < 1$"),
     (lambda: wilson_interval(4, 10, level=0), r"^level=0 is out of range"),
     (lambda: wilson_interval(4, 10, level=95), r"^level=95 is out of range"),
-    (lambda: wilson_interval(4, 10, level="95%"), r"^level='95%' is not a number$"),
+    (lambda: wilson_interval(4, 10, level="95%"), r"^level='95%' is not a number"),
     (lambda: accuracy_interval([0, 1, 2], [0, 1]), r"^y_true and the predictions must be 1-D of equal length"),
     (lambda: accuracy_interval([], []), r"must not be empty \(n = 0\)$"),
     (lambda: mcnemar([0, 1], [0, 1], [0, 1, 1]), r"got shapes \(2,\), \(2,\), \(3,\)$"),

@@ -28,15 +28,20 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
+from pydantic import Field
 
-from linclass.constraints import Interval, check_value, is_int
+from linclass.settings import Section, check, is_int
 
-PROBABILITY = Interval(float, 0.0, 1.0, "neither")  # a level or an alpha: strictly between 0 and 1
+
+class Confidence(Section):
+    """What a confidence level and a significance level allow: strictly between 0 and 1."""
+    level: float = Field(0.95, gt=0, lt=1, description="confidence level of an interval")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of a test")
 
 
 def z_value(level: float = 0.95) -> float:
     """z with P(-z <= Z <= z) = level for Z ~ N(0, 1) (1.959964 for 0.95)."""
-    check_value("level", level, PROBABILITY)
+    check(Confidence, level=level)
     return NormalDist().inv_cdf((1.0 + float(level)) / 2.0)
 
 
@@ -136,7 +141,7 @@ def mcnemar(y_true, pred_a, pred_b) -> McNemar:
 def verdict(test: McNemar, alpha: float = 0.05) -> str:
     """"better" (A is right on significantly more of the images they disagree on: p <= alpha and b > c),
     "worse" (the same for B: p <= alpha and c > b) or "within noise" (p > alpha), from the exact p-value."""
-    check_value("alpha", alpha, PROBABILITY)
+    check(Confidence, alpha=alpha)
     if test.p_value > alpha:
         return "within noise"
     return "better" if test.b > test.c else "worse"
