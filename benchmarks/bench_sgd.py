@@ -40,9 +40,9 @@ import warnings
 
 import numpy as np
 
+from linclass.core import sgd
 from linclass.core.model import init_weights
 from linclass.core.pixels import BLOCK_ROWS, Pixels, design_matrix, row_blocks
-from linclass.core import sgd
 from linclass.core.sgd import _minibatches, train_sgd
 
 LOSSES = ["svm", "squared_svm", "softmax"]

@@ -24,8 +24,8 @@ from linclass import plots  # noqa: E402
 from linclass.core.sgd import train_sgd  # noqa: E402
 from linclass.files import md5_file  # noqa: E402
 from linclass.plumbing import progress  # noqa: E402
-from linclass.plumbing.paths import dvc_lock_hashes, load_split  # noqa: E402
 from linclass.plumbing.paths import class_names as load_class_names  # noqa: E402
+from linclass.plumbing.paths import dvc_lock_hashes, load_split  # noqa: E402
 from linclass.plumbing.stage import atomic_dir, run, stage_params, train_model, write_json  # noqa: E402
 from linclass.studies.loss_questions import initial_loss, initial_loss_check  # noqa: E402
 from linclass.tracking import records, registry  # noqa: E402

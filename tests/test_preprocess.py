@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
+from linclass.core.pixels import Pixels
 from linclass.data.cifar import CIFAR10_CLASSES, CifarData
-from linclass.core.pixels import Pixels, design_matrix
 from linclass.data.preprocess import mean_image, preprocess, select_rows, split_train_val
 
 FILES = ["X_test.npy", "X_train.npy", "X_val.npy", "classes.json", "mean_image.npy", "scale.json", "y_test.npy",

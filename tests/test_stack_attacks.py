@@ -355,6 +355,7 @@ def test_the_stack_runs_as_its_own_account_never_root(stack):
 
 def test_a_normal_user_runs_the_stack_as_themselves(base):
     import psutil
+
     from linclass.orchestration.accounts import Account
     from linclass.orchestration.services import server_python
 

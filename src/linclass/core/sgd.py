@@ -47,7 +47,6 @@ from linclass.core.pixels import BLOCK_ROWS, Pixels, row_blocks
 from linclass.core.regularizers import get_regularizer
 from linclass.settings import ElasticNet, SvmLoss, Train, check, default, is_int
 
-
 # Batches smaller than this (in bytes) are gathered in this thread: handing one to the helper thread and
 # back costs tens of microseconds, more than gathering a few kilobytes.
 PREFETCH_MIN_BYTES = 256 * 1024

@@ -54,8 +54,16 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from linclass.orchestration.accounts import (Account, AccountError, make_private, open_private_log, private_dir,
-                                             stack_account, team_group, write_private)
+from linclass.orchestration.accounts import (
+    Account,
+    AccountError,
+    make_private,
+    open_private_log,
+    private_dir,
+    stack_account,
+    team_group,
+    write_private,
+)
 
 PG_BIN = Path(os.environ.get("LINCLASS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DB_USER = "linclass"
