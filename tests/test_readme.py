@@ -125,9 +125,10 @@ def project(tmp_path_factory, synthetic_archive):
     home = tmp_path_factory.mktemp("home")
     dest = tmp_path_factory.mktemp("readme") / "project"
     project = make_project(dest)
-    for name in ("Makefile", "README.md", "pyproject.toml"):
+    for name in ("Makefile", "README.md", "pyproject.toml", "uv.lock"):
         (project.path / name).write_bytes((ROOT / name).read_bytes())
-    os.utime(project.path / "pyproject.toml", (0, 0))   # older than .venv/bin/.installed: no reinstall
+    for name in ("pyproject.toml", "uv.lock"):
+        os.utime(project.path / name, (0, 0))   # older than .venv/bin/.installed: no reinstall
     (project.path / ".venv").symlink_to(ROOT / ".venv")
     with open(project.path / ".git" / "info" / "exclude", "a") as f:
         f.write(".venv\n")

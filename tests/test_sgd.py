@@ -313,7 +313,7 @@ def test_pixels_train_as_the_float32_formulas_on_the_design_matrix(loss, regular
     X, y = pixel_data()
     W, b = _plain_sgd(X.to_float(), y, loss, regularizer, 1e-2, 0.3, 0.5, 80, 3, seed=4)
     result = train_sgd(X, y, loss=loss, regularizer=regularizer, strength=1e-2, beta=0.3, learning_rate=0.5,
-                       batch_size=80, epochs=3, lr_decay=0.9, seed=4, num_classes=10)
+                       batch_size=80, epochs=3, lr_decay=0.9, seed=4, num_classes=10, l1_step="subgradient")
     assert result.W.dtype == np.float32 and result.b.dtype == np.float32
     np.testing.assert_allclose(result.W, W, rtol=0, atol=1e-5 * np.abs(W).max())
     np.testing.assert_allclose(result.b, b, rtol=0, atol=1e-5 * np.abs(b).max())
