@@ -29,7 +29,7 @@ from conftest import env_for_pipeline, free_port, make_project  # noqa: E402
 
 
 def services(env: dict, *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "linclass.orchestration.services", *args], env=env, check=True,
+    return subprocess.run([sys.executable, "-m", "linclass.cli", "services", *args], env=env, check=True,
                           capture_output=True, text=True).stdout
 
 
@@ -73,7 +73,7 @@ def main() -> None:
                 times[store].append(time.monotonic() - start)
         busy = services(env, "status")
     finally:
-        subprocess.run([sys.executable, "-m", "linclass.orchestration.services", "down"], env=env, capture_output=True)
+        subprocess.run([sys.executable, "-m", "linclass.cli", "services", "down"], env=env, capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
     sqlite, stack = statistics.median(times["sqlite"]), statistics.median(times["stack"])

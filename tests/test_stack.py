@@ -1,5 +1,5 @@
 """The team stack for real: PostgreSQL + the MLflow server with basic auth + a DVC remote, started by
-`python -m linclass.orchestration.services up` once for the module.
+`linclass services up` once for the module.
 
 Clone A runs the whole (small, synthetic) pipeline against it, as admin, with an archive server that
 wants a password; it pushes results and run-cache to the remote and its commits to a bare repo. Clone B
@@ -42,7 +42,7 @@ DATA_USER, DATA_PASSWORD = "reader", "s3cret-data-pw"
 
 
 def services(env: dict, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "linclass.orchestration.services", *args], env=env,
+    proc = subprocess.run([sys.executable, "-m", "linclass.cli", "services", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert not check or proc.returncode == 0, f"services {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
     return proc

@@ -369,7 +369,7 @@ def test_a_normal_user_runs_the_stack_as_themselves(base):
            "LINCLASS_MLFLOW_PORT": str(free_port()), "LINCLASS_PG_PORT": str(free_port())}
 
     def as_nobody(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([python, "-m", "linclass.orchestration.services", *args], env=env, cwd=home,
+        return subprocess.run([python, "-m", "linclass.cli", "services", *args], env=env, cwd=home,
                               capture_output=True, text=True, timeout=240, **account.popen_args())
 
     up = as_nobody("up")

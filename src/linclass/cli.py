@@ -280,40 +280,47 @@ def _params():
 @services_app.command("up")
 def services_up():
     """Start whatever part of the stack is not running (generates its secrets once)."""
-    _services("up")
+    from linclass.orchestration import services
+
+    typer.echo(services.up_message(services.services_dir(), services.up(services.services_dir())))
 
 
 @services_app.command("down")
 def services_down():
     """Stop the stack (data and users are kept)."""
-    _services("down")
+    from linclass.orchestration import services
+
+    services.down(services.services_dir())
+    typer.echo(f"stack down (data kept in {services.services_dir()})")
 
 
 @services_app.command("status")
 def services_status():
-    """Which parts answer, and their memory; exit 3 when a part is down."""
-    _services("status")
+    """Which parts answer (a real query on the database), and their memory; exit 3 when a part is down."""
+    from linclass.orchestration import services
+
+    report = services.status(services.services_dir())
+    typer.echo("\n".join(services.status_lines(report)))
+    if not services.all_up(report):
+        raise Failed(3)
 
 
 @services_app.command("add-user")
 def services_add_user(name: str, grant: Annotated[list[str] | None, typer.Option(
         help="EXPERIMENT=PERMISSION (READ, EDIT, MANAGE, NO_PERMISSIONS), repeatable")] = None):
     """Create a teammate's account; their variables go to .services/users/NAME.env."""
-    _services("add-user", name, *(arg for g in grant or [] for arg in ("--grant", g)))
+    from linclass.orchestration import services
+
+    path = services.add_user(services.services_dir(), name, services.parse_grants(grant or []))
+    typer.echo(f"user {name} created; give them {path} (source it)")
 
 
 @services_app.command("env")
 def services_env(user: Annotated[str, typer.Option(help="whose credentials")] = "admin"):
     """Shell lines pointing a clone at the stack: eval "$(linclass services env)"."""
-    _services("env", "--user", user)
-
-
-def _services(*argv: str) -> None:
     from linclass.orchestration import services
 
-    status = services.main(list(argv))
-    if status:
-        raise Failed(status)
+    typer.echo("\n".join(services.env_lines(services.services_dir(), user)))
 
 
 @cluster_app.command("up")

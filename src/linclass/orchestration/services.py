@@ -1,6 +1,6 @@
 """The team stack on one machine: PostgreSQL, the MLflow tracking server with basic auth, a DVC remote.
 
-    python -m linclass.orchestration.services up | down | status | add-user NAME | env [--user NAME]
+    linclass services up | down | status | add-user NAME [--grant EXPERIMENT=PERMISSION] | env [--user NAME]
 
 Everything lives in one git-ignored folder, <project>/.services (LINCLASS_SERVICES_DIR moves it), owned by
 the account the stack runs as (accounts.py: the caller, or as root the unprivileged linclass-stack), folders
@@ -37,22 +37,22 @@ Settings (environment variables, read by `up`):
 """
 from __future__ import annotations
 
-import argparse
-import base64
+import contextlib
 import json
 import os
 import pwd
 import secrets
 import shlex
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+import requests
+from dotenv import dotenv_values
 
 from linclass.orchestration.accounts import (
     Account,
@@ -85,12 +85,7 @@ def services_dir(root: str | Path | None = None) -> Path:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.removeprefix("export ").partition("=")
-        if sep and not key.startswith("#"):
-            values[key.strip()] = value.strip().strip("'")
-    return values
+    return {key: value or "" for key, value in dotenv_values(path).items()}
 
 
 def secrets_of(folder: Path, account: Account | None = None) -> dict[str, str]:
@@ -216,7 +211,7 @@ def database_answers(url: str) -> tuple[bool, str]:
 
 
 def redact(text: str, url: str) -> str:
-    password = urllib.parse.urlsplit(url).password
+    password = urlsplit(url).password
     return text.replace(password, "***") if password else text
 
 
@@ -225,32 +220,21 @@ def redact(text: str, url: str) -> str:
 def api(url: str, path: str, *, user: str | None = None, password: str | None = None,
         body: dict | None = None, method: str | None = None, timeout: float = 10) -> tuple[int, dict]:
     """One JSON request to the server: (HTTP status, decoded body or {})."""
-    request = urllib.request.Request(url.rstrip("/") + path, method=method or ("POST" if body is not None else "GET"),
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    if user is not None:
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+    response = requests.request(method or ("POST" if body is not None else "GET"), url.rstrip("/") + path,
+                                json=body, auth=(user, password or "") if user is not None else None, timeout=timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            text = response.read().decode()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        text, status = exc.read().decode(errors="replace"), exc.code
-    try:
-        return status, json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        return status, {"text": text[:200]}
+        return response.status_code, response.json() if response.content else {}
+    except ValueError:
+        return response.status_code, {"text": response.text[:200]}
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
             pass
         if proc is not None and proc.poll() is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
@@ -350,7 +334,7 @@ def mlflow_answers(url: str, admin_password: str, tries: int = 2) -> tuple[bool,
         try:
             code, body = api(url, "/api/2.0/mlflow/experiments/search?max_results=1", user=ADMIN,
                              password=admin_password, timeout=10)
-        except OSError as exc:
+        except requests.RequestException as exc:
             code, body = None, {"message": str(exc)}
         if code == 200:
             return True, ""
@@ -359,35 +343,24 @@ def mlflow_answers(url: str, admin_password: str, tries: int = 2) -> tuple[bool,
 
 
 def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return bool(pid) and psutil.pid_exists(pid)
 
 
 def stop_group(pid: int | None, timeout: float = 20) -> None:
-    """SIGTERM to the process group led by `pid`, SIGKILL after `timeout`."""
-    if not process_alive(pid):
+    """SIGTERM to the process led by `pid` and everything it started, SIGKILL after `timeout`."""
+    try:
+        leader = psutil.Process(pid)
+        processes = [leader, *leader.children(recursive=True)]
+    except (psutil.Error, ValueError, TypeError):
         return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return
-            except ChildProcessError:   # not our child: poll
-                if not process_alive(pid):
-                    return
-            time.sleep(0.1)
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
 
 
 # ---- the commands ----
@@ -443,10 +416,10 @@ def up(folder: Path) -> dict:
     if mlflow_alive and (postgres_alive or not cfg["local_postgres"]) \
             and mlflow_answers(local_url(cfg), secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)[0]:
         raise ServiceError(f"the stack is already up ({tracking_url(cfg)}); "
-                           "`python -m linclass.orchestration.services down` first")
+                           "`linclass services down` first")
     if postgres_alive and pg_account(folder).uid != account.uid:
         raise ServiceError(f"PostgreSQL of {folder} runs as {pg_account(folder).name}, not as the stack's account "
-                           f"{account.name}: `python -m linclass.orchestration.services down` once, then `up`")
+                           f"{account.name}: `linclass services down` once, then `up`")
     dvc_remote = Path(cfg["dvc_remote"]) if "://" not in cfg["dvc_remote"] else None
     try:
         make_private(folder, account, team_group(account), dvc_remote)
@@ -502,8 +475,6 @@ def down(folder: Path) -> None:
 
 
 def rss_mib(pids: list[int]) -> float:
-    import psutil
-
     total = 0
     for pid in pids:
         try:
@@ -542,9 +513,9 @@ def status(folder: Path) -> dict:
     if process_alive(pid):
         url = tracking_url(state)
         try:
-            with urllib.request.urlopen(local_url(state) + "/health", timeout=3):
-                healthy, why = mlflow_answers(local_url(state), secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)
-        except OSError as exc:
+            requests.get(local_url(state) + "/health", timeout=3).raise_for_status()
+            healthy, why = mlflow_answers(local_url(state), secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)
+        except requests.RequestException as exc:
             healthy, why = False, str(exc)[:200]
         report["mlflow"] = {"pid": pid, "url": url, "healthy": healthy, "why": why,
                             "rss_mib": round(rss_mib([pid]), 1)}
@@ -574,7 +545,7 @@ def add_user(folder: Path, name: str, grants: list[tuple[str, str]] = ()) -> Pat
     """Create user `name` with a generated password (in users/NAME.env, 0600) and grant experiment permissions."""
     state = load_state(folder)
     if not state or not process_alive(state.get("mlflow_pid")):
-        raise ServiceError("the stack is not up: `python -m linclass.orchestration.services up` first")
+        raise ServiceError("the stack is not up: `linclass services up` first")
     url, admin = local_url(state), secrets_of(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
     password = secrets.token_urlsafe(18)
     code, body = api(url, "/api/2.0/mlflow/users/create", user=ADMIN, password=admin,
@@ -590,8 +561,8 @@ def add_user(folder: Path, name: str, grants: list[tuple[str, str]] = ()) -> Pat
 def grant(url: str, admin_password: str, user: str, experiment: str, permission: str) -> None:
     if permission not in PERMISSIONS:
         raise ServiceError(f"permission {permission!r} is not one of {', '.join(PERMISSIONS)}")
-    code, body = api(url, "/api/2.0/mlflow/experiments/get-by-name?"
-                     + urllib.parse.urlencode({"experiment_name": experiment}), user=ADMIN, password=admin_password)
+    code, body = api(url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={requests.utils.quote(experiment)}",
+                     user=ADMIN, password=admin_password)
     if code == 404:
         code, body = api(url, "/api/2.0/mlflow/experiments/create", user=ADMIN, password=admin_password,
                          body={"name": experiment})
@@ -608,66 +579,40 @@ def grant(url: str, admin_password: str, user: str, experiment: str, permission:
                            f"{body.get('message', body)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.services",
-                                     description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start PostgreSQL and the MLflow server (generates the secrets once)")
-    sub.add_parser("down", help="stop them (data and users are kept)")
-    sub.add_parser("status", help="which parts run and answer (a real database query), their memory")
-    add = sub.add_parser("add-user", help="create a user; its variables go to .services/users/NAME.env")
-    add.add_argument("name")
-    add.add_argument("--grant", action="append", default=[], metavar="EXPERIMENT=PERMISSION",
-                     help=f"give the user a permission ({', '.join(PERMISSIONS)}) on an experiment")
-    env = sub.add_parser("env", help="shell lines pointing a clone at the stack: eval \"$(... env)\"")
-    env.add_argument("--user", default=ADMIN)
-    args = parser.parse_args(argv)
-    folder = services_dir()
-    try:
-        if args.command == "up":
-            state = up(folder)
-            back = state["brought_back"]
-            print(f"stack up in {state['start_seconds']:.1f} s"
-                  + (f" (started: {', '.join(back)})" if back and len(back) < 1 + state["local_postgres"] else "")
-                  + f": MLflow {tracking_url(state)} (artifacts {state['artifacts']}), DVC remote "
-                  f"{state['dvc_remote']}; credentials: source {user_env_file(folder, ADMIN)}")
-        elif args.command == "down":
-            down(folder)
-            print("stack down (data kept in " + str(folder) + ")")
-        elif args.command == "status":
-            report = status(folder)
-            pg, db, ml = report["postgres"], report["database"], report["mlflow"]
-            if report["local_postgres"]:
-                print("postgres: " + (f"up, pid {pg['pid']}, {pg['rss_mib']} MiB" if pg else "down"))
-            if db:
-                print("database: " + (f"answers ({db['detail']})" if db["ok"] else f"not answering: {db['detail']}"))
-            print("mlflow:   " + (f"up at {ml['url']}, pid {ml['pid']}, {ml['rss_mib']} MiB" if ml and ml["healthy"]
-                                  else f"not answering at {ml['url']} ({ml['why']}), pid {ml['pid']}" if ml else "down"))
-            print(f"dvc remote: {report['dvc_remote']}")
-            return 0 if all_up(report) else 3
-        elif args.command == "add-user":
-            grants = []
-            for item in args.grant:
-                experiment, sep, permission = item.rpartition("=")
-                if not sep:
-                    raise ServiceError(f"--grant {item!r}: expected EXPERIMENT=PERMISSION")
-                grants.append((experiment, permission))
-            path = add_user(folder, args.name, grants)
-            print(f"user {args.name} created; give them {path} (source it)")
-        elif args.command == "env":
-            path = user_env_file(folder, args.user)
-            if not path.exists():
-                raise ServiceError(f"no credentials for user {args.user!r} in {path.parent}")
-            state = load_state(folder)
-            print(f". {path}")
-            if state.get("dvc_remote"):
-                print(f"# DVC remote (members of the team's group): dvc remote add --default --force team "
-                      f"{state['dvc_remote']} && dvc remote modify team shared group")
-    except (ServiceError, AccountError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+def up_message(folder: Path, state: dict) -> str:
+    back = state["brought_back"]
+    started = f" (started: {', '.join(back)})" if back and len(back) < 1 + state["local_postgres"] else ""
+    return (f"stack up in {state['start_seconds']:.1f} s{started}: MLflow {tracking_url(state)} (artifacts "
+            f"{state['artifacts']}), DVC remote {state['dvc_remote']}; credentials: source {user_env_file(folder, ADMIN)}")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def status_lines(report: dict) -> list[str]:
+    pg, db, ml = report["postgres"], report["database"], report["mlflow"]
+    lines = []
+    if report["local_postgres"]:
+        lines.append("postgres: " + (f"up, pid {pg['pid']}, {pg['rss_mib']} MiB" if pg else "down"))
+    if db:
+        lines.append("database: " + (f"answers ({db['detail']})" if db["ok"] else f"not answering: {db['detail']}"))
+    lines.append("mlflow:   " + (f"up at {ml['url']}, pid {ml['pid']}, {ml['rss_mib']} MiB" if ml and ml["healthy"]
+                                 else f"not answering at {ml['url']} ({ml['why']}), pid {ml['pid']}" if ml else "down"))
+    return [*lines, f"dvc remote: {report['dvc_remote']}"]
+
+
+def env_lines(folder: Path, user: str) -> list[str]:
+    """Shell lines pointing a clone at the stack as `user`."""
+    path = user_env_file(folder, user)
+    if not path.exists():
+        raise ServiceError(f"no credentials for user {user!r} in {path.parent}")
+    remote = load_state(folder).get("dvc_remote")
+    return [f". {path}", *([f"# DVC remote (members of the team's group): dvc remote add --default --force team "
+                            f"{remote} && dvc remote modify team shared group"] if remote else [])]
+
+
+def parse_grants(items: list[str]) -> list[tuple[str, str]]:
+    grants = []
+    for item in items:
+        experiment, sep, permission = item.rpartition("=")
+        if not sep:
+            raise ServiceError(f"--grant {item!r}: expected EXPERIMENT=PERMISSION")
+        grants.append((experiment, permission))
+    return grants
