@@ -23,6 +23,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 CHUNK_SIZE = 1 << 20  # 1 MiB
 TEMP_MARK = ".tmp-"   # every temporary name holds it: `.<name>.tmp-<pid>-<random><suffix>`
 SCRATCH = Path(".dvc", "tmp", "linclass-scratch")
@@ -65,15 +67,7 @@ def scratch_dir(path: str | os.PathLike) -> Path:
 def owner_alive(name: str) -> bool:
     """Whether the process that made the temporary `name` still runs (False when no pid is in it)."""
     match = _OWNER.search(name)
-    if match is None:
-        return False
-    try:
-        os.kill(int(match.group(1)), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
+    return match is not None and psutil.pid_exists(int(match.group(1)))
 
 
 def remove_leftovers(folder: str | os.PathLike) -> list[Path]:

@@ -10,7 +10,6 @@ is removed and an existing `dest` is left untouched.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import os
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv import dotenv_values
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from linclass.files import atomic_file, md5_file
 from linclass.settings import MAX_BACKOFF, Data, check, default
@@ -82,13 +82,14 @@ def _content_length(response) -> int | None:
         return None
 
 
-def _credentials() -> dict[str, str]:
-    """HTTP basic auth from LINCLASS_DATA_USER / LINCLASS_DATA_PASSWORD (never from the URL: it gets logged)."""
-    user = os.environ.get("LINCLASS_DATA_USER")
-    if not user:
-        return {}
-    token = base64.b64encode(f"{user}:{os.environ.get('LINCLASS_DATA_PASSWORD', '')}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    """urllib's opener, sending HTTP basic auth from LINCLASS_DATA_USER / LINCLASS_DATA_PASSWORD with the first
+    request (never from the URL: it gets logged)."""
+    passwords = urllib.request.HTTPPasswordMgrWithPriorAuth()
+    if os.environ.get("LINCLASS_DATA_USER"):
+        user, password = os.environ["LINCLASS_DATA_USER"], os.environ.get("LINCLASS_DATA_PASSWORD", "")
+        passwords.add_password(None, url, user, password, is_authenticated=True)
+    return urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(passwords))
 
 
 def _fetch_once(url: str, out, timeout: float, progress: bool) -> str:
@@ -99,9 +100,9 @@ def _fetch_once(url: str, out, timeout: float, progress: bool) -> str:
     out.seek(0)
     out.truncate()
     h = hashlib.md5()
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **_credentials()})
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _opener(url).open(request, timeout=timeout) as response:
             total = _content_length(response)
             bar = _Progress(url, total, progress)
             received = 0
@@ -155,16 +156,18 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     with atomic_file(dest, suffix=".part") as tmp, open(tmp, "wb") as out:
-        for attempt in range(1, retries + 1):
-            try:
-                actual = _fetch_once(url, out, timeout, progress)
-                break
-            except _Retryable as e:
-                if attempt == retries:
-                    raise DownloadError(f"could not download {url} after {retries} attempts: {e}") from None
-                if progress:
-                    print(f"  attempt {attempt}/{retries} failed ({e}); retrying", file=sys.stderr, flush=True)
-                time.sleep(min(backoff * 2 ** (attempt - 1), MAX_BACKOFF))
+        def say_retrying(state: RetryCallState) -> None:
+            if progress:
+                why = state.outcome.exception() if state.outcome else "?"
+                print(f"  attempt {state.attempt_number}/{retries} failed ({why}); retrying",
+                      file=sys.stderr, flush=True)
+
+        retrying = Retrying(retry=retry_if_exception_type(_Retryable), stop=stop_after_attempt(retries), reraise=True,
+                            wait=wait_exponential(multiplier=backoff, max=MAX_BACKOFF), before_sleep=say_retrying)
+        try:
+            actual = retrying(_fetch_once, url, out, timeout, progress)
+        except _Retryable as e:
+            raise DownloadError(f"could not download {url} after {retries} attempts: {e}") from None
         out.flush()
         os.fsync(out.fileno())
         if actual != expected:

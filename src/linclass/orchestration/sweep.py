@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from tenacity import retry, stop_after_attempt, wait_fixed
 
 DATA_KEYS = ("data.", "preprocess.", "data=", "preprocess=")
 UNFINISHED = ("queued", "running")
@@ -176,13 +177,9 @@ def experiment_states(exp_show: list) -> dict[str, str]:
 EXP_SHOW_TIMEOUT = 60.0
 
 
-def exp_show(attempts: int = 3) -> list:
-    for attempt in range(attempts):
-        shown = dvc("exp", "show", "--json", check=attempt == attempts - 1, timeout=EXP_SHOW_TIMEOUT)
-        if shown.returncode == 0:
-            return json.loads(shown.stdout)
-        time.sleep(1)
-    raise AssertionError("unreachable")
+@retry(stop=stop_after_attempt(3), wait=wait_fixed(1), reraise=True)
+def exp_show() -> list:
+    return json.loads(dvc("exp", "show", "--json", timeout=EXP_SHOW_TIMEOUT).stdout)
 
 
 def prepare_data(overrides: Sequence[str]) -> None:
