@@ -218,73 +218,54 @@ def _dotted(loc: tuple, prefix: str = "") -> str:
     return "".join([prefix, *(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)]).lstrip(".")
 
 
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The keys of the section at `loc` (the parent of an unknown key)."""
-    for part in loc:
-        annotation = model.model_fields[part].annotation if part in model.model_fields else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)
-
-
 RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error",
                 "finite_number", "too_short", "string_too_short")
 TYPE_ERRORS = ("int_type", "int_from_float", "float_type", "string_type", "bool_type", "list_type", "int_parsing",
                "float_parsing", "none_required")
 
 
-def _field_at(model: type[BaseModel] | None, loc: tuple) -> Any:
-    """The field of `model` at `loc` (None for an element of a list, or an unknown key)."""
-    field = None
-    for part in loc:
-        if isinstance(part, int) or model is None or part not in model.model_fields:
-            return None
-        field = model.model_fields[part]
-        model = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
-    return field
+def is_section(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
 
 
-def _settings_loc(model: type[BaseModel] | None, loc: tuple) -> tuple:
-    """`loc` without pydantic's names of union members ('int', 'function-after[...]'): keys and list indexes."""
+def _walk(model: type[BaseModel] | None, loc: tuple) -> tuple[tuple, Any, type[BaseModel] | None]:
+    """(the keys and list indexes of an error's `loc`, without pydantic's names of union members such as
+    'function-after[...]'; the field at its end, None for a list element or an unknown key; the section
+    holding its last key)."""
     kept: list = []
+    field, section = None, model
     for part in loc:
         if isinstance(part, int):
             kept.append(part)
-        elif model is not None and part in model.model_fields:
+            field = None
+        elif model is not None and (part in model.model_fields or "[" not in part):
             kept.append(part)
-            annotation = model.model_fields[part].annotation
-            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-        elif model is not None and model.model_config.get("extra") == "forbid" and "[" not in part:
-            kept.append(part)   # an unknown key
-            model = None
-    return tuple(kept)
+            section, field = model, model.model_fields.get(part)
+            model = field.annotation if field is not None and is_section(field.annotation) else None
+    return tuple(kept), field, section
 
 
 def one_line(exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = "", field: Any = None) -> str:
     """The first error of a pydantic ValidationError as one line: the setting, its value, what is allowed."""
     error = exc.errors()[0]
-    loc = _settings_loc(model, error["loc"]) if model else tuple(p for p in error["loc"] if isinstance(p, int))
-    key = _dotted(loc, prefix)
+    loc, found, section = _walk(model, error["loc"])
+    key, field = _dotted(loc, prefix), found if model else field
     if error["type"] == "extra_forbidden":
-        parent, known = loc[:-1], _known_keys(model, loc[:-1]) if model else []
+        known = list(section.model_fields) if section else []
+        where = _dotted(loc[:-1], prefix)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-        where = _dotted(parent, prefix)
         if close:
             return f"unknown setting {key}; did you mean {'.'.join(filter(None, [where, close[0]]))}?"
         return f"unknown setting {key}; known {f'keys of {where}' if where else 'top-level keys'}: {', '.join(known)}"
     if error["type"] == "missing":
         return f"missing setting {key}"
-    field = field if field is not None and not loc else _field_at(model, loc) if model else field
     value = f"{key}={redact_url(error['input'])!r}"   # never a password back in an error line
     if error["type"] == "string_pattern_mismatch":
         return f"{value} is out of range: allowed {PATTERN_WORDS.get(error['ctx']['pattern'], 'other text')}"
-    if field is not None and error["type"] in RANGE_ERRORS:
-        return f"{value} is out of range: allowed {allowed(field)}"
+    if error["type"] in RANGE_ERRORS:   # a field, or an element of a list
+        return f"{value} is out of range: allowed {allowed(field) if field else error['msg'].removeprefix('Input should be ')}"
     if field is not None and error["type"] in TYPE_ERRORS:
         return f"{value} is not {allowed(field)}"
-    if error["type"] in RANGE_ERRORS:   # an element of a list
-        return f"{value} is out of range: allowed {error['msg'].removeprefix('Input should be ')}"
     message = error["msg"].removeprefix("Value error, ")
     return f"{value} {message}" if message.startswith(("is ", "carries", "lists")) else f"{value}: {message}"
 
