@@ -129,7 +129,7 @@ Address = Annotated[str | None, typer.Option(help="the Ray head HOST:PORT (defau
                                                      "the cluster of `linclass cluster up`)")]
 
 
-Summary = Annotated[Optional[Path], typer.Option(help="also write each point's result (node, seconds, error) "
+Summary = Annotated[Path | None, typer.Option(help="also write each point's result (node, seconds, error) "
                                                        "to this JSON file (ray backend)")]
 
 
@@ -266,7 +266,8 @@ def reap():
     from linclass.tracking.runs import reap_all
 
     uri, killed = reap_all(_params().tracking)
-    typer.echo(f"MLflow store {uri}: {len(killed)} run(s) whose process is gone marked KILLED {' '.join(killed)}".rstrip())
+    typer.echo(f"MLflow store {uri}: {len(killed)} run(s) whose process is gone marked KILLED "
+               f"{' '.join(killed)}".rstrip())
 
 
 def _params():
