@@ -85,8 +85,8 @@ def test_a_remote_that_is_not_configured_is_one_line(repo):
 
 @pytest.fixture
 def pipeline_repo(tmp_path) -> Project:
-    """A git + DVC repository with a one-stage pipeline run (dvc.lock, a metrics file) but not committed,
-    a folder as its DVC remote, and a bare git repository as origin."""
+    """A git + DVC repository with a pipeline run but not committed (dvc.lock, a cached metric, an uncached one
+    that git must carry), a folder as its DVC remote, and a bare git repository as origin."""
     project = Project(tmp_path / "a", env_for_pipeline())
     project.path.mkdir()
     project.run("git", "init", "-q", "-b", "main")
@@ -97,10 +97,12 @@ def pipeline_repo(tmp_path) -> Project:
                                             "json.dump({'v': 6}, open('metrics/m.json', 'w'))\n")
     project.dvc("stage", "add", "-q", "-n", "double", "-d", "n.txt", "-d", "double.py", "-o", "out.txt",
                 "-m", "metrics/m.json", "python3 double.py")
+    project.dvc("stage", "add", "-q", "-n", "summary", "-d", "out.txt", "-M", "summary.json",   # cache: false
+                "python3 -c \"open('summary.json', 'w').write(open('out.txt').read())\"")
     project.dvc("remote", "add", "--default", "team", str(tmp_path / "dvc-remote"))
     project.git_commit("pipeline, no results")
     project.dvc("repro", "-q")
-    project.run("git", "init", "-q", "--bare", str(tmp_path / "origin.git"))
+    project.run("git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "origin.git"))
     project.run("git", "remote", "add", "origin", str(tmp_path / "origin.git"))
     project.run("git", "push", "-q", "origin", "main")
     return project
@@ -111,7 +113,8 @@ def test_push_warns_while_dvc_lock_and_metrics_are_not_committed(pipeline_repo):
     assert first.returncode == 0, first.stderr
     warning = [line for line in first.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1, first.stderr
-    assert "dvc.lock and metrics/ are not committed" in warning[0] and "git add dvc.lock metrics/" in warning[0]
+    assert "dvc.lock and summary.json are not committed" in warning[0], warning[0]   # metrics/m.json is in DVC's cache
+    assert "git add dvc.lock summary.json && git commit" in warning[0], warning[0]
     assert "file pushed" in first.stdout or "files pushed" in first.stdout, first.stdout   # it still pushes
 
     pipeline_repo.git_commit("results")
@@ -133,7 +136,8 @@ def test_pull_of_a_commit_without_dvc_lock_names_the_cause_and_the_way_out(pipel
 
     # the way out it names: every stage the team ran comes from the remote, nothing is computed again
     restored = clone.dvc("repro", "--pull")
-    assert "is cached - skipping run" in restored.stdout and "Running stage" not in restored.stdout, restored.stdout
+    assert "Stage 'double' is cached - skipping run" in restored.stdout, restored.stdout
+    assert "Running stage 'double'" not in restored.stdout, restored.stdout
     assert (clone.path / "out.txt").read_text() == "6"
 
     # once dvc.lock is committed and pushed, make pull works in a fresh clone
