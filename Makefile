@@ -32,7 +32,7 @@ LINCLASS := $(BIN)/linclass
 
 .PHONY: help lint lock-check venv venv-team repro exp params settings grid-parallel sweep compare experiments ui server \
 	store reap services-up services-down services-status user-add cluster-up cluster-down remote push pull \
-	test test-fast test-release bench bench-stage bench-pipeline bench-grid bench-ray clean
+	test test-fast test-release bench bench-stage bench-pipeline bench-grid bench-ray docs clean
 
 help: ## this list
 	@echo "linclass: linear classifiers on CIFAR-10 with DVC, Hydra and MLflow. Targets:"
@@ -64,6 +64,10 @@ $(BIN)/.team-installed: $(BIN)/.installed
 	touch $@
 
 venv-team: $(BIN)/.team-installed ## .venv plus the team stack's packages
+
+$(BIN)/.docs: $(BIN)/.installed
+	$(SYNC) --inexact --extra dev --extra docs --quiet
+	touch $@
 
 # This machine reads the archive from ../shared/data (written once; delete local.env to go online).
 local.env:
@@ -169,6 +173,9 @@ bench-grid: venv ## the grid with 1 and 2 queue workers
 
 bench-ray: $(BIN)/.cluster ## a Ray sweep on 1 node and 2
 	$(BIN)/python benchmarks/bench_ray.py
+
+docs: $(BIN)/.docs ## the docs site into site/ (mkdocs build --strict: a broken link fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean: ## remove data, models, reports and the local MLflow store
 	rm -rf data models reports/predictions reports/evaluation metrics mlartifacts mlflow.db mlflow.db.lock .dvc/cache .dvc/tmp

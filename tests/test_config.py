@@ -247,3 +247,63 @@ def test_unreadable_params_yaml_is_one_line(tmp_path, monkeypatch, text, expecte
     with pytest.raises(ConfigError, match=expected) as info:
         load_params("params.yaml")
     assert "\n" not in str(info.value)
+
+
+# --- every path a user types a setting on: `linclass config` / `make params`, `linclass exp` (make exp SET=...),
+# and DVC's own `dvc exp run -S` (which composes conf/ through hydra_plugins/linclass_check) ------------------
+
+TYPOS = [
+    ("regularizer.l2.strenght=0.1", "unknown setting regularizer.l2.strenght; did you mean regularizer.l2.strength?"),
+    ("+regularizer.l2.strenght=0.1", "unknown setting regularizer.l2.strenght; did you mean regularizer.l2.strength?"),
+    ("+train.epoch=5", "unknown setting train.epoch; did you mean train.epochs?"),
+    ("+foo=1", "unknown setting foo; known"),
+    ("loss=hinge", "loss=hinge is not an option of the group loss (options: default)"),
+    ("train=smok", "train=smok is not an option of the group train (options: sgd, smoke)"),
+]
+DVC_FOOTER = "Having any troubles? Hit us up at https://dvc.org/support"
+
+
+@pytest.fixture(scope="module")
+def typo_project(tmp_path_factory):
+    from conftest import make_project
+
+    return make_project(tmp_path_factory.mktemp("typos") / "project")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """What the command said, without DVC's support footer (DVC adds it to every error it reports)."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(DVC_FOOTER)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, message", TYPOS, ids=[o for o, _ in TYPOS])
+def test_a_mistyped_setting_is_one_line_on_every_path_before_any_stage(typo_project, override, message):
+    from conftest import BIN
+
+    params = (typo_project.path / "params.yaml").read_bytes()
+    for cmd in ([str(BIN / "linclass"), "config", override], [str(BIN / "linclass"), "exp", override],
+                [str(BIN / "dvc"), "exp", "run", "-S", override]):
+        proc = typo_project.run(*cmd, check=False, timeout=120)
+        lines = error_lines(proc.stderr)
+        assert proc.returncode != 0 and len(lines) == 1, f"{cmd}: {proc.stdout}{proc.stderr}"
+        assert message in lines[0] and "Traceback" not in proc.stderr, lines[0]
+        assert "Running stage" not in proc.stdout + proc.stderr, proc.stdout
+        assert (typo_project.path / "params.yaml").read_bytes() == params, f"{cmd} changed params.yaml"
+        assert not (typo_project.path / "data").exists() and not (typo_project.path / "models").exists()
+
+
+@pytest.mark.slow
+def test_a_mistyped_key_in_conf_is_one_line_from_make_params(typo_project):
+    """`make params` after a hand edit of conf/: the same line, params.yaml untouched."""
+    from conftest import BIN
+
+    sgd = typo_project.path / "conf" / "train" / "sgd.yaml"
+    original, params = sgd.read_text(), (typo_project.path / "params.yaml").read_bytes()
+    try:
+        sgd.write_text(original.replace("epochs:", "epoch:"))
+        proc = typo_project.run(str(BIN / "linclass"), "config", check=False)
+        assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+            "error: unknown setting train.epoch; did you mean train.epochs?"], proc.stderr
+        assert (typo_project.path / "params.yaml").read_bytes() == params
+    finally:
+        sgd.write_text(original)

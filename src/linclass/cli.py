@@ -46,12 +46,21 @@ class Failed(RuntimeError):
         self.status = status
 
 
+def at_project_root() -> None:
+    """RuntimeError (one line) unless the working folder is a linclass project's root: nothing is created elsewhere."""
+    missing = [name for name in ("dvc.yaml", "conf", ".dvc") if not Path(name).exists()]
+    if missing:
+        raise RuntimeError(f"{Path.cwd()} is not the root folder of a linclass project (no {', '.join(missing)}): "
+                           "cd there first")
+
+
 @contextmanager
 def one_pipeline_at_a_time() -> Iterator[None]:
     """The workspace's lock, without waiting: a second pipeline in this workspace refuses at once, before
     it touches params.yaml (DVC takes its own lock only after writing params.yaml)."""
     from filelock import FileLock, Timeout
 
+    at_project_root()
     WORKSPACE_LOCK.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(WORKSPACE_LOCK, timeout=0):
@@ -201,6 +210,7 @@ def table(prefix: Annotated[str, typer.Option(help="experiment names starting wi
     """The experiments of a grid or sweep, best on validation first."""
     from linclass.orchestration import sweep
 
+    at_project_root()
     rows = sweep.results_table(prefix)
     sweep.print_table(rows, prefix)
     if csv is not None:
@@ -212,6 +222,7 @@ def compare():
     """Every trained model of the workspace and the experiments: settings that differ, val/test accuracy."""
     from linclass.orchestration import sweep
 
+    at_project_root()
     sweep.print_comparison(sweep.comparison_rows(sweep.exp_show()))
 
 
@@ -222,6 +233,7 @@ EXP_COLUMNS = (r"Experiment|Created|.*\.test_accuracy|.*:val_accuracy|grid\..*|t
 @app.command()
 def experiments():
     """dvc exp show with the columns people compare (those that differ between the rows)."""
+    at_project_root()
     dvc("exp", "show", "--no-pager", "--only-changed", "--drop", ".*", "--keep", EXP_COLUMNS)
 
 
@@ -244,6 +256,7 @@ def ui(port: Port = 5000):
     from linclass.settings import Tracking
     from linclass.tracking import serve
 
+    at_project_root()
     serve.ui(_params().tracking if Path("params.yaml").exists() else Tracking(), port)
 
 
@@ -266,12 +279,14 @@ def reap():
     from linclass.tracking.runs import reap_all
 
     uri, killed = reap_all(_params().tracking)
-    typer.echo(f"MLflow store {uri}: {len(killed)} run(s) whose process is gone marked KILLED: {' '.join(killed) or '-'}")
+    typer.echo(f"MLflow store {uri}: {len(killed)} run(s) whose process is gone marked KILLED: "
+               f"{' '.join(killed) or '-'}")
 
 
 def _params():
     from linclass.plumbing.stage import stage_params
 
+    at_project_root()
     return stage_params()
 
 
@@ -376,9 +391,23 @@ def pull(remote: Remote = None):
 
 
 def main() -> None:
-    """The console script: known failures are one line on stderr and exit status 1."""
+    """The console script: known failures are one line on stderr and exit status 1; a bad or missing option
+    is one line too (exit status 2), naming the option, instead of typer's framed usage message."""
     try:
-        app()
+        status = app(standalone_mode=False)
+    except typer.TyperException as exc:   # typer's usage errors: a bad value, a missing option, no such command
+        message = " ".join(exc.format_message().split())
+        if type(exc).__name__ == "NoArgsIsHelpError":   # `linclass` or `linclass services` alone: the help
+            if message:
+                typer.echo(exc.format_message())
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        where = f" ({ctx.command_path} -h lists the options)" if ctx is not None else ""
+        print(f"error: {message}{where}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
     except Failed as exc:
         sys.exit(exc.status)
     except (ValueError, RuntimeError, OSError) as exc:   # ConfigError, the modules' own errors, a missing file
@@ -389,6 +418,7 @@ def main() -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

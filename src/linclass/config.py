@@ -38,10 +38,8 @@ def check_override_keys(overrides: Iterable[str], conf_dir: str | Path) -> None:
         key = override.key_or_group
         top, _, rest = key.partition(".")
         if key in groups and not override.is_delete():   # a config group: train=smoke
-            options = sorted(p.stem for p in (Path(conf_dir) / key).glob("*.yaml"))
-            if override.value() not in options:
-                raise ConfigError(f"{key}={override.value()} is not an option of the group {key} (options: "
-                                  f"{', '.join(options)}); one setting is {key}.<name>=value (linclass settings {key})")
+            if override.value() not in {p.stem for p in (Path(conf_dir) / key).glob("*.yaml")}:
+                raise option_error(conf_dir, key, str(override.value()))
         elif top not in Settings.model_fields:
             close = difflib.get_close_matches(top, list(Settings.model_fields), n=1, cutoff=0.6)
             hint = f"did you mean {'.'.join([close[0], *filter(None, [rest])])}?" if close else \
@@ -58,6 +56,8 @@ def compose(conf_dir: str | Path, overrides: Iterable[str] = (), config_name: st
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(overrides)
+    if not Path(conf_dir).is_dir():
+        raise ConfigError(f"no settings folder {conf_dir}/ in {Path.cwd()}: run this in the project's root folder")
     check_override_keys(overrides, conf_dir)
     register()
     try:
@@ -141,6 +141,62 @@ def open_sections() -> dict:
         return {name: sections(field.annotation) for name, field in model.model_fields.items()
                 if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
     return sections(Settings)
+
+
+def option_error(conf_dir: str | Path, group: str, option: str) -> ConfigError:
+    """The one line for `group=option` when conf/<group>/ has no such option."""
+    options = sorted(p.stem for p in (Path(conf_dir) / group).glob("*.yaml"))
+    return ConfigError(f"{group}={option} is not an option of the group {group} (options: {', '.join(options)}); "
+                       f"one setting is {group}.<name>=value (linclass settings {group})")
+
+
+def unknown_option_plugins() -> tuple[type, type]:
+    """Two Hydra plugins (hydra_plugins/linclass_check exposes them to Hydra's plugin scan, as DVC loads it):
+    a search-path plugin that puts a config source right after conf/, and that source, which claims
+    exactly the options of conf/'s groups that conf/ lacks and refuses each in one line. Without it,
+    `dvc exp run -S loss=hinge` fails with Hydra's multi-line "Could not find 'loss/hinge'"."""
+    from hydra.core.config_search_path import ConfigSearchPath
+    from hydra.plugins.config_source import ConfigResult, ConfigSource
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    scheme = "linclass-options"
+
+    class UnknownOptions(ConfigSource):
+        @staticmethod
+        def scheme() -> str:
+            return scheme
+
+        def _group_option(self, config_path: str) -> tuple[str, str] | None:
+            group, _, option = config_path.partition("/")
+            conf = Path(self.path)
+            if group in ("", "hydra") or not option or "/" in option or not (conf / group).is_dir():
+                return None
+            return None if (conf / group / f"{option}.yaml").exists() else (group, option)
+
+        def is_config(self, config_path: str) -> bool:
+            return self._group_option(config_path) is not None
+
+        def load_config(self, config_path: str) -> ConfigResult:
+            group, option = self._group_option(config_path) or config_path.partition("/")[::2]
+            raise option_error(self.path, group, option)
+
+        def is_group(self, config_path: str) -> bool:
+            return False
+
+        def available(self) -> bool:
+            return Path(self.path).is_dir()
+
+        def list(self, config_path, results_filter) -> list[str]:
+            return []
+
+    class AfterConf(SearchPathPlugin):
+        def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+            for element in list(search_path.get_path()):
+                path = (element.path or "").removeprefix("file://")   # conf/ as a folder, with or without file://
+                if element.provider == "main" and path and "://" not in path:
+                    search_path.append("linclass", f"{scheme}://{path}")
+
+    return UnknownOptions, AfterConf
 
 
 def register() -> None:

@@ -109,12 +109,12 @@ def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | 
     from linclass.settings import LOSS_NAMES, REGULARIZER_NAMES
 
     if loss not in LOSS_NAMES or regularizer not in REGULARIZER_NAMES:
-        raise ValueError(f"unknown combination {loss}-{regularizer}; losses: {', '.join(LOSS_NAMES)}; "
-                         f"regularizers: {', '.join(REGULARIZER_NAMES)}")
+        raise ValueError(f"unknown combination {loss}-{regularizer} (--loss, --regularizer; LOSS, REG of make sweep); "
+                         f"losses: {', '.join(LOSS_NAMES)}; regularizers: {', '.join(REGULARIZER_NAMES)}")
     if isinstance(learning_rates, str):
-        learning_rates = parse_floats(learning_rates, "--learning-rates")
+        learning_rates = parse_floats(learning_rates, "--learning-rates (LRS of make sweep)")
     if isinstance(strengths, str):
-        strengths = parse_floats(strengths, "--strengths")
+        strengths = parse_floats(strengths, "--strengths (STRENGTHS of make sweep)")
     sweep_overrides(loss, regularizer, learning_rates, strengths)   # the same checks
     return [Point(f"sweep-{loss}-{regularizer}-lr{lr:g}-s{strength:g}",
                   (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
