@@ -161,3 +161,19 @@ def test_bad_input_is_one_line_value_error(call, message):
     with pytest.raises(ValueError, match=message) as error:
         call()
     assert "\n" not in str(error.value)
+
+
+def test_compare_models_puts_the_accuracies_beside_mcnemar():
+    """10 images: A right on 0-6, B right on 3-8: b = 3 (images 0, 1, 2), c = 2 (7, 8); X ~ Binomial(5, 1/2):
+    p = min(1, 2 P(X <= 2)) = min(1, 2 * 16/32) = 1, mid-p = 2 P(X < 2) + P(X = 2) = (2 * 6 + 10) / 32."""
+    from linclass.core.stats import compare_models
+
+    y = np.zeros(10, dtype=int)
+    a = np.where(np.arange(10) <= 6, 0, 1)           # right on 0..6 (7 images)
+    b = np.where((np.arange(10) >= 3) & (np.arange(10) <= 8), 0, 1)  # right on 3..8 (6 images)
+    result = compare_models(y, a, b, alpha=0.5)
+    assert result == {"images": 10, "accuracy_a": 0.7, "accuracy_b": 0.6, "difference": pytest.approx(0.1),
+                      "b": 3, "c": 2, "p_value": 1.0, "mid_p": pytest.approx(22 / 32),
+                      "verdict": "within noise"}
+    # the difference is (b - c) / n: what both got right or wrong cancels out
+    assert result["difference"] == pytest.approx(result["accuracy_a"] - result["accuracy_b"])

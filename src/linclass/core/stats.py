@@ -145,3 +145,18 @@ def verdict(test: McNemar, alpha: float = 0.05) -> str:
     if test.p_value > alpha:
         return "within noise"
     return "better" if test.b > test.c else "worse"
+
+
+def compare_models(y_true, pred_a, pred_b, alpha: float = 0.05) -> dict:
+    """Model A against model B on the same images, as plain numbers for tables, metrics files and tags:
+    images, accuracy_a, accuracy_b, difference (accuracy_a - accuracy_b), McNemar's b, c, p_value (exact),
+    mid_p, and the verdict at `alpha` ("better", "worse" or "within noise", for A).
+
+    difference = (b - c) / images: the images both got right (or wrong) cancel out.
+    """
+    y_true, pred_a, pred_b = _paired(y_true, pred_a, pred_b)
+    test = mcnemar(y_true, pred_a, pred_b)
+    n = len(y_true)
+    accuracy_a, accuracy_b = np.count_nonzero(y_true == pred_a) / n, np.count_nonzero(y_true == pred_b) / n
+    return {"images": n, "accuracy_a": accuracy_a, "accuracy_b": accuracy_b, "difference": (test.b - test.c) / n,
+            "b": test.b, "c": test.c, "p_value": test.p_value, "mid_p": test.mid_p, "verdict": verdict(test, alpha)}
