@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from linclass import plots  # noqa: E402
 from linclass.core.sgd import train_sgd  # noqa: E402
+from linclass.core.stats import wilson_interval  # noqa: E402
 from linclass.files import md5_file  # noqa: E402
 from linclass.plumbing import progress  # noqa: E402
 from linclass.plumbing.paths import class_names as load_class_names  # noqa: E402
@@ -31,11 +32,6 @@ from linclass.studies.loss_questions import initial_loss, initial_loss_check  # 
 from linclass.tracking import records, registry  # noqa: E402
 from linclass.tracking.runs import git_commit, setup, tracked_run  # noqa: E402
 from linclass.tracking.ui import set_runs_view  # noqa: E402
-
-
-def raw_images(X) -> np.ndarray:
-    """The uint8 images (n, 32, 32, 3) of rows X (Pixels (n, 3072): R, G, B planes)."""
-    return X.pixels.reshape(len(X), 3, 32, 32).transpose(0, 2, 3, 1)
 
 
 def main() -> None:
@@ -79,14 +75,14 @@ def main() -> None:
         if not check["ok"]:
             warnings.warn(f"{name}: initial loss {start:.4f} is off the expected {check['expected']:.4f} "
                           f"by {check['relative_error']:.1%} (more than the tolerance)", stacklevel=1)
-        client.log_batch(run_id, metrics=records.scalar_metrics({"initial_loss": start}))
 
         clock, pending = [time.perf_counter()], []
 
         def on_epoch(epoch, history):  # live accuracy in the UI, one line on the terminal
+            # val_accuracy is the run's first metric: MLflow's Compare page plots the first metric it finds
             pending.append(background.submit(client.log_batch, run_id, metrics=[
-                *records.history_metrics("train_accuracy", history.train_accuracy[-1:], [epoch]),
-                *records.history_metrics("val_accuracy", history.val_accuracy[-1:], [epoch])]))
+                *records.history_metrics("val_accuracy", history.val_accuracy[-1:], [epoch]),
+                *records.history_metrics("train_accuracy", history.train_accuracy[-1:], [epoch])]))
             now = time.perf_counter()
             epoch_steps = history.total_loss[-history.steps_per_epoch:]
             progress.say(f"train@{name} epoch {epoch}/{train.epochs}: loss {epoch_steps.mean():.4f} "
@@ -102,10 +98,13 @@ def main() -> None:
             lr_decay=train.lr_decay, seed=train.seed, init_scale=train.init_scale,
             l1_step=train.l1_step, on_epoch=on_epoch)
         history = result.history
+        val_low, val_high = wilson_interval(round(history.val_accuracy[-1] * len(y_val)), len(y_val))  # 95%
         curves = []
         for key in ("data_loss", "reg_loss", "total_loss"):
             steps, values = records.curve_points(getattr(history, key))
             curves += records.history_metrics(key, values, steps)
+        curves += records.scalar_metrics({"val_accuracy_low": val_low, "val_accuracy_high": val_high,
+                                          "initial_loss": start})
         pending.append(background.submit(client.log_batch, run_id, metrics=curves))
 
         np.save(out / "W.npy", result.W)
@@ -115,6 +114,7 @@ def main() -> None:
         epochs.to_csv(out / "history_epochs.csv", index=False)
         summary = {"train_accuracy": float(history.train_accuracy[-1]),
                    "val_accuracy": float(history.val_accuracy[-1]),
+                   "val_accuracy_low": val_low, "val_accuracy_high": val_high,  # its 95% Wilson interval
                    "final_data_loss": float(history.data_loss[-1]),
                    "final_reg_loss": float(history.reg_loss[-1]),
                    "final_total_loss": float(history.total_loss[-1]),
@@ -129,10 +129,17 @@ def main() -> None:
             plots.plot_loss_curves(steps, epochs, figures / "loss_curves.png", title=name)
             for logged in pending:  # everything logged (or its error raised) before the next store writes
                 logged.result()
-            client.log_artifacts(run_id, tmp, artifact_path="plots")
+            client.log_artifacts(run_id, str(figures / "templates"), artifact_path="plots/templates")
+            # at the artifact root, where MLflow's Compare page shows the pictures of several runs side by side
+            client.log_artifact(run_id, str(figures / "templates_grid.png"))
+            client.log_artifact(run_id, str(figures / "loss_curves.png"))
         client.set_tag(run_id, "weights_md5", weights_md5)
+        client.set_tag(run_id, "mlflow.note.content",   # the run's description in the MLflow UI
+                       f"The {loss} loss with {regularizer} regularization (strength {reg_cfg.strength:g}), "
+                       f"{train.epochs} epochs of minibatch SGD on {len(X_train):,} images: validation accuracy "
+                       f"{summary['val_accuracy']:.4f} [{val_low:.4f}, {val_high:.4f}] (95%) on {len(y_val):,} images.")
         model = registry.log_classifier(result.W, result.b, X_val.mean, X_val.scale, class_names, loss,
-                                            example=raw_images(X_val[:2]), params=run_params)
+                                            example=registry.model_input(X_val[:2]), params=run_params)
         client.set_tag(run_id, "model_id", model.model_id)
         client.log_artifacts(run_id, str(out), artifact_path="training")
     write_json(Path("metrics/train") / f"{name}.json", {**summary, "weights_md5": weights_md5})

@@ -13,7 +13,8 @@ from conftest import SMALL, env_for_pipeline, make_project
 
 NAMES = ["svm-l2", "softmax-l2"]
 EXPERIMENT = "linclass-cifar10"
-METRICS = {"data_loss", "reg_loss", "total_loss", "train_accuracy", "val_accuracy", "initial_loss", "test_accuracy"}
+METRICS = {"data_loss", "reg_loss", "total_loss", "train_accuracy", "val_accuracy", "initial_loss", "test_accuracy",
+           "val_accuracy_low", "val_accuracy_high", "test_accuracy_low", "test_accuracy_high"}
 
 
 def raw_images(rows: np.ndarray) -> np.ndarray:
@@ -91,7 +92,7 @@ def test_training_runs_carry_their_own_settings_and_clean_metrics(evaluated):
         assert p["loss"] == name.split("-")[0] and p["regularizer"] == "l2"
         assert float(p["strength"]) == params["regularizer"]["l2"]["strength"]
         assert p["epochs"] == "3" and p["batch_size"] == "50" and float(p["learning_rate"]) == 0.01
-        assert ("delta" in p) == (name.startswith("svm")) and "beta" not in p
+        assert ("svm_delta" in p) == (name.startswith("svm")) and "strength_beta" not in p
         assert set(p) == set(records.training_params(validate(params), name.split("-")[0], "l2")), sorted(p)  # nothing else
         assert set(run.data.metrics) == METRICS, sorted(run.data.metrics)
         assert len(client.get_metric_history(run.info.run_id, "total_loss")) == 30  # 500 images / 50 x 3

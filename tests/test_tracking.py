@@ -43,17 +43,25 @@ def test_curve_points_keep_short_curves_and_average_long_ones():
 
 
 def test_training_params_are_the_runs_own_settings(params):
-    keys = {}
+    keys, flats = {}, {}
     for loss, reg in GRID:
         flat = records.training_params(params, loss, reg)
         assert flat["loss"] == loss and flat["regularizer"] == reg
         assert flat["strength"] == getattr(params.regularizer, reg).strength
-        assert ("beta" in flat) == (reg == "elasticnet")
-        assert ("delta" in flat) == (loss != "softmax")
+        assert ("strength_beta" in flat) == (reg == "elasticnet")
+        assert ("svm_delta" in flat) == (loss != "softmax")
         assert SGD_KEYS <= set(flat) and flat["data_md5"] == params.data.md5
         assert not any("." in key for key in flat), flat  # plain names, no config paths
-        keys[loss, reg] = set(flat) - {"beta", "delta"}
+        keys[loss, reg] = set(flat) - {"strength_beta", "svm_delta"}
+        flats[loss, reg] = flat
     assert len({frozenset(k) for k in keys.values()}) == 1, "every combination must log the same names"
+    # MLflow's Compare page draws its parallel coordinates on the first 3 params (by name) that differ between
+    # the runs, a run lacking one left out: those 3 are params every run has
+    names = set().union(*flats.values())
+    differ = sorted(n for n in names if len({str(f.get(n)) for f in flats.values()}) > 1)
+    assert differ[:3] == ["learning_rate", "loss", "regularizer"], differ
+    assert all(name > "strength" for name in names - set.intersection(*map(set, flats.values())))  # even when
+    # the losses share one learning rate, the three are params of every run
 
 
 def test_params_hash_tells_settings_apart(params):
@@ -79,8 +87,9 @@ def test_experiments_open_in_the_ml_view_and_studies_are_apart(tmp_path):
 
     from linclass.settings import Tracking
 
-    with runs.study_run(Tracking(experiment="fresh", uri=store), "study-x", "stage_x") as run_id:
+    with runs.study_run(Tracking(experiment="fresh", uri=store), "study-x", "stage_x", "What x measures.") as run_id:
         pass
+    assert client.get_run(run_id).data.tags["mlflow.note.content"] == "What x measures."   # the UI's description
     studies = client.get_experiment_by_name("fresh-studies")
     assert studies is not None and studies.tags["mlflow.experimentKind"] == "custom_model_development"
     assert client.get_run(run_id).info.experiment_id == studies.experiment_id

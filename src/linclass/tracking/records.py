@@ -47,14 +47,18 @@ def training_params(params: Settings, loss: str, regularizer: str) -> dict[str, 
     Only what this run used: its regularizer's strength (and beta for elastic net), its loss's delta
     (SVM losses), the SGD settings, the preprocessing and the data's md5. The same names for every
     combination, so that the runs of a grid and of a sweep line up in MLflow's parallel coordinates.
+    The two settings only some runs have are named so that they sort after those every run has:
+    `strength_beta` (elastic net's beta) and `svm_delta` (the SVM losses' margin). MLflow's Compare page opens
+    its parallel coordinates on the first three params, in name order, that differ between the runs, and
+    draws a run lacking one of them wrongly.
     """
     train, penalty = params.train, getattr(params.regularizer, regularizer)
     loss_cfg = getattr(params.loss, loss)
     flat: dict[str, object] = {"loss": loss, "regularizer": regularizer, "strength": penalty.strength}
     if regularizer == "elasticnet":
-        flat["beta"] = penalty.beta
+        flat["strength_beta"] = penalty.beta
     if hasattr(loss_cfg, "delta"):
-        flat["delta"] = loss_cfg.delta
+        flat["svm_delta"] = loss_cfg.delta
     flat["learning_rate"] = loss_cfg.learning_rate
     for key in ("lr_decay", "epochs", "batch_size", "init_scale", "seed", "l1_step"):
         flat[key] = getattr(train, key)

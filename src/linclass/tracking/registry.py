@@ -7,11 +7,16 @@ requirements are given, not inferred (inferring them imports and scans the envir
 One registered model per tracking experiment (named like it, e.g. `linclass-cifar10`) holds every
 combination of the grid and of sweeps as versions, tagged with model / loss / regularizer and their
 accuracies, so that one alias, `champion`, can point at the best on validation. `evaluate` registers
-the models it evaluates and moves the alias.
+the models it evaluates and moves the alias; the champion's version carries the paired test (McNemar) of it
+against the runner-up, on validation and on test (SELECTION_TAGS).
+
+Each logged model is tied to its version (its tag `mlflow.modelVersions`, what `mlflow.register_model`
+writes): the logged model's page in the UI then shows its version instead of "Not registered".
 """
 from __future__ import annotations
 
 import importlib.util
+import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +28,14 @@ MODEL_NAME = "model"  # the name of the model inside its run: runs:/<run id>/mod
 # MLflow copies this file into each model (models from code): found by name, not imported (it registers the model)
 CODE = Path(str(getattr(importlib.util.find_spec("linclass.tracking.served_model"), "origin", "")))
 IMAGE_SHAPE = (32, 32, 3)
+# On the champion's version: the runner-up and the paired test against it (evaluate's `selection_tags`)
+SELECTION_TAGS = ("runner_up", "runner_up_version", *(f"{split}_{key}" for split in ("val", "test")
+                  for key in ("verdict", "difference", "b", "c", "p_value")))
+
+
+def model_input(X) -> np.ndarray:
+    """What the MLflow Model takes: the uint8 images (n, 32, 32, 3) of Pixels rows X (R, G, B planes)."""
+    return X.pixels.reshape(len(X), IMAGE_SHAPE[2], *IMAGE_SHAPE[:2]).transpose(0, 2, 3, 1)
 
 
 def output_kind(loss: str) -> str:
@@ -85,8 +98,35 @@ def register(client, registered_name: str, run_id: str, model_id: str, tags: Map
         tags={k: str(v) for k, v in tags.items()}).version
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, version, key, str(value))
+    link_logged_model(client, model_id, registered_name, str(version))
     return str(version)
 
 
-def set_champion(client, registered_name: str, version: str) -> None:
+def link_logged_model(client, model_id: str, registered_name: str, version: str) -> None:
+    """Add {name, version} to the logged model's `mlflow.modelVersions` tag (once), as `mlflow.register_model`
+    does: `create_model_version` alone leaves the logged model "Not registered" in the UI."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    entry = {"name": registered_name, "version": version}
+    linked = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    if entry not in linked:
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*linked, entry])})
+
+
+def set_champion(client, registered_name: str, version: str, selection: Mapping[str, object] | None = None) -> None:
+    """Point the alias `champion` at `version` and tag it with `selection` (SELECTION_TAGS: the runner-up and
+    the paired tests); a former champion loses those tags, which described it against its own runner-up."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        former = client.get_model_version_by_alias(registered_name, CHAMPION).version
+    except MlflowException:
+        former = None
     client.set_registered_model_alias(registered_name, CHAMPION, version)
+    if former is not None and str(former) != str(version):
+        tags = client.get_model_version(registered_name, former).tags
+        for key in SELECTION_TAGS:
+            if key in tags:
+                client.delete_model_version_tag(registered_name, former, key)
+    for key, value in (selection or {}).items():
+        client.set_model_version_tag(registered_name, version, key, str(value))
