@@ -104,11 +104,16 @@ def test_parse_floats_reads_comma_separated_numbers():
     assert parse_floats("0.01, 2e-2,1", "x") == [0.01, 0.02, 1.0]
 
 
-def _experiment(name, state, lr, val, test):
+def _experiment(name, state, lr, val, test, trained_md5="aa", tested_md5="aa"):
     params = {"grid": {"losses": ["softmax"], "regularizers": ["l2"]}, "train": {"epochs": 1},
-              "loss": {"softmax": {"learning_rate": lr}}, "regularizer": {"l2": {"strength": 1e-3}}}
-    metrics = {"metrics/train/softmax-l2.json": {"data": {"train_accuracy": 0.5, "val_accuracy": val}},
-               "metrics/test.json": {"data": {"softmax-l2": {"test_accuracy": test}}}}
+              "loss": {"softmax": {"learning_rate": lr}}, "regularizer": {"l2": {"strength": 1e-3}},
+              "preprocess": {"val_size": 100}}
+    metrics = {"metrics/train/softmax-l2.json": {"data": {"train_accuracy": 0.5, "val_accuracy": val,
+                                                          "val_accuracy_low": val - 0.1, "val_accuracy_high": val + 0.1,
+                                                          "weights_md5": trained_md5}},
+               "metrics/test.json": {"data": {"softmax-l2": {"test_accuracy": test, "test_accuracy_low": test - 0.01,
+                                                             "test_accuracy_high": test + 0.01,
+                                                             "weights_md5": tested_md5}}}}
     return {"name": name, "executor": {"state": state} if state else None,
             "revs": [{"rev": "0" * 40, "data": {"params": {"params.yaml": {"data": params}}, "metrics": metrics}}]}
 
@@ -124,6 +129,31 @@ def test_table_and_states_come_from_exp_show_json():
     # selected on validation: the test accuracy never decides
     assert [(r["experiment"], r["learning_rate"], r["val_accuracy"]) for r in rows] == [
         ("sweep-softmax-l2-2", 0.05, 0.35), ("sweep-softmax-l2-1", 0.01, 0.30)]
+    assert rows[0]["val_accuracy_low"] == pytest.approx(0.25) and rows[0]["test_accuracy_high"] == pytest.approx(0.11)
+
+
+def test_a_test_accuracy_is_shown_only_beside_the_weights_it_was_measured_on(capsys):
+    """A grid point runs only train@<model>: its commit carries the baseline's metrics/test.json, measured on
+    other weights (another md5): its row has no test accuracy, and the table says why."""
+    from linclass.orchestration.sweep import comparison_rows, print_comparison, print_table
+
+    show = [{"rev": "a" * 40, "experiments": [
+        _experiment("grid-softmax-l2", None, 0.01, 0.30, 0.41, trained_md5="new", tested_md5="old"),
+        _experiment("sweep-softmax-l2-1", None, 0.05, 0.25, 0.26, trained_md5="same", tested_md5="same"),
+        _experiment("older-1", None, 0.05, 0.20, 0.21, trained_md5="x", tested_md5=None)]}]
+    rows = experiment_rows(show, "")
+    assert [(r["experiment"], r["test_accuracy"], r["test_accuracy_low"]) for r in rows] == [
+        ("grid-softmax-l2", None, None), ("sweep-softmax-l2-1", 0.26, pytest.approx(0.25)), ("older-1", None, None)]
+    print_table(rows, "")
+    out = capsys.readouterr().out
+    assert "best on validation: grid-softmax-l2 (softmax-l2, learning_rate=0.01, strength=0.001): val 0.3000 " \
+           "[0.2000, 0.4000], test not evaluated in this experiment" in out
+    assert "0.41" not in out and "not evaluated with these weights" in out
+    assert "0.2600 [0.2500, 0.2700]" in out   # the one measured on its own weights, with its interval
+    compared = [r for r in comparison_rows(show) if r["revision"] == "grid-softmax-l2"]
+    assert compared[0]["val_accuracy"] == 0.30 and compared[0]["test_accuracy"] is None
+    print_comparison(compared)
+    assert "0.41" not in capsys.readouterr().out
 
 
 @pytest.mark.slow

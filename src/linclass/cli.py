@@ -170,7 +170,8 @@ def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, 
 def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local", address: Address = None,
          summary: Summary = None):
     """Every loss x regularizer of conf/ as its own experiment, JOBS at a time; then the whole pipeline
-    from DVC's run-cache: `dvc repro` (with OVERRIDES: the experiment grid-all, params.yaml untouched)."""
+    from DVC's run-cache: `dvc repro` (with OVERRIDES: the experiment grid-all, params.yaml untouched), and
+    the table of the grid's models with their validation and test accuracy, evaluated together."""
     from linclass.orchestration import sweep
 
     overrides = checked(overrides)
@@ -180,6 +181,10 @@ def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local"
             dvc("exp", "run", "--temp", "-n", "grid-all", *(arg for o in overrides for arg in ("-S", o)))
         else:
             dvc("repro")
+    # the grid's points trained only; here every model of it with its test accuracy, evaluated together
+    revision = "grid-all" if overrides else "workspace"
+    sweep.print_comparison([row for row in sweep.comparison_rows(sweep.exp_show()) if row["revision"] == revision],
+                           title=f"the grid, evaluated ({revision}): every model with its validation and test accuracy")
 
 
 @app.command()

@@ -311,8 +311,27 @@ def _combination(params: dict) -> tuple[str, str] | None:
     return (losses[0], regs[0]) if len(losses) == 1 and len(regs) == 1 else None
 
 
+TEST_KEYS = ("test_accuracy", "test_accuracy_low", "test_accuracy_high")
+VAL_KEYS = ("val_accuracy", "val_accuracy_low", "val_accuracy_high")
+
+
+def evaluated(trained: dict, tested: dict) -> dict:
+    """The test accuracy and its interval of a model, only if they were measured on these very weights.
+
+    trained: its metrics/train/<model>.json; tested: its entry of metrics/test.json. An experiment that ran only
+    train@<model> (a grid point) carries the metrics/test.json of its baseline commit, made with other weights:
+    their md5 differs (or is missing) and nothing is returned.
+    """
+    if not tested or not trained.get("weights_md5") or tested.get("weights_md5") != trained["weights_md5"]:
+        return {key: None for key in TEST_KEYS}
+    return {key: tested.get(key) for key in TEST_KEYS}
+
+
+
 def experiment_rows(exp_show: list, prefix: str) -> list[dict]:
-    """One row per DVC experiment whose name starts with `prefix`, from `dvc exp show --json`."""
+    """One row per DVC experiment whose name starts with `prefix`, from `dvc exp show --json`: its settings,
+    validation accuracy with its 95% interval, and the test accuracy only where the experiment evaluated the
+    model it trained (else None: see `evaluated`)."""
     rows = []
     for baseline in exp_show:
         for experiment in baseline.get("experiments") or []:
@@ -334,9 +353,10 @@ def experiment_rows(exp_show: list, prefix: str) -> list[dict]:
                          "learning_rate": params["loss"][loss]["learning_rate"],
                          "strength": params["regularizer"][reg]["strength"],
                          "epochs": params["train"]["epochs"],
+                         "val_size": (params.get("preprocess") or {}).get("val_size"),
                          "train_accuracy": trained.get("train_accuracy"),
-                         "val_accuracy": trained.get("val_accuracy"),
-                         "test_accuracy": tested.get("test_accuracy")})
+                         **{key: trained.get(key) for key in VAL_KEYS},
+                         **evaluated(trained, tested)})
     return sorted(rows, key=lambda row: (-(row["val_accuracy"] if row["val_accuracy"] is not None else -1),
                                          row["experiment"]))
 
@@ -352,7 +372,8 @@ def _revisions(exp_show: list):
 
 
 def comparison_rows(exp_show: list) -> list[dict]:
-    """One row per trained model of every revision: the combination, its effective settings, val/test accuracy."""
+    """One row per trained model of every revision: the combination, its effective settings, validation and
+    test accuracy with their 95% intervals (the test ones only where that revision evaluated these weights)."""
     rows = []
     for label, data in _revisions(exp_show):
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
@@ -367,13 +388,37 @@ def comparison_rows(exp_show: list) -> list[dict]:
             settings = {k: v for k, v in (params.get("train") or {}).items() if k != "blas_threads"}
             settings.update((params.get("loss") or {}).get(loss) or {})
             settings.update((params.get("regularizer") or {}).get(reg) or {})
+            settings["val_size"] = (params.get("preprocess") or {}).get("val_size")
             rows.append({"revision": label, "combination": model, **settings,
-                         "val_accuracy": trained.get("val_accuracy"),
-                         "test_accuracy": (tested.get(model) or {}).get("test_accuracy")})
+                         **{key: trained.get(key) for key in VAL_KEYS}, **evaluated(trained, tested.get(model) or {})})
     return rows
 
 
-def print_comparison(rows: list[dict]) -> None:
+def with_interval(value, low, high) -> str:
+    """'0.4218 [0.4082, 0.4355]'; the accuracy alone when the interval is unknown; '-' when there is none."""
+    if value is None or value != value:
+        return "-"
+    if low is None or high is None or low != low or high != high:
+        return f"{value:.4f}"
+    return f"{value:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def accuracy_columns(table):
+    """The table with `val_accuracy (95%)` and `test_accuracy (95%)` in place of the three columns of each."""
+    for split in ("val", "test"):
+        keys = [f"{split}_accuracy{end}" for end in ("", "_low", "_high")]
+        texts = [with_interval(*(row.get(k) for k in keys)) for row in table.to_dict("records")]
+        at = list(table.columns).index(keys[0])
+        table = table.drop(columns=keys)
+        table.insert(at, f"{split}_accuracy (95%)", texts)
+    return table
+
+
+NOT_EVALUATED = ("test_accuracy '-': not evaluated with these weights (an experiment that ran only train@..., "
+                 "whose metrics/test.json belongs to the models of its baseline)")
+
+
+def print_comparison(rows: list[dict], title: str | None = None) -> None:
     """The rows with only the settings that differ between them, best validation accuracy first."""
     import pandas as pd
 
@@ -381,13 +426,18 @@ def print_comparison(rows: list[dict]) -> None:
         print("nothing trained yet: run `make repro` (or an experiment) first")
         return
     table = pd.DataFrame(rows)
-    fixed = ["revision", "combination", "val_accuracy", "test_accuracy"]
+    fixed = ["revision", "combination", *VAL_KEYS, *TEST_KEYS]
     differ = [c for c in table.columns if c not in fixed and table[c].astype(str).nunique(dropna=False) > 1]
-    table = table[["revision", "combination", *differ, "val_accuracy", "test_accuracy"]]
     table = table.sort_values(["val_accuracy", "revision"], ascending=[False, True], na_position="last")
+    table = accuracy_columns(table[["revision", "combination", *differ, *VAL_KEYS, *TEST_KEYS]])
     same = [c for c in pd.DataFrame(rows).columns if c not in fixed and c not in differ]
+    if title:
+        print(f"\n{title}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"(the same everywhere: {', '.join(same) or 'nothing'}; sorted by validation accuracy)")
+    print(f"(the same everywhere: {', '.join(same) or 'nothing'}; sorted by validation accuracy; "
+          "[low, high]: 95% Wilson interval)")
+    if any(row["test_accuracy"] is None for row in rows):
+        print(NOT_EVALUATED)
 
 
 def results_table(prefix: str) -> list[dict]:
@@ -401,17 +451,22 @@ def print_table(rows: list[dict], prefix: str) -> None:
     if not rows:
         print(f"{title}: none finished")
         return
-    print(f"\n{title}, sorted by validation accuracy (selection never looks at the test accuracy)")
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\n{title}, sorted by validation accuracy (selection never looks at the test accuracy; "
+          "[low, high]: 95% Wilson interval)")
+    print(accuracy_columns(pd.DataFrame(rows)).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     best = rows[0]
+    test = (with_interval(*(best[k] for k in TEST_KEYS)) if best["test_accuracy"] is not None
+            else "not evaluated in this experiment")
     print(f"\nbest on validation: {best['experiment']} ({best['model']}, learning_rate={best['learning_rate']}, "
-          f"strength={best['strength']}): val {best['val_accuracy']}, test {best['test_accuracy']}")
+          f"strength={best['strength']}): val {with_interval(*(best[k] for k in VAL_KEYS))}, test {test}")
+    if any(row["test_accuracy"] is None for row in rows):
+        print(NOT_EVALUATED)
     print(f"keep it: dvc exp apply {best['experiment']}")
     print(f"in the MLflow UI, filter runs by tags.dvc_exp_name LIKE '{prefix}%'")
 
 
-TABLE_COLUMNS = ("experiment", "model", "learning_rate", "strength", "epochs", "train_accuracy", "val_accuracy",
-                 "test_accuracy")
+TABLE_COLUMNS = ("experiment", "model", "learning_rate", "strength", "epochs", "val_size", "train_accuracy",
+                 *VAL_KEYS, *TEST_KEYS)
 
 
 def write_table(rows: list[dict], path: Path) -> Path:
