@@ -18,12 +18,15 @@ def main() -> None:
                              learning_rate=cfg.learning_rate)
     table = results[0]
 
-    with study_run(params.tracking, "study-hard-cases", "hard_cases"), \
+    with study_run(params.tracking, "study-hard-cases", "hard_cases",
+                   "Each loss trained on 2-D data sets that no line separates (and on a separable control): its "
+                   "accuracy against the majority rate."), \
             atomic_dir(REPORTS / "hard_cases") as out:
         plot_decision_regions(results, out / "decision_regions.png")
         with atomic_file(REPORTS / "hard_cases.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.6f")
-        mlflow.log_metrics({f"{r.dataset}.{r.loss}.accuracy": r.accuracy for r in table.itertuples()})
+        mlflow.log_metrics({**{f"accuracy/{r.dataset}-{r.loss}": r.accuracy for r in table.itertuples()},
+                            **{f"majority_rate/{r.dataset}": r.majority_rate for r in table.itertuples()}})
         mlflow.log_artifacts(str(out))
         mlflow.log_artifact(str(REPORTS / "hard_cases.csv"))
     write_json(Path("metrics/hard_cases.json"), {

@@ -25,12 +25,14 @@ def main() -> None:
         rows.append({"model": name, "loss": loss, **check})
     initial = pd.DataFrame(rows)
 
-    with study_run(params.tracking, "study-loss-behaviour", "loss_study"):
+    with study_run(params.tracking, "study-loss-behaviour", "loss_study",
+                   "The lecture's questions about the losses measured on its example scores, and the loss each "
+                   "training run started from against C - 1 (SVM) and log C (softmax)."):
         with atomic_file(REPORTS / "loss_study.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")
         with atomic_file(REPORTS / "initial_loss.csv") as tmp:
             initial.to_csv(tmp, index=False, float_format="%.6g")
-        mlflow.log_metrics({f"{r['model']}.initial_loss_relative_error": r["relative_error"] for r in rows})
+        mlflow.log_metrics({f"initial_loss_relative_error/{r['model']}": r["relative_error"] for r in rows})
         mlflow.log_artifact(str(REPORTS / "loss_study.csv"))
         mlflow.log_artifact(str(REPORTS / "initial_loss.csv"))
     write_json("metrics/initial_loss.json", {r["model"]: {"observed": round(r["observed"], 6),

@@ -4,7 +4,7 @@ net, on a subset of the training split for a few epochs (studies.regularization_
 Writes reports/regularization_path/ (path.csv: one row per point; curves.png: validation accuracy,
 near-zero share, data loss and R(W) against the strength; templates.png: the template of one class
 along the path, L1 against L2, per loss), metrics/regularization_path.json, and the MLflow run
-`study-regularization-path` (metrics `<loss>-<regularizer>.<column>` with step = position on the grid).
+`study-regularization-path` (metrics `<column>/<loss>-<regularizer>`, step = position on the strength grid).
 """
 from pathlib import Path
 
@@ -47,7 +47,11 @@ def main() -> None:
     strips = {f"{loss}-{reg}": rp.template_strip(points, loss, reg, k)
               for loss in cfg.losses for reg in ("l1", "l2") if reg in cfg.regularizers}
 
-    with study_run(params.tracking, "study-regularization-path", "regularization_path") as run_id, \
+    strengths = ", ".join(f"{s:g}" for s in cfg.strengths)
+    with study_run(params.tracking, "study-regularization-path", "regularization_path",
+                   f"Each loss trained {cfg.epochs} epochs on {n} images with L1, L2 and elastic net along the "
+                   f"strengths {strengths} (step = position in that list): validation accuracy, near-zero share, "
+                   "data loss and R(W).") as run_id, \
             atomic_dir(OUT) as out:
         table.to_csv(out / "path.csv", index=False, float_format="%.8g")
         rp.plot_path_curves(table, out / "curves.png")
@@ -56,7 +60,7 @@ def main() -> None:
         mlflow.log_params({"train_subset": n, "epochs": cfg.epochs, "strengths": cfg.strengths})
         MlflowClient().log_batch(run_id, metrics=[
             m for row in table.itertuples(index=False) for column in rp.COLUMNS[3:]
-            for m in scalar_metrics({f"{row.loss}-{row.regularizer}.{column}": getattr(row, column)},
+            for m in scalar_metrics({f"{column}/{row.loss}-{row.regularizer}": getattr(row, column)},
                                     step=steps[row.strength])])
         mlflow.log_artifacts(str(out))
     write_json(Path("metrics/regularization_path.json"), summary)

@@ -1,6 +1,7 @@
 """DVC stage `templates`: the visual viewpoint. The templates of every model in one figure
 (rows: loss-regularizer, columns: classes) and the weight distribution per model, which shows L1's
-sparsity against L2's spreading. Also logged to MLflow as the run `study-templates`."""
+sparsity against L2's spreading. Also logged to MLflow as the run `study-templates` (metrics
+`near_zero_share/<model>`)."""
 from pathlib import Path
 
 import mlflow
@@ -19,10 +20,12 @@ def main() -> None:
     models = {name: load_model(name)[0] for name in model_names(params)}
     sparsity = {name: {"near_zero_fraction": round(plots.weight_sparsity(W, tol), 6)} for name, W in models.items()}
 
-    with study_run(params.tracking, "study-templates", "templates"), atomic_dir(OUT) as out:
+    with study_run(params.tracking, "study-templates", "templates",
+                   "The class templates (rows of W) of every trained model side by side, and each model's share of "
+                   "near-zero weights: L1 makes W sparse, L2 keeps it dense."), atomic_dir(OUT) as out:
         plots.plot_templates_comparison(models, class_names(), out / "templates.png")
         plots.plot_weight_histograms(models, out / "weight_histograms.png", tol=tol)
-        mlflow.log_metrics({f"{name}.near_zero_fraction": v["near_zero_fraction"] for name, v in sparsity.items()})
+        mlflow.log_metrics({f"near_zero_share/{name}": v["near_zero_fraction"] for name, v in sparsity.items()})
         mlflow.log_artifacts(str(out))
     write_json(Path("metrics/sparsity.json"), sparsity)
     for name, v in sparsity.items():

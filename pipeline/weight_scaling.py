@@ -3,7 +3,7 @@ trained to zero hinge loss on a small subset (the lecture's case), evaluate (sW,
 hinge, squared hinge and softmax loss, R(W) of each regularizer (without the strength), and accuracy.
 
 Writes reports/weight_scaling.csv, a plot per loss under reports/scaling/, metrics/weight_scaling.json,
-and the MLflow run `study-weight-scaling` (metrics `<model>.<column>` with step = round(100 * scale))."""
+and the MLflow run `study-weight-scaling` (metrics `<column>/<model>`, step = round(100 * scale))."""
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +44,9 @@ def main() -> None:
     zero_table = weight_scaling_table(W0, b0, X_sub, y_sub, scales, zero_name)
     table = pd.concat([zero_table, *tables], ignore_index=True)
 
-    with study_run(params.tracking, "study-weight-scaling", "weight_scaling") as run_id, \
+    with study_run(params.tracking, "study-weight-scaling", "weight_scaling",
+                   f"W and b of every model, and of a model trained to zero hinge loss on {n} images, scaled by s "
+                   f"(step = 100 s): the hinge loss stays 0, the penalties grow, the accuracy stays.") as run_id, \
             atomic_dir(REPORTS / "scaling") as out:
         for column in PLOTTED:
             plots.plot_weight_scaling(table, out / f"{column}.png", column)
@@ -52,7 +54,8 @@ def main() -> None:
             table.to_csv(tmp, index=False, float_format="%.8g")
         client = MlflowClient()
         metrics = [m for row in table.itertuples(index=False) for column in table.columns[2:]
-                   for m in scalar_metrics({f"{row.model}.{column}": getattr(row, column)}, step=round(100 * row.scale))]
+                   for m in scalar_metrics({f"{column}/{row.model}": getattr(row, column)},
+                                           step=round(100 * row.scale))]
         client.log_batch(run_id, metrics=metrics)
         client.log_artifacts(run_id, str(out), artifact_path="plots")
         client.log_artifact(run_id, str(REPORTS / "weight_scaling.csv"))

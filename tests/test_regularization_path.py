@@ -82,7 +82,7 @@ def test_summary_and_sentences_hold_the_measured_numbers(table):
     assert f"{l1['near_zero'].iloc[0]:.0%}" in sentence and "100%" in sentence
     assert f"{path(table, 'softmax', 'l2')['penalty'].iloc[-1]:.4g}" in sentence
     curves = rp.describe_curves(table)
-    assert f"softmax-l1 {cells['best_val_accuracy']:.3f} at λ={cells['best_strength']:g}" in curves
+    assert f"softmax-l1 {cells['best_val_accuracy']:.4f} at λ={cells['best_strength']:g}" in curves
 
 
 def test_template_strip_is_one_row_of_W_per_strength(points):

@@ -133,9 +133,9 @@ def describe_curves(table) -> str:
     """One sentence of measured numbers for the curves: each path's best validation accuracy and its
     accuracy at the strongest strength."""
     summary = path_summary(table)
-    best = "; ".join(f"{name} {cells['best_val_accuracy']:.3f} at λ={cells['best_strength']:g}"
+    best = "; ".join(f"{name} {cells['best_val_accuracy']:.4f} at λ={cells['best_strength']:g}"
                      for name, cells in summary.items())
-    strongest = ", ".join(f"{name} {cells['val_accuracy_at_strongest']:.3f}" for name, cells in summary.items())
+    strongest = ", ".join(f"{name} {cells['val_accuracy_at_strongest']:.4f}" for name, cells in summary.items())
     top = max(table["strength"])
     return f"Best validation accuracy: {best}; at λ={top:g}: {strongest}."
 
@@ -199,7 +199,8 @@ def plot_path_curves(table, path):
         ax.set_xlabel("strength λ")
         ax.set_title(label, fontsize=10)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()   # one legend for the four panels, below them
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle("the regularization path")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 * (1 + (len(labels) - 1) // 6), 1, 1))
     return save_figure(fig, path)

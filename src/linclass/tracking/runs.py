@@ -253,11 +253,12 @@ def tracked_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | Non
 
 
 @contextlib.contextmanager
-def study_run(tracking: Tracking, run_name: str, stage: str, kind: str = "study") -> Iterator[str]:
+def study_run(tracking: Tracking, run_name: str, stage: str, description: str, kind: str = "study") -> Iterator[str]:
     """The MLflow run of a study or report stage, in the studies experiment (set up, tagged, ended
-    honestly); yields its run id."""
+    honestly); yields its run id. `description`: one sentence, the run's description in the MLflow UI
+    (the tag mlflow.note.content)."""
     experiment_id = setup(studies_experiment(tracking.experiment), tracking.uri)
-    tags = {"kind": kind, "dvc_stage": stage, "git_commit": git_commit()}
+    tags = {"kind": kind, "dvc_stage": stage, "git_commit": git_commit(), "mlflow.note.content": description}
     with tracked_run(experiment_id, run_name, tags) as active:
         yield active.info.run_id
 
