@@ -24,14 +24,19 @@ def _mlflow() -> str:
 
 
 def ui(tracking: Tracking, port: int) -> None:
-    """`mlflow ui` on the project's store (created if needed), after printing the link to its training runs."""
-    from linclass.tracking.runs import project_root, setup
-    from linclass.tracking.ui import set_runs_view, ui_url
+    """`mlflow ui` on the project's store (created if needed), after printing the links to its training runs,
+    the Compare page of the latest models and the studies, all in the UI's machine-learning view."""
+    from mlflow.tracking import MlflowClient
+
+    from linclass.tracking.runs import project_root, setup, studies_experiment
+    from linclass.tracking.ui import links, set_runs_view
 
     root = project_root()
     experiment_id = setup(tracking.experiment, None, root)   # the project's own store, not MLFLOW_TRACKING_URI
     set_runs_view(experiment_id)
-    print(f"the training runs, compared: {ui_url(experiment_id, f'http://127.0.0.1:{port}')}", flush=True)
+    studies = MlflowClient().get_experiment_by_name(studies_experiment(tracking.experiment))
+    for line in links(MlflowClient(), experiment_id, studies and studies.experiment_id, f"http://127.0.0.1:{port}"):
+        print(line, flush=True)
     env = {**os.environ, **ENVIRONMENT, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root / 'mlflow.db'}"}
     os.execve(_mlflow(), [_mlflow(), "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP], env)
 
