@@ -104,7 +104,7 @@ class Data(Section):
 
 
 class Preprocess(Section):
-    val_size: int = Field(1000, ge=1, le=49_999, description="images split off the training images for validation")
+    val_size: int = Field(5000, ge=1, le=49_999, description="images split off the training images for validation")
     seed: int = Field(0, ge=0, description="seed of that split")
     scale: float = Field(255.0, ge=1e-3, le=1e6, description="X = (pixels - mean training image) / scale")
     max_train: int | None = Field(None, ge=1, description="keep only this many training images (null: all)")
