@@ -42,7 +42,7 @@ def test_real_data_shapes_and_preprocessing(real_project):
     data = real_project.path / "data/processed"
     X_train = np.load(data / "X_train.npy", mmap_mode="r")
     X_val, X_test = np.load(data / "X_val.npy", mmap_mode="r"), np.load(data / "X_test.npy", mmap_mode="r")
-    assert X_train.shape == (49_000, 3072) and X_val.shape == (1000, 3072) and X_test.shape == (10_000, 3072)
+    assert X_train.shape == (45_000, 3072) and X_val.shape == (5000, 3072) and X_test.shape == (10_000, 3072)
     assert X_train.dtype == X_val.dtype == X_test.dtype == np.uint8  # the pixels; X = (pixels - mean) / scale
     mean = np.load(data / "mean_image.npy")
     assert np.abs(np.asarray(X_train).mean(axis=0, dtype=np.float64) - mean).max() < 1e-4  # of train only
@@ -90,13 +90,34 @@ def test_real_report_and_mlflow(real_project):
 
 
 def test_real_accuracy_goals_of_the_per_loss_rates(real_project):
-    """Each loss at its own rate: the best test accuracy >= 0.415 and every combination within 0.01 of
-    the best of its loss (measured: softmax 0.4152-0.4175, SVM 0.3993-0.3994)."""
+    """Each loss at its own rate: the best test accuracy >= 0.41 and every combination within 0.01 of the best
+    of its loss (measured with 45,000 training images: softmax 0.4118-0.4138, SVM 0.3944-0.3948)."""
     metrics = json.loads((real_project.path / "metrics/test.json").read_text())
-    assert max(m["test_accuracy"] for m in metrics.values()) >= 0.415, metrics
+    assert max(m["test_accuracy"] for m in metrics.values()) >= 0.41, metrics
     for loss in ("svm", "softmax"):
         accuracies = [metrics[f"{loss}-{reg}"]["test_accuracy"] for reg in ("none", "l1", "l2", "elasticnet")]
         assert max(accuracies) - min(accuracies) <= 0.01, (loss, accuracies)
+
+
+def test_real_intervals_and_the_champion_against_the_runner_up(real_project):
+    """5,000 validation images: a validation accuracy is known to +-1.4 points (10,000 test images: +-1.0); the
+    champion is the best on validation, tested against the runner-up on the same images (measured:
+    softmax-elasticnet against softmax-l1, within noise on validation, b=4 c=0, and on test, b=7 c=6)."""
+    metrics = json.loads((real_project.path / "metrics/test.json").read_text())
+    for name, m in metrics.items():
+        assert m["val_accuracy_low"] < m["val_accuracy"] < m["val_accuracy_high"], name
+        assert 0.025 < m["val_accuracy_high"] - m["val_accuracy_low"] < 0.028, (name, m)     # +-1.4 points
+        assert 0.018 < m["test_accuracy_high"] - m["test_accuracy_low"] < 0.0196, (name, m)  # +-0.97 points
+    chosen = json.loads((real_project.path / "metrics/champion.json").read_text())
+    ranked = sorted(GRID, key=lambda n: (-metrics[n]["val_accuracy"], GRID.index(n)))
+    assert [chosen["champion"], chosen["runner_up"]] == ranked[:2]
+    assert chosen["val"]["images"] == 5000 and chosen["test"]["images"] == 10_000
+    for split in ("val", "test"):
+        r = chosen[split]
+        assert r["difference"] == pytest.approx((r["b"] - r["c"]) / r["images"], abs=1e-6)
+        assert r["verdict"] == ("within noise" if r["p_value"] > 0.05 else "better" if r["b"] > r["c"] else "worse")
+    report = (real_project.path / "reports/report.md").read_text()
+    assert f"Is the champion {chosen['champion']} really better than the runner-up {chosen['runner_up']}?" in report
 
 
 def test_real_regularization_path(real_project):

@@ -175,5 +175,6 @@ def test_compare_models_puts_the_accuracies_beside_mcnemar():
     assert result == {"images": 10, "accuracy_a": 0.7, "accuracy_b": 0.6, "difference": pytest.approx(0.1),
                       "b": 3, "c": 2, "p_value": 1.0, "mid_p": pytest.approx(22 / 32),
                       "verdict": "within noise"}
+    assert all(type(result[k]) is float for k in ("accuracy_a", "accuracy_b", "difference", "p_value"))  # JSON, tags
     # the difference is (b - c) / n: what both got right or wrong cancels out
     assert result["difference"] == pytest.approx(result["accuracy_a"] - result["accuracy_b"])

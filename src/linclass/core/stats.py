@@ -157,6 +157,6 @@ def compare_models(y_true, pred_a, pred_b, alpha: float = 0.05) -> dict:
     y_true, pred_a, pred_b = _paired(y_true, pred_a, pred_b)
     test = mcnemar(y_true, pred_a, pred_b)
     n = len(y_true)
-    accuracy_a, accuracy_b = np.count_nonzero(y_true == pred_a) / n, np.count_nonzero(y_true == pred_b) / n
+    accuracy_a, accuracy_b = int(np.count_nonzero(y_true == pred_a)) / n, int(np.count_nonzero(y_true == pred_b)) / n
     return {"images": n, "accuracy_a": accuracy_a, "accuracy_b": accuracy_b, "difference": (test.b - test.c) / n,
             "b": test.b, "c": test.c, "p_value": test.p_value, "mid_p": test.mid_p, "verdict": verdict(test, alpha)}

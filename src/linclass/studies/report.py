@@ -182,7 +182,7 @@ def paired_test_blocks(best):
     """The champion against the runner-up on the same images: b, c, the difference, p and the verdict."""
     if not best.get("runner_up"):
         return [paragraph(f"{best['model']} is the only model: there is no runner-up to test it against.")]
-    rows = [{"images": split_name, "n": best[split]["images"],
+    rows = [{"split": split_name, "images": best[split]["images"],
              "champion_accuracy": best[split]["champion_accuracy"],
              "runner_up_accuracy": best[split]["runner_up_accuracy"], "difference": best[split]["difference"],
              "b": best[split]["b"], "c": best[split]["c"], "p_value": best[split]["p_value"],

@@ -34,8 +34,8 @@ def ui(tracking: Tracking, port: int) -> None:
     root = project_root()
     experiment_id = setup(tracking.experiment, None, root)   # the project's own store, not MLFLOW_TRACKING_URI
     set_runs_view(experiment_id)
-    studies = MlflowClient().get_experiment_by_name(studies_experiment(tracking.experiment))
-    for line in links(MlflowClient(), experiment_id, studies and studies.experiment_id, f"http://127.0.0.1:{port}"):
+    studies_id = setup(studies_experiment(tracking.experiment), None, root)
+    for line in links(MlflowClient(), experiment_id, studies_id, f"http://127.0.0.1:{port}"):
         print(line, flush=True)
     env = {**os.environ, **ENVIRONMENT, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root / 'mlflow.db'}"}
     os.execve(_mlflow(), [_mlflow(), "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP], env)

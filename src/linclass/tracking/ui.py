@@ -31,15 +31,14 @@ ML_VIEW = "workflowType=machine_learning"
 # the MLflow UI, kept as an experiment tag): the accuracies with their 95% intervals and the settings that
 # differ between runs, best on validation first. Without it the table shows no metric and no param.
 RUNS_VIEW_KEY = "linclass"
-RUNS_VIEW = {
-    "selectedColumns": ["attributes.`Models`",
-                        *(f"metrics.`{split}_accuracy{end}`" for split in ("val", "test")
-                          for end in ("", "_low", "_high")),
-                        "metrics.`train_accuracy`",
-                        *(f"params.`{p}`" for p in ("loss", "regularizer", "strength", "learning_rate",
-                                                    "epochs", "batch_size", "val_size"))],
-    "orderByKey": "metrics.`val_accuracy`", "orderByAsc": False,
-}
+COLUMNS = ["attributes.`Models`",
+           *(f"metrics.`{split}_accuracy{end}`" for split in ("val", "test") for end in ("", "_low", "_high")),
+           "metrics.`train_accuracy`",
+           *(f"params.`{p}`" for p in ("loss", "regularizer", "strength", "learning_rate", "epochs", "batch_size",
+                                       "val_size"))]
+# columnOrder: in this order, not the table's default (metrics by name: test_accuracy before val_accuracy)
+RUNS_VIEW = {"selectedColumns": COLUMNS, "columnOrder": ["attributes.`Run Name`", *COLUMNS],
+             "orderByKey": "metrics.`val_accuracy`", "orderByAsc": False}
 
 
 def set_runs_view(experiment_id: str) -> None:
@@ -84,13 +83,12 @@ def latest_evaluated_runs(client, experiment_id: str, limit: int = 1000) -> list
     return [run.info.run_id for run in ranked]
 
 
-def links(client, experiment_id: str, studies_id: str | None, base: str) -> list[str]:
+def links(client, experiment_id: str, studies_id: str, base: str) -> list[str]:
     """The lines `linclass ui` prints: where to click first."""
     lines = [f"the training runs, compared: {ui_url(experiment_id, base)}"]
     evaluated = latest_evaluated_runs(client, experiment_id)
     if len(evaluated) > 1:
         lines.append(f"the latest {len(evaluated)} models side by side (Compare): "
                      f"{compare_url(evaluated, experiment_id, base)}")
-    if studies_id is not None:
-        lines.append(f"the studies and the report: {experiment_url(studies_id, base)}")
+    lines.append(f"the studies and the report: {experiment_url(studies_id, base)}")
     return lines
