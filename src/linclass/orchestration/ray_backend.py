@@ -9,10 +9,11 @@ The points are those of the local queue (linclass.orchestration.sweep.Point: a n
 target), and so is the table. The commit being swept must be on the git remote `origin` (the nodes fetch
 it from there) and the code must be committed.
 
-On the driver, once (params.yaml is not touched, as with the local queue): the settings are composed in
-memory; the data stages run in a scratch clone of the commit that shares the driver's DVC cache (restored
-from DVC's run-cache when done before), their outputs go to the default DVC remote, and their dvc.lock
-entries go to the nodes with the points; the MLflow experiment is created on the team's tracking server.
+On the driver, once (params.yaml is not written, as with the local queue): the settings are composed in
+memory; the data stages run (in the workspace when its params.yaml has the same data settings, else in a
+scratch clone of the commit sharing the workspace's DVC cache), their outputs go to the default DVC
+remote and their dvc.lock entries go to the nodes with the points; the MLflow experiment is created on
+the team's tracking server.
 
 On the nodes, each task runs a group of points (the points are split evenly over the cluster's CPUs, so
 that each node's set-up and push are paid once per group), in a warm workspace kept between points and
@@ -451,28 +452,36 @@ def check_ray(address: str, timeout: float = 5) -> None:
                             "(`make cluster-up`) or set RAY_ADDRESS=<head>:<port>") from None
 
 
-def data_stages(root: Path, commit: str, overrides: Sequence[str], log: Callable[[str], None]) -> dict:
-    """Run the data stages of the overrides' settings in a scratch clone of `commit` that shares this project's
-    DVC cache (so done once: DVC restores them from its run-cache the next time), push their outputs to the
-    default DVC remote, and return their dvc.lock entries. The workspace's params.yaml is not touched."""
+def data_stages(root: Path, commit: str, overrides: Sequence[str], params: dict) -> dict:
+    """Run the data stages once for the sweep's settings `params`, push their outputs to the default DVC
+    remote, and return their dvc.lock entries (the nodes pull those outputs instead of running the stages).
+
+    In the workspace (`dvc repro preprocess`, as the local queue does) when its params.yaml has the same data
+    settings; else in a scratch clone of `commit` that shares the workspace's DVC cache (so that they run
+    once: DVC restores them from its run-cache the next time). params.yaml is never written.
+    """
     import yaml
 
-    from linclass.config import write_params
+    from linclass.config import load_params, write_params
 
-    cache = _run([dvc_executable(), "cache", "dir"], root, "dvc cache dir").strip()
+    here = load_params(root / "params.yaml") if (root / "params.yaml").exists() else {}
+    same = all(here.get(section) == params[section] for section in ("data", "preprocess"))
     with tempfile.TemporaryDirectory(prefix="linclass-data-") as scratch:
-        clone = Path(scratch) / "repo"
-        _run(["git", "clone", "--quiet", "--shared", "--no-checkout", str(root), str(clone)], root, "git clone (data)")
-        _run(["git", "checkout", "--quiet", "--detach", commit], clone, "git checkout (data)")
-        for name in ("config.local",):   # the remote's credentials, if kept out of git
-            if (root / ".dvc" / name).exists():
-                shutil.copy2(root / ".dvc" / name, clone / ".dvc" / name)
-        _run([dvc_executable(), "config", "--local", "cache.dir", str((root / cache).resolve())], clone,
-             "dvc config cache.dir (data)")
-        write_params(conf_dir=clone / "conf", path=clone / "params.yaml", overrides=list(overrides))
-        _run([dvc_executable(), "repro", *DATA_STAGES], clone, "the data stages (dvc repro preprocess)", quiet=False)
-        _run([dvc_executable(), "push", *DATA_STAGES], clone, "dvc push (the data stages' outputs)")
-        stages = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+        where = root
+        if not same:
+            where = Path(scratch) / "repo"
+            cache = (root / _run([dvc_executable(), "cache", "dir"], root, "dvc cache dir").strip()).resolve()
+            _run(["git", "clone", "--quiet", "--shared", "--no-checkout", str(root), str(where)], root,
+                 "git clone (a scratch copy for the data stages)")
+            _run(["git", "checkout", "--quiet", "--detach", commit], where, "git checkout (the scratch copy)")
+            if (root / ".dvc" / "config.local").exists():   # remotes' credentials kept out of git
+                shutil.copy2(root / ".dvc" / "config.local", where / ".dvc" / "config.local")
+            _run([dvc_executable(), "config", "--local", "cache.dir", str(cache)], where, "dvc config cache.dir")
+            write_params(conf_dir=where / "conf", path=where / "params.yaml", overrides=list(overrides))
+        _run([dvc_executable(), "repro", DATA_STAGES[-1]], where, "the data stages (dvc repro preprocess)",
+             quiet=False)
+        _run([dvc_executable(), "push", *DATA_STAGES], where, "dvc push (the data stages' outputs)")
+        stages = yaml.safe_load((where / "dvc.lock").read_text())["stages"]
         return {name: stages[name] for name in DATA_STAGES}
 
 
@@ -486,7 +495,7 @@ def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[s
     uri = tracking_server(params)
     check_ray(address)
     log(f"commit {commit[:7]} from {git_url}; data from DVC remote {dvc_remote}; MLflow server {uri}")
-    data_lock = data_stages(root, commit, overrides, log)
+    data_lock = data_stages(root, commit, overrides, params)
     experiment_id = mlflow_experiment(uri, params["tracking"]["experiment"])
     name, email = git_identity(root)
     return {"commit": commit, "git_url": git_url, "dvc_remote": dvc_remote, "tracking_uri": uri,
