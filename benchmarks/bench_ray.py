@@ -70,8 +70,25 @@ def requests(log: Path, offset: int) -> list[tuple[str, str]]:
         return [(m.group(1), f"{m.group(2)} {m.group(3).split('?')[0]}") for line in f if (m := ACCESS.match(line))]
 
 
-def one_sweep(cluster, points, overrides: list[str], project, url: str, server_log: Path) -> dict:
+def server_cpu(server) -> float:
+    """CPU seconds used so far by the MLflow server's processes (the server and its workers)."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(server.pid)
+    for process in (root, *root.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def one_sweep(cluster, points, overrides: list[str], project, url: str, server) -> dict:
+    server_log = server.log
     offset = server_log.stat().st_size
+    cpu = server_cpu(server.proc)
     os.environ["MLFLOW_TRACKING_URI"] = url
     start = time.perf_counter()
     results = run_sweep(points, overrides, root=project.path, address=cluster.address, log=lambda line: None)
@@ -85,7 +102,7 @@ def one_sweep(cluster, points, overrides: list[str], project, url: str, server_l
         result["wall"] = sum(result["seconds"].values())
     time.sleep(1)   # the access log's last lines
     return {"wall": wall, "results": results, "requests": requests(server_log, offset),
-            "nodes_used": sorted({r["node"] for r in results})}
+            "server_cpu": server_cpu(server.proc) - cpu, "nodes_used": sorted({r["node"] for r in results})}
 
 
 def describe_requests(sweeps: list[dict], points: int) -> list[str]:
@@ -93,8 +110,11 @@ def describe_requests(sweeps: list[dict], points: int) -> list[str]:
     walls = [sweep["wall"] for sweep in sweeps]
     per_second = collections.Counter(second for sweep in sweeps for second, _ in sweep["requests"])
     kinds = collections.Counter(kind for _, kind in seen).most_common(6)
-    return [f"  {len(seen) / len(sweeps) / points:.1f} requests a point, {len(seen) / sum(walls):.1f}/s on average "
-            f"over the sweeps, {max(per_second.values(), default=0)} in the busiest second",
+    cpu = sum(sweep["server_cpu"] for sweep in sweeps)
+    return [f"  MLflow server: {len(seen) / len(sweeps) / points:.1f} requests a point, {len(seen) / sum(walls):.1f}/s "
+            f"on average over the sweeps, {max(per_second.values(), default=0)} in the busiest second; "
+            f"{cpu / len(sweeps) / points:.2f} s of its CPU a point "
+            f"({1000 * cpu / max(len(seen), 1):.0f} ms a request)",
             "  most frequent: " + ", ".join(f"{kind} {count / len(sweeps) / points:.1f}" for kind, count in kinds)]
 
 
@@ -126,22 +146,22 @@ def main() -> None:
     print(f"{len(points)} points (svm-l2, {epochs} epochs, {label}); 1 CPU per node; {args.repeats} interleaved "
           f"rounds; {load()}", flush=True)
 
-    with mlflow_server(base / "mlflow") as url:
-        server_log = base / "mlflow" / "server.log"
+    with mlflow_server(base / "mlflow") as server:
+        url = server.url
         project = make_project_with_remotes(base, overrides)
         clusters = start_clusters(base)
         try:
             first = {}
             for nodes, cluster in clusters.items():
                 first[nodes] = one_sweep(cluster, points, [*overrides, f"train.seed={900 + nodes}"], project, url,
-                                         server_log)
+                                         server)
                 print(f"  first sweep on fresh nodes, {nodes} node(s): {first[nodes]['wall']:.1f} s  ({load()})",
                       flush=True)
             sweeps: dict[int, list[dict]] = {1: [], 2: []}
             for repeat in range(args.repeats):
                 for nodes, cluster in clusters.items():
                     done = one_sweep(cluster, points, [*overrides, f"train.seed={100 * repeat + nodes}"], project,
-                                     url, server_log)
+                                     url, server)
                     sweeps[nodes].append(done)
                     print(f"  round {repeat + 1}, {nodes} node(s) {'+'.join(done['nodes_used'])}: {done['wall']:.1f} s "
                           f"for {len(points)} points  ({load()})", flush=True)

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,18 +112,25 @@ def serving(cmd: list[str], url: str, log: Path, env: dict | None = None, timeou
         stop_group(proc.pid)
 
 
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+
 @contextlib.contextmanager
 def mlflow_server(folder: Path):
     """A plain MLflow tracking server (sqlite store and artifacts under `folder`) on a free port of 127.0.0.1;
-    yields its URL."""
+    yields it (url, process, log)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
            "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with serving(cmd, url, folder / "server.log", env=environment(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")):
-        yield url
+    with serving(cmd, url, folder / "server.log", env=environment(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")) as proc:
+        yield Server(url, proc, folder / "server.log")
 
 
 def load() -> str:

@@ -220,14 +220,12 @@ class Workspace:
         folder.mkdir(mode=0o700, exist_ok=True)
         folder.chmod(0o700)
         env = {**self.env, "PYTHONPATH": str(self.repo / "src")}
-        with open(folder / "log.txt", "a") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "linclass.orchestration.warm", "--socket",
-                                     str(self.warm_socket), "--idle", str(WARM_IDLE)], cwd=self.repo, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        (folder / "pid").write_text(str(proc.pid))
+        pid = spawn_on_node([sys.executable, "-m", "linclass.orchestration.warm", "--socket", str(self.warm_socket),
+                             "--idle", str(WARM_IDLE)], self.repo, env, folder / "log.txt")
+        (folder / "pid").write_text(str(pid))
         stamp.write_text(commit)
         while not self.warm_socket.is_socket():
-            if proc.poll() is not None or time.monotonic() - start > WARM_START:
+            if not _alive(pid) or time.monotonic() - start > WARM_START:
                 self.stop_warm()
                 return     # plain processes; log.txt says why
             time.sleep(0.05)
@@ -255,8 +253,9 @@ class Workspace:
         except StepFailed as exc:
             return False, str(exc), time.monotonic() - start
 
-    def push(self, names: list[str], runs_before: set[str]) -> None:
-        """The experiments (git refs, outputs), then only the run-cache entries made since `runs_before`."""
+    def push(self, names: list[str], runs_before: set[str]) -> int:
+        """The experiments (git refs, outputs), then only the run-cache entries made since `runs_before`; returns
+        how many entries that was."""
         self.dvc("exp", "push", "--force", "--no-run-cache", "origin", *names, what="push")
         new = sorted(run_cache_entries(self.base / "cache") - runs_before)
         cache = self.runs_project / ".dvc" / "cache"
@@ -267,12 +266,62 @@ class Workspace:
             os.link(self.base / "cache" / entry, target)
         if new:
             self.dvc("push", "--run-cache", what="push", cwd=self.runs_project)
+        return len(new)
 
 
 def run_cache_entries(cache: Path) -> set[str]:
     """The run-cache entries of a DVC cache, as paths relative to it (runs/<key[:2]>/<key>/<value>)."""
     runs = cache / "runs"
     return {str(path.relative_to(cache)) for path in runs.glob("*/*/*")} if runs.exists() else set()
+
+
+class Keeper:
+    """The parent of a node's warm interpreters: a detached Ray actor, one per node, so that they outlive the
+    task that started them (Ray stops a worker's child processes when the worker exits) and stop with the
+    node's Ray (the keeper's children are stopped with it)."""
+
+    def __init__(self) -> None:
+        self.children: dict[int, subprocess.Popen] = {}
+
+    def spawn(self, argv: list[str], cwd: str, env: dict, log: str) -> int:
+        for pid, child in list(self.children.items()):   # no zombies
+            if child.poll() is not None:
+                del self.children[pid]
+        with open(log, "a") as out:
+            child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT)
+        self.children[child.pid] = child
+        return child.pid
+
+
+KEEPER = "linclass-warm-keeper-v1"
+
+
+def spawn_on_node(argv: list[str], cwd: Path, env: dict, log: Path) -> int:
+    """Start a process on this node as a child of the node's keeper (created the first time); its pid."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    keeper = ray.remote(Keeper).options(name=f"{KEEPER}-{node}", namespace="linclass", lifetime="detached",
+                                        get_if_exists=True, num_cpus=0, max_restarts=0,
+                                        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+    spawned = keeper.spawn.remote(argv, str(cwd), env, str(log))  # type: ignore[attr-defined]
+    return ray.get(spawned)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:   # a zombie child of the keeper: ended
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _answers(path: Path) -> bool:
@@ -315,7 +364,8 @@ def run_group(spec: dict) -> list[dict]:
     data stages), sweep_id, env (added to the steps' environment), workdir (None: $LINCLASS_RAY_WORKDIR or
     <tmp>/linclass-ray). Returns one result per point: name, ok, error, node, folder (the workspace: the
     project_root tag of its MLflow run), attempt (its sweep_attempt tag), seconds (its own `run`, and its
-    share of the group's `checkout`, `data`, `warm` and `push`), log.
+    share of the group's `checkout`, `data`, `warm` and `push`), log, run_cache_pushed (the group's new
+    run-cache entries, pushed).
     """
     import ray
 
@@ -346,7 +396,9 @@ def run_group(spec: dict) -> list[dict]:
         done = [r["name"] for r in results if r["ok"]]
         if done:
             try:
-                workspace.push(done, runs_before)
+                pushed = workspace.push(done, runs_before)
+                for result in results:
+                    result["run_cache_pushed"] = pushed   # the group's new run-cache entries
             except StepFailed as exc:
                 for result in results:
                     result["ok"], result["error"] = False, result["error"] or str(exc)

@@ -80,12 +80,14 @@ def register(client, registered_name: str, run_id: str, model_id: str, tags: Map
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     found = client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
-    version = found[0].version if found else client.create_model_version(
-        registered_name, f"models:/{model_id}", run_id=run_id, model_id=model_id,  # a server needs both
-        tags={k: str(v) for k, v in tags.items()}).version
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_name, version, key, str(value))
-    return str(version)
+    if not found:   # created with its tags: one request
+        return str(client.create_model_version(registered_name, f"models:/{model_id}", run_id=run_id,
+                                               model_id=model_id,  # a server needs both
+                                               tags={k: str(v) for k, v in tags.items()}).version)
+    for key, value in tags.items():   # evaluated again: its tags updated where they changed
+        if found[0].tags.get(key) != str(value):
+            client.set_model_version_tag(registered_name, found[0].version, key, str(value))
+    return str(found[0].version)
 
 
 def set_champion(client, registered_name: str, version: str) -> None:
