@@ -42,10 +42,11 @@ SHARES = ("checkout", "data", "warm", "push")
 ACCESS = re.compile(r'^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) INFO:\s+\S+ - "(\w+) (\S+) HTTP')
 
 
-def start_clusters(base: Path) -> dict[int, ray_cluster.Cluster]:
+def start_clusters(base: Path, sizes: list[int]) -> dict[int, ray_cluster.Cluster]:
     clusters = {}
     try:
-        for nodes, (head, workers) in NODES.items():
+        for nodes in sizes:
+            head, workers = NODES[nodes]
             clusters[nodes] = ray_cluster.start(head, workers, port=free_port(head), node_envs={
                 ip: {"LINCLASS_RAY_WORKDIR": str(base / "nodes" / ip)} for ip in (head, *workers)})
     except BaseException:
@@ -85,10 +86,17 @@ def server_cpu(server) -> float:
     return total
 
 
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) if folder.exists() else 0
+
+
 def one_sweep(cluster, points, overrides: list[str], project, url: str, server) -> dict:
     server_log = server.log
     offset = server_log.stat().st_size
     cpu = server_cpu(server.proc)
+    stores = {"MLflow artifacts": server.log.parent / "artifacts", "DVC remote": project.path.parent / "dvc-remote",
+              "git remote": project.path.parent / "origin.git"}
+    before = {name: folder_bytes(folder) for name, folder in stores.items()}
     os.environ["MLFLOW_TRACKING_URI"] = url
     start = time.perf_counter()
     results = run_sweep(points, overrides, root=project.path, address=cluster.address, log=lambda line: None)
@@ -102,7 +110,8 @@ def one_sweep(cluster, points, overrides: list[str], project, url: str, server) 
         result["wall"] = sum(result["seconds"].values())
     time.sleep(1)   # the access log's last lines
     return {"wall": wall, "results": results, "requests": requests(server_log, offset),
-            "server_cpu": server_cpu(server.proc) - cpu, "nodes_used": sorted({r["node"] for r in results})}
+            "server_cpu": server_cpu(server.proc) - cpu, "nodes_used": sorted({r["node"] for r in results}),
+            "bytes": {name: folder_bytes(folder) - before[name] for name, folder in stores.items()}}
 
 
 def describe_requests(sweeps: list[dict], points: int) -> list[str]:
@@ -125,6 +134,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=5000, help="synthetic training images")
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (synthetic), 20 (--real)")
     parser.add_argument("--real", action="store_true", help="the real CIFAR-10 archive in ../shared/data")
+    parser.add_argument("--nodes", type=int, nargs="+", choices=sorted(NODES), default=sorted(NODES),
+                        help="cluster sizes to run (default: 1 and 2)")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="bench-ray-"))
@@ -149,7 +160,7 @@ def main() -> None:
     with mlflow_server(base / "mlflow") as server:
         url = server.url
         project = make_project_with_remotes(base, overrides)
-        clusters = start_clusters(base)
+        clusters = start_clusters(base, args.nodes)
         try:
             first = {}
             for nodes, cluster in clusters.items():
@@ -157,7 +168,7 @@ def main() -> None:
                                          server)
                 print(f"  first sweep on fresh nodes, {nodes} node(s): {first[nodes]['wall']:.1f} s  ({load()})",
                       flush=True)
-            sweeps: dict[int, list[dict]] = {1: [], 2: []}
+            sweeps: dict[int, list[dict]] = {nodes: [] for nodes in clusters}
             for repeat in range(args.repeats):
                 for nodes, cluster in clusters.items():
                     done = one_sweep(cluster, points, [*overrides, f"train.seed={100 * repeat + nodes}"], project,
@@ -169,11 +180,13 @@ def main() -> None:
             for started in clusters.values():
                 ray_cluster.stop(started)
 
-    one = statistics.median(s["wall"] for s in sweeps[1])
-    two = statistics.median(s["wall"] for s in sweeps[2])
-    print(f"\nsweep wall time, median: 1 node {one:.1f} s, 2 nodes {two:.1f} s  ({load()})")
-    print(f"2 nodes are {one / two:.2f}x ({len(points) / one * 60:.1f} vs {len(points) / two * 60:.1f} points/min)")
-    for nodes in (1, 2):
+    walls = {nodes: statistics.median(s["wall"] for s in done) for nodes, done in sweeps.items()}
+    print("\nsweep wall time, median: " + ", ".join(f"{n} node(s) {w:.1f} s" for n, w in walls.items())
+          + f"  ({load()})")
+    if len(walls) == 2:
+        print(f"2 nodes are {walls[1] / walls[2]:.2f}x ({len(points) / walls[1] * 60:.1f} vs "
+              f"{len(points) / walls[2] * 60:.1f} points/min)")
+    for nodes in sweeps:
         results = [r for sweep in sweeps[nodes] for r in sweep["results"]]
         steps = {step: statistics.median(r["seconds"].get(step, 0.0) for r in results) for step in ("run", *SHARES)}
         wall, train = statistics.median(r["wall"] for r in results), statistics.median(r["train"] for r in results)
@@ -182,6 +195,9 @@ def main() -> None:
               + f"; wall {wall:.2f}, training (MLflow run) {train:.2f}")
         print(f"  per point overhead {overhead:.2f} s")
         print("\n".join(describe_requests(sweeps[nodes], len(points))))
+        grown = {name: statistics.median(s["bytes"][name] for s in sweeps[nodes]) / len(points) / 1e3
+                 for name in sweeps[nodes][0]["bytes"]}
+        print("  stored a point: " + ", ".join(f"{name} {kb:.0f} kB" for name, kb in grown.items()))
     for nodes, done in first.items():
         results = done["results"]
         print(f"first sweep on fresh nodes, {nodes} node(s): {done['wall']:.1f} s; per point overhead "
