@@ -137,7 +137,8 @@ class Workspace:
 
     def run(self, what: str, cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> str:
         start = time.monotonic()
-        code, output = _step(cmd, cwd or self.repo, env or self.env, self.log)
+        env = {**(env or self.env), "LINCLASS_WARM_SOCKET": str(self.warm_socket)}   # used when it answers
+        code, output = _step(cmd, cwd or self.repo, env, self.log)
         self.seconds[what] = self.seconds.get(what, 0.0) + time.monotonic() - start
         if code != 0:
             raise StepFailed(f"{what} failed: {_error_line(output)}")
@@ -246,7 +247,7 @@ class Workspace:
             self.clean()
             (self.repo / "dvc.lock").write_text(self.data_lock)
             sets = [arg for override in point["overrides"] for arg in ("-S", override)]
-            env = {**self.env, SWEEP_ATTEMPT: attempt, "LINCLASS_WARM_SOCKET": str(self.warm_socket)}
+            env = {**self.env, SWEEP_ATTEMPT: attempt}
             self.run("run", [*self.python(), "-m", "dvc", "exp", "run", "-n", point["name"], *sets, point["target"]],
                      env=env)
             return True, None, time.monotonic() - start
