@@ -33,10 +33,10 @@ Every step runs in a process group of its own with a small watchdog process besi
 dies (its node is going away), the watchdog stops the step, so an orphaned training cannot finish a second
 MLflow run after the group was retried elsewhere. A group is retried on another node when its node dies.
 
-The driver waits on the futures, pulls each group's experiments as it comes back (`dvc exp pull`, the run-cache
-entries with the last one), keeps exactly one FINISHED MLflow run per point (a run left by an attempt whose
-node died is set KILLED and tagged `superseded`: runs are told apart by their `sweep_attempt` tag), and prints
-the table of the local queue.
+The driver waits on the futures and pulls the experiments as groups come back (`dvc exp pull`, one at a time,
+each of every group done meanwhile; the run-cache entries with the last), keeps exactly one FINISHED MLflow
+run per point (a run left by an attempt whose node died is set KILLED and tagged `superseded`: runs are told
+apart by their `sweep_attempt` tag), and prints the table of the local queue.
 """
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from linclass.orchestration.cluster import DEFAULT_ADDRESS
@@ -593,6 +594,16 @@ def describe(result: dict) -> str:
             f"{f' ({seconds})' if seconds else ''}{'' if result['ok'] else ': ' + str(result['error'])}")
 
 
+def _group_results(ray, ref, group: list) -> list[dict]:
+    """A finished task's results; one failed result per point when the task itself failed."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:   # retries used up, or the cluster went away
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        return [{"name": p.name, "ok": False, "node": None,
+                 "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:ERROR_TAIL]} for p in group]
+
+
 def pull_experiments(root: Path, names: list[str], run_cache: bool) -> None:
     """`dvc exp pull` of the experiments from the git remote origin (and the DVC remote's run-cache entries,
     with which a later `dvc repro` restores the points instead of training them again)."""
@@ -635,22 +646,26 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
         log(f"sweep {sweep_id}: {len(points)} points in {len(futures)} task(s) on {len(ray.nodes())} Ray node(s), "
             f"{slots} CPUs")
         pending, start = list(futures), time.monotonic()
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            try:
-                group_results = ray.get(done[0])
-            except ray.exceptions.RayError as exc:   # retries used up, or the cluster went away
-                lines = [line for line in str(exc).splitlines() if line.strip()]
-                group_results = [{"name": p.name, "ok": False, "node": None,
-                                  "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:ERROR_TAIL]}
-                                 for p in futures[done[0]]]
-            finished = [r["name"] for r in group_results if r["ok"]]
-            if finished:   # while the other groups run; with the last, the run-cache entries the nodes pushed
-                pull_experiments(root, finished, run_cache=not pending)
-                pulled_run_cache = not pending
-            for result in group_results:
-                results.append(result)
-                log(f"[{len(results)}/{len(points)} at {time.monotonic() - start:.0f} s] {describe(result)}")
+        to_pull: list[str] = []
+        with ThreadPoolExecutor(1) as puller:   # one `dvc exp pull` at a time, of all the groups done meanwhile
+            pulling: Future | None = None
+            while pending or to_pull or pulling is not None:
+                if pending:
+                    done, pending = ray.wait(pending, num_returns=1, timeout=0.2)
+                    for ref in done:
+                        group_results = _group_results(ray, ref, futures[ref])
+                        to_pull += [r["name"] for r in group_results if r["ok"]]
+                        for result in group_results:
+                            results.append(result)
+                            log(f"[{len(results)}/{len(points)} at {time.monotonic() - start:.0f} s] "
+                                f"{describe(result)}")
+                if pulling is not None and (pulling.done() or not pending):
+                    pulling.result()   # its error, if it failed
+                    pulling = None
+                if pulling is None and to_pull:   # with the last, the run-cache entries the nodes pushed
+                    pulled_run_cache = not pending
+                    pulling = puller.submit(pull_experiments, root, to_pull, pulled_run_cache)
+                    to_pull = []
     finally:
         ray.shutdown()
     finished = [r["name"] for r in results if r["ok"]]
