@@ -109,7 +109,9 @@ def one_sweep(cluster, points, overrides: list[str], project, url: str, server) 
         result["train"] = train.get(result["run_id"], float("nan"))
         result["wall"] = sum(result["seconds"].values())
     time.sleep(1)   # the access log's last lines
-    return {"wall": wall, "results": results, "requests": requests(server_log, offset),
+    spans = [r["span"] for r in results if r.get("span") and r["span"][1]]
+    nodes_phase = max(end for _, end in spans) - min(begin for begin, _ in spans) if spans else float("nan")
+    return {"wall": wall, "results": results, "requests": requests(server_log, offset), "nodes_phase": nodes_phase,
             "server_cpu": server_cpu(server.proc) - cpu, "nodes_used": sorted({r["node"] for r in results}),
             "bytes": {name: folder_bytes(folder) - before[name] for name, folder in stores.items()}}
 
@@ -186,6 +188,11 @@ def main() -> None:
     if len(walls) == 2:
         print(f"2 nodes are {walls[1] / walls[2]:.2f}x ({len(points) / walls[1] * 60:.1f} vs "
               f"{len(points) / walls[2] * 60:.1f} points/min)")
+    phases = {nodes: statistics.median(s["nodes_phase"] for s in done) for nodes, done in sweeps.items()}
+    print("of which the nodes' part (first group's start to last group's end), median: "
+          + ", ".join(f"{n} node(s) {p:.1f} s" for n, p in phases.items())
+          + (f" -> 2 nodes are {phases[1] / phases[2]:.2f}x there; the driver's own part "
+             f"{walls[1] - phases[1]:.1f} s and {walls[2] - phases[2]:.1f} s" if len(phases) == 2 else ""))
     for nodes in sweeps:
         results = [r for sweep in sweeps[nodes] for r in sweep["results"]]
         steps = {step: statistics.median(r["seconds"].get(step, 0.0) for r in results) for step in ("run", *SHARES)}

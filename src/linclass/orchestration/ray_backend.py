@@ -367,7 +367,7 @@ def run_group(spec: dict) -> list[dict]:
     <tmp>/linclass-ray). Returns one result per point: name, ok, error, node, folder (the workspace: the
     project_root tag of its MLflow run), attempt (its sweep_attempt tag), seconds (its own `run`, and its
     share of the group's `checkout`, `data`, `warm` and `push`), log, run_cache_pushed (the group's new
-    run-cache entries, pushed).
+    run-cache entries, pushed), span (the group's start and end, seconds since the epoch).
     """
     import ray
 
@@ -380,7 +380,8 @@ def run_group(spec: dict) -> list[dict]:
     workspace = Workspace(base, slot, env)
     node = ray.util.get_node_ip_address()
     results = [{"name": p["name"], "ok": False, "error": None, "node": node, "folder": str(workspace.repo),
-                "attempt": attempt, "log": str(workspace.log), "seconds": {}} for p in spec["points"]]
+                "attempt": attempt, "log": str(workspace.log), "seconds": {}, "span": [time.time(), None]}
+               for p in spec["points"]]
     try:
         workspace.log.write_text("")
         try:
@@ -407,6 +408,7 @@ def run_group(spec: dict) -> list[dict]:
         shared = {k: v for k, v in workspace.seconds.items() if k != "run"}
         for result in results:
             result["seconds"].update({k: v / len(results) for k, v in shared.items()})
+            result["span"][1] = time.time()   # the group's start and end (wall clock)
         return results
     finally:
         lock.release()
@@ -539,8 +541,10 @@ def data_stages(root: Path, commit: str, overrides: Sequence[str], params: dict)
         return {name: stages[name] for name in DATA_STAGES}
 
 
-def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[str], None] = print) -> dict:
-    """Everything the tasks need, checked and in place before the first one starts."""
+def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[str], None] = print,
+            while_data: Callable[[], object] = lambda: None) -> dict:
+    """Everything the tasks need, checked and in place before the first one starts. `while_data` (connecting to
+    Ray) runs while the data stages run in a helper thread, and so does the MLflow experiment's creation."""
     from linclass.config import compose
 
     commit, git_url = check_commit(root)
@@ -549,8 +553,11 @@ def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[s
     uri = tracking_server(params)
     check_ray(address)
     log(f"commit {commit[:7]} from {git_url}; data from DVC remote {dvc_remote}; MLflow server {uri}")
-    data_lock = data_stages(root, commit, overrides, params)
-    experiment_id = mlflow_experiment(uri, params["tracking"]["experiment"])
+    with ThreadPoolExecutor(1) as helper:   # DVC works in its own processes meanwhile
+        data = helper.submit(data_stages, root, commit, overrides, params)
+        experiment_id = mlflow_experiment(uri, params["tracking"]["experiment"])
+        while_data()
+        data_lock = data.result()
     name, email = git_identity(root)
     return {"commit": commit, "git_url": git_url, "dvc_remote": dvc_remote, "tracking_uri": uri,
             "experiment_id": experiment_id, "data_lock": data_lock,
@@ -628,14 +635,14 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
 
     root = Path(root).resolve()
     address = address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS
-    setup = prepare(root, overrides, address, log)
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if __name__ != "__main__":   # ship this module's code with the task: nodes may run an older install
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     results: list[dict] = []
     pulled_run_cache = False
     try:
+        setup = prepare(root, overrides, address, log, while_data=lambda: ray.init(
+            address=address, logging_level=logging.ERROR, log_to_driver=False))
         task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(run_group)
         common = {key: setup[key] for key in ("commit", "git_url", "dvc_remote", "env", "data_lock")}
         slots = int(ray.cluster_resources().get("CPU", 1))
