@@ -41,9 +41,12 @@ help: ## this list
 
 # uv installs exactly what uv.lock pins (every dependency, with hashes); uv itself comes from PyPI into .tools/
 # when it is not on PATH. After editing the dependencies in pyproject.toml: uv lock (CI checks the lock is fresh).
+# --compile-bytecode: the modules' .pyc files written once here, as pip does; uv leaves them to the first import,
+# and where that cannot write them (PYTHONDONTWRITEBYTECODE, a read-only environment) every stage process
+# compiled MLflow, pandas and DVC again: `import mlflow` 10.5 s instead of 3.4 s, measured on a loaded 2 cores.
 UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
-SYNC = $(UV) sync --frozen --python $(PYTHON)
+SYNC = $(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools

@@ -190,8 +190,8 @@ def main():
         print(f"sklearn timed on the first {sklearn_rows} rows and scaled by {args.rows / sklearn_rows:.2f} (per row)")
 
     header = (f"{'loss':12s} {'reg':10s} {'epoch s':>8s} {'in turn':>8s} {'memory s':>8s} {'gemm s':>7s} "
-              f"{'float32 s':>9s} {'/in turn':>8s} {'/memory':>7s} {'/gemm':>6s} {'/float32':>8s}" + (f" {'sklearn s':>9s} {'speedup':>7s}"
-                                                                    if args.sklearn else ""))
+              f"{'float32 s':>9s} {'/in turn':>8s} {'/memory':>7s} {'/gemm':>6s} {'/float32':>8s}"
+              + (f" {'sklearn s':>9s} {'speedup':>7s}" if args.sklearn else ""))
     print()
     print(header)
     print("-" * len(header))
@@ -220,7 +220,8 @@ def main():
                f"{med['gemm']:7.3f} {med['float32']:9.3f} {ratio['in turn']:8.2f} {ratio['memory']:7.2f} "
                f"{ratio['gemm']:6.2f} {ratio['float32']:8.2f}")
         if with_sklearn:
-            row += f" {statistics.median(theirs):9.3f} {statistics.median(t / e for t, e in zip(theirs, times['epoch'])):7.1f}"
+            speedup = statistics.median(t / e for t, e in zip(theirs, times["epoch"]))
+            row += f" {statistics.median(theirs):9.3f} {speedup:7.1f}"
         print(row, flush=True)
     print()
     print(f"load average at the end: {load()}")

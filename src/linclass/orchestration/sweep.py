@@ -145,17 +145,19 @@ def dvc_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
 
 
-def dvc(*args: str, check: bool = True, capture: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+def dvc(*args: str, check: bool = True, capture: bool = True,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run dvc; with capture=False its output goes straight to ours (the queue's logs, as progress).
 
     With `timeout`, a dvc that has not ended by then is killed and counts as failed (exit -9).
     """
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     try:
-        proc = subprocess.run([dvc_executable(), *args], capture_output=capture, text=True, env=env, stdin=subprocess.DEVNULL,
-                              timeout=timeout)
+        proc = subprocess.run([dvc_executable(), *args], capture_output=capture, text=True, env=env,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc = subprocess.CompletedProcess([dvc_executable(), *args], -signal.SIGKILL, "", f"no answer within {timeout:g} s")
+        proc = subprocess.CompletedProcess([dvc_executable(), *args], -signal.SIGKILL, "",
+                                           f"no answer within {timeout:g} s")
     if check and proc.returncode != 0:
         detail = ((proc.stderr or "").strip() or (proc.stdout or "").strip()).splitlines()
         raise SweepError(f"dvc {' '.join(args[:3])} failed: {detail[-1] if detail else f'exit {proc.returncode}'}")
@@ -234,31 +236,37 @@ def clear_earlier(prefix: str) -> None:
 FINAL_STATES = ("success", "failed")
 
 
-def run_queue(jobs: int, expected: Sequence[str], poll: float = 5.0, grace: float = 20.0) -> float:
+def run_queue(jobs: int, expected: Sequence[str], check: float = 30.0, grace: float = 20.0) -> float:
     """`dvc exp run --run-all -j jobs`, its output as progress; returns once every `expected` experiment
     has finished (its state in `dvc exp show --json` is success or failed).
 
     DVC 3.67's --run-all can keep waiting on an idle queue worker after the last experiment finished
-    (seen in CI: every experiment done, the command never returning). So the states are watched too:
-    once all are final, --run-all gets `grace` seconds to return, then its workers are stopped. An idle
-    worker can also outlive a --run-all that returned: stop_leftover_workers.
+    (seen in CI: every experiment done, the command never returning). So the states are looked at too,
+    every `check` seconds (not more often: one `dvc exp show` costs 1-2 s of CPU, taken from the trainings
+    on a machine the workers keep busy); once all are final, --run-all gets `grace` seconds to return,
+    then its workers are stopped. An idle worker can also outlive a --run-all that returned:
+    stop_leftover_workers.
     """
     start = time.monotonic()
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     proc = subprocess.Popen([dvc_executable(), "exp", "run", "--run-all", "-j", str(jobs)], env=env,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        finished_at = None
+        finished_at, next_check = None, time.monotonic() + check
         while proc.poll() is None:
-            time.sleep(poll)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+            if finished_at is not None and time.monotonic() - finished_at > grace:
+                break
+            if finished_at is not None or proc.returncode is not None or time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + check
             shown = dvc("exp", "show", "--json", check=False, timeout=EXP_SHOW_TIMEOUT)
             if shown.returncode != 0:   # DVC's repository lock while a worker commits, or a hang: ask again
                 continue
             states = experiment_states(json.loads(shown.stdout))
             if all(states.get(name) in FINAL_STATES for name in expected):
-                finished_at = finished_at or time.monotonic()
-                if time.monotonic() - finished_at > grace:
-                    break
+                finished_at = time.monotonic()
     finally:
         if proc.poll() is None:   # never leave workers running behind us
             dvc("queue", "stop", "--kill", check=False)

@@ -93,13 +93,17 @@ def register(client, registered_name: str, run_id: str, model_id: str, tags: Map
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     found = client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
-    version = found[0].version if found else client.create_model_version(
-        registered_name, f"models:/{model_id}", run_id=run_id, model_id=model_id,  # a server needs both
-        tags={k: str(v) for k, v in tags.items()}).version
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_name, version, key, str(value))
-    link_logged_model(client, model_id, registered_name, str(version))
-    return str(version)
+    if found:
+        version = str(found[0].version)
+        for key, value in tags.items():   # evaluated again: its tags updated where they changed
+            if found[0].tags.get(key) != str(value):
+                client.set_model_version_tag(registered_name, version, key, str(value))
+    else:   # created with its tags: one request
+        version = str(client.create_model_version(registered_name, f"models:/{model_id}", run_id=run_id,
+                                                  model_id=model_id,  # a server needs both
+                                                  tags={k: str(v) for k, v in tags.items()}).version)
+    link_logged_model(client, model_id, registered_name, version)
+    return version
 
 
 def link_logged_model(client, model_id: str, registered_name: str, version: str) -> None:

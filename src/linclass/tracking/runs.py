@@ -35,6 +35,9 @@ from linclass.tracking.signals import deferred_in_store_calls
 from linclass.tracking.store import StoreError, artifact_root, check_store, process_tags, reap, store_lock
 from linclass.tracking.ui import EXPERIMENT_TAGS
 
+# Set by the Ray backend for the points of one task attempt (<sweep id>/<attempt>): the runs of an attempt
+# lost with its node are told apart from those of its retry (linclass.orchestration.ray_backend.settle_runs).
+SWEEP_ATTEMPT = "LINCLASS_SWEEP_ATTEMPT"
 STUDIES_SUFFIX = "-studies"  # study and report runs live in "<experiment>-studies", apart from training
 # Fail within seconds, not minutes, when a tracking server does not answer (MLflow's defaults retry 7
 # times with backoff and wait 120 s a request). A user's own setting wins.
@@ -193,7 +196,8 @@ def git_commit(root: str | Path | None = None) -> str:
 def context_tags() -> dict[str, str]:
     """Where this run is made: host, project root and, under `dvc exp run`, the DVC experiment."""
     tags = {"host": socket.gethostname(), "project_root": str(project_root()), **process_tags()}
-    for tag, variable in (("dvc_exp_name", "DVC_EXP_NAME"), ("dvc_exp_baseline_rev", "DVC_EXP_BASELINE_REV")):
+    for tag, variable in (("dvc_exp_name", "DVC_EXP_NAME"), ("dvc_exp_baseline_rev", "DVC_EXP_BASELINE_REV"),
+                          ("sweep_attempt", SWEEP_ATTEMPT)):
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]
     return tags
@@ -274,7 +278,7 @@ def find_run(experiment_id: str, tags: Mapping[str, str]) -> str | None:
     elsewhere: two clones that train identical weights into one store each find their own run.
     """
     client = MlflowClient()
-    here = {k: v for k, v in context_tags().items() if k in ("host", "project_root")}
+    here = {k: v for k, v in context_tags().items() if k in ("host", "project_root", "sweep_attempt")}
     for extra in (here, {}):
         query = " and ".join(f"tags.`{k}` = {_quoted(str(v))}" for k, v in {**tags, **extra}.items())
         runs = client.search_runs([experiment_id], filter_string=query,
