@@ -1,124 +1,160 @@
-"""Benchmark the parallel grid: wall time of the 8 train stages as DVC queue experiments with 1 and
-with 2 workers (`python -m linclass.orchestration.sweep grid --jobs J`, what `make grid-parallel` runs), and for
-reference a plain serial `dvc repro` of the same 8 stages.
+"""Benchmark the local queue: the 8-combination grid as DVC queue experiments with 1 and with 2 workers
+(`linclass grid --jobs J`, what `make grid-parallel` runs), side by side with what bounds it on this machine:
+two trainings at once against one (the cores' shared memory bandwidth and caches).
 
-Not a test. Run: .venv/bin/python benchmarks/bench_grid.py [--epochs 20] [--jobs 1 2] [--no-serial]
+Not a test. Run: .venv/bin/python benchmarks/bench_grid.py [--epochs 20] [--repeats 1] [--link] [--serial]
 
-Data: the real CIFAR-10 archive in ../shared/data when it is there (default training settings of
-conf/, 49,000 training images), else a synthetic archive in the same layout (noted in the output).
-Each measurement runs in its own fresh copy of the project (git init + commit), so that DVC's
-run-cache of one cannot serve another; download and preprocess run first and are not timed. Timed:
-queueing the 8 experiments + running them until the queue is empty (or the serial `dvc repro`).
-Every train stage runs with one BLAS thread (train.blas_threads=1), as in the pipeline.
+Data: the real CIFAR-10 archive in ../shared/data when it is there (49,000 training images), else a
+synthetic archive in the same layout (noted in the output). Each grid runs in its own fresh copy of the
+project (git init + commit), so that DVC's run-cache of one cannot serve another; download and preprocess
+run first and are not timed. Timed: queueing the 8 experiments + running them until the queue is empty.
+Every train stage runs with one BLAS thread (train.blas_threads=1), as in the pipeline. Per experiment:
+its training (the MLflow run of its train stage, start to end) and the rest of the grid's worker time
+(wall x workers / 8 - training: DVC's copy of the project, composing params, restoring the data, the stage's
+Python start-up, committing). --link: the copies' DVC checkouts link the project's cache (cache.type
+hardlink) instead of copying the data into each. --serial: also a plain `dvc repro` of the 8 train stages.
+
+Contention: the 2nd epoch of train_sgd on the grid's data shape (49,000 x 3,072 uint8, batch 200, one BLAS
+thread), alone and as two processes at once, interleaved: 2 workers can be at most 2 / (at-once / alone)
+times faster than 1 on two cores, whatever the queue does.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import BIN, PROJECT_FILES, ROOT, SHARED_CIFAR, SHARED_CIFAR_MD5  # noqa: E402  (one list of the project's files)
+from common import BIN, SHARED_CIFAR, SHARED_CIFAR_MD5, environment, load, make_project, run
+
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
 
+EPOCH = """
+import json, sys, time
+import numpy as np
+from linclass.core.pixels import Pixels
+from linclass.core.sgd import train_sgd
+rows = int(sys.argv[1])
+rng = np.random.default_rng(0)
+X = Pixels(rng.integers(0, 256, (rows, 3072), dtype=np.uint8), rng.random(3072).astype(np.float32) * 255, 255.0)
+y = rng.integers(0, 10, rows)
+stamps = []
+train_sgd(X, y, loss="softmax", regularizer="l2", strength=1e-4, learning_rate=1e-7, batch_size=200, epochs=3,
+          seed=0, on_epoch=lambda epoch, history: stamps.append(time.perf_counter()))
+print(json.dumps(stamps[1] - stamps[0]))
+"""
 
-def environment() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1",
-               GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@localhost",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@localhost")
-    return env
+
+def epochs_at_once(count: int, rows: int, env: dict) -> float:
+    """Median seconds of the 2nd epoch in `count` processes started together."""
+    procs = [subprocess.Popen([sys.executable, "-c", EPOCH, str(rows)], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(count)]
+    return statistics.median(json.loads(proc.communicate()[0]) for proc in procs)
 
 
-def run(cmd: list[str], cwd: Path, env: dict) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return proc.stdout
+def contention(rows: int, repeats: int, env: dict) -> tuple[float, float]:
+    env = {**env, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    alone, together = [], []
+    for _ in range(repeats):
+        alone.append(epochs_at_once(1, rows, env))
+        together.append(epochs_at_once(2, rows, env))
+    return statistics.median(alone), statistics.median(together)
 
 
-def fresh_project(dest: Path, overrides: list[str], env: dict) -> Path:
-    """A git + DVC copy of this project with params composed from conf/ + overrides, data preprocessed."""
-    for name in PROJECT_FILES:
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(ROOT / name, target)
-    run(["git", "init", "-q", "-b", "main"], dest, env)
-    run([str(BIN / "python"), "-m", "linclass.plumbing.config", *overrides], dest, env)
-    run(["git", "add", "-A"], dest, env)
-    run(["git", "commit", "-qm", "bench"], dest, env)
-    run([str(BIN / "dvc"), "repro", "preprocess"], dest, env)
-    run([str(BIN / "python"), "-m", "linclass.plumbing.tracking"], dest, env)
+def fresh_project(dest: Path, overrides: list[str], link: bool) -> Path:
+    """A git + DVC copy with params for the data, data preprocessed, the MLflow store created."""
+    project = make_project(dest, overrides)
+    if link:
+        project.dvc("config", "--local", "cache.type", "hardlink,symlink,copy")
+    project.dvc("repro", "preprocess")
+    project.run(BIN / "python", "-m", "linclass.cli", "store")
     return dest
+
+
+def trainings(project: Path) -> list[float]:
+    """Seconds of every training run in the copy's store (start to end of the MLflow run)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("linclass-cifar10")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000) if experiment else []
+    return [(r.info.end_time - r.info.start_time) / 1000 for r in runs if r.info.end_time]
 
 
 def time_queue(project: Path, jobs: int, overrides: list[str], env: dict) -> float:
     start = time.perf_counter()
-    out = run([str(BIN / "python"), "-m", "linclass.orchestration.sweep", "grid", "--jobs", str(jobs), *overrides], project, env)
-    seconds = time.perf_counter() - start
-    most = [line for line in out.splitlines() if "ran at once" in line]
-    print(f"  {most[0] if most else ''}")
-    return seconds
+    run([BIN / "python", "-m", "linclass.cli", "grid", "--jobs", str(jobs), *overrides], project, env)
+    return time.perf_counter() - start
 
 
 def time_serial(project: Path, env: dict) -> float:
     start = time.perf_counter()
-    run([str(BIN / "dvc"), "repro", *(f"train@{name}" for name in GRID)], project, env)
+    run([BIN / "dvc", "repro", *(f"train@{name}" for name in GRID)], project, env)
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None, help="train.epochs (default: conf/'s)")
-    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--no-serial", action="store_true", help="skip the plain `dvc repro` reference")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds of 1 and 2 workers")
+    parser.add_argument("--link", action="store_true", help="the queue's checkouts link the cache (hardlink)")
+    parser.add_argument("--serial", action="store_true", help="also a plain `dvc repro` of the 8 train stages")
+    parser.add_argument("--contention-repeats", type=int, default=5)
     args = parser.parse_args()
     env = environment()
 
     with tempfile.TemporaryDirectory(prefix="bench-grid-") as tmp:
-        tmp = Path(tmp)
+        base = Path(tmp)
         if SHARED_CIFAR.exists():
-            data = [f"data.url={SHARED_CIFAR.as_uri()}", f"data.md5={SHARED_CIFAR_MD5}"]
+            data, rows = [f"data.url={SHARED_CIFAR.as_uri()}", f"data.md5={SHARED_CIFAR_MD5}"], 49_000
             print(f"data: real CIFAR-10 ({SHARED_CIFAR})")
         else:
             from linclass.data.synthetic import make_synthetic_cifar10
 
-            archive = tmp / "synthetic.tar.gz"
+            archive = base / "synthetic.tar.gz"
             md5 = make_synthetic_cifar10(archive, n_train=10_000, n_test=1_000, seed=0)
-            data = [f"data.url={archive.as_uri()}", f"data.md5={md5}"]
-            print(f"NOTE: {SHARED_CIFAR} not found: synthetic CIFAR-10-shaped data (10,000 training "
-                  "images); the ratio says less about the real grid")
+            data, rows = [f"data.url={archive.as_uri()}", f"data.md5={md5}"], 9_000
+            print(f"NOTE: {SHARED_CIFAR} not found: synthetic CIFAR-10-shaped data (10,000 training images); the "
+                  "ratio says less about the real grid")
         overrides = data + ([f"train.epochs={args.epochs}"] if args.epochs else [])
-        print(f"overrides: {' '.join(overrides[2:]) or '(none: conf/ defaults)'}; {os.cpu_count()} cores\n")
+        print(f"overrides: {' '.join(overrides[2:]) or '(none: conf/ defaults)'}; "
+              f"checkouts {'linked' if args.link else 'copied (DVC default)'}; {load()}\n")
 
-        results = {}
-        if not args.no_serial:
-            project = fresh_project(tmp / "serial", overrides, env)
-            results["serial dvc repro"] = time_serial(project, env)
-            print(f"serial `dvc repro` of the 8 train stages: {results['serial dvc repro']:.1f} s")
-            shutil.rmtree(project)
-        for jobs in args.jobs:
-            project = fresh_project(tmp / f"jobs{jobs}", overrides, env)
-            results[f"{jobs} worker(s)"] = seconds = time_queue(project, jobs, overrides, env)
-            print(f"queue, {jobs} worker(s): {seconds:.1f} s")
-            shutil.rmtree(project)
+        alone, together = contention(rows, args.contention_repeats, env)
+        print(f"one SGD epoch ({rows:,} rows): alone {alone:.3f} s, two at once {together:.3f} s each -> "
+              f"{together / alone:.2f}x slower; 2 workers can be at most {2 * alone / together:.2f}x 1 worker  "
+              f"({load()})")
 
-    print("\nwall time of the 8-combination grid")
-    for name, seconds in results.items():
-        print(f"  {name:20s} {seconds:7.1f} s")
-    if "1 worker(s)" in results and "2 worker(s)" in results:
-        print(f"speed-up of 2 workers over 1: {results['1 worker(s)'] / results['2 worker(s)']:.2f}x")
-    if "serial dvc repro" in results and "2 worker(s)" in results:
-        print(f"speed-up of 2 workers over serial dvc repro: "
-              f"{results['serial dvc repro'] / results['2 worker(s)']:.2f}x")
+        walls: dict[str, list[float]] = {}
+        train: dict[str, list[float]] = {}
+        for repeat in range(args.repeats):
+            for jobs in (1, 2):
+                project = fresh_project(base / f"r{repeat}-jobs{jobs}", overrides, args.link)
+                label = f"{jobs} worker(s)"
+                walls.setdefault(label, []).append(time_queue(project, jobs, overrides, env))
+                train.setdefault(label, []).extend(trainings(project))
+                print(f"  round {repeat + 1}: queue, {label}: {walls[label][-1]:.1f} s  ({load()})", flush=True)
+                shutil.rmtree(project)
+            if args.serial:
+                project = fresh_project(base / f"r{repeat}-serial", overrides, args.link)
+                walls.setdefault("serial dvc repro", []).append(time_serial(project, env))
+                train.setdefault("serial dvc repro", []).extend(trainings(project))
+                print(f"  round {repeat + 1}: serial `dvc repro`: {walls['serial dvc repro'][-1]:.1f} s", flush=True)
+                shutil.rmtree(project)
+
+    print(f"\nwall time of the 8-combination grid, median of {args.repeats} round(s)  ({load()})")
+    print(f"  {'':20s} {'wall':>8s} {'training':>9s} {'other per experiment':>21s}")
+    for label, values in walls.items():
+        wall, trained = statistics.median(values), statistics.median(train[label])
+        workers = 2 if label.startswith("2") else 1
+        print(f"  {label:20s} {wall:7.1f}s {trained:8.1f}s {wall * workers / len(GRID) - trained:20.1f}s")
+    one, two = statistics.median(walls["1 worker(s)"]), statistics.median(walls["2 worker(s)"])
+    print(f"2 workers are {one / two:.2f}x 1 worker (the trainings alone allow {2 * alone / together:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,13 +32,15 @@ def main() -> None:
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    from linclass.plumbing import mlflow_model, tracking
+    from mlflow.tracking import MlflowClient
+
+    from linclass.tracking import records, registry, runs
     imported = time.perf_counter() - t0
     root = Path(tempfile.mkdtemp(prefix="bench-logging-"))
     t0 = time.perf_counter()
-    experiment_id = tracking.setup("bench", f"sqlite:///{root / 'mlflow.db'}", root=root)
+    experiment_id = runs.setup("bench", f"sqlite:///{root / 'mlflow.db'}", root=root)
     set_up = time.perf_counter() - t0
-    client = tracking.MlflowClient()
+    client = MlflowClient()
     curves = {k: np.random.default_rng(i).random(STEPS) for i, k in enumerate(("data_loss", "reg_loss", "total_loss"))}
     rng = np.random.default_rng(0)
     W, b = (rng.standard_normal((10, 3072)) * 1e-3).astype(np.float32), np.zeros(10, np.float32)
@@ -46,20 +50,20 @@ def main() -> None:
 
     def old(run_id):
         client.log_batch(run_id, metrics=[m for k, v in curves.items()
-                                          for m in tracking.history_metrics(k, v, range(1, STEPS + 1))])
+                                          for m in records.history_metrics(k, v, range(1, STEPS + 1))])
 
     def new_sync(run_id):
         metrics = []
         for key, values in curves.items():
-            steps, means = tracking.curve_points(values)
-            metrics += tracking.history_metrics(key, means, steps)
+            steps, means = records.curve_points(values)
+            metrics += records.history_metrics(key, means, steps)
         client.log_batch(run_id, metrics=metrics)
 
     def chart_metrics():
         metrics = []
         for key, values in curves.items():
-            steps, means = tracking.curve_points(values)
-            metrics += tracking.history_metrics(key, means, steps)
+            steps, means = records.curve_points(values)
+            metrics += records.history_metrics(key, means, steps)
         return metrics
 
     def mlflow_async(run_id, _background):  # MLflow's async queue: an operation to wait for
@@ -69,28 +73,30 @@ def main() -> None:
         return background.submit(client.log_batch, run_id, metrics=chart_metrics()).result
 
     def model(run_id):
-        mlflow_model.log_classifier(W, b, mean, 255.0, names, "softmax", example=example)
+        registry.log_classifier(W, b, mean, 255.0, names, "softmax", example=example)
 
-    synchronous = {"old: 29,400 rows sync": old, "new: 2,940 rows sync": new_sync, "MLflow Model (pyfunc)": model}
-    asynchronous = {"MLflow async queue": mlflow_async, "helper thread": helper_thread}
+    synchronous: dict[str, Callable[[str], Any]] = {
+        "old: 29,400 rows sync": old, "new: 2,940 rows sync": new_sync, "MLflow Model (pyfunc)": model}
+    asynchronous: dict[str, Callable[[str, ThreadPoolExecutor], Callable[[], Any]]] = {
+        "MLflow async queue": mlflow_async, "helper thread": helper_thread}
     times: dict[str, list[float]] = {k: [] for k in synchronous}
     times.update({f"{k}: {what}": [] for k in asynchronous for what in ("submit", "+wait", "+end run")})
     with ThreadPoolExecutor(1) as background:
         for _ in range(args.repeats):
             for label, fn in synchronous.items():
-                with tracking.tracked_run(experiment_id, label) as run:
+                with runs.tracked_run(experiment_id, label) as run:
                     t0 = time.perf_counter()
                     fn(run.info.run_id)
                     times[label].append(time.perf_counter() - t0)
-            for label, fn in asynchronous.items():
-                with tracking.tracked_run(experiment_id, label) as run:
+            for label, submit in asynchronous.items():
+                with runs.tracked_run(experiment_id, label) as run:
                     t0 = time.perf_counter()
-                    wait = fn(run.info.run_id, background)
+                    wait = submit(run.info.run_id, background)
                     times[f"{label}: submit"].append(time.perf_counter() - t0)
                     wait()
                     times[f"{label}: +wait"].append(time.perf_counter() - t0)
                 times[f"{label}: +end run"].append(time.perf_counter() - t0)
-    print(f"import linclass.plumbing.tracking + mlflow_model: {imported:.2f} s; store set-up (once): {set_up:.2f} s")
+    print(f"import linclass.tracking (runs, records, registry): {imported:.2f} s; store set-up (once): {set_up:.2f} s")
     base = statistics.median(times["old: 29,400 rows sync"])
     for label, values in times.items():
         median = statistics.median(values)

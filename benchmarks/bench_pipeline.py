@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_grid import BIN, environment, run  # noqa: E402
-from bench_stage import make_copy  # noqa: E402
+from bench_stage import make_copy
+from common import BIN, environment, load, run
 
 GOAL = 150.0
 
@@ -40,7 +37,7 @@ def timed_pipeline(mode: str, dest: Path, env: dict, synthetic: bool) -> tuple[f
     if mode == "serial":
         run([str(BIN / "dvc"), "exp", "run", "-S", f"data.url={url}", "-S", f"data.md5={md5}"], dest, env)
     else:
-        run([str(BIN / "python"), "-m", "linclass.orchestration.sweep", "grid", "--jobs", "2", f"data.url={url}",
+        run([str(BIN / "python"), "-m", "linclass.cli", "grid", "--jobs", "2", f"data.url={url}",
              f"data.md5={md5}"], dest, env)
         run([str(BIN / "dvc"), "repro"], dest, env)
     return time.perf_counter() - start, what
@@ -56,18 +53,18 @@ def main():
     env = environment()
     expected = None
     if args.expect_md5:
-        expected = {line.split()[1]: line.split()[0] for line in args.expect_md5.read_text().splitlines() if line.strip()}
-    print(f"load average before start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs "
-          "(other processes skew timings)")
+        lines = [line.split() for line in args.expect_md5.read_text().splitlines() if line.strip()]
+        expected = {name: md5 for md5, name in lines}
+    print(f"before start: {load()} (other processes skew timings)")
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         base = args.keep or Path(tmp)
         for mode in args.modes:
             wall, what = timed_pipeline(mode, base / mode / "project", env, args.synthetic)
             results[mode] = (wall, weights_md5(base / mode / "project"))
-            print(f"{mode:9s} {wall:7.1f} s  (data: {what})  goal <= {GOAL:g} s -> {'PASS' if wall <= GOAL else 'MISS'}",
-                  flush=True)
-    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+            print(f"{mode:9s} {wall:7.1f} s  (data: {what})  goal <= {GOAL:g} s -> "
+                  f"{'PASS' if wall <= GOAL else 'MISS'}", flush=True)
+    print(f"at the end: {load()}")
     if len(results) == 2:
         (serial, md5_s), (parallel, md5_p) = results["serial"], results["parallel"]
         print(f"parallel / serial wall: {parallel / serial:.2f}")

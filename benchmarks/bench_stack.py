@@ -21,16 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "src"))
-
-from conftest import env_for_pipeline, free_port, make_project  # noqa: E402
-
+from common import environment, free_port, make_project
 
 
 def services(env: dict, *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "linclass.orchestration.services", *args], env=env, check=True,
+    return subprocess.run([sys.executable, "-m", "linclass.cli", "services", *args], env=env, check=True,
                           capture_output=True, text=True).stdout
 
 
@@ -59,7 +54,7 @@ def main() -> None:
         md5 = make_synthetic_cifar10(archive, n_train=1100, n_test=200, seed=0)
         project = make_project(base / "project", (f"data.url={archive.as_uri()}", f"data.md5={md5}",
                                                   "preprocess.val_size=100", f"train.epochs={args.epochs}",
-                                                  "train.batch_size=50"), env_for_pipeline())
+                                                  "train.batch_size=50"), environment())
         project.dvc("repro", "preprocess")
         user = dict(line.removeprefix("export ").split("=", 1) for line in
                     (base / "services/users/admin.env").read_text().split("\n") if line)
@@ -74,7 +69,7 @@ def main() -> None:
                 times[store].append(time.monotonic() - start)
         busy = services(env, "status")
     finally:
-        subprocess.run([sys.executable, "-m", "linclass.orchestration.services", "down"], env=env, capture_output=True)
+        subprocess.run([sys.executable, "-m", "linclass.cli", "services", "down"], env=env, capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
     sqlite, stack = statistics.median(times["sqlite"]), statistics.median(times["stack"])

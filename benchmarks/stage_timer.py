@@ -6,13 +6,14 @@ runs the script as `__main__` (same argv, same exit code) and writes, to the JSO
 $STAGE_TIMES, the seconds spent per category, each call timed exclusively (a call of another category
 made inside it, e.g. an import or a log call in the on_epoch callback of train_sgd, counts for that one):
   interpreter  process start -> this file runs (python start-up, site, the editable install hook)
-  imports      loading modules (every import, where ever it happens; importlib's _find_and_load)
+  imports      finding and loading modules (every import, where ever it happens: a meta path finder first on
+               sys.meta_path times the other finders and wraps the loader they return)
   params       stage_params: params.yaml read + composed conf/ (Hydra) + validation
   data         load_split / class_names
   store set-up tracking.setup (opens the MLflow store, the experiment)
   SGD          train_sgd
-  logging      MlflowClient / mlflow.* calls and the linclass.plumbing.tracking helpers (run start/end)
-  pictures     linclass.studies.pictures
+  logging      MlflowClient / mlflow.* calls and linclass.tracking's helpers (run start/end, records, registry)
+  pictures     linclass.plots
   artifacts    np.save, DataFrame.to_csv, md5_file, write_json, atomic_dir, MLflow artifact upload
   other        the rest of the process (the stage's own code, numpy outside train_sgd, exit)
 Timing only the main thread (a logging thread's work shows where the main thread waits for it).
@@ -24,7 +25,7 @@ T0 = time.perf_counter()
 import atexit  # noqa: E402
 import contextlib  # noqa: E402
 import functools  # noqa: E402
-import importlib._bootstrap  # noqa: E402
+import importlib.abc  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -69,10 +70,13 @@ class Clock:
         if getattr(fn, "_stage_timer", False):
             return fn
 
+        # a @contextlib.contextmanager function (tracked_run, atomic_dir): its body runs in __enter__/__exit__
+        context = fn is not inspect.unwrap(fn) and inspect.isgeneratorfunction(inspect.unwrap(fn))
+
         @functools.wraps(fn)
         def timed(*args, **kwargs):
             result = self.call(category, fn, *args, **kwargs)
-            if isinstance(result, contextlib._GeneratorContextManager):  # tracked_run(...), atomic_dir(...)
+            if context and isinstance(result, contextlib.AbstractContextManager):
                 return TimedContext(self, category, result)
             return result
 
@@ -104,16 +108,24 @@ PATCHES = {
     "linclass.plumbing.stage": {"stage_params": "params", "write_json": "artifacts", "atomic_dir": "artifacts",
                                 "atomic_file": "artifacts"},
     "linclass.plumbing.paths": {"load_split": "data", "class_names": "data", "load_model": "data"},
-    "linclass.plumbing.tracking": {"*": "logging", "setup": "store set-up"},
+    "linclass.tracking.runs": {"*": "logging", "setup": "store set-up"},
+    "linclass.tracking.records": {"*": "logging"},
+    "linclass.tracking.registry": {"*": "logging"},
+    "linclass.tracking.ui": {"*": "logging"},
     "linclass.core.sgd": {"train_sgd": "SGD"},
-    "linclass.studies.pictures": {"*": "pictures"},
+    "linclass.plots": {"*": "pictures"},
     "mlflow": {"*": "logging"},
     "mlflow.tracking.client": {"MlflowClient.*": "logging", "MlflowClient.log_artifacts": "artifacts",
                                "MlflowClient.log_artifact": "artifacts"},
 }
 
 
+AT_STAGE_START: list = []   # called as the stage's main() starts
+
+
 def _patch(module):
+    if module.__name__ == "linclass.plumbing.stage":
+        module.run = _run_stage(module.run)
     patches = PATCHES.get(module.__name__, {})
     for name, category in patches.items():
         owner, _, attr = name.rpartition(".")
@@ -130,26 +142,68 @@ def _patch(module):
                 setattr(target, key, CLOCK.wrap(category, value))
 
 
-_find_and_load = importlib._bootstrap._find_and_load
+def _run_stage(run):
+    """linclass.plumbing.stage.run, with AT_STAGE_START called when the stage's main() starts: after run() has
+    registered its exit handler (which ends the process), so that what is registered then runs before it."""
+
+    def timed_run(main):
+        @functools.wraps(main)
+        def started():
+            for call in AT_STAGE_START:
+                call()
+            return main()
+
+        return run(started)
+
+    return timed_run
 
 
-def _timed_find_and_load(name, import_):
-    module = CLOCK.call("imports", _find_and_load, name, import_)
-    if name in PATCHES:
-        _patch(module)
-    return module
+class TimedLoader(importlib.abc.Loader):
+    """A module's loader, its work timed as imports; the module patched once loaded."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return CLOCK.call("imports", self.loader.create_module, spec)
+
+    def exec_module(self, module):
+        CLOCK.call("imports", self.loader.exec_module, module)
+        if module.__name__ in PATCHES:
+            _patch(module)
+
+    def __getattr__(self, name):   # get_resource_reader, get_data, ...
+        return getattr(self.loader, name)
+
+
+class TimedFinder(importlib.abc.MetaPathFinder):
+    """First on sys.meta_path: asks the other finders (timed as imports) and wraps the loader found."""
+
+    def find_spec(self, name, path, target=None):
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = CLOCK.call("imports", find, name, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = TimedLoader(spec.loader)
+                return spec
+        return None
 
 
 def main():
     script, *argv = sys.argv[1:]
-    importlib._bootstrap._find_and_load = _timed_find_and_load  # looked up by the import system on every load
+    finder = TimedFinder()
+    sys.meta_path.insert(0, finder)
     for loaded in [m for name, m in list(sys.modules.items()) if name in PATCHES]:
         _patch(loaded)
     sys.argv = [script, *argv]
     exit_code = [0]
 
-    def report():  # an atexit handler: a finished stage ends with os._exit after running them
-        importlib._bootstrap._find_and_load = _find_and_load
+    def report():  # an exit handler registered as the stage starts: it runs before the stage's own (os._exit)
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
         wall = time.perf_counter() - T0
         totals = dict(CLOCK.totals)
         totals["other"] = wall - sum(totals.values())
@@ -160,7 +214,7 @@ def main():
                 json.dump({"script": script, "argv": argv, "exit": exit_code[0], "process_wall": wall + AGE_AT_T0,
                            "seconds": totals}, f, indent=2)
 
-    atexit.register(report)
+    AT_STAGE_START.append(lambda: atexit.register(report))
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:

@@ -14,11 +14,11 @@ ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
 
 
 def main() -> None:
-    data = stage_params()["data"]
+    data = stage_params().data
     # DVC_ROOT: the project root, also when DVC runs this stage in a temporary experiment copy.
     source = fetch(data, ARCHIVE, root=os.environ.get("DVC_ROOT", "."))
     print(f"download: {source.url} (from {source.origin}) -> {ARCHIVE} (md5 {source.md5}; "
-          f"data set {data['name']}, official md5 {data['md5']})")
+          f"data set {data.name}, official md5 {data.md5})")
 
 
 if __name__ == "__main__":

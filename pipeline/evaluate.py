@@ -1,56 +1,73 @@
-"""DVC stage `evaluate`: test accuracy, per-class accuracy and confusion matrix of every trained model,
-one comparison table of all combinations, and the Model Registry.
+"""DVC stage `evaluate`: validation and test accuracy (with 95% intervals), per-class accuracy and confusion
+matrix of every trained model, the champion (best on validation) against the runner-up, one comparison
+table of all combinations, and the Model Registry.
 
-Writes metrics/test.json and metrics/per_class.json (DVC metrics), reports/comparison.csv (the table),
-reports/predictions/<model>.csv (actual, predicted) for DVC's confusion plots, and for the report
-reports/evaluation/: best.json (the best model on validation), confusion_matrix.png (its test confusion
-matrix) and loss_curves.png (the training loss of every model). Adds test_accuracy and the confusion
-matrix to each model's MLflow run, registers its MLflow Model and gives the best on validation the
-alias `champion` (linclass.plumbing.mlflow_model).
+Writes metrics/test.json (per model: test and validation accuracy with their 95% Wilson intervals, and the
+md5 of the weights they belong to), metrics/champion.json (the champion, the runner-up and McNemar's paired
+test of the two on the validation and on the test images), metrics/per_class.json, reports/comparison.csv
+(the table, ranked by validation accuracy), reports/predictions/<model>.csv (actual, predicted) for DVC's
+confusion plots, and for the report reports/evaluation/: best.json (the champion and the paired tests),
+confusion_matrix.png/.csv (its test confusion matrix) and loss_curves.png (the training loss of every
+model, one panel each). Adds the accuracies and the confusion matrix to each model's MLflow run, registers
+its MLflow Model and gives the best version on validation the alias `champion`, tagged with the paired
+test against the registry's runner-up (linclass.tracking.registry).
 """
 import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
-from linclass.core.metrics import accuracy, confusion_matrix, per_class_accuracy
+from linclass import plots
+from linclass.core.metrics import confusion_matrix, per_class_accuracy
 from linclass.core.model import predict
+from linclass.core.stats import compare_models, wilson_interval
 from linclass.files import md5_file
-from linclass.plumbing import mlflow_model, tracking
-from linclass.plumbing.paths import DATA, MODELS, REPORTS
+from linclass.plumbing.paths import DATA, MODELS, REPORTS, load_model, load_split, model_names, train_summary
 from linclass.plumbing.paths import class_names as load_class_names
-from linclass.plumbing.paths import load_model, load_split, model_names, train_summary
 from linclass.plumbing.stage import atomic_dir, atomic_file, run, stage_params, write_json
-from linclass.studies import pictures
+from linclass.tracking import registry
+from linclass.tracking.records import scalar_metrics
+from linclass.tracking.runs import find_run, setup
+
+ALPHA = 0.05  # the paired test's significance level: "better" / "worse" below it, "within noise" above
+ACCURACY_COLUMNS = tuple(f"{split}_accuracy{end}" for split in ("val", "test") for end in ("", "_low", "_high"))
 
 
-def evaluate_model(W, b, X, y, num_classes):
-    y_pred = predict(X, W, b)
-    return {"accuracy": accuracy(y, y_pred), "per_class": per_class_accuracy(y, y_pred, num_classes),
-            "confusion": confusion_matrix(y, y_pred, num_classes), "predicted": y_pred}
+def accuracy_with_interval(y, y_pred, split):
+    """{<split>_accuracy, <split>_accuracy_low, <split>_accuracy_high}: the accuracy and its 95% Wilson interval."""
+    correct = int(np.count_nonzero(y == y_pred))
+    low, high = wilson_interval(correct, len(y))
+    return {f"{split}_accuracy": correct / len(y), f"{split}_accuracy_low": low, f"{split}_accuracy_high": high}
 
 
 def confusion_table(confusion, class_names):
     return pd.DataFrame(confusion, index=class_names, columns=class_names)
 
 
-def log_to_run(client, experiment_id, name, weights_md5, result, class_names):
-    """Add the test results to the model's training run (found by its weights' md5); return the run."""
-    run_id = tracking.find_run(experiment_id, {"model": name, "weights_md5": weights_md5})
+def log_to_run(client, experiment_id, name, weights_md5, accuracies, test, class_names):
+    """Add the test accuracy (with its interval) and the test confusion matrix to the model's training run
+    (found by its weights' md5); return the run. The confusion matrix lies at the artifact root, beside the
+    training run's loss curves and templates, so that MLflow's Compare page shows them side by side."""
+    run_id = find_run(experiment_id, {"model": name, "weights_md5": weights_md5})
     if run_id is None:  # e.g. a fresh store: keep the results rather than lose them
         run_id = client.create_run(experiment_id, run_name=name,
                                    tags={"model": name, "weights_md5": weights_md5,
                                          "note": "evaluation only: training run not in this store"}).info.run_id
         client.set_terminated(run_id)
-    client.log_batch(run_id, metrics=tracking.scalar_metrics({"test_accuracy": result["accuracy"]}))
+    # the validation accuracy and its interval are the training run's own (train.py logs them)
+    client.log_batch(run_id, metrics=scalar_metrics({k: v for k, v in accuracies.items() if k.startswith("test_")}))
     with tempfile.TemporaryDirectory() as tmp:
-        pictures.plot_confusion_matrix(result["confusion"], class_names, Path(tmp) / "confusion_matrix.png",
-                                       title=f"{name}: test confusion matrix")
-        confusion_table(result["confusion"], class_names).to_csv(Path(tmp) / "confusion_matrix.csv")
-        pd.DataFrame({"class": class_names, "test_accuracy": result["per_class"]}).to_csv(
+        plots.plot_confusion_matrix(test["confusion"], class_names, Path(tmp) / "confusion_matrix.png",
+                                    title=f"{name}: test confusion matrix")
+        client.log_artifact(run_id, str(Path(tmp) / "confusion_matrix.png"))
+        confusion_table(test["confusion"], class_names).to_csv(Path(tmp) / "confusion_matrix.csv")
+        pd.DataFrame({"class": class_names, "test_accuracy": test["per_class"]}).to_csv(
             Path(tmp) / "per_class_accuracy.csv", index=False)
-        client.log_artifacts(run_id, tmp, artifact_path="evaluation")
+        for table in ("confusion_matrix.csv", "per_class_accuracy.csv"):
+            client.log_artifact(run_id, str(Path(tmp) / table), artifact_path="evaluation")
     return client.get_run(run_id)
 
 
@@ -60,82 +77,156 @@ def register(client, registry_name, run, row, split):
     if model_id is None:
         return None
     tags = {"model": row["model"], "loss": row["loss"], "regularizer": row["regularizer"],
-            "val_accuracy": f"{row['val_accuracy']:.6f}", "test_accuracy": f"{row['test_accuracy']:.6f}",
+            **{key: f"{row[key]:.6f}" for key in ACCURACY_COLUMNS},
             "params_hash": run.data.tags.get("params_hash", ""), "split": split}
-    return mlflow_model.register(client, registry_name, run.info.run_id, model_id, tags)
+    return registry.register(client, registry_name, run.info.run_id, model_id, tags)
 
 
-def champion(client, registry_name, split):
-    """The best version on validation among those evaluated on the same validation set (ties: the oldest)."""
+
+def ranked_versions(client, registry_name, split):
+    """The versions evaluated on the same validation set, best on validation first (ties: the oldest)."""
     versions = [v for v in client.search_model_versions(f"name = '{registry_name}'")
                 if v.tags.get("split") == split and "val_accuracy" in v.tags]
-    if not versions:
-        return None
-    return max(versions, key=lambda v: (float(v.tags["val_accuracy"]), -int(v.version)))
+    return sorted(versions, key=lambda v: (-float(v.tags["val_accuracy"]), int(v.version)))
+
+
+def paired(y, pred_champion, pred_runner_up):
+    """The champion against the runner-up on the same images: compare_models with named accuracies."""
+    result = compare_models(y, pred_champion, pred_runner_up, alpha=ALPHA)
+    result["champion_accuracy"], result["runner_up_accuracy"] = result.pop("accuracy_a"), result.pop("accuracy_b")
+    return result
+
+
+def selection(names, predictions, y_val, y_test):
+    """The champion (best on validation; ties: the first in grid order) and the runner-up, and McNemar's
+    test of the two on the validation and on the test images."""
+    val_accuracy = {name: float(np.mean(predictions[name]["val"] == y_val)) for name in names}
+    ranked = sorted(names, key=lambda name: (-val_accuracy[name], names.index(name)))
+    chosen = {"champion": ranked[0], "runner_up": ranked[1] if len(ranked) > 1 else None, "alpha": ALPHA}
+    if chosen["runner_up"] is None:
+        return ranked, chosen
+    for split, y in (("val", y_val), ("test", y_test)):
+        chosen[split] = paired(y, predictions[ranked[0]][split], predictions[ranked[1]][split])
+    return ranked, chosen
+
+
+def rounded(value):
+    """Numbers of a metrics file: accuracies and differences to 6 decimals, p-values to 6 significant digits."""
+    if isinstance(value, dict):
+        return {k: (float(f"{v:.6g}") if k in ("p_value", "mid_p") else rounded(v)) for k, v in value.items()}
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def version_predictions(version, by_run, X_val, X_test):
+    """(val predictions, test predictions) of a registered version: this run's, or, for a version another
+    pipeline trained, its MLflow Model's (which carries its own preprocessing) on the same images."""
+    import mlflow
+
+    if version.run_id in by_run:
+        return by_run[version.run_id]
+    classifier = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").unwrap_python_model()
+    return {split: np.argmax(classifier.scores(registry.model_input(X)), axis=1)
+            for split, X in (("val", X_val), ("test", X_test))}
+
+
+def selection_tags(top, second, by_run, data):
+    """The champion version's tags: the runner-up and the paired tests against it on validation and test."""
+    if second is None:
+        return {"runner_up": "none (the only version evaluated on this validation split)"}
+    X_val, y_val, X_test, y_test = data
+    try:
+        champion, runner_up = (version_predictions(v, by_run, X_val, X_test) for v in (top, second))
+    except Exception as exc:  # noqa: BLE001 (a model the store cannot load: say so on the version, do not fail)
+        return {"runner_up": second.tags.get("model", "?"), "runner_up_version": second.version,
+                "val_verdict": f"not tested: {' '.join(str(exc).split())[:200]}"}
+    tags = {"runner_up": second.tags.get("model", "?"), "runner_up_version": second.version}
+    for split, y in (("val", y_val), ("test", y_test)):
+        result = paired(y, champion[split], runner_up[split])
+        tags.update({f"{split}_verdict": result["verdict"], f"{split}_difference": f"{result['difference']:+.6f}",
+                     f"{split}_b": result["b"], f"{split}_c": result["c"],
+                     f"{split}_p_value": f"{result['p_value']:.4g}"})
+    return tags
 
 
 def write_evaluation(out, best, results, class_names, names):
-    """reports/evaluation/: the best model (json), its confusion matrix, every model's training loss."""
+    """reports/evaluation/: the champion and its paired tests (json), its confusion matrix, every model's
+    training loss."""
     (out / "best.json").write_text(json.dumps(best, indent=2, sort_keys=True) + "\n")
-    pictures.plot_confusion_matrix(results[best["model"]]["confusion"], class_names, out / "confusion_matrix.png",
-                                   title=f"{best['model']} (best on validation): test confusion matrix")
+    plots.plot_confusion_matrix(results[best["model"]]["confusion"], class_names, out / "confusion_matrix.png",
+                                title=f"{best['model']} (best on validation): test confusion matrix")
     confusion_table(results[best["model"]]["confusion"], class_names).to_csv(out / "confusion_matrix.csv")
     curves = {}
     for name in names:
         steps = pd.read_csv(MODELS / name / "history_steps.csv")
         curves[name] = (steps["step"], steps["total_loss"])
-    pictures.plot_training_losses(curves, out / "loss_curves.png", title="Training loss of every combination")
+    plots.plot_training_losses(curves, out / "loss_curves.png", title="Training loss of every combination")
 
 
 def main() -> None:
     params = stage_params()
     X_test, y_test = load_split("test")
     X_val, y_val = load_split("val")
+    train_images = len(load_split("train", mmap=True)[1])
     class_names = load_class_names()
-    experiment = params["tracking"]["experiment"]
-    experiment_id = tracking.setup(experiment, params["tracking"]["uri"])
-    client = tracking.MlflowClient()
+    experiment = params.tracking.experiment
+    experiment_id = setup(experiment, params.tracking.uri)
+    client = MlflowClient()
     split = md5_file(DATA / "X_val.npy", DATA / "y_val.npy")[:8]  # which validation set chose the champion
 
-    rows, metrics, per_class, results, versions = [], {}, {}, {}, {}
+    rows, metrics, per_class, results, predictions, versions, by_run = {}, {}, {}, {}, {}, {}, {}
     names = model_names(params)
-    with atomic_dir(REPORTS / "predictions") as predictions, atomic_dir(REPORTS / "evaluation") as evaluation:
+    with atomic_dir(REPORTS / "predictions") as out_predictions, atomic_dir(REPORTS / "evaluation") as evaluation:
         for name in names:
             loss, reg = name.split("-")
             W, b = load_model(name)
             summary = train_summary(name)
-            test = results[name] = evaluate_model(W, b, X_test, y_test, len(class_names))
-            val_acc = accuracy(y_val, predict(X_val, W, b))
+            y_pred = predict(X_test, W, b)
+            predictions[name] = {"val": predict(X_val, W, b), "test": y_pred}
+            test = results[name] = {"per_class": per_class_accuracy(y_test, y_pred, len(class_names)),
+                                    "confusion": confusion_matrix(y_test, y_pred, len(class_names))}
+            accuracies = {**accuracy_with_interval(y_val, predictions[name]["val"], "val"),
+                          **accuracy_with_interval(y_test, y_pred, "test")}
             pd.DataFrame({"actual": [class_names[i] for i in y_test],
-                          "predicted": [class_names[i] for i in test["predicted"]]}).to_csv(
-                predictions / f"{name}.csv", index=False)
-            metrics[name] = {"test_accuracy": round(test["accuracy"], 6), "val_accuracy": round(val_acc, 6)}
+                          "predicted": [class_names[i] for i in y_pred]}).to_csv(
+                out_predictions / f"{name}.csv", index=False)
+            # the weights' md5 says which model these numbers belong to (linclass.orchestration.sweep checks it)
+            metrics[name] = {**{k: round(v, 6) for k, v in accuracies.items()}, "weights_md5": summary["weights_md5"]}
             per_class[name] = {c: round(float(a), 6) for c, a in zip(class_names, test["per_class"])}
-            row = {"model": name, "loss": loss, "regularizer": reg,
-                   "strength": params["regularizer"][reg]["strength"],
-                   "train_accuracy": summary["train_accuracy"], "val_accuracy": val_acc,
-                   "test_accuracy": test["accuracy"],
-                   "final_data_loss": summary["final_data_loss"],
-                   "final_reg_loss": summary["final_reg_loss"],
-                   "near_zero_weights": pictures.weight_sparsity(W, params["studies"]["near_zero_tol"])}
-            rows.append(row)
-            run = log_to_run(client, experiment_id, name, summary["weights_md5"], test, class_names)
-            versions[name] = register(client, experiment, run, row, split)
-        best_row = max(rows, key=lambda r: r["val_accuracy"])  # the first of equals, in grid order
-        best = {k: best_row[k] for k in ("model", "val_accuracy", "test_accuracy")}
-        write_evaluation(evaluation, best, results, class_names, names)
-    top = champion(client, experiment, split)
-    if top is not None:
-        mlflow_model.set_champion(client, experiment, top.version)
+            rows[name] = {"model": name, "loss": loss, "regularizer": reg,
+                          "strength": getattr(params.regularizer, reg).strength,
+                          "train_accuracy": summary["train_accuracy"], **accuracies,
+                          "final_data_loss": summary["final_data_loss"],
+                          "final_reg_loss": summary["final_reg_loss"],
+                          "near_zero_weights": plots.weight_sparsity(W, params.studies.near_zero_tol)}
+            run = log_to_run(client, experiment_id, name, summary["weights_md5"], accuracies, test, class_names)
+            by_run[run.info.run_id] = predictions[name]
+            versions[name] = register(client, experiment, run, rows[name], split)
+        ranked, chosen = selection(names, predictions, y_val, y_test)
+        best = {"model": chosen["champion"], **{k: rows[chosen["champion"]][k] for k in ACCURACY_COLUMNS},
+                **chosen, "images": {"train": train_images, "val": len(y_val), "test": len(y_test)}}
+        write_evaluation(evaluation, rounded(best), results, class_names, names)
+    ranking = ranked_versions(client, experiment, split)
+    if ranking:
+        top, second = ranking[0], (ranking[1] if len(ranking) > 1 else None)
+        tags = selection_tags(top, second, by_run, (X_val, y_val, X_test, y_test))
+        registry.set_champion(client, experiment, top.version, tags)
         print(f"registered model {experiment!r}: {sum(v is not None for v in versions.values())} versions "
-              f"this run; alias {mlflow_model.CHAMPION!r} -> version {top.version} ({top.tags['model']}, "
-              f"val {float(top.tags['val_accuracy']):.4f})")
-    table = pd.DataFrame(rows).sort_values("test_accuracy", ascending=False, kind="stable")
+              f"this run; alias {registry.CHAMPION!r} -> version {top.version} ({top.tags['model']}, "
+              f"val {float(top.tags['val_accuracy']):.4f}); against the runner-up {tags['runner_up']}: "
+              f"val {tags.get('val_verdict', '-')}, test {tags.get('test_verdict', '-')}")
+    table = pd.DataFrame([rows[name] for name in ranked])   # best on validation first
     with atomic_file(REPORTS / "comparison.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     write_json("metrics/test.json", metrics)
+    write_json("metrics/champion.json", rounded({k: v for k, v in chosen.items()}))
     write_json("metrics/per_class.json", per_class)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for split in ("val", "test"):
+        if split in chosen:
+            r = chosen[split]
+            print(f"{chosen['champion']} vs {chosen['runner_up']} on {r['images']} {split} images: "
+                  f"{r['champion_accuracy']:.4f} vs {r['runner_up_accuracy']:.4f}, b={r['b']} c={r['c']} "
+                  f"p={r['p_value']:.3g}: {r['verdict']}")
 
 
 if __name__ == "__main__":

@@ -4,37 +4,37 @@ reports/loss_study.csv: moving the correct score a little, min/max losses, the l
 over all classes, mean instead of sum, squared hinge, and the scores [10,-2,3], [10,9,9], [10,-100,-100].
 reports/initial_loss.csv: the loss each training run started from on the real data against C-1 / log C.
 """
+import mlflow
 import pandas as pd
 
-from linclass.plumbing import tracking
 from linclass.plumbing.paths import REPORTS, class_names, model_names, train_summary
 from linclass.plumbing.stage import atomic_file, run, stage_params, write_json
 from linclass.studies.loss_questions import initial_loss_check, loss_behaviour_table
+from linclass.tracking.runs import study_run
 
 
 def main() -> None:
     params = stage_params()
-    delta = params["loss"]["svm"]["delta"]
-    table = loss_behaviour_table(delta=delta)
-    tolerance = params["studies"]["initial_loss_tolerance"]
+    table = loss_behaviour_table(delta=params.loss.svm.delta)
+    tolerance = params.studies.initial_loss_tolerance
     rows = []
     for name in model_names(params):
         loss = name.split("-")[0]
         check = initial_loss_check(loss, train_summary(name)["initial_loss"], len(class_names()),
-                                   tolerance=tolerance, delta=params["loss"][loss].get("delta", 1.0))
+                                   tolerance=tolerance, delta=getattr(getattr(params.loss, loss), "delta", 1.0))
         rows.append({"model": name, "loss": loss, **check})
     initial = pd.DataFrame(rows)
 
-    with tracking.study_run(params, "study-loss-behaviour", "loss_study") as run_id:
+    with study_run(params.tracking, "study-loss-behaviour", "loss_study",
+                   "The lecture's questions about the losses measured on its example scores, and the loss each "
+                   "training run started from against C - 1 (SVM) and log C (softmax)."):
         with atomic_file(REPORTS / "loss_study.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")
         with atomic_file(REPORTS / "initial_loss.csv") as tmp:
             initial.to_csv(tmp, index=False, float_format="%.6g")
-        client = tracking.MlflowClient()
-        client.log_batch(run_id, metrics=tracking.scalar_metrics(
-            {f"{r['model']}.initial_loss_relative_error": r["relative_error"] for r in rows}))
-        client.log_artifact(run_id, str(REPORTS / "loss_study.csv"))
-        client.log_artifact(run_id, str(REPORTS / "initial_loss.csv"))
+        mlflow.log_metrics({f"initial_loss_relative_error/{r['model']}": r["relative_error"] for r in rows})
+        mlflow.log_artifact(str(REPORTS / "loss_study.csv"))
+        mlflow.log_artifact(str(REPORTS / "initial_loss.csv"))
     write_json("metrics/initial_loss.json", {r["model"]: {"observed": round(r["observed"], 6),
                                                           "expected": round(r["expected"], 6),
                                                           "ok": bool(r["ok"])} for r in rows})

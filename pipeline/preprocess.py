@@ -1,5 +1,5 @@
-"""DVC stage `preprocess`: split validation off train, subtract the training mean image, write
-float32 design matrices (memory-mappable .npy), labels and class names to data/processed/."""
+"""DVC stage `preprocess`: split validation off train, take the training mean image, write the uint8
+pixel rows (memory-mappable .npy), labels, the mean image, the scale and class names to data/processed/."""
 import json
 import time
 from pathlib import Path
@@ -14,7 +14,7 @@ OUT = Path("data/processed")
 
 
 def main() -> None:
-    cfg = stage_params()["preprocess"]
+    cfg = stage_params().preprocess
     start = time.perf_counter()
 
     def say(line):
@@ -23,8 +23,8 @@ def main() -> None:
     data = load_cifar10(ARCHIVE)
     say(f"read {len(data.x_train)} + {len(data.x_test)} images from {ARCHIVE}")
     with atomic_dir(OUT) as tmp:
-        summary = preprocess(data, tmp, val_size=cfg["val_size"], seed=cfg["seed"],
-                             scale=cfg["scale"], max_train=cfg["max_train"], progress=say)
+        summary = preprocess(data, tmp, val_size=cfg.val_size, seed=cfg.seed, scale=cfg.scale,
+                             max_train=cfg.max_train, progress=say)
     print("preprocess:", json.dumps(summary, default=str)[:400])
 
 

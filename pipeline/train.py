@@ -17,92 +17,94 @@ from linclass.plumbing.threads import set_blas_threads
 
 set_blas_threads()  # before numpy is imported: BLAS reads its thread count once, when it loads
 import numpy as np  # noqa: E402
+from mlflow.entities import Param  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
 
-from linclass.core.sgd import train_sgd
-from linclass.files import md5_file
-from linclass.plumbing import mlflow_model, progress, tracking
-from linclass.plumbing.paths import DATA
-from linclass.plumbing.paths import class_names as load_class_names
-from linclass.plumbing.paths import dvc_lock_hashes, load_split
-from linclass.plumbing.stage import atomic_dir, run, stage_params, train_args, write_json
-from linclass.studies import pictures
-from linclass.studies.loss_questions import initial_loss, initial_loss_check
-
-
-def raw_images(X: np.ndarray, mean: np.ndarray, scale: float) -> np.ndarray:
-    """Preprocessed rows X (n, 3072) back to the uint8 images (n, 32, 32, 3) they came from."""
-    rows = np.clip(np.rint(X.astype(np.float64) * scale + mean), 0, 255).astype(np.uint8)
-    return rows.reshape(len(X), 3, 32, 32).transpose(0, 2, 3, 1)
+from linclass import plots  # noqa: E402
+from linclass.core.sgd import train_sgd  # noqa: E402
+from linclass.core.stats import wilson_interval  # noqa: E402
+from linclass.files import md5_file  # noqa: E402
+from linclass.plumbing import progress  # noqa: E402
+from linclass.plumbing.paths import class_names as load_class_names  # noqa: E402
+from linclass.plumbing.paths import dvc_lock_hashes, load_split  # noqa: E402
+from linclass.plumbing.stage import atomic_dir, run, stage_params, train_model, write_json  # noqa: E402
+from linclass.studies.loss_questions import initial_loss, initial_loss_check  # noqa: E402
+from linclass.tracking import records, registry  # noqa: E402
+from linclass.tracking.runs import git_commit, setup, tracked_run  # noqa: E402
+from linclass.tracking.ui import set_runs_view  # noqa: E402
 
 
 def main() -> None:
     params = stage_params()
-    args = train_args(params)  # from DVC_STAGE (train@<loss>-<regularizer>), or --loss/--regularizer by hand
-    name = f"{args.loss}-{args.regularizer}"
-    train, loss_cfg, reg_cfg = params["train"], params["loss"][args.loss], params["regularizer"][args.regularizer]
+    loss, regularizer = train_model(params)  # from DVC_STAGE (train@<loss>-<regularizer>), or --loss/--regularizer
+    name = f"{loss}-{regularizer}"
+    train, loss_cfg, reg_cfg = params.train, getattr(params.loss, loss), getattr(params.regularizer, regularizer)
 
-    # mapped, not read: the minibatches are gathered from the page cache, with no 600 MB copy up front
+    # mapped, not read: the minibatches are gathered from the page cache, with no 150 MB copy up front
     X_train, y_train = load_split("train", mmap=True)
     X_val, y_val = load_split("val")
     class_names = load_class_names()
-    if train["batch_size"] > len(X_train):
-        raise ValueError(f"train.batch_size={train['batch_size']} is larger than the "
+    if train.batch_size > len(X_train):
+        raise ValueError(f"train.batch_size={train.batch_size} is larger than the "
                          f"{len(X_train)} training images; allowed 1..{len(X_train)}")
 
-    experiment_id = tracking.setup(params["tracking"]["experiment"], params["tracking"]["uri"])
-    tracking.set_runs_view(experiment_id)
-    run_params = tracking.training_params(params, args.loss, args.regularizer)
-    settings = tracking.params_hash(run_params)
-    tags = {"loss": args.loss, "regularizer": args.regularizer, "model": name, "params_hash": settings,
-            "git_commit": tracking.git_commit(), "dvc_stage": f"train@{name}",
-            "data_md5": params["data"]["md5"], "data_url": params["data"]["url"],
+    experiment_id = setup(params.tracking.experiment, params.tracking.uri)
+    set_runs_view(experiment_id)
+    run_params = records.training_params(params, loss, regularizer)
+    settings = records.params_hash(run_params)
+    tags = {"loss": loss, "regularizer": regularizer, "model": name, "params_hash": settings,
+            "git_commit": git_commit(), "dvc_stage": f"train@{name}",
+            "data_md5": params.data.md5, "data_url": params.data.url,
             **dvc_lock_hashes()}
     run_name = f"{name}-{settings[:6]}"
     # The store writes go to one helper thread: they overlap the next epoch's GEMMs and the drawing of the
     # pictures (both release the GIL). Values, steps and timestamps are fixed when submitted: what lands is
     # exact. (MLflow's own async mode polls its queue once a second: ending the run waited for that poll.)
-    with tracking.tracked_run(experiment_id, run_name, tags) as active, atomic_dir(Path("models") / name) as out, \
+    with tracked_run(experiment_id, run_name, tags) as active, atomic_dir(Path("models") / name) as out, \
             ThreadPoolExecutor(1, thread_name_prefix="linclass-log") as background:
         run_id = active.info.run_id
-        client = tracking.MlflowClient()
-        client.log_batch(run_id, params=[tracking.Param(k, str(v)) for k, v in run_params.items()])
-        tracking.log_dataset(params["data"], len(X_train), len(X_val))
+        client = MlflowClient()
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in run_params.items()])
+        records.log_dataset(params.data, len(X_train), len(X_val))
 
-        delta = loss_cfg.get("delta", 1.0)
-        start = initial_loss(X_train, y_train, args.loss, len(class_names), seed=train["seed"],
-                             init_scale=train["init_scale"], delta=delta)
-        check = initial_loss_check(args.loss, start, len(class_names),
-                                   tolerance=params["studies"]["initial_loss_tolerance"], delta=delta)
+        delta = getattr(loss_cfg, "delta", 1.0)
+        start = initial_loss(X_train, y_train, loss, len(class_names), seed=train.seed,
+                             init_scale=train.init_scale, delta=delta)
+        check = initial_loss_check(loss, start, len(class_names),
+                                   tolerance=params.studies.initial_loss_tolerance, delta=delta)
         if not check["ok"]:
             warnings.warn(f"{name}: initial loss {start:.4f} is off the expected {check['expected']:.4f} "
                           f"by {check['relative_error']:.1%} (more than the tolerance)", stacklevel=1)
-        client.log_batch(run_id, metrics=tracking.scalar_metrics({"initial_loss": start}))
 
         clock, pending = [time.perf_counter()], []
 
         def on_epoch(epoch, history):  # live accuracy in the UI, one line on the terminal
+            # val_accuracy is the run's first metric: MLflow's Compare page plots the first metric it finds
             pending.append(background.submit(client.log_batch, run_id, metrics=[
-                *tracking.history_metrics("train_accuracy", history.train_accuracy[-1:], [epoch]),
-                *tracking.history_metrics("val_accuracy", history.val_accuracy[-1:], [epoch])]))
+                *records.history_metrics("val_accuracy", history.val_accuracy[-1:], [epoch]),
+                *records.history_metrics("train_accuracy", history.train_accuracy[-1:], [epoch])]))
             now = time.perf_counter()
             epoch_steps = history.total_loss[-history.steps_per_epoch:]
-            progress.say(f"train@{name} epoch {epoch}/{train['epochs']}: loss {epoch_steps.mean():.4f} "
+            progress.say(f"train@{name} epoch {epoch}/{train.epochs}: loss {epoch_steps.mean():.4f} "
                          f"train {history.train_accuracy[-1]:.4f} val {history.val_accuracy[-1]:.4f} "
                          f"({now - clock[0]:.1f} s)")
             clock[0] = now
 
         result = train_sgd(
             X_train, y_train, X_val=X_val, y_val=y_val, num_classes=len(class_names),
-            loss=args.loss, delta=delta,
-            regularizer=args.regularizer, strength=reg_cfg["strength"], beta=reg_cfg.get("beta", 0.5),
-            learning_rate=loss_cfg["learning_rate"], batch_size=train["batch_size"], epochs=train["epochs"],
-            lr_decay=train["lr_decay"], seed=train["seed"], init_scale=train["init_scale"],
-            l1_step=train["l1_step"], on_epoch=on_epoch)
+            loss=loss, delta=delta,
+            regularizer=regularizer, strength=reg_cfg.strength, beta=getattr(reg_cfg, "beta", 0.5),
+            learning_rate=loss_cfg.learning_rate, batch_size=train.batch_size, epochs=train.epochs,
+            lr_decay=train.lr_decay, seed=train.seed, init_scale=train.init_scale,
+            l1_step=train.l1_step, on_epoch=on_epoch)
         history = result.history
+        val_low, val_high = wilson_interval(round(history.val_accuracy[-1] * len(y_val)), len(y_val))  # 95%
         curves = []
         for key in ("data_loss", "reg_loss", "total_loss"):
-            steps, values = tracking.curve_points(getattr(history, key))
-            curves += tracking.history_metrics(key, values, steps)
+            steps, values = records.curve_points(getattr(history, key))
+            curves += records.history_metrics(key, values, steps)
+        curves += records.scalar_metrics({"val_accuracy_low": val_low, "val_accuracy_high": val_high,
+                                          "initial_loss": start})
         pending.append(background.submit(client.log_batch, run_id, metrics=curves))
 
         np.save(out / "W.npy", result.W)
@@ -112,6 +114,7 @@ def main() -> None:
         epochs.to_csv(out / "history_epochs.csv", index=False)
         summary = {"train_accuracy": float(history.train_accuracy[-1]),
                    "val_accuracy": float(history.val_accuracy[-1]),
+                   "val_accuracy_low": val_low, "val_accuracy_high": val_high,  # its 95% Wilson interval
                    "final_data_loss": float(history.data_loss[-1]),
                    "final_reg_loss": float(history.reg_loss[-1]),
                    "final_total_loss": float(history.total_loss[-1]),
@@ -120,17 +123,23 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as tmp:  # drawn while the curves are written
             figures = Path(tmp)
-            pictures.save_template_pngs(result.W, class_names, figures / "templates", upscale=8)
-            pictures.plot_template_grid(result.W, class_names, figures / "templates_grid.png",
+            plots.save_template_pngs(result.W, class_names, figures / "templates", upscale=8)
+            plots.plot_template_grid(result.W, class_names, figures / "templates_grid.png",
                                         title=f"{name}: class templates (rows of W)")
-            pictures.plot_loss_curves(steps, epochs, figures / "loss_curves.png", title=name)
+            plots.plot_loss_curves(steps, epochs, figures / "loss_curves.png", title=name)
             for logged in pending:  # everything logged (or its error raised) before the next store writes
                 logged.result()
-            client.log_artifacts(run_id, tmp, artifact_path="plots")
+            client.log_artifacts(run_id, str(figures / "templates"), artifact_path="plots/templates")
+            # at the artifact root, where MLflow's Compare page shows the pictures of several runs side by side
+            client.log_artifact(run_id, str(figures / "templates_grid.png"))
+            client.log_artifact(run_id, str(figures / "loss_curves.png"))
         client.set_tag(run_id, "weights_md5", weights_md5)
-        mean, scale = np.load(DATA / "mean_image.npy"), params["preprocess"]["scale"]
-        model = mlflow_model.log_classifier(result.W, result.b, mean, scale, class_names, args.loss,
-                                            example=raw_images(X_val[:2], mean, scale), params=run_params)
+        client.set_tag(run_id, "mlflow.note.content",   # the run's description in the MLflow UI
+                       f"The {loss} loss with {regularizer} regularization (strength {reg_cfg.strength:g}), "
+                       f"{train.epochs} epochs of minibatch SGD on {len(X_train):,} images: validation accuracy "
+                       f"{summary['val_accuracy']:.4f} [{val_low:.4f}, {val_high:.4f}] (95%) on {len(y_val):,} images.")
+        model = registry.log_classifier(result.W, result.b, X_val.mean, X_val.scale, class_names, loss,
+                                            example=registry.model_input(X_val[:2]), params=run_params)
         client.set_tag(run_id, "model_id", model.model_id)
         client.log_artifacts(run_id, str(out), artifact_path="training")
     write_json(Path("metrics/train") / f"{name}.json", {**summary, "weights_md5": weights_md5})

@@ -3,16 +3,18 @@ trained to zero hinge loss on a small subset (the lecture's case), evaluate (sW,
 hinge, squared hinge and softmax loss, R(W) of each regularizer (without the strength), and accuracy.
 
 Writes reports/weight_scaling.csv, a plot per loss under reports/scaling/, metrics/weight_scaling.json,
-and the MLflow run `study-weight-scaling` (metrics `<model>.<column>` with step = round(100 * scale))."""
+and the MLflow run `study-weight-scaling` (metrics `<column>/<model>`, step = round(100 * scale))."""
 from pathlib import Path
 
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
-from linclass.studies import pictures
-from linclass.plumbing import tracking
+from linclass import plots
 from linclass.plumbing.paths import REPORTS, load_model, load_split, model_names
 from linclass.plumbing.stage import atomic_dir, atomic_file, run, stage_params, write_json
 from linclass.studies.weight_scaling import train_zero_hinge_model, weight_scaling_table
+from linclass.tracking.records import scalar_metrics
+from linclass.tracking.runs import study_run
 
 PLOTTED = ("hinge_loss", "squared_hinge_loss", "softmax_loss", "l1_penalty", "l2_penalty", "accuracy")
 
@@ -30,29 +32,30 @@ def zero_hinge_summary(table: pd.DataFrame) -> dict:
 
 def main() -> None:
     params = stage_params()
-    study = params["studies"]
-    scales = study["scales"]
-    X, y = load_split("train", mmap=True)  # one scoring pass per model reads it: no 600 MB copy up front
+    scales = params.studies.scales
+    X, y = load_split("train", mmap=True)  # one scoring pass per model reads it: no 150 MB copy up front
     tables = []
     for name in model_names(params):
         W, b = load_model(name)
         tables.append(weight_scaling_table(W, b, X, y, scales, name))
-    n = study["zero_hinge_subset"]
-    W0, b0, X_sub, y_sub = train_zero_hinge_model(X, y, n=n, seed=params["train"]["seed"])
+    n = params.studies.zero_hinge_subset
+    W0, b0, X_sub, y_sub = train_zero_hinge_model(X, y, n=n, seed=params.train.seed)
     zero_name = f"zero-hinge-{n}"
     zero_table = weight_scaling_table(W0, b0, X_sub, y_sub, scales, zero_name)
     table = pd.concat([zero_table, *tables], ignore_index=True)
 
-    with tracking.study_run(params, "study-weight-scaling", "weight_scaling") as run_id, \
+    with study_run(params.tracking, "study-weight-scaling", "weight_scaling",
+                   f"W and b of every model, and of a model trained to zero hinge loss on {n} images, scaled by s "
+                   f"(step = 100 s): the hinge loss stays 0, the penalties grow, the accuracy stays.") as run_id, \
             atomic_dir(REPORTS / "scaling") as out:
         for column in PLOTTED:
-            pictures.plot_weight_scaling(table, out / f"{column}.png", column)
+            plots.plot_weight_scaling(table, out / f"{column}.png", column)
         with atomic_file(REPORTS / "weight_scaling.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.8g")
-        client = tracking.MlflowClient()
+        client = MlflowClient()
         metrics = [m for row in table.itertuples(index=False) for column in table.columns[2:]
-                   for m in tracking.scalar_metrics({f"{row.model}.{column}": getattr(row, column)},
-                                                    step=round(100 * row.scale))]
+                   for m in scalar_metrics({f"{column}/{row.model}": getattr(row, column)},
+                                           step=round(100 * row.scale))]
         client.log_batch(run_id, metrics=metrics)
         client.log_artifacts(run_id, str(out), artifact_path="plots")
         client.log_artifact(run_id, str(REPORTS / "weight_scaling.csv"))

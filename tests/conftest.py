@@ -26,8 +26,9 @@ SMALL = ("preprocess.val_size=100", "train.epochs=3", "train.batch_size=50", "lo
 # `make test` runs two workers, each module whole on one (pytest -n 2 --dist loadfile): the modules that
 # take longest start first (longest first, as measured with --durations), so that the last one to finish
 # is a short one; the rest follow in their usual order.
-LONGEST_FIRST = ("test_stack", "test_ray", "test_pipeline", "test_faults", "test_parallel", "test_readme",
-                 "test_team", "test_kill_resume", "test_reproducible", "test_sweep", "test_mlflow_model")
+LONGEST_FIRST = ("test_stack", "test_ray", "test_pipeline", "test_faults", "test_parallel", "test_grid_after_run",
+                 "test_docs", "test_ui_browser", "test_team", "test_kill_resume", "test_reproducible", "test_sweep",
+                 "test_mlflow_model")
 
 
 def pytest_collection_modifyitems(items):
@@ -95,7 +96,7 @@ class Project:
         return self.run(str(BIN / "dvc"), *args, **kw)
 
     def compose(self, *overrides: str) -> None:
-        self.run(str(BIN / "python"), "-m", "linclass.plumbing.config", *overrides)
+        self.run(str(BIN / "python"), "-m", "linclass.cli", "config", *overrides)
 
     def git_commit(self, message: str = "snapshot") -> None:
         self.run("git", "add", "-A")

@@ -27,7 +27,7 @@ class Route:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format, *args):  # keep test output quiet
@@ -65,7 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    owner: "FaultyHTTPServer"
+    owner: FaultyHTTPServer
 
 
 class FaultyHTTPServer:
@@ -86,7 +86,7 @@ class FaultyHTTPServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def __enter__(self) -> "FaultyHTTPServer":
+    def __enter__(self) -> FaultyHTTPServer:
         self._thread.start()
         return self
 

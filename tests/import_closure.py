@@ -18,10 +18,14 @@ def module_file(module: str, src: Path) -> Path | None:
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Absolute module names that `path` imports (`from linclass.x import y` gives linclass.x and linclass.x.y)."""
+    """Absolute module names that `path` imports (`from linclass.x import y` gives linclass.x and linclass.x.y),
+    and those it finds by name (`importlib.util.find_spec("linclass.x")`: a file it reads, e.g. a model's code)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
+        if (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "find_spec"
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            found.add(node.args[0].value)
+        elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
@@ -42,3 +46,15 @@ def import_closure(script: Path, src: Path) -> set[Path]:
                     seen.add(path)
                     todo.append(path)
     return seen
+
+
+def stage_deps(script: Path, root: Path) -> list[str]:
+    """What dvc.yaml lists for a stage running `script`: the files of its import closure (relative to
+    root), a whole folder where the closure holds every module of it (the package itself included)."""
+    needed = {p.relative_to(root).as_posix() for p in import_closure(script, root / "src")}
+    deps = set(needed)
+    for folder in sorted({str(Path(p).parent) for p in needed}, key=len, reverse=True):
+        modules = {p.relative_to(root).as_posix() for p in (root / folder).rglob("*.py")}
+        if folder != "src/linclass" and modules <= deps:
+            deps = {d for d in deps if not d.startswith(folder + "/")} | {folder}
+    return sorted(deps)

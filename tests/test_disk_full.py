@@ -29,7 +29,7 @@ def small_disk(tmp_path):
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     (mount / "project" / ".dvc").mkdir(parents=True)
@@ -41,7 +41,7 @@ def small_disk(tmp_path):
 
 @pytest.mark.parametrize("check", ["free-space-check", "skip-the-free-space-check"])
 def test_preprocess_on_a_full_disk_fails_in_one_line_and_leaves_nothing(small_disk, synthetic_archive, check):
-    archive, _ = synthetic_archive  # 800 images: 9.8 MB of float32, on a 4 MB filesystem
+    archive, _ = synthetic_archive  # 800 images: 2.5 MB of uint8 rows, on a 1 MiB filesystem
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     result = subprocess.run([sys.executable, "-c", PREPROCESS, str(archive), str(small_disk), check],
                             capture_output=True, text=True, env=env, timeout=120)

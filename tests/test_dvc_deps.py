@@ -1,10 +1,10 @@
-"""dvc.yaml names every library file that a stage's script imports: editing one reruns the stage."""
+"""dvc.yaml names exactly the library files that a stage's script imports: editing one reruns the stages that
+run it, and no other."""
 from pathlib import Path
 
 import pytest
 import yaml
-
-from import_closure import import_closure
+from import_closure import import_closure, imported_modules, stage_deps
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -16,15 +16,28 @@ def covered(path: Path, deps: list[str]) -> bool:
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_stage_deps_cover_the_import_closure_of_its_script(stage):
+def test_stage_deps_are_exactly_the_import_closure_of_its_script(stage):
     deps = STAGES[stage]["deps"]
     scripts = [dep for dep in deps if dep.startswith("pipeline/") and dep.endswith(".py")]
     assert len(scripts) == 1, f"{stage}: expected one pipeline/<script>.py among its deps, got {scripts}"
     assert scripts[0] in STAGES[stage]["cmd"], f"{stage}: its command does not run {scripts[0]}"
-    needed = import_closure(ROOT / scripts[0], ROOT / "src")
+    needed = {p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / scripts[0], ROOT / "src")}
     assert needed, f"{stage}: {scripts[0]} imports no linclass module?"
-    missing = sorted(p.relative_to(ROOT).as_posix() for p in needed if not covered(p, deps))
-    assert not missing, f"dvc.yaml stage {stage!r} does not depend on {missing}, which {scripts[0]} imports"
+    listed = [dep for dep in deps if dep.startswith("src/")]
+    missing = sorted(p for p in needed if not covered(ROOT / p, listed))
+    unused = sorted(p.relative_to(ROOT).as_posix() for dep in listed
+                    for p in ([ROOT / dep] if dep.endswith(".py") else (ROOT / dep).rglob("*.py"))
+                    if p.relative_to(ROOT).as_posix() not in needed)
+    expected = "\n".join(f"      - {d}" for d in stage_deps(ROOT / scripts[0], ROOT))
+    assert not missing and not unused, (f"dvc.yaml stage {stage!r}: {scripts[0]} imports {missing} (not listed) and "
+                                        f"not {unused} (listed); its src/ deps should be:\n{expected}")
+
+
+def test_the_data_stages_import_no_mlflow():
+    for stage in ("download", "preprocess"):
+        script = next(d for d in STAGES[stage]["deps"] if d.startswith("pipeline/"))
+        for path in [ROOT / script, *import_closure(ROOT / script, ROOT / "src")]:
+            assert "mlflow" not in {m.split(".")[0] for m in imported_modules(path)}, f"{stage}: {path} imports mlflow"
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

@@ -4,8 +4,14 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from linclass.studies.hard_cases import (HARD_CASES, MODE_CENTERS, QUADRANTS_BEST_LINE, fit_hard_cases, make_hard_case,
-                                plot_decision_regions)
+from linclass.studies.hard_cases import (
+    HARD_CASES,
+    MODE_CENTERS,
+    QUADRANTS_BEST_LINE,
+    fit_hard_cases,
+    make_hard_case,
+    plot_decision_regions,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +29,7 @@ def test_table_layout(fitted):
     table, models = fitted
     assert list(table.columns) == ["dataset", "loss", "accuracy", "majority_rate"]
     assert len(table) == len(HARD_CASES) * 2
-    assert set(models) == {(d, l) for d in HARD_CASES for l in ("svm", "softmax")}
+    assert set(models) == {(d, loss) for d in HARD_CASES for loss in ("svm", "softmax")}
     assert models[("ring", "svm")].W.dtype == np.float32
 
 

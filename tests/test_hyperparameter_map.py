@@ -58,13 +58,14 @@ def test_heat_map_picture_and_sentence(tmp_path):
     assert first.stat().st_size > 5000 and first.read_bytes() == again.read_bytes()
     sentence = hm.describe("softmax-l2", *grid)
     assert sentence == ("softmax-l2: over 4 runs (learning rate 0.01 .. 0.1, λ 0.001 .. 0.01) the validation "
-                        "accuracy ranges from 0.385 to 0.418, the best at learning rate 0.05 and λ=0.001.")
+                        "accuracy ranges from 0.3850 to 0.4180, the best at learning rate 0.05 and λ=0.001.")
 
 
 def test_committed_sweep_tables_are_complete_grids():
     """The documented sweeps behind conf/loss/ (sweeps/*.csv): every cell measured, the chosen rates best."""
     from conftest import ROOT
-    from linclass.plumbing.config import compose
+
+    from linclass.config import compose
 
     conf = compose(ROOT / "conf")
     for csv in sorted((ROOT / "sweeps").glob("*.csv")):

@@ -3,14 +3,11 @@ through the real `dvc exp run -S` and `dvc repro` of a project copy. Each payloa
 (its path is absolute, outside the project) if a shell ran it; none may, and the error is one line."""
 from __future__ import annotations
 
-import ctypes
 import glob
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -125,7 +125,7 @@ def test_sigkill_during_preprocess_and_training_then_repro_gives_the_same_dvc_lo
     kill_when(project, tmp_path, temp_dir_of("svm-*"))
     running = [r.info.run_id for r in runs(project).values() if r.info.status == "RUNNING"]
     assert len(running) == 1 and running[0] and not list((project.path / "models").glob(".*")), junk(project)
-    reap = project.run(str(BIN / "python"), "-m", "linclass.plumbing.tracking", "reap",
+    reap = project.run(str(BIN / "python"), "-m", "linclass.cli", "reap",
                        env={**project.env, "PYTHONPATH": "src"})
     assert "1 run(s) whose process is gone marked KILLED" in reap.stdout, reap.stdout
     killed = runs(project)[running[0]]

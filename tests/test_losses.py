@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from linclass.core import losses
-from linclass.core import regularizers
+from linclass.core import losses, regularizers
 from linclass.core.losses import get_loss
 
 LOSS_NAMES = list(losses.LOSSES)

@@ -9,12 +9,12 @@ import re
 import numpy as np
 import pytest
 import yaml
-
 from conftest import SMALL, env_for_pipeline, make_project
 
 NAMES = ["svm-l2", "softmax-l2"]
 EXPERIMENT = "linclass-cifar10"
-METRICS = {"data_loss", "reg_loss", "total_loss", "train_accuracy", "val_accuracy", "initial_loss", "test_accuracy"}
+METRICS = {"data_loss", "reg_loss", "total_loss", "train_accuracy", "val_accuracy", "initial_loss", "test_accuracy",
+           "val_accuracy_low", "val_accuracy_high", "test_accuracy_low", "test_accuracy_high"}
 
 
 def raw_images(rows: np.ndarray) -> np.ndarray:
@@ -27,20 +27,23 @@ def test_the_model_computes_the_pipelines_scores_bit_for_bit(tmp_path):
     import warnings
 
     import mlflow
+
     from linclass.core.model import class_scores
-    from linclass.data.preprocess import design_matrix, mean_image
-    from linclass.plumbing import mlflow_model, tracking
+    from linclass.core.pixels import Pixels
+    from linclass.data.preprocess import mean_image
+    from linclass.tracking import registry as mlflow_model
+    from linclass.tracking import runs
 
     rng = np.random.default_rng(0)
     rows = rng.integers(0, 256, size=(40, 3072), dtype=np.uint8)
     W, b = (rng.standard_normal((3, 3072)) * 1e-3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
     mean, names = mean_image(rows), ["cat", "dog", "ship"]
-    experiment_id = tracking.setup("model-unit", f"sqlite:///{tmp_path / 'mlflow.db'}", root=tmp_path)
+    experiment_id = runs.setup("model-unit", f"sqlite:///{tmp_path / 'mlflow.db'}", root=tmp_path)
     uris = {}
     for loss in ("svm", "softmax"):
-        with tracking.tracked_run(experiment_id, loss):
+        with runs.tracked_run(experiment_id, loss):
             uris[loss] = mlflow_model.log_classifier(W, b, mean, 255.0, names, loss, example=raw_images(rows[:2])).model_uri
-    expected = class_scores(design_matrix(rows, mean, 255.0), W, b)
+    expected = class_scores(Pixels(rows, mean, 255.0), W, b)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # loading says nothing
         svm = mlflow.pyfunc.load_model(uris["svm"])
@@ -74,7 +77,8 @@ def training_runs(client):
 
 @pytest.mark.slow
 def test_training_runs_carry_their_own_settings_and_clean_metrics(evaluated):
-    from linclass.plumbing import tracking
+    from linclass.settings import validate
+    from linclass.tracking import records
 
     project, out, client = evaluated
     experiment, runs = training_runs(client)
@@ -88,8 +92,8 @@ def test_training_runs_carry_their_own_settings_and_clean_metrics(evaluated):
         assert p["loss"] == name.split("-")[0] and p["regularizer"] == "l2"
         assert float(p["strength"]) == params["regularizer"]["l2"]["strength"]
         assert p["epochs"] == "3" and p["batch_size"] == "50" and float(p["learning_rate"]) == 0.01
-        assert ("delta" in p) == (name.startswith("svm")) and "beta" not in p
-        assert set(p) == set(tracking.training_params(params, name.split("-")[0], "l2")), sorted(p)  # nothing else
+        assert ("svm_delta" in p) == (name.startswith("svm")) and "strength_beta" not in p
+        assert set(p) == set(records.training_params(validate(params), name.split("-")[0], "l2")), sorted(p)  # nothing else
         assert set(run.data.metrics) == METRICS, sorted(run.data.metrics)
         assert len(client.get_metric_history(run.info.run_id, "total_loss")) == 30  # 500 images / 50 x 3
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -102,11 +106,12 @@ def test_training_runs_carry_their_own_settings_and_clean_metrics(evaluated):
 @pytest.mark.slow
 def test_each_run_logs_a_model_with_signature_and_example(evaluated):
     import mlflow
-    from linclass.plumbing import tracking
+
+    from linclass.tracking.runs import point_mlflow_at
 
     _, _, client = evaluated
     _, runs = training_runs(client)
-    tracking.point_mlflow_at(client.tracking_uri)  # not mlflow.set_tracking_uri: it exports the URI
+    point_mlflow_at(client.tracking_uri)  # not mlflow.set_tracking_uri: it exports the URI
     for run in runs:
         info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
         assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 32, 32, 3)
@@ -118,8 +123,9 @@ def test_each_run_logs_a_model_with_signature_and_example(evaluated):
 @pytest.mark.slow
 def test_champion_is_best_on_validation_and_predicts_with_the_reported_accuracy(evaluated, synthetic_archive):
     import mlflow
+
     from linclass.data.cifar import load_cifar10
-    from linclass.plumbing import tracking
+    from linclass.tracking.runs import point_mlflow_at
 
     project, _, client = evaluated
     metrics = json.loads((project.path / "metrics/test.json").read_text())
@@ -130,7 +136,7 @@ def test_champion_is_best_on_validation_and_predicts_with_the_reported_accuracy(
     assert champion.tags["model"] == best
     assert json.loads((project.path / "reports/evaluation/best.json").read_text())["model"] == best
 
-    tracking.point_mlflow_at(client.tracking_uri)  # not mlflow.set_tracking_uri: it exports the URI
+    point_mlflow_at(client.tracking_uri)  # not mlflow.set_tracking_uri: it exports the URI
     model = mlflow.pyfunc.load_model(f"models:/{EXPERIMENT}@champion")
     data = load_cifar10(synthetic_archive[0])
     predicted = model.predict(raw_images(data.x_test))

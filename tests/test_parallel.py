@@ -38,7 +38,7 @@ def grid(tmp_path_factory, synthetic_archive):
     try:
         # the timeout bounds the grid; a DVC process left holding its output (which subprocess would still wait
         # for after the timeout) is what test_no_queue_worker_outlives_the_grid looks for
-        done = project.run(str(BIN / "python"), "-m", "linclass.orchestration.sweep", "grid", "--jobs", "2",
+        done = project.run(str(BIN / "python"), "-m", "linclass.cli", "grid", "--jobs", "2",
                            *overrides_for(path, md5), timeout=420)
         project.grid_output = done.stdout
         yield project
@@ -133,7 +133,7 @@ def test_workspace_repro_takes_the_grid_from_the_run_cache(grid):
 
 
 def test_project_root_leads_back_from_a_dvc_temp_copy(tmp_path, monkeypatch):
-    from linclass.plumbing.tracking import context_tags, project_root
+    from linclass.tracking.runs import context_tags, project_root
 
     for name in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
         monkeypatch.delenv(name, raising=False)

@@ -5,9 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linclass.studies.pictures import (plot_confusion_matrix, plot_loss_curves, plot_template_grid,
-                             plot_templates_comparison, plot_weight_histograms, plot_weight_scaling,
-                             save_template_pngs, template_images, weight_sparsity)
+from linclass.plots import (
+    plot_confusion_matrix,
+    plot_loss_curves,
+    plot_template_grid,
+    plot_templates_comparison,
+    plot_weight_histograms,
+    plot_weight_scaling,
+    save_template_pngs,
+    template_images,
+    weight_sparsity,
+)
 
 NAMES = ["plane", "car", "bird"]
 
@@ -85,7 +93,7 @@ def test_grid_and_comparison_figures(tmp_path):
 
 
 def test_template_mosaic_places_each_picture_in_its_cell_with_white_gaps():
-    from linclass.studies.pictures import MOSAIC_GAP, template_mosaic
+    from linclass.plots import MOSAIC_GAP, template_mosaic
 
     rows = np.random.default_rng(0).integers(0, 255, (2, 3, 32, 32, 3), dtype=np.uint8)
     mosaic = template_mosaic(rows)
@@ -149,3 +157,38 @@ def test_unknown_figure_format_is_rejected(tmp_path):
         plot_template_grid(random_W(), NAMES, tmp_path / "grid.gif", title="x")
 
 
+
+
+def test_every_training_curve_has_its_own_panel():
+    """8 models: 8 visible panels of one shared log axis; each draws all 8 curves, its own in colour on top."""
+    from linclass.plots import training_losses_figure
+
+    steps = np.arange(1, 51)
+    curves = {f"{loss}-{reg}": (steps, (2.0 + i) / np.sqrt(steps))
+              for i, (loss, reg) in enumerate((lo, r) for lo in ("svm", "softmax") for r in ("none", "l1", "l2", "en"))}
+    fig = training_losses_figure(curves, columns=4)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 8
+    for ax, (name, (_, loss)) in zip(panels, curves.items()):
+        assert len(ax.lines) == 8 and ax.get_yscale() == "log"
+        assert ax.get_title().startswith(f"{name}: final") and np.array_equal(ax.lines[-1].get_ydata(), loss)
+        assert ax.lines[-1].get_color() != ax.lines[0].get_color()   # its own curve stands out from the grey
+    assert len({ax.get_ylim() for ax in panels}) == 1   # one scale: panels compare by eye
+
+
+def test_a_legend_beside_the_axes_covers_no_data():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from linclass.plots import legend_beside
+
+    fig = Figure(figsize=(7.5, 3.8))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i in range(8):
+        ax.plot([1, 2, 4], [i, i + 1, i + 2], label=f"model {i}")
+    legend = legend_beside(ax)
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    box, area = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert box.x0 >= area.x1 and box.x1 <= fig.bbox.x1 + 1   # right of the plotting area, inside the figure

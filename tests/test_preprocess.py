@@ -3,10 +3,12 @@ import json
 import numpy as np
 import pytest
 
+from linclass.core.pixels import Pixels
 from linclass.data.cifar import CIFAR10_CLASSES, CifarData
-from linclass.data.preprocess import design_matrix, mean_image, preprocess, split_train_val
+from linclass.data.preprocess import mean_image, preprocess, select_rows, split_train_val
 
-FILES = ["X_test.npy", "X_train.npy", "X_val.npy", "classes.json", "mean_image.npy", "y_test.npy", "y_train.npy", "y_val.npy"]
+FILES = ["X_test.npy", "X_train.npy", "X_val.npy", "classes.json", "mean_image.npy", "scale.json", "y_test.npy",
+         "y_train.npy", "y_val.npy"]
 
 
 def make_data(n_train=200, n_test=50, dim=3072, seed=0):
@@ -18,6 +20,12 @@ def make_data(n_train=200, n_test=50, dim=3072, seed=0):
         y_test=rng.integers(0, 10, size=n_test).astype(np.int64),
         class_names=list(CIFAR10_CLASSES),
     )
+
+
+def read_split(out, split):
+    """X_<split>.npy as the design matrix it stands for: Pixels with mean_image.npy and scale.json."""
+    scale = json.loads((out / "scale.json").read_text())["scale"]
+    return Pixels(np.load(out / f"X_{split}.npy"), np.load(out / "mean_image.npy"), scale)
 
 
 @pytest.fixture(scope="module")
@@ -46,47 +54,18 @@ def test_split_rejects_bad_sizes(n, val_size):
         split_train_val(n, val_size, seed=0)
 
 
-# --- design_matrix --------------------------------------------------------------------------
+# --- select_rows ----------------------------------------------------------------------------
 
 
-def test_design_matrix_matches_formula_and_is_float32():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(37, 12), dtype=np.uint8)
-    mean = rng.uniform(0, 255, size=12).astype(np.float32)
-    X = design_matrix(x, mean, 255.0)
-    assert X.dtype == np.float32 and X.shape == (37, 12)
-    np.testing.assert_array_equal(X, (x.astype(np.float32) - mean) / np.float32(255.0))
-
-
-def test_design_matrix_chunks_rows_and_out(monkeypatch):
+def test_select_rows_copies_the_rows_chunk_by_chunk(monkeypatch):
     import linclass.data.preprocess as pp
 
-    monkeypatch.setattr(pp, "CHUNK_ROWS", 4)  # many chunks, last one partial
-    rng = np.random.default_rng(1)
-    x = rng.integers(0, 256, size=(30, 6), dtype=np.uint8)
-    mean = x.mean(axis=0).astype(np.float32)
-    rows = rng.permutation(30)[:11]
-    out = np.full((11, 6), np.nan, dtype=np.float32)
-    result = design_matrix(x, mean, 2.0, rows=rows, out=out)
-    assert result is out
-    np.testing.assert_array_equal(out, (x[rows].astype(np.float32) - mean) / np.float32(2.0))
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        (dict(images_uint8=np.zeros((3, 4), np.float32)), "uint8"),
-        (dict(mean_image=np.zeros(5)), r"mean_image must have shape \(4,\)"),
-        (dict(scale=0.0), r"scale=0.0 is out of range: allowed a number >= 0.001 and <= 1e\+06"),
-        (dict(scale=float("nan")), "scale=nan is out of range"),
-        (dict(out=np.empty((3, 4), np.float64)), "out must be float32"),
-    ],
-)
-def test_design_matrix_rejects_bad_input(kwargs, match):
-    args = dict(images_uint8=np.zeros((3, 4), np.uint8), mean_image=np.zeros(4, np.float32), scale=1.0)
-    args.update(kwargs)
-    with pytest.raises(ValueError, match=match):
-        design_matrix(**args)
+    monkeypatch.setattr(pp, "CHUNK_ROWS", 4)  # several chunks and a partial last one
+    x = np.random.default_rng(0).integers(0, 256, size=(30, 6), dtype=np.uint8)
+    rows = np.array([5, 0, 29, 7, 7, 12, 3, 1, 2, 28, 11])
+    out = np.zeros((11, 6), np.uint8)
+    assert select_rows(x, rows, out) is out
+    np.testing.assert_array_equal(out, x[rows])
 
 
 def test_mean_image_accumulates_in_float64(monkeypatch):
@@ -117,26 +96,34 @@ def test_writes_exactly_the_expected_files(processed):
 
 def test_shapes_and_dtypes(processed):
     out, summary = processed
-    expected = {"X_train": ((160, 3072), np.float32), "X_val": ((40, 3072), np.float32), "X_test": ((50, 3072), np.float32),
+    expected = {"X_train": ((160, 3072), np.uint8), "X_val": ((40, 3072), np.uint8), "X_test": ((50, 3072), np.uint8),
                 "y_train": ((160,), np.int64), "y_val": ((40,), np.int64), "y_test": ((50,), np.int64), "mean_image": ((3072,), np.float32)}
     for name, (shape, dtype) in expected.items():
         arr = np.load(out / f"{name}.npy", mmap_mode="r")
         assert isinstance(arr, np.memmap), name
         assert arr.shape == shape and arr.dtype == dtype, name
     assert json.loads((out / "classes.json").read_text()) == list(CIFAR10_CLASSES)
+    assert json.loads((out / "scale.json").read_text()) == {"scale": 255.0}
     assert (summary["n_train"], summary["n_val"], summary["n_test"], summary["dim"]) == (160, 40, 50, 3072)
+
+
+def test_data_is_a_quarter_of_the_float32_design_matrices(processed):
+    """1 byte a pixel: the .npy files are the pixel rows plus their headers, no float32 copy."""
+    out, _ = processed
+    for split, n in (("train", 160), ("val", 40), ("test", 50)):
+        assert (out / f"X_{split}.npy").stat().st_size <= n * 3072 + 256, split
 
 
 def test_train_is_zero_mean_but_val_and_test_are_not(processed):
     out, _ = processed
-    X_train = np.load(out / "X_train.npy", mmap_mode="r")
-    np.testing.assert_allclose(X_train.mean(axis=0, dtype=np.float64), 0.0, atol=1e-6)
+    X_train = read_split(out, "train")
+    np.testing.assert_allclose(X_train.to_float().mean(axis=0, dtype=np.float64), 0.0, atol=1e-6)
     for split in ("val", "test"):
-        X = np.load(out / f"X_{split}.npy", mmap_mode="r")
-        assert np.abs(X.mean(axis=0, dtype=np.float64)).max() > 1e-3, split
+        X = read_split(out, split)
+        assert np.abs(X.to_float().mean(axis=0, dtype=np.float64)).max() > 1e-3, split
 
 
-def test_rows_are_the_split_images_centred_and_scaled(data, processed):
+def test_rows_are_the_split_images(data, processed):
     out, _ = processed
     train_idx, val_idx = split_train_val(200, 40, seed=3)
     mean = np.load(out / "mean_image.npy")
@@ -147,8 +134,7 @@ def test_rows_are_the_split_images_centred_and_scaled(data, processed):
         ("val", data.x_train, data.y_train, val_idx),
         ("test", data.x_test, data.y_test, test_idx),
     ):
-        expected = (x[rows].astype(np.float32) - mean) / np.float32(255.0)
-        np.testing.assert_array_equal(np.load(out / f"X_{split}.npy"), expected)
+        np.testing.assert_array_equal(np.load(out / f"X_{split}.npy"), x[rows])
         np.testing.assert_array_equal(np.load(out / f"y_{split}.npy"), y[rows])
 
 
@@ -171,8 +157,8 @@ def test_mean_uses_training_split_only(tmp_path):
     data.x_train[val_idx] = 255
     preprocess(data, tmp_path, val_size=25, seed=5, scale=1.0)
     np.testing.assert_array_equal(np.load(tmp_path / "mean_image.npy"), np.zeros(3072, np.float32))
-    np.testing.assert_array_equal(np.load(tmp_path / "X_train.npy"), 0.0)
-    np.testing.assert_array_equal(np.load(tmp_path / "X_val.npy"), 255.0)
+    np.testing.assert_array_equal(read_split(tmp_path, "train").to_float(), 0.0)
+    np.testing.assert_array_equal(read_split(tmp_path, "val").to_float(), 255.0)
 
 
 def test_same_seed_same_bytes_different_seed_different_split(data, tmp_path):
@@ -188,9 +174,8 @@ def test_val_rows_are_disjoint_from_train_rows(tmp_path):
     data = make_data(n_train=120, n_test=5)
     data.x_train[:, 0] = np.arange(120)  # feature 0 identifies the image
     preprocess(data, tmp_path, val_size=20, seed=0, scale=1.0)
-    mean0 = np.load(tmp_path / "mean_image.npy")[0]
-    ids_train = np.rint(np.load(tmp_path / "X_train.npy")[:, 0] + mean0).astype(int)
-    ids_val = np.rint(np.load(tmp_path / "X_val.npy")[:, 0] + mean0).astype(int)
+    ids_train = np.load(tmp_path / "X_train.npy")[:, 0].astype(int)
+    ids_val = np.load(tmp_path / "X_val.npy")[:, 0].astype(int)
     assert len(set(ids_train)) == 100 and len(set(ids_val)) == 20
     assert set(ids_train).isdisjoint(ids_val)
     assert set(ids_train) | set(ids_val) == set(range(120))
@@ -248,11 +233,11 @@ def test_failure_mid_write_leaves_no_temp_file_and_keeps_old_output(data, tmp_pa
     preprocess(data, tmp_path, val_size=40, seed=3)
     before = (tmp_path / "X_train.npy").read_bytes()
 
-    def failing_design_matrix(images_uint8, mean_image, scale, *, rows=None, out=None):
-        out[:1] = 1.0  # partially written, then the disk "fills up"
+    def failing_select_rows(images_uint8, rows, out):
+        out[:1] = 1  # partially written, then the disk "fills up"
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(pp, "design_matrix", failing_design_matrix)
+    monkeypatch.setattr(pp, "select_rows", failing_select_rows)
     with pytest.raises(OSError, match="No space left"):
         preprocess(data, tmp_path, val_size=40, seed=4)
     assert sorted(p.name for p in tmp_path.iterdir()) == FILES

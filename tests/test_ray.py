@@ -5,6 +5,9 @@ repository. Each node works in a folder of its own (LINCLASS_RAY_WORKDIR), so th
 an MLflow run tells which node trained it.
 
 The data set comes from a real HTTP server that counts its requests: the nodes must never download.
+Each node keeps a warm workspace between sweeps (linclass.orchestration.ray_backend): its clone, its DVC cache
+with the data linked into the clone, and a warm interpreter (linclass.orchestration.warm) that starts
+`dvc exp run` and its stages.
 """
 from __future__ import annotations
 
@@ -17,8 +20,18 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (BIN, MLFLOW_SERVER_ENV, ROOT, SMALL, env_for_pipeline, free_port, make_project,
-                      make_project_with_remotes, mlflow_server_cmd, serving)
+from conftest import (
+    BIN,
+    MLFLOW_SERVER_ENV,
+    ROOT,
+    SMALL,
+    env_for_pipeline,
+    free_port,
+    make_project,
+    make_project_with_remotes,
+    mlflow_server_cmd,
+    serving,
+)
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the cluster extra: pip install -e '.[cluster]'")
 
@@ -40,7 +53,8 @@ def mlflow_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with serving(mlflow_server_cmd(folder, port), url, folder / "server.log", env={**env_for_pipeline(), **MLFLOW_SERVER_ENV}):
+    with serving(mlflow_server_cmd(folder, port), url, folder / "server.log",
+                 env={**env_for_pipeline(), **MLFLOW_SERVER_ENV}):
         yield url
 
 
@@ -122,7 +136,7 @@ def swept(project, cluster):
 
 
 def driver(project, *args: str, env: dict) -> subprocess.CompletedProcess:
-    return project.run(str(BIN / "python"), "-m", "linclass.orchestration.ray_backend", "sweep", "--loss", "svm",
+    return project.run(str(BIN / "python"), "-m", "linclass.cli", "sweep", "--backend", "ray", "--loss", "svm",
                        "--regularizer", "l2", "--learning-rates", "0.01", "--strengths", "1e-3", *args,
                        *project.overrides, env=env, check=False, timeout=120)
 
@@ -172,6 +186,7 @@ def test_sweep_runs_on_both_nodes_and_comes_back_as_experiments_and_runs(swept, 
     assert "sorted by validation accuracy" in output and "dvc exp apply sweep-svm-l2-" in output
     # only the driver downloaded (once, then pushed to the DVC remote); the nodes got the data from the remote
     assert archive.hits == {"/cifar-10-python.tar.gz": 1}
+    assert not swept.run("git", "status", "--porcelain", "params.yaml").stdout, "the driver left params.yaml alone"
 
 
 def test_a_point_gives_the_same_weights_on_the_cluster_as_locally(swept, mlflow_server):
@@ -205,6 +220,43 @@ def test_the_driver_restores_a_point_trained_on_the_cluster_from_the_pulled_run_
     assert restored == by_name[name]["metrics"]["metrics/train/svm-l2.json"]["data"]
 
 
+def node_slots(workdirs) -> dict[str, list[Path]]:
+    """Each node's workspace slots (<workdir>/<node>-<remote>/slot-<n>)."""
+    return {ip: sorted(path.glob("*/slot-*")) for ip, path in workdirs.items()}
+
+
+def test_a_second_sweep_reuses_each_nodes_workspace_and_pushes_only_its_new_run_cache_entries(
+        swept, cluster, workdirs, tmp_path):
+    """After the module's first sweep, another on the same cluster: each node works in the clone it has (no
+    clone, no fetch: the commit is there), with the data it pulled then, linked from its DVC cache; the warm
+    interpreter started by the first sweep starts this one's `dvc exp run` and stages; and each group pushes
+    only the run-cache entries its own points made, although the node's cache holds the first sweep's too."""
+    summary = tmp_path / "summary.json"
+    swept.run(str(BIN / "python"), "-m", "linclass.cli", "sweep", "--backend", "ray", "--loss", "svm",
+              "--regularizer", "l2", "--learning-rates", "0.03", "--strengths", "1e-3,1e-2", "--summary", str(summary),
+              *swept.overrides, env={**swept.server_env, "RAY_ADDRESS": cluster.address}, timeout=600)
+    results = json.loads(summary.read_text())
+    assert [r["ok"] for r in results] == [True, True], results
+    assert {r["node"] for r in results} == {HEAD, WORKER}
+    for ip, slots in node_slots(workdirs).items():
+        assert len(slots) == 1, f"{ip}: one workspace slot, reused: {slots}"
+        slot = slots[0]
+        log = (slot / "log.txt").read_text()
+        assert "git clone" not in log and "git fetch" not in log, log[-3000:]
+        assert "exp run -n sweep-svm-l2-lr0.03-" in log
+        processed = slot / "repo" / "data" / "processed" / "X_train.npy"
+        assert processed.stat().st_nlink >= 2, "linked from the node's DVC cache, not copied"
+        warm = (slot / "warm" / "log.txt").read_text()
+        assert warm.count("warm interpreter pid") == 1, "the first sweep's warm interpreter served this one too"
+        assert re.search(r"exit 0: -m dvc exp run -n sweep-svm-l2-lr0\.03-", warm)
+        assert "exit 0: pipeline/train.py" in warm
+        entries = list((slot.parent / "cache" / "runs").glob("*/*/*"))
+        [result] = [r for r in results if r["node"] == ip]
+        assert result["run_cache_pushed"] == 2, "its point's entries (train, evaluate), only"
+        assert len(entries) > result["run_cache_pushed"], "the node's cache holds the first sweep's entries too"
+    assert "warm" not in results[0]["seconds"] and "warm" not in results[1]["seconds"]
+
+
 def test_a_failing_point_is_reported_with_its_error_and_the_others_finish(project, cluster, mlflow_server,
                                                                           monkeypatch, capsys):
     from linclass.orchestration.ray_backend import run_sweep
@@ -213,7 +265,15 @@ def test_a_failing_point_is_reported_with_its_error_and_the_others_finish(projec
     points = [Point("sweep-softmax-l2-lr0.03-s0.001", (*grid, "loss.softmax.learning_rate=0.03"), "train@softmax-l2"),
               Point("sweep-softmax-l2-diverges", (*grid, "loss.softmax.learning_rate=1e30"), "train@softmax-l2")]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    good, bad = run_sweep(points, project.overrides, root=project.path, address=cluster.address)
+    def state():
+        return {name: (project.path / name).read_text() if (project.path / name).exists() else None
+                for name in ("params.yaml", "dvc.lock")}
+
+    before = state()
+    # other data settings than the workspace's: the driver prepares them in a scratch clone, params.yaml untouched
+    good, bad = run_sweep(points, (*project.overrides, "preprocess.val_size=120"), root=project.path,
+                          address=cluster.address)
+    assert state() == before
     assert good["ok"] and good["error"] is None, good
     assert not bad["ok"] and bad["error"].startswith("run failed: error: training diverged at step "), bad
     assert "1e+30" in bad["error"]
@@ -234,7 +294,7 @@ def test_a_worker_node_killed_mid_sweep_loses_nothing(project, cluster, mlflow_s
     names = [f"sweep-svm-l2-lr0.05-s{s}" for s in ("0.001", "0.01")]
     summary = tmp_path / "summary.json"
     env = {**project.server_env, "RAY_ADDRESS": cluster.address}
-    driver = subprocess.Popen([str(BIN / "python"), "-m", "linclass.orchestration.ray_backend", "sweep", "--loss", "svm",
+    driver = subprocess.Popen([str(BIN / "python"), "-m", "linclass.cli", "sweep", "--backend", "ray", "--loss", "svm",
                                "--regularizer", "l2", "--learning-rates", "0.05", "--strengths", "1e-3,1e-2",
                                "--summary", str(summary), *project.overrides, "train.epochs=40"],
                               cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -82,7 +82,7 @@ def test_summary_and_sentences_hold_the_measured_numbers(table):
     assert f"{l1['near_zero'].iloc[0]:.0%}" in sentence and "100%" in sentence
     assert f"{path(table, 'softmax', 'l2')['penalty'].iloc[-1]:.4g}" in sentence
     curves = rp.describe_curves(table)
-    assert f"softmax-l1 {cells['best_val_accuracy']:.3f} at λ={cells['best_strength']:g}" in curves
+    assert f"softmax-l1 {cells['best_val_accuracy']:.4f} at λ={cells['best_strength']:g}" in curves
 
 
 def test_template_strip_is_one_row_of_W_per_strength(points):
@@ -106,20 +106,23 @@ def test_pictures_are_written_and_reproducible(tmp_path, points, table):
 
 @pytest.mark.parametrize("strengths", [[], [1e-3, 1e-4], [0.0, 1e-3], [1e-3, float("inf")], "1e-3"])
 def test_bad_strength_grid_is_one_line(strengths):
-    with pytest.raises(ValueError, match="strengths="):
-        rp.check_strengths(strengths)
+    X, y = np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"^strengths(\[\d\])?="):
+        rp.regularization_path(X, y, X, y, losses={"svm": {"learning_rate": 0.1}}, regularizers=["l2"],
+                               strengths=strengths)
 
 
 def test_config_rejects_a_bad_path_setting():
     from conftest import ROOT
-    from linclass.plumbing.config import ConfigError, compose, validate
 
-    reference = compose(ROOT / "conf")
-    for override, message in (("studies.regularization_path.strengths=[1e-2,1e-3]", "increasing list"),
-                              ("studies.regularization_path.regularizers=[l3]", "drawn from"),
+    from linclass.config import compose
+    from linclass.settings import ConfigError
+
+    for override, message in (("studies.regularization_path.strengths=[1e-2,1e-3]", "strictly increasing"),
+                              ("studies.regularization_path.regularizers=[l3]", r"regularizers\[0\]='l3' is out of range"),
                               ("studies.regularization_path.train_subset=0", "train_subset=0")):
         with pytest.raises(ConfigError, match=message):
-            validate(compose(ROOT / "conf", [override]), reference)
+            compose(ROOT / "conf", [override])
 
 
 def test_path_table_round_trips_through_csv(tmp_path, table):

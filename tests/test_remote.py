@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from conftest import BIN, Project, env_for_pipeline, free_port
@@ -26,7 +25,7 @@ def repo(tmp_path) -> Project:
 
 
 def make(project: Project, command: str, *args: str) -> subprocess.CompletedProcess:
-    return project.run(str(BIN / "python"), "-m", "linclass.orchestration.remote", command, *args, check=False)
+    return project.run(str(BIN / "python"), "-m", "linclass.cli", command, *args, check=False)
 
 
 def cache_files(project: Project) -> list[str]:
@@ -82,3 +81,70 @@ def test_a_remote_that_is_not_configured_is_one_line(repo):
         proc = make(repo, *args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 1 and len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+@pytest.fixture
+def pipeline_repo(tmp_path) -> Project:
+    """A git + DVC repository with a pipeline run but not committed (dvc.lock, a cached metric, an uncached one
+    that git must carry), a folder as its DVC remote, and a bare git repository as origin."""
+    project = Project(tmp_path / "a", env_for_pipeline())
+    project.path.mkdir()
+    project.run("git", "init", "-q", "-b", "main")
+    project.dvc("init", "-q")
+    (project.path / "n.txt").write_text("3\n")
+    (project.path / "double.py").write_text("import json, os\nopen('out.txt', 'w').write('6')\n"
+                                            "os.makedirs('metrics', exist_ok=True)\n"
+                                            "json.dump({'v': 6}, open('metrics/m.json', 'w'))\n")
+    project.dvc("stage", "add", "-q", "-n", "double", "-d", "n.txt", "-d", "double.py", "-o", "out.txt",
+                "-m", "metrics/m.json", "python3 double.py")
+    project.dvc("stage", "add", "-q", "-n", "summary", "-d", "out.txt", "-M", "summary.json",   # cache: false
+                "python3 -c \"open('summary.json', 'w').write(open('out.txt').read())\"")
+    project.dvc("remote", "add", "--default", "team", str(tmp_path / "dvc-remote"))
+    project.git_commit("pipeline, no results")
+    project.dvc("repro", "-q")
+    project.run("git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "origin.git"))
+    project.run("git", "remote", "add", "origin", str(tmp_path / "origin.git"))
+    project.run("git", "push", "-q", "origin", "main")
+    return project
+
+
+def test_push_warns_while_dvc_lock_and_metrics_are_not_committed(pipeline_repo):
+    first = make(pipeline_repo, "push")
+    assert first.returncode == 0, first.stderr
+    warning = [line for line in first.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1, first.stderr
+    assert "dvc.lock and summary.json are not committed" in warning[0], warning[0]   # metrics/m.json is in DVC's cache
+    assert "git add dvc.lock summary.json && git commit" in warning[0], warning[0]
+    assert "file pushed" in first.stdout or "files pushed" in first.stdout, first.stdout   # it still pushes
+
+    pipeline_repo.git_commit("results")
+    second = make(pipeline_repo, "push")
+    assert second.returncode == 0 and "warning" not in second.stderr, second.stderr
+
+
+def test_pull_of_a_commit_without_dvc_lock_names_the_cause_and_the_way_out(pipeline_repo, tmp_path):
+    assert make(pipeline_repo, "push").returncode == 0   # outputs and run-cache pushed, dvc.lock never committed
+    clone = Project(tmp_path / "b", pipeline_repo.env)
+    pipeline_repo.run("git", "clone", "-q", "-b", "main", str(tmp_path / "origin.git"), str(clone.path))
+    before = sorted(p.name for p in clone.path.iterdir())
+    proc = make(clone, "pull")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: this commit has no dvc.lock") and "nothing was pulled" in lines[0], lines[0]
+    assert "dvc repro --pull" in lines[0] and "Checkout failed" not in lines[0], lines[0]
+    assert sorted(p.name for p in clone.path.iterdir()) == before and not (clone.path / ".dvc/cache").exists()
+
+    # the way out it names: every stage the team ran comes from the remote, nothing is computed again
+    restored = clone.dvc("repro", "--pull")
+    assert "Stage 'double' is cached - skipping run" in restored.stdout, restored.stdout
+    assert "Running stage 'double'" not in restored.stdout, restored.stdout
+    assert (clone.path / "out.txt").read_text() == "6"
+
+    # once dvc.lock is committed and pushed, make pull works in a fresh clone
+    pipeline_repo.git_commit("results")
+    pipeline_repo.run("git", "push", "-q", "origin", "main")
+    fresh = Project(tmp_path / "c", pipeline_repo.env)
+    pipeline_repo.run("git", "clone", "-q", "-b", "main", str(tmp_path / "origin.git"), str(fresh.path))
+    pulled = make(fresh, "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    assert (fresh.path / "out.txt").read_text() == "6" and "Data and pipelines are up to date." in pulled.stdout

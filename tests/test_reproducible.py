@@ -34,7 +34,7 @@ def clones(tmp_path_factory, synthetic_archive):
         origin.run("git", "clone", "-q", str(origin.path), str(clone))
     store = f"sqlite:///{root / 'shared-mlflow.db'}"
     env = {**origin.env, "MLFLOW_TRACKING_URI": store}
-    origin.run(str(BIN / "python"), "-m", "linclass.plumbing.tracking", env=env)   # created once, before both
+    origin.run(str(BIN / "python"), "-m", "linclass.cli", "store", env=env)   # created once, before both
     procs = [subprocess.Popen([str(BIN / "dvc"), "repro", "evaluate"], cwd=clone, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for clone in paths]
     outputs = [proc.communicate(timeout=900)[0] for proc in procs]
@@ -86,14 +86,15 @@ def test_two_pipelines_logging_to_one_store_lose_no_run(clones):
 
 RACE = """
 import os, sys, pathlib
-from linclass.plumbing import tracking
+from linclass.settings import Data
+from linclass.tracking import records, runs
 store, ready, n = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3])
-experiment_id = tracking.setup("race", store)
-with tracking.tracked_run(experiment_id, "race"):
+experiment_id = runs.setup("race", store)
+with runs.tracked_run(experiment_id, "race"):
     (ready / str(os.getpid())).touch()
     while len(list(ready.iterdir())) < n:   # all processes log the same new dataset at one instant
         pass
-    tracking.log_dataset({"url": "file:///cifar.tar.gz", "name": "cifar10", "md5": "0123456789abcdef" * 2}, 10, 5)
+    records.log_dataset(Data(url="file:///cifar.tar.gz", name="cifar10", md5="0123456789abcdef" * 2), 10, 5)
 """
 
 
@@ -104,7 +105,7 @@ def test_runs_logging_the_same_new_dataset_at_once_all_succeed(tmp_path):
 
     store = f"sqlite:///{tmp_path / 'race.db'}"
     env = env_for_pipeline()
-    subprocess.run([str(BIN / "python"), "-c", "from linclass.plumbing import tracking; tracking.setup('race', '" + store + "')"],
+    subprocess.run([str(BIN / "python"), "-c", "from linclass.tracking import records, runs; runs.setup('race', '" + store + "')"],
                    env=env, check=True, capture_output=True)
     ready = tmp_path / "ready"
     ready.mkdir()

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from linclass import files
-from linclass.orchestration import workspace
 from linclass.plumbing import paths, stage
 
 SRC = str(Path(__file__).parents[1] / "src")
@@ -66,30 +65,53 @@ def test_leftovers_of_dead_processes_are_removed_live_ones_kept(project):
     assert live.exists() and kept.exists() and not dead.exists() and not legacy.exists()
 
 
+def test_load_split_is_the_design_matrix_of_the_pixels(tmp_path):
+    """X_<split>.npy (uint8 rows) with mean_image.npy and scale.json: X = (pixels - mean) / scale, as Pixels."""
+    from linclass.core.pixels import Pixels, design_matrix
+    from linclass.data.cifar import CIFAR10_CLASSES, CifarData
+    from linclass.data.preprocess import preprocess
+
+    rng = np.random.default_rng(0)
+    data = CifarData(rng.integers(0, 256, (60, 3072), dtype=np.uint8), rng.integers(0, 10, 60),
+                     rng.integers(0, 256, (5, 3072), dtype=np.uint8), rng.integers(0, 10, 5), list(CIFAR10_CLASSES))
+    preprocess(data, tmp_path, val_size=10, seed=0, scale=127.5)
+    for mmap in (False, True):
+        X, y = paths.load_split("val", tmp_path, mmap=mmap)
+        assert isinstance(X, Pixels) and X.shape == (10, 3072) and X.scale == 127.5 and y.shape == (10,)
+        assert isinstance(X.pixels, np.memmap) == mmap
+        expected = design_matrix(np.load(tmp_path / "X_val.npy"), np.load(tmp_path / "mean_image.npy"), 127.5)
+        np.testing.assert_array_equal(X.to_float(), expected)
+
+
 def test_a_truncated_split_is_an_error_naming_the_file(tmp_path):
-    np.save(tmp_path / "X_train.npy", np.zeros((100, 30), np.float32))
+    np.save(tmp_path / "X_train.npy", np.zeros((100, 30), np.uint8))
     np.save(tmp_path / "y_train.npy", np.zeros(100, np.int64))
+    np.save(tmp_path / "mean_image.npy", np.zeros(30, np.float32))
+    (tmp_path / "scale.json").write_text('{"scale": 255.0}')
+    assert paths.load_split("train", tmp_path)[0].shape == (100, 30)  # whole, it loads
     data = (tmp_path / "X_train.npy").read_bytes()
     (tmp_path / "X_train.npy").write_bytes(data[: len(data) // 2])
     for mmap in (False, True):
         with pytest.raises(ValueError, match=r"cannot read .*X_train\.npy .*truncated"):
             paths.load_split("train", tmp_path, mmap=mmap)
+    (tmp_path / "X_train.npy").write_bytes(data)
+    (tmp_path / "scale.json").write_text('{"scale": 25')
+    with pytest.raises(ValueError, match=r"cannot read .*scale\.json .*truncated"):
+        paths.load_split("train", tmp_path)
 
 
-def test_a_second_workspace_run_refuses_before_its_command_runs(project):
+def test_a_second_workspace_run_refuses_before_it_touches_params(project):
+    """`linclass config` (make params) while another pipeline holds the workspace: one line, params.yaml kept."""
+    from filelock import FileLock
+
+    from linclass.cli import WORKSPACE_LOCK
+
     (project / "params.yaml").write_text("train:\n  epochs: 150\n")
     env = {**os.environ, "PYTHONPATH": SRC}
-    fd = workspace.acquire(project)
-    try:
-        second = subprocess.run([sys.executable, "-m", "linclass.orchestration.workspace", "sh", "-c",
-                                 "echo 'train: {epochs: 7}' > params.yaml"], cwd=project, env=env,
+    with FileLock(project / WORKSPACE_LOCK):
+        second = subprocess.run([sys.executable, "-m", "linclass.cli", "config"], cwd=project, env=env,
                                 capture_output=True, text=True, timeout=60)
-    finally:
-        os.close(fd)
     assert second.returncode == 1
-    assert second.stderr.count("\n") == 1 and second.stderr.startswith("error: another pipeline runs in this workspace (pid ")
-    assert "dvc exp run --queue" in second.stderr
+    assert second.stderr.count("\n") == 1 and second.stderr.startswith("error: another pipeline runs in this workspace")
+    assert "linclass grid / linclass sweep" in second.stderr
     assert (project / "params.yaml").read_text() == "train:\n  epochs: 150\n"
-    free = subprocess.run([sys.executable, "-m", "linclass.orchestration.workspace", "sh", "-c", "echo ran"], cwd=project,
-                          env=env, capture_output=True, text=True, timeout=60)
-    assert free.returncode == 0 and free.stdout == "ran\n", free.stderr

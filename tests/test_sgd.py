@@ -1,7 +1,11 @@
 """Minibatch SGD: learns, is deterministic, keeps float32, records history, fails loudly."""
 
+import hashlib
 import math
+import os
 import re
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -10,7 +14,8 @@ import pytest
 from linclass.core import losses, sgd
 from linclass.core.losses import get_loss
 from linclass.core.metrics import accuracy
-from linclass.core.model import init_weights, predict
+from linclass.core.model import class_scores, init_weights, predict
+from linclass.core.pixels import Pixels
 from linclass.core.sgd import DivergenceError, History, TrainResult, train_sgd
 
 LOSS_NAMES = list(losses.LOSSES)
@@ -66,7 +71,7 @@ def test_proximal_l1_step_is_a_soft_threshold_after_the_smooth_step():
     X, y = make_data(N=40, D=30, C=4, dtype=np.float64)
     lr, strength, beta, seed = 0.1, 0.05, 0.5, 3
     result = train_sgd(X, y, loss="svm", regularizer="elasticnet", strength=strength, beta=beta, learning_rate=lr,
-                       batch_size=40, epochs=2, seed=seed, init_scale=0.1, l1_step="proximal")
+                       batch_size=40, epochs=2, lr_decay=1.0, seed=seed, init_scale=0.1, l1_step="proximal")
     rng = np.random.default_rng(seed)
     W, b = init_weights(4, 30, rng, scale=0.1, dtype=np.float64)
     penalties = []  # the logged penalty is the whole strength * R(W) of the W the step starts from
@@ -162,7 +167,7 @@ X_OK, Y_OK = make_data(N=20, D=5, C=3)
     (dict(on_epoch=3), "on_epoch must be callable"),
     (dict(beta=-0.5), "beta=-0.5 is out of range: allowed a number >= 0"),
     (dict(delta=float("inf")), "delta=inf is out of range: allowed a number > 0"),
-    (dict(l1_step="prox"), "l1_step='prox' is out of range: allowed one of subgradient, proximal"),
+    (dict(l1_step="prox"), "l1_step='prox' is out of range: allowed one of 'subgradient', 'proximal'"),
 ])
 def test_bad_arguments_raise_one_line_value_errors(kwargs, message):
     args = dict(X=X_OK, y=Y_OK, batch_size=5)
@@ -250,7 +255,7 @@ def test_reused_buffers_give_bit_identical_weights_to_the_plain_formulas(loss, r
     X, y = make_data(N=70, D=300)  # 70 = 3 x 20 + 10: the last minibatch is partial
     W, b = _plain_sgd(X, y, loss, regularizer, 1e-2, 0.3, 1e-2, 20, 3, seed=4)
     result = train_sgd(X, y, loss=loss, regularizer=regularizer, strength=1e-2, beta=0.3, learning_rate=1e-2,
-                       batch_size=20, epochs=3, lr_decay=0.9, seed=4, num_classes=10)
+                       batch_size=20, epochs=3, lr_decay=0.9, seed=4, num_classes=10, l1_step="subgradient")
     assert np.array_equal(result.W, W) and np.array_equal(result.b, b)
 
 
@@ -261,7 +266,7 @@ def test_gathering_the_next_batch_in_a_helper_thread_changes_no_bit(monkeypatch,
     X, y = make_data(N=70, D=300)  # the last minibatch is partial: 70 = 3 x 20 + 10
     W, b = _plain_sgd(X, y, loss, "elasticnet", 1e-2, 0.3, 1e-2, 20, 3, seed=4)
     result = train_sgd(X, y, loss=loss, regularizer="elasticnet", strength=1e-2, beta=0.3, learning_rate=1e-2,
-                       batch_size=20, epochs=3, lr_decay=0.9, seed=4, num_classes=10)
+                       batch_size=20, epochs=3, lr_decay=0.9, seed=4, num_classes=10, l1_step="subgradient")
     assert np.array_equal(result.W, W) and np.array_equal(result.b, b)
 
 
@@ -275,7 +280,7 @@ def test_the_gather_thread_ends_with_training_also_when_it_diverges(monkeypatch)
 
 
 def test_batches_of_cifar_size_are_gathered_beside_and_tiny_ones_in_turn():
-    assert 200 * 3072 * 4 >= sgd.PREFETCH_MIN_BYTES > 200 * 2 * 4  # a CIFAR-10 batch; a hard-cases batch
+    assert 200 * 3072 >= sgd.PREFETCH_MIN_BYTES > 200 * 2 * 4  # a CIFAR-10 batch of uint8 pixels; a hard-cases batch
 
 
 @pytest.mark.parametrize("regularizer", ["none", "l1", "l2", "elasticnet"])
@@ -289,3 +294,80 @@ def test_regularizer_out_buffer_is_bit_identical(regularizer):
     value_out, grad_out = get_regularizer(regularizer)(W, 1e-2, 0.3, out=out)
     assert grad_out is out and value_out == value and np.array_equal(grad_out, grad)
     assert grad.dtype == np.float32
+
+
+# ---- Pixels: uint8 images, the centring and scaling folded into the arithmetic --------------------------
+
+def pixel_data(N=170, D=300, C=10, seed=0):
+    """CIFAR-like uint8 rows (a brightness per image, noise around it) with their mean and scale."""
+    rng = np.random.default_rng(seed)
+    P = np.clip(rng.integers(40, 200, (N, 1)) + rng.normal(0, 50, (N, D)), 0, 255).astype(np.uint8)
+    return Pixels(P, P.mean(axis=0).astype(np.float32), 255.0), rng.integers(0, C, N)
+
+
+@pytest.mark.parametrize("regularizer", ["none", "l2", "elasticnet"])
+@pytest.mark.parametrize("loss", LOSS_NAMES)
+def test_pixels_train_as_the_float32_formulas_on_the_design_matrix(loss, regularizer):
+    """Batches of 80 = 3 blocks (32 + 32 + 16), 170 rows = a partial last batch; 3 epochs: the folded arithmetic
+    follows the plain float32 SGD on X = (P - mean) / scale to rounding."""
+    X, y = pixel_data()
+    W, b = _plain_sgd(X.to_float(), y, loss, regularizer, 1e-2, 0.3, 0.5, 80, 3, seed=4)
+    result = train_sgd(X, y, loss=loss, regularizer=regularizer, strength=1e-2, beta=0.3, learning_rate=0.5,
+                       batch_size=80, epochs=3, lr_decay=0.9, seed=4, num_classes=10, l1_step="subgradient")
+    assert result.W.dtype == np.float32 and result.b.dtype == np.float32
+    np.testing.assert_allclose(result.W, W, rtol=0, atol=1e-5 * np.abs(W).max())
+    np.testing.assert_allclose(result.b, b, rtol=0, atol=1e-5 * np.abs(b).max())
+
+
+def test_folded_gradient_is_the_derivative_of_the_batch_loss():
+    """dW = (dS^T F - outer(dS.sum(0), mean)) / scale against central differences of the data loss (float64)."""
+    X, y = pixel_data(N=70, D=40, C=4)
+    rng = np.random.default_rng(1)
+    W, b = 1e-2 * rng.standard_normal((4, 40)), 1e-2 * rng.standard_normal(4)
+    scores = np.empty((70, 4))
+    F_block = np.empty((32, 40))  # float64: the gradient check runs in float64
+    sgd._batch_scores(X.pixels, W, b, X, F_block, out=scores)
+    np.testing.assert_allclose(scores, class_scores(X, W, b), rtol=1e-12, atol=1e-15)
+    _, dscores = get_loss("softmax")(scores, y)
+    dW = np.empty_like(W)
+    sgd._batch_gradient(dscores, X.pixels, dscores.sum(axis=0), X, F_block, out=dW, tmp=np.empty_like(W))
+    h = 1e-5
+    for c, d in [(0, 0), (1, 7), (3, 39), (2, 20)]:
+        step = np.zeros_like(W)
+        step[c, d] = h
+        up, _ = get_loss("softmax")(class_scores(X, W + step, b), y)
+        down, _ = get_loss("softmax")(class_scores(X, W - step, b), y)
+        assert math.isclose(dW[c, d], (up - down) / (2 * h), rel_tol=1e-6, abs_tol=1e-10)
+
+
+def _fingerprint(result):
+    return hashlib.md5(b"".join(np.ascontiguousarray(a).tobytes() for a in _arrays(result))).hexdigest()
+
+
+PIXEL_RUN = dict(loss="softmax", regularizer="elasticnet", strength=1e-3, learning_rate=0.5, batch_size=80, epochs=3,
+                 lr_decay=0.9, seed=7)
+
+
+@pytest.mark.parametrize("prefetch_min_bytes", [0, 10**12], ids=["gathered-beside", "gathered-in-turn"])
+def test_pixels_same_seed_same_bits_with_or_without_the_gather_thread(monkeypatch, prefetch_min_bytes):
+    X, y = pixel_data()
+    X_val, y_val = pixel_data(N=30, seed=9)
+    first = train_sgd(X, y, X_val=X_val, y_val=y_val, **PIXEL_RUN)
+    monkeypatch.setattr(sgd, "PREFETCH_MIN_BYTES", prefetch_min_bytes)
+    again = train_sgd(X, y, X_val=X_val, y_val=y_val, **PIXEL_RUN)
+    assert _fingerprint(again) == _fingerprint(first)
+    other = train_sgd(X, y, X_val=X_val, y_val=y_val, **{**PIXEL_RUN, "seed": 8})
+    assert not np.array_equal(first.W, other.W)
+
+
+def test_pixels_same_bits_in_processes_that_run_at_once():
+    """Two training processes at once (one BLAS thread each, as train.blas_threads=1) and this one alone."""
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import test_sgd as t; "
+              "X, y = t.pixel_data(); print(t._fingerprint(t.train_sgd(X, y, **t.PIXEL_RUN)))")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    here = os.path.dirname(os.path.abspath(__file__))
+    runs = [subprocess.Popen([sys.executable, "-c", script, here], env=env, stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=120)[0].strip() for run in runs]
+    X, y = pixel_data()
+    assert outputs == [_fingerprint(train_sgd(X, y, **PIXEL_RUN))] * 2

@@ -1,5 +1,5 @@
 """The team stack for real: PostgreSQL + the MLflow server with basic auth + a DVC remote, started by
-`python -m linclass.orchestration.services up` once for the module.
+`linclass services up` once for the module.
 
 Clone A runs the whole (small, synthetic) pipeline against it, as admin, with an archive server that
 wants a password; it pushes results and run-cache to the remote and its commits to a bare repo. Clone B
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, SMALL, Project, make_project, free_port
+from conftest import BIN, SMALL, Project, free_port, make_project
 
 pytest.importorskip("psycopg2", reason="the team extra is not installed: pip install -e '.[team]'")
 pytest.importorskip("flask_wtf", reason="the team extra is not installed: pip install -e '.[team]'")
@@ -42,7 +42,7 @@ DATA_USER, DATA_PASSWORD = "reader", "s3cret-data-pw"
 
 
 def services(env: dict, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "linclass.orchestration.services", *args], env=env,
+    proc = subprocess.run([sys.executable, "-m", "linclass.cli", "services", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert not check or proc.returncode == 0, f"services {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
     return proc
@@ -165,11 +165,13 @@ def ran_stages(output: str) -> set[str]:
 def test_stack_is_up_with_private_secrets_never_printed(stack):
     status = services(stack.env, "status")
     assert re.search(r"postgres: up, pid \d+", status.stdout) and "mlflow:   up at" in status.stdout, status.stdout
+    assert re.search(r"database: answers \(\d+ experiments?\)", status.stdout), status.stdout
     assert "auth_cache_ttl_seconds = 60\n" in (stack.folder / "auth.ini").read_text()   # one scrypt per minute
     for name in ("secrets.env", "auth.ini", "state.json", "users/admin.env"):
         assert (stack.folder / name).stat().st_mode & 0o777 == 0o600, name
     secret_values = list(stack.secrets.values())
-    assert len(secret_values) == 3 and all(len(v) >= 20 for v in secret_values)
+    assert len(secret_values) == 4 and all(len(v) >= 20 for v in secret_values)
+    assert "MLFLOW_CRYPTO_KEK_PASSPHRASE" in stack.secrets   # MLflow's stored secrets: not its published default
     # nothing prints them: not `up`, not the logs, not any process's command line (what `ps` shows)
     shown = [stack.up.stdout, stack.up.stderr, status.stdout, (stack.folder / "mlflow.log").read_text(),
              (stack.folder / "postgres.log").read_text()]
@@ -232,7 +234,7 @@ def test_a_password_in_the_data_url_is_refused_in_one_line(tmp_path, private_arc
     project = make_project(tmp_path / "p", (f"data.url={url}", f"data.md5={md5}", *SMALL))
     before = (project.path / "params.yaml").read_text()
     secret_url = url.replace("http://", f"http://{DATA_USER}:{DATA_PASSWORD}@")
-    proc = project.run(str(BIN / "python"), "-m", "linclass.plumbing.config", f"data.url={secret_url}",
+    proc = project.run(str(BIN / "python"), "-m", "linclass.cli", "config", f"data.url={secret_url}",
                        f"data.md5={md5}", check=False)
     assert proc.returncode != 0
     error = proc.stderr.strip().splitlines()[-1]
@@ -240,7 +242,7 @@ def test_a_password_in_the_data_url_is_refused_in_one_line(tmp_path, private_arc
     assert DATA_PASSWORD not in proc.stderr + proc.stdout
     assert (project.path / "params.yaml").read_text() == before, "params.yaml was not rewritten"
 
-    from linclass.plumbing.tracking import redact_url
+    from linclass.plumbing.redact import redact_url
     assert redact_url(secret_url) == url
     assert redact_url(f"got {secret_url} twice: {secret_url}") == f"got {url} twice: {url}"
     assert redact_url("file:///a/b@c") == "file:///a/b@c"
@@ -400,7 +402,7 @@ def test_an_s3_remote_carries_the_results_too(clone_a, s3_server, tmp_path):
 def test_an_s3_remote_that_does_not_answer_is_one_line_and_the_next_push_completes(clone_a, s3_server):
     endpoint, aws = s3_server
     env = {**clone_a.env, **aws}
-    push = [str(BIN / "python"), "-m", "linclass.orchestration.remote", "push", "-r", "s3late"]
+    push = [str(BIN / "python"), "-m", "linclass.cli", "push", "-r", "s3late"]
     clone_a.dvc("remote", "add", "--local", "s3late", "s3://linclass-team/late")
     clone_a.dvc("remote", "modify", "--local", "s3late", "endpointurl", f"http://127.0.0.1:{free_port()}")
     down = clone_a.run(*push, env=env, check=False)

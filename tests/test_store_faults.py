@@ -11,16 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
-from linclass.plumbing import tracking
+from linclass.tracking import runs
 
 SETUP = """
 import json, os, sys, time
 from pathlib import Path
 while not Path(sys.argv[2]).exists():  # start together
     time.sleep(0.001)
-from linclass.plumbing import tracking
-print(json.dumps(tracking.setup("race", None, root=sys.argv[1])))
+from linclass.tracking import runs
+from mlflow.tracking import MlflowClient
+print(json.dumps(runs.setup("race", None, root=sys.argv[1])))
 """
 
 
@@ -40,8 +42,8 @@ def assert_one_line_naming(exc_info, db: Path, *texts: str) -> None:
 def test_an_empty_store_is_an_error_not_a_new_store(tmp_path, clean_env):
     db = tmp_path / "mlflow.db"
     db.touch()
-    with pytest.raises(tracking.StoreError) as exc_info:
-        tracking.setup("x", None, root=tmp_path)
+    with pytest.raises(runs.StoreError) as exc_info:
+        runs.setup("x", None, root=tmp_path)
     assert_one_line_naming(exc_info, db, "is empty (0 bytes)")
     assert db.stat().st_size == 0, "the empty store was filled with a new one"
 
@@ -52,12 +54,12 @@ def test_a_malformed_store_is_a_one_line_error(tmp_path, clean_env, content):
     if content == "text":
         db.write_text("these are not the runs you are looking for\n" * 100)
     else:
-        tracking.setup("x", None, root=tmp_path)  # a real store, then cut after its first page
+        runs.setup("x", None, root=tmp_path)  # a real store, then cut after its first page
         data = db.read_bytes()
         db.write_bytes(data[:4096 + 100])
     before = db.read_bytes()
-    with pytest.raises(tracking.StoreError) as exc_info:
-        tracking.setup("x", None, root=tmp_path)
+    with pytest.raises(runs.StoreError) as exc_info:
+        runs.setup("x", None, root=tmp_path)
     assert_one_line_naming(exc_info, db, "not an sqlite database" if content == "text" else "malformed")
     assert db.read_bytes() == before
 
@@ -77,15 +79,15 @@ def test_a_fresh_store_created_by_three_processes_at_once(tmp_path, clean_env):
 def test_a_shared_sqlite_store_keeps_artifacts_next_to_itself(tmp_path, clean_env):
     shared = tmp_path / "shared"
     for clone in ("clone-a", "clone-b"):
-        experiment_id = tracking.setup("shared", f"sqlite:///{shared / 'mlflow.db'}", root=tmp_path / clone)
-    experiment = tracking.MlflowClient(f"sqlite:///{shared / 'mlflow.db'}").get_experiment(experiment_id)
+        experiment_id = runs.setup("shared", f"sqlite:///{shared / 'mlflow.db'}", root=tmp_path / clone)
+    experiment = MlflowClient(f"sqlite:///{shared / 'mlflow.db'}").get_experiment(experiment_id)
     assert experiment.artifact_location == (shared / "mlartifacts").as_uri()
     assert (shared / "mlflow.db.lock").exists()
 
 
 def test_a_zombie_process_is_gone_and_a_live_one_is_not():
     """A SIGKILLed stage whose parent died with it is a zombie until init collects it: its run must be reaped."""
-    from linclass.plumbing.store import process_gone, process_start
+    from linclass.tracking.store import process_gone, process_start
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     start = None
@@ -105,16 +107,16 @@ def test_reap_leaves_a_run_that_ended_itself_between_the_search_and_the_check(tm
     search still saw RUNNING; the process is gone by the check; the run is FINISHED and must stay so."""
     import socket
 
-    from linclass.plumbing import store, tracking
+    from linclass.tracking import runs, store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment_id = tracking.setup("race", uri, root=tmp_path)
+    experiment_id = runs.setup("race", uri, root=tmp_path)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone_start = store.process_start(gone.pid) or ""
     gone.wait()
     tags = {"host": socket.gethostname(), "pid": str(gone.pid), "pid_start": gone_start}
 
-    class FinishesAfterTheSearch(tracking.MlflowClient):   # the real store; only the interleaving is forced
+    class FinishesAfterTheSearch(MlflowClient):   # the real store; only the interleaving is forced
         def search_runs(self, *args, **kwargs):
             found = super().search_runs(*args, **kwargs)
             for run in found:

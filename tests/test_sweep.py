@@ -12,10 +12,17 @@ import time
 import pytest
 from conftest import BIN, ROOT, SMALL, make_project, shrink_conf
 
-from linclass.plumbing.config import compose, validate
-from linclass.orchestration.sweep import (experiment_rows, experiment_states, grid_points, parse_floats,
-                                     queue_workers, stop_leftover_workers,
-                                     sweep_overrides, sweep_points)
+from linclass.config import compose
+from linclass.orchestration.sweep import (
+    experiment_rows,
+    experiment_states,
+    grid_points,
+    parse_floats,
+    queue_workers,
+    stop_leftover_workers,
+    sweep_overrides,
+    sweep_points,
+)
 
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
 
@@ -57,7 +64,8 @@ def test_a_queue_worker_left_behind_in_this_repository_is_stopped(tmp_path):
             time.sleep(0.1)
         assert queue_workers(tmp_path) == [ours.pid]
         assert stop_leftover_workers(tmp_path) == [ours.pid]
-        assert ours.wait(timeout=10) != 0 and other.poll() is None
+        ours.wait(timeout=10)   # ended (psutil may have collected its status already)
+        assert queue_workers(tmp_path) == [] and other.poll() is None
     finally:
         for proc in (ours, other):
             proc.kill()
@@ -66,15 +74,14 @@ def test_a_queue_worker_left_behind_in_this_repository_is_stopped(tmp_path):
 
 def test_dvc_expands_the_sweep_into_the_points_in_their_order():
     """The one `dvc exp run -S` sweep and the point-by-point description (for other backends) agree."""
-    from dvc.utils.hydra import get_hydra_sweeps   # what `dvc exp run --queue -S 'a=x,y'` calls
+    from dvc.utils.hydra import get_hydra_sweeps  # what `dvc exp run --queue -S 'a=x,y'` calls
 
     lrs, strengths = [0.01, 0.05], [1e-4, 1e-3, 1e-2]
     expanded = get_hydra_sweeps({"params.yaml": sweep_overrides("softmax", "l2", lrs, strengths)})
     points = sweep_points("softmax", "l2", lrs, strengths)
     assert len(expanded) == len(points) == 6 and len({p.name for p in points}) == 6
-    reference = compose(ROOT / "conf")
     for sweep, point in zip(expanded, points):
-        ours = validate(compose(ROOT / "conf", point.overrides), reference)
+        ours = compose(ROOT / "conf", point.overrides)   # checked while composed
         assert compose(ROOT / "conf", sweep["params.yaml"]) == ours
         assert ours["grid"] == {"losses": ["softmax"], "regularizers": ["l2"]}
     assert compose(ROOT / "conf", points[-1].overrides)["regularizer"]["l2"]["strength"] == 1e-2
@@ -97,11 +104,16 @@ def test_parse_floats_reads_comma_separated_numbers():
     assert parse_floats("0.01, 2e-2,1", "x") == [0.01, 0.02, 1.0]
 
 
-def _experiment(name, state, lr, val, test):
+def _experiment(name, state, lr, val, test, trained_md5="aa", tested_md5="aa"):
     params = {"grid": {"losses": ["softmax"], "regularizers": ["l2"]}, "train": {"epochs": 1},
-              "loss": {"softmax": {"learning_rate": lr}}, "regularizer": {"l2": {"strength": 1e-3}}}
-    metrics = {"metrics/train/softmax-l2.json": {"data": {"train_accuracy": 0.5, "val_accuracy": val}},
-               "metrics/test.json": {"data": {"softmax-l2": {"test_accuracy": test}}}}
+              "loss": {"softmax": {"learning_rate": lr}}, "regularizer": {"l2": {"strength": 1e-3}},
+              "preprocess": {"val_size": 100}}
+    metrics = {"metrics/train/softmax-l2.json": {"data": {"train_accuracy": 0.5, "val_accuracy": val,
+                                                          "val_accuracy_low": val - 0.1, "val_accuracy_high": val + 0.1,
+                                                          "weights_md5": trained_md5}},
+               "metrics/test.json": {"data": {"softmax-l2": {"test_accuracy": test, "test_accuracy_low": test - 0.01,
+                                                             "test_accuracy_high": test + 0.01,
+                                                             "weights_md5": tested_md5}}}}
     return {"name": name, "executor": {"state": state} if state else None,
             "revs": [{"rev": "0" * 40, "data": {"params": {"params.yaml": {"data": params}}, "metrics": metrics}}]}
 
@@ -117,6 +129,31 @@ def test_table_and_states_come_from_exp_show_json():
     # selected on validation: the test accuracy never decides
     assert [(r["experiment"], r["learning_rate"], r["val_accuracy"]) for r in rows] == [
         ("sweep-softmax-l2-2", 0.05, 0.35), ("sweep-softmax-l2-1", 0.01, 0.30)]
+    assert rows[0]["val_accuracy_low"] == pytest.approx(0.25) and rows[0]["test_accuracy_high"] == pytest.approx(0.11)
+
+
+def test_a_test_accuracy_is_shown_only_beside_the_weights_it_was_measured_on(capsys):
+    """A grid point runs only train@<model>: its commit carries the baseline's metrics/test.json, measured on
+    other weights (another md5): its row has no test accuracy, and the table says why."""
+    from linclass.orchestration.sweep import comparison_rows, print_comparison, print_table
+
+    show = [{"rev": "a" * 40, "experiments": [
+        _experiment("grid-softmax-l2", None, 0.01, 0.30, 0.41, trained_md5="new", tested_md5="old"),
+        _experiment("sweep-softmax-l2-1", None, 0.05, 0.25, 0.26, trained_md5="same", tested_md5="same"),
+        _experiment("older-1", None, 0.05, 0.20, 0.21, trained_md5="x", tested_md5=None)]}]
+    rows = experiment_rows(show, "")
+    assert [(r["experiment"], r["test_accuracy"], r["test_accuracy_low"]) for r in rows] == [
+        ("grid-softmax-l2", None, None), ("sweep-softmax-l2-1", 0.26, pytest.approx(0.25)), ("older-1", None, None)]
+    print_table(rows, "")
+    out = capsys.readouterr().out
+    assert "best on validation: grid-softmax-l2 (softmax-l2, learning_rate=0.01, strength=0.001): val 0.3000 " \
+           "[0.2000, 0.4000], test not evaluated in this experiment" in out
+    assert "0.41" not in out and "not evaluated with these weights" in out
+    assert "0.2600 [0.2500, 0.2700]" in out   # the one measured on its own weights, with its interval
+    compared = [r for r in comparison_rows(show) if r["revision"] == "grid-softmax-l2"]
+    assert compared[0]["val_accuracy"] == 0.30 and compared[0]["test_accuracy"] is None
+    print_comparison(compared)
+    assert "0.41" not in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -127,15 +164,15 @@ def test_a_sweep_runs_through_dvcs_queue_and_leaves_params_yaml_as_committed(tmp
     (project.path / "local.env").write_text(f"LINCLASS_DATA_URL={path.as_uri()}\nLINCLASS_DATA_MD5={md5}\n")
     committed = (project.path / "params.yaml").read_text()
     try:
-        done = project.run(str(BIN / "python"), "-m", "linclass.orchestration.sweep", "sweep", "--loss", "softmax",
+        done = project.run(str(BIN / "python"), "-m", "linclass.cli", "sweep", "--loss", "softmax",
                            "--regularizer", "l2", "--learning-rates", "0.01,0.05", "--strengths", "1e-3",
                            "--jobs", "2", "train.batch_size=25")
     finally:
         project.dvc("queue", "stop", "--kill", check=False)
     assert (project.path / "params.yaml").read_text() == committed
     show = json.loads(project.dvc("exp", "show", "--json").stdout)
-    assert {k: v for k, v in experiment_states(show).items()} == {"sweep-softmax-l2-1": "success",
-                                                                  "sweep-softmax-l2-2": "success"}
+    assert {k: v for k, v in experiment_states(show).items()} == {"sweep-softmax-l2-lr0.01-s0.001": "success",
+                                                                  "sweep-softmax-l2-lr0.05-s0.001": "success"}
     rows = experiment_rows(show, "sweep-softmax-l2-")
     assert sorted(r["learning_rate"] for r in rows) == [0.01, 0.05]
     assert all(r["test_accuracy"] is not None and r["epochs"] == 1 for r in rows)

@@ -99,7 +99,7 @@ def test_server_receives_every_run_with_its_artifacts(team_project, server, tmp_
     # nothing went to the project's own store: the environment variable wins
     assert not (project.path / "mlflow.db").exists() and not (project.path / "mlartifacts").exists()
 
-    for name, run in train_runs(runs).items():
+    for run in train_runs(runs).values():
         run_id = run.info.run_id
         templates = [a.path for a in client.list_artifacts(run_id, "plots/templates")]
         assert len(templates) == 10 and all(p.endswith(".png") for p in templates), templates
@@ -119,11 +119,12 @@ def test_server_receives_every_run_with_its_artifacts(team_project, server, tmp_
 
 
 def test_every_run_carries_what_reproduces_it(team_project, server):
-    from linclass.plumbing.tracking import training_params
+    from linclass.settings import validate
+    from linclass.tracking.records import training_params
 
     project, (url, _) = team_project, server
     _, runs = server_runs(url)
-    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    params = validate(yaml.safe_load((project.path / "params.yaml").read_text()))
     head = project.head
     stages = lock(project)
     lock_hashes = {f"dvc.{stage}.{out['path']}": out["md5"]
@@ -134,8 +135,8 @@ def test_every_run_carries_what_reproduces_it(team_project, server):
         tags = run.data.tags
         assert tags["git_commit"] == head
         committed = yaml.safe_load(project.run("git", "show", f"{head}:params.yaml").stdout)
-        assert committed == params, "the commit holds the params the run used"
-        assert tags["data_md5"] == params["data"]["md5"] == stages["download"]["params"]["params.yaml"]["data.md5"]
+        assert committed == params.model_dump(), "the commit holds the params the run used"
+        assert tags["data_md5"] == params.data.md5 == stages["download"]["params"]["params.yaml"]["data.md5"]
         for key, md5 in lock_hashes.items():
             assert tags[key] == md5, f"{name}: tag {key}={tags[key]} but dvc.lock says {md5}"
         expected = {key: str(value) for key, value in training_params(params, *name.split("-")).items()}

@@ -3,12 +3,16 @@ resolution, experiments in the classic ML view, study runs apart (a real sqlite 
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT
-from linclass.plumbing import progress, tracking
+from mlflow.tracking import MlflowClient
+
+from linclass.plumbing import progress
+from linclass.settings import validate
+from linclass.tracking import records, runs, ui
 
 GRID = [(loss, reg) for loss in ("svm", "squared_svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
 SGD_KEYS = {"learning_rate", "lr_decay", "epochs", "batch_size", "init_scale", "seed"}
@@ -16,68 +20,76 @@ SGD_KEYS = {"learning_rate", "lr_decay", "epochs", "batch_size", "init_scale", "
 
 @pytest.fixture(scope="module")
 def params():
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return validate(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
 def test_curve_points_keep_short_curves_and_average_long_ones():
     short = np.linspace(3.0, 1.0, 30)
-    steps, values = tracking.curve_points(short)
+    steps, values = records.curve_points(short)
     assert steps.tolist() == list(range(1, 31)) and values.tolist() == short.tolist()
 
     long = np.random.default_rng(0).random(4900)  # 20 epochs x 245 steps: the real run
-    steps, values = tracking.curve_points(long)
-    assert len(values) <= tracking.MAX_CURVE_POINTS and len(values) == 980
+    steps, values = records.curve_points(long)
+    assert len(values) <= records.MAX_CURVE_POINTS and len(values) == 980
     assert steps[0] == 5 and steps[-1] == 4900
     assert values[0] == pytest.approx(long[:5].mean()) and values[-1] == pytest.approx(long[-5:].mean())
 
     ragged = np.arange(1, 1003, dtype=float)  # 1002 values: windows of 2, the last one full too
-    steps, values = tracking.curve_points(ragged)
+    steps, values = records.curve_points(ragged)
     assert len(values) == 501 and steps[-1] == 1002 and values[-1] == pytest.approx(1001.5)
     odd = np.arange(1, 2003, dtype=float)  # 2002 values: windows of 3, and a last one of 1 value
-    steps, values = tracking.curve_points(odd)
+    steps, values = records.curve_points(odd)
     assert len(values) == 668 and steps[-1] == 2002 and values[-1] == 2002.0
 
 
 def test_training_params_are_the_runs_own_settings(params):
-    keys = {}
+    keys, flats = {}, {}
     for loss, reg in GRID:
-        flat = tracking.training_params(params, loss, reg)
+        flat = records.training_params(params, loss, reg)
         assert flat["loss"] == loss and flat["regularizer"] == reg
-        assert flat["strength"] == params["regularizer"][reg]["strength"]
-        assert ("beta" in flat) == (reg == "elasticnet")
-        assert ("delta" in flat) == (loss != "softmax")
-        assert SGD_KEYS <= set(flat) and flat["data_md5"] == params["data"]["md5"]
+        assert flat["strength"] == getattr(params.regularizer, reg).strength
+        assert ("strength_beta" in flat) == (reg == "elasticnet")
+        assert ("svm_delta" in flat) == (loss != "softmax")
+        assert SGD_KEYS <= set(flat) and flat["data_md5"] == params.data.md5
         assert not any("." in key for key in flat), flat  # plain names, no config paths
-        keys[loss, reg] = set(flat) - {"beta", "delta"}
+        keys[loss, reg] = set(flat) - {"strength_beta", "svm_delta"}
+        flats[loss, reg] = flat
     assert len({frozenset(k) for k in keys.values()}) == 1, "every combination must log the same names"
+    # MLflow's Compare page draws its parallel coordinates on the first 3 params (by name) that differ between
+    # the runs, a run lacking one left out: those 3 are params every run has
+    names = set().union(*flats.values())
+    differ = sorted(n for n in names if len({str(f.get(n)) for f in flats.values()}) > 1)
+    assert differ[:3] == ["learning_rate", "loss", "regularizer"], differ
+    assert all(name > "strength" for name in names - set.intersection(*map(set, flats.values())))  # even when
+    # the losses share one learning rate, the three are params of every run
 
 
 def test_params_hash_tells_settings_apart(params):
-    a = tracking.training_params(params, "svm", "l2")
-    assert tracking.params_hash(a) == tracking.params_hash(dict(reversed(list(a.items()))))
-    assert tracking.params_hash(a) != tracking.params_hash({**a, "learning_rate": 0.01})
-    assert len(tracking.params_hash(a)) == 8
+    a = records.training_params(params, "svm", "l2")
+    assert records.params_hash(a) == records.params_hash(dict(reversed(list(a.items()))))
+    assert records.params_hash(a) != records.params_hash({**a, "learning_rate": 0.01})
+    assert len(records.params_hash(a)) == 8
 
 
 def test_experiments_open_in_the_ml_view_and_studies_are_apart(tmp_path):
-    from mlflow.tracking import MlflowClient
-
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(store)
     old = client.create_experiment("made-before", artifact_location=(tmp_path / "a").as_uri())
-    tracking.setup("made-before", store, root=tmp_path)  # an experiment of an older store gets the tag
-    new = tracking.setup("fresh", store, root=tmp_path)
+    runs.setup("made-before", store, root=tmp_path)  # an experiment of an older store gets the tag
+    new = runs.setup("fresh", store, root=tmp_path)
     for experiment_id in (old, new):
         assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
-    tracking.set_runs_view(new)  # the runs table's shared view: accuracies and settings as columns
+    ui.set_runs_view(new)  # the runs table's shared view: accuracies and settings as columns
     view = json.loads(client.get_experiment(new).tags["mlflow.sharedViewState.linclass"])
     assert {"metrics.`val_accuracy`", "metrics.`test_accuracy`", "params.`learning_rate`"} <= set(view["selectedColumns"])
-    assert tracking.ui_url(new).endswith(f"/#/experiments/{new}/runs?viewStateShareKey=linclass&workflowType=machine_learning")
+    assert ui.ui_url(new).endswith(f"/#/experiments/{new}/runs?viewStateShareKey=linclass&workflowType=machine_learning")
 
-    params = {"tracking": {"experiment": "fresh", "uri": store}}
-    with tracking.study_run(params, "study-x", "stage_x") as run_id:
+    from linclass.settings import Tracking
+
+    with runs.study_run(Tracking(experiment="fresh", uri=store), "study-x", "stage_x", "What x measures.") as run_id:
         pass
+    assert client.get_run(run_id).data.tags["mlflow.note.content"] == "What x measures."   # the UI's description
     studies = client.get_experiment_by_name("fresh-studies")
     assert studies is not None and studies.tags["mlflow.experimentKind"] == "custom_model_development"
     assert client.get_run(run_id).info.experiment_id == studies.experiment_id
@@ -100,8 +112,8 @@ def test_a_second_store_in_one_process_is_the_one_asked_for(tmp_path, monkeypatc
     first, second = (f"sqlite:///{tmp_path / name / 'mlflow.db'}" for name in ("a", "b"))
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    tracking.setup("one", first, root=tmp_path / "a")
-    tracking.setup("two", second, root=tmp_path / "b")
+    runs.setup("one", first, root=tmp_path / "a")
+    runs.setup("two", second, root=tmp_path / "b")
     assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
-    assert tracking.MlflowClient(second).get_experiment_by_name("two") is not None
-    assert tracking.MlflowClient(first).get_experiment_by_name("two") is None
+    assert MlflowClient(second).get_experiment_by_name("two") is not None
+    assert MlflowClient(first).get_experiment_by_name("two") is None

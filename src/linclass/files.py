@@ -20,8 +20,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+
+import psutil
 
 CHUNK_SIZE = 1 << 20  # 1 MiB
 TEMP_MARK = ".tmp-"   # every temporary name holds it: `.<name>.tmp-<pid>-<random><suffix>`
@@ -65,21 +67,13 @@ def scratch_dir(path: str | os.PathLike) -> Path:
 def owner_alive(name: str) -> bool:
     """Whether the process that made the temporary `name` still runs (False when no pid is in it)."""
     match = _OWNER.search(name)
-    if match is None:
-        return False
-    try:
-        os.kill(int(match.group(1)), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
+    return match is not None and psutil.pid_exists(int(match.group(1)))
 
 
 def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporaries in `folder` whose owner process is gone; return what was removed."""
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for entry in folder.iterdir():

@@ -12,7 +12,8 @@ All maths is vectorized over examples and classes; float32 scores stay float32.
 
 import numpy as np
 
-from linclass.constraints import LOSS_NAMES, check_labels
+from linclass.core.metrics import check_labels
+from linclass.settings import LOSS_NAMES
 
 REDUCTIONS = ("mean", "none")
 

@@ -2,7 +2,16 @@
 
 import numpy as np
 
-from linclass.constraints import check_labels
+
+def check_labels(y: np.ndarray, num_classes: int | None = None, name: str = "y") -> None:
+    """ValueError unless y is a 1-D integer array of labels >= 0 (and < num_classes when given)."""
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name} must be 1-D integer labels, got shape {y.shape} dtype {y.dtype}")
+    if y.size and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
+        bad = y[(y < 0) | (y >= (num_classes if num_classes is not None else np.iinfo(y.dtype).max))][0]
+        allowed = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        raise ValueError(f"{name} must hold labels in {allowed}, got label {bad}")
 
 
 def _check_labels(y_true, y_pred, num_classes=None):

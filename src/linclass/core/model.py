@@ -4,9 +4,12 @@ Shapes (CIFAR-10: C = 10 classes, D = 3072 pixels):
     W (C, D)   one row per class (a "template image")
     b (C,)     one bias per class; the bias is NOT regularized (see regularizers.py)
     X (N, D)   one example per row, so the scores of all rows are X @ W.T + b, shape (N, C)
+X is a float array or linclass.core.pixels.Pixels (the uint8 images with the mean image and scale).
 """
 
 import numpy as np
+
+from linclass.core.pixels import Pixels
 
 
 def init_weights(num_classes, dim, rng, scale=1e-3, dtype=np.float32):
@@ -24,6 +27,8 @@ def class_scores(X, W, b):
     """Scores (N, C) = X (N, D) @ W.T (D, C) + b (C,): row i is f(x_i, W) = W x_i + b."""
     if X.ndim != 2 or X.shape[1] != W.shape[1] or b.shape != (W.shape[0],):
         raise ValueError(f"expected X (N, D), W (C, D), b (C,); got X {X.shape}, W {W.shape}, b {b.shape}")
+    if isinstance(X, Pixels):
+        return X.scores(W, b)
     return X @ W.T + b
 
 

@@ -15,11 +15,11 @@ Every regularizer has the signature reg(W, strength, beta=0.5, out=None) -> (val
 
 import numpy as np
 
-from linclass.constraints import REGULARIZER, REGULARIZER_NAMES, check_value
+from linclass.settings import REGULARIZER_NAMES, Penalty, check
 
 
 def _check_strength(strength):
-    check_value("strength", strength, REGULARIZER["strength"])
+    check(Penalty, strength=strength)
     return float(strength)  # python float: never upcasts float32 W
 
 

@@ -121,8 +121,10 @@ def load_cifar10(archive_path: str | os.PathLike) -> CifarData:
             for member in tar:  # one sequential pass through the gzip stream
                 path = PurePosixPath(member.name)
                 if member.isfile() and path.parent.name == FOLDER and path.name in wanted and path.name not in raw:
-                    with tar.extractfile(member) as f:
-                        raw[path.name] = _unpickle(f, f"{member.name} in {archive_path}")
+                    handle = tar.extractfile(member)
+                    if handle is not None:   # a regular file always has one
+                        with handle as f:
+                            raw[path.name] = _unpickle(f, f"{member.name} in {archive_path}")
     except (tarfile.TarError, EOFError, OSError) as e:
         raise CifarFormatError(f"cannot read {archive_path} as a tar archive: {type(e).__name__}: {e}") from None
 

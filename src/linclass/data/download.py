@@ -10,26 +10,26 @@ is removed and an existing `dest` is left untouched.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import os
-import re
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from linclass.constraints import DOWNLOAD, MAX_BACKOFF, check
+from dotenv import dotenv_values
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
 from linclass.files import atomic_file, md5_file
+from linclass.settings import MAX_BACKOFF, Data, check, default
 
 CHUNK_SIZE = 1 << 20  # 1 MiB
-ALLOWED_SCHEMES = ("http", "https", "file")
 USER_AGENT = "linclass-download/0.1"
-_MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
 
 
 class DownloadError(RuntimeError):
@@ -42,21 +42,6 @@ class _Retryable(Exception):
 
 def _one_line(x: object) -> str:
     return " ".join(str(x).split())
-
-
-def check_md5_string(md5: str) -> str:
-    """Return the md5 lower-cased; ValueError unless it is exactly 32 hex characters."""
-    if not isinstance(md5, str) or not _MD5_RE.fullmatch(md5):
-        raise ValueError(f"invalid md5 {md5!r}: expected 32 hexadecimal characters")
-    return md5.lower()
-
-
-def check_url(url: str) -> str:
-    """Return the url's scheme; ValueError for anything but http://, https:// or file://."""
-    scheme = urllib.parse.urlsplit(url).scheme.lower() if isinstance(url, str) else ""
-    if scheme not in ALLOWED_SCHEMES:
-        raise ValueError(f"unsupported URL {url!r}: allowed are http://, https:// or file://")
-    return scheme
 
 
 class _Progress:
@@ -97,13 +82,14 @@ def _content_length(response) -> int | None:
         return None
 
 
-def _credentials() -> dict[str, str]:
-    """HTTP basic auth from LINCLASS_DATA_USER / LINCLASS_DATA_PASSWORD (never from the URL: it gets logged)."""
-    user = os.environ.get("LINCLASS_DATA_USER")
-    if not user:
-        return {}
-    token = base64.b64encode(f"{user}:{os.environ.get('LINCLASS_DATA_PASSWORD', '')}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    """urllib's opener, sending HTTP basic auth from LINCLASS_DATA_USER / LINCLASS_DATA_PASSWORD with the first
+    request (never from the URL: it gets logged)."""
+    passwords = urllib.request.HTTPPasswordMgrWithPriorAuth()
+    if os.environ.get("LINCLASS_DATA_USER"):
+        user, password = os.environ["LINCLASS_DATA_USER"], os.environ.get("LINCLASS_DATA_PASSWORD", "")
+        passwords.add_password(None, url, user, password, is_authenticated=True)
+    return urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(passwords))
 
 
 def _fetch_once(url: str, out, timeout: float, progress: bool) -> str:
@@ -114,9 +100,9 @@ def _fetch_once(url: str, out, timeout: float, progress: bool) -> str:
     out.seek(0)
     out.truncate()
     h = hashlib.md5()
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **_credentials()})
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _opener(url).open(request, timeout=timeout) as response:
             total = _content_length(response)
             bar = _Progress(url, total, progress)
             received = 0
@@ -150,9 +136,9 @@ def download(
     dest: str | os.PathLike,
     md5: str,
     *,
-    retries: int = 3,
-    backoff: float = 0.5,
-    timeout: float = 30.0,
+    retries: int = default(Data, "retries"),
+    backoff: float = default(Data, "backoff"),
+    timeout: float = default(Data, "timeout"),
     progress: bool = True,
 ) -> Path:
     """Download url to dest and verify its md5; return dest as a Path.
@@ -161,9 +147,8 @@ def download(
     attempt k (k >= 1) is followed by a sleep of min(backoff * 2**(k-1), MAX_BACKOFF) seconds.
     If dest already exists with the right md5, nothing is fetched.
     """
-    expected = check_md5_string(md5)
-    check_url(url)
-    check(DOWNLOAD, retries=retries, timeout=timeout, backoff=backoff)
+    check(Data, url=url, md5=md5, retries=retries, timeout=timeout, backoff=backoff)
+    expected = md5.lower()
 
     dest = Path(dest)
     if dest.is_file() and md5_file(dest) == expected:
@@ -171,16 +156,18 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     with atomic_file(dest, suffix=".part") as tmp, open(tmp, "wb") as out:
-        for attempt in range(1, retries + 1):
-            try:
-                actual = _fetch_once(url, out, timeout, progress)
-                break
-            except _Retryable as e:
-                if attempt == retries:
-                    raise DownloadError(f"could not download {url} after {retries} attempts: {e}") from None
-                if progress:
-                    print(f"  attempt {attempt}/{retries} failed ({e}); retrying", file=sys.stderr, flush=True)
-                time.sleep(min(backoff * 2 ** (attempt - 1), MAX_BACKOFF))
+        def say_retrying(state: RetryCallState) -> None:
+            if progress:
+                why = state.outcome.exception() if state.outcome else "?"
+                print(f"  attempt {state.attempt_number}/{retries} failed ({why}); retrying",
+                      file=sys.stderr, flush=True)
+
+        retrying = Retrying(retry=retry_if_exception_type(_Retryable), stop=stop_after_attempt(retries), reraise=True,
+                            wait=wait_exponential(multiplier=backoff, max=MAX_BACKOFF), before_sleep=say_retrying)
+        try:
+            actual = retrying(_fetch_once, url, out, timeout, progress)
+        except _Retryable as e:
+            raise DownloadError(f"could not download {url} after {retries} attempts: {e}") from None
         out.flush()
         os.fsync(out.fileno())
         if actual != expected:
@@ -211,52 +198,39 @@ class Source:
     origin: str      # "params.yaml", "$LINCLASS_DATA_URL" or "local.env"
 
 
-def read_env_file(path: str | os.PathLike) -> dict[str, str]:
-    """KEY=value lines (blank lines and # comments skipped, optional `export ` and quotes)."""
-    values = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.removeprefix("export ").partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{path}:{number}: expected KEY=value, got {line!r}")
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
-
-
-def resolve_source(data: dict, root: str | os.PathLike = ".", environ: dict | None = None) -> Source:
+def resolve_source(data: Data, root: str | os.PathLike = ".", environ: Mapping[str, str] | None = None) -> Source:
     """The archive's source on this machine: $LINCLASS_DATA_URL, else <root>/local.env, else params.
 
     data: the `data` section of params.yaml (url, md5 = the official archive). A per-machine url
     without its own md5 must be a byte-identical mirror (the official md5 is checked).
     """
     environ = os.environ if environ is None else environ
-    settings, origin = {}, "params.yaml"
+    settings: Mapping[str, str] = {}
+    origin = "params.yaml"
     if environ.get(SOURCE_URL_VAR):
         settings, origin = environ, f"${SOURCE_URL_VAR}"
     elif (Path(root) / SOURCE_FILE).is_file():
-        settings, origin = read_env_file(Path(root) / SOURCE_FILE), SOURCE_FILE
+        settings, origin = {k: v or "" for k, v in dotenv_values(Path(root) / SOURCE_FILE).items()}, SOURCE_FILE
         if not settings.get(SOURCE_URL_VAR):
             raise ValueError(f"{Path(root) / SOURCE_FILE} has no {SOURCE_URL_VAR}=...; {SOURCE_HELP}")
-    url = settings.get(SOURCE_URL_VAR) or data["url"]
-    md5 = settings.get(SOURCE_MD5_VAR) or data["md5"]
+    url = settings.get(SOURCE_URL_VAR) or data.url
+    md5 = (settings.get(SOURCE_MD5_VAR) or data.md5).lower()
     try:
-        check_url(url)
-        md5 = check_md5_string(md5)
+        check(Data, url=url, md5=md5)
     except ValueError as exc:
         raise ValueError(f"{exc} (from {origin})") from None
     return Source(url, md5, origin)
 
 
-def fetch(data: dict, dest: str | os.PathLike, root: str | os.PathLike = ".", progress: bool = True) -> Source:
+def fetch(data: Data, dest: str | os.PathLike, root: str | os.PathLike = ".", progress: bool = True) -> Source:
     """Download the archive from this machine's source (resolve_source) to dest; return the source.
 
     A failure to reach the official URL says how to use a mirror or a local copy instead.
     """
     source = resolve_source(data, root)
     try:
-        download(source.url, dest, source.md5, retries=data["retries"], timeout=data["timeout"], progress=progress)
+        download(source.url, dest, source.md5, retries=data.retries, timeout=data.timeout, backoff=data.backoff,
+                 progress=progress)
     except DownloadError as exc:
         if source.origin == "params.yaml" and "md5 mismatch" not in str(exc):
             raise DownloadError(f"{exc}; {SOURCE_HELP}") from None

@@ -1,8 +1,10 @@
-"""Turn CIFAR uint8 images into float32 design matrices: seeded train/val split, mean image of
-the training split, X = (x - mean_image) / scale, written as memory-mappable .npy files.
+"""Split CIFAR's uint8 images for training: a seeded train/val split, the mean image of the training split
+and the scale, written as memory-mappable .npy files.
 
-Each matrix is built in place: open_memmap on a temp file in out_dir, filled chunk by chunk
-(only one chunk of float temporaries at a time), then renamed onto its final name.
+The design matrix X = (x - mean_image) / scale is never written: the pixels stay uint8 (1 byte a value where
+X would take 4; 150 MB for the training split instead of 602 MB), and linclass.core.pixels.Pixels folds
+the centring and the scaling into the arithmetic on them. Each split's rows are written in place:
+open_memmap on a temp file in out_dir, filled chunk by chunk, then renamed onto its final name.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from linclass.constraints import PREPROCESS, check, is_int
 from linclass.data.cifar import CifarData
 from linclass.files import atomic_file, ensure_free_space, scratch_dir
+from linclass.settings import Preprocess, check, is_int
 
-CHUNK_ROWS = 4096  # rows per chunk: 4096 x 3072 float32 = 48 MiB
+CHUNK_ROWS = 4096  # rows per chunk: 4096 x 3072 uint8 = 12 MiB
 
 
 def split_train_val(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +39,10 @@ def split_train_val(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def mean_image(images_uint8: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """(D,) float32 mean of images_uint8[rows] (all rows if None), accumulated in float64 by chunks."""
+    """(D,) float32 mean of images_uint8[rows] (all rows if None), accumulated in float64 by chunks.
+
+    float32, rounded once from the float64 sum: the arithmetic on X is float32 (the scores subtract W mean,
+    a float32 product), so a float64 mean would be rounded there anyway."""
     rows = np.arange(len(images_uint8)) if rows is None else np.asarray(rows)
     if len(rows) == 0:
         raise ValueError("cannot take the mean of 0 images")
@@ -45,43 +50,6 @@ def mean_image(images_uint8: np.ndarray, rows: np.ndarray | None = None) -> np.n
     for lo in range(0, len(rows), CHUNK_ROWS):
         total += images_uint8[rows[lo : lo + CHUNK_ROWS]].sum(axis=0, dtype=np.float64)
     return (total / len(rows)).astype(np.float32)
-
-
-def design_matrix(
-    images_uint8: np.ndarray,
-    mean_image: np.ndarray,
-    scale: float,
-    *,
-    rows: np.ndarray | None = None,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """X = (images[rows] - mean_image) / scale as float32 (N, D), filled chunk by chunk into `out`.
-
-    images_uint8: (N_all, D) uint8; mean_image: (D,); rows: optional (N,) row indices (default all);
-    out: optional preallocated float32 (N, D) array or memmap (default np.empty).
-    """
-    images_uint8 = np.asarray(images_uint8)
-    if images_uint8.ndim != 2 or images_uint8.dtype != np.uint8:
-        raise ValueError(f"images must be a 2-D uint8 array, got {images_uint8.shape} {images_uint8.dtype}")
-    dim = images_uint8.shape[1]
-    mean = np.asarray(mean_image, dtype=np.float32)
-    if mean.shape != (dim,):
-        raise ValueError(f"mean_image must have shape ({dim},), got {mean.shape}")
-    check(PREPROCESS, scale=scale)
-    scale = float(scale)
-    n = len(images_uint8) if rows is None else len(rows)
-    if out is None:
-        out = np.empty((n, dim), dtype=np.float32)
-    elif out.shape != (n, dim) or out.dtype != np.float32:
-        raise ValueError(f"out must be float32 ({n}, {dim}), got {out.dtype} {out.shape}")
-    scale32 = np.float32(scale)
-    for lo in range(0, n, CHUNK_ROWS):
-        hi = min(lo + CHUNK_ROWS, n)
-        chunk = images_uint8[lo:hi] if rows is None else images_uint8[rows[lo:hi]]
-        block = out[lo:hi]
-        np.subtract(chunk, mean, out=block)  # uint8 - float32 -> float32, straight into the output
-        block /= scale32
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,13 +75,20 @@ def allocate(tmp: Path, path: Path) -> None:
                           f"{size / 2**20:.1f} MiB needed ({exc.strerror})") from None
 
 
-def save_design_matrix(path: Path, images_uint8, mean, scale, rows) -> None:
-    """design_matrix written straight into an .npy memmap (never fully in RAM)."""
+def select_rows(images_uint8: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[i] = images_uint8[rows[i]], CHUNK_ROWS rows at a time (out: a uint8 (len(rows), D) array or memmap)."""
+    for lo in range(0, len(rows), CHUNK_ROWS):
+        out[lo:lo + CHUNK_ROWS] = images_uint8[rows[lo:lo + CHUNK_ROWS]]
+    return out
+
+
+def save_rows(path: Path, images_uint8, rows) -> None:
+    """The uint8 images of `rows` written straight into an .npy memmap."""
     with atomic_file(path) as tmp:
-        out = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(rows), images_uint8.shape[1]))
+        out = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), images_uint8.shape[1]))
         try:
             allocate(tmp, path)
-            design_matrix(images_uint8, mean, scale, rows=rows, out=out)
+            select_rows(images_uint8, rows, out)
             out.flush()
         finally:
             del out
@@ -136,10 +111,12 @@ def preprocess(
     max_train: int | None = None,
     progress=None,
 ) -> dict:
-    """Split, centre and scale CIFAR data; write the arrays to out_dir; return a summary dict.
+    """Split CIFAR data, take the mean image; write the arrays to out_dir; return a summary dict.
 
-    Files (all .npy are memory-mappable): X_train/X_val/X_test float32 (N, D),
-    y_train/y_val/y_test int64 (N,), mean_image float32 (D,), classes.json (list of names).
+    Files (all .npy are memory-mappable): X_train/X_val/X_test uint8 (N, D) (the images' pixel rows),
+    y_train/y_val/y_test int64 (N,), mean_image float32 (D,), scale.json ({"scale": scale}),
+    classes.json (list of names). The design matrix is X = (pixels - mean_image) / scale:
+    linclass.plumbing.paths.load_split reads a split as linclass.core.pixels.Pixels.
     val_size images are split off the training set (seeded); max_train (optional) keeps only the
     first max_train of the shuffled training split. The mean image uses the training split only.
     progress(line), if given, is called once per written split.
@@ -156,7 +133,7 @@ def preprocess(
             raise ValueError(f"y_{name} must be in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
     if x_test.shape[1] != x_all.shape[1]:
         raise ValueError(f"x_test has {x_test.shape[1]} features but x_train has {x_all.shape[1]}")
-    check(PREPROCESS, scale=scale)
+    check(Preprocess, scale=scale)
     scale = float(scale)
 
     train_idx, val_idx = split_train_val(len(x_all), val_size, seed)
@@ -171,7 +148,7 @@ def preprocess(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = len(train_idx) + len(val_idx) + len(x_test)
-    ensure_free_space(scratch_dir(out_dir / "X_train.npy"), rows * (x_all.shape[1] * 4 + 8) + (1 << 20),
+    ensure_free_space(scratch_dir(out_dir / "X_train.npy"), rows * (x_all.shape[1] + 8) + (1 << 20),
                       f"the {rows} preprocessed images of {out_dir}")
     mean = mean_image(x_all, train_idx)
     splits = {  # split -> (images, labels, rows)
@@ -180,11 +157,12 @@ def preprocess(
         "test": (x_test, y_test, np.arange(len(x_test))),
     }
     for split, (x, y, rows) in splits.items():
-        save_design_matrix(out_dir / f"X_{split}.npy", x, mean, scale, rows)
+        save_rows(out_dir / f"X_{split}.npy", x, rows)
         save_npy(out_dir / f"y_{split}.npy", y[rows].astype(np.int64))
         if progress is not None:
             progress(f"X_{split} {len(rows)} x {x.shape[1]} written")
     save_npy(out_dir / "mean_image.npy", mean)
+    save_json(out_dir / "scale.json", {"scale": scale})
     save_json(out_dir / "classes.json", list(data.class_names))
 
     counts = {split: np.bincount(y[rows], minlength=num_classes).tolist() for split, (_, y, rows) in splits.items()}

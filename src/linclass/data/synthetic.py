@@ -20,7 +20,6 @@ from linclass.data.cifar import CIFAR10_CLASSES, FOLDER, IMAGE_DIM, META, TEST_B
 from linclass.files import atomic_file, md5_file
 
 
-
 def _tar_add_bytes(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(payload), 0, 0o644
@@ -86,7 +85,7 @@ def write_cifar10_archive(
         tar.addfile(folder)
         for name, obj in members:
             _tar_add_bytes(tar, f"{FOLDER}/{name}", pickle.dumps(obj, protocol=2))
-    return path
+    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------

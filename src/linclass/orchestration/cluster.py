@@ -1,10 +1,10 @@
 """A Ray cluster on this machine, for trying out and testing the Ray sweep backend: a head node and
 worker node(s) on different loopback addresses, one CPU each, no dashboard.
 
-    python -m linclass.orchestration.cluster up        # head 127.0.0.2:6390, worker 127.0.0.3
-    python -m linclass.orchestration.cluster status
-    python -m linclass.orchestration.cluster down
-    python -m linclass.orchestration.cluster up --head 127.0.0.2 --workers 127.0.0.3,127.0.0.4 --port 6390
+    linclass cluster up        # head 127.0.0.2:6390, worker 127.0.0.3
+    linclass cluster status
+    linclass cluster down
+    linclass cluster up --head 127.0.0.2 --workers 127.0.0.3,127.0.0.4 --port 6390
 
 Ray rewrites 127.0.0.1 to the machine's outside address, hence 127.0.0.2 and up (all of 127.0.0.0/8
 is loopback on Linux). Each node is one `ray start --block` in a session of its own: stopping a node
@@ -15,7 +15,6 @@ temp dir) lives in /tmp/linclass-ray-<port>/ (short: Ray's socket paths must sta
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -27,6 +26,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import psutil
 
 DEFAULT_HEAD = "127.0.0.2"
 DEFAULT_WORKERS = ("127.0.0.3",)
@@ -65,7 +66,7 @@ class Cluster:
         Path(self.state_dir, "cluster.json").write_text(json.dumps(asdict(self), indent=1))
 
     @classmethod
-    def load(cls, port: int = DEFAULT_PORT) -> "Cluster":
+    def load(cls, port: int = DEFAULT_PORT) -> Cluster:
         path = state_dir(port) / "cluster.json"
         if not path.exists():
             raise ClusterError(f"no cluster was started on port {port} (no {path}); "
@@ -124,11 +125,7 @@ def alive_nodes(cluster: Cluster) -> list[Node]:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return psutil.pid_exists(pid)
 
 
 def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, port: int = DEFAULT_PORT,
@@ -141,7 +138,7 @@ def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, 
     """
     directory = state_dir(port)
     if (directory / "cluster.json").exists() and alive_nodes(Cluster.load(port)):
-        raise ClusterError(f"a cluster already runs on port {port} ({directory}); stop it with `make cluster-down`")
+        raise ClusterError(f"a cluster already runs on port {port} ({directory}); stop it with `linclass cluster down`")
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     cluster = Cluster(port, str(directory))
@@ -179,14 +176,13 @@ def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, 
 def kill_node(node: Node) -> int:
     """SIGKILL every process of the node's session at once (a machine that dies); return how many."""
     victims = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == node.pid:     # field 6 of /proc/<pid>/stat: the session id
-                victims.append(int(stat.parent.name))
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getsid(process.pid) == node.pid:
+                victims.append(process)
+    for process in victims:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
     return len(victims)
 
 
@@ -213,40 +209,15 @@ def stop(cluster: Cluster, keep_logs: bool = False) -> None:
         shutil.rmtree(cluster.state_dir, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.cluster", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("up", "down", "status"))
-    parser.add_argument("--head", default=DEFAULT_HEAD, help=f"head node address (default {DEFAULT_HEAD})")
-    parser.add_argument("--workers", default=",".join(DEFAULT_WORKERS),
-                        help=f"comma-separated worker node addresses (default {','.join(DEFAULT_WORKERS)})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the head's port (default {DEFAULT_PORT})")
-    parser.add_argument("--cpus", type=int, default=1, help="CPUs per node (default 1)")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "up":
-            workers = tuple(ip for ip in args.workers.split(",") if ip)
-            for ip in (args.head, *workers):
-                if ip == "127.0.0.1" or not ip.startswith("127."):
-                    raise ClusterError(f"node address {ip} is not allowed: give loopback addresses "
-                                       "127.0.0.2 and up (Ray rewrites 127.0.0.1)")
-            cluster = start(args.head, workers, args.port, args.cpus)
-            print(f"Ray cluster up: head {cluster.address}, workers {', '.join(workers) or 'none'}, "
-                  f"{args.cpus} CPU each; logs in {cluster.state_dir}")
-            print(f"use it: make sweep BACKEND=ray (or RAY_ADDRESS={cluster.address}); stop it: make cluster-down")
-        elif args.command == "down":
-            cluster = Cluster.load(args.port)
-            stop(cluster)
-            print(f"Ray cluster {cluster.address} stopped")
-        else:
-            cluster = Cluster.load(args.port)
-            for node in cluster.nodes:
-                print(f"{'head  ' if node.head else 'worker'} {node.ip:<12} pid {node.pid:<8} "
-                      f"{'up' if _pid_alive(node.pid) else 'DOWN'}  log {node.log}")
-    except ClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+def start_checked(head: str, workers: tuple[str, ...], port: int, cpus: int) -> Cluster:
+    """start() on loopback addresses other than 127.0.0.1 only (Ray rewrites 127.0.0.1)."""
+    for ip in (head, *workers):
+        if ip == "127.0.0.1" or not ip.startswith("127."):
+            raise ClusterError(f"node address {ip} is not allowed: give loopback addresses 127.0.0.2 and up "
+                               "(Ray rewrites 127.0.0.1)")
+    return start(head, workers, port, cpus)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def status_lines(cluster: Cluster) -> list[str]:
+    return [f"{'head  ' if node.head else 'worker'} {node.ip:<12} pid {node.pid:<8} "
+            f"{'up' if _pid_alive(node.pid) else 'DOWN'}  log {node.log}" for node in cluster.nodes]

@@ -1,39 +1,52 @@
-"""The grid and sweeps across a Ray cluster: one Ray task per point, results back as DVC experiments
-and MLflow runs.
+"""The grid and sweeps across a Ray cluster: points run in warm workspaces on the nodes, results back as DVC
+experiments and MLflow runs.
 
-    python -m linclass.orchestration.ray_backend grid [--address HOST:PORT] [override ...]
-    python -m linclass.orchestration.ray_backend sweep --loss softmax --regularizer l2 \\
-        --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2 [--address HOST:PORT] [override ...]
+    linclass grid --backend ray [--address HOST:PORT] [override ...]
+    linclass sweep --backend ray --loss softmax --regularizer l2 --learning-rates 0.01,0.02,0.05 \\
+        --strengths 1e-4,1e-3,1e-2 [--address HOST:PORT] [override ...]
 
 The points are those of the local queue (linclass.orchestration.sweep.Point: a name, Hydra overrides, a DVC
-target), and so is the table.
+target), and so is the table. The commit being swept must be on the git remote `origin` (the nodes fetch
+it from there) and the code must be committed.
 
-On the driver, once: compose params.yaml with the shared overrides, run the data stages, push their
-outputs and the run-cache to the team's DVC remote (`dvc push --run-cache`), and create the MLflow
-experiment on the team's tracking server. The commit being swept must be on the git remote `origin`
-(the workers clone it from there) and the code must be committed.
+On the driver, once (params.yaml is not written, as with the local queue): the settings are composed in
+memory; the data stages run (in the workspace when its params.yaml has the same data settings, else in a
+scratch clone of the commit sharing the workspace's DVC cache), their outputs go to the default DVC
+remote and their dvc.lock entries go to the nodes with the points; the MLflow experiment is created on
+the team's tracking server.
 
-Each point is one task (one CPU; retried on another node when its node dies) that, on its node:
-clones the commit into a folder of its own, fetches the run-cache from the DVC remote, runs
-`dvc exp run --pull -n <name> -S <override> ... <target>` (download and preprocess are restored from
-the run-cache and their outputs pulled from the remote: a node never downloads the data set), logs
-to the tracking server, and pushes the experiment back with `dvc exp push -f --run-cache origin <name>`.
-Every step runs in a process group of its own with a small watchdog process beside it: if the task's
-worker dies (its node is going away), the watchdog stops the step, so an orphaned training cannot
-finish a second MLflow run after the point was retried elsewhere.
+On the nodes, each task runs a group of points (the points are split evenly over the cluster's CPUs, so
+that each node's set-up and push are paid once per group), in a warm workspace kept between points and
+sweeps under $LINCLASS_RAY_WORKDIR (default <tmp>/linclass-ray): per git remote, one DVC cache per node
+(outputs linked into the workspaces, not copied) and a few workspace slots (one per task running at once,
+held with a file lock), each one clone of the git remote. A task:
+1. brings its slot to the commit (git fetch of that commit only when missing, checkout, clean, leaving the
+   data and DVC's cache), writes the data stages' lock entries and `dvc pull`s their outputs: missing
+   objects come from the remote, present ones are linked; nothing is downloaded twice on a node;
+2. makes sure a warm interpreter (linclass.orchestration.warm) serves the slot at this commit: `dvc exp run`
+   and every stage it runs then start with MLflow, DVC, pandas and matplotlib already imported;
+3. per point, resets the workspace to the commit plus the data lock and runs
+   `dvc exp run -n <name> -S <override> ... <target>`, the training logging to the tracking server;
+4. pushes the group's experiments with `dvc exp push origin <names>` (their git refs and outputs), and only
+   the run-cache entries this group made (a scratch DVC project holding just those, `dvc push --run-cache`).
+Every step runs in a process group of its own with a small watchdog process beside it: if the task's worker
+dies (its node is going away), the watchdog stops the step, so an orphaned training cannot finish a second
+MLflow run after the group was retried elsewhere. A group is retried on another node when its node dies.
 
-The driver waits on the futures (ray.wait), pulls the experiments (`dvc exp pull --run-cache`), keeps
-exactly one FINISHED MLflow run per point (a run left behind by an attempt whose node died is set
-KILLED and tagged `superseded`), and prints the table of the local queue.
+The driver waits on the futures and pulls the experiments as groups come back (`dvc exp pull`, one at a time,
+each of every group done meanwhile; the run-cache entries with the last), keeps exactly one FINISHED MLflow
+run per point (a run left by an attempt whose node died is set KILLED and tagged `superseded`: runs are told
+apart by their `sweep_attempt` tag), and prints the table of the local queue.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
+import hashlib
+import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,21 +55,27 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
 
 from linclass.orchestration.cluster import DEFAULT_ADDRESS
 from linclass.orchestration.sweep import dvc_executable
 
 MAX_RETRIES = 3       # attempts after the first when a node dies (application errors are not retried)
 ERROR_TAIL = 4000
+SLOTS = 16            # workspace slots per node and git remote (tasks at once on one node)
+WARM_IDLE = 600.0     # a node's warm interpreter stops after this many seconds without a command
+WARM_START = 120.0    # seconds a warm interpreter may take to import its modules
+DATA_STAGES = ("download", "preprocess")
+SWEEP_ATTEMPT = "LINCLASS_SWEEP_ATTEMPT"   # linclass.tracking.runs.SWEEP_ATTEMPT (not imported: no MLflow here)
 
 
 class RaySweepError(RuntimeError):
     """The sweep cannot start; the message is one line and says what to do."""
 
 
-# ---- on a node: one point ----
+# ---- on a node: a group of points ----
 
 # Beside every step: waits for "done" on stdin; EOF without it means the task's worker died, so it
 # stops the step's process group (SIGTERM: a training run ends KILLED; SIGKILL after 10 s).
@@ -99,49 +118,300 @@ def _error_line(output: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def run_point(spec: dict) -> dict:
-    """Clone, fetch, run and push one point on this node (the body of the Ray task).
+class StepFailed(RuntimeError):
+    pass
 
-    spec: name, overrides, target, commit, git_url, dvc_remote, sweep_id, env (added to the steps'
-    environment), workdir (None: $LINCLASS_RAY_WORKDIR or <tmp>/linclass-ray).
-    Returns name, ok, error, node, folder (the clone: the project_root tag of its MLflow run),
-    seconds per step.
+
+class Workspace:
+    """A node's warm workspace slot: a clone of the git remote kept between tasks, its DVC cache shared by the
+    node's slots, its warm interpreter, and the log of its steps."""
+
+    def __init__(self, base: Path, slot: Path, env: dict):
+        self.base, self.slot, self.repo = base, slot, slot / "repo"
+        self.log = slot / "log.txt"
+        self.env = env
+        self.warm_socket = slot / "warm" / "socket"
+        # a DVC project of its own (no git) through which only new run-cache entries are pushed; inside the
+        # clone, where the warm interpreter serves DVC (git clean leaves .dvc/ alone)
+        self.runs_project = self.repo / ".dvc" / "tmp" / "linclass-runs"
+        self.seconds: dict[str, float] = {}
+
+    def run(self, what: str, cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> str:
+        start = time.monotonic()
+        env = {**(env or self.env), "LINCLASS_WARM_SOCKET": str(self.warm_socket)}   # used when it answers
+        code, output = _step(cmd, cwd or self.repo, env, self.log)
+        self.seconds[what] = self.seconds.get(what, 0.0) + time.monotonic() - start
+        if code != 0:
+            raise StepFailed(f"{what} failed: {_error_line(output)}")
+        return output
+
+    def git(self, *args: str, what: str = "checkout") -> str:
+        return self.run(what, ["git", *args])
+
+    def dvc(self, *args: str, what: str, cwd: Path | None = None) -> str:
+        return self.run(what, [*self.python(), "-m", "dvc", *args], cwd=cwd)
+
+    def python(self) -> list[str]:
+        """How to start Python here: through the slot's warm interpreter when it serves this commit."""
+        client = self.repo / "src/linclass/orchestration/warm_client.py"
+        if self.warm_socket.is_socket() and client.exists():
+            return [sys.executable, "-I", "-S", str(client)]
+        return [sys.executable]
+
+    def sync(self, spec: dict) -> None:
+        """The slot at the sweep's commit, with the DVC remote and the node's cache, no experiments left."""
+        if not (self.repo / ".git").exists():
+            shutil.rmtree(self.repo, ignore_errors=True)
+            self.run("checkout", ["git", "clone", "--quiet", "--no-checkout", spec["git_url"], str(self.repo)],
+                     cwd=self.slot)
+        if subprocess.run(["git", "cat-file", "-e", f"{spec['commit']}^{{commit}}"], cwd=self.repo,
+                          capture_output=True).returncode != 0:
+            self.git("fetch", "--quiet", "origin", spec["commit"])
+        self.git("checkout", "--quiet", "--force", "--detach", spec["commit"])
+        self.clean()
+        refs = subprocess.run(["git", "for-each-ref", "--format=delete %(refname)", "refs/exps"], cwd=self.repo,
+                              capture_output=True, text=True).stdout
+        if refs:   # pushed by earlier tasks: the node keeps none
+            subprocess.run(["git", "update-ref", "--stdin"], cwd=self.repo, input=refs, text=True, check=True)
+
+    def configure(self, dvc_remote: str) -> None:
+        """The node's DVC cache (outputs linked, not copied) and the sweep's DVC remote, set once per slot."""
+        stamp = self.repo / ".dvc" / "tmp" / "linclass-configured"
+        if stamp.exists() and stamp.read_text() == dvc_remote:
+            return
+        cache = self.base / "cache"
+        cache.mkdir(exist_ok=True)
+        for key, value in (("cache.dir", str(cache)), ("cache.type", "reflink,hardlink,symlink,copy")):
+            self.dvc("config", "--local", key, value, what="checkout")
+        self.dvc("remote", "add", "--local", "--force", "--default", "sweep", dvc_remote, what="checkout")
+        runs = self.runs_project
+        if not (runs / ".dvc").exists():
+            runs.mkdir(parents=True, exist_ok=True)
+            self.dvc("init", "--quiet", "--no-scm", what="checkout", cwd=runs)
+        self.dvc("remote", "add", "--local", "--force", "--default", "sweep", dvc_remote, what="checkout", cwd=runs)
+        stamp.write_text(dvc_remote)
+
+    def clean(self) -> None:
+        """Back to the commit: outputs and leftovers of earlier points removed; the data and DVC's files kept."""
+        self.git("checkout", "--quiet", "--force", "--", ".")
+        self.git("clean", "-q", "-f", "-d", "-x", "-e", "/data/", "-e", "/.dvc/")
+
+    def data(self, lock: dict) -> None:
+        """The data stages' outputs in place and their entries in dvc.lock, so that `dvc exp run` skips them."""
+        import yaml
+
+        path = self.repo / "dvc.lock"
+        committed = yaml.safe_load(path.read_text()) if path.exists() else None
+        merged = committed or {"schema": "2.0", "stages": {}}
+        merged["stages"] = {**merged.get("stages", {}), **lock}
+        path.write_text(yaml.safe_dump(merged, sort_keys=False))
+        self.dvc("pull", "--quiet", *lock, what="data")
+        self.data_lock = path.read_text()
+
+    def warm(self, commit: str) -> None:
+        """A warm interpreter serving this slot at `commit` (started unless one already is)."""
+        folder = self.warm_socket.parent
+        stamp = folder / "commit"
+        alive = self.warm_socket.is_socket() and stamp.exists() and stamp.read_text() == commit
+        if alive and _answers(self.warm_socket):
+            return
+        self.stop_warm()
+        if not (self.repo / "src/linclass/orchestration/warm.py").exists():
+            return     # a commit from before warm interpreters: plain processes
+        start = time.monotonic()
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
+        env = {**self.env, "PYTHONPATH": str(self.repo / "src")}
+        pid = spawn_on_node([sys.executable, "-m", "linclass.orchestration.warm", "--socket", str(self.warm_socket),
+                             "--idle", str(WARM_IDLE)], self.repo, env, folder / "log.txt")
+        (folder / "pid").write_text(str(pid))
+        stamp.write_text(commit)
+        while not self.warm_socket.is_socket():
+            if not _alive(pid) or time.monotonic() - start > WARM_START:
+                self.stop_warm()
+                return     # plain processes; log.txt says why
+            time.sleep(0.05)
+        self.seconds["warm"] = time.monotonic() - start
+
+    def stop_warm(self) -> None:
+        folder = self.warm_socket.parent
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((folder / "pid").read_text()), signal.SIGTERM)
+        for name in ("pid", "commit", "socket"):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
+
+    def point(self, point: dict, attempt: str) -> tuple[bool, str | None, float]:
+        """Run one point; (ok, error, seconds)."""
+        start = time.monotonic()
+        try:
+            self.clean()
+            (self.repo / "dvc.lock").write_text(self.data_lock)
+            sets = [arg for override in point["overrides"] for arg in ("-S", override)]
+            env = {**self.env, SWEEP_ATTEMPT: attempt}
+            self.run("run", [*self.python(), "-m", "dvc", "exp", "run", "-n", point["name"], *sets, point["target"]],
+                     env=env)
+            return True, None, time.monotonic() - start
+        except StepFailed as exc:
+            return False, str(exc), time.monotonic() - start
+
+    def push(self, names: list[str], runs_before: set[str]) -> int:
+        """The experiments (git refs, outputs), then only the run-cache entries made since `runs_before`; returns
+        how many entries that was."""
+        self.dvc("exp", "push", "--force", "--no-run-cache", "origin", *names, what="push")
+        new = sorted(run_cache_entries(self.base / "cache") - runs_before)
+        cache = self.runs_project / ".dvc" / "cache"
+        shutil.rmtree(cache / "runs", ignore_errors=True)
+        for entry in new:
+            target = cache / entry
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(self.base / "cache" / entry, target)
+        if new:
+            self.dvc("push", "--run-cache", what="push", cwd=self.runs_project)
+        return len(new)
+
+
+def run_cache_entries(cache: Path) -> set[str]:
+    """The run-cache entries of a DVC cache, as paths relative to it (runs/<key[:2]>/<key>/<value>)."""
+    runs = cache / "runs"
+    return {str(path.relative_to(cache)) for path in runs.glob("*/*/*")} if runs.exists() else set()
+
+
+class Keeper:
+    """The parent of a node's warm interpreters: a detached Ray actor, one per node, so that they outlive the
+    task that started them (Ray stops a worker's child processes when the worker exits) and stop with the
+    node's Ray (the keeper's children are stopped with it)."""
+
+    def __init__(self) -> None:
+        self.children: dict[int, subprocess.Popen] = {}
+
+    def spawn(self, argv: list[str], cwd: str, env: dict, log: str) -> int:
+        for pid, child in list(self.children.items()):   # no zombies
+            if child.poll() is not None:
+                del self.children[pid]
+        with open(log, "a") as out:
+            child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT)
+        self.children[child.pid] = child
+        return child.pid
+
+
+KEEPER = "linclass-warm-keeper-v1"
+
+
+def spawn_on_node(argv: list[str], cwd: Path, env: dict, log: Path) -> int:
+    """Start a process on this node as a child of the node's keeper (created the first time); its pid."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    keeper = ray.remote(Keeper).options(name=f"{KEEPER}-{node}", namespace="linclass", lifetime="detached",
+                                        get_if_exists=True, num_cpus=0, max_restarts=0,
+                                        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+    spawned = keeper.spawn.remote(argv, str(cwd), env, str(log))  # type: ignore[attr-defined]
+    return ray.get(spawned)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:   # a zombie child of the keeper: ended
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(str(path)) == 0
+
+
+def acquire_slot(base: Path):
+    """The first free workspace slot of this node (a file lock held until the task ends)."""
+    from filelock import FileLock, Timeout
+
+    for index in range(SLOTS):
+        slot = base / f"slot-{index}"
+        slot.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(slot / "lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        return slot, lock
+    raise RuntimeError(f"all {SLOTS} workspace slots of {base} are busy")
+
+
+def node_base(spec: dict) -> Path:
+    """This node's folder for the sweep's git remote."""
+    import ray
+
+    root = Path(spec.get("workdir") or os.environ.get("LINCLASS_RAY_WORKDIR")
+                or Path(tempfile.gettempdir(), "linclass-ray"))
+    node = ray.util.get_node_ip_address()
+    remote = hashlib.sha256(spec["git_url"].encode()).hexdigest()[:12]
+    return (root / f"{node}-{remote}").resolve()
+
+
+def run_group(spec: dict) -> list[dict]:
+    """Run a group of points in a warm workspace slot of this node (the body of the Ray task).
+
+    spec: points (name, overrides, target), commit, git_url, dvc_remote, data_lock (dvc.lock entries of the
+    data stages), sweep_id, env (added to the steps' environment), workdir (None: $LINCLASS_RAY_WORKDIR or
+    <tmp>/linclass-ray). Returns one result per point: name, ok, error, node, folder (the workspace: the
+    project_root tag of its MLflow run), attempt (its sweep_attempt tag), seconds (its own `run`, and its
+    share of the group's `checkout`, `data`, `warm` and `push`), log, run_cache_pushed (the group's new
+    run-cache entries, pushed), span (the group's start and end, seconds since the epoch).
     """
     import ray
 
-    base = Path(spec.get("workdir") or os.environ.get("LINCLASS_RAY_WORKDIR")
-                or Path(tempfile.gettempdir(), "linclass-ray"))
-    folder = base / spec["sweep_id"] / f"{spec['name']}-{uuid.uuid4().hex[:8]}"
-    repo = (folder / "repo").resolve()
-    folder.mkdir(parents=True)
-    log = folder / "log.txt"
+    base = node_base(spec)
+    slot, lock = acquire_slot(base)
+    attempt = f"{spec['sweep_id']}/{uuid.uuid4().hex[:8]}"
     env = {**os.environ, **spec["env"], "DVC_NO_ANALYTICS": "1"}
-    for inherited in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+    for inherited in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "LINCLASS_WARM_SOCKET", SWEEP_ATTEMPT):
         env.pop(inherited, None)
-    dvc = str(Path(sys.executable).parent / "dvc") if (Path(sys.executable).parent / "dvc").exists() else "dvc"
-    sets = [arg for override in spec["overrides"] for arg in ("-S", override)]
-    steps = [
-        ("clone", ["git", "clone", "--quiet", "--no-checkout", spec["git_url"], str(repo)], folder),
-        ("clone", ["git", "checkout", "--quiet", "--detach", spec["commit"]], repo),
-        ("pull", [dvc, "remote", "add", "--local", "--force", "--default", "sweep", spec["dvc_remote"]], repo),
-        ("pull", [dvc, "fetch", "--run-cache"], repo),
-        ("run", [dvc, "exp", "run", "--pull", "-n", spec["name"], *sets, spec["target"]], repo),
-        ("push", [dvc, "exp", "push", "--force", "--run-cache", "origin", spec["name"]], repo),
-    ]
-    result = {"name": spec["name"], "ok": False, "error": None, "node": ray.util.get_node_ip_address(),
-              "folder": str(repo), "log": str(log), "seconds": {}}
-    for what, cmd, cwd in steps:
-        start = time.monotonic()
-        code, output = _step(cmd, cwd, env, log)
-        result["seconds"][what] = result["seconds"].get(what, 0.0) + time.monotonic() - start
-        if code != 0:
-            result["error"] = f"{what} failed: {_error_line(output)}"
-            return result      # the folder stays, with log.txt, for a look
-    result["ok"] = True
-    shutil.rmtree(folder, ignore_errors=True)
-    with contextlib.suppress(OSError):   # the sweep's folder, once its last point is done
-        folder.parent.rmdir()
-    return result
+    workspace = Workspace(base, slot, env)
+    node = ray.util.get_node_ip_address()
+    results = [{"name": p["name"], "ok": False, "error": None, "node": node, "folder": str(workspace.repo),
+                "attempt": attempt, "log": str(workspace.log), "seconds": {}, "span": [time.time(), None]}
+               for p in spec["points"]]
+    try:
+        workspace.log.write_text("")
+        try:
+            workspace.sync(spec)
+            workspace.warm(spec["commit"])
+            workspace.configure(spec["dvc_remote"])
+            workspace.data(spec["data_lock"])
+        except StepFailed as exc:
+            for result in results:
+                result["error"] = str(exc)
+            return results
+        runs_before = run_cache_entries(base / "cache")
+        for point, result in zip(spec["points"], results):
+            result["ok"], result["error"], result["seconds"]["run"] = workspace.point(point, attempt)
+        done = [r["name"] for r in results if r["ok"]]
+        if done:
+            try:
+                pushed = workspace.push(done, runs_before)
+                for result in results:
+                    result["run_cache_pushed"] = pushed   # the group's new run-cache entries
+            except StepFailed as exc:
+                for result in results:
+                    result["ok"], result["error"] = False, result["error"] or str(exc)
+        shared = {k: v for k, v in workspace.seconds.items() if k != "run"}
+        for result in results:
+            result["seconds"].update({k: v / len(results) for k, v in shared.items()})
+            result["span"][1] = time.time()   # the group's start and end (wall clock)
+        return results
+    finally:
+        lock.release()
 
 
 # ---- on the driver ----
@@ -170,7 +440,8 @@ def check_commit(root: Path) -> tuple[str, str]:
                              "finding the git remote 'origin' (the workers clone from it)").strip(), root)
     commit = _run(["git", "rev-parse", "HEAD"], root, "git rev-parse HEAD").strip()
     changed = [line[3:] for line in _run(["git", "status", "--porcelain", "--untracked-files=no"], root,
-                                         "git status").splitlines() if line[3:] not in ("params.yaml", "dvc.lock")]
+                                         "git status").splitlines()
+               if line[3:] not in ("params.yaml", "dvc.lock") and not line[3:].startswith("sweeps/")]
     if changed:
         raise RaySweepError(f"uncommitted changes to {', '.join(changed)}: the workers clone commit "
                             f"{commit[:7]}; commit them and push (git push origin HEAD), or stash them")
@@ -237,26 +508,59 @@ def check_ray(address: str, timeout: float = 5) -> None:
                             "(`make cluster-up`) or set RAY_ADDRESS=<head>:<port>") from None
 
 
-def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[str], None] = print) -> dict:
-    """Everything the tasks need, checked and in place before the first one starts."""
+def data_stages(root: Path, commit: str, overrides: Sequence[str], params: dict) -> dict:
+    """Run the data stages once for the sweep's settings `params`, push their outputs to the default DVC
+    remote, and return their dvc.lock entries (the nodes pull those outputs instead of running the stages).
+
+    In the workspace (`dvc repro preprocess`, as the local queue does) when its params.yaml has the same data
+    settings; else in a scratch clone of `commit` that shares the workspace's DVC cache (so that they run
+    once: DVC restores them from its run-cache the next time). params.yaml is never written.
+    """
+    import yaml
+
+    from linclass.config import load_params, write_params
+
+    here = load_params(root / "params.yaml") if (root / "params.yaml").exists() else {}
+    same = all(here.get(section) == params[section] for section in ("data", "preprocess"))
+    with tempfile.TemporaryDirectory(prefix="linclass-data-") as scratch:
+        where = root
+        if not same:
+            where = Path(scratch) / "repo"
+            cache = (root / _run([dvc_executable(), "cache", "dir"], root, "dvc cache dir").strip()).resolve()
+            _run(["git", "clone", "--quiet", "--shared", "--no-checkout", str(root), str(where)], root,
+                 "git clone (a scratch copy for the data stages)")
+            _run(["git", "checkout", "--quiet", "--detach", commit], where, "git checkout (the scratch copy)")
+            if (root / ".dvc" / "config.local").exists():   # remotes' credentials kept out of git
+                shutil.copy2(root / ".dvc" / "config.local", where / ".dvc" / "config.local")
+            _run([dvc_executable(), "config", "--local", "cache.dir", str(cache)], where, "dvc config cache.dir")
+            write_params(conf_dir=where / "conf", path=where / "params.yaml", overrides=list(overrides))
+        _run([dvc_executable(), "repro", DATA_STAGES[-1]], where, "the data stages (dvc repro preprocess)",
+             quiet=False)
+        _run([dvc_executable(), "push", *DATA_STAGES], where, "dvc push (the data stages' outputs)")
+        stages = yaml.safe_load((where / "dvc.lock").read_text())["stages"]
+        return {name: stages[name] for name in DATA_STAGES}
+
+
+def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[str], None] = print,
+            while_data: Callable[[], object] = lambda: None) -> dict:
+    """Everything the tasks need, checked and in place before the first one starts. `while_data` (connecting to
+    Ray) runs while the data stages run in a helper thread, and so does the MLflow experiment's creation."""
+    from linclass.config import compose
+
     commit, git_url = check_commit(root)
     dvc_remote = default_dvc_remote(root)
-    from linclass.plumbing import config
-
-    try:
-        config.write_params(conf_dir=root / "conf", path=root / "params.yaml", overrides=list(overrides))
-    except Exception as exc:  # Hydra's override and composition errors
-        raise RaySweepError(f"cannot compose conf/ with {' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
-    params = config.load_params(root / "params.yaml")
+    params = compose(root / "conf", list(overrides))   # also checks every setting
     uri = tracking_server(params)
     check_ray(address)
     log(f"commit {commit[:7]} from {git_url}; data from DVC remote {dvc_remote}; MLflow server {uri}")
-    _run([dvc_executable(), "repro", "preprocess"], root, "the data stages (dvc repro preprocess)", quiet=False)
-    _run([dvc_executable(), "push", "--run-cache"], root, f"dvc push --run-cache (to {dvc_remote})")
-    experiment_id = mlflow_experiment(uri, params["tracking"]["experiment"])
+    with ThreadPoolExecutor(1) as helper:   # DVC works in its own processes meanwhile
+        data = helper.submit(data_stages, root, commit, overrides, params)
+        experiment_id = mlflow_experiment(uri, params["tracking"]["experiment"])
+        while_data()
+        data_lock = data.result()
     name, email = git_identity(root)
     return {"commit": commit, "git_url": git_url, "dvc_remote": dvc_remote, "tracking_uri": uri,
-            "experiment_id": experiment_id,
+            "experiment_id": experiment_id, "data_lock": data_lock,
             "env": {"MLFLOW_TRACKING_URI": uri, "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
                     "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}}
 
@@ -271,13 +575,17 @@ def settle_runs(results: list[dict], sweep_id: str, uri: str, experiment_id: str
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
+    runs = client.search_runs([experiment_id], max_results=10_000,
+                              filter_string=f"tags.sweep_attempt LIKE '{sweep_id}/%'")
+    by_point: dict[str, list] = {}
+    for run in runs:
+        by_point.setdefault(run.data.tags.get("dvc_exp_name", ""), []).append(run)
     for result in results:
-        runs = client.search_runs([experiment_id], max_results=1000, filter_string=(
-            f"tags.dvc_exp_name = '{result['name']}' and tags.project_root LIKE '%/{sweep_id}/%'"))
-        kept = [run for run in runs if result["ok"] and run.data.tags.get("project_root") == result["folder"]]
+        found = by_point.get(result["name"], [])
+        kept = [run for run in found if result["ok"] and run.data.tags.get("sweep_attempt") == result.get("attempt")]
         result["run_id"] = kept[0].info.run_id if kept else None
         result["superseded"] = []
-        for run in runs:
+        for run in found:
             if run in kept or run.info.status in ("FAILED", "KILLED"):
                 continue
             client.set_tag(run.info.run_id, "superseded", "its attempt was lost with its node; the point "
@@ -286,84 +594,90 @@ def settle_runs(results: list[dict], sweep_id: str, uri: str, experiment_id: str
             result["superseded"].append(run.info.run_id)
 
 
-def _describe(result: dict) -> str:
+def describe(result: dict) -> str:
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in result.get("seconds", {}).items())
     where = f" on {result['node']}" if result.get("node") else ""
     return (f"{result['name']}: {'done' if result['ok'] else 'FAILED'}{where}"
             f"{f' ({seconds})' if seconds else ''}{'' if result['ok'] else ': ' + str(result['error'])}")
 
 
+def _group_results(ray, ref, group: list) -> list[dict]:
+    """A finished task's results; one failed result per point when the task itself failed."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:   # retries used up, or the cluster went away
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        return [{"name": p.name, "ok": False, "node": None,
+                 "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:ERROR_TAIL]} for p in group]
+
+
+def pull_experiments(root: Path, names: list[str], run_cache: bool) -> None:
+    """`dvc exp pull` of the experiments from the git remote origin (and the DVC remote's run-cache entries,
+    with which a later `dvc repro` restores the points instead of training them again)."""
+    _run([dvc_executable(), "exp", "pull", "--force", "--run-cache" if run_cache else "--no-run-cache", "origin",
+          *names], root, "dvc exp pull (the experiments from the git remote origin)")
+
+
+def groups(points: Sequence, slots: int) -> list[list]:
+    """The points in `slots` groups of consecutive points, as even as can be (at least one point each)."""
+    size = math.ceil(len(points) / max(1, min(slots, len(points))))
+    return [list(points[i:i + size]) for i in range(0, len(points), size)]
+
+
 def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Path = ".",
               address: str | None = None, workdir: str | None = None,
               log: Callable[[str], None] = print) -> list[dict]:
-    """Run every point (a linclass.orchestration.sweep.Point) as a Ray task; pull the experiments; one result per point."""
+    """Run every point (a linclass.orchestration.sweep.Point) on the Ray cluster, in groups; pull the
+    experiments; one result per point."""
+    import logging
+
     import ray
 
     root = Path(root).resolve()
     address = address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS
-    setup = prepare(root, overrides, address, log)
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if __name__ != "__main__":   # ship this module's code with the task: nodes may run an older install
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    results: list[dict] = []
+    pulled_run_cache = False
     try:
-        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(run_point)
-        common = {key: setup[key] for key in ("commit", "git_url", "dvc_remote", "env")}
-        futures = {task.remote({**common, "name": p.name, "overrides": [*overrides, *p.overrides],
-                                "target": p.target, "sweep_id": sweep_id, "workdir": workdir}): p
-                   for p in points}
-        log(f"sweep {sweep_id}: {len(points)} points on {len(ray.nodes())} Ray node(s), "
-            f"{ray.cluster_resources().get('CPU', 0):g} CPUs")
-        results, pending, start = [], list(futures), time.monotonic()
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            try:
-                result = ray.get(done[0])
-            except ray.exceptions.RayError as exc:   # retries used up, or the cluster went away
-                lines = [line for line in str(exc).splitlines() if line.strip()]
-                result = {"name": futures[done[0]].name, "ok": False, "node": None,
-                          "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:ERROR_TAIL]}
-            results.append(result)
-            log(f"[{len(results)}/{len(points)} at {time.monotonic() - start:.0f} s] {_describe(result)}")
+        setup = prepare(root, overrides, address, log, while_data=lambda: ray.init(
+            address=address, logging_level=logging.ERROR, log_to_driver=False))
+        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(run_group)
+        common = {key: setup[key] for key in ("commit", "git_url", "dvc_remote", "env", "data_lock")}
+        slots = int(ray.cluster_resources().get("CPU", 1))
+        futures = {task.remote({**common, "sweep_id": sweep_id, "workdir": workdir,
+                                "points": [{"name": p.name, "overrides": [*overrides, *p.overrides],
+                                            "target": p.target} for p in group]}): group
+                   for group in groups(points, slots)}
+        log(f"sweep {sweep_id}: {len(points)} points in {len(futures)} task(s) on {len(ray.nodes())} Ray node(s), "
+            f"{slots} CPUs")
+        pending, start = list(futures), time.monotonic()
+        to_pull: list[str] = []
+        with ThreadPoolExecutor(1) as puller:   # one `dvc exp pull` at a time, of all the groups done meanwhile
+            pulling: Future | None = None
+            while pending or to_pull or pulling is not None:
+                if pending:
+                    done, pending = ray.wait(pending, num_returns=1, timeout=0.2)
+                    for ref in done:
+                        group_results = _group_results(ray, ref, futures[ref])
+                        to_pull += [r["name"] for r in group_results if r["ok"]]
+                        for result in group_results:
+                            results.append(result)
+                            log(f"[{len(results)}/{len(points)} at {time.monotonic() - start:.0f} s] "
+                                f"{describe(result)}")
+                if pulling is not None and (pulling.done() or not pending):
+                    pulling.result()   # its error, if it failed
+                    pulling = None
+                if pulling is None and to_pull:   # with the last, the run-cache entries the nodes pushed
+                    pulled_run_cache = not pending
+                    pulling = puller.submit(pull_experiments, root, to_pull, pulled_run_cache)
+                    to_pull = []
     finally:
         ray.shutdown()
     finished = [r["name"] for r in results if r["ok"]]
-    if finished:
-        _run([dvc_executable(), "exp", "pull", "--force", "--run-cache", "origin", *finished], root,
-             "dvc exp pull (the experiments from the git remote origin)")
+    if finished and not pulled_run_cache:
+        pull_experiments(root, finished, run_cache=True)
     settle_runs(results, sweep_id, setup["tracking_uri"], setup["experiment_id"])
     order = {p.name: i for i, p in enumerate(points)}
     return sorted(results, key=lambda r: order[r["name"]])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from linclass.orchestration import sweep
-
-    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.ray_backend",
-                                     description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for command in sweep.add_point_commands(sub):
-        command.add_argument("--address", default=None, help="the Ray head, HOST:PORT (default: $RAY_ADDRESS, "
-                             "else the cluster of `make cluster-up`)")
-        command.add_argument("--workdir", default=None, help="where the tasks clone, on the nodes "
-                             "(default: $LINCLASS_RAY_WORKDIR there, else <tmp>/linclass-ray)")
-        command.add_argument("--summary", default=None, help="also write the results to this JSON file")
-        command.add_argument("overrides", nargs="*", help="Hydra overrides shared by every experiment")
-    args = parser.parse_args(argv)
-    try:
-        points, prefix = sweep.points_of(args)
-        results = run_sweep(points, args.overrides, address=args.address, workdir=args.workdir)
-    except (RaySweepError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if args.summary:
-        Path(args.summary).write_text(json.dumps(results, indent=1))
-    sweep.print_table(sweep.results_table(prefix), prefix)
-    failed = [r for r in results if not r["ok"]]
-    for result in failed:
-        print(f"error: {_describe(result)}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,11 @@
 """`make push` / `make pull`: the team's DVC remote, checked before anything moves.
 
-    python -m linclass.orchestration.remote push [-r NAME]   # dvc push --run-cache
-    python -m linclass.orchestration.remote pull [-r NAME]   # dvc pull --run-cache, then dvc status
+    linclass push [-r NAME]   # dvc push --run-cache
+    linclass pull [-r NAME]   # dvc pull --run-cache, then dvc status
+
+A push warns when dvc.lock, or an output that DVC leaves to git (`cache: false`: metrics, small plots), is
+not committed: a teammate's clone knows which outputs to pull only from its commit's dvc.lock, and gets
+the others from git. A pull into a checkout with no dvc.lock says that this is the cause.
 
 The remote (the default one, or NAME) must answer first: an S3 endpoint or an http/ssh host must
 accept a connection, a shared folder must be there (DVC would otherwise create a fresh, empty folder
@@ -12,7 +16,6 @@ too; DVC transfers content-addressed objects, so running it again sends only wha
 """
 from __future__ import annotations
 
-import argparse
 import socket
 import subprocess
 import sys
@@ -106,10 +109,61 @@ def error_line(output: str) -> str:
     return redact_url((errors or lines or ["no output"])[0])
 
 
+def git_carried_outputs(root: str | Path = ".") -> list[str]:
+    """The outputs of dvc.yaml that DVC does not cache (`cache: false`: small metrics and plots): git carries
+    them, so a clone has them only if they are committed."""
+    import yaml
+
+    path = Path(root) / "dvc.yaml"
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.exists() else {}
+    carried = []
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                if isinstance(entry, dict):
+                    carried += [out for out, spec in entry.items() if (spec or {}).get("cache") is False]
+    return sorted(set(carried))
+
+
+def uncommitted_records(root: str | Path = ".") -> list[str]:
+    """dvc.lock and the outputs git carries, where they differ from the commit (changed, or not in it at all):
+    what a clone of that commit would miss. Empty outside a git repository."""
+    paths = ["dvc.lock", *git_carried_outputs(root)]
+    proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *paths],
+                          cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return []
+    return sorted({line[3:].strip().strip('"') for line in proc.stdout.splitlines()})
+
+
+def named(paths: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return paths[0] if len(paths) == 1 else f"{', '.join(paths[:-1])} and {paths[-1]}"
+
+
+def check_lock_for_pull(root: str | Path) -> None:
+    """RemoteError (one line) when the checkout has a pipeline but no dvc.lock: DVC cannot know which outputs to
+    pull, and `dvc pull` would fail with a misleading 'Checkout failed'."""
+    if (Path(root) / "dvc.yaml").exists() and not (Path(root) / "dvc.lock").exists():
+        raise RemoteError("this commit has no dvc.lock (whoever ran the pipeline did not commit it), so DVC cannot "
+                          "tell which outputs to pull; nothing was pulled: ask them to commit dvc.lock and the results "
+                          "git carries (make push names them) and git push, then git pull and make pull again; or run "
+                          "`dvc repro --pull`, which takes from the remote every stage the team already ran and runs "
+                          "the rest")
+
+
 def transfer(command: str, root: str | Path = ".", name: str | None = None) -> None:
-    """Check the remote, then run the DVC commands of `command`, printing their output after each."""
+    """Check the remote, then run the DVC commands of `command`, printing their output after each. A push
+    warns when dvc.lock or the outputs git carries are not committed (a clone would miss them); a pull
+    into a checkout with no dvc.lock says so, instead of DVC's 'Checkout failed'."""
     remote = find_remote(root, name)
     check_reachable(remote, command)
+    if command == "pull":
+        check_lock_for_pull(root)
+    elif uncommitted := uncommitted_records(root):
+        print(f"warning: {named(uncommitted)} {'is' if len(uncommitted) == 1 else 'are'} not committed: a clone "
+              "pulls only the outputs its commit's dvc.lock names, and gets the rest from git; commit them (git add "
+              f"{' '.join(uncommitted)} && git commit) and git push", file=sys.stderr)
     for cmd in dvc_command(command, remote):
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
         sys.stdout.write(proc.stdout)
@@ -117,20 +171,3 @@ def transfer(command: str, root: str | Path = ".", name: str | None = None) -> N
             raise RemoteError(f"`dvc {' '.join(cmd[1:])}` failed against {remote.describe()}: "
                               f"{error_line(proc.stderr + proc.stdout)}; run make {command} again once it is fixed "
                               "(only what is missing is sent)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.remote", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("push", "pull"))
-    parser.add_argument("-r", "--remote", default=None, help="a configured DVC remote (default: the default one)")
-    args = parser.parse_args(argv)
-    try:
-        transfer(args.command, ".", args.remote)
-    except RemoteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,50 +1,76 @@
 """The team stack on one machine: PostgreSQL, the MLflow tracking server with basic auth, a DVC remote.
 
-    python -m linclass.orchestration.services up | down | status | add-user NAME | env [--user NAME]
+    linclass services up | down | status | add-user NAME [--grant EXPERIMENT=PERMISSION] | env [--user NAME]
 
-Everything lives in one git-ignored folder, <project>/.services (LINCLASS_SERVICES_DIR moves it):
-    secrets.env      0600  PostgreSQL password, Flask secret key, admin password: generated once, never printed
-    auth.ini         0600  MLflow's basic-auth settings (its user database is on the same PostgreSQL)
-    postgres/              the database cluster, owned by the unprivileged user PostgreSQL runs as
+Everything lives in one git-ignored folder, <project>/.services (LINCLASS_SERVICES_DIR moves it), owned by
+the account the stack runs as (accounts.py: the caller, or as root the unprivileged linclass-stack), folders
+0700 and files 0600, logs included:
+    secrets.env            PostgreSQL password, Flask secret key, admin password, the key-encryption passphrase
+                           of MLflow's stored secrets: generated once, never printed
+    auth.ini               MLflow's basic-auth settings (its user database is on the same PostgreSQL)
+    postgres/              the database cluster
     artifacts/             the artifact store that the server serves to clients (--artifacts-destination)
-    dvc-remote/            the shared DVC remote (a folder)
-    users/NAME.env   0600  a user's MLFLOW_TRACKING_* variables, to `source`
+    dvc-remote/     2770   the shared DVC remote (a folder), for the team's group (accounts.py)
+    users/NAME.env         a user's MLFLOW_TRACKING_* variables, to `source`
     state.json, postgres.log, mlflow.log
 
+The MLflow server runs MLflow's basic-auth app behind linclass.orchestration.guard (app linclass-team): the
+routes that would run commands on the host or change the server's configuration are refused, wrong
+passwords are throttled.
+
 Settings (environment variables, read by `up`):
-    LINCLASS_HOST (127.0.0.1)      the address the server listens on; 0.0.0.0 for the LAN, with
-    LINCLASS_ALLOWED_HOSTS         the names clients use for it (MLflow's --allowed-hosts), e.g. team-box:5000
+    LINCLASS_HOST (127.0.0.1)      the address the server listens on; 0.0.0.0 for the LAN (behind TLS: docs/team.md),
+    LINCLASS_ALLOWED_HOSTS         with the names clients use for it (MLflow's --allowed-hosts), e.g. team-box:5000
+    LINCLASS_TRUSTED_PROXY         the address of a reverse proxy in front (TLS): the server then takes the client
+                                   address from its X-Forwarded-For (else it never trusts that header)
+    LINCLASS_PUBLIC_URL            the URL clients use through that proxy (https://...), written to users/NAME.env
     LINCLASS_MLFLOW_PORT (5000)    LINCLASS_PG_PORT (5433)
     LINCLASS_BACKEND_STORE         a postgresql://user:password@host/db of a managed PostgreSQL: no local one
     LINCLASS_AUTH_STORE            the same for the user database (default: the backend store's server, db mlflow_auth)
     LINCLASS_ARTIFACTS             a folder or s3://bucket/prefix (AWS_* variables, MLFLOW_S3_ENDPOINT_URL)
+    LINCLASS_DVC_REMOTE            the DVC remote folder (default .services/dvc-remote)
     LINCLASS_DEFAULT_PERMISSION    what a user may do on others' experiments: NO_PERMISSIONS (default) or READ
     LINCLASS_AUTH_CACHE_SECONDS    how long the server trusts a password it has checked (60; 0: check every
                                    request, each check is a deliberately slow scrypt hash of ~0.1 s)
-    LINCLASS_PG_USER               the system user PostgreSQL runs as when started by root (default: postgres)
+    LINCLASS_STACK_USER            the account the stack runs as when started by root (default: linclass-stack)
+    LINCLASS_TEAM_GROUP            the group that may use the DVC remote (as root, default: linclass-team)
 """
 from __future__ import annotations
 
-import argparse
-import base64
+import contextlib
 import json
 import os
 import pwd
 import secrets
-import signal
+import shlex
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+import requests
+from dotenv import dotenv_values
+
+from linclass.orchestration.accounts import (
+    Account,
+    AccountError,
+    make_private,
+    open_private_log,
+    private_dir,
+    stack_account,
+    team_group,
+    write_private,
+)
 
 PG_BIN = Path(os.environ.get("LINCLASS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DB_USER = "linclass"
 ADMIN = "admin"
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+SECRETS = ("LINCLASS_PG_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD",
+           "MLFLOW_CRYPTO_KEK_PASSPHRASE")
 
 
 class ServiceError(RuntimeError):
@@ -59,31 +85,19 @@ def services_dir(root: str | Path | None = None) -> Path:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.removeprefix("export ").partition("=")
-        if sep and not key.startswith("#"):
-            values[key.strip()] = value.strip().strip("'")
-    return values
+    return {key: value or "" for key, value in dotenv_values(path).items()}
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path`, readable by its owner only (created 0600, never world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def secrets_of(folder: Path) -> dict[str, str]:
-    """The stack's secrets, generated on first use into secrets.env (0600)."""
+def secrets_of(folder: Path, account: Account | None = None) -> dict[str, str]:
+    """The stack's secrets, generated on first use into secrets.env (0600); one missing from an older file
+    (the KEK passphrase) is added."""
     path = folder / "secrets.env"
-    if not path.exists():
-        write_private(path, "".join(f"{k}={secrets.token_urlsafe(24)}\n" for k in (
-            "LINCLASS_PG_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD")))
-    return read_env_file(path)
+    values = read_env_file(path) if path.exists() else {}
+    missing = [name for name in SECRETS if not values.get(name)]
+    if missing:
+        values.update({name: secrets.token_urlsafe(24) for name in missing})
+        write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()), account or stack_account())
+    return values
 
 
 def load_state(folder: Path) -> dict:
@@ -91,30 +105,18 @@ def load_state(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def save_state(folder: Path, state: dict) -> None:
-    write_private(folder / "state.json", json.dumps(state, indent=2) + "\n")
+def save_state(folder: Path, state: dict, account: Account) -> None:
+    write_private(folder / "state.json", json.dumps(state, indent=2) + "\n", account)
 
 
 # ---- PostgreSQL ----
 
-def pg_account() -> pwd.struct_passwd:
-    """Who PostgreSQL runs as: this user, or (as root, which PostgreSQL refuses) an unprivileged one."""
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid())
-    name = os.environ.get("LINCLASS_PG_USER", "postgres")
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                       check=True, capture_output=True)
-        return pwd.getpwnam(name)
-
-
-def _as_pg(cmd: list[str], account, **kw) -> subprocess.CompletedProcess:
-    extra = {} if os.geteuid() != 0 else {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-    env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8", "HOME": "/tmp", **kw.pop("env", {})}
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=kw.pop("timeout", 120),
-                          **extra, **kw)
+def as_account(cmd: list[str], account: Account, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """Run `cmd` as `account` (its own environment and HOME), output captured."""
+    env = {**account.env(), **kw.pop("env", {})}
+    cwd = kw.pop("cwd", None if account.is_me else account.home)
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          **account.popen_args(), **kw)
 
 
 def _check(proc: subprocess.CompletedProcess, what: str) -> None:
@@ -123,54 +125,63 @@ def _check(proc: subprocess.CompletedProcess, what: str) -> None:
         raise ServiceError(f"{what} failed: {last[0]}")
 
 
+def pg_account(folder: Path) -> Account:
+    """Who runs PostgreSQL's commands on the cluster in `folder`: the stack's account, or for a cluster made
+    by an earlier version (owned by another unprivileged user) that user, so that `down` can stop it."""
+    account = stack_account()
+    data = folder / "postgres"
+    if os.geteuid() == 0 and data.exists():
+        owner = data.stat().st_uid
+        if owner not in (0, account.uid):
+            entry = pwd.getpwuid(owner)
+            return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, "/")
+    return account
+
+
 def postgres_up(folder: Path, port: int, password: str) -> None:
-    """initdb once (scram-sha-256, a password for DB_USER), then pg_ctl start on 127.0.0.1:port."""
+    """initdb once (scram-sha-256, a password for DB_USER), then pg_ctl start on 127.0.0.1:port, as the
+    stack's account."""
     if not (PG_BIN / "pg_ctl").exists():
         raise ServiceError(f"PostgreSQL 15 is not installed ({PG_BIN}/pg_ctl missing): apt-get install postgresql-15")
-    account = pg_account()
+    account = stack_account()
     data, log = folder / "postgres", folder / "postgres.log"
-    for path in (folder, *folder.parents):
-        if os.geteuid() == 0 and not path.stat().st_mode & 0o001:
-            raise ServiceError(f"PostgreSQL runs as user {account.pw_name}, who cannot enter {path}; "
-                               "set LINCLASS_SERVICES_DIR to a folder under a world-traversable path")
     if not (data / "PG_VERSION").exists():
-        data.mkdir(mode=0o700, exist_ok=True)
+        private_dir(data, account)
         pwfile = folder / ".pgpass.tmp"
-        write_private(pwfile, password + "\n")
+        write_private(pwfile, password + "\n", account)
         try:
-            if os.geteuid() == 0:
-                os.chown(data, account.pw_uid, account.pw_gid)
-                os.chown(pwfile, account.pw_uid, account.pw_gid)
-            _check(_as_pg([str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=scram-sha-256",
-                           f"--pwfile={pwfile}", "-E", "UTF8", "--no-instructions"], account), "initdb")
+            _check(as_account([str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=scram-sha-256",
+                               f"--pwfile={pwfile}", "-E", "UTF8", "--no-instructions"], account), "initdb")
         finally:
             pwfile.unlink(missing_ok=True)
-    log.touch()
-    if os.geteuid() == 0:
-        os.chown(log, account.pw_uid, account.pw_gid)
+    os.close(open_private_log(log, account))
     options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
-    _check(_as_pg([str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data), "-l", str(log),
-                   "-o", options], account), f"PostgreSQL start on port {port} (see {log})")
+    _check(as_account([str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data), "-l", str(log),
+                       "-o", options], account), f"PostgreSQL start on port {port} (see {log})")
 
 
 def postgres_running(folder: Path) -> bool:
     data = folder / "postgres"
     if not (data / "PG_VERSION").exists():
         return False
-    return _as_pg([str(PG_BIN / "pg_ctl"), "status", "-D", str(data)], pg_account()).returncode == 0
+    return as_account([str(PG_BIN / "pg_ctl"), "status", "-D", str(data)], pg_account(folder)).returncode == 0
 
 
 def postgres_down(folder: Path) -> None:
     if postgres_running(folder):
-        _check(_as_pg([str(PG_BIN / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(folder / "postgres")],
-                      pg_account()), "PostgreSQL stop")
+        _check(as_account([str(PG_BIN / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(folder / "postgres")],
+                          pg_account(folder)), "PostgreSQL stop")
 
 
 def ensure_databases(port: int, password: str, names: list[str]) -> None:
     import psycopg2
 
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user=DB_USER, password=password, dbname="postgres",
-                            connect_timeout=10)
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user=DB_USER, password=password, dbname="postgres",
+                                connect_timeout=10)
+    except psycopg2.Error as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise ServiceError(f"PostgreSQL on 127.0.0.1:{port} does not answer: {lines[0]}") from None
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
@@ -182,37 +193,48 @@ def ensure_databases(port: int, password: str, names: list[str]) -> None:
         conn.close()
 
 
+def database_answers(url: str) -> tuple[bool, str]:
+    """(True, "N experiments") if MLflow's database answers a real query, else (False, one line why)."""
+    import sqlalchemy
+
+    args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+    engine = sqlalchemy.create_engine(url, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            count = conn.execute(sqlalchemy.text("SELECT count(*) FROM experiments")).scalar_one()
+        return True, f"{count} experiment{'s' if count != 1 else ''}"
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+        return False, redact(lines[0], url)
+    finally:
+        engine.dispose()
+
+
+def redact(text: str, url: str) -> str:
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
+
+
 # ---- the MLflow server ----
 
 def api(url: str, path: str, *, user: str | None = None, password: str | None = None,
         body: dict | None = None, method: str | None = None, timeout: float = 10) -> tuple[int, dict]:
     """One JSON request to the server: (HTTP status, decoded body or {})."""
-    request = urllib.request.Request(url.rstrip("/") + path, method=method or ("POST" if body is not None else "GET"),
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    if user is not None:
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+    response = requests.request(method or ("POST" if body is not None else "GET"), url.rstrip("/") + path,
+                                json=body, auth=(user, password or "") if user is not None else None, timeout=timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            text = response.read().decode()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        text, status = exc.read().decode(errors="replace"), exc.code
-    try:
-        return status, json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        return status, {"text": text[:200]}
+        return response.status_code, response.json() if response.content else {}
+    except ValueError:
+        return response.status_code, {"text": response.text[:200]}
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
             pass
         if proc is not None and proc.poll() is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
@@ -234,126 +256,212 @@ def auth_ini(database_uri: str, default_permission: str, cache_seconds: int = 60
             f"auth_cache_ttl_seconds = {cache_seconds}\n")
 
 
-def mlflow_up(folder: Path, host: str, port: int, backend: str, auth_store: str, artifacts: str,
-              secret: dict[str, str]) -> subprocess.Popen:
+def mlflow_up(folder: Path, account: Account, host: str, port: int, backend: str, auth_store: str,
+              artifacts: str, secret: dict[str, str]) -> subprocess.Popen:
+    """Start the MLflow server as `account`: MLflow's basic-auth app behind the guard (app linclass-team)."""
     permission = os.environ.get("LINCLASS_DEFAULT_PERMISSION", "NO_PERMISSIONS")
     if permission not in ("NO_PERMISSIONS", "READ"):
         raise ServiceError(f"LINCLASS_DEFAULT_PERMISSION={permission!r}; allowed: NO_PERMISSIONS, READ")
     cache = os.environ.get("LINCLASS_AUTH_CACHE_SECONDS", "60")
     if not cache.isdigit() or int(cache) > 3600:
         raise ServiceError(f"LINCLASS_AUTH_CACHE_SECONDS={cache!r}; allowed: a whole number of seconds, 0..3600")
-    write_private(folder / "auth.ini", auth_ini(auth_store, permission, int(cache)))
+    write_private(folder / "auth.ini", auth_ini(auth_store, permission, int(cache)), account)
     if "://" not in artifacts:
-        Path(artifacts).mkdir(parents=True, exist_ok=True)
-    # Secrets and database URLs travel in the environment, not argv (which `ps` shows to every user).
-    env = {**os.environ,
+        private_dir(Path(artifacts), account)
+    python, python_env = server_python(account, folder)
+    # Secrets and database URLs travel in the environment, not argv (which `ps` shows to every user); the
+    # server gets nothing else of the caller's environment but an S3 artifact store's settings.
+    env = {**account.env(), **python_env,
+           **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "MLFLOW_S3_"))},
            "MLFLOW_BACKEND_STORE_URI": backend,
            "MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"),
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": secret["MLFLOW_FLASK_SERVER_SECRET_KEY"],
-           "MLFLOW_AUTH_ADMIN_PASSWORD": secret["MLFLOW_AUTH_ADMIN_PASSWORD"],
+           **{name: secret[name] for name in SECRETS if name.startswith("MLFLOW_")},
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}   # the GenAI job runner: 7 more processes, unused
-    env = {k: v for k, v in env.items() if not k.startswith("MLFLOW_TRACKING_")}
-    mlflow = Path(sys.executable).with_name("mlflow")
-    log = open(folder / "mlflow.log", "ab")
-    cmd = [str(mlflow), "server", "--app-name", "basic-auth", "--host", host, "--port", str(port),
-           "--workers", "1", "--serve-artifacts", "--artifacts-destination", artifacts]
-    if os.environ.get("LINCLASS_ALLOWED_HOSTS"):   # MLflow answers only Host: localhost otherwise
-        cmd += ["--allowed-hosts", os.environ["LINCLASS_ALLOWED_HOSTS"]]
-    return subprocess.Popen(cmd, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proxy = os.environ.get("LINCLASS_TRUSTED_PROXY")
+    uvicorn = f"--proxy-headers --forwarded-allow-ips={shlex.quote(proxy)}" if proxy else "--no-proxy-headers"
+    cmd = [python, "-m", "mlflow", "server", "--app-name", "linclass-team", "--host", host,
+           "--port", str(port), "--workers", "1", "--uvicorn-opts", uvicorn,
+           "--serve-artifacts", "--artifacts-destination", artifacts]
+    if os.environ.get("LINCLASS_ALLOWED_HOSTS"):   # MLflow answers only local and private addresses otherwise
+        cmd += ["--allowed-hosts", f"{os.environ['LINCLASS_ALLOWED_HOSTS']},127.0.0.1:{port},localhost:{port}"]
+    log = open_private_log(folder / "mlflow.log", account)
+    try:
+        return subprocess.Popen(cmd, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, **account.popen_args())
+    finally:
+        os.close(log)
+
+
+def project_paths() -> list[str]:
+    """This interpreter's site-packages and the folders its .pth files add (the editable linclass)."""
+    import site
+
+    paths = []
+    for folder in site.getsitepackages():
+        paths.append(folder)
+        for pth in sorted(Path(folder).glob("*.pth")):
+            paths += [line.strip() for line in pth.read_text().splitlines()
+                      if line.strip() and not line.startswith(("#", "import")) and Path(line.strip()).is_dir()]
+    return paths
+
+
+def server_python(account: Account, folder: Path) -> tuple[str, dict[str, str]]:
+    """The interpreter `account` runs the server with, and what it needs in its environment: this one, or
+    when the account cannot run it (a virtualenv made from an interpreter in a private home, e.g. pyenv's
+    under /root) the system's python of the same version with this one's packages on PYTHONPATH."""
+    candidates = [(sys.executable, {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {})]
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not account.is_me and system.exists():
+        candidates.append((str(system), {"PYTHONPATH": os.pathsep.join(project_paths())}))
+    why = []
+    for python, env in candidates:
+        try:
+            proc = as_account([python, "-c", "import linclass.orchestration.guard, mlflow.server"], account,
+                              cwd=folder, env=env, timeout=120)
+        except OSError as exc:
+            why.append(f"{python}: {exc.strerror}")
+            continue
+        if proc.returncode == 0:
+            return python, env
+        why.append(f"{python}: {((proc.stderr or proc.stdout).strip().splitlines() or ['no output'])[-1]}")
+    raise ServiceError(f"the stack's account {account.name} cannot run the MLflow server ({'; '.join(why)}): put "
+                       "the project and its .venv where that account can read them (every parent folder o+x)")
+
+
+def mlflow_answers(url: str, admin_password: str, tries: int = 2) -> tuple[bool, str]:
+    """(True, "") if the server answers an admin's real request (it reads the database), else (False, why)."""
+    for attempt in range(tries):
+        try:
+            code, body = api(url, "/api/2.0/mlflow/experiments/search?max_results=1", user=ADMIN,
+                             password=admin_password, timeout=10)
+        except requests.RequestException as exc:
+            code, body = None, {"message": str(exc)}
+        if code == 200:
+            return True, ""
+        time.sleep(0.5 * (attempt < tries - 1))   # a pooled connection the database dropped fails once
+    return False, f"HTTP {code}" if code else str(body.get("message", ""))[:200]
 
 
 def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return bool(pid) and psutil.pid_exists(pid)
 
 
 def stop_group(pid: int | None, timeout: float = 20) -> None:
-    """SIGTERM to the process group led by `pid`, SIGKILL after `timeout`."""
-    if not process_alive(pid):
+    """SIGTERM to the process led by `pid` and everything it started, SIGKILL after `timeout`."""
+    try:
+        leader = psutil.Process(pid)
+        processes = [leader, *leader.children(recursive=True)]
+    except (psutil.Error, ValueError, TypeError):
         return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return
-            except ChildProcessError:   # not our child: poll
-                if not process_alive(pid):
-                    return
-            time.sleep(0.1)
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
 
 
 # ---- the commands ----
 
-def settings(folder: Path) -> dict:
+def settings(folder: Path, state: dict | None = None) -> dict:
+    """Where the parts listen and keep their data: from the environment, except what `state` says of parts
+    that are running (their ports)."""
+    state = state or {}
     secret = secrets_of(folder)
-    pg_port = int(os.environ.get("LINCLASS_PG_PORT", "5433"))
+    pg_port = int(state.get("pg_port") or os.environ.get("LINCLASS_PG_PORT", "5433"))
     local_db = f"postgresql://{DB_USER}:{secret['LINCLASS_PG_PASSWORD']}@127.0.0.1:{pg_port}"
     return {
-        "host": os.environ.get("LINCLASS_HOST", "127.0.0.1"),
-        "port": int(os.environ.get("LINCLASS_MLFLOW_PORT", "5000")),
+        "host": state.get("host") or os.environ.get("LINCLASS_HOST", "127.0.0.1"),
+        "port": int(state.get("port") or os.environ.get("LINCLASS_MLFLOW_PORT", "5000")),
         "pg_port": pg_port,
         "local_postgres": "LINCLASS_BACKEND_STORE" not in os.environ,
         "backend": os.environ.get("LINCLASS_BACKEND_STORE", f"{local_db}/mlflow"),
         "auth_store": os.environ.get("LINCLASS_AUTH_STORE", f"{local_db}/mlflow_auth"),
         "artifacts": os.environ.get("LINCLASS_ARTIFACTS", str(folder / "artifacts")),
         "dvc_remote": os.environ.get("LINCLASS_DVC_REMOTE", str(folder / "dvc-remote")),
+        "public_url": os.environ.get("LINCLASS_PUBLIC_URL"),
     }
 
 
 def tracking_url(state: dict) -> str:
+    """The URL clients use: LINCLASS_PUBLIC_URL (a TLS proxy in front), else the address the server binds."""
+    if state.get("public_url"):
+        return state["public_url"].rstrip("/")
     host = state["host"] if state["host"] not in ("0.0.0.0", "::") else socket.gethostname()
     return f"http://{host}:{state['port']}"
 
 
+def local_url(state: dict) -> str:
+    """The URL this machine reaches the server at, directly."""
+    host = "127.0.0.1" if state["host"] in ("0.0.0.0", "::") else state["host"]
+    return f"http://{host}:{state['port']}"
+
+
 def up(folder: Path) -> dict:
-    """Start whatever part is not running; return the state (URLs, pids, seconds it took)."""
+    """Start whatever part is not running (or not answering); return the state (URLs, pids, seconds it
+    took, which parts were brought back)."""
     start = time.monotonic()
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o711)   # others may enter (PostgreSQL's own user), not list
+    account = stack_account()
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700)
     state = load_state(folder)
-    if state and process_alive(state.get("mlflow_pid")):
-        raise ServiceError(f"the stack is already up ({tracking_url(state)}); "
-                           "`python -m linclass.orchestration.services down` first")
-    cfg = settings(folder)
-    secret = secrets_of(folder)
-    if cfg["local_postgres"]:
-        if not postgres_running(folder):
-            postgres_up(folder, cfg["pg_port"], secret["LINCLASS_PG_PASSWORD"])
-        ensure_databases(cfg["pg_port"], secret["LINCLASS_PG_PASSWORD"], ["mlflow", "mlflow_auth"])
-    if "://" not in cfg["dvc_remote"]:
-        Path(cfg["dvc_remote"]).mkdir(parents=True, exist_ok=True)
-    proc = mlflow_up(folder, cfg["host"], cfg["port"], cfg["backend"], cfg["auth_store"], cfg["artifacts"], secret)
-    state = {key: cfg[key] for key in ("host", "port", "pg_port", "local_postgres", "artifacts", "dvc_remote")}
-    state["mlflow_pid"] = proc.pid
-    save_state(folder, state)
-    url = f"http://127.0.0.1:{cfg['port']}" if cfg["host"] in ("0.0.0.0", "::") else tracking_url(state)
+    mlflow_pid = state.get("mlflow_pid")
+    mlflow_alive = process_alive(mlflow_pid)
+    postgres_alive = postgres_running(folder)
+    # the parts still running keep the ports they were started with
+    cfg = settings(folder, {k: state.get(k) for k in ("host", "port", "pg_port") if mlflow_alive or postgres_alive})
+    secret = secrets_of(folder, account)
+    if mlflow_alive and (postgres_alive or not cfg["local_postgres"]) \
+            and mlflow_answers(local_url(cfg), secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)[0]:
+        raise ServiceError(f"the stack is already up ({tracking_url(cfg)}); "
+                           "`linclass services down` first")
+    if postgres_alive and pg_account(folder).uid != account.uid:
+        raise ServiceError(f"PostgreSQL of {folder} runs as {pg_account(folder).name}, not as the stack's account "
+                           f"{account.name}: `linclass services down` once, then `up`")
+    dvc_remote = Path(cfg["dvc_remote"]) if "://" not in cfg["dvc_remote"] else None
     try:
-        wait_healthy(url, proc, 120, folder / "mlflow.log")
-        status, _ = api(url, f"/api/2.0/mlflow/users/get?username={ADMIN}", user=ADMIN,
-                        password=secret["MLFLOW_AUTH_ADMIN_PASSWORD"])
-        if status != 200:
-            raise ServiceError(f"MLflow server at {url} rejects its own admin (HTTP {status}): "
-                               f"the user database predates {folder / 'secrets.env'}")
-    except BaseException:
-        stop_group(proc.pid)
-        raise
-    write_user_env(folder, state, ADMIN, secret["MLFLOW_AUTH_ADMIN_PASSWORD"])
+        make_private(folder, account, team_group(account), dvc_remote)
+    except AccountError as exc:
+        raise ServiceError(str(exc)) from None
+    check = as_account(["test", "-x", str(folder)], account)
+    if check.returncode != 0:
+        raise ServiceError(f"the stack's account {account.name} cannot enter {folder}: set LINCLASS_SERVICES_DIR "
+                           "to a folder whose parents every user may pass through (o+x)")
+    brought_back = []
+    if cfg["local_postgres"]:
+        if not postgres_alive:
+            postgres_up(folder, cfg["pg_port"], secret["LINCLASS_PG_PASSWORD"])
+            brought_back.append("postgres")
+        ensure_databases(cfg["pg_port"], secret["LINCLASS_PG_PASSWORD"], ["mlflow", "mlflow_auth"])
+    url = local_url(cfg)
+    if mlflow_alive and not mlflow_answers(url, secret["MLFLOW_AUTH_ADMIN_PASSWORD"])[0]:
+        stop_group(mlflow_pid)   # alive but not answering even with its database back: restart it
+        mlflow_alive = False
+    state = {key: cfg[key] for key in ("host", "port", "pg_port", "local_postgres", "artifacts", "dvc_remote",
+                                       "public_url")}
+    state["mlflow_pid"] = mlflow_pid if mlflow_alive else None
+    if not mlflow_alive:
+        proc = mlflow_up(folder, account, cfg["host"], cfg["port"], cfg["backend"], cfg["auth_store"],
+                         cfg["artifacts"], secret)
+        state["mlflow_pid"] = proc.pid
+        save_state(folder, state, account)
+        try:
+            wait_healthy(url, proc, 120, folder / "mlflow.log")
+            status, _ = api(url, f"/api/2.0/mlflow/users/get?username={ADMIN}", user=ADMIN,
+                            password=secret["MLFLOW_AUTH_ADMIN_PASSWORD"])
+            if status != 200:
+                raise ServiceError(f"MLflow server at {url} rejects its own admin (HTTP {status}): "
+                                   f"the user database predates {folder / 'secrets.env'}")
+        except BaseException:
+            stop_group(proc.pid)
+            raise
+        brought_back.append("mlflow")
+    write_user_env(folder, state, ADMIN, secret["MLFLOW_AUTH_ADMIN_PASSWORD"], account)
     state["start_seconds"] = round(time.monotonic() - start, 2)
-    save_state(folder, state)
-    return state
+    save_state(folder, state, account)
+    return {**state, "brought_back": brought_back}
 
 
 def down(folder: Path) -> None:
@@ -363,12 +471,10 @@ def down(folder: Path) -> None:
         postgres_down(folder)
     if state:
         state["mlflow_pid"] = None
-        save_state(folder, state)
+        save_state(folder, state, stack_account())
 
 
 def rss_mib(pids: list[int]) -> float:
-    import psutil
-
     total = 0
     for pid in pids:
         try:
@@ -388,33 +494,50 @@ def postmaster_pid(folder: Path) -> int | None:
 
 
 def status(folder: Path) -> dict:
-    """Which parts answer, and their memory (RSS of the processes and their children, MiB)."""
+    """Which parts run and answer (PostgreSQL's process and a real query on MLflow's database, MLflow's
+    health and an admin's request), and their memory (RSS of the processes and their children, MiB)."""
     state = load_state(folder)
-    report = {"postgres": None, "mlflow": None, "dvc_remote": state.get("dvc_remote")}
+    report = {"postgres": None, "database": None, "mlflow": None, "dvc_remote": state.get("dvc_remote"),
+              "local_postgres": state.get("local_postgres", True)}
+    if not state:
+        return report
+    secret = secrets_of(folder)
+    cfg = settings(folder, state)
     if state.get("local_postgres", True):
         pg = postmaster_pid(folder) if postgres_running(folder) else None
         report["postgres"] = {"pid": pg, "rss_mib": round(rss_mib([pg]), 1)} if pg else None
+    if state.get("local_postgres", True) or "LINCLASS_BACKEND_STORE" in os.environ:
+        ok, detail = database_answers(cfg["backend"])
+        report["database"] = {"ok": ok, "detail": detail}
     pid = state.get("mlflow_pid")
     if process_alive(pid):
         url = tracking_url(state)
         try:
-            with urllib.request.urlopen(url + "/health", timeout=3):
-                healthy = True
-        except OSError:
-            healthy = False
-        report["mlflow"] = {"pid": pid, "url": url, "healthy": healthy, "rss_mib": round(rss_mib([pid]), 1)}
+            requests.get(local_url(state) + "/health", timeout=3).raise_for_status()
+            healthy, why = mlflow_answers(local_url(state), secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)
+        except requests.RequestException as exc:
+            healthy, why = False, str(exc)[:200]
+        report["mlflow"] = {"pid": pid, "url": url, "healthy": healthy, "why": why,
+                            "rss_mib": round(rss_mib([pid]), 1)}
     return report
+
+
+def all_up(report: dict) -> bool:
+    database = report["database"]
+    return bool(report["mlflow"] and report["mlflow"]["healthy"] and (database is None or database["ok"])
+                and (report["postgres"] or not report["local_postgres"]))
 
 
 def user_env_file(folder: Path, name: str) -> Path:
     return folder / "users" / f"{name}.env"
 
 
-def write_user_env(folder: Path, state: dict, name: str, password: str) -> Path:
+def write_user_env(folder: Path, state: dict, name: str, password: str, account: Account) -> Path:
     path = user_env_file(folder, name)
+    private_dir(path.parent, account)
     write_private(path, f"export MLFLOW_TRACKING_URI={tracking_url(state)}\n"
                         f"export MLFLOW_TRACKING_USERNAME={name}\n"
-                        f"export MLFLOW_TRACKING_PASSWORD='{password}'\n")
+                        f"export MLFLOW_TRACKING_PASSWORD='{password}'\n", account)
     return path
 
 
@@ -422,14 +545,14 @@ def add_user(folder: Path, name: str, grants: list[tuple[str, str]] = ()) -> Pat
     """Create user `name` with a generated password (in users/NAME.env, 0600) and grant experiment permissions."""
     state = load_state(folder)
     if not state or not process_alive(state.get("mlflow_pid")):
-        raise ServiceError("the stack is not up: `python -m linclass.orchestration.services up` first")
-    url, admin = tracking_url(state), secrets_of(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
+        raise ServiceError("the stack is not up: `linclass services up` first")
+    url, admin = local_url(state), secrets_of(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
     password = secrets.token_urlsafe(18)
     code, body = api(url, "/api/2.0/mlflow/users/create", user=ADMIN, password=admin,
                      body={"username": name, "password": password})
     if code != 200:
         raise ServiceError(f"cannot create user {name!r}: HTTP {code} {body.get('message', body)}")
-    path = write_user_env(folder, state, name, password)
+    path = write_user_env(folder, state, name, password, stack_account())
     for experiment, permission in grants:
         grant(url, admin, name, experiment, permission)
     return path
@@ -438,8 +561,8 @@ def add_user(folder: Path, name: str, grants: list[tuple[str, str]] = ()) -> Pat
 def grant(url: str, admin_password: str, user: str, experiment: str, permission: str) -> None:
     if permission not in PERMISSIONS:
         raise ServiceError(f"permission {permission!r} is not one of {', '.join(PERMISSIONS)}")
-    code, body = api(url, "/api/2.0/mlflow/experiments/get-by-name?"
-                     + urllib.parse.urlencode({"experiment_name": experiment}), user=ADMIN, password=admin_password)
+    code, body = api(url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={requests.utils.quote(experiment)}",
+                     user=ADMIN, password=admin_password)
     if code == 404:
         code, body = api(url, "/api/2.0/mlflow/experiments/create", user=ADMIN, password=admin_password,
                          body={"name": experiment})
@@ -456,60 +579,40 @@ def grant(url: str, admin_password: str, user: str, experiment: str, permission:
                            f"{body.get('message', body)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.services",
-                                     description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start PostgreSQL and the MLflow server (generates the secrets once)")
-    sub.add_parser("down", help="stop them (data and users are kept)")
-    sub.add_parser("status", help="which parts run, their memory")
-    add = sub.add_parser("add-user", help="create a user; its variables go to .services/users/NAME.env")
-    add.add_argument("name")
-    add.add_argument("--grant", action="append", default=[], metavar="EXPERIMENT=PERMISSION",
-                     help=f"give the user a permission ({', '.join(PERMISSIONS)}) on an experiment")
-    env = sub.add_parser("env", help="shell lines pointing a clone at the stack: eval \"$(... env)\"")
-    env.add_argument("--user", default=ADMIN)
-    args = parser.parse_args(argv)
-    folder = services_dir()
-    try:
-        if args.command == "up":
-            state = up(folder)
-            print(f"stack up in {state['start_seconds']:.1f} s: MLflow {tracking_url(state)} "
-                  f"(artifacts {state['artifacts']}), DVC remote {state['dvc_remote']}; "
-                  f"credentials: source {user_env_file(folder, ADMIN)}")
-        elif args.command == "down":
-            down(folder)
-            print("stack down (data kept in " + str(folder) + ")")
-        elif args.command == "status":
-            report = status(folder)
-            pg, ml = report["postgres"], report["mlflow"]
-            print("postgres: " + (f"up, pid {pg['pid']}, {pg['rss_mib']} MiB" if pg else "down"))
-            print("mlflow:   " + (f"{'up' if ml['healthy'] else 'not answering'} at {ml['url']}, "
-                                  f"pid {ml['pid']}, {ml['rss_mib']} MiB" if ml else "down"))
-            print(f"dvc remote: {report['dvc_remote']}")
-            return 0 if ml and ml["healthy"] else 3
-        elif args.command == "add-user":
-            grants = []
-            for item in args.grant:
-                experiment, sep, permission = item.rpartition("=")
-                if not sep:
-                    raise ServiceError(f"--grant {item!r}: expected EXPERIMENT=PERMISSION")
-                grants.append((experiment, permission))
-            path = add_user(folder, args.name, grants)
-            print(f"user {args.name} created; give them {path} (source it)")
-        elif args.command == "env":
-            path = user_env_file(folder, args.user)
-            if not path.exists():
-                raise ServiceError(f"no credentials for user {args.user!r} in {path.parent}")
-            state = load_state(folder)
-            print(f". {path}")
-            if state.get("dvc_remote"):
-                print(f"# DVC remote: dvc remote add --default --force team {state['dvc_remote']}")
-    except ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+def up_message(folder: Path, state: dict) -> str:
+    back = state["brought_back"]
+    started = f" (started: {', '.join(back)})" if back and len(back) < 1 + state["local_postgres"] else ""
+    return (f"stack up in {state['start_seconds']:.1f} s{started}: MLflow {tracking_url(state)} (artifacts "
+            f"{state['artifacts']}), DVC remote {state['dvc_remote']}; credentials: source {user_env_file(folder, ADMIN)}")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def status_lines(report: dict) -> list[str]:
+    pg, db, ml = report["postgres"], report["database"], report["mlflow"]
+    lines = []
+    if report["local_postgres"]:
+        lines.append("postgres: " + (f"up, pid {pg['pid']}, {pg['rss_mib']} MiB" if pg else "down"))
+    if db:
+        lines.append("database: " + (f"answers ({db['detail']})" if db["ok"] else f"not answering: {db['detail']}"))
+    lines.append("mlflow:   " + (f"up at {ml['url']}, pid {ml['pid']}, {ml['rss_mib']} MiB" if ml and ml["healthy"]
+                                 else f"not answering at {ml['url']} ({ml['why']}), pid {ml['pid']}" if ml else "down"))
+    return [*lines, f"dvc remote: {report['dvc_remote']}"]
+
+
+def env_lines(folder: Path, user: str) -> list[str]:
+    """Shell lines pointing a clone at the stack as `user`."""
+    path = user_env_file(folder, user)
+    if not path.exists():
+        raise ServiceError(f"no credentials for user {user!r} in {path.parent}")
+    remote = load_state(folder).get("dvc_remote")
+    return [f". {path}", *([f"# DVC remote (members of the team's group): dvc remote add --default --force team "
+                            f"{remote} && dvc remote modify team shared group"] if remote else [])]
+
+
+def parse_grants(items: list[str]) -> list[tuple[str, str]]:
+    grants = []
+    for item in items:
+        experiment, sep, permission = item.rpartition("=")
+        if not sep:
+            raise ServiceError(f"--grant {item!r}: expected EXPERIMENT=PERMISSION")
+        grants.append((experiment, permission))
+    return grants

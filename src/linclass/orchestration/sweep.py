@@ -1,10 +1,9 @@
 """Many experiments at once with DVC's queue: the loss x regularizer grid of conf/, or a learning rate x
 regularization strength sweep of one combination, selected on the validation split.
 
-    python -m linclass.orchestration.sweep grid [--jobs 2] [override ...]
-    python -m linclass.orchestration.sweep sweep --loss softmax --regularizer l2 \\
-        --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2 [--jobs 2] [override ...]
-    python -m linclass.orchestration.sweep table [--prefix sweep-softmax-l2-] [--csv sweeps/softmax-l2.csv]
+    linclass grid [--jobs 2] [override ...]
+    linclass sweep --loss softmax --regularizer l2 --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2
+    linclass table [--prefix sweep-softmax-l2-] [--csv sweeps/softmax-l2.csv]
 
 A sweep writes its table to sweeps/<loss>-<regularizer>.csv (replacing the one of an earlier sweep of that
 combination); the stage `hyperparameter_map` draws it as a learning rate x strength heat map
@@ -40,7 +39,6 @@ one for backends that run them elsewhere (linclass.orchestration.ray_backend).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -50,10 +48,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+
+import psutil
+from tenacity import retry, stop_after_attempt, wait_fixed
 
 DATA_KEYS = ("data.", "preprocess.", "data=", "preprocess=")
 UNFINISHED = ("queued", "running")
@@ -73,7 +74,7 @@ class Point:
 
 def conf_grid(conf_dir: str | Path = "conf") -> tuple[list[str], list[str]]:
     """grid.losses and grid.regularizers as conf/ declares them."""
-    from linclass.plumbing.config import compose
+    from linclass.config import compose
 
     grid = compose(conf_dir)["grid"]
     return list(grid["losses"]), list(grid["regularizers"])
@@ -102,9 +103,18 @@ def sweep_overrides(loss: str, regularizer: str, learning_rates: Sequence[float]
             f"regularizer.{regularizer}.strength={','.join(map(repr, strengths))}"]
 
 
-def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float],
-                 strengths: Sequence[float]) -> list[Point]:
-    """The same sweep point by point, in DVC's order (the last swept key varies fastest)."""
+def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | str,
+                 strengths: Sequence[float] | str) -> list[Point]:
+    """One point per learning rate x strength (comma-separated text, or numbers), the last varying fastest."""
+    from linclass.settings import LOSS_NAMES, REGULARIZER_NAMES
+
+    if loss not in LOSS_NAMES or regularizer not in REGULARIZER_NAMES:
+        raise ValueError(f"unknown combination {loss}-{regularizer} (--loss, --regularizer; LOSS, REG of make sweep); "
+                         f"losses: {', '.join(LOSS_NAMES)}; regularizers: {', '.join(REGULARIZER_NAMES)}")
+    if isinstance(learning_rates, str):
+        learning_rates = parse_floats(learning_rates, "--learning-rates (LRS of make sweep)")
+    if isinstance(strengths, str):
+        strengths = parse_floats(strengths, "--strengths (STRENGTHS of make sweep)")
     sweep_overrides(loss, regularizer, learning_rates, strengths)   # the same checks
     return [Point(f"sweep-{loss}-{regularizer}-lr{lr:g}-s{strength:g}",
                   (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
@@ -135,17 +145,19 @@ def dvc_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
 
 
-def dvc(*args: str, check: bool = True, capture: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+def dvc(*args: str, check: bool = True, capture: bool = True,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run dvc; with capture=False its output goes straight to ours (the queue's logs, as progress).
 
     With `timeout`, a dvc that has not ended by then is killed and counts as failed (exit -9).
     """
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     try:
-        proc = subprocess.run([dvc_executable(), *args], capture_output=capture, text=True, env=env, stdin=subprocess.DEVNULL,
-                              timeout=timeout)
+        proc = subprocess.run([dvc_executable(), *args], capture_output=capture, text=True, env=env,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc = subprocess.CompletedProcess([dvc_executable(), *args], -signal.SIGKILL, "", f"no answer within {timeout:g} s")
+        proc = subprocess.CompletedProcess([dvc_executable(), *args], -signal.SIGKILL, "",
+                                           f"no answer within {timeout:g} s")
     if check and proc.returncode != 0:
         detail = ((proc.stderr or "").strip() or (proc.stdout or "").strip()).splitlines()
         raise SweepError(f"dvc {' '.join(args[:3])} failed: {detail[-1] if detail else f'exit {proc.returncode}'}")
@@ -167,36 +179,39 @@ def experiment_states(exp_show: list) -> dict[str, str]:
 EXP_SHOW_TIMEOUT = 60.0
 
 
-def exp_show(attempts: int = 3) -> list:
-    for attempt in range(attempts):
-        shown = dvc("exp", "show", "--json", check=attempt == attempts - 1, timeout=EXP_SHOW_TIMEOUT)
-        if shown.returncode == 0:
-            return json.loads(shown.stdout)
-        time.sleep(1)
-    raise AssertionError("unreachable")
+@retry(stop=stop_after_attempt(3), wait=wait_fixed(1), reraise=True)
+def exp_show() -> list:
+    return json.loads(dvc("exp", "show", "--json", timeout=EXP_SHOW_TIMEOUT).stdout)
+
+
+def prepare_data(overrides: Sequence[str]) -> None:
+    """The data stages of the overrides' settings, run once (the experiments restore them from the run-cache).
+
+    Data settings that differ from params.yaml are prepared in a temporary copy, so params.yaml stays as it is.
+    """
+    if any(o.lstrip("+~").startswith(DATA_KEYS) for o in overrides):
+        dvc("exp", "run", "--temp", "-n", "data-prep", *_sets(overrides), "preprocess", capture=False)
+        dvc("exp", "remove", "data-prep", check=False)
+    else:
+        dvc("repro", "preprocess", capture=False)
 
 
 def prepare(overrides: Sequence[str]) -> None:
     """Check the overrides, run the data stages and create the MLflow store, once, before the workers."""
-    from linclass.plumbing.config import compose
+    from linclass.config import compose
 
     def set_up_store(experiment: str, uri: str | None) -> tuple[str, str]:
-        from linclass.plumbing import tracking   # mlflow's import (seconds) overlaps the data stages too
+        import mlflow  # its import (seconds) overlaps the data stages too
 
-        return tracking.setup(experiment, uri), tracking.redact_url(tracking.mlflow.get_tracking_uri())
+        from linclass.plumbing.redact import redact_url
+        from linclass.tracking.runs import setup
 
-    try:
-        params = compose("conf", overrides)   # also validates every setting (conf/config.yaml: checked)
-    except Exception as exc:  # Hydra's override and composition errors, ConfigError
-        raise SweepError(f"cannot compose conf/ with {' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
+        return setup(experiment, uri), redact_url(mlflow.get_tracking_uri())
+
+    params = compose("conf", overrides)   # also checks every setting
     with ThreadPoolExecutor(1) as background:   # the store is set up while DVC prepares the data
         store = background.submit(set_up_store, params["tracking"]["experiment"], params["tracking"]["uri"])
-        if any(o.lstrip("+~").startswith(DATA_KEYS) for o in overrides):
-            # data settings differ from params.yaml: prepare them in a temporary copy (DVC's run-cache keeps them)
-            dvc("exp", "run", "--temp", "-n", "data-prep", *_sets(overrides), "preprocess", capture=False)
-            dvc("exp", "remove", "data-prep", check=False)
-        else:
-            dvc("repro", "preprocess", capture=False)
+        prepare_data(overrides)
         experiment_id, uri = store.result()
     print(f"MLflow store {uri}: experiment {params['tracking']['experiment']!r} (id {experiment_id})")
 
@@ -221,31 +236,37 @@ def clear_earlier(prefix: str) -> None:
 FINAL_STATES = ("success", "failed")
 
 
-def run_queue(jobs: int, expected: Sequence[str], poll: float = 5.0, grace: float = 20.0) -> float:
+def run_queue(jobs: int, expected: Sequence[str], check: float = 30.0, grace: float = 20.0) -> float:
     """`dvc exp run --run-all -j jobs`, its output as progress; returns once every `expected` experiment
     has finished (its state in `dvc exp show --json` is success or failed).
 
     DVC 3.67's --run-all can keep waiting on an idle queue worker after the last experiment finished
-    (seen in CI: every experiment done, the command never returning). So the states are watched too:
-    once all are final, --run-all gets `grace` seconds to return, then its workers are stopped. An idle
-    worker can also outlive a --run-all that returned: stop_leftover_workers.
+    (seen in CI: every experiment done, the command never returning). So the states are looked at too,
+    every `check` seconds (not more often: one `dvc exp show` costs 1-2 s of CPU, taken from the trainings
+    on a machine the workers keep busy); once all are final, --run-all gets `grace` seconds to return,
+    then its workers are stopped. An idle worker can also outlive a --run-all that returned:
+    stop_leftover_workers.
     """
     start = time.monotonic()
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     proc = subprocess.Popen([dvc_executable(), "exp", "run", "--run-all", "-j", str(jobs)], env=env,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        finished_at = None
+        finished_at, next_check = None, time.monotonic() + check
         while proc.poll() is None:
-            time.sleep(poll)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+            if finished_at is not None and time.monotonic() - finished_at > grace:
+                break
+            if finished_at is not None or proc.returncode is not None or time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + check
             shown = dvc("exp", "show", "--json", check=False, timeout=EXP_SHOW_TIMEOUT)
             if shown.returncode != 0:   # DVC's repository lock while a worker commits, or a hang: ask again
                 continue
             states = experiment_states(json.loads(shown.stdout))
             if all(states.get(name) in FINAL_STATES for name in expected):
-                finished_at = finished_at or time.monotonic()
-                if time.monotonic() - finished_at > grace:
-                    break
+                finished_at = time.monotonic()
     finally:
         if proc.poll() is None:   # never leave workers running behind us
             dvc("queue", "stop", "--kill", check=False)
@@ -262,20 +283,12 @@ def run_queue(jobs: int, expected: Sequence[str], poll: float = 5.0, grace: floa
 
 
 def queue_workers(root: str | Path = ".") -> list[int]:
-    """pids of the DVC queue workers (`dvc exp queue-worker ...`) working in this repository, from /proc."""
+    """pids of the DVC queue workers (`dvc exp queue-worker ...`) working in this repository."""
     root = Path(root).resolve()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-            cwd = Path(os.readlink(proc / "cwd"))
-        except OSError:   # gone, or not ours to read
-            continue
-        if b"queue-worker" in args and any(os.path.basename(a) == b"dvc" for a in args) and cwd == root:
-            pids.append(int(proc.name))
-    return pids
+    return [process.pid for process in psutil.process_iter(["cmdline", "cwd"])
+            if "queue-worker" in (process.info["cmdline"] or [])
+            and any(os.path.basename(a) == "dvc" for a in process.info["cmdline"])
+            and process.info["cwd"] and Path(process.info["cwd"]) == root]
 
 
 def stop_leftover_workers(root: str | Path = ".", wait: float = 10.0) -> list[int]:
@@ -285,15 +298,17 @@ def stop_leftover_workers(root: str | Path = ".", wait: float = 10.0) -> list[in
     one was seen idle for good, invisible to `dvc queue status` (so `dvc queue stop` cannot reach it),
     with the forked copy of --run-all that waits for it still holding our standard output.
     """
-    leftover = alive = queue_workers(root)
-    for sig in (signal.SIGTERM, signal.SIGKILL):   # SIGKILL only for those that ignored SIGTERM
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while (alive := queue_workers(root)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    return leftover
+    leftover = []
+    for pid in queue_workers(root):
+        with contextlib.suppress(psutil.Error):
+            leftover.append(psutil.Process(pid))
+            leftover[-1].terminate()
+    _, alive = psutil.wait_procs(leftover, timeout=wait)
+    for process in alive:   # SIGKILL only for those that ignored SIGTERM
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=wait)
+    return [process.pid for process in leftover]
 
 
 # ---- reading the results ----
@@ -304,8 +319,27 @@ def _combination(params: dict) -> tuple[str, str] | None:
     return (losses[0], regs[0]) if len(losses) == 1 and len(regs) == 1 else None
 
 
+TEST_KEYS = ("test_accuracy", "test_accuracy_low", "test_accuracy_high")
+VAL_KEYS = ("val_accuracy", "val_accuracy_low", "val_accuracy_high")
+
+
+def evaluated(trained: dict, tested: dict) -> dict:
+    """The test accuracy and its interval of a model, only if they were measured on these very weights.
+
+    trained: its metrics/train/<model>.json; tested: its entry of metrics/test.json. An experiment that ran only
+    train@<model> (a grid point) carries the metrics/test.json of its baseline commit, made with other weights:
+    their md5 differs (or is missing) and nothing is returned.
+    """
+    if not tested or not trained.get("weights_md5") or tested.get("weights_md5") != trained["weights_md5"]:
+        return {key: None for key in TEST_KEYS}
+    return {key: tested.get(key) for key in TEST_KEYS}
+
+
+
 def experiment_rows(exp_show: list, prefix: str) -> list[dict]:
-    """One row per DVC experiment whose name starts with `prefix`, from `dvc exp show --json`."""
+    """One row per DVC experiment whose name starts with `prefix`, from `dvc exp show --json`: its settings,
+    validation accuracy with its 95% interval, and the test accuracy only where the experiment evaluated the
+    model it trained (else None: see `evaluated`)."""
     rows = []
     for baseline in exp_show:
         for experiment in baseline.get("experiments") or []:
@@ -327,9 +361,10 @@ def experiment_rows(exp_show: list, prefix: str) -> list[dict]:
                          "learning_rate": params["loss"][loss]["learning_rate"],
                          "strength": params["regularizer"][reg]["strength"],
                          "epochs": params["train"]["epochs"],
+                         "val_size": (params.get("preprocess") or {}).get("val_size"),
                          "train_accuracy": trained.get("train_accuracy"),
-                         "val_accuracy": trained.get("val_accuracy"),
-                         "test_accuracy": tested.get("test_accuracy")})
+                         **{key: trained.get(key) for key in VAL_KEYS},
+                         **evaluated(trained, tested)})
     return sorted(rows, key=lambda row: (-(row["val_accuracy"] if row["val_accuracy"] is not None else -1),
                                          row["experiment"]))
 
@@ -345,7 +380,8 @@ def _revisions(exp_show: list):
 
 
 def comparison_rows(exp_show: list) -> list[dict]:
-    """One row per trained model of every revision: the combination, its effective settings, val/test accuracy."""
+    """One row per trained model of every revision: the combination, its effective settings, validation and
+    test accuracy with their 95% intervals (the test ones only where that revision evaluated these weights)."""
     rows = []
     for label, data in _revisions(exp_show):
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
@@ -360,13 +396,37 @@ def comparison_rows(exp_show: list) -> list[dict]:
             settings = {k: v for k, v in (params.get("train") or {}).items() if k != "blas_threads"}
             settings.update((params.get("loss") or {}).get(loss) or {})
             settings.update((params.get("regularizer") or {}).get(reg) or {})
+            settings["val_size"] = (params.get("preprocess") or {}).get("val_size")
             rows.append({"revision": label, "combination": model, **settings,
-                         "val_accuracy": trained.get("val_accuracy"),
-                         "test_accuracy": (tested.get(model) or {}).get("test_accuracy")})
+                         **{key: trained.get(key) for key in VAL_KEYS}, **evaluated(trained, tested.get(model) or {})})
     return rows
 
 
-def print_comparison(rows: list[dict]) -> None:
+def with_interval(value, low, high) -> str:
+    """'0.4218 [0.4082, 0.4355]'; the accuracy alone when the interval is unknown; '-' when there is none."""
+    if value is None or value != value:
+        return "-"
+    if low is None or high is None or low != low or high != high:
+        return f"{value:.4f}"
+    return f"{value:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def accuracy_columns(table):
+    """The table with `val_accuracy (95%)` and `test_accuracy (95%)` in place of the three columns of each."""
+    for split in ("val", "test"):
+        keys = [f"{split}_accuracy{end}" for end in ("", "_low", "_high")]
+        texts = [with_interval(*(row.get(k) for k in keys)) for row in table.to_dict("records")]
+        at = list(table.columns).index(keys[0])
+        table = table.drop(columns=keys)
+        table.insert(at, f"{split}_accuracy (95%)", texts)
+    return table
+
+
+NOT_EVALUATED = ("test_accuracy '-': not evaluated with these weights (an experiment that ran only train@..., "
+                 "whose metrics/test.json belongs to the models of its baseline)")
+
+
+def print_comparison(rows: list[dict], title: str | None = None) -> None:
     """The rows with only the settings that differ between them, best validation accuracy first."""
     import pandas as pd
 
@@ -374,13 +434,18 @@ def print_comparison(rows: list[dict]) -> None:
         print("nothing trained yet: run `make repro` (or an experiment) first")
         return
     table = pd.DataFrame(rows)
-    fixed = ["revision", "combination", "val_accuracy", "test_accuracy"]
+    fixed = ["revision", "combination", *VAL_KEYS, *TEST_KEYS]
     differ = [c for c in table.columns if c not in fixed and table[c].astype(str).nunique(dropna=False) > 1]
-    table = table[["revision", "combination", *differ, "val_accuracy", "test_accuracy"]]
     table = table.sort_values(["val_accuracy", "revision"], ascending=[False, True], na_position="last")
+    table = accuracy_columns(table[["revision", "combination", *differ, *VAL_KEYS, *TEST_KEYS]])
     same = [c for c in pd.DataFrame(rows).columns if c not in fixed and c not in differ]
+    if title:
+        print(f"\n{title}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"(the same everywhere: {', '.join(same) or 'nothing'}; sorted by validation accuracy)")
+    print(f"(the same everywhere: {', '.join(same) or 'nothing'}; sorted by validation accuracy; "
+          "[low, high]: 95% Wilson interval)")
+    if any(row["test_accuracy"] is None for row in rows):
+        print(NOT_EVALUATED)
 
 
 def results_table(prefix: str) -> list[dict]:
@@ -394,17 +459,22 @@ def print_table(rows: list[dict], prefix: str) -> None:
     if not rows:
         print(f"{title}: none finished")
         return
-    print(f"\n{title}, sorted by validation accuracy (selection never looks at the test accuracy)")
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\n{title}, sorted by validation accuracy (selection never looks at the test accuracy; "
+          "[low, high]: 95% Wilson interval)")
+    print(accuracy_columns(pd.DataFrame(rows)).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     best = rows[0]
+    test = (with_interval(*(best[k] for k in TEST_KEYS)) if best["test_accuracy"] is not None
+            else "not evaluated in this experiment")
     print(f"\nbest on validation: {best['experiment']} ({best['model']}, learning_rate={best['learning_rate']}, "
-          f"strength={best['strength']}): val {best['val_accuracy']}, test {best['test_accuracy']}")
+          f"strength={best['strength']}): val {with_interval(*(best[k] for k in VAL_KEYS))}, test {test}")
+    if any(row["test_accuracy"] is None for row in rows):
+        print(NOT_EVALUATED)
     print(f"keep it: dvc exp apply {best['experiment']}")
     print(f"in the MLflow UI, filter runs by tags.dvc_exp_name LIKE '{prefix}%'")
 
 
-TABLE_COLUMNS = ("experiment", "model", "learning_rate", "strength", "epochs", "train_accuracy", "val_accuracy",
-                 "test_accuracy")
+TABLE_COLUMNS = ("experiment", "model", "learning_rate", "strength", "epochs", "val_size", "train_accuracy",
+                 *VAL_KEYS, *TEST_KEYS)
 
 
 def write_table(rows: list[dict], path: Path) -> Path:
@@ -419,96 +489,18 @@ def write_table(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def add_point_commands(sub) -> tuple:
-    """The `grid` and `sweep` subcommands (what to train) of an argparse subparsers object."""
-    grid = sub.add_parser("grid", help="every loss x regularizer combination, one experiment each")
-    one = sub.add_parser("sweep", help="learning rate x strength of one combination")
-    one.add_argument("--loss", required=True)
-    one.add_argument("--regularizer", required=True)
-    one.add_argument("--learning-rates", required=True, help="comma-separated, e.g. 0.01,0.02,0.05")
-    one.add_argument("--strengths", required=True, help="comma-separated, e.g. 1e-4,1e-3,1e-2")
-    return grid, one
-
-
-def points_of(args) -> tuple[list[Point], str]:
-    """The points of a parsed `grid` or `sweep` command and their experiments' name prefix; ValueError in
-    one line for an unknown combination or a bad number (args.learning_rates/strengths become floats)."""
-    if args.command == "grid":
-        return grid_points(), "grid-"
-    from linclass.plumbing.config import KNOWN_LOSSES, KNOWN_REGULARIZERS
-
-    if args.loss not in KNOWN_LOSSES or args.regularizer not in KNOWN_REGULARIZERS:
-        raise ValueError(f"unknown combination {args.loss}-{args.regularizer}; losses: "
-                         f"{', '.join(KNOWN_LOSSES)}; regularizers: {', '.join(KNOWN_REGULARIZERS)}")
-    args.learning_rates = parse_floats(args.learning_rates, "--learning-rates")
-    args.strengths = parse_floats(args.strengths, "--strengths")
-    points = sweep_points(args.loss, args.regularizer, args.learning_rates, args.strengths)
-    return points, f"sweep-{args.loss}-{args.regularizer}-"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linclass.orchestration.sweep", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for command in add_point_commands(sub):
-        command.add_argument("--jobs", "-j", type=int, default=2, help="experiments at a time (default 2)")
-        command.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
-        command.add_argument("overrides", nargs="*", help="Hydra overrides shared by every experiment")
-    table = sub.add_parser("table", help="print the results of earlier experiments")
-    table.add_argument("--prefix", default="", help="experiment names starting with this (default: all)")
-    table.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
-    sub.add_parser("compare", help="every trained model: combination, settings that differ, val/test accuracy")
-    args = parser.parse_args(argv)
-
-    try:
-        if args.command == "compare":
-            print_comparison(comparison_rows(exp_show()))
-            return 0
-        if args.command == "table":
-            rows = results_table(args.prefix)
-            print_table(rows, args.prefix)
-            if args.csv is not None:
-                print(f"table written to {write_table(rows, args.csv)}")
-            return 0
-        if args.jobs < 1:
-            raise ValueError(f"--jobs={args.jobs} is not allowed; give 1 or more")
-        points, prefix = points_of(args)
-        if args.command == "sweep":
-            swept = sweep_overrides(args.loss, args.regularizer, args.learning_rates, args.strengths)
-        prepare(args.overrides)
-        clear_earlier(prefix)
-        if args.command == "grid":
-            for point in points:
-                dvc("exp", "run", "--queue", "-n", point.name, *_sets((*args.overrides, *point.overrides)),
-                    point.target)
-                print(f"queued {point.name}: {' '.join(point.overrides)}")
-            expected = [point.name for point in points]
-        else:
-            queued = dvc("exp", "run", "--queue", "-n", prefix.rstrip("-"), *_sets((*args.overrides, *swept)),
-                         "evaluate")
-            print(queued.stdout.strip())
-            expected = [name for name in experiment_states(exp_show()) if name.startswith(prefix)]
-        print(f"{len(expected)} experiments, {args.jobs} at a time: dvc exp run --run-all -j {args.jobs} "
-              "(follow with `dvc queue status`, `dvc queue logs <name>`)")
-        seconds = run_queue(args.jobs, expected)
-        states = experiment_states(exp_show())
-        failed = sorted(name for name in expected if states.get(name) != "success")
-        print(f"queue done in {seconds:.0f} s")
-        rows = results_table(prefix)
-        print_table(rows, prefix)
-        if args.command == "sweep" and rows:
-            from linclass.plumbing.paths import SWEEPS
-
-            path = write_table(rows, SWEEPS / f"{args.loss}-{args.regularizer}.csv")
-            print(f"table written to {path}: `dvc repro hyperparameter_map` draws it as a heat map")
-        if failed:
-            print(f"error: {len(failed)} experiment(s) failed: {', '.join(failed)} "
-                  f"(see `dvc queue logs <name>`)", file=sys.stderr)
-            return 1
-        return 0
-    except (SweepError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run_points(points: Sequence[Point], prefix: str, overrides: Sequence[str], jobs: int) -> list[str]:
+    """Queue the points as DVC experiments (replacing earlier ones of the same names), run them `jobs` at a
+    time, and return the names of those that failed. The workspace's params.yaml is never changed."""
+    prepare(overrides)
+    clear_earlier(prefix)
+    for point in points:
+        dvc("exp", "run", "--queue", "-n", point.name, *_sets((*overrides, *point.overrides)), point.target)
+        print(f"queued {point.name}: {' '.join(point.overrides)}")
+    expected = [point.name for point in points]
+    print(f"{len(expected)} experiments, {jobs} at a time: dvc exp run --run-all -j {jobs} "
+          "(follow with `dvc queue status`, `dvc queue logs <name>`)")
+    seconds = run_queue(jobs, expected)
+    states = experiment_states(exp_show())
+    print(f"queue done in {seconds:.0f} s")
+    return [f"{name} (see `dvc queue logs {name}`)" for name in expected if states.get(name) != "success"]

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from linclass.core.pixels import Pixels
+from linclass.settings import Settings
+
 DATA = Path("data/processed")
 MODELS = Path("models")
 REPORTS = Path("reports")
@@ -13,9 +16,14 @@ METRICS = Path("metrics")
 SWEEPS = Path("sweeps")  # the sweeps' tables, <loss>-<regularizer>.csv: committed, read by the hyperparameter map
 
 
-def model_names(params: dict) -> list[str]:
+def model_names(params: Settings) -> list[str]:
     """'<loss>-<regularizer>' for every pair of the grid, in grid order."""
-    return [f"{loss}-{reg}" for loss in params["grid"]["losses"] for reg in params["grid"]["regularizers"]]
+    return [f"{loss}-{reg}" for loss in params.grid.losses for reg in params.grid.regularizers]
+
+
+def damaged(path: Path, exc: Exception) -> ValueError:
+    return ValueError(f"cannot read {path} ({' '.join(str(exc).split())}): it is missing, truncated or damaged; "
+                      "`dvc status` names what changed, `dvc repro` (or `dvc checkout`) rebuilds it")
 
 
 def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
@@ -23,8 +31,16 @@ def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None)
     except (ValueError, EOFError, OSError) as exc:
-        raise ValueError(f"cannot read {path} ({' '.join(str(exc).split())}): it is missing, truncated or "
-                         "damaged; `dvc status` names what changed, `dvc repro` (or `dvc checkout`) rebuilds it") from None
+        raise damaged(path, exc) from None
+
+
+def load_scale(data: Path = DATA) -> float:
+    """The preprocessing's scale (scale.json): X = (pixels - mean_image) / scale."""
+    path = data / "scale.json"
+    try:
+        return json.loads(path.read_text())["scale"]
+    except (ValueError, OSError, KeyError, TypeError) as exc:
+        raise damaged(path, exc) from None
 
 
 def load_model(name: str, models: Path = MODELS) -> tuple[np.ndarray, np.ndarray]:
@@ -32,9 +48,11 @@ def load_model(name: str, models: Path = MODELS) -> tuple[np.ndarray, np.ndarray
     return load_npy(models / name / "W.npy"), load_npy(models / name / "b.npy")
 
 
-def load_split(split: str, data: Path = DATA, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(X (N, D) float32, y (N,) int64) of 'train', 'val' or 'test'."""
-    return load_npy(data / f"X_{split}.npy", mmap), load_npy(data / f"y_{split}.npy")
+def load_split(split: str, data: Path = DATA, mmap: bool = False) -> tuple[Pixels, np.ndarray]:
+    """(X (N, D), y (N,) int64) of 'train', 'val' or 'test'; X = (pixels - mean_image) / scale is Pixels: the
+    uint8 rows of X_<split>.npy (mapped if mmap) with mean_image.npy and scale.json."""
+    pixels, y = load_npy(data / f"X_{split}.npy", mmap), load_npy(data / f"y_{split}.npy")
+    return Pixels(pixels, load_npy(data / "mean_image.npy"), load_scale(data)), y
 
 
 def class_names(data: Path = DATA) -> list[str]:

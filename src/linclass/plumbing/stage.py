@@ -14,12 +14,15 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+
+import psutil
 
 from linclass import files
+from linclass.config import load_params
 from linclass.files import atomic_dir, atomic_file  # noqa: F401  (stage scripts write through these)
-from linclass.plumbing.config import ConfigError, compose, load_params, validate, validate_model
+from linclass.settings import LOSS_NAMES, REGULARIZER_NAMES, ConfigError, Settings, validate
 
 EXIT_ERROR = 1
 EXIT_SIGINT = 130
@@ -28,15 +31,17 @@ EXIT_SIGTERM = 143
 OUTPUT_PARENTS = (".", "data", "data/raw", "models", "metrics", "metrics/train", "reports")
 
 
-def stage_params(params_path: str | Path = "params.yaml", conf_dir: str | Path = "conf") -> dict:
-    """params.yaml, validated against the conf/ tree (unknown keys, names, ranges)."""
-    params = load_params(params_path)
-    reference = compose(conf_dir) if Path(conf_dir, "config.yaml").exists() else None
-    return validate(params, reference)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that `finally` blocks and run status still happen."""
 
 
-def train_args(params: dict, argv: list[str] | None = None) -> argparse.Namespace:
-    """(loss, regularizer) of a train stage, validated: --loss/--regularizer by hand, else DVC_STAGE.
+def stage_params(params_path: str | Path = "params.yaml") -> Settings:
+    """params.yaml, checked against linclass.settings (unknown keys, types, ranges, names)."""
+    return validate(load_params(params_path))
+
+
+def train_model(params: Settings, argv: list[str] | None = None) -> tuple[str, str]:
+    """(loss, regularizer) of a train stage: --loss/--regularizer by hand, else DVC_STAGE; one of the grid.
 
     DVC sets DVC_STAGE=train@<loss>-<regularizer>, so the stage's command line carries no value from
     params (a value pasted into a shell command would be run by the shell before any check).
@@ -45,18 +50,22 @@ def train_args(params: dict, argv: list[str] | None = None) -> argparse.Namespac
     parser.add_argument("--loss")
     parser.add_argument("--regularizer")
     args = parser.parse_args(argv)
+    grid = {f"train@{loss}-{reg}": (loss, reg) for loss in params.grid.losses for reg in params.grid.regularizers}
     if args.loss is None and args.regularizer is None:
         stage = os.environ.get("DVC_STAGE")
-        grid = {f"train@{loss}-{reg}": (loss, reg)
-                for loss in params["grid"]["losses"] for reg in params["grid"]["regularizers"]}
         if stage not in grid:
             given = f"DVC_STAGE={stage!r} is not a train stage of the grid" if stage else "no model given"
             raise ConfigError(f"{given}; allowed: {', '.join(grid)} (as DVC_STAGE, or --loss L --regularizer R)")
-        args.loss, args.regularizer = grid[stage]
-    elif args.loss is None or args.regularizer is None:
+        return grid[stage]
+    if args.loss is None or args.regularizer is None:
         raise ConfigError("--loss and --regularizer go together: give both or neither")
-    validate_model(params, args.loss, args.regularizer)
-    return args
+    for kind, name, known in (("loss", args.loss, LOSS_NAMES), ("regularizer", args.regularizer, REGULARIZER_NAMES)):
+        if name not in known:
+            raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
+    if f"train@{args.loss}-{args.regularizer}" not in grid:
+        raise ConfigError(f"--loss {args.loss} --regularizer {args.regularizer} is not a model of the grid "
+                          f"(grid.losses={params.grid.losses}, grid.regularizers={params.grid.regularizers})")
+    return args.loss, args.regularizer
 
 
 def remove_leftovers(root: str | Path = ".") -> list[Path]:
@@ -72,19 +81,13 @@ def remove_leftovers(root: str | Path = ".") -> list[Path]:
     return removed
 
 
-def _dvc_ancestor() -> tuple[int, str] | None:
-    """(pid, start time) of the `dvc` process that runs this stage, from /proc; None if there is none."""
-    pid = os.getppid()
-    for _ in range(8):
+def _dvc_ancestor() -> tuple[int, float] | None:
+    """(pid, start time) of the `dvc` process that runs this stage, None if there is none."""
+    for process in psutil.Process().parents()[:8]:
         try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            return None
-        if any(os.path.basename(arg.decode(errors="replace")) == "dvc" for arg in args):
-            return pid, fields[19]
-        pid = int(fields[1])
-        if pid <= 1:
+            if any(os.path.basename(arg) == "dvc" for arg in process.cmdline()[:3]):
+                return process.pid, process.create_time()
+        except psutil.Error:
             return None
     return None
 
@@ -114,8 +117,6 @@ def check_params_unchanged(params_path: str | Path = "params.yaml") -> None:
 
 
 def _on_sigterm(signum, frame):
-    from linclass.plumbing.tracking import Terminated
-
     raise Terminated(f"received signal {signal.Signals(signum).name}")
 
 
@@ -125,17 +126,16 @@ def run(main: Callable[[], None]) -> None:
     mlflow is not imported here (it costs seconds): a stage that never imported it cannot raise its errors.
     """
     signal.signal(signal.SIGTERM, _on_sigterm)
+    finished: list[bool] = []
+    if main.__module__ == "__main__":   # a stage script, not a caller that goes on
+        atexit.register(_end_without_teardown, finished)   # first registered: runs after every other handler
     try:
         remove_leftovers()
         check_params_unchanged()
         main()
-        # a stage script, not a caller that goes on, nor one run under a profiler or a coverage tracer
-        # (they write their results in the teardown)
-        if main.__module__ == "__main__" and sys.getprofile() is None and sys.gettrace() is None:
-            _exit_now()
+        finished.append(True)
     except KeyboardInterrupt as exc:
-        tracking = sys.modules.get("linclass.plumbing.tracking")  # only a tracking stage turns SIGTERM into this
-        if tracking is not None and isinstance(exc, tracking.Terminated):
+        if isinstance(exc, Terminated):
             print(f"error: stopped ({exc}); nothing was written", file=sys.stderr)
             sys.exit(EXIT_SIGTERM)
         print("error: interrupted (SIGINT); nothing was written", file=sys.stderr)
@@ -147,20 +147,19 @@ def run(main: Callable[[], None]) -> None:
         sys.exit(EXIT_ERROR)
 
 
-def _exit_now() -> None:
-    """End a finished stage without the interpreter's teardown.
+def _end_without_teardown(finished: list) -> None:
+    """The last exit handler of a finished stage: end the process without the interpreter's teardown.
 
     With MLflow, pandas, SQLAlchemy and matplotlib loaded, freeing every module's objects takes about
-    0.5 s, paid by each of the pipeline's 17 stage processes, and nothing a stage wrote depends on it:
-    its files are closed and renamed, its store writes committed. What a normal exit does that matters
-    is done first: the output is flushed and the atexit handlers (MLflow's, logging's) run.
+    0.5 s, paid by each of the pipeline's stage processes, and nothing a stage wrote depends on it: its
+    files are closed and renamed, its store writes committed, and every other exit handler (MLflow's,
+    logging's) has run, since this one was registered before them. Not under a profiler or a tracer
+    (coverage writes its data from a handler registered before this one), nor after a failure.
     """
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    atexit._run_exitfuncs()   # CPython's own: what a normal exit runs before the teardown
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(0)
+    if finished and sys.getprofile() is None and sys.gettrace() is None:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(0)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

@@ -4,14 +4,19 @@ Set here, not on the stage's command line: DVC pastes interpolated values into a
 unquoted, so `train.blas_threads='1; touch pwned'` would run before any check. This module imports
 no numpy; a value that is not a positive integer sets nothing and is then rejected in one line by
 the stage's validation (linclass.plumbing.config), before any work.
+
+A stage started by a warm interpreter (linclass.orchestration.warm) finds BLAS already loaded, with the
+threads named in $LINCLASS_WARM_BLAS: if they are not the stage's, it re-executes itself in a fresh python.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 import yaml
 
 VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+LOADED = "LINCLASS_WARM_BLAS"
 
 
 def set_blas_threads(params_path: str = "params.yaml") -> int | None:
@@ -25,4 +30,7 @@ def set_blas_threads(params_path: str = "params.yaml") -> int | None:
         return None
     for variable in VARIABLES:
         os.environ[variable] = str(value)
+    loaded = os.environ.pop(LOADED, None)
+    if loaded is not None and loaded != str(value):   # BLAS is loaded already, with other threads
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     return value

@@ -18,8 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from linclass.core.model import class_scores, predict
 from linclass.core.metrics import accuracy
+from linclass.core.model import class_scores, predict
 from linclass.core.sgd import train_sgd
 
 HARD_CASES = ("separable", "quadrants", "ring", "three_modes")
@@ -100,7 +100,7 @@ def fit_hard_cases(losses=("svm", "softmax"), n=1000, seed=0, epochs=30, learnin
         X, y = make_hard_case(dataset, n=n, seed=seed)
         majority_rate = float(max(y.mean(), 1 - y.mean()))
         for loss in losses:
-            result = train_sgd(X, y, loss=loss, regularizer="none", learning_rate=learning_rate,
+            result = train_sgd(X, y, loss=loss, regularizer="none", learning_rate=learning_rate, lr_decay=1.0,
                                batch_size=min(batch_size, n), epochs=epochs, seed=seed, num_classes=2)
             acc = accuracy(y, predict(X, result.W, result.b))
             models[(dataset, loss)] = HardCaseFit(X, y, result.W, result.b, acc)
@@ -115,7 +115,7 @@ def plot_decision_regions(results, path, resolution=200):
     """
     from matplotlib.colors import ListedColormap
 
-    from linclass.studies.pictures import Figure, save_figure  # pictures selects the Agg backend
+    from linclass.plots import Figure, save_figure  # pictures selects the Agg backend
 
     _, models = results
     if not models:

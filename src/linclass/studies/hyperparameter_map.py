@@ -12,7 +12,7 @@ import math
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from linclass.studies.pictures import Figure, save_figure
+from linclass.plots import Figure, save_figure
 
 REQUIRED = ("learning_rate", "strength")
 
@@ -62,7 +62,7 @@ def describe(name, learning_rates, strengths, values) -> str:
     runs = int(np.isfinite(values).sum())
     return (f"{name}: over {runs} runs (learning rate {learning_rates[0]:g} .. {learning_rates[-1]:g}, "
             f"λ {strengths[0]:g} .. {strengths[-1]:g}) the validation accuracy ranges from "
-            f"{np.nanmin(values):.3f} to {best:.3f}, the best at learning rate {lr:g} and λ={strength:g}.")
+            f"{np.nanmin(values):.4f} to {best:.4f}, the best at learning rate {lr:g} and λ={strength:g}.")
 
 
 def plot_map(learning_rates, strengths, values, path, title, label="validation accuracy"):
@@ -81,7 +81,7 @@ def plot_map(learning_rates, strengths, values, path, title, label="validation a
     for (i, j), v in np.ndenumerate(values):
         if np.isfinite(v):
             dark = v < low + 0.6 * (high - low)
-            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
+            ax.text(j, i, f"{v:.4f}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
     if np.isfinite(values).any():
         i, j = np.unravel_index(np.nanargmax(values), values.shape)
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))

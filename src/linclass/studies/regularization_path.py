@@ -21,7 +21,8 @@ from linclass.core.metrics import accuracy
 from linclass.core.model import class_scores, predict
 from linclass.core.regularizers import penalty
 from linclass.core.sgd import train_sgd
-from linclass.studies.pictures import Figure, save_figure, template_images, weight_sparsity
+from linclass.plots import Figure, save_figure, template_images, weight_sparsity
+from linclass.settings import RegularizationPath, check
 
 COLUMNS = ("loss", "regularizer", "strength", "val_accuracy", "train_accuracy", "data_loss", "penalty",
            "near_zero")
@@ -40,17 +41,6 @@ class PathPoint:
     data_loss: float         # mean data loss of (W, b) on the training rows
     penalty: float           # R(W), without the strength
     near_zero: float         # share of |w| <= near_zero_tol * max|W|
-
-
-def check_strengths(strengths) -> list[float]:
-    """A strictly increasing, non-empty list of numbers > 0 (a log grid); else a one-line ValueError."""
-    values = list(strengths) if isinstance(strengths, (list, tuple, np.ndarray)) else None
-    if not values or not all(isinstance(s, (int, float, np.number)) and not isinstance(s, bool)
-                             and np.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"strengths={strengths!r}: expected a non-empty list of numbers > 0, e.g. [1e-5, 1e-3, 1e-1]")
-    if any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(f"strengths={values!r}: expected strictly increasing values")
-    return [float(s) for s in values]
 
 
 def path_point(X, y, X_val, y_val, *, loss, regularizer, strength, learning_rate, delta=1.0, beta=0.5,
@@ -78,7 +68,8 @@ def regularization_path(X, y, X_val, y_val, *, losses, regularizers, strengths, 
     losses: {name: {"learning_rate": ..., "delta": ...}} (each loss at its own settings);
     sgd: epochs, batch_size, lr_decay, seed, init_scale.
     """
-    strengths = check_strengths(strengths)
+    check(RegularizationPath, strengths=list(strengths))
+    strengths = [float(s) for s in strengths]
     points = []
     for loss, settings in losses.items():
         for regularizer in regularizers:
@@ -142,9 +133,9 @@ def describe_curves(table) -> str:
     """One sentence of measured numbers for the curves: each path's best validation accuracy and its
     accuracy at the strongest strength."""
     summary = path_summary(table)
-    best = "; ".join(f"{name} {cells['best_val_accuracy']:.3f} at λ={cells['best_strength']:g}"
+    best = "; ".join(f"{name} {cells['best_val_accuracy']:.4f} at λ={cells['best_strength']:g}"
                      for name, cells in summary.items())
-    strongest = ", ".join(f"{name} {cells['val_accuracy_at_strongest']:.3f}" for name, cells in summary.items())
+    strongest = ", ".join(f"{name} {cells['val_accuracy_at_strongest']:.4f}" for name, cells in summary.items())
     top = max(table["strength"])
     return f"Best validation accuracy: {best}; at λ={top:g}: {strongest}."
 
@@ -208,7 +199,8 @@ def plot_path_curves(table, path):
         ax.set_xlabel("strength λ")
         ax.set_title(label, fontsize=10)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()   # one legend for the four panels, below them
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle("the regularization path")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 * (1 + (len(labels) - 1) // 6), 1, 1))
     return save_figure(fig, path)

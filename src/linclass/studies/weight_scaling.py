@@ -4,15 +4,16 @@ Scaling (W, b) by s scales every score by s. Once every margin holds (s_y - s_j 
 s keeps the hinge loss at 0 while R(sW) grows (L2 as s^2, L1 as s): only regularization can choose.
 """
 
-import math
 
 import numpy as np
 import pandas as pd
 
 from linclass.core.losses import hinge_loss, softmax_loss, squared_hinge_loss
 from linclass.core.model import class_scores
+from linclass.core.pixels import Pixels
 from linclass.core.regularizers import penalty
 from linclass.core.sgd import train_sgd
+from linclass.settings import Studies, check
 
 SCALING_COLUMNS = ["model", "scale", "accuracy", "hinge_loss", "squared_hinge_loss", "softmax_loss",
                    "l1_penalty", "l2_penalty", "elasticnet_penalty"]
@@ -31,9 +32,8 @@ def weight_scaling_table(W, b, X, y, scales, model, delta=1.0, beta=0.5):
     Columns: model, scale, accuracy, hinge_loss, squared_hinge_loss, softmax_loss, l1_penalty,
     l2_penalty, elasticnet_penalty (losses are means over the N examples).
     """
+    check(Studies, scales=list(scales))
     scales = [float(s) for s in scales]
-    if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
-        raise ValueError(f"scales must be a non-empty list of finite numbers > 0, got {scales}")
     y = np.asarray(y)
     # Only the small (N, C) score table goes to float64 (X and W stay as they are): at large s the softmax
     # loss is tiny and float32 would round it to 0 long before float64 does.
@@ -77,11 +77,12 @@ def train_zero_hinge_model(X, y, n=50, seed=0, *, learning_rate=None, epochs=10,
     X_sub, y_sub = X[subset], y[subset]
     batch_size = n if batch_size is None else batch_size
     if learning_rate is None:
-        mean_squared_norm = float(np.mean(np.einsum("nd,nd->n", X_sub, X_sub), dtype=np.float64))
+        rows = X_sub.to_float() if isinstance(X_sub, Pixels) else X_sub  # n rows: small
+        mean_squared_norm = float(np.mean(np.einsum("nd,nd->n", rows, rows), dtype=np.float64))
         learning_rate = 0.1 * float(delta) * batch_size / max(mean_squared_norm, 1e-12)
     while True:
         result = train_sgd(X_sub, y_sub, loss="svm", regularizer="none", delta=delta,
-                           learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
+                           learning_rate=learning_rate, lr_decay=1.0, batch_size=batch_size, epochs=epochs,
                            seed=seed, num_classes=num_classes)
         loss = _mean(hinge_loss(class_scores(X_sub, result.W, result.b), y_sub, delta, reduction="none"))
         if loss == 0.0:

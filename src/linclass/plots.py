@@ -202,20 +202,20 @@ def plot_loss_curves(steps_df, epochs_df, path, title):
     """Left: data / regularization / total loss per SGD step. Right: train / val accuracy per epoch."""
     _require_columns(steps_df, ["step", "data_loss", "reg_loss", "total_loss"], "steps_df")
     _require_columns(epochs_df, ["epoch", "train_accuracy", "val_accuracy"], "epochs_df")
-    fig = Figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(12, 3.6))
     loss_ax, acc_ax = fig.subplots(1, 2)
     for column, label in (("data_loss", "data loss"), ("reg_loss", "regularization"), ("total_loss", "total")):
         loss_ax.plot(steps_df["step"], steps_df[column], label=label, linewidth=1)
     loss_ax.set_xlabel("SGD step")
     loss_ax.set_ylabel("loss")
-    loss_ax.legend()
+    legend_beside(loss_ax)
     acc_ax.plot(epochs_df["epoch"], epochs_df["train_accuracy"], marker="o", label="train")
     if np.isfinite(np.asarray(epochs_df["val_accuracy"], dtype=float)).any():
         acc_ax.plot(epochs_df["epoch"], epochs_df["val_accuracy"], marker="o", label="val")
     acc_ax.set_ylim(0, 1)
     acc_ax.set_xlabel("epoch")
     acc_ax.set_ylabel("accuracy")
-    acc_ax.legend()
+    legend_beside(acc_ax)
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -249,7 +249,7 @@ def plot_confusion_matrix(cm, class_names, path, title):
 def plot_weight_scaling(df, path, loss_column):
     """The scaling study: `loss_column` against the scale s of (sW, sb) on a log2 axis, one line per model."""
     _require_columns(df, ["model", "scale", loss_column], "scaling table")
-    fig = Figure(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(7.5, 3.8))
     ax = fig.subplots()
     for model, rows in df.groupby("model", sort=False):
         rows = rows.sort_values("scale")
@@ -258,23 +258,45 @@ def plot_weight_scaling(df, path, loss_column):
     ax.set_xlabel("scale s (weights sW, bias sb)")
     ax.set_ylabel(loss_column)
     ax.set_title(f"{loss_column} when W is scaled")
-    ax.legend()
+    legend_beside(ax)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
-def plot_training_losses(curves, path, title="Training loss"):
-    """One line per model: total loss against the SGD step. curves: {model name: (steps (N,), loss (N,))}."""
+def plot_training_losses(curves, path, title="Training loss", columns=4):
+    """Small multiples (training_losses_figure), written to `path`."""
+    return save_figure(training_losses_figure(curves, title, columns), path)
+
+
+def training_losses_figure(curves, title="Training loss", columns=4):
+    """Small multiples: one panel per model (`columns` a row; the grid's rows are its losses), its total loss
+    against the SGD step in colour over every other model's in light grey, on one shared log axis, so that
+    every curve can be seen and compared. curves: {model name: (steps (N,), loss (N,))}."""
     if not curves:
         raise ValueError("no training curves to plot")
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.subplots()
-    for name, (steps, loss) in curves.items():
-        ax.plot(steps, loss, label=name, linewidth=1)
-    ax.set_xlabel("SGD step")
-    ax.set_ylabel("total loss (data + regularization)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8, ncol=2)
-    ax.set_title(title)
+    ncols = min(columns, len(curves))
+    nrows = -(-len(curves) // ncols)
+    fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows + 0.6))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
+    for ax in axes[len(curves):]:
+        ax.set_visible(False)
+    for ax, (name, (steps, loss)) in zip(axes, curves.items()):
+        for other, (other_steps, other_loss) in curves.items():
+            if other != name:
+                ax.plot(other_steps, other_loss, color="0.85", linewidth=0.8)
+        ax.plot(steps, loss, color="tab:blue", linewidth=1.2)
+        ax.set_title(f"{name}: final {np.asarray(loss)[-1]:.3f}", fontsize=10)
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("total loss (log)")
+    for ax in axes[(nrows - 1) * ncols:]:
+        ax.set_xlabel("SGD step")
+    fig.suptitle(f"{title} (grey: the other models)")
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def legend_beside(ax, **kwargs):
+    """The axes' legend to the right of its plotting area, where it covers no data."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, **kwargs)

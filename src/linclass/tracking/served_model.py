@@ -1,15 +1,15 @@
 """The MLflow pyfunc model of a trained linear classifier, as code (MLflow's "models from code").
 
 MLflow copies this file into the model and runs it on load: it imports nothing from linclass, so a
-model loads wherever mlflow, numpy and pandas are installed. Logged by linclass.plumbing.mlflow_model.
+model loads wherever mlflow, numpy and pandas are installed. Logged by linclass.tracking.registry.
 
 Input: raw images, uint8 (N, 32, 32, 3) (height, width, RGB channel), as a numpy array.
 Everything travels in the artifact `weights` (.npz): W (C, D), b (C,), the preprocessing (mean_image
-(D,), scale), class_names (C,) and output ("probabilities" or "scores"). The preprocessing runs
-in the same float32 operations as linclass.data.preprocess, so the scores are the pipeline's, bit for bit:
+(D,), scale), class_names (C,) and output ("probabilities" or "scores"). The scores are computed with
+the same float32 operations as the pipeline's (linclass.core.pixels), so they are its scores, bit for bit:
     x = image.transpose(channel, height, width).reshape(D)     CIFAR's row layout: R, G, B planes
-    X = (x - mean_image) / scale                               float32 (N, D)
-    scores = X @ W.T + b                                       (N, C)
+    X = (x - mean_image) / scale                               the design matrix (N, D), never formed:
+    scores = X @ W.T + b = (float32(x) @ W.T - W @ mean_image) / scale + b,   on blocks of 32 rows
 Output: a DataFrame with `class` (the predicted class name, argmax of the scores) and one column per
 class name: the softmax probabilities (output "probabilities", softmax models) or the raw scores
 (output "scores", SVM models).
@@ -40,9 +40,13 @@ class LinearClassifier(PythonModel):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or images[0].size != dim:
             raise ValueError(f"expected uint8 images (N, 32, 32, 3), got {images.dtype} {images.shape}")
         rows = images.transpose(0, 3, 1, 2).reshape(len(images), dim)
-        X = np.subtract(rows, self.mean_image)  # uint8 - float32 -> float32
-        X /= self.scale
-        return X @ self.W.T + self.b
+        scores = np.empty((len(rows), len(self.b)), dtype=self.W.dtype)
+        for lo in range(0, len(rows), 32):  # the blocks of linclass.core.pixels.BLOCK_ROWS rows
+            np.matmul(rows[lo:lo + 32].astype(self.W.dtype), self.W.T, out=scores[lo:lo + 32])
+        scores -= self.W @ self.mean_image
+        scores /= self.scale
+        scores += self.b
+        return scores
 
     def predict(self, context, model_input, params=None):
         scores = self.scores(model_input)

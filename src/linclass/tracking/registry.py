@@ -1,26 +1,41 @@
 """A trained classifier as an MLflow Model, and the Model Registry.
 
-Each training run logs one pyfunc model named "model" (linclass.plumbing.classifier_model: raw uint8
+Each training run logs one pyfunc model named "model" (linclass.tracking.served_model: raw uint8
 images in, class names and probabilities/scores out; the preprocessing travels with it). Its
 requirements are given, not inferred (inferring them imports and scans the environment: seconds).
 
 One registered model per tracking experiment (named like it, e.g. `linclass-cifar10`) holds every
 combination of the grid and of sweeps as versions, tagged with model / loss / regularizer and their
 accuracies, so that one alias, `champion`, can point at the best on validation. `evaluate` registers
-the models it evaluates and moves the alias.
+the models it evaluates and moves the alias; the champion's version carries the paired test (McNemar) of it
+against the runner-up, on validation and on test (SELECTION_TAGS).
+
+Each logged model is tied to its version (its tag `mlflow.modelVersions`, what `mlflow.register_model`
+writes): the logged model's page in the UI then shows its version instead of "Not registered".
 """
 from __future__ import annotations
 
+import importlib.util
+import json
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 CHAMPION = "champion"
 MODEL_NAME = "model"  # the name of the model inside its run: runs:/<run id>/model
-CODE = Path(__file__).with_name("classifier_model.py")
+# MLflow copies this file into each model (models from code): found by name, not imported (it registers the model)
+CODE = Path(str(getattr(importlib.util.find_spec("linclass.tracking.served_model"), "origin", "")))
 IMAGE_SHAPE = (32, 32, 3)
+# On the champion's version: the runner-up and the paired test against it (evaluate's `selection_tags`)
+SELECTION_TAGS = ("runner_up", "runner_up_version", *(f"{split}_{key}" for split in ("val", "test")
+                  for key in ("verdict", "difference", "b", "c", "p_value")))
+
+
+def model_input(X) -> np.ndarray:
+    """What the MLflow Model takes: the uint8 images (n, 32, 32, 3) of Pixels rows X (R, G, B planes)."""
+    return X.pixels.reshape(len(X), IMAGE_SHAPE[2], *IMAGE_SHAPE[:2]).transpose(0, 2, 3, 1)
 
 
 def output_kind(loss: str) -> str:
@@ -44,20 +59,6 @@ def requirements() -> list[str]:
     return [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
 
 
-def _skip_environment_scan() -> None:
-    """Spare log_model its scan of every installed distribution (seconds).
-
-    With explicit requirements MLflow still checks them against the environment, and to do so maps
-    every installed distribution to its modules first. Our requirements are three packages whose
-    module names are their own, so the map is given. (A private MLflow attribute: if it is renamed,
-    this does nothing and the scan simply runs.)
-    """
-    from mlflow.utils import requirements_utils
-
-    if getattr(requirements_utils, "_MODULES_TO_PACKAGES", "absent") is None:
-        requirements_utils._MODULES_TO_PACKAGES = {name: [name] for name in ("mlflow", "numpy", "pandas")}
-
-
 def log_classifier(W: np.ndarray, b: np.ndarray, mean_image: np.ndarray, scale: float,
                    class_names: Sequence[str], loss: str, example: np.ndarray,
                    params: Mapping[str, object] | None = None):
@@ -68,7 +69,6 @@ def log_classifier(W: np.ndarray, b: np.ndarray, mean_image: np.ndarray, scale: 
     """
     import mlflow
 
-    _skip_environment_scan()
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.npz"
         # not model_config: MLflow would log its keys as params of the run
@@ -93,13 +93,44 @@ def register(client, registered_name: str, run_id: str, model_id: str, tags: Map
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     found = client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
-    version = found[0].version if found else client.create_model_version(
-        registered_name, f"models:/{model_id}", run_id=run_id, model_id=model_id,  # a server needs both
-        tags={k: str(v) for k, v in tags.items()}).version
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_name, version, key, str(value))
-    return str(version)
+    if found:
+        version = str(found[0].version)
+        for key, value in tags.items():   # evaluated again: its tags updated where they changed
+            if found[0].tags.get(key) != str(value):
+                client.set_model_version_tag(registered_name, version, key, str(value))
+    else:   # created with its tags: one request
+        version = str(client.create_model_version(registered_name, f"models:/{model_id}", run_id=run_id,
+                                                  model_id=model_id,  # a server needs both
+                                                  tags={k: str(v) for k, v in tags.items()}).version)
+    link_logged_model(client, model_id, registered_name, version)
+    return version
 
 
-def set_champion(client, registered_name: str, version: str) -> None:
+def link_logged_model(client, model_id: str, registered_name: str, version: str) -> None:
+    """Add {name, version} to the logged model's `mlflow.modelVersions` tag (once), as `mlflow.register_model`
+    does: `create_model_version` alone leaves the logged model "Not registered" in the UI."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    entry = {"name": registered_name, "version": version}
+    linked = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    if entry not in linked:
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*linked, entry])})
+
+
+def set_champion(client, registered_name: str, version: str, selection: Mapping[str, object] | None = None) -> None:
+    """Point the alias `champion` at `version` and tag it with `selection` (SELECTION_TAGS: the runner-up and
+    the paired tests); a former champion loses those tags, which described it against its own runner-up."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        former = client.get_model_version_by_alias(registered_name, CHAMPION).version
+    except MlflowException:
+        former = None
     client.set_registered_model_alias(registered_name, CHAMPION, version)
+    if former is not None and str(former) != str(version):
+        tags = client.get_model_version(registered_name, former).tags
+        for key in SELECTION_TAGS:
+            if key in tags:
+                client.delete_model_version_tag(registered_name, former, key)
+    for key, value in (selection or {}).items():
+        client.set_model_version_tag(registered_name, version, key, str(value))

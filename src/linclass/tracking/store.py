@@ -3,7 +3,7 @@
 - check_store: an empty (0-byte) or malformed sqlite file is one error naming it and how to recover
   (MLflow would silently make a new, empty store in a 0-byte file).
 - store_lock: creating a sqlite store from two processes at once races on its tables; every
-  linclass process takes `<db>.lock` (fcntl) around checking and creating it.
+  linclass process takes `<db>.lock` (a file lock) around checking and creating it.
 - artifact_root: a sqlite store keeps its artifacts next to itself (`<dir of the db>/mlartifacts`),
   so a store shared by several clones does not keep them inside whichever clone came first.
 - reap: a run is tagged with host, pid and the process's start time; a RUNNING run of this host
@@ -13,12 +13,14 @@ This module imports no MLflow; `reap` gets a client.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+
+import psutil
+from filelock import FileLock
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -55,18 +57,14 @@ def check_store(uri: str) -> None:
 
 @contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
-    """Hold `<db>.lock` (an exclusive fcntl lock) for a sqlite store; nothing for other stores."""
+    """Hold `<db>.lock` (an exclusive file lock) for a sqlite store; nothing for other stores."""
     db = sqlite_path(uri)
     if db is None:
         yield
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{db}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(f"{db}.lock"):
+        yield
 
 
 def artifact_root(uri: str, root: Path) -> str | None:
@@ -80,37 +78,28 @@ def artifact_root(uri: str, root: Path) -> str | None:
     return None
 
 
-def process_start(pid: int) -> str | None:
-    """The start time of process `pid` (clock ticks since boot, /proc/<pid>/stat), None if it is gone.
+def process_start(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), None if it is gone.
 
-    A zombie (state Z: it has ended, its parent has not collected it yet) is gone: a SIGKILLed stage whose
+    A zombie (it has ended, its parent has not collected it yet) is gone: a SIGKILLed stage whose
     parent died with it stays one until init reaps it, and its run will never end by itself.
     """
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
+    except psutil.Error:
         return None
-    fields = stat.rpartition(")")[2].split()
-    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def process_tags() -> dict[str, str]:
     """Who makes a run: this process's pid and start time (with the `host` tag they name it)."""
-    return {"pid": str(os.getpid()), "pid_start": process_start(os.getpid()) or ""}
+    return {"pid": str(os.getpid()), "pid_start": str(process_start(os.getpid()))}
 
 
-def process_gone(pid: int, start: str) -> bool:
+def process_gone(pid: int, start: str | float) -> bool:
     """Whether process `pid` of this host, started at `start`, has ended (its pid may be reused)."""
-    if Path("/proc/self/stat").exists():
-        now = process_start(pid)
-        return now is None or (bool(start) and now != start)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    now = process_start(pid)
+    return now is None or (bool(start) and str(now) != str(start))
 
 
 def reap(client, experiment_ids: list[str]) -> list[str]:

@@ -1,0 +1,430 @@
+"""`linclass`: one command for what people do around the pipeline (the make targets call it).
+
+    linclass config [OVERRIDE ...]      compose conf/ into params.yaml (checked)      make params
+    linclass settings [PREFIX]          every setting: type, range, default, meaning
+    linclass repro                      the whole pipeline in the workspace            make repro
+    linclass exp [OVERRIDE ...]         one experiment in the workspace               make exp SET=...
+    linclass grid / sweep ...           many experiments through DVC's queue or Ray   make grid-parallel / sweep
+    linclass table / compare / experiments   the results side by side
+    linclass ui / server / store / reap      MLflow                                 make ui / server / reap
+    linclass services / cluster ...     the team stack, a Ray cluster on this machine
+    linclass push / pull                the team's DVC remote                         make push / pull
+
+Every command checks its input first: a bad value is one line (`error: ...`) and exit status 1, before
+anything runs or is written. `--help` at every level only prints.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]}, help=__doc__.splitlines()[0])
+services_app = typer.Typer(no_args_is_help=True, help="The team stack: PostgreSQL, MLflow with logins, a DVC remote.")
+cluster_app = typer.Typer(no_args_is_help=True, help="A Ray cluster on this machine (loopback addresses).")
+app.add_typer(services_app, name="services")
+app.add_typer(cluster_app, name="cluster")
+
+Overrides = Annotated[list[str] | None, typer.Argument(help="Hydra overrides, e.g. train.epochs=5 "
+                                                                 "regularizer.l2.strength=0.01", show_default=False)]
+WORKSPACE_LOCK = Path(".dvc", "tmp", "linclass-workspace.lock")
+
+
+class Failed(RuntimeError):
+    """A command that ran and failed: its own output said why; exit with its status."""
+
+    def __init__(self, status: int):
+        super().__init__(f"exit {status}")
+        self.status = status
+
+
+def at_project_root() -> None:
+    """RuntimeError (one line) unless the working folder is a linclass project's root: nothing is created elsewhere."""
+    missing = [name for name in ("dvc.yaml", "conf", ".dvc") if not Path(name).exists()]
+    if missing:
+        raise RuntimeError(f"{Path.cwd()} is not the root folder of a linclass project (no {', '.join(missing)}): "
+                           "cd there first")
+
+
+@contextmanager
+def one_pipeline_at_a_time() -> Iterator[None]:
+    """The workspace's lock, without waiting: a second pipeline in this workspace refuses at once, before
+    it touches params.yaml (DVC takes its own lock only after writing params.yaml)."""
+    from filelock import FileLock, Timeout
+
+    at_project_root()
+    WORKSPACE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(WORKSPACE_LOCK, timeout=0):
+            yield
+    except Timeout:
+        raise RuntimeError("another pipeline runs in this workspace; wait for it to end, or run experiments side "
+                           "by side through the queue (linclass grid / linclass sweep)") from None
+
+
+def dvc(*args: str) -> None:
+    """Run dvc (this environment's), its output ours; Failed when it fails."""
+    from linclass.orchestration.sweep import dvc_executable
+
+    status = subprocess.run([dvc_executable(), *args], env={**os.environ, "DVC_NO_ANALYTICS": "1"}).returncode
+    if status:
+        raise Failed(status)
+
+
+def checked(overrides: list[str] | None) -> list[str]:
+    """The overrides, after composing conf/ with them (every setting checked; nothing written)."""
+    from linclass.config import compose
+
+    overrides = list(overrides or [])
+    compose("conf", overrides)
+    return overrides
+
+
+# ---- settings ----
+
+@app.command()
+def config(overrides: Overrides = None,
+           check: Annotated[bool, typer.Option("--check", help="only check; params.yaml stays as it is")] = False):
+    """Compose conf/ with OVERRIDES into params.yaml (what DVC does on `dvc exp run -S`), every setting checked."""
+    from linclass.config import compose, write_params
+
+    if check:
+        compose("conf", overrides or [])
+        typer.echo("settings OK" + (f" with {' '.join(overrides)}" if overrides else ""))
+        return
+    with one_pipeline_at_a_time():
+        write_params(overrides=overrides or [])
+    typer.echo("params.yaml written from conf/" + (f" with {' '.join(overrides)}" if overrides else ""))
+
+
+@app.command()
+def settings(prefix: Annotated[str, typer.Argument(help="only settings starting with this, e.g. train")] = ""):
+    """Every setting: its key, what it allows, its default and what it means."""
+    from linclass.settings import describe
+
+    for line in describe(prefix):
+        typer.echo(line)
+
+
+# ---- running the pipeline ----
+
+@app.command()
+def repro():
+    """Run the whole pipeline in the workspace (dvc repro), then show the test accuracies."""
+    with one_pipeline_at_a_time():
+        dvc("repro")
+    dvc("metrics", "show", "metrics/test.json")
+
+
+@app.command()
+def exp(overrides: Overrides = None):
+    """One experiment in the workspace with OVERRIDES (dvc exp run -S ...), checked before DVC starts."""
+    overrides = checked(overrides)
+    with one_pipeline_at_a_time():
+        dvc("exp", "run", *(arg for o in overrides for arg in ("-S", o)))
+
+
+Backend = Annotated[str, typer.Option(help="local (DVC's queue) or ray (a Ray cluster)")]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="experiments at a time (local backend)")]
+Address = Annotated[str | None, typer.Option(help="the Ray head HOST:PORT (default $RAY_ADDRESS, else "
+                                                     "the cluster of `linclass cluster up`)")]
+
+
+Summary = Annotated[Path | None, typer.Option(help="also write each point's result (node, seconds, error) "
+                                                       "to this JSON file (ray backend)")]
+
+
+def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, address: str | None,
+            table: Path | None = None, summary: Path | None = None) -> None:
+    from linclass.orchestration import sweep
+
+    if backend not in ("local", "ray"):
+        raise ValueError(f"--backend {backend!r}: allowed local, ray")
+    with one_pipeline_at_a_time():
+        if backend == "ray":
+            from linclass.orchestration import ray_backend
+
+            results = ray_backend.run_sweep(points, overrides, address=address)
+            if summary is not None:
+                summary.write_text(json.dumps(results, indent=1))
+            failed = [ray_backend.describe(r) for r in results if not r["ok"]]
+        else:
+            failed = sweep.run_points(points, prefix, overrides, jobs)
+    rows = sweep.results_table(prefix)
+    sweep.print_table(rows, prefix)
+    if table is not None and rows:
+        typer.echo(f"table written to {sweep.write_table(rows, table)}")
+    if failed:
+        raise RuntimeError(f"{len(failed)} experiment(s) failed: {'; '.join(failed)}")
+
+
+@app.command()
+def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local", address: Address = None,
+         summary: Summary = None):
+    """Every loss x regularizer of conf/ as its own experiment, JOBS at a time; then the whole pipeline
+    from DVC's run-cache: `dvc repro` (with OVERRIDES: the experiment grid-all, params.yaml untouched), and
+    the table of the grid's models with their validation and test accuracy, evaluated together."""
+    from linclass.orchestration import sweep
+
+    overrides = checked(overrides)
+    _points(sweep.grid_points(), "grid-", overrides, backend, jobs, address, summary=summary)
+    with one_pipeline_at_a_time():
+        if overrides:
+            dvc("exp", "run", "--temp", "-n", "grid-all", *(arg for o in overrides for arg in ("-S", o)))
+        else:
+            dvc("repro")
+    # the grid's points trained only; here every model of it with its test accuracy, evaluated together
+    revision = "grid-all" if overrides else "workspace"
+    sweep.print_comparison([row for row in sweep.comparison_rows(sweep.exp_show()) if row["revision"] == revision],
+                           title=f"the grid, evaluated ({revision}): every model with its validation and test accuracy")
+
+
+@app.command()
+def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")],
+          regularizer: Annotated[str, typer.Option(help="none, l1, l2 or elasticnet")],
+          learning_rates: Annotated[str, typer.Option(help="comma-separated, e.g. 0.01,0.02,0.05")],
+          strengths: Annotated[str, typer.Option(help="comma-separated, e.g. 1e-4,1e-3,1e-2")],
+          overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local", address: Address = None,
+          summary: Summary = None):
+    """Learning rate x strength of one combination, chosen on validation; the table goes to
+    sweeps/<loss>-<regularizer>.csv and its heat map to reports/hyperparameter_map/."""
+    from linclass.orchestration.sweep import sweep_points
+    from linclass.plumbing.paths import SWEEPS
+
+    overrides = checked(overrides)
+    points = sweep_points(loss, regularizer, learning_rates, strengths)
+    _points(points, f"sweep-{loss}-{regularizer}-", overrides, backend, jobs, address,
+            table=SWEEPS / f"{loss}-{regularizer}.csv", summary=summary)
+    with one_pipeline_at_a_time():
+        dvc("repro", "hyperparameter_map")
+
+
+# ---- results ----
+
+@app.command()
+def table(prefix: Annotated[str, typer.Option(help="experiment names starting with this")] = "",
+          csv: Annotated[Path | None, typer.Option(help="also write the table to this CSV file")] = None):
+    """The experiments of a grid or sweep, best on validation first."""
+    from linclass.orchestration import sweep
+
+    at_project_root()
+    rows = sweep.results_table(prefix)
+    sweep.print_table(rows, prefix)
+    if csv is not None:
+        typer.echo(f"table written to {sweep.write_table(rows, csv)}")
+
+
+@app.command()
+def compare():
+    """Every trained model of the workspace and the experiments: settings that differ, val/test accuracy."""
+    from linclass.orchestration import sweep
+
+    at_project_root()
+    sweep.print_comparison(sweep.comparison_rows(sweep.exp_show()))
+
+
+EXP_COLUMNS = (r"Experiment|Created|.*\.test_accuracy|.*:val_accuracy|grid\..*|train\.(epochs|batch_size|learning_rate)"
+               r"|loss\..*|regularizer\..*")
+
+
+@app.command()
+def experiments():
+    """dvc exp show with the columns people compare (those that differ between the rows)."""
+    at_project_root()
+    dvc("exp", "show", "--no-pager", "--only-changed", "--drop", ".*", "--keep", EXP_COLUMNS)
+
+
+# ---- MLflow ----
+
+Port = Annotated[int, typer.Option(min=1, max=65535, help="the port to listen on")]
+
+
+@app.command()
+def store():
+    """Create the MLflow store and experiments of params.yaml (once, before pipelines share it); print the link."""
+    from linclass.tracking.runs import prepare_store
+
+    typer.echo(prepare_store(_params().tracking))
+
+
+@app.command()
+def ui(port: Port = 5000):
+    """The MLflow UI on the project's own store (127.0.0.1); prints the link to the training runs."""
+    from linclass.settings import Tracking
+    from linclass.tracking import serve
+
+    at_project_root()
+    serve.ui(_params().tracking if Path("params.yaml").exists() else Tracking(), port)
+
+
+@app.command()
+def server(host: Annotated[str, typer.Option(help="the address to listen on; 0.0.0.0 for the LAN")] = "127.0.0.1",
+           port: Port = 5000,
+           backend_store: Annotated[str | None, typer.Option(help="any SQLAlchemy URL (default: sqlite in "
+                                                                      "mlflow-server/)")] = None,
+           artifacts: Annotated[str | None, typer.Option(help="a folder or s3://... (default: "
+                                                                  "mlflow-server/artifacts)")] = None):
+    """A tracking server that the pipeline and teammates log to (export MLFLOW_TRACKING_URI=http://HOST:PORT)."""
+    from linclass.tracking import serve
+
+    serve.server(host, port, backend_store, artifacts)
+
+
+@app.command()
+def reap():
+    """Mark KILLED the MLflow runs of this machine whose process is gone (every stage also does it)."""
+    from linclass.tracking.runs import reap_all
+
+    uri, killed = reap_all(_params().tracking)
+    typer.echo(f"MLflow store {uri}: {len(killed)} run(s) whose process is gone marked KILLED: "
+               f"{' '.join(killed) or '-'}")
+
+
+def _params():
+    from linclass.plumbing.stage import stage_params
+
+    at_project_root()
+    return stage_params()
+
+
+# ---- the team: stack, cluster, remote ----
+
+@services_app.command("up")
+def services_up():
+    """Start whatever part of the stack is not running (generates its secrets once)."""
+    from linclass.orchestration import services
+
+    typer.echo(services.up_message(services.services_dir(), services.up(services.services_dir())))
+
+
+@services_app.command("down")
+def services_down():
+    """Stop the stack (data and users are kept)."""
+    from linclass.orchestration import services
+
+    services.down(services.services_dir())
+    typer.echo(f"stack down (data kept in {services.services_dir()})")
+
+
+@services_app.command("status")
+def services_status():
+    """Which parts answer (a real query on the database), and their memory; exit 3 when a part is down."""
+    from linclass.orchestration import services
+
+    report = services.status(services.services_dir())
+    typer.echo("\n".join(services.status_lines(report)))
+    if not services.all_up(report):
+        raise Failed(3)
+
+
+@services_app.command("add-user")
+def services_add_user(name: str, grant: Annotated[list[str] | None, typer.Option(
+        help="EXPERIMENT=PERMISSION (READ, EDIT, MANAGE, NO_PERMISSIONS), repeatable")] = None):
+    """Create a teammate's account; their variables go to .services/users/NAME.env."""
+    from linclass.orchestration import services
+
+    path = services.add_user(services.services_dir(), name, services.parse_grants(grant or []))
+    typer.echo(f"user {name} created; give them {path} (source it)")
+
+
+@services_app.command("env")
+def services_env(user: Annotated[str, typer.Option(help="whose credentials")] = "admin"):
+    """Shell lines pointing a clone at the stack: eval "$(linclass services env)"."""
+    from linclass.orchestration import services
+
+    typer.echo("\n".join(services.env_lines(services.services_dir(), user)))
+
+
+@cluster_app.command("up")
+def cluster_up(head: Annotated[str, typer.Option(help="head node address")] = "127.0.0.2",
+               workers: Annotated[str, typer.Option(help="comma-separated worker addresses")] = "127.0.0.3",
+               port: Port = 6390, cpus: Annotated[int, typer.Option(min=1, help="CPUs per node")] = 1):
+    """A Ray head and workers on loopback addresses (127.0.0.2 and up: Ray rewrites 127.0.0.1)."""
+    from linclass.orchestration import cluster
+
+    nodes = tuple(ip for ip in workers.split(",") if ip)
+    started = cluster.start_checked(head, nodes, port, cpus)
+    typer.echo(f"Ray cluster up: head {started.address}, workers {', '.join(nodes) or 'none'}, {cpus} CPU each; "
+               f"logs in {started.state_dir}\nuse it: linclass sweep --backend ray ... (or "
+               f"RAY_ADDRESS={started.address}); stop it: linclass cluster down")
+
+
+@cluster_app.command("down")
+def cluster_down(port: Port = 6390):
+    """Stop the cluster of `linclass cluster up`."""
+    from linclass.orchestration import cluster
+
+    found = cluster.Cluster.load(port)
+    cluster.stop(found)
+    typer.echo(f"Ray cluster {found.address} stopped")
+
+
+@cluster_app.command("status")
+def cluster_status(port: Port = 6390):
+    """Its nodes: address, process, up or down, log."""
+    from linclass.orchestration import cluster
+
+    for line in cluster.status_lines(cluster.Cluster.load(port)):
+        typer.echo(line)
+
+
+Remote = Annotated[str | None, typer.Option("--remote", "-r", help="a configured DVC remote (default: the default)")]
+
+
+@app.command()
+def push(remote: Remote = None):
+    """Send every cached output and the run-cache to the team's DVC remote (checked first)."""
+    from linclass.orchestration.remote import transfer
+
+    transfer("push", ".", remote)
+
+
+@app.command()
+def pull(remote: Remote = None):
+    """Get every output and the run-cache from the team's DVC remote (checked first); then dvc status."""
+    from linclass.orchestration.remote import transfer
+
+    transfer("pull", ".", remote)
+
+
+def main() -> None:
+    """The console script: known failures are one line on stderr and exit status 1; a bad or missing option
+    is one line too (exit status 2), naming the option, instead of typer's framed usage message."""
+    try:
+        status = app(standalone_mode=False)
+    except typer.TyperException as exc:   # typer's usage errors: a bad value, a missing option, no such command
+        message = " ".join(exc.format_message().split())
+        if type(exc).__name__ == "NoArgsIsHelpError":   # `linclass` or `linclass services` alone: the help
+            if message:
+                typer.echo(exc.format_message())
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        where = f" ({ctx.command_path} -h lists the options)" if ctx is not None else ""
+        print(f"error: {message}{where}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Failed as exc:
+        sys.exit(exc.status)
+    except (ValueError, RuntimeError, OSError) as exc:   # ConfigError, the modules' own errors, a missing file
+        if os.environ.get("LINCLASS_DEBUG"):
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""The layer every MLflow server of the project runs behind (the team stack, `make server`, `make ui`):
+an ASGI app around MLflow's own, registered the documented way, as MLflow apps (entry points `mlflow.app`
+in pyproject.toml):
+
+    mlflow server --app-name linclass        MLflow's app behind the guard (no logins: make server, make ui)
+    mlflow server --app-name linclass-team   MLflow's basic-auth app behind the guard (the team stack)
+
+For every client, admins included, it
+- refuses (403) the routes that run commands on the server's host or change the server's configuration
+  (REFUSED below): MLflow's AI assistant (its Bash tool runs on the host; its config is the server account's
+  ~/.mlflow), jobs and the GenAI "invoke" routes that start them, scorer registration, the AI gateway and its
+  proxy (stored provider secrets, requests to any URL), webhooks (requests to any URL), the MCP server
+  registry, demo data, workspace changes;
+- refuses experiments/create with an artifact_location: artifacts live under the server's artifact root;
+- answers 400, not 500, to a body that is not a JSON object or does not fit the endpoint's protobuf
+  message, and to a malformed GraphQL request;
+- takes database text (SQL statements, driver messages) out of error answers; the server's log keeps it;
+- with logins (linclass-team): throttles wrong passwords per user name and per client address
+  (throttle.py: 429 past the limit, without checking the password), and answers every wrong password, and
+  every throttled attempt, after the same time (`floor`), whether the user exists or not.
+It also switches off the AI gateway (MLFLOW_ENABLE_AI_GATEWAY=false: the UI hides its pages). The UI's
+assistant button cannot be hidden from the server in MLflow 3.17 (the page shows it on localhost); on this
+server every assistant call it makes is refused.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import math
+import os
+import posixpath
+import re
+import secrets
+import time
+
+from google.protobuf.json_format import ParseDict, ParseError
+from google.protobuf.message import Message
+
+from linclass.orchestration.throttle import Throttle
+
+_logger = logging.getLogger(__name__)
+
+# Matched against the request path with `//` and dot segments resolved (and MLflow's static prefix removed).
+REFUSED = re.compile(r"""^(?:
+      /(?:ajax-)?api/[^/]+/mlflow/(?:assistant|gateway|gateway-proxy|webhooks|mcp-servers|demo|jobs
+          |prompt-optimization|scorer/invoke|scorers/register|scorers/online-config|genai/evaluate/invoke
+          |issues/invoke)
+    | /ajax-api/[^/]+/jobs
+    | /gateway
+    )(?:/|$)""", re.X | re.I)
+WORKSPACES = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/workspaces(?:/|$)", re.I)
+API = re.compile(r"^/(?:ajax-)?api/", re.I)
+BINARY_BODIES = re.compile(r"/mlflow-artifacts/|/mlflow/upload-artifact$", re.I)
+CREATE_EXPERIMENT = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/experiments/create$", re.I)
+BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+FORMS = {"application/x-www-form-urlencoded", "multipart/form-data"}   # the sign-up page's form
+MAX_BODY = 64 * 2**20
+# What database drivers and SQLAlchemy put in exception texts that MLflow passes on to clients.
+DATABASE_TEXT = re.compile(r"\[SQL:|\((?:psycopg2?|sqlite3|pymysql|pyodbc|sqlalchemy)[.)]|\bsqlalchemy\.|\bpsycopg2?\."
+                           r"|Background on this error|\bDETAIL:\s|\bLINE \d+:", re.I)
+
+
+def static_prefix() -> str:
+    from mlflow.server.handlers import STATIC_PREFIX_ENV_VAR
+
+    return os.environ.get(STATIC_PREFIX_ENV_VAR, "").rstrip("/")
+
+
+def route_path(path: str, prefix: str = "") -> str:
+    """The route a path reaches: repeated slashes merged, `.` and `..` resolved, the static prefix removed."""
+    path = posixpath.normpath(re.sub(r"/{2,}", "/", "/" + path))
+    if prefix and (path == prefix or path.startswith(prefix + "/")):
+        path = path[len(prefix):] or "/"
+    return path
+
+
+def refused(path: str, method: str) -> bool:
+    return bool(REFUSED.match(path)) or (method != "GET" and bool(WORKSPACES.match(path)))
+
+
+def scrub(message: str) -> str:
+    """`message` without database text: what comes before it, or a line saying what kind of failure it was
+    (the exception's class name OperationalError, which clients read as "the database is not reachable")."""
+    found = DATABASE_TEXT.search(message)
+    if not found:
+        return message
+    head = re.sub(r"(?:[\s.:;,(]|\b(?:Error|Exception)\b)*$", "", message[:found.start()])
+    if "OperationalError" in message:
+        tail = "OperationalError: the server's database is not reachable or not working; its log has the details."
+        return f"{head}. {tail}" if head else tail
+    return f"{head}." if head else "The database refused the request; the server's log has the details."
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=False).decode("latin-1")
+    except (binascii.Error, ValueError):
+        return None
+    user, _, password = decoded.partition(":")
+    return user, password
+
+
+def proto_routes(prefix: str = "") -> list[tuple[re.Pattern, frozenset[str], type[Message]]]:
+    """(path regex, methods, request message) of MLflow's protobuf endpoints (the artifact ones excepted)."""
+    from mlflow.server.handlers import get_endpoints
+
+    routes = []
+    for path, request_class, methods in get_endpoints(get_handler=lambda message_class: message_class):
+        if not (isinstance(request_class, type) and issubclass(request_class, Message)) or BINARY_BODIES.search(path):
+            continue
+        path = route_path(path, prefix)
+        parts = re.split(r"<([^>]+)>", path)   # literal, parameter, literal, ...
+        regex = "".join(re.escape(part) if i % 2 == 0 else (".+" if part.startswith("path:") else "[^/]+")
+                        for i, part in enumerate(parts))
+        routes.append((re.compile(f"^{regex}$"), frozenset(methods), request_class))
+    return routes
+
+
+def body_problem(body: bytes, message_class: type[Message] | None, create_experiment: bool) -> str | None:
+    """Why a JSON body is refused (one line), or None."""
+    if not body.strip():
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return "the request body is not valid JSON"
+    if isinstance(value, str):   # MLflow accepts a JSON object sent as a JSON string (older clients)
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return "the request body must be a JSON object, not a string"
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return f"the request body must be a JSON object, not a {type(value).__name__}"
+    if create_experiment and (value.get("artifact_location") or value.get("artifactLocation")):
+        return ("artifact_location is not accepted: this server keeps every experiment's artifacts under its "
+                "own artifact root; leave it out")
+    if message_class is not None:
+        try:
+            ParseDict(value, message_class(), ignore_unknown_fields=True)
+        except (ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            return f"the request body does not fit {message_class.DESCRIPTOR.name}: {str(exc)[:300]}"
+    return None
+
+
+def graphql_problem(method: str, body: bytes) -> str | None:
+    from graphql import GraphQLError, parse
+
+    if method != "POST":
+        return "send GraphQL requests as POST with a JSON body {\"query\": ..., \"variables\": {...}}"
+    try:
+        value = json.loads(body or b"null")
+    except (ValueError, RecursionError):
+        return "the GraphQL request is not valid JSON"
+    if not isinstance(value, dict) or not isinstance(value.get("query"), str):
+        return "a GraphQL request is a JSON object with a string \"query\""
+    if not isinstance(value.get("variables"), (dict, type(None))):
+        return "GraphQL \"variables\" must be a JSON object"
+    if not isinstance(value.get("operationName"), (str, type(None))):
+        return "GraphQL \"operationName\" must be a string"
+    try:
+        parse(value["query"])
+    except (GraphQLError, RecursionError) as exc:
+        return f"GraphQL query: {str(exc).splitlines()[0][:300]}"
+    return None
+
+
+def refusal_floor() -> float:
+    """How long every wrong-password answer takes: well above one password check on this machine."""
+    from werkzeug.security import check_password_hash, generate_password_hash
+
+    stored = generate_password_hash(secrets.token_urlsafe(16))
+    start = time.perf_counter()
+    check_password_hash(stored, "not-the-password")
+    return max(0.5, 5 * (time.perf_counter() - start))
+
+
+async def answer(send, status: int, code: str, message: str, headers: list | None = None) -> None:
+    body = json.dumps({"error_code": code, "message": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive) -> bytes | None:
+    """The whole request body, None past MAX_BODY."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > MAX_BODY:
+            return None
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def replaying(body: bytes, receive):
+    sent = False
+
+    async def again():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return again
+
+
+def scrubbing(send, graphql: bool, where: str):
+    """`send` that takes database text out of error answers (and GraphQL errors), logging the original."""
+    held: dict = {}
+    chunks: list[bytes] = []
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            if message["status"] >= 400 or graphql:
+                held.update(message)
+                return
+        elif message["type"] == "http.response.body" and held:
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            clean = scrub_body(body, held["status"], where)
+            headers = [(k, v) for k, v in held.get("headers", []) if k.lower() != b"content-length"]
+            await send({**held, "headers": [*headers, (b"content-length", str(len(clean)).encode())]})
+            await send({"type": "http.response.body", "body": clean})
+            return
+        await send(message)
+    return wrapped
+
+
+def scrub_body(body: bytes, status: int, where: str) -> bytes:
+    text = body.decode("utf-8", errors="replace")
+    if not DATABASE_TEXT.search(text):
+        return body
+    _logger.warning("database text taken out of the %d answer to %s: %s", status, where, text[:4000])
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return scrub(text).encode()
+    if isinstance(value, dict):
+        for key in ("message", "detail", "error"):
+            if isinstance(value.get(key), str):
+                value[key] = scrub(value[key])
+        if isinstance(value.get("errors"), list):
+            value["errors"] = [scrub(e) if isinstance(e, str) else e for e in value["errors"]]
+    text = json.dumps(value)
+    return (text if not DATABASE_TEXT.search(text) else json.dumps(
+        {"error_code": "INTERNAL_ERROR", "message": scrub(text)})).encode()
+
+
+class Guard:
+    """ASGI app: the checks above, then MLflow's `app`."""
+
+    def __init__(self, app, logins: bool):
+        self.app, self.prefix = app, static_prefix()
+        self.routes = proto_routes(self.prefix)
+        self.throttle = Throttle() if logins else None
+        self.floor = refusal_floor() if logins else 0.0
+        self.in_flight: dict[bytes, asyncio.Event] = {}
+        if logins:
+            from mlflow.server.auth import is_unprotected_route
+            self.unprotected = is_unprotected_route
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":   # lifespan: MLflow's own
+            return await self.app(scope, receive, send)
+        path, method = route_path(scope["path"], self.prefix), scope["method"].upper()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        credentials = basic_credentials(headers.get("authorization"))
+        login_needed = self.throttle is not None and not self.unprotected(scope["path"])
+        if login_needed and credentials is None:
+            # no credentials: MLflow answers 401 everywhere (refused routes too) before reading any body
+            if refused(path, method):
+                return await answer(send, 401, "UNAUTHENTICATED", "You are not authenticated.",
+                                    [(b"www-authenticate", b'Basic realm="mlflow"')])
+            return await self.app(scope, receive, send)
+        if refused(path, method):
+            return await answer(send, 403, "PERMISSION_DENIED",
+                                f"{method} {path} is switched off on this server: it would run commands on the "
+                                "server's host or change the server's configuration")
+        if login_needed:
+            return await self.logging_in(scope, receive, send, path, method, headers, credentials)
+        return await self.checked(scope, receive, send, path, method, headers)
+
+    async def checked(self, scope, receive, send, path, method, headers):
+        """Body checks, then MLflow, with database text taken out of the answer."""
+        content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        graphql = path == "/graphql"
+        if graphql or (method in BODY_METHODS and API.match(path) and not BINARY_BODIES.search(path)
+                       and content_type not in FORMS):
+            body = await read_body(receive)
+            if body is None:
+                return await answer(send, 413, "INVALID_PARAMETER_VALUE", f"request body over {MAX_BODY} bytes")
+            if graphql:
+                problem = graphql_problem(method, body)
+            else:
+                message_class = next((cls for regex, methods, cls in self.routes
+                                      if method in methods and regex.match(path)), None)
+                problem = body_problem(body, message_class, bool(CREATE_EXPERIMENT.match(path)))
+            if problem:
+                return await answer(send, 400, "INVALID_PARAMETER_VALUE", problem)
+            receive = replaying(body, receive)
+        await self.app(scope, receive, scrubbing(send, graphql, f"{method} {path}"))
+
+    async def logging_in(self, scope, receive, send, path, method, headers, credentials):
+        """A request with a user name and password: throttled, and a wrong password answered after `floor`."""
+        user, password = credentials
+        address = (scope.get("client") or ("unknown",))[0]
+        digest = self.throttle.digest(user, password)
+        while (pending := self.in_flight.get(digest)) is not None:   # the same credentials: await their verdict
+            await pending.wait()
+        counted = not self.throttle.known_good(digest)
+        if counted:
+            wait = self.throttle.retry_after(user, address)
+            if wait:   # after the same time as a wrong password: a flood gets no faster by being refused
+                await asyncio.sleep(self.floor)
+                return await answer(send, 429, "REQUEST_LIMIT_EXCEEDED",
+                                    f"too many wrong passwords for this user or from this address; retry in "
+                                    f"{math.ceil(wait)} s", [(b"retry-after", str(math.ceil(wait)).encode())])
+            self.throttle.begin(user, address)
+            self.in_flight[digest] = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        start, status = loop.time(), []
+
+        async def padded(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+                if message["status"] == 401:   # the same time whether the user exists or not
+                    await asyncio.sleep(max(0.0, start + self.floor - loop.time()))
+            await send(message)
+        try:
+            await self.checked(scope, receive, padded, path, method, headers)
+        finally:
+            verdict = None if not status or status[0] in (400, 413) else status[0] != 401
+            self.throttle.end(user, address, digest, verdict, counted)
+            if counted:
+                self.in_flight.pop(digest).set()
+
+
+def _switch_off_gateway() -> None:
+    os.environ["MLFLOW_ENABLE_AI_GATEWAY"] = "false"        # the UI hides its gateway pages
+    os.environ["MLFLOW_ENABLE_REMOTE_ASSISTANT"] = "false"  # MLflow's default, kept
+
+
+def create_app():
+    """Entry point `linclass`: MLflow's app (no logins) behind the guard."""
+    _switch_off_gateway()
+    from mlflow.server.fastapi_app import app
+
+    return Guard(app, logins=False)
+
+
+def create_team_app():
+    """Entry point `linclass-team`: MLflow's basic-auth app behind the guard, with the password throttle."""
+    _switch_off_gateway()
+    from mlflow.server.auth import create_app as basic_auth_app
+
+    app = basic_auth_app()
+    if hasattr(app, "wsgi_app"):   # the Flask app: MLflow builds its ASGI app only under uvicorn
+        raise RuntimeError("the linclass-team app runs under uvicorn (mlflow server's default): "
+                           "drop --gunicorn-opts / --waitress-opts")
+    return Guard(app, logins=True)

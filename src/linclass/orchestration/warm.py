@@ -1,0 +1,345 @@
+"""A warm interpreter: a process that imports the pipeline's heavy modules once (numpy, pandas, matplotlib,
+MLflow, DVC, Hydra: about 2 s of CPU per Python process) and then forks a child for every Python command
+it is asked to run in its workspace, so that a command starts in milliseconds with them imported.
+
+    python -m linclass.orchestration.warm --socket PATH [--idle 600]     # in the workspace's root
+
+A Ray node keeps one per workspace (linclass.orchestration.ray_backend): `dvc exp run` and every stage
+it runs start from it. The client is linclass/orchestration/warm_client.py (`pipeline/python` uses it when
+$LINCLASS_WARM_SOCKET names a live socket). A command runs as it would in a fresh `python`: its own
+process (and process group), the client's standard streams, working directory, environment and
+arguments, `__main__` = the script; the client relays its signals and exits with the command's status.
+
+What is served: only commands whose working directory is this workspace's root (or, for `-m dvc`, a folder
+inside it), whose PYTHONPATH (if any) is this workspace's src/, from the same Python environment; anything
+else is declined and the client runs it in a fresh interpreter. A stage that wants other BLAS threads than
+the ones loaded here re-executes itself fresh (linclass.plumbing.threads).
+
+Safety: the socket lives in a folder only this user can enter, and a connection from another user
+is refused (SO_PEERCRED). The server has one thread, so forking it is safe. A child whose client is
+killed outright (its connection closes) stops its process group: SIGTERM, SIGKILL 10 s later. The server
+stops on SIGTERM (its children too), or after `--idle` seconds without a command.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import atexit
+import contextlib
+import importlib
+import io
+import json
+import logging
+import os
+import runpy
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+
+# The stage scripts whose imports are loaded up front, what they import lazily (MLflow's pyfunc model, its git
+# and tracing support, matplotlib's renderer), and what `dvc exp run` / `dvc exp push` import: measured, these
+# lists leave a warm `dvc exp run` and its stages a few modules to import of the 700 they use.
+SCRIPTS = ("pipeline/train.py", "pipeline/evaluate.py")
+LAZY_MODULES = ("mlflow.pyfunc", "mlflow.models", "mlflow.tracing", "mlflow.tracing.processor", "git", "PIL.Image",
+                "PIL.PngImagePlugin", "matplotlib.backends.backend_agg", "matplotlib.tri", "mpl_toolkits.mplot3d",
+                "opentelemetry.sdk.trace", "pyarrow.pandas_compat")
+DVC_MODULES = ("dvc.cli", "dvc.cli.parser", "dvc.repo", "dvc.repo.experiments", "dvc.repo.experiments.run",
+               "dvc.repo.experiments.push", "dvc.repo.experiments.executor.base",
+               "dvc.repo.experiments.queue.workspace", "dvc.repo.experiments.queue.celery", "dvc.repo.reproduce",
+               "dvc.repo.stage", "dvc.repo.plots", "dvc.repo.graph", "dvc.repo.trie", "dvc.repo.open_repo",
+               "dvc.repo.brancher", "dvc.stage", "dvc.stage.cache", "dvc.utils.hydra", "dvc.utils.strictyaml",
+               "dvc.utils.plots", "dvc.repo.index", "dvc.data_cloud", "dvc.cachemgr", "dvc.compare", "dvc.analytics",
+               "dvc_data.index", "dvc_data.index.checkout", "dvc_data.hashfile.db.local", "dvc_data.hashfile.status",
+               "dvc_data.fs", "dvc_render", "dvc_task.proc.manager", "scmrepo.git",
+               "scmrepo.git.backend.pygit2.filter", "dulwich.porcelain", "dulwich.server", "pygit2", "ruamel.yaml",
+               "flatten_dict", "platformdirs", "pyparsing", "celery.canvas", "antlr4", "fsspec.implementations.memory",
+               "hydra", "hydra.compose", "omegaconf", "hydra._internal.core_plugins.basic_launcher",
+               "hydra._internal.core_plugins.basic_sweeper", "hydra._internal.core_plugins.file_config_source",
+               "hydra._internal.core_plugins.structured_config_source",
+               "hydra._internal.core_plugins.importlib_resources_config_source",
+               "hydra._internal.core_plugins.bash_completion", "hydra._internal.core_plugins.zsh_completion",
+               "hydra._internal.core_plugins.fish_completion", "hydra_plugins.linclass_check", "networkx")
+BLAS_VARIABLE = "OPENBLAS_NUM_THREADS"
+LOADED_BLAS = "LINCLASS_WARM_BLAS"   # a child's environment: the BLAS threads loaded here
+GRACE = 10.0
+
+
+def script_imports(path: Path) -> tuple[list[str], list[str]]:
+    """The modules a script imports at its top level, and the names it imports from them that may be modules
+    (`from linclass import plots`)."""
+    tree = ast.parse(path.read_text())
+    modules, maybe = [], []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules.append(node.module)
+            maybe += [f"{node.module}.{alias.name}" for alias in node.names]
+    return modules, maybe
+
+
+def preload(root: Path) -> list[str]:
+    """Import the stage scripts' modules, what they import lazily and DVC's; return those that failed."""
+    missing = []
+    modules, maybe = [], []
+    for script in SCRIPTS:
+        if (root / script).exists():
+            found = script_imports(root / script)
+            modules += found[0]
+            maybe += found[1]
+    for name in dict.fromkeys([*modules, *LAZY_MODULES, *DVC_MODULES, *maybe]):
+        try:
+            importlib.import_module(name)
+        except Exception:   # noqa: BLE001  (a module that fails here fails again, visibly, in the command)
+            if name not in maybe:
+                missing.append(name)
+    return missing
+
+
+def served_here(request: dict, root: Path, src: Path) -> str | None:
+    """Why the request is declined, or None to run it."""
+    cwd = Path(request.get("cwd", "")).resolve()
+    argv = request.get("argv") or []
+    if cwd != root and not (cwd.is_relative_to(root) and argv[:2] == ["-m", "dvc"]):
+        return "another working directory"   # a DVC project inside this one may run `dvc`, nothing else
+    if Path(request.get("python") or "/").parent != Path(sys.executable).parent:
+        return "another Python environment"
+    python_path = (request.get("env") or {}).get("PYTHONPATH")
+    if python_path and any((cwd / entry).resolve() != src for entry in python_path.split(os.pathsep) if entry):
+        return "another PYTHONPATH"
+    if not argv or (argv[0] == "-m" and len(argv) < 2) or (argv[0].startswith("-") and argv[0] != "-m"):
+        return "not a script or -m module"
+    return None
+
+
+def receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    """A request (4-byte length, then JSON) and the three standard streams' descriptors sent with it."""
+    conn.settimeout(10)
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+    while len(data) < 4 or len(data) < 4 + struct.unpack("!I", data[:4])[0]:
+        more = conn.recv(1 << 16)
+        if not more:
+            raise OSError("the client closed the connection mid-request")
+        data += more
+    conn.settimeout(None)
+    return json.loads(data[4:4 + struct.unpack("!I", data[:4])[0]]), fds
+
+
+def _send(conn: socket.socket, message: dict) -> None:
+    with contextlib.suppress(OSError):
+        conn.sendall(json.dumps(message).encode() + b"\n")
+
+
+def serve(path: Path, root: Path, idle: float) -> dict | None:
+    """Accept commands until stopped or idle; in a forked child, return its job (run by the caller at the top
+    level, outside this function's state); in the server, None once it stops."""
+    src = (root / "src").resolve()
+    stopping = []
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(64)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    selector.register(wake_read, selectors.EVENT_READ)
+    children: dict[int, tuple[socket.socket, list[str], float]] = {}
+    last_seen = time.monotonic()
+    print(f"warm interpreter pid {os.getpid()} serving {root} on {path}", flush=True)
+    try:
+        while not stopping and (children or time.monotonic() - last_seen < idle):
+            for key, _ in selector.select(timeout=1.0):
+                if key.fileobj is listener:
+                    job = _accept(listener, root, src, children)
+                    last_seen = time.monotonic()
+                    if job is not None:   # the child: leave the server's state behind
+                        for fd in (wake_read, wake_write):
+                            os.close(fd)
+                        for other, _, _ in children.values():
+                            other.close()
+                        selector.close()
+                        listener.close()
+                        return job
+                else:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_read, 512)
+            _reap(children)
+            if children:
+                last_seen = time.monotonic()
+    finally:
+        if os.getpid() == SERVER_PID[0]:
+            _stop_children(children)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return None
+
+
+SERVER_PID = [os.getpid()]
+
+
+def _accept(listener: socket.socket, root: Path, src: Path, children: dict) -> dict | None:
+    conn, _ = listener.accept()
+    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    if uid != os.getuid():
+        conn.close()
+        return None
+    try:
+        request, fds = receive(conn)
+    except (OSError, ValueError):
+        conn.close()
+        return None
+    reason = served_here(request, root, src) if len(fds) == 3 else "no standard streams"
+    if reason is not None:
+        _send(conn, {"declined": reason})
+        conn.close()
+        for fd in fds:
+            os.close(fd)
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:
+        return {"request": request, "fds": fds, "conn": conn}
+    for fd in fds:
+        os.close(fd)
+    children[pid] = (conn, request["argv"], time.monotonic())
+    _send(conn, {"pid": pid})
+    return None
+
+
+def _reap(children: dict) -> None:
+    """Collect ended children: send each client its command's status; log what the command cost."""
+    while children:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn, argv, started = children.pop(pid, (None, [], 0.0))
+        if conn is not None:
+            code = os.waitstatus_to_exitcode(status)
+            print(f"{time.monotonic() - started:7.2f} s wall {usage.ru_utime + usage.ru_stime:7.2f} s CPU "
+                  f"exit {code}: {' '.join(argv)[:160]}", flush=True)
+            _send(conn, {"signal": -code} if code < 0 else {"exit": code})
+            conn.close()
+
+
+def _stop_children(children: dict) -> None:
+    for sig, wait in ((signal.SIGTERM, GRACE), (signal.SIGKILL, 0.0)):
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while children and time.monotonic() < deadline:
+            _reap(children)
+            time.sleep(0.1)
+    _reap(children)
+
+
+# ---- in a forked child ----
+
+def _watch(conn: socket.socket) -> None:
+    """The client is gone when its connection closes: stop this command's process group."""
+    with contextlib.suppress(OSError):
+        while conn.recv(64):
+            pass
+    for sig, wait in ((signal.SIGTERM, GRACE), (signal.SIGKILL, 0.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(0, sig)
+        time.sleep(wait)
+
+
+def run_job(job: dict, loaded_blas: str) -> None:
+    """Become the requested command: own process group, the client's streams, directory, environment."""
+    os.setpgid(0, 0)
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for target, fd in enumerate(job["fds"]):
+        os.dup2(fd, target)
+        os.close(fd)
+    request = job["request"]
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ[LOADED_BLAS] = loaded_blas
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):   # buffered as a fresh interpreter would buffer these streams
+            stream.reconfigure(line_buffering=stream.isatty() or stream is sys.stderr, write_through=unbuffered)
+    threading.Thread(target=_watch, args=(job["conn"],), daemon=True).start()
+    exit_code = [0]
+    # Registered before the command runs, so it runs after the command's own exit handlers: the exit code,
+    # with the streams and logging flushed, and without the teardown of every preloaded module (about a second).
+    atexit.register(_exit_now, exit_code)
+    argv = request["argv"]
+    try:
+        if argv[0] == "-m":
+            sys.argv = [argv[1], *argv[2:]]
+            sys.path[0] = os.getcwd()
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(argv)
+            sys.path[0] = str(Path(argv[0]).resolve().parent)
+            runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as exc:
+        exit_code[0] = _code(exc.code)
+        raise
+    except KeyboardInterrupt:
+        exit_code[0] = 130
+        raise
+    except BaseException:
+        exit_code[0] = 1
+        raise
+
+
+def _code(code) -> int:
+    """The process exit status of SystemExit(code), as the interpreter makes it."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+def _exit_now(exit_code: list[int]) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(exit_code[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="a warm interpreter for this workspace's Python commands")
+    parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument("--idle", type=float, default=600.0, help="stop after this many seconds without a command")
+    args = parser.parse_args()
+    root = Path.cwd().resolve()
+    import linclass
+
+    if not Path(linclass.__file__).resolve().is_relative_to(root / "src"):
+        sys.exit(f"error: linclass comes from {Path(linclass.__file__).parent}, not this workspace's src/: "
+                 f"start with PYTHONPATH={root / 'src'}")
+    os.setpgid(0, 0)   # a group of its own: stopping a command's group never stops the server
+    missing = preload(root)
+    if missing:
+        print(f"not preloaded (imported by the commands themselves): {', '.join(missing)}", flush=True)
+    if threading.active_count() != 1:
+        sys.exit(f"error: {threading.active_count()} threads after the imports: forking would not be safe")
+    SERVER_PID[0] = os.getpid()
+    job = serve(args.socket, root, args.idle)
+    if job is not None:
+        run_job(job, os.environ.get(BLAS_VARIABLE, ""))
+
+
+if __name__ == "__main__":
+    main()

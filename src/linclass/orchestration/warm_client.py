@@ -1,0 +1,78 @@
+"""Run a Python command in the warm interpreter (linclass.orchestration.warm) when one serves this workspace,
+else exactly as `python` would. Standard library only: it runs as `python -I -S warm_client.py ARGS`.
+
+    warm_client.py pipeline/train.py [arg ...]      # a script
+    warm_client.py -m dvc exp run ...                # a module
+
+$LINCLASS_WARM_SOCKET names the warm interpreter's socket. The command gets this process's standard
+input, output and error, its working directory and environment; the signals this process receives
+(SIGTERM, SIGINT, SIGHUP) go to the command's process group, and this process exits as the command did
+(same code, or killed by the same signal). If this process is killed outright, the command's side
+notices the closed connection and stops itself (SIGTERM, then SIGKILL after 10 s).
+"""
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def fallback(argv: list[str]) -> None:
+    """Run the command in a fresh interpreter instead (this process becomes it)."""
+    python = os.environ.get("LINCLASS_WARM_PYTHON") or sys.executable
+    os.execv(python, [python, *argv])
+
+
+def ask(path: str, argv: list[str]):
+    """Send the request; the connection's reader once the command runs, None when the interpreter declines."""
+    request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "python": sys.executable}).encode()
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        socket.send_fds(conn, [struct.pack("!I", len(request)) + request], [0, 1, 2])
+        reader = conn.makefile("rb")
+        answer = json.loads(reader.readline() or b"{}")
+    except (OSError, ValueError):
+        conn.close()
+        return None
+    if "pid" not in answer:
+        conn.close()
+        return None
+    pid = answer["pid"]
+
+    def forward(signum, frame):
+        try:
+            os.killpg(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in SIGNALS:
+        signal.signal(sig, forward)
+    return reader
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    path = os.environ.get("LINCLASS_WARM_SOCKET")
+    reader = ask(path, argv) if path else None
+    if reader is None:
+        fallback(argv)
+        return
+    try:
+        status = json.loads(reader.readline())
+    except (OSError, ValueError):
+        status = {}
+    if "signal" in status:
+        signal.signal(status["signal"], signal.SIG_DFL)
+        os.kill(os.getpid(), status["signal"])
+    if "exit" not in status:
+        print("error: the warm interpreter went away while it ran the command", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(status["exit"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The MLflow servers the project starts: the UI on the project's own store, and a tracking server.
+
+Both run the MLflow app `linclass` (linclass.orchestration.guard): routes that would run commands on
+this host or change the server's configuration (MLflow's AI assistant, jobs, the AI gateway, webhooks...)
+are refused, artifacts stay under the server's root, malformed requests get a 400; uvicorn does not trust
+X-Forwarded-For (any local user could send one). Both listen on loopback unless told otherwise, run
+MLflow's GenAI job runner off (linclass does not use it, and it starts seven more processes) and take
+their database URLs from the environment, not argv.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from linclass.settings import Tracking
+
+ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+APP = ["--app-name", "linclass", "--uvicorn-opts", "--no-proxy-headers"]
+
+
+def _mlflow() -> str:
+    return str(Path(sys.executable).with_name("mlflow"))
+
+
+def ui(tracking: Tracking, port: int) -> None:
+    """`mlflow ui` on the project's store (created if needed), after printing the links to its training runs,
+    the Compare page of the latest models and the studies, all in the UI's machine-learning view."""
+    from mlflow.tracking import MlflowClient
+
+    from linclass.tracking.runs import project_root, setup, studies_experiment
+    from linclass.tracking.ui import links, set_runs_view
+
+    root = project_root()
+    experiment_id = setup(tracking.experiment, None, root)   # the project's own store, not MLFLOW_TRACKING_URI
+    set_runs_view(experiment_id)
+    studies_id = setup(studies_experiment(tracking.experiment), None, root)
+    for line in links(MlflowClient(), experiment_id, studies_id, f"http://127.0.0.1:{port}"):
+        print(line, flush=True)
+    env = {**os.environ, **ENVIRONMENT, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    os.execve(_mlflow(), [_mlflow(), "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP], env)
+
+
+def server(host: str, port: int, backend_store: str | None, artifacts: str | None) -> None:
+    """`mlflow server` with a database backend and an artifact store it serves (clients up- and download
+    through it): by default sqlite and a folder under mlflow-server/."""
+    folder = Path("mlflow-server").resolve()
+    artifacts = artifacts or str(folder / "artifacts")
+    if "://" not in artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **ENVIRONMENT,
+           "MLFLOW_BACKEND_STORE_URI": backend_store or f"sqlite:///{folder / 'mlflow.db'}"}
+    print(f"MLflow server on http://{host}:{port}: export MLFLOW_TRACKING_URI=http://{host}:{port}", flush=True)
+    os.execve(_mlflow(), [_mlflow(), "server", "--artifacts-destination", artifacts, "--serve-artifacts",
+                          "--host", host, "--port", str(port), "--workers", "1", *APP], env)

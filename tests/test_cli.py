@@ -1,0 +1,169 @@
+"""The `linclass` command and its make aliases as a user meets them: `--help` at every level only prints
+(no file appears or changes, in an empty folder or in a project), a bad or missing option is one line,
+a command run outside a project refuses before it creates anything, `make` alone lists the targets, and
+the make variables are named in their errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import typer
+from conftest import BIN, ROOT, env_for_pipeline, make_project
+
+from linclass.cli import app
+
+LINCLASS = str(BIN / "linclass")
+
+
+def command_paths() -> list[list[str]]:
+    """Every command and group of `linclass`, as argv: [], ['config'], ..., ['services', 'up'], ..."""
+    def walk(command, path):
+        yield path
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            yield from walk(sub, [*path, name])
+    return list(walk(typer.main.get_command(app), []))
+
+
+def snapshot(folder: Path) -> dict[str, tuple]:
+    """Every file and folder under `folder` (links not followed): kind, size and modification time."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            info = path.lstat()
+            found[str(path.relative_to(folder))] = (path.is_dir(), info.st_size, info.st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return make_project(tmp_path_factory.mktemp("cli") / "project")
+
+
+def test_every_command_is_listed_and_the_make_targets_call_it():
+    paths = [" ".join(p) for p in command_paths()]
+    for name in ("config", "settings", "repro", "exp", "grid", "sweep", "table", "compare", "experiments", "store",
+                 "ui", "server", "reap", "push", "pull", "services up", "services add-user", "cluster up"):
+        assert name in paths, name
+    assert len(paths) >= 25, paths
+
+
+HELP_ALL = """
+import contextlib, io, json, sys
+from linclass.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out = io.StringIO()
+    sys.argv = ["linclass", *argv]
+    with contextlib.redirect_stdout(out):
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    results.append([argv, code, out.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize("where", ["empty folder", "project"])
+def test_help_at_every_level_creates_no_file(tmp_path, project, where):
+    """The console script itself for `linclass --help` and a group alone; every other level through the same
+    main() in one process (a process per command would take minutes on a loaded machine)."""
+    import json
+
+    folder = tmp_path if where == "empty folder" else project.path
+    env = env_for_pipeline()
+    before = snapshot(folder)
+    for argv in (["--help"], ["-h"], [], ["services"]):
+        proc = subprocess.run([LINCLASS, *argv], cwd=folder, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0 and "Usage: linclass" in proc.stdout, (argv, proc.stdout, proc.stderr)
+    argvs = [[*path, "--help"] for path in command_paths()] + [["cluster"]]
+    proc = subprocess.run([str(BIN / "python"), "-c", HELP_ALL, json.dumps(argvs)], cwd=folder, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for argv, code, out in json.loads(proc.stdout.strip().splitlines()[-1]):
+        assert code == 0 and "Usage: linclass" in out, (argv, code, out)
+    assert snapshot(folder) == before, "a --help created or changed files"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nosuch"], "error: No such command 'nosuch'. (linclass -h lists the options)"),
+    (["sweep", "--loss", "svm"], "error: Missing option '--regularizer'. (linclass sweep -h lists the options)"),
+    (["grid", "--jobs", "0"], "error: Invalid value for '--jobs' / '-j': Input should be greater than or equal to 1"),
+    (["ui", "--port", "x"], "error: Invalid value for '--port'"),
+    (["grid", "--nope"], "error: No such option: --nope (linclass grid -h lists the options)"),
+])
+def test_a_bad_or_missing_option_is_one_line(tmp_path, argv, message):
+    proc = subprocess.run([LINCLASS, *argv], cwd=tmp_path, env=env_for_pipeline(), capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[0].startswith(message) and len(proc.stderr.strip().splitlines()) == 1, \
+        proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["repro"], ["exp", "train.epochs=1"], ["config"], ["config", "--check"],
+                                  ["compare"], ["experiments"], ["table"], ["store"], ["reap"], ["ui"], ["push"],
+                                  ["pull"], ["grid"]])
+def test_outside_a_project_a_command_refuses_and_creates_nothing(tmp_path, argv):
+    proc = subprocess.run([LINCLASS, *argv], cwd=tmp_path, env=env_for_pipeline(), capture_output=True, text=True,
+                          timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert str(tmp_path) in lines[0] and ("project" in lines[0] or "DVC project" in lines[0]), lines[0]
+    assert list(tmp_path.iterdir()) == [], "a refused command left files behind"
+
+
+def make_copy(project_dir: Path, tmp_path: Path, with_venv: bool) -> Path:
+    """The Makefile and what it reads, in a folder of their own, with or without the worktree's .venv."""
+    dest = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(project_dir), str(dest)], check=True)
+    for name in ("Makefile", "pyproject.toml", "uv.lock"):
+        (dest / name).write_bytes((ROOT / name).read_bytes())
+    if with_venv:
+        (dest / ".venv").symlink_to(ROOT / ".venv")
+        for name in ("pyproject.toml", "uv.lock"):
+            os.utime(dest / name, (0, 0))   # older than .venv's stamp: make reinstalls nothing
+    return dest
+
+
+def make(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """make in `folder`, with this shell's PATH (uv on it, if it is here) but not the venv's."""
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != BIN)
+    env = {**env_for_pipeline(), "PATH": path}
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_make_alone_lists_the_targets_and_installs_nothing(project, tmp_path):
+    copy = make_copy(project.path, tmp_path, with_venv=False)
+    proc = make(copy)
+    assert proc.returncode == 0, proc.stderr
+    for target in ("make repro", "make exp", "make settings", "make ui", "make push", "make pull", "make test",
+                   "make docs", "make services-up"):
+        assert target in proc.stdout, target
+    assert not (copy / ".venv").exists() and not (copy / ".tools").exists()
+
+
+def test_make_user_add_without_name_installs_nothing(project, tmp_path):
+    copy = make_copy(project.path, tmp_path, with_venv=False)
+    proc = make(copy, "user-add")
+    assert proc.returncode != 0
+    assert proc.stderr.splitlines()[0] == ("error: NAME is not set: make user-add NAME=bob "
+                                           "[GRANT=linclass-cifar10=READ]"), proc.stderr
+    assert not (copy / ".venv").exists() and not (copy / ".tools").exists(), "make user-add installed first"
+
+
+@pytest.mark.parametrize("variables, named", [
+    (["LRS=abc"], "error: --learning-rates (LRS of make sweep): 'abc' is not a number"),
+    (["STRENGTHS=1e-3,x"], "error: --strengths (STRENGTHS of make sweep): 'x' is not a number"),
+    (["LOSS=hinge"], "error: unknown combination hinge-l2 (--loss, --regularizer; LOSS, REG of make sweep)"),
+])
+def test_make_sweep_names_the_make_variable(project, tmp_path, variables, named):
+    copy = make_copy(project.path, tmp_path, with_venv=True)
+    params = (copy / "params.yaml").read_bytes()
+    proc = make(copy, "sweep", *variables)
+    assert proc.returncode != 0
+    assert proc.stderr.splitlines()[0].startswith(named), proc.stderr
+    assert (copy / "params.yaml").read_bytes() == params and not (copy / "data").exists()

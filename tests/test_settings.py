@@ -1,0 +1,83 @@
+"""linclass.settings: each setting declared once, used by the config check and by the library."""
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT
+
+from linclass.config import compose
+from linclass.core.losses import LOSSES
+from linclass.core.metrics import check_labels
+from linclass.core.regularizers import REGULARIZERS
+from linclass.core.sgd import train_sgd
+from linclass.settings import LOSS_NAMES, REGULARIZER_NAMES, Data, ElasticNet, Settings, Train, check, default, describe
+
+
+def test_conf_states_the_schema_defaults():
+    """The defaults live in the schema (the library takes them); conf/ states the same values for people."""
+    composed = compose(ROOT / "conf")
+    assert composed == Settings().model_dump()
+    assert yaml.safe_load((ROOT / "params.yaml").read_text()) == composed
+
+
+def test_the_library_defaults_are_the_schema_defaults():
+    import inspect
+
+    signature = inspect.signature(train_sgd).parameters
+    for name in ("epochs", "batch_size", "lr_decay", "init_scale", "seed", "l1_step"):
+        assert signature[name].default == default(Train, name) == getattr(Train(), name), name
+    assert signature["beta"].default == ElasticNet().beta
+
+
+@pytest.mark.parametrize("section, values, message", [
+    (Train, {"epochs": 0}, "epochs=0 is out of range: allowed an integer >= 1"),
+    (Train, {"epochs": 2.0}, "epochs=2.0 is not an integer >= 1"),
+    (Train, {"epochs": True}, "epochs=True is not an integer >= 1"),
+    (Train, {"l1_step": "prox"}, "l1_step='prox' is out of range: allowed one of 'subgradient', 'proximal'"),
+    (Train, {"lr_decay": float("nan")}, "lr_decay=nan is out of range: allowed a number > 0 and <= 1"),
+    (Data, {"md5": "c58f30108f718f92721af3b95e74349"}, "md5='c58f30108f718f92721af3b95e74349' is out of range: "
+                                                        "allowed 32 hex digits (an md5 sum)"),
+    (Data, {"url": "ftp://x/y"}, "url='ftp://x/y' is not supported; allowed: http://, https://, file:// URLs"),
+])
+def test_the_library_check_names_the_value_and_what_is_allowed(section, values, message):
+    with pytest.raises(ValueError) as info:
+        check(section, **values)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_the_library_refuses_what_the_config_refuses():
+    X, y = np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"^epochs=0 is out of range: allowed an integer >= 1$"):
+        train_sgd(X, y, epochs=0)
+    with pytest.raises(ValueError, match=r"^l1_step='x' is out of range"):
+        train_sgd(X, y, l1_step="x")
+    check(Train, epochs=np.int64(3))   # numpy numbers are numbers
+
+
+def test_library_names_are_the_declared_ones():
+    assert tuple(LOSSES) == LOSS_NAMES
+    assert tuple(REGULARIZERS) == REGULARIZER_NAMES
+
+
+def test_check_labels():
+    check_labels(np.array([0, 2]), 3)
+    with pytest.raises(ValueError, match=r"y must hold labels in \[0, 3\), got label 3"):
+        check_labels(np.array([0, 3]), 3)
+    with pytest.raises(ValueError, match="integer labels"):
+        check_labels(np.array([0.0]))
+
+
+def test_describe_lists_every_setting_with_its_default_and_range():
+    lines = describe()
+    assert len(lines) == len([k for k in _flat(Settings().model_dump()) if k != "checked"])
+    assert "train.epochs = 40  (an integer >= 1)" in lines
+    assert any(line.startswith("train.l1_step = 'proximal'  (one of 'subgradient', 'proximal')") for line in lines)
+    assert describe("regularizer.l2") == ["regularizer.l2.strength = 0.001  (a number >= 0)  "
+                                          "lambda: total loss = data loss + lambda R(W)"]
+
+
+def _flat(d, prefix=""):
+    for key, value in d.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"

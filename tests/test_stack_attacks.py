@@ -1,0 +1,521 @@
+"""The team stack attacked the way a teammate with a login and no grants, or a second local account, would
+(issue: no command execution through MLflow's assistant, artifacts confined, files private, logins throttled).
+
+Each attack also runs against a plain MLflow server of the same version (the control, started as `nobody`,
+without the guard) where it succeeds: the attack is real, and the stack is what refuses it.
+Clients that must count as different addresses connect from 127.0.0.6-9 (all loopback).
+"""
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import BIN, MLFLOW_SERVER_ENV, ROOT, free_port, serving
+from test_stack import Stack, services
+
+pytestmark = pytest.mark.slow
+
+if os.geteuid() != 0:
+    pytest.skip("the attacks of a second local account need root (runuser, setpriv)", allow_module_level=True)
+
+ASSISTANT = "/ajax-api/3.0/mlflow/assistant"
+SQL_MARKERS = ("[SQL:", "INSERT INTO", "psycopg2", "sqlite3.", "sqlalche.me", "UniqueViolation")
+
+
+def call(url: str, path: str, method: str = "GET", body=None, auth: tuple[str, str] | None = None,
+         source: str | None = None, timeout: float = 60) -> tuple[int, dict, str, float]:
+    """One HTTP request from loopback address `source`: (status, headers, body text, seconds)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout,
+                                      source_address=(source, 0) if source else None)
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
+    start = time.perf_counter()
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        text = response.read().decode(errors="replace")
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, text, time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+# ---- a stand-in for an OpenAI-compatible chat endpoint: it asks the assistant to run one command ----
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):   # Ollama's model list
+        self._json({"models": [{"model": "stand-in"}]})
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        self.server.chats.append(request)
+        if any(m.get("role") == "tool" for m in request.get("messages", [])):
+            frames = [{"choices": [{"delta": {"content": "done"}, "finish_reason": "stop"}]}]
+        else:
+            command = json.dumps({"command": f"touch {self.server.marker}"})
+            frames = [{"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call-1", "type": "function",
+                                                              "function": {"name": "Bash", "arguments": command}}]},
+                                    "finish_reason": None}]},
+                      {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for frame in frames:
+            self.wfile.write(f"data: {json.dumps(frame)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def _json(self, value):
+        body = json.dumps(value).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def base():
+    # every account must pass through it (the stack's and nobody): not under pytest's private temp root
+    folder = Path(tempfile.mkdtemp(prefix="linclass-attacks-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def chat(base):
+    """The stand-in on 127.0.0.1, and the marker file its command would create (in a folder anyone may write)."""
+    markers = Path(tempfile.mkdtemp(dir=base))
+    markers.chmod(0o1777)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
+    server.chats, server.marker = [], markers / "assistant-ran-this"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def assistant_attack(url: str, chat, auth=None) -> list[int]:
+    """Point the assistant at the stand-in, send a message, read the answer: the statuses of the three calls."""
+    config = {"providers": {"ollama": {"base_url": f"http://127.0.0.1:{chat.server_port}", "model": "stand-in",
+                                       "selected": True, "permissions": {"full_access": True}}}}
+    status_config, *_ = call(url, f"{ASSISTANT}/config", "PUT", config, auth)
+    status_message, _, text, _ = call(url, f"{ASSISTANT}/message", "POST", {"message": "hello"}, auth)
+    stream = json.loads(text).get("stream_url", f"{ASSISTANT}/sessions/none/stream") if status_message == 200 \
+        else f"{ASSISTANT}/sessions/00000000-0000-0000-0000-000000000000/stream"
+    status_stream, *_ = call(url, stream, "GET", None, auth)
+    return [status_config, status_message, status_stream]
+
+
+# ---- the control: MLflow's own server, no guard, run as nobody ----
+
+@pytest.fixture(scope="module")
+def control(base):
+    from linclass.orchestration.accounts import Account
+    from linclass.orchestration.services import server_python
+
+    folder = base / "control"
+    folder.mkdir(mode=0o700)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    account = Account("nobody", nobody.pw_uid, nobody.pw_gid, str(folder))
+    python, python_env = server_python(account, folder)
+    url = f"http://127.0.0.1:{free_port()}"
+    cmd = [python, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+           "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1"]
+    with serving(cmd, url, base / "control.log", cwd=folder, env={**account.env(), **python_env, **MLFLOW_SERVER_ENV},
+                 **account.popen_args()):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def stack(base):
+    folder = base / "services"
+    env = {**os.environ, "LINCLASS_SERVICES_DIR": str(folder), "LINCLASS_MLFLOW_PORT": str(free_port()),
+           "LINCLASS_PG_PORT": str(free_port()), "CALLERS_OWN_SECRET": "not for the server"}
+    env = {k: v for k, v in env.items() if not k.startswith("MLFLOW_TRACKING_")}
+    start = time.monotonic()
+    up = services(env, "up")
+    try:
+        stack = Stack(folder, env, up, time.monotonic() - start)
+        for name in ("bob", "carol", "dave", "erin"):
+            services(env, "add-user", name)
+        yield stack
+    finally:
+        services(env, "down", check=False)
+
+
+def login(stack: Stack, name: str) -> tuple[str, str]:
+    if name == "admin":
+        return name, stack.secrets["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    return name, stack.user(name)["MLFLOW_TRACKING_PASSWORD"]
+
+
+# ---- command execution through MLflow's assistant ----
+
+def test_the_assistant_runs_a_command_on_a_plain_mlflow_server(control, chat):
+    statuses = assistant_attack(control, chat)
+    assert statuses == [200, 200, 200], statuses
+    assert len(chat.chats) == 2 and chat.marker.exists(), "the control's assistant ran the stand-in's command"
+
+
+@pytest.mark.parametrize("who", ["bob", "admin"])
+def test_the_stack_refuses_the_assistant_to_every_user(stack, chat, who):
+    statuses = assistant_attack(stack.url, chat, login(stack, who))
+    assert statuses == [403, 403, 403], statuses
+    for path in ("//ajax-api/3.0/mlflow/assistant/config", "/ajax-api/3.0/mlflow/./assistant/config",
+                 "/ajax-api/3.0/mlflow/%61ssistant/config", "/ajax-api/3.0/mlflow/x/../assistant/config",
+                 f"{ASSISTANT}/providers", f"{ASSISTANT}/skills/install"):
+        status, *_ = call(stack.url, path, "PUT" if path.endswith("config") else "GET", {}, login(stack, who))
+        assert status == 403, (path, status)
+    assert call(stack.url, f"{ASSISTANT}/config")[0] == 401, "anonymous: 401 as everywhere"
+    assert chat.chats == [] and not chat.marker.exists(), "the assistant never called the stand-in"
+    home = Path(pwd.getpwnam("linclass-stack").pw_dir)
+    assert not (home / ".mlflow" / "assistant" / "config.json").exists(), "no assistant config was written"
+
+
+def test_the_other_routes_that_run_commands_or_reconfigure_the_server_are_refused(stack):
+    bob, admin = login(stack, "bob"), login(stack, "admin")
+    routes = [("POST", "/ajax-api/3.0/jobs/", {"job_name": "x", "params": {}}),
+              ("POST", "/ajax-api/3.0/mlflow/gateway/secrets/create", {"secret_name": "s", "secret_value": "v"}),
+              ("GET", "/ajax-api/3.0/mlflow/gateway/secrets/list", None),
+              ("POST", "/gateway/proxy/e/chat/completions", {}),
+              ("POST", "/api/2.0/mlflow/webhooks", {"name": "w", "url": "http://127.0.0.1:9/x", "events": []}),
+              ("POST", "/api/3.0/mlflow/scorers/register", {"experiment_id": "0", "name": "s"}),
+              ("POST", "/ajax-api/3.0/mlflow/scorer/invoke", {}),
+              ("POST", "/ajax-api/3.0/mlflow/mcp-servers", {"name": "m"}),
+              ("POST", "/ajax-api/3.0/mlflow/demo/generate", {}),
+              ("POST", "/ajax-api/3.0/mlflow/workspaces", {"name": "w"})]
+    for who in (bob, admin):
+        for method, path, body in routes:
+            status, _, text, _ = call(stack.url, path, method, body, who)
+            assert status == 403 and "switched off" in text, (who[0], method, path, status, text[:200])
+    status, _, text, _ = call(stack.url, "/ajax-api/3.0/mlflow/server-info")
+    assert status == 200 and json.loads(text)["features_enabled"]["gateway"] is False   # the UI hides it
+
+
+@pytest.mark.parametrize("target", ["server", "ui"])
+def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
+    folder = base / target
+    folder.mkdir()
+    url = f"http://127.0.0.1:{free_port()}"
+    venv = BIN.parent
+    make = ["make", "-s", "-f", str(ROOT / "Makefile"), f"VENV={venv}", "-o", f"{venv}/bin/.installed", target,
+            f"PORT={url.rsplit(':', 1)[1]}"]
+    with serving(make, url, folder / "server.log", cwd=folder):
+        assert assistant_attack(url, chat) == [403, 403, 403]
+        assert call(url, "/api/2.0/mlflow/experiments/create", "POST",
+                    {"name": "evil", "artifact_location": f"file://{base}"})[0] == 400
+        if target == "ui":
+            ui_pages_load_behind_the_guard(url, folder / "server.log")
+    assert chat.chats == [] and not chat.marker.exists()
+
+
+def ui_pages_load_behind_the_guard(url: str, log: Path) -> None:
+    """A run's page in a real browser: it shows the run, and the only calls the guard refuses are the
+    assistant's (MLflow's page shows its panel on localhost, and cannot be told not to)."""
+    import re
+
+    from mlflow.tracking import MlflowClient
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no browser: apt-get install -y chromium")
+    client = MlflowClient(url)
+    run = client.create_run(client.create_experiment("ui-check"), run_name="run-in-the-browser")
+    for step in range(5):
+        client.log_metric(run.info.run_id, "total_loss", 1.0 / (step + 1), step=step)
+    client.set_terminated(run.info.run_id)
+    page = f"{url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    dom = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
+                          "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    assert "run-in-the-browser" in dom and "total_loss" in dom, dom[-2000:]
+    answers = re.findall(r'"(GET|POST|PUT|PATCH|DELETE) (\S+) HTTP/[\d.]+" (\d{3})', log.read_text())
+    refused = {(method, path.split("?")[0]) for method, path, status in answers if status[0] in "45"}
+    expected = {("GET", "/ajax-api/2.0/mlflow/users/current"),   # no logins on this server: 404
+                ("POST", "/api/2.0/mlflow/experiments/create")}   # the artifact_location above
+    unexpected = {(method, path) for method, path in refused - expected if not path.startswith(ASSISTANT)}
+    assert not unexpected and not [a for a in answers if a[2].startswith("5")], unexpected
+    assert ("GET", f"{ASSISTANT}/config") in refused, "the page asked the assistant, and was refused"
+
+
+# ---- artifacts where the server decides ----
+
+def test_an_experiment_cannot_choose_where_the_server_writes(stack, control, base):
+    target = base / "chosen-by-a-user"
+    target.mkdir(mode=0o777)
+    target.chmod(0o777)
+    status, _, text, _ = call(control, "/api/2.0/mlflow/experiments/create", "POST",
+                              {"name": "elsewhere", "artifact_location": target.as_uri()})
+    assert status == 200, "the control accepts any folder"
+    bob = login(stack, "bob")
+    bodies = [{"name": "elsewhere", "artifact_location": target.as_uri()},
+              {"name": "elsewhere", "artifactLocation": target.as_uri()},
+              json.dumps(json.dumps({"name": "elsewhere", "artifact_location": target.as_uri()})),
+              {"name": "elsewhere", "artifact_location": "mlflow-artifacts:/../../../tmp"}]
+    for path in ("/api/2.0/mlflow/experiments/create", "/ajax-api/2.0/mlflow/experiments/create"):
+        for body in bodies:
+            status, _, text, _ = call(stack.url, path, "POST", body, bob)
+            assert status == 400 and "artifact_location" in text, (path, body, status, text)
+    assert call(stack.url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=elsewhere", auth=bob)[0] == 404
+    status, _, text, _ = call(stack.url, "/api/2.0/mlflow/experiments/create", "POST", {"name": "bob-here"}, bob)
+    assert status == 200
+    experiment = json.loads(call(stack.url, "/api/2.0/mlflow/experiments/get?experiment_id="
+                                 + json.loads(text)["experiment_id"], auth=bob)[2])["experiment"]
+    assert experiment["artifact_location"].startswith("mlflow-artifacts:/"), experiment
+    assert list(target.iterdir()) == []
+
+
+# ---- files on disk, read by a second local account ----
+
+def as_other(cmd: list[str], groups: str | None = None) -> subprocess.CompletedProcess:
+    """`cmd` as nobody (in the groups `groups`, comma-separated gids, if given)."""
+    setpriv = ["setpriv", "--reuid=nobody", "--regid=nogroup"]
+    setpriv += [f"--groups={groups}"] if groups else ["--clear-groups"]
+    return subprocess.run([*setpriv, "--", *cmd], capture_output=True, text=True, timeout=30)
+
+
+def test_a_second_local_account_reads_nothing_of_the_stack(stack, base):
+    import grp
+
+    bob = login(stack, "bob")
+    run = json.loads(call(stack.url, "/api/2.0/mlflow/runs/create", "POST", {"experiment_id": "0"},
+                          login(stack, "admin"))[2])["run"]["info"]
+    status, *_ = call(stack.url, f"/api/2.0/mlflow-artifacts/artifacts/0/{run['run_id']}/artifacts/secret.txt",
+                      "PUT", b"admin's artifact", login(stack, "admin"))
+    assert status == 200
+    folder, account = stack.folder, pwd.getpwnam("linclass-stack")
+    seen = []
+    for path in [folder, *folder.rglob("*")]:
+        st = path.lstat()
+        assert st.st_uid == account.pw_uid, f"{path} belongs to {st.st_uid}"
+        if path == folder:
+            assert st.st_mode & 0o7777 == 0o710
+        elif path == folder / "dvc-remote":
+            assert st.st_mode & 0o7777 == 0o2770 and st.st_gid == grp.getgrnam("linclass-team").gr_gid
+        elif path.is_dir():
+            assert st.st_mode & 0o077 == 0, f"{path} is {oct(st.st_mode)}"
+        else:
+            assert st.st_mode & 0o077 == 0, f"{path} is {oct(st.st_mode)}"
+            seen.append(path)
+    names = {p.name for p in seen}
+    assert {"secrets.env", "auth.ini", "state.json", "mlflow.log", "postgres.log", "admin.env", "bob.env",
+            "secret.txt"} <= names, names
+    tried = [p for p in seen if "postgres" not in p.relative_to(folder).parts[:1]]
+    for path in tried + [folder / "postgres" / "PG_VERSION", folder / "postgres" / "postgresql.conf"]:
+        proc = as_other(["cat", str(path)])
+        assert proc.returncode != 0 and "Permission denied" in proc.stderr, (path, proc.stdout[:100])
+    for folder_path in (folder, folder / "artifacts", folder / "users", folder / "dvc-remote"):
+        assert as_other(["ls", str(folder_path)]).returncode != 0, folder_path
+    # a teammate in the team's group uses the DVC remote (and nothing else)
+    team = str(grp.getgrnam("linclass-team").gr_gid)
+    probe = folder / "dvc-remote" / "teammate-was-here"
+    assert as_other(["touch", str(probe)], groups=team).returncode == 0 and probe.exists()
+    assert as_other(["ls", str(folder / "dvc-remote")], groups=team).returncode == 0
+    assert as_other(["cat", str(folder / "secrets.env")], groups=team).returncode != 0
+    # bob, through the server, is refused what the disk no longer gives away
+    assert call(stack.url, f"/api/2.0/mlflow-artifacts/artifacts/0/{run['run_id']}/artifacts/secret.txt",
+                auth=bob)[0] == 403
+
+
+def test_the_stack_runs_as_its_own_account_never_root(stack):
+    import psutil
+
+    state = json.loads((stack.folder / "state.json").read_text())
+    server = psutil.Process(state["mlflow_pid"])
+    postmaster = psutil.Process(int((stack.folder / "postgres" / "postmaster.pid").read_text().split()[0]))
+    main = [server, *server.children(recursive=True), postmaster]
+    account = pwd.getpwnam("linclass-stack")
+    for process in main + postmaster.children():
+        assert process.uids().real == account.pw_uid and process.uids().effective == account.pw_uid, process
+    for process in main:   # (PostgreSQL's workers write their titles over their environment)
+        assert process.environ().get("HOME") == account.pw_dir != "/root", process
+    environ = server.environ()   # nothing of the caller's environment but PATH (and an S3 store's settings)
+    assert "CALLERS_OWN_SECRET" not in environ and not any(k.startswith("LINCLASS_") for k in environ)
+
+
+def test_a_normal_user_runs_the_stack_as_themselves(base):
+    import psutil
+
+    from linclass.orchestration.accounts import Account
+    from linclass.orchestration.services import server_python
+
+    home = base / "normal-user"
+    home.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    account = Account("nobody", nobody.pw_uid, nobody.pw_gid, str(home))
+    python, python_env = server_python(account, home)
+    env = {**account.env(), **python_env, "LINCLASS_SERVICES_DIR": str(home / "services"),
+           "LINCLASS_MLFLOW_PORT": str(free_port()), "LINCLASS_PG_PORT": str(free_port())}
+
+    def as_nobody(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([python, "-m", "linclass.cli", "services", *args], env=env, cwd=home,
+                              capture_output=True, text=True, timeout=240, **account.popen_args())
+
+    up = as_nobody("up")
+    try:
+        assert up.returncode == 0, up.stderr
+        status = as_nobody("status")
+        assert status.returncode == 0 and "database: answers" in status.stdout, status.stdout + status.stderr
+        state = json.loads((home / "services" / "state.json").read_text())
+        server = psutil.Process(state["mlflow_pid"])
+        assert {p.uids().effective for p in [server, *server.children(recursive=True)]} == {nobody.pw_uid}
+        for path in (home / "services").rglob("*"):
+            st = path.lstat()
+            assert st.st_uid == nobody.pw_uid and (path.name == "dvc-remote" or st.st_mode & 0o077 == 0), path
+    finally:
+        as_nobody("down")
+
+
+# ---- logins ----
+
+def test_a_wrong_password_takes_the_same_time_for_known_and_unknown_users(stack):
+    known, unknown = [], []
+    for i in range(5):   # interleaved, from one address, under both throttle limits
+        for name, times in ((("bob", "carol")[i % 2], known), (f"nobody-{i}", unknown)):
+            status, _, _, seconds = call(stack.url, "/api/2.0/mlflow/experiments/search?max_results=1",
+                                         auth=(name, f"wrong-{i}"), source="127.0.0.6")
+            assert status == 401
+            times.append(seconds)
+    difference = abs(statistics.median(known) - statistics.median(unknown))
+    assert min(known + unknown) >= 0.5 and difference < 0.1, (known, unknown)
+
+
+# The attacker: its own process, `threads` threads guessing `user`'s password `rounds` times each from `source`.
+FLOOD = """
+import base64, http.client, json, sys, threading
+host, port, source, user, threads, rounds = sys.argv[1:7]
+statuses = []
+def guess(thread):
+    for i in range(int(rounds)):
+        token = base64.b64encode(f"{user}:guess-{thread}-{i}".encode()).decode()
+        conn = http.client.HTTPConnection(host, int(port), timeout=60, source_address=(source, 0))
+        conn.request("GET", "/api/2.0/mlflow/experiments/search?max_results=1",
+                     headers={"Authorization": "Basic " + token})
+        statuses.append(conn.getresponse().status)
+        conn.close()
+workers = [threading.Thread(target=guess, args=(t,)) for t in range(int(threads))]
+[w.start() for w in workers]
+[w.join() for w in workers]
+print(json.dumps(statuses))
+"""
+
+
+def test_a_password_flood_is_throttled_per_user_and_per_address(stack):
+    bob, carol = login(stack, "bob"), login(stack, "carol")
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert call(stack.url, search, auth=carol, source="127.0.0.7")[0] == 200   # carol is logged in
+    baseline = statistics.median(call(stack.url, search, auth=carol)[3] for _ in range(7))
+    host, port = stack.url.removeprefix("http://").split(":")
+    flood = subprocess.Popen([sys.executable, "-c", FLOOD, host, port, "127.0.0.7", "erin", "40", "5"],
+                             stdout=subprocess.PIPE, text=True)
+    time.sleep(2)
+    during = [call(stack.url, search, auth=carol)[3] for _ in range(7)]
+    out, _ = flood.communicate(timeout=300)
+    statuses = json.loads(out)
+    checked = statuses.count(401)
+    assert len(statuses) == 200 and checked <= 10 and statuses.count(429) == 200 - checked, statuses
+    # the flood costs the others little (it made them 20x slower when every guess was checked)
+    assert statistics.median(during) < 3 * baseline + 0.1, (baseline, during)
+    # erin herself must wait (her name is throttled, from any address); carol, logged in, goes on from the
+    # flooded address; a first login from elsewhere is not held up
+    status, headers, text, _ = call(stack.url, search, auth=login(stack, "erin"), source="127.0.0.9")
+    assert status == 429 and int(headers["retry-after"]) > 0 and "retry" in text
+    assert call(stack.url, search, auth=carol, source="127.0.0.7")[0] == 200
+    assert call(stack.url, search, auth=bob, source="127.0.0.9")[0] == 200
+    # many names from one address: the address is throttled, also for a name never tried
+    with ThreadPoolExecutor(35) as pool:
+        statuses = list(pool.map(lambda i: call(stack.url, search, auth=(f"user-{i}", "x"), source="127.0.0.8")[0],
+                                 range(35)))
+    assert statuses.count(401) <= 30 and statuses.count(429) == 35 - statuses.count(401), statuses
+    assert call(stack.url, search, auth=login(stack, "dave"), source="127.0.0.8")[0] == 429
+    assert call(stack.url, search, auth=login(stack, "dave"), source="127.0.0.9")[0] == 200
+
+
+# ---- errors: no database text, no 500 for a malformed request ----
+
+MALFORMED = [("/graphql", "{"), ("/graphql", "[1]"), ("/graphql", '{"query": 5}'), ("/graphql", '{"query": "{"}'),
+             ("/graphql", '{"query": "query { mlflowGetExperiment(input: {experimentId: \\"0\\"}) '
+                          '{ experiment { name } } }", "variables": 5}'), ("/graphql", "{}"),
+             ("/api/2.0/mlflow/runs/search", '"x"'), ("/api/2.0/mlflow/runs/search", "{"),
+             ("/api/2.0/mlflow/runs/log-batch", '{"run_id": "x", "metrics": [5]}'),
+             ("/api/3.0/mlflow/traces/search", "[1]"), ("/ajax-api/2.0/mlflow/runs/search", "[[[")]
+
+
+def test_malformed_json_and_graphql_get_a_400(stack, control):
+    control_statuses = [call(control, path, "POST", body)[0] for path, body in MALFORMED]
+    assert 500 in control_statuses, control_statuses   # MLflow's own server fails on them
+    bob = login(stack, "bob")
+    for path, body in MALFORMED:
+        status, _, text, _ = call(stack.url, path, "POST", body, bob)
+        assert status == 400 and json.loads(text)["error_code"] == "INVALID_PARAMETER_VALUE", (path, body, status)
+    assert call(stack.url, "/graphql?query=%7B", auth=bob)[0] == 400
+    status, _, text, _ = call(stack.url, "/graphql", "POST",
+                              {"query": '{ mlflowGetExperiment(input: {experimentId: "0"}) { experiment { name } } }'},
+                              bob)
+    assert status == 200 and json.loads(text)["data"] is not None   # a well-formed query still works
+
+
+def test_error_answers_carry_no_database_text(stack, control):
+    duplicate = {"name": "twice"}
+    for url, auth in ((control, None), (stack.url, login(stack, "bob"))):
+        call(url, "/api/2.0/mlflow/experiments/create", "POST", duplicate, auth)
+    status, _, text, _ = call(control, "/api/2.0/mlflow/experiments/create", "POST", duplicate)
+    assert status == 400 and "[SQL:" in text, "MLflow's own server echoes the SQL statement"
+    bob = login(stack, "bob")
+    attempts = [("/api/2.0/mlflow/experiments/create", duplicate),
+                ("/ajax-api/2.0/mlflow/experiments/create", duplicate),
+                ("/api/2.0/mlflow/registered-models/create", {"name": "model-twice"}),
+                ("/api/2.0/mlflow/registered-models/create", {"name": "model-twice"})]
+    answers = [call(stack.url, path, "POST", body, bob) for path, body in attempts]
+    assert answers[2][0] == 200
+    for (path, _), (status, _, text, _) in zip(attempts, answers):
+        assert not any(marker in text for marker in SQL_MARKERS), (path, text)
+    assert answers[0][0] == 400 and "already exists" in json.loads(answers[0][2])["message"]
+    assert answers[3][0] == 400 and "already exists" in json.loads(answers[3][2])["message"]
+    assert "[SQL:" in (stack.folder / "mlflow.log").read_text(), "the server's own log keeps the details"
+
+
+# ---- what held before must still hold ----
+
+def test_per_object_permissions_hold_through_graphql_and_the_artifact_proxy(stack):
+    admin, bob = login(stack, "admin"), login(stack, "bob")
+    status, _, text, _ = call(stack.url, "/api/2.0/mlflow/experiments/create", "POST", {"name": "admin-only"}, admin)
+    experiment_id = json.loads(text)["experiment_id"]
+    run_id = json.loads(call(stack.url, "/api/2.0/mlflow/runs/create", "POST", {"experiment_id": experiment_id},
+                             admin)[2])["run"]["info"]["run_id"]
+    artifact = f"{experiment_id}/{run_id}/artifacts/model.txt"
+    assert call(stack.url, f"/api/2.0/mlflow-artifacts/artifacts/{artifact}", "PUT", b"weights", admin)[0] == 200
+    for path in (f"/api/2.0/mlflow-artifacts/artifacts/{artifact}",
+                 f"/ajax-api/2.0/mlflow-artifacts/artifacts/{artifact}",
+                 f"/api/2.0/mlflow-artifacts/artifacts/0/x/%2e%2e/%2e%2e/{artifact}",
+                 f"/api/2.0/mlflow-artifacts/artifacts/0/../{artifact}",
+                 f"/api/2.0/mlflow-artifacts/artifacts?path={experiment_id}/{run_id}/artifacts",
+                 f"/get-artifact?path=model.txt&run_uuid={run_id}"):
+        status, _, text, _ = call(stack.url, path, auth=bob)
+        assert status in (400, 403, 404) and "weights" not in text, (path, status, text[:200])
+    query = {"query": f'{{ mlflowGetRun(input: {{runId: "{run_id}"}}) {{ run {{ info {{ runName }} }} }} }}'}
+    status, _, text, _ = call(stack.url, "/graphql", "POST", query, bob)
+    assert not ((json.loads(text).get("data") or {}).get("mlflowGetRun") or {}).get("run"), text
+    assert call(stack.url, f"/api/2.0/mlflow/runs/get?run_id={run_id}", auth=bob)[0] == 403
+    assert call(stack.url, f"/api/2.0/mlflow/runs/get?run_id={run_id}", auth=admin)[0] == 200

@@ -1,0 +1,170 @@
+"""The warm interpreter (linclass.orchestration.warm) and its client, for real: a server started in this project's
+root, commands sent through warm_client.py as `pipeline/python` and the Ray nodes send them."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import ROOT
+
+CLIENT = ROOT / "src" / "linclass" / "orchestration" / "warm_client.py"
+
+REPORT = """
+import json, os, sys
+print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "warm": os.environ.get("LINCLASS_WARM_BLAS"),
+                  "numpy": "numpy" in sys.modules, "pid": os.getpid(), "pgid": os.getpgid(0),
+                  "marker": os.environ.get("MARKER")}))
+sys.stderr.write("to stderr\\n")
+sys.exit(int(os.environ.get("EXIT", "0")))
+"""
+
+
+def start_server(folder: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
+    folder.mkdir(mode=0o700)
+    socket_path = folder / "socket"
+    with open(folder / "log.txt", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "linclass.orchestration.warm", "--socket", str(socket_path),
+                                 *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})},
+                                stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while not socket_path.is_socket():
+        assert proc.poll() is None and time.monotonic() < deadline, (folder / "log.txt").read_text()
+        time.sleep(0.1)
+    return proc, socket_path
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc, socket_path = start_server(tmp_path_factory.mktemp("warm") / "private", env={"OPENBLAS_NUM_THREADS": "1"})
+    yield socket_path
+    stop(proc)
+
+
+def client(socket_path: Path, *argv: str, cwd: Path = ROOT, env: dict | None = None, **kw):
+    return subprocess.run([sys.executable, "-I", "-S", str(CLIENT), *argv], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "LINCLASS_WARM_SOCKET": str(socket_path), **(env or {})}, timeout=120,
+                          **kw)
+
+
+@pytest.fixture
+def report(tmp_path) -> Path:
+    path = tmp_path / "report.py"
+    path.write_text(REPORT)
+    return path
+
+
+def test_a_script_runs_warm_with_its_arguments_streams_environment_and_exit_code(server, report):
+    done = client(server, str(report), "a", "b c", env={"MARKER": "m1", "EXIT": "3"})
+    assert done.returncode == 3, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["argv"] == [str(report), "a", "b c"] and seen["cwd"] == str(ROOT) and seen["marker"] == "m1"
+    assert seen["warm"] == "1" and seen["numpy"], "started from the warm interpreter, numpy already imported"
+    assert seen["pgid"] == seen["pid"], "a process group of its own"
+    assert done.stderr == "to stderr\n"
+
+
+def test_a_module_runs_warm_and_an_exception_exits_1_with_its_traceback(server, tmp_path):
+    done = client(server, "-m", "dvc", "--version")
+    assert done.returncode == 0 and done.stdout.strip() == "3.67.1", done.stderr
+    failing = tmp_path / "fails.py"
+    failing.write_text("raise ValueError('boom')\n")
+    done = client(server, str(failing))
+    assert done.returncode == 1 and done.stderr.strip().endswith("ValueError: boom"), done.stderr
+
+
+def test_what_it_does_not_serve_runs_in_a_fresh_interpreter(server, report, tmp_path):
+    elsewhere = client(server, str(report), cwd=tmp_path)   # another working directory
+    other_code = client(server, str(report), env={"PYTHONPATH": str(tmp_path)})   # another PYTHONPATH
+    for done in (elsewhere, other_code):
+        assert done.returncode == 0, done.stderr
+        seen = json.loads(done.stdout)
+        assert seen["warm"] is None and not seen["numpy"], "a fresh python"
+    gone = client(tmp_path / "no-socket", str(report))
+    assert gone.returncode == 0 and json.loads(gone.stdout)["warm"] is None
+
+
+def test_sigterm_to_the_client_reaches_the_command(server, tmp_path):
+    script = tmp_path / "waits.py"
+    script.write_text(textwrap.dedent("""
+        import signal, sys, time
+        def stopped(signum, frame):
+            print("stopped by", signum, flush=True)
+            sys.exit(143)
+        signal.signal(signal.SIGTERM, stopped)
+        print("ready", flush=True)
+        time.sleep(60)
+    """))
+    proc = subprocess.Popen([sys.executable, "-I", "-S", str(CLIENT), str(script)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, env={**os.environ, "LINCLASS_WARM_SOCKET": str(server)})
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert proc.stdout.read() == f"stopped by {int(signal.SIGTERM)}\n"
+
+
+def test_a_client_killed_outright_takes_its_command_down(server, tmp_path):
+    script = tmp_path / "sleeps.py"
+    script.write_text("import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-I", "-S", str(CLIENT), str(script)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, env={**os.environ, "LINCLASS_WARM_SOCKET": str(server)})
+    command = int(proc.stdout.readline())
+    assert psutil.pid_exists(command) and command != proc.pid
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while psutil.pid_exists(command) and psutil.Process(command).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the command outlived its client"
+        time.sleep(0.1)
+
+
+def test_another_user_cannot_reach_the_socket(server, report):
+    """The socket's folder is private: another account cannot connect, so it cannot run code in our name."""
+    probe = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
+             "try:\n    s.connect(sys.argv[1])\nexcept PermissionError:\n    print('refused')\n")
+    if os.getuid() != 0:
+        pytest.skip("switching to another account needs root")
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-I", "-S",
+                           "-c", probe, str(server)], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "refused", done.stdout + done.stderr
+    assert oct(server.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_stage_that_wants_other_blas_threads_reexecutes_fresh(tmp_path):
+    """The server loaded BLAS with 2 threads; params.yaml asks for 1: the stage starts again in a fresh python."""
+    proc, socket_path = start_server(tmp_path / "private", env={"OPENBLAS_NUM_THREADS": "2"})
+    try:
+        script = tmp_path / "stage.py"
+        script.write_text(textwrap.dedent("""
+            import json, os, sys
+            warm = "numpy" in sys.modules
+            from linclass.plumbing.threads import set_blas_threads
+            threads = set_blas_threads()
+            print(json.dumps({"warm_before": warm, "numpy": "numpy" in sys.modules, "threads": threads,
+                              "blas": os.environ.get("OPENBLAS_NUM_THREADS")}))
+        """))
+        done = client(socket_path, str(script), env={"PYTHONPATH": "src"})
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"warm_before": False, "numpy": False, "threads": 1, "blas": "1"}
+        assert f"exit 0: {script}" in (tmp_path / "private" / "log.txt").read_text(), "the warm child ran it first"
+    finally:
+        stop(proc)
+
+
+def test_the_server_stops_when_idle_and_removes_its_socket(tmp_path):
+    proc, socket_path = start_server(tmp_path / "private", "--idle", "1")
+    assert proc.wait(timeout=30) == 0
+    assert not socket_path.exists()
