@@ -241,7 +241,7 @@ def test_standardization_uses_only_the_training_statistics():
 
 @pytest.mark.parametrize("call, message", [
     (lambda im: image_features(im, cells=[8, 17]), "cell=17 is out of range: allowed an integer in [1, 16] for 32x32 images"),
-    (lambda im: image_features(im, cells=[0]), "cell=0 is out of range: allowed an integer >= 1"),
+    (lambda im: image_features(im, cells=[0]), "cell=0 is out of range: allowed an integer in [1, 16]"),
     (lambda im: image_features(im, cells=[8, 8]), "cells=[8, 8] repeats a cell size: allowed distinct sizes"),
     (lambda im: image_features(im, cells=8), "cells=8 is not a list: allowed a list of cell sizes"),
     (lambda im: image_features(im, cells=[8.0]), "cell=8.0 is not an integer"),

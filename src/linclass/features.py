@@ -43,20 +43,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from linclass.constraints import Interval, check
+from linclass.settings import Features, check
 
 EPS = 1e-5  # L2-Hys's eps, as skimage
 HYS_CLIP = 0.2
 STANDARDIZE_ROWS = 4096  # rows of features per float64 chunk in standardization
 CHUNK_IMAGES = 1024  # 1024 images of 32 x 32: float arrays of 12 MiB (3 channels, float32) at a time
 
-FEATURES = {
-    "hue_bins": Interval(int, 0, 360),  # 0: no hue histogram
-    "value_bins": Interval(int, 0, 256),  # 0: no value histogram
-    "orientations": Interval(int, 1, 360),
-    "cell": Interval(int, 1, None),  # pixels per cell side (at most half the image: 2 x 2 cells)
-    "chunk_images": Interval(int, 1, None),
-}
 
 
 def _check_images(images) -> np.ndarray:
@@ -69,13 +62,15 @@ def _check_images(images) -> np.ndarray:
 def _check_cells(cells, height: int, width: int) -> tuple[int, ...]:
     if isinstance(cells, (str, bytes)) or not isinstance(cells, Sequence):
         raise ValueError(f"cells={cells!r} is not a list: allowed a list of cell sizes (pixels), [] for no HOG")
+    cells = [cell.item() if isinstance(cell, np.generic) else cell for cell in cells]
     for cell in cells:
-        check(FEATURES, cell=cell)
-        if 2 * cell > min(height, width):
+        if isinstance(cell, bool) or not isinstance(cell, int):
+            raise ValueError(f"cell={cell!r} is not an integer: allowed cell sizes in pixels")
+        if not 1 <= cell <= min(height, width) // 2:
             raise ValueError(f"cell={cell!r} is out of range: allowed an integer in [1, {min(height, width) // 2}] "
                              f"for {height}x{width} images (HOG needs 2 x 2 cells)")
     if len(set(cells)) != len(cells):
-        raise ValueError(f"cells={list(cells)!r} repeats a cell size: allowed distinct sizes")
+        raise ValueError(f"cells={cells!r} repeats a cell size: allowed distinct sizes")
     return tuple(int(cell) for cell in cells)
 
 
@@ -117,7 +112,7 @@ def _per_image_histogram(bins_of_pixels: np.ndarray, weights: np.ndarray, num_bi
 def hue_histogram(images, bins: int = 10) -> np.ndarray:
     """(N, bins) float32 chroma-weighted hue histograms of (N, H, W, 3) uint8 images; each row sums to 1."""
     images = _check_images(images)
-    check(FEATURES, hue_bins=bins)
+    check(Features, hue_bins=bins)
     if bins == 0:
         raise ValueError("bins=0 is out of range: allowed an integer >= 1 and <= 360")
     r, g, b = (images[..., k].reshape(len(images), -1).astype(np.float32) for k in range(3))
@@ -139,7 +134,7 @@ def hue_histogram(images, bins: int = 10) -> np.ndarray:
 def value_histogram(images, bins: int = 8) -> np.ndarray:
     """(N, bins) float32 histograms of HSV value max(R, G, B) of (N, H, W, 3) uint8 images; each row sums to 1."""
     images = _check_images(images)
-    check(FEATURES, value_bins=bins)
+    check(Features, value_bins=bins)
     if bins == 0:
         raise ValueError("bins=0 is out of range: allowed an integer >= 1 and <= 256")
     pixels = images.reshape(len(images), -1, 3)
@@ -198,7 +193,7 @@ def cell_blocks(magnitude: np.ndarray, orientation: np.ndarray, orientations: in
 def hog(images, orientations: int = 18, cell: int = 8, signed: bool = True) -> np.ndarray:
     """(N, hog_dim) float32 HOG of (N, H, W, 3) uint8 images (the module docstring has the maths)."""
     images = _check_images(images)
-    check(FEATURES, orientations=orientations)
+    check(Features, orientations=orientations)
     _check_signed(signed)
     (cell,) = _check_cells([cell], *images.shape[1:3])
     return cell_blocks(*oriented_gradient(images, orientations, signed), orientations, cell)
@@ -217,7 +212,7 @@ def image_features(images, *, hue_bins: int = 10, value_bins: int = 8, orientati
     out: optional preallocated float32 (N, D) array or memmap to fill (default np.empty).
     """
     images = _check_images(images)
-    check(FEATURES, hue_bins=hue_bins, value_bins=value_bins, orientations=orientations, chunk_images=chunk_images)
+    check(Features, hue_bins=hue_bins, value_bins=value_bins, orientations=orientations, chunk_images=chunk_images)
     _check_signed(signed)
     n, height, width, _ = images.shape
     cells = _check_cells(cells, height, width)

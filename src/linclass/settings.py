@@ -192,6 +192,41 @@ class Grid(Section):
         ["none", "l1", "l2", "elasticnet"], min_length=1)
 
 
+FeatureKind = Literal["hog_hist", "pixels"]
+Cell = Annotated[int, Field(ge=1)]  # at most half the image side (linclass.features)
+
+
+class FeatureRates(Section):
+    """Each loss's learning rate on the features (standardized columns want other rates than pixels)."""
+    svm: Positive = Field(3e-2, description="chosen on the validation split (docs/features.md)")
+    squared_svm: Positive = Field(3e-2, description="not swept: the SVM's rate")
+    softmax: Positive = Field(3e-1, description="chosen on the validation split (docs/features.md)")
+
+
+class FeatureStrengths(Section):
+    """lambda of each regularizer on the features (elastic net's beta is regularizer.elasticnet.beta)."""
+    none: float = Field(0.0, ge=0, le=0, description="no penalty")
+    l1: float = Field(1e-4, ge=0, description="not swept: the pixels' strength")
+    l2: float = Field(1e-3, ge=0, description="chosen on the validation split (docs/features.md)")
+    elasticnet: float = Field(1e-4, ge=0, description="not swept: the pixels' strength")
+
+
+class Features(Section):
+    """The input of the train_features@<loss>-<regularizer> models, computed once by the `features` stage:
+    hog_hist = [hue histogram | value histogram | HOG at each cell size] (linclass.features), or pixels (the
+    raw pixels, each column standardized: a control); standardized with the training split's statistics."""
+    kind: FeatureKind = Field("hog_hist", description="hog_hist: histograms + HOG; pixels: standardized pixels")
+    hue_bins: int = Field(10, ge=0, le=360, description="chroma-weighted hue histogram bins (0: none)")
+    value_bins: int = Field(8, ge=0, le=256, description="histogram bins of max(R, G, B) (0: none)")
+    orientations: int = Field(18, ge=1, le=360, description="HOG orientation bins")
+    signed: bool = Field(True, description="HOG angles over 360 degrees (true) or 180 (false)")
+    cells: Annotated[list[Cell], AfterValidator(_distinct)] = Field(
+        [8, 16], description="HOG cell sizes in pixels, one HOG per size ([]: no HOG)")
+    chunk_images: int = Field(1024, ge=1, description="images computed at a time (memory, never values)")
+    learning_rate: FeatureRates = FeatureRates()
+    strength: FeatureStrengths = FeatureStrengths()
+
+
 class Settings(Section):
     data: Data = Data()
     preprocess: Preprocess = Preprocess()
@@ -201,6 +236,7 @@ class Settings(Section):
     tracking: Tracking = Tracking()
     studies: Studies = Studies()
     grid: Grid = Grid()
+    features: Features = Features()
     checked: bool = Field(True, description="set by the composition check (conf/config.yaml)")
 
     @field_validator("checked")
