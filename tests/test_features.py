@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from skimage.feature import hog as skimage_hog
 
-from linclass.features import (colour_gradient, feature_layout, hog, hog_dim, hue_histogram, image_features,
-                               standardization, standardize, value_histogram)
+from linclass.features import (
+    colour_gradient,
+    feature_layout,
+    hog,
+    hog_dim,
+    hue_histogram,
+    image_features,
+    standardization,
+    standardize,
+    value_histogram,
+)
 
 
 def solid(rgb, n=1, size=16):
@@ -148,7 +157,10 @@ def exact_hue_bin(rgb, bins):
     top, chroma = max(r, g, b), max(r, g, b) - min(r, g, b)
     if chroma == 0:
         return None
-    sixths = Fraction(g - b, chroma) if top == r else Fraction(b - r, chroma) + 2 if top == g else Fraction(r - g, chroma) + 4
+    if top == r:
+        sixths = Fraction(g - b, chroma)
+    else:
+        sixths = Fraction(b - r, chroma) + 2 if top == g else Fraction(r - g, chroma) + 4
     return int((sixths / 6 * bins + Fraction(1, 2)) // 1) % bins
 
 
@@ -186,7 +198,8 @@ def test_image_features_shapes_dtype_and_layout(hue_bins, value_bins, orientatio
     assert features.shape == (5, list(layout.values())[-1].stop)
     expected = {"hue": lambda: hue_histogram(images, hue_bins), "value": lambda: value_histogram(images, value_bins)}
     expected.update({f"hog{cell}": lambda cell=cell: hog(images, orientations, cell, signed) for cell in cells})
-    assert list(layout) == (["hue"] if hue_bins else []) + (["value"] if value_bins else []) + [f"hog{c}" for c in cells]
+    histograms = (["hue"] if hue_bins else []) + (["value"] if value_bins else [])
+    assert list(layout) == histograms + [f"hog{c}" for c in cells]
     for name, columns in layout.items():
         np.testing.assert_array_equal(features[:, columns], expected[name]())
 
@@ -239,22 +252,27 @@ def test_standardization_uses_only_the_training_statistics():
 # --- bad input -----------------------------------------------------------------------------------
 
 
+ALLOWED = "allowed an integer"
+
+
 @pytest.mark.parametrize("call, message", [
-    (lambda im: image_features(im, cells=[8, 17]), "cell=17 is out of range: allowed an integer in [1, 16] for 32x32 images"),
+    (lambda im: image_features(im, cells=[8, 17]), f"cell=17 is out of range: {ALLOWED} in [1, 16] for 32x32 images"),
     (lambda im: image_features(im, cells=[0]), "cell=0 is out of range: allowed an integer in [1, 16]"),
     (lambda im: image_features(im, cells=[8, 8]), "cells=[8, 8] repeats a cell size: allowed distinct sizes"),
     (lambda im: image_features(im, cells=8), "cells=8 is not a list: allowed a list of cell sizes"),
     (lambda im: image_features(im, cells=[8.0]), "cell=8.0 is not an integer"),
-    (lambda im: image_features(im, orientations=0), "orientations=0 is out of range: allowed an integer >= 1 and <= 360"),
+    (lambda im: image_features(im, orientations=0), f"orientations=0 is out of range: {ALLOWED} >= 1 and <= 360"),
     (lambda im: image_features(im, orientations=9.0), "orientations=9.0 is not an integer"),
     (lambda im: image_features(im, hue_bins=-1), "hue_bins=-1 is out of range: allowed an integer >= 0 and <= 360"),
-    (lambda im: image_features(im, value_bins=257), "value_bins=257 is out of range: allowed an integer >= 0 and <= 256"),
-    (lambda im: image_features(im, hue_bins=0, value_bins=0, cells=[]), "hue_bins=0, value_bins=0 and cells=[] leave no"),
+    (lambda im: image_features(im, value_bins=257), f"value_bins=257 is out of range: {ALLOWED} >= 0 and <= 256"),
+    (lambda im: image_features(im, hue_bins=0, value_bins=0, cells=[]),
+     "hue_bins=0, value_bins=0 and cells=[] leave no"),
     (lambda im: image_features(im, chunk_images=0), "chunk_images=0 is out of range"),
     (lambda im: image_features(im, signed="yes"), "signed='yes' is not a bool"),
     (lambda im: image_features(im.astype(np.float32)), "images must be (N, H, W, 3) uint8, got (2, 32, 32, 3) float32"),
     (lambda im: image_features(im[..., 0]), "images must be (N, H, W, 3) uint8, got (2, 32, 32) uint8"),
-    (lambda im: image_features(im, out=np.empty((2, 10), np.float32)), "out must be float32 (2, 738), got float32 (2, 10)"),
+    (lambda im: image_features(im, out=np.empty((2, 10), np.float32)),
+     "out must be float32 (2, 738), got float32 (2, 10)"),
     (lambda im: hue_histogram(im, 0), "bins=0 is out of range"),
     (lambda im: value_histogram(im, 0), "bins=0 is out of range"),
     (lambda im: hog(im, 18, 20), "cell=20 is out of range"),

@@ -262,7 +262,8 @@ def standardize(X, mean, std) -> np.ndarray:
     X = np.asarray(X)
     mean, std = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
     if X.ndim != 2 or mean.shape != (X.shape[1],) or std.shape != (X.shape[1],):
-        raise ValueError(f"X must be (N, D) with mean and std (D,), got X {X.shape}, mean {mean.shape}, std {std.shape}")
+        raise ValueError(f"X must be (N, D) with mean and std (D,), got X {X.shape}, mean {mean.shape}, "
+                         f"std {std.shape}")
     if not (std > 0).all():
         raise ValueError(f"std must be > 0 in every column, got {std.min()!r}")
     return ((X.astype(np.float32) - mean) / std).astype(np.float32)

@@ -84,7 +84,8 @@ def _distinct(values: list) -> list:
 
 
 Url = Annotated[str, AfterValidator(_url)]
-Md5 = Annotated[str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v), Field(pattern=r"^[0-9a-f]{32}$")]
+Md5 = Annotated[str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+                Field(pattern=r"^[0-9a-f]{32}$")]
 TrackingUri = Annotated[str, AfterValidator(_tracking_uri)]
 Positive = Annotated[float, Field(gt=0)]
 Name = Annotated[str, Field(min_length=1, pattern=r"\S")]
@@ -277,7 +278,8 @@ def _walk(model: type[BaseModel] | None, loc: tuple) -> tuple[tuple, Any, type[B
         elif model is not None and (part in model.model_fields or "[" not in part):
             kept.append(part)
             section, field = model, model.model_fields.get(part)
-            model = field.annotation if field is not None and is_section(field.annotation) else None
+            inner = field.annotation if field is not None else None
+            model = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
     return tuple(kept), field, section
 
 
@@ -299,7 +301,8 @@ def one_line(exc: ValidationError, model: type[BaseModel] | None = None, prefix:
     if error["type"] == "string_pattern_mismatch":
         return f"{value} is out of range: allowed {PATTERN_WORDS.get(error['ctx']['pattern'], 'other text')}"
     if error["type"] in RANGE_ERRORS:   # a field, or an element of a list
-        return f"{value} is out of range: allowed {allowed(field) if field else error['msg'].removeprefix('Input should be ')}"
+        what = allowed(field) if field else error["msg"].removeprefix("Input should be ")
+        return f"{value} is out of range: allowed {what}"
     if field is not None and error["type"] in TYPE_ERRORS:
         return f"{value} is not {allowed(field)}"
     message = error["msg"].removeprefix("Value error, ")
@@ -369,8 +372,9 @@ def allowed(field: Any) -> str:
                  else {int: "integers", float: "numbers", str: "names"}.get(inner, str(inner)))
         text = f"a {'non-empty ' if non_empty else ''}list of {items}"
     else:
-        names = [{int: "an integer", float: "a number", str: "non-empty text" if non_empty else "text", bool: "true or false",
-                  type(None): "null"}.get(a, getattr(a, "__name__", str(a))) for a in (args if origin is not None else (kind,))]
+        words_of = {int: "an integer", float: "a number", str: "non-empty text" if non_empty else "text",
+                    bool: "true or false", type(None): "null"}
+        names = [words_of.get(a, getattr(a, "__name__", str(a))) for a in (args if origin is not None else (kind,))]
         text = " or ".join(dict.fromkeys(names))
     return " ".join([text, " and ".join(bounds)]).strip()
 
