@@ -25,7 +25,17 @@ from linclass.core.metrics import confusion_matrix, per_class_accuracy
 from linclass.core.model import predict
 from linclass.core.stats import compare_models, wilson_interval
 from linclass.files import md5_file
-from linclass.plumbing.paths import DATA, MODELS, REPORTS, load_model, load_split, model_names, train_summary
+from linclass.plumbing.paths import (
+    DATA,
+    MODELS,
+    REPORTS,
+    all_model_names,
+    load_input,
+    load_model,
+    load_split,
+    model_parts,
+    train_summary,
+)
 from linclass.plumbing.paths import class_names as load_class_names
 from linclass.plumbing.stage import atomic_dir, atomic_file, run, stage_params, write_json
 from linclass.tracking import registry
@@ -72,11 +82,11 @@ def log_to_run(client, experiment_id, name, weights_md5, accuracies, test, class
 
 
 def register(client, registry_name, run, row, split):
-    """Register the run's MLflow Model (if it logged one) as a version tagged with its results."""
+    """Register the run's MLflow Model (if it logged one: the pixel models) as a version tagged with its results."""
     model_id = run.data.tags.get("model_id")
     if model_id is None:
         return None
-    tags = {"model": row["model"], "loss": row["loss"], "regularizer": row["regularizer"],
+    tags = {"model": row["model"], "loss": row["loss"], "regularizer": row["regularizer"], "features": row["features"],
             **{key: f"{row[key]:.6f}" for key in ACCURACY_COLUMNS},
             "params_hash": run.data.tags.get("params_hash", ""), "split": split}
     return registry.register(client, registry_name, run.info.run_id, model_id, tags)
@@ -174,14 +184,18 @@ def main() -> None:
     split = md5_file(DATA / "X_val.npy", DATA / "y_val.npy")[:8]  # which validation set chose the champion
 
     rows, metrics, per_class, results, predictions, versions, by_run = {}, {}, {}, {}, {}, {}, {}
-    names = model_names(params)
+    names = all_model_names(params)
+    inputs: dict[str, tuple] = {"pixels": (X_val, X_test)}  # each model's input: the pixels, or a kind of features
+    for features in params.grid.features:
+        inputs[features] = (load_input(features, "val")[0], load_input(features, "test")[0])
     with atomic_dir(REPORTS / "predictions") as out_predictions, atomic_dir(REPORTS / "evaluation") as evaluation:
         for name in names:
-            loss, reg = name.split("-")
+            loss, reg, kind = model_parts(name)
             W, b = load_model(name)
             summary = train_summary(name)
-            y_pred = predict(X_test, W, b)
-            predictions[name] = {"val": predict(X_val, W, b), "test": y_pred}
+            model_val, model_test = inputs[kind]
+            y_pred = predict(model_test, W, b)
+            predictions[name] = {"val": predict(model_val, W, b), "test": y_pred}
             test = results[name] = {"per_class": per_class_accuracy(y_test, y_pred, len(class_names)),
                                     "confusion": confusion_matrix(y_test, y_pred, len(class_names))}
             accuracies = {**accuracy_with_interval(y_val, predictions[name]["val"], "val"),
@@ -192,8 +206,9 @@ def main() -> None:
             # the weights' md5 says which model these numbers belong to (linclass.orchestration.sweep checks it)
             metrics[name] = {**{k: round(v, 6) for k, v in accuracies.items()}, "weights_md5": summary["weights_md5"]}
             per_class[name] = {c: round(float(a), 6) for c, a in zip(class_names, test["per_class"])}
-            rows[name] = {"model": name, "loss": loss, "regularizer": reg,
-                          "strength": getattr(params.regularizer, reg).strength,
+            strength = getattr(params.features.strength, reg) if kind != "pixels" else \
+                getattr(params.regularizer, reg).strength
+            rows[name] = {"model": name, "loss": loss, "regularizer": reg, "features": kind, "strength": strength,
                           "train_accuracy": summary["train_accuracy"], **accuracies,
                           "final_data_loss": summary["final_data_loss"],
                           "final_reg_loss": summary["final_reg_loss"],

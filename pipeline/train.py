@@ -1,12 +1,16 @@
-"""DVC stage `train@<loss>-<regularizer>`: SGD on the training split, tracked in one MLflow run.
+"""DVC stages `train@<loss>-<regularizer>` (on the pixels) and `train_features@<loss>-<regularizer>-<kind>` (on
+the features of stage features@<kind>): SGD on the training split, tracked in one MLflow run.
 
-Writes models/<loss>-<regularizer>/{W.npy, b.npy, history_steps.csv, history_epochs.csv} and
-metrics/train/<loss>-<regularizer>.json. The MLflow run (named <loss>-<regularizer>-<params hash>) gets
-this run's own settings as params, reproducibility tags, the loss curves (at chart resolution; the
-full history is the artifact training/history_steps.csv), the accuracy per epoch, the weights, the
-template images, and the classifier as an MLflow Model. One line per epoch while it trains.
-Outputs appear only when everything succeeded.
+Writes models/<model>/{W.npy, b.npy, history_steps.csv, history_epochs.csv} and metrics/train/<model>.json,
+<model> = <loss>-<regularizer> or <loss>-<regularizer>-<kind>. The MLflow run (named <model>-<params hash>) gets
+this run's own settings as params (`features`: pixels or the kind), reproducibility tags, the loss curves (at
+chart resolution; the full history is the artifact training/history_steps.csv), the accuracy per epoch, the
+weights and what they show: a pixel model's template images and its classifier as an MLflow Model (it takes
+raw images); a features model's weights per class on the hue bins and its HOG glyphs per cell (its weights
+are not an image; it logs no MLflow Model: one taking raw images would have to compute the features).
+One line per epoch while it trains. Outputs appear only when everything succeeded.
 """
+import json
 import tempfile
 import time
 import warnings
@@ -21,12 +25,13 @@ from mlflow.entities import Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from linclass import plots  # noqa: E402
+from linclass.core.pixels import Pixels  # noqa: E402
 from linclass.core.sgd import train_sgd  # noqa: E402
 from linclass.core.stats import wilson_interval  # noqa: E402
 from linclass.files import md5_file  # noqa: E402
 from linclass.plumbing import progress  # noqa: E402
+from linclass.plumbing.paths import FEATURES, dvc_lock_hashes, load_input  # noqa: E402
 from linclass.plumbing.paths import class_names as load_class_names  # noqa: E402
-from linclass.plumbing.paths import dvc_lock_hashes, load_split  # noqa: E402
 from linclass.plumbing.stage import atomic_dir, run, stage_params, train_model, write_json  # noqa: E402
 from linclass.studies.loss_questions import initial_loss, initial_loss_check  # noqa: E402
 from linclass.tracking import records, registry  # noqa: E402
@@ -36,13 +41,17 @@ from linclass.tracking.ui import set_runs_view  # noqa: E402
 
 def main() -> None:
     params = stage_params()
-    loss, regularizer = train_model(params)  # from DVC_STAGE (train@<loss>-<regularizer>), or --loss/--regularizer
-    name = f"{loss}-{regularizer}"
+    loss, regularizer, kind = train_model(params)  # from DVC_STAGE, or --loss/--regularizer (--features)
+    on_features = kind != "pixels"
+    name = f"{loss}-{regularizer}-{kind}" if on_features else f"{loss}-{regularizer}"
+    stage = "train_features" if on_features else "train"
     train, loss_cfg, reg_cfg = params.train, getattr(params.loss, loss), getattr(params.regularizer, regularizer)
+    learning_rate = getattr(params.features.learning_rate, loss) if on_features else loss_cfg.learning_rate
+    strength = getattr(params.features.strength, regularizer) if on_features else reg_cfg.strength
 
     # mapped, not read: the minibatches are gathered from the page cache, with no 150 MB copy up front
-    X_train, y_train = load_split("train", mmap=True)
-    X_val, y_val = load_split("val")
+    X_train, y_train = load_input(kind, "train", mmap=True)
+    X_val, y_val = load_input(kind, "val")
     class_names = load_class_names()
     if train.batch_size > len(X_train):
         raise ValueError(f"train.batch_size={train.batch_size} is larger than the "
@@ -50,10 +59,10 @@ def main() -> None:
 
     experiment_id = setup(params.tracking.experiment, params.tracking.uri)
     set_runs_view(experiment_id)
-    run_params = records.training_params(params, loss, regularizer)
+    run_params = records.training_params(params, loss, regularizer, kind)
     settings = records.params_hash(run_params)
-    tags = {"loss": loss, "regularizer": regularizer, "model": name, "params_hash": settings,
-            "git_commit": git_commit(), "dvc_stage": f"train@{name}",
+    tags = {"loss": loss, "regularizer": regularizer, "features": kind, "model": name, "params_hash": settings,
+            "git_commit": git_commit(), "dvc_stage": f"{stage}@{name}",
             "data_md5": params.data.md5, "data_url": params.data.url,
             **dvc_lock_hashes()}
     run_name = f"{name}-{settings[:6]}"
@@ -85,7 +94,7 @@ def main() -> None:
                 *records.history_metrics("train_accuracy", history.train_accuracy[-1:], [epoch])]))
             now = time.perf_counter()
             epoch_steps = history.total_loss[-history.steps_per_epoch:]
-            progress.say(f"train@{name} epoch {epoch}/{train.epochs}: loss {epoch_steps.mean():.4f} "
+            progress.say(f"{stage}@{name} epoch {epoch}/{train.epochs}: loss {epoch_steps.mean():.4f} "
                          f"train {history.train_accuracy[-1]:.4f} val {history.val_accuracy[-1]:.4f} "
                          f"({now - clock[0]:.1f} s)")
             clock[0] = now
@@ -93,8 +102,8 @@ def main() -> None:
         result = train_sgd(
             X_train, y_train, X_val=X_val, y_val=y_val, num_classes=len(class_names),
             loss=loss, delta=delta,
-            regularizer=regularizer, strength=reg_cfg.strength, beta=getattr(reg_cfg, "beta", 0.5),
-            learning_rate=loss_cfg.learning_rate, batch_size=train.batch_size, epochs=train.epochs,
+            regularizer=regularizer, strength=strength, beta=getattr(reg_cfg, "beta", 0.5),
+            learning_rate=learning_rate, batch_size=train.batch_size, epochs=train.epochs,
             lr_decay=train.lr_decay, seed=train.seed, init_scale=train.init_scale,
             l1_step=train.l1_step, on_epoch=on_epoch)
         history = result.history
@@ -123,27 +132,35 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as tmp:  # drawn while the curves are written
             figures = Path(tmp)
-            plots.save_template_pngs(result.W, class_names, figures / "templates", upscale=8)
-            plots.plot_template_grid(result.W, class_names, figures / "templates_grid.png",
-                                        title=f"{name}: class templates (rows of W)")
+            if on_features:  # not an image: the weights on the hue bins and the HOG glyphs, per class
+                layout = json.loads((FEATURES / kind / "layout.json").read_text())
+                plots.plot_feature_weights(result.W, layout, class_names, figures / "templates_grid.png",
+                                           title=f"{name}: what each class weighs (rows of W on the features)")
+            else:
+                plots.save_template_pngs(result.W, class_names, figures / "templates", upscale=8)
+                plots.plot_template_grid(result.W, class_names, figures / "templates_grid.png",
+                                         title=f"{name}: class templates (rows of W)")
             plots.plot_loss_curves(steps, epochs, figures / "loss_curves.png", title=name)
             for logged in pending:  # everything logged (or its error raised) before the next store writes
                 logged.result()
-            client.log_artifacts(run_id, str(figures / "templates"), artifact_path="plots/templates")
+            if not on_features:
+                client.log_artifacts(run_id, str(figures / "templates"), artifact_path="plots/templates")
             # at the artifact root, where MLflow's Compare page shows the pictures of several runs side by side
             client.log_artifact(run_id, str(figures / "templates_grid.png"))
             client.log_artifact(run_id, str(figures / "loss_curves.png"))
         client.set_tag(run_id, "weights_md5", weights_md5)
         client.set_tag(run_id, "mlflow.note.content",   # the run's description in the MLflow UI
-                       f"The {loss} loss with {regularizer} regularization (strength {reg_cfg.strength:g}), "
-                       f"{train.epochs} epochs of minibatch SGD on {len(X_train):,} images: validation accuracy "
+                       f"The {loss} loss with {regularizer} regularization (strength {strength:g}) on "
+                       f"{'the ' + kind + ' features' if on_features else 'the pixels'}, {train.epochs} epochs "
+                       f"of minibatch SGD on {len(X_train):,} images: validation accuracy "
                        f"{summary['val_accuracy']:.4f} [{val_low:.4f}, {val_high:.4f}] (95%) on {len(y_val):,} images.")
-        model = registry.log_classifier(result.W, result.b, X_val.mean, X_val.scale, class_names, loss,
+        if isinstance(X_val, Pixels):  # a pixel model: its MLflow Model takes raw images
+            model = registry.log_classifier(result.W, result.b, X_val.mean, X_val.scale, class_names, loss,
                                             example=registry.model_input(X_val[:2]), params=run_params)
-        client.set_tag(run_id, "model_id", model.model_id)
+            client.set_tag(run_id, "model_id", model.model_id)
         client.log_artifacts(run_id, str(out), artifact_path="training")
     write_json(Path("metrics/train") / f"{name}.json", {**summary, "weights_md5": weights_md5})
-    print(f"train@{name}: train {summary['train_accuracy']:.4f} val {summary['val_accuracy']:.4f} "
+    print(f"{stage}@{name}: train {summary['train_accuracy']:.4f} val {summary['val_accuracy']:.4f} "
           f"(mlflow run {run_name}, {run_id})")
 
 

@@ -20,7 +20,8 @@ PROJECT_FILES = ("conf", "pipeline", "src", "hydra_plugins", "sweeps", "dvc.yaml
 
 # A few seconds per stage on the synthetic archive.
 SMALL = ("preprocess.val_size=100", "train.epochs=3", "train.batch_size=50", "loss.svm.learning_rate=0.01",
-         "loss.softmax.learning_rate=0.01", "studies.hard_cases.n=300", "studies.hard_cases.epochs=50", "studies.zero_hinge_subset=20")
+         "loss.softmax.learning_rate=0.01", "studies.hard_cases.n=300", "studies.hard_cases.epochs=50",
+         "studies.zero_hinge_subset=20", "grid.features=[]")  # pixels only: tests/test_features_pipeline.py runs the features axis
 
 
 # `make test` runs two workers, each module whole on one (pytest -n 2 --dist loadfile): the modules that

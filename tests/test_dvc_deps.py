@@ -7,7 +7,9 @@ import yaml
 from import_closure import import_closure, imported_modules, stage_deps
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# a foreach stage keeps its definition under `do`
+STAGES = {name: stage.get("do", stage)
+          for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()}
 
 
 def covered(path: Path, deps: list[str]) -> bool:

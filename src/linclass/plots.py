@@ -300,3 +300,95 @@ def training_losses_figure(curves, title="Training loss", columns=4):
 def legend_beside(ax, **kwargs):
     """The axes' legend to the right of its plotting area, where it covers no data."""
     return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, **kwargs)
+
+
+# ---------------------------------------------------------------- what a features model learned
+
+def hog_cell_weights(W_hog, orientations, cells_per_side):
+    """Per class, the weight of each cell's orientation bins (C, cells, cells, orientations): W's HOG columns are
+    laid out (block row, block column, cell row, cell column, orientation) over 2 x 2 blocks at stride one cell,
+    so a cell appears in up to 4 blocks; its weight is the sum over them."""
+    W_hog = np.asarray(W_hog)
+    blocks = cells_per_side - 1
+    if W_hog.shape[1] != blocks * blocks * 4 * orientations:
+        raise ValueError(f"HOG weights must have {blocks * blocks * 4 * orientations} columns for {cells_per_side}x"
+                         f"{cells_per_side} cells of {orientations} orientations, got {W_hog.shape[1]}")
+    per_block = W_hog.reshape(len(W_hog), blocks, blocks, 2, 2, orientations)
+    cells = np.zeros((len(W_hog), cells_per_side, cells_per_side, orientations))
+    for i in (0, 1):
+        for j in (0, 1):
+            cells[:, i:i + blocks, j:j + blocks] += per_block[:, :, :, i, j]
+    return cells
+
+
+def _draw_glyph(ax, cells, signed):
+    """HOG glyph: in each cell, one stroke per orientation along the edge it stands for (perpendicular to the
+    gradient), as long as the bin's positive weight (the class's evidence for that edge) allows."""
+    from matplotlib.collections import LineCollection
+
+    side, orientations = cells.shape[0], cells.shape[2]
+    span = 360 if signed else 180
+    angles = np.deg2rad((np.arange(orientations) + 0.5) * span / orientations + 90)  # the edge, not the gradient
+    positive = np.clip(cells, 0, None)
+    scale = positive.max() or 1.0
+    segments, widths = [], []
+    for r in range(side):
+        for c in range(side):
+            for o in range(orientations):
+                length = 0.45 * positive[r, c, o] / scale
+                if length > 0:
+                    dx, dy = length * np.cos(angles[o]), length * np.sin(angles[o])
+                    # rows go downwards: y = side - 1 - r keeps the picture upright
+                    y = side - 1 - r
+                    segments.append([(c - dx, y - dy), (c + dx, y + dy)])
+                    widths.append(0.5 + 1.5 * positive[r, c, o] / scale)
+    ax.set_facecolor("black")
+    ax.add_collection(LineCollection(segments, colors="white", linewidths=widths))
+    ax.set_xlim(-0.5, side - 0.5)
+    ax.set_ylim(-0.5, side - 0.5)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_feature_weights(W, layout, class_names, path, title):
+    """What a features model learned, one row per class: its weights on the hue bins (bars in the bin's hue),
+    on the value bins, and the HOG glyph of its weights per cell at the finest cell size. layout is the
+    features stage's layout.json ({"parts": {name: [start, stop]}, "orientations", "signed"})."""
+    import matplotlib.colors
+
+    W = np.asarray(W)
+    class_names = _check_names(class_names, len(W))
+    parts = {name: slice(*bounds) for name, bounds in layout["parts"].items()}
+    hogs = sorted(int(name[3:]) for name in parts if name.startswith("hog"))
+    columns = [name for name in ("hue", "value") if name in parts] + ([f"hog{hogs[0]}"] if hogs else [])
+    if not columns or W.shape[1] != max(part.stop for part in parts.values()):
+        raise ValueError(f"W has {W.shape[1]} columns; the layout {layout['parts']} does not describe them")
+    fig = Figure(figsize=(2.6 * len(columns), 1.3 * len(W) + 0.6))
+    axes = fig.subplots(len(W), len(columns), squeeze=False)
+    for k, name in enumerate(class_names):
+        for col, part in enumerate(columns):
+            ax, weights = axes[k, col], W[k, parts[part]]
+            if part == "hue":
+                hues = np.arange(len(weights)) / len(weights)
+                colours = matplotlib.colors.hsv_to_rgb(np.stack([hues, np.ones_like(hues), np.ones_like(hues)], 1))
+                ax.bar(np.arange(len(weights)), weights, color=colours, edgecolor="black", linewidth=0.3)
+            elif part == "value":
+                greys = np.linspace(0.1, 0.9, len(weights))
+                ax.bar(np.arange(len(weights)), weights, color=[(g, g, g) for g in greys], edgecolor="black",
+                       linewidth=0.3)
+            else:
+                side = IMAGE_SIDE // hogs[0]
+                _draw_glyph(ax, hog_cell_weights(weights[None], layout["orientations"], side)[0], layout["signed"])
+            if part in ("hue", "value"):
+                ax.axhline(0, color="black", linewidth=0.5)
+                ax.set_xticks([])
+                ax.tick_params(labelsize=6)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if k == 0:
+                ax.set_title({"hue": "weights on hue bins", "value": "weights on value bins"}.get(
+                    part, f"HOG glyph, {hogs[0]}x{hogs[0]} cells"), fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)

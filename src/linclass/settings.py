@@ -186,14 +186,7 @@ class Studies(Section):
     regularization_path: RegularizationPath = RegularizationPath()
 
 
-class Grid(Section):
-    """The combinations that `dvc repro` trains: one train@<loss>-<regularizer> stage per pair."""
-    losses: Annotated[list[LossName], AfterValidator(_distinct)] = Field(["svm", "softmax"], min_length=1)
-    regularizers: Annotated[list[RegularizerName], AfterValidator(_distinct)] = Field(
-        ["none", "l1", "l2", "elasticnet"], min_length=1)
-
-
-FeatureKind = Literal["hog_hist", "pixels"]
+FeatureKind = Literal["hog_hist"]  # the feature models' inputs (linclass.features)
 Cell = Annotated[int, Field(ge=1)]  # at most half the image side (linclass.features)
 
 
@@ -213,10 +206,9 @@ class FeatureStrengths(Section):
 
 
 class Features(Section):
-    """The input of the train_features@<loss>-<regularizer> models, computed once by the `features` stage:
-    hog_hist = [hue histogram | value histogram | HOG at each cell size] (linclass.features), or pixels (the
-    raw pixels, each column standardized: a control); standardized with the training split's statistics."""
-    kind: FeatureKind = Field("hog_hist", description="hog_hist: histograms + HOG; pixels: standardized pixels")
+    """The input of the train_features@<loss>-<regularizer>-hog_hist models, computed once by the stage
+    features@hog_hist: [hue histogram | value histogram | HOG at each cell size] (linclass.features), each
+    column standardized with the training split's statistics."""
     hue_bins: int = Field(10, ge=0, le=360, description="chroma-weighted hue histogram bins (0: none)")
     value_bins: int = Field(8, ge=0, le=256, description="histogram bins of max(R, G, B) (0: none)")
     orientations: int = Field(18, ge=1, le=360, description="HOG orientation bins")
@@ -226,6 +218,16 @@ class Features(Section):
     chunk_images: int = Field(1024, ge=1, description="images computed at a time (memory, never values)")
     learning_rate: FeatureRates = FeatureRates()
     strength: FeatureStrengths = FeatureStrengths()
+
+
+class Grid(Section):
+    """The combinations that `dvc repro` trains: one train@<loss>-<regularizer> stage per pair on the pixels,
+    and one train_features@<loss>-<regularizer>-<kind> stage per pair and kind of features."""
+    losses: Annotated[list[LossName], AfterValidator(_distinct)] = Field(["svm", "softmax"], min_length=1)
+    regularizers: Annotated[list[RegularizerName], AfterValidator(_distinct)] = Field(
+        ["none", "l1", "l2", "elasticnet"], min_length=1)
+    features: Annotated[list[FeatureKind], AfterValidator(_distinct)] = Field(
+        ["hog_hist"], description="each loss x regularizer also trained on these features ([]: pixels only)")
 
 
 class Settings(Section):

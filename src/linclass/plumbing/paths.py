@@ -13,12 +13,30 @@ DATA = Path("data/processed")
 MODELS = Path("models")
 REPORTS = Path("reports")
 METRICS = Path("metrics")
+FEATURES = Path("data/features")  # features@<kind>: <kind>/X_<split>.npy (standardized), mean.npy, std.npy, layout
 SWEEPS = Path("sweeps")  # the sweeps' tables, <loss>-<regularizer>.csv: committed, read by the hyperparameter map
 
 
 def model_names(params: Settings) -> list[str]:
     """'<loss>-<regularizer>' for every pair of the grid, in grid order."""
     return [f"{loss}-{reg}" for loss in params.grid.losses for reg in params.grid.regularizers]
+
+
+def feature_model_names(params: Settings) -> list[str]:
+    """'<loss>-<regularizer>-<kind>' for every pair of the grid and kind of features, in grid order."""
+    return [f"{loss}-{reg}-{kind}" for loss in params.grid.losses for reg in params.grid.regularizers
+            for kind in params.grid.features]
+
+
+def all_model_names(params: Settings) -> list[str]:
+    """The pixel models, then the feature models."""
+    return model_names(params) + feature_model_names(params)
+
+
+def model_parts(name: str) -> tuple[str, str, str]:
+    """(loss, regularizer, input) of a model name; input is 'pixels' or the kind of features."""
+    loss, reg, *kind = name.split("-", 2)
+    return loss, reg, kind[0] if kind else "pixels"
 
 
 def damaged(path: Path, exc: Exception) -> ValueError:
@@ -53,6 +71,16 @@ def load_split(split: str, data: Path = DATA, mmap: bool = False) -> tuple[Pixel
     uint8 rows of X_<split>.npy (mapped if mmap) with mean_image.npy and scale.json."""
     pixels, y = load_npy(data / f"X_{split}.npy", mmap), load_npy(data / f"y_{split}.npy")
     return Pixels(pixels, load_npy(data / "mean_image.npy"), load_scale(data)), y
+
+
+def load_features(kind: str, split: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(X (N, D) float32 standardized features, y (N,) int64) of 'train', 'val' or 'test' (stage features@<kind>)."""
+    return load_npy(FEATURES / kind / f"X_{split}.npy", mmap), load_npy(DATA / f"y_{split}.npy")
+
+
+def load_input(kind: str, split: str, mmap: bool = False) -> tuple[Pixels | np.ndarray, np.ndarray]:
+    """A model's input: load_split for 'pixels', else load_features of that kind."""
+    return load_split(split, mmap=mmap) if kind == "pixels" else load_features(kind, split, mmap)
 
 
 def class_names(data: Path = DATA) -> list[str]:

@@ -28,7 +28,7 @@ EXIT_ERROR = 1
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 # Where earlier versions put temporaries (beside the outputs): cleaned too, for workspaces that have them.
-OUTPUT_PARENTS = (".", "data", "data/raw", "models", "metrics", "metrics/train", "reports")
+OUTPUT_PARENTS = (".", "data", "data/raw", "data/features", "models", "metrics", "metrics/train", "reports")
 
 
 class Terminated(KeyboardInterrupt):
@@ -40,17 +40,23 @@ def stage_params(params_path: str | Path = "params.yaml") -> Settings:
     return validate(load_params(params_path))
 
 
-def train_model(params: Settings, argv: list[str] | None = None) -> tuple[str, str]:
-    """(loss, regularizer) of a train stage: --loss/--regularizer by hand, else DVC_STAGE; one of the grid.
+def train_model(params: Settings, argv: list[str] | None = None) -> tuple[str, str, str]:
+    """(loss, regularizer, input) of a train stage: --loss/--regularizer (--features KIND) by hand, else
+    DVC_STAGE; one of the grid. input is 'pixels' or a kind of features (grid.features).
 
-    DVC sets DVC_STAGE=train@<loss>-<regularizer>, so the stage's command line carries no value from
-    params (a value pasted into a shell command would be run by the shell before any check).
+    DVC sets DVC_STAGE=train@<loss>-<regularizer> or train_features@<loss>-<regularizer>-<kind>, so the
+    stage's command line carries no value from params (a value pasted into a shell command would be run by
+    the shell before any check).
     """
     parser = argparse.ArgumentParser(description="train one loss x regularizer of the grid")
     parser.add_argument("--loss")
     parser.add_argument("--regularizer")
+    parser.add_argument("--features", default="pixels")
     args = parser.parse_args(argv)
-    grid = {f"train@{loss}-{reg}": (loss, reg) for loss in params.grid.losses for reg in params.grid.regularizers}
+    pairs = [(loss, reg) for loss in params.grid.losses for reg in params.grid.regularizers]
+    grid = {f"train@{loss}-{reg}": (loss, reg, "pixels") for loss, reg in pairs}
+    grid.update({f"train_features@{loss}-{reg}-{kind}": (loss, reg, kind) for loss, reg in pairs
+                 for kind in params.grid.features})
     if args.loss is None and args.regularizer is None:
         stage = os.environ.get("DVC_STAGE")
         if stage not in grid:
@@ -62,10 +68,13 @@ def train_model(params: Settings, argv: list[str] | None = None) -> tuple[str, s
     for kind, name, known in (("loss", args.loss, LOSS_NAMES), ("regularizer", args.regularizer, REGULARIZER_NAMES)):
         if name not in known:
             raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
-    if f"train@{args.loss}-{args.regularizer}" not in grid:
+    if args.features != "pixels" and args.features not in params.grid.features:
+        raise ConfigError(f"--features {args.features} is not in the grid; allowed: pixels, "
+                          f"{', '.join(params.grid.features) or '(grid.features is empty)'}")
+    if (args.loss, args.regularizer, args.features) not in grid.values():
         raise ConfigError(f"--loss {args.loss} --regularizer {args.regularizer} is not a model of the grid "
                           f"(grid.losses={params.grid.losses}, grid.regularizers={params.grid.regularizers})")
-    return args.loss, args.regularizer
+    return args.loss, args.regularizer, args.features
 
 
 def remove_leftovers(root: str | Path = ".") -> list[Path]:

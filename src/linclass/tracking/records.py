@@ -41,12 +41,14 @@ def curve_points(values) -> tuple[np.ndarray, np.ndarray]:
     return ends, np.add.reduceat(values, starts) / (ends - starts)
 
 
-def training_params(params: Settings, loss: str, regularizer: str) -> dict[str, object]:
+def training_params(params: Settings, loss: str, regularizer: str, features: str = "pixels") -> dict[str, object]:
     """The effective settings of one training run, flat and with plain names (MLflow's params).
 
     Only what this run used: its regularizer's strength (and beta for elastic net), its loss's delta
     (SVM losses), the SGD settings, the preprocessing and the data's md5. The same names for every
     combination, so that the runs of a grid and of a sweep line up in MLflow's parallel coordinates.
+    `features` is the model's input: pixels, or a kind of features (then the learning rate and the strength
+    are the features' own, settings `features`, and the features' settings are params too).
     The two settings only some runs have are named so that they sort after those every run has:
     `strength_beta` (elastic net's beta) and `svm_delta` (the SVM losses' margin). MLflow's Compare page opens
     its parallel coordinates on the first three params, in name order, that differ between the runs, and
@@ -54,17 +56,23 @@ def training_params(params: Settings, loss: str, regularizer: str) -> dict[str, 
     """
     train, penalty = params.train, getattr(params.regularizer, regularizer)
     loss_cfg = getattr(params.loss, loss)
-    flat: dict[str, object] = {"loss": loss, "regularizer": regularizer, "strength": penalty.strength}
+    on_features = features != "pixels"
+    strength = getattr(params.features.strength, regularizer) if on_features else penalty.strength
+    flat: dict[str, object] = {"loss": loss, "regularizer": regularizer, "strength": strength, "features": features}
     if regularizer == "elasticnet":
         flat["strength_beta"] = penalty.beta
     if hasattr(loss_cfg, "delta"):
         flat["svm_delta"] = loss_cfg.delta
-    flat["learning_rate"] = loss_cfg.learning_rate
+    flat["learning_rate"] = getattr(params.features.learning_rate, loss) if on_features else loss_cfg.learning_rate
     for key in ("lr_decay", "epochs", "batch_size", "init_scale", "seed", "l1_step"):
         flat[key] = getattr(train, key)
     pre = params.preprocess
     flat.update(val_size=pre.val_size, max_train=pre.max_train, preprocess_seed=pre.seed, scale=pre.scale)
     flat["data_md5"] = params.data.md5
+    if on_features:
+        f = params.features
+        flat.update(features_hue_bins=f.hue_bins, features_value_bins=f.value_bins,
+                    features_orientations=f.orientations, features_signed=f.signed, features_cells=f.cells)
     return flat
 
 

@@ -1,0 +1,120 @@
+"""The features axis of the grid through real DVC and MLflow on the small synthetic archive: the stage
+features@hog_hist, the train_features@<loss>-<regularizer>-hog_hist stages and evaluate with both inputs."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import BIN, SMALL, make_project
+
+pytestmark = pytest.mark.slow
+
+PIXELS = ["svm-l2", "softmax-l2"]
+FEATURES = ["svm-l2-hog_hist", "softmax-l2-hog_hist"]
+OVERRIDES = ("grid.losses=[svm,softmax]", "grid.regularizers=[l2]", "grid.features=[hog_hist]")
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, archive_server):
+    url, md5 = archive_server
+    small = [o for o in SMALL if not o.startswith("grid.features=")]
+    project = make_project(tmp_path_factory.mktemp("features") / "project",
+                           (f"data.url={url}", f"data.md5={md5}", *small, *OVERRIDES))
+    return project, project.dvc("repro", "evaluate").stdout, [f"data.url={url}", f"data.md5={md5}", *small]
+
+
+def test_the_features_stage_writes_standardized_features_of_every_split(evaluated):
+    project, out, _ = evaluated
+    assert ran_stages(out) == {"download", "preprocess", "features@hog_hist", "evaluate",
+                               *(f"train@{n}" for n in PIXELS), *(f"train_features@{n}" for n in FEATURES)}, out[-2000:]
+    folder = project.path / "data/features/hog_hist"
+    layout = json.loads((folder / "layout.json").read_text())
+    assert layout["dim"] == 738 and layout["parts"] == {"hue": [0, 10], "value": [10, 18], "hog8": [18, 666],
+                                                        "hog16": [666, 738]}
+    sizes = {"train": 500, "val": 100, "test": 200}   # 600 training images, 100 of them for validation
+    for split, n in sizes.items():
+        X = np.load(folder / f"X_{split}.npy")
+        assert X.dtype == np.float32 and X.shape == (n, 738) and np.isfinite(X).all()
+    X_train = np.load(folder / "X_train.npy")
+    varying = np.load(folder / "std.npy") != 1   # a constant column (std 0 -> 1) stays at 0
+    np.testing.assert_allclose(X_train.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(X_train.std(axis=0)[varying], 1, rtol=1e-3)
+    assert varying.sum() > 700
+
+
+def test_feature_models_are_models_like_any_other(evaluated):
+    project, _, _ = evaluated
+    metrics = json.loads((project.path / "metrics/test.json").read_text())
+    assert sorted(metrics) == sorted(PIXELS + FEATURES)
+    table = pd.read_csv(project.path / "reports/comparison.csv")
+    assert dict(zip(table["model"], table["features"])) == {**dict.fromkeys(PIXELS, "pixels"),
+                                                            **dict.fromkeys(FEATURES, "hog_hist")}
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    strength = dict(zip(table["model"], table["strength"]))
+    assert strength["svm-l2-hog_hist"] == params["features"]["strength"]["l2"]
+    assert strength["svm-l2"] == params["regularizer"]["l2"]["strength"]
+    for name in FEATURES:   # the synthetic classes differ in colour and shape: the features see them
+        assert metrics[name]["test_accuracy"] > 0.5, (name, metrics[name])
+    per_class = json.loads((project.path / "metrics/per_class.json").read_text())
+    assert set(per_class) == set(PIXELS + FEATURES)
+
+
+def test_mlflow_runs_carry_the_features_and_the_feature_weights(evaluated):
+    from mlflow.tracking import MlflowClient
+
+    project, _, _ = evaluated
+    client = MlflowClient(project.tracking_uri)
+    experiment = client.get_experiment_by_name("linclass-cifar10")
+    runs = {r.data.tags["model"]: r for r in client.search_runs([experiment.experiment_id], max_results=100)}
+    assert sorted(runs) == sorted(PIXELS + FEATURES)
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    for name, run in runs.items():
+        kind = "hog_hist" if name in FEATURES else "pixels"
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["features"] == kind and run.data.params["features"] == kind
+        top = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"templates_grid.png", "loss_curves.png", "confusion_matrix.png", "training"} <= top, top
+        if kind == "hog_hist":
+            loss = name.split("-")[0]
+            assert run.data.tags["dvc_stage"] == f"train_features@{name}"
+            assert float(run.data.params["learning_rate"]) == params["features"]["learning_rate"][loss]
+            assert run.data.params["features_cells"] == "[8, 16]"
+            assert "plots" not in top and "model_id" not in run.data.tags   # no template images, no MLflow Model
+            assert "on the hog_hist features" in run.data.tags["mlflow.note.content"]
+        else:
+            assert "features_cells" not in run.data.params and "model_id" in run.data.tags
+    versions = client.search_model_versions("name = 'linclass-cifar10'")
+    assert sorted(v.tags["model"] for v in versions) == sorted(PIXELS)   # the registry holds the pixel models
+    assert {v.tags["features"] for v in versions} == {"pixels"}
+
+
+def test_a_features_setting_reruns_the_features_and_their_models_only(evaluated):
+    project, _, base = evaluated
+    assert json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout) == {}
+    project.compose(*base, *OVERRIDES, "features.orientations=9")
+    changed = set(json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout))
+    assert changed == {"features@hog_hist", *(f"train_features@{n}" for n in FEATURES)}, changed
+    project.compose(*base, *OVERRIDES, "features.learning_rate.svm=0.01")
+    changed = set(json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout))
+    assert changed == {"train_features@svm-l2-hog_hist"}, changed
+    project.compose(*base, *OVERRIDES)
+    assert json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout) == {}
+
+
+def test_a_features_stage_outside_the_grid_is_one_line(evaluated):
+    project, _, _ = evaluated
+    for stage in ("features@sift", ""):
+        proc = subprocess.run([str(BIN / "python"), "pipeline/features.py"], cwd=project.path, capture_output=True,
+                              text=True, env={**project.env, "PYTHONPATH": "src", "DVC_STAGE": stage})
+        assert proc.returncode != 0
+        assert f"DVC_STAGE={stage!r} is not a features stage of the grid; allowed: features@hog_hist" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
