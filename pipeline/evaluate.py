@@ -8,9 +8,12 @@ test of the two on the validation and on the test images), metrics/per_class.jso
 (the table, ranked by validation accuracy), reports/predictions/<model>.csv (actual, predicted) for DVC's
 confusion plots, and for the report reports/evaluation/: best.json (the champion and the paired tests),
 confusion_matrix.png/.csv (its test confusion matrix) and loss_curves.png (the training loss of every
-model, one panel each). Adds the accuracies and the confusion matrix to each model's MLflow run, registers
-its MLflow Model and gives the best version on validation the alias `champion`, tagged with the paired
-test against the registry's runner-up (linclass.tracking.registry).
+model, one panel each); with feature models (grid.features) also pixels_vs_features.json (the best pixel model
+against the best features model, overall and per class with 95% intervals) and feature_weights.png (what that
+features model weighs: hue and value bins, HOG glyphs). Adds the accuracies and the confusion matrix to each
+model's MLflow run, registers its MLflow Model (the pixel models: a features model logs none) and gives the best
+version on validation the alias `champion`, tagged with the paired test against the registry's runner-up
+(linclass.tracking.registry). The champion of metrics/champion.json is chosen among every model.
 """
 import json
 import tempfile
@@ -27,6 +30,7 @@ from linclass.core.stats import compare_models, wilson_interval
 from linclass.files import md5_file
 from linclass.plumbing.paths import (
     DATA,
+    FEATURES,
     MODELS,
     REPORTS,
     all_model_names,
@@ -124,7 +128,41 @@ def rounded(value):
     """Numbers of a metrics file: accuracies and differences to 6 decimals, p-values to 6 significant digits."""
     if isinstance(value, dict):
         return {k: (float(f"{v:.6g}") if k in ("p_value", "mid_p") else rounded(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
     return round(value, 6) if isinstance(value, float) else value
+
+
+def best_of(names, predictions, y_val):
+    """The best of `names` on validation (ties: the first)."""
+    return max(names, key=lambda name: (float(np.mean(predictions[name]["val"] == y_val)), -names.index(name)))
+
+
+def pixels_vs_features(names, rows, predictions, y_val, y_test, class_names):
+    """The best pixel model against the best features model (each chosen on validation) on the test images:
+    overall (McNemar, features as A) and per class (correct counts with 95% Wilson intervals), and each
+    loss x regularizer on both inputs. None without features models."""
+    pixels = [name for name in names if rows[name]["features"] == "pixels"]
+    features = [name for name in names if rows[name]["features"] != "pixels"]
+    if not pixels or not features:
+        return None
+    best = {"pixels": best_of(pixels, predictions, y_val), "features": best_of(features, predictions, y_val)}
+    per_class = []
+    for k, name in enumerate(class_names):
+        images = y_test == k
+        row = {"class": name, "images": int(images.sum())}
+        for side, model in best.items():
+            correct = int(np.count_nonzero(predictions[model]["test"][images] == k))
+            low, high = wilson_interval(correct, row["images"]) if row["images"] else (0.0, 1.0)
+            row.update({f"{side}_correct": correct, f"{side}_accuracy": correct / max(row["images"], 1),
+                        f"{side}_accuracy_low": low, f"{side}_accuracy_high": high})
+        per_class.append(row)
+    twins = [{"pair": name, "pixels_test_accuracy": rows[name]["test_accuracy"],
+              "features_test_accuracy": rows[twin]["test_accuracy"]}
+             for name in pixels for twin in features if twin.startswith(f"{name}-")]
+    return {**best, "kind": rows[best["features"]]["features"], "alpha": ALPHA,
+            "test": paired(y_test, predictions[best["features"]]["test"], predictions[best["pixels"]]["test"]),
+            "per_class": per_class, "twins": twins}
 
 
 def version_predictions(version, by_run, X_val, X_test):
@@ -220,6 +258,13 @@ def main() -> None:
         best = {"model": chosen["champion"], **{k: rows[chosen["champion"]][k] for k in ACCURACY_COLUMNS},
                 **chosen, "images": {"train": train_images, "val": len(y_val), "test": len(y_test)}}
         write_evaluation(evaluation, rounded(best), results, class_names, names)
+        versus = pixels_vs_features(names, rows, predictions, y_val, y_test, class_names)
+        if versus is not None:   # the report's section "Pixels against features", and what that model weighs
+            (evaluation / "pixels_vs_features.json").write_text(json.dumps(rounded(versus), indent=2) + "\n")
+            layout = json.loads((FEATURES / versus["kind"] / "layout.json").read_text())
+            plots.plot_feature_weights(load_model(versus["features"])[0], layout, class_names,
+                                       evaluation / "feature_weights.png",
+                                       title=f"{versus['features']}: what each class weighs")
     ranking = ranked_versions(client, experiment, split)
     if ranking:
         top, second = ranking[0], (ranking[1] if len(ranking) > 1 else None)

@@ -118,3 +118,30 @@ def test_a_features_stage_outside_the_grid_is_one_line(evaluated):
         assert proc.returncode != 0
         assert f"DVC_STAGE={stage!r} is not a features stage of the grid; allowed: features@hog_hist" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_the_report_sets_pixels_against_features(evaluated):
+    project, _, _ = evaluated
+    versus = json.loads((project.path / "reports/evaluation/pixels_vs_features.json").read_text())
+    metrics = json.loads((project.path / "metrics/test.json").read_text())
+    assert versus["pixels"] in PIXELS and versus["features"] in FEATURES and versus["kind"] == "hog_hist"
+    assert versus["test"]["champion_accuracy"] == metrics[versus["features"]]["test_accuracy"]
+    assert versus["test"]["runner_up_accuracy"] == metrics[versus["pixels"]]["test_accuracy"]
+    assert sum(row["images"] for row in versus["per_class"]) == 200
+    assert len(versus["twins"]) == 2
+    for row in versus["per_class"]:
+        for side in ("pixels", "features"):
+            assert row[f"{side}_accuracy_low"] <= row[f"{side}_accuracy"] <= row[f"{side}_accuracy_high"]
+    assert (project.path / "reports/evaluation/feature_weights.png").stat().st_size > 5000
+
+    from linclass.studies.report import features_blocks
+
+    blocks = features_blocks(project.path / "reports/evaluation")
+    text = " ".join(block.get("text", "") for block in blocks)
+    test = versus["test"]
+    assert f"on the 200 test images: {versus['features']} {test['champion_accuracy']:.4f} against " \
+           f"{versus['pixels']} {test['runner_up_accuracy']:.4f}" in text
+    assert f"b = {test['b']} images only the features model got right" in text
+    table = next(block for block in blocks if block["kind"] == "table")
+    assert table["columns"] == ["class", "images", "pixels (95%)", "features (95%)", "difference"]
+    assert len(table["rows"]) == 10

@@ -236,6 +236,54 @@ def evaluation_blocks(folder, comparison):
     return blocks
 
 
+def _with_interval(side, row):
+    return (f"{cell_text('accuracy', row[f'{side}_accuracy'])} [{cell_text('accuracy', row[f'{side}_accuracy_low'])}, "
+            f"{cell_text('accuracy', row[f'{side}_accuracy_high'])}]")
+
+
+def features_blocks(folder):
+    """Pixels against features, from the evaluate stage's pixels_vs_features.json and feature_weights.png: the
+    best model of each input (chosen on validation) overall and per class, in sentences of measured numbers."""
+    folder = Path(folder)
+    versus = json.loads((folder / "pixels_vs_features.json").read_text())
+    pixels, features, test = versus["pixels"], versus["features"], versus["test"]
+    per_class = pd.DataFrame(versus["per_class"])
+    gain = per_class["features_accuracy"] - per_class["pixels_accuracy"]
+    most, least = per_class.loc[gain.idxmax()], per_class.loc[gain.idxmin()]
+    apart = per_class[(per_class["features_accuracy_low"] > per_class["pixels_accuracy_high"])
+                      | (per_class["pixels_accuracy_low"] > per_class["features_accuracy_high"])]
+    twins = pd.DataFrame(versus["twins"])
+    ahead = int((twins["features_test_accuracy"] > twins["pixels_test_accuracy"]).sum()) if len(twins) else 0
+    mean_gain = float((twins["features_test_accuracy"] - twins["pixels_test_accuracy"]).mean()) if len(twins) else 0.0
+    table_rows = [{"class": row["class"], "images": row["images"], "pixels (95%)": _with_interval("pixels", row),
+                   "features (95%)": _with_interval("features", row),
+                   "difference": row["features_accuracy"] - row["pixels_accuracy"]} for _, row in per_class.iterrows()]
+    return [
+        heading("Pixels against features"),
+        paragraph(f"The same linear classifiers on two inputs: the raw pixels (3,072 numbers per image) and the "
+                  f"{versus['kind']} features (a hue histogram, a value histogram and HOG, each column "
+                  "standardized on the training split). The best of each on validation, on the "
+                  f"{test['images']:,} test images: {features} {cell_text('accuracy', test['champion_accuracy'])} "
+                  f"against {pixels} {cell_text('accuracy', test['runner_up_accuracy'])}, a difference of "
+                  f"{cell_text('difference', test['difference'])} (McNemar: b = {test['b']} images only the features "
+                  f"model got right, c = {test['c']} only the pixel model; p = {cell_text('p_value', test['p_value'])}:"
+                  f" {test['verdict']}). Loss x regularizer by loss x regularizer, the features model is ahead on "
+                  f"test in {ahead} of {len(twins)} pairs, by {cell_text('difference', mean_gain)} on average."),
+        paragraph(f"Per class (95% Wilson intervals on each class's {int(per_class['images'].iloc[0]):,} test "
+                  f"images): the features gain most on {most['class']} ({_with_interval('pixels', most)} -> "
+                  f"{_with_interval('features', most)}) and least on {least['class']} "
+                  f"({_with_interval('pixels', least)} -> {_with_interval('features', least)}); the intervals "
+                  f"do not overlap for {len(apart)} of {len(per_class)} classes."),
+        table(pd.DataFrame(table_rows)),
+        paragraph("A features model's weights are not an image: a row of W weighs hue bins, value bins and the "
+                  "orientation bins of HOG cells. Below, per class, the weights on the hue and value bins (bars) and "
+                  "the HOG glyph of the finest cells (one stroke per orientation along the edge it stands for, as "
+                  "long as its positive weight). Each training run in MLflow carries the same picture of its model "
+                  "(templates_grid.png) instead of template images."),
+        image(f"what {features} weighs, per class", folder / "feature_weights.png"),
+    ]
+
+
 def regularization_path_blocks(folder, budget=None):
     """The regularization path from its stage's folder (path.csv, templates.png, curves.png): each picture
     with one sentence of numbers measured from path.csv."""
@@ -296,6 +344,8 @@ def write_report(out_path, *, comparison_csv, templates_png, weight_hist_png, sc
         heading("Linear classifiers on CIFAR-10: report", level=1),
         *comparison_blocks(comparison, budgets.get("models")),
         *(evaluation_blocks(evaluation_dir, comparison) if evaluation_dir is not None else []),
+        *(features_blocks(evaluation_dir) if evaluation_dir is not None
+          and (Path(evaluation_dir) / "pixels_vs_features.json").is_file() else []),
         heading("Visual viewpoint: one template per class"),
         paragraph("Each row of W, reshaped to 32x32x3 and rescaled min-max to 0..255 per class."),
         image("class templates per model", templates_png),
