@@ -77,7 +77,7 @@ local.env:
 	@test -f $(LOCAL_CIFAR) || { echo "error: $(LOCAL_CIFAR) does not exist; set LINCLASS_DATA_URL instead" >&2; exit 1; }
 	printf 'LINCLASS_DATA_URL=file://%s\nLINCLASS_DATA_MD5=%s\n' $(LOCAL_CIFAR) $(LOCAL_CIFAR_MD5) > $@
 
-repro: venv $(DATA_SOURCE) ## run the whole pipeline (download, preprocess, 8 models, studies, report)
+repro: venv $(DATA_SOURCE) ## run the whole pipeline (download, preprocess, features, 8 models on pixels + 8 on features, studies, report)
 	$(LINCLASS) repro
 	column -s, -t reports/comparison.csv
 

@@ -284,3 +284,63 @@ def test_bad_input_is_one_clear_line(call, message):
     with pytest.raises(ValueError) as info:
         call(random_images(2))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+# ---- the features in the pipeline: which model a stage trains, what a features model's weights show
+
+
+def test_a_train_stage_names_its_input(monkeypatch):
+    from linclass.plumbing.stage import train_model
+    from linclass.settings import ConfigError, Settings
+
+    settings = Settings()
+    monkeypatch.setenv("DVC_STAGE", "train_features@softmax-l1-hog_hist")
+    assert train_model(settings, []) == ("softmax", "l1", "hog_hist")
+    monkeypatch.setenv("DVC_STAGE", "train@softmax-l1")
+    assert train_model(settings, []) == ("softmax", "l1", "pixels")
+    assert train_model(settings, ["--loss", "svm", "--regularizer", "l2", "--features", "hog_hist"]) == \
+        ("svm", "l2", "hog_hist")
+    with pytest.raises(ConfigError, match=r"^--features sift is not in the grid; allowed: pixels, hog_hist$"):
+        train_model(settings, ["--loss", "svm", "--regularizer", "l2", "--features", "sift"])
+    monkeypatch.setenv("DVC_STAGE", "train_features@svm-l2-sift")
+    with pytest.raises(ConfigError, match=r"^DVC_STAGE='train_features@svm-l2-sift' is not a train stage"):
+        train_model(settings, [])
+
+
+def test_the_feature_settings_are_checked_as_the_config_checks_them():
+    from linclass.settings import Features, Grid, check
+
+    check(Features, cells=[8, 16], orientations=18, signed=True)
+    with pytest.raises(ValueError, match=r"^orientations=0 is out of range: allowed an integer >= 1 and <= 360$"):
+        check(Features, orientations=0)
+    with pytest.raises(ValueError, match=r"^features\[0\]='sift' is out of range: allowed a list of 'hog_hist'"):
+        check(Grid, features=["sift"])
+    check(Grid, features=[])   # pixels only
+
+
+def test_hog_cell_weights_add_each_cell_over_the_blocks_that_hold_it():
+    from linclass.plots import hog_cell_weights
+
+    orientations, cells = 4, 3   # 2 x 2 blocks of 2 x 2 cells
+    W = np.zeros((1, hog_dim(orientations, 8, 24, 24)))   # 24 x 24 image, 8-pixel cells: 3 x 3
+    blocks = W.reshape(1, 2, 2, 2, 2, orientations)
+    blocks[0, 0, 0, 1, 1, 2] = 1.0   # block (0, 0), its cell (1, 1): cell (1, 1)
+    blocks[0, 1, 1, 0, 0, 2] = 2.0   # block (1, 1), its cell (0, 0): cell (1, 1) again
+    blocks[0, 0, 1, 0, 1, 3] = 5.0   # block (0, 1), its cell (0, 1): cell (0, 2)
+    weights = hog_cell_weights(W, orientations, cells)
+    assert weights.shape == (1, 3, 3, 4)
+    assert weights[0, 1, 1, 2] == 3.0 and weights[0, 0, 2, 3] == 5.0 and weights.sum() == 8.0
+    with pytest.raises(ValueError, match="HOG weights must have 64 columns"):
+        hog_cell_weights(W[:, :10], orientations, cells)
+
+
+def test_plot_feature_weights_draws_every_class(tmp_path):
+    from linclass.plots import plot_feature_weights
+
+    layout = {"parts": {k: [v.start, v.stop] for k, v in feature_layout().items()}, "orientations": 18,
+              "signed": True}
+    W = np.random.default_rng(0).standard_normal((3, 738)).astype(np.float32)
+    path = plot_feature_weights(W, layout, ["cat", "dog", "ship"], tmp_path / "w.png", title="t")
+    assert path.stat().st_size > 5000
+    with pytest.raises(ValueError, match="W has 700 columns"):
+        plot_feature_weights(W[:, :700], layout, ["cat", "dog", "ship"], tmp_path / "x.png", title="t")
