@@ -60,9 +60,10 @@ def main() -> None:
     experiment_id = setup(params.tracking.experiment, params.tracking.uri)
     set_runs_view(experiment_id)
     run_params = records.training_params(params, loss, regularizer, kind)
-    settings = records.params_hash(run_params)
+    extra = {"features_settings": records.feature_settings(params)} if on_features else {}
+    settings = records.params_hash({**run_params, **extra})
     tags = {"loss": loss, "regularizer": regularizer, "features": kind, "model": name, "params_hash": settings,
-            "git_commit": git_commit(), "dvc_stage": f"{stage}@{name}",
+            "git_commit": git_commit(), "dvc_stage": f"{stage}@{name}", **extra,
             "data_md5": params.data.md5, "data_url": params.data.url,
             **dvc_lock_hashes()}
     run_name = f"{name}-{settings[:6]}"

@@ -344,3 +344,17 @@ def test_plot_feature_weights_draws_every_class(tmp_path):
     assert path.stat().st_size > 5000
     with pytest.raises(ValueError, match="W has 700 columns"):
         plot_feature_weights(W[:, :700], layout, ["cat", "dog", "ship"], tmp_path / "x.png", title="t")
+
+
+def test_a_features_run_logs_the_same_param_names_with_the_features_rate_and_strength():
+    from linclass.settings import Settings
+    from linclass.tracking.records import feature_settings, training_params
+
+    settings = Settings()
+    for loss, reg in (("svm", "l2"), ("softmax", "elasticnet")):
+        pixels, features = training_params(settings, loss, reg), training_params(settings, loss, reg, "hog_hist")
+        assert set(pixels) == set(features) and pixels["features"] == "pixels" and features["features"] == "hog_hist"
+        assert features["learning_rate"] == getattr(settings.features.learning_rate, loss)
+        assert features["strength"] == getattr(settings.features.strength, reg)
+        assert pixels["learning_rate"] == getattr(settings.loss, loss).learning_rate
+    assert feature_settings(settings) == "hue_bins=10 value_bins=8 orientations=18 signed=true cells=[8, 16]"

@@ -87,11 +87,13 @@ def test_mlflow_runs_carry_the_features_and_the_feature_weights(evaluated):
             loss = name.split("-")[0]
             assert run.data.tags["dvc_stage"] == f"train_features@{name}"
             assert float(run.data.params["learning_rate"]) == params["features"]["learning_rate"][loss]
-            assert run.data.params["features_cells"] == "[8, 16]"
+            assert run.data.tags["features_settings"] == \
+                "hue_bins=10 value_bins=8 orientations=18 signed=true cells=[8, 16]"
+            assert set(run.data.params) == set(runs[name.removesuffix("-hog_hist")].data.params)   # the same names
             assert "plots" not in top and "model_id" not in run.data.tags   # no template images, no MLflow Model
             assert "on the hog_hist features" in run.data.tags["mlflow.note.content"]
         else:
-            assert "features_cells" not in run.data.params and "model_id" in run.data.tags
+            assert "features_settings" not in run.data.tags and "model_id" in run.data.tags
     versions = client.search_model_versions("name = 'linclass-cifar10'")
     assert sorted(v.tags["model"] for v in versions) == sorted(PIXELS)   # the registry holds the pixel models
     assert {v.tags["features"] for v in versions} == {"pixels"}

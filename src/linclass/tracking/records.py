@@ -48,7 +48,7 @@ def training_params(params: Settings, loss: str, regularizer: str, features: str
     (SVM losses), the SGD settings, the preprocessing and the data's md5. The same names for every
     combination, so that the runs of a grid and of a sweep line up in MLflow's parallel coordinates.
     `features` is the model's input: pixels, or a kind of features (then the learning rate and the strength
-    are the features' own, settings `features`, and the features' settings are params too).
+    are the features' own, settings `features`; the features' other settings are the tag `features_settings`).
     The two settings only some runs have are named so that they sort after those every run has:
     `strength_beta` (elastic net's beta) and `svm_delta` (the SVM losses' margin). MLflow's Compare page opens
     its parallel coordinates on the first three params, in name order, that differ between the runs, and
@@ -69,11 +69,15 @@ def training_params(params: Settings, loss: str, regularizer: str, features: str
     pre = params.preprocess
     flat.update(val_size=pre.val_size, max_train=pre.max_train, preprocess_seed=pre.seed, scale=pre.scale)
     flat["data_md5"] = params.data.md5
-    if on_features:
-        f = params.features
-        flat.update(features_hue_bins=f.hue_bins, features_value_bins=f.value_bins,
-                    features_orientations=f.orientations, features_signed=f.signed, features_cells=f.cells)
     return flat
+
+
+def feature_settings(params: Settings) -> str:
+    """The features' own settings in one line (a features run's tag `features_settings`, and part of its
+    params hash): not params, which every run of the grid shares by name (see training_params)."""
+    f = params.features
+    return (f"hue_bins={f.hue_bins} value_bins={f.value_bins} orientations={f.orientations} "
+            f"signed={str(f.signed).lower()} cells={f.cells}")
 
 
 def params_hash(flat: Mapping[str, object]) -> str:
