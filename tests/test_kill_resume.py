@@ -79,7 +79,9 @@ def temp_dir_of(name: str, holding: str | None = None):
 
 def junk(project) -> list[str]:
     """Temporaries anywhere in the project's tracked folders or its scratch folder."""
-    found = [p for folder in ("data", "models", "metrics", "reports", ".") for p in (project.path / folder).glob(".*.tmp-*")]
+    found = [
+        p for folder in ("data", "models", "metrics", "reports", ".") for p in (project.path / folder).glob(".*.tmp-*")
+    ]
     found += list((project.path / SCRATCH).glob("*")) if (project.path / SCRATCH).is_dir() else []
     return sorted(str(p.relative_to(project.path)) for p in found)
 
@@ -182,8 +184,14 @@ def test_params_yaml_rewritten_under_a_running_pipeline_stops_its_next_stage(twi
 
     log = tmp_path / "dvc.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(BIN / "dvc"), "repro", "--force", "--single-item", "train@svm-none", "train@svm-l2"],
-                                cwd=reference.path, env=reference.env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [str(BIN / "dvc"), "repro", "--force", "--single-item", "train@svm-none", "train@svm-l2"],
+            cwd=reference.path,
+            env=reference.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         deadline = time.monotonic() + 300
         while not new_runs():  # the first train stage runs

@@ -489,7 +489,7 @@ def test_error_answers_carry_no_database_text(stack, control):
                 ("/api/2.0/mlflow/registered-models/create", {"name": "model-twice"})]
     answers = [call(stack.url, path, "POST", body, bob) for path, body in attempts]
     assert answers[2][0] == 200
-    for (path, _), (status, _, text, _) in zip(attempts, answers):
+    for (path, _), (_, _, text, _) in zip(attempts, answers):
         assert not any(marker in text for marker in SQL_MARKERS), (path, text)
     assert answers[0][0] == 400 and "already exists" in json.loads(answers[0][2])["message"]
     assert answers[3][0] == 400 and "already exists" in json.loads(answers[3][2])["message"]
