@@ -308,7 +308,7 @@ def spawn_on_node(argv: list[str], cwd: Path, env: dict, log: Path) -> int:
     keeper = ray.remote(Keeper).options(name=f"{KEEPER}-{node}", namespace="linclass", lifetime="detached",
                                         get_if_exists=True, num_cpus=0, max_restarts=0,
                                         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
-    spawned = keeper.spawn.remote(argv, str(cwd), env, str(log))
+    spawned = keeper.spawn.remote(argv, str(cwd), env, str(log))  # type: ignore[attr-defined]
     return ray.get(spawned)
 
 
