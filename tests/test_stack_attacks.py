@@ -216,7 +216,9 @@ def test_the_other_routes_that_run_commands_or_reconfigure_the_server_are_refuse
 @pytest.mark.parametrize("target", ["server", "ui"])
 def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
     folder = base / target
-    folder.mkdir()
+    for part in ("conf", ".dvc"):   # a project's root folder, as `linclass ui` and `linclass server` require
+        (folder / part).mkdir(parents=True)
+    (folder / "dvc.yaml").write_text("stages: {}\n")
     url = f"http://127.0.0.1:{free_port()}"
     venv = BIN.parent
     make = ["make", "-s", "-f", str(ROOT / "Makefile"), f"VENV={venv}", "-o", f"{venv}/bin/.installed", target,
