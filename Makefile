@@ -153,7 +153,7 @@ lock-check: | $(UV)
 	$(UV) lock --check
 
 test: venv ## every test but the release-only ones (two workers, each module whole on one)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 test-fast: venv ## the tests without the slow end-to-end runs
 	$(BIN)/python -m pytest -m "not slow"

@@ -15,21 +15,40 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar-10-python.tar.gz"
 SHARED_CIFAR_MD5 = "2caa7800b270f2536e4e89f2ffa0be3f"
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ("conf", "pipeline", "src", "hydra_plugins", "sweeps", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
-                 ".dvc/config", ".dvc/.gitignore")
+PROJECT_FILES = (
+    "conf",
+    "pipeline",
+    "src",
+    "hydra_plugins",
+    "sweeps",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+)
 
 # A few seconds per stage on the synthetic archive.
-SMALL = ("preprocess.val_size=100", "train.epochs=3", "train.batch_size=50", "loss.svm.learning_rate=0.01",
-         "loss.softmax.learning_rate=0.01", "studies.hard_cases.n=300", "studies.hard_cases.epochs=50",
-         "studies.zero_hinge_subset=20", "grid.features=[]")  # pixels only: tests/test_features_pipeline.py runs the features axis
+SMALL = (
+    "preprocess.val_size=100",
+    "train.epochs=3",
+    "train.batch_size=50",
+    "loss.svm.learning_rate=0.01",
+    "loss.softmax.learning_rate=0.01",
+    "studies.hard_cases.n=300",
+    "studies.hard_cases.epochs=50",
+    "studies.zero_hinge_subset=20",
+    "grid.features=[]",  # pixels only: tests/test_features_pipeline.py runs the features axis
+)
 
 
 # `make test` runs two workers, each module whole on one (pytest -n 2 --dist loadfile): the modules that
 # take longest start first (longest first, as measured with --durations), so that the last one to finish
 # is a short one; the rest follow in their usual order.
-LONGEST_FIRST = ("test_stack", "test_ray", "test_pipeline", "test_faults", "test_parallel", "test_grid_after_run",
-                 "test_docs", "test_ui_browser", "test_team", "test_kill_resume", "test_reproducible", "test_sweep",
-                 "test_mlflow_model")
+LONGEST_FIRST = ("test_stack", "test_stack_attacks", "test_ray", "test_pipeline", "test_faults", "test_parallel",
+                 "test_grid_after_run", "test_docs", "test_ui_browser", "test_team", "test_kill_resume",
+                 "test_reproducible", "test_sweep", "test_mlflow_model")
 
 
 def pytest_collection_modifyitems(items):
@@ -90,7 +109,9 @@ class Project:
         proc = subprocess.run(list(cmd), cwd=self.path, env=kw.pop("env", self.env), capture_output=True,
                               text=True, timeout=timeout, **kw)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            raise AssertionError(
+                f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
         return proc
 
     def dvc(self, *args: str, **kw) -> subprocess.CompletedProcess:

@@ -50,7 +50,11 @@ def official_members(rng, n=4, str_keys=False):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         x, y = random_split(rng, n)
         members[name] = {key("data"): x, key("labels"): y.tolist()}
-    members["batches.meta"] = {key("label_names"): [c.encode() for c in CIFAR10_CLASSES], key("num_cases_per_batch"): n, key("num_vis"): IMAGE_DIM}
+    members["batches.meta"] = {
+        key("label_names"): [c.encode() for c in CIFAR10_CLASSES],
+        key("num_cases_per_batch"): n,
+        key("num_vis"): IMAGE_DIM,
+    }
     return members
 
 
@@ -75,7 +79,10 @@ def test_writer_batches_splits_train_consecutively(tmp_path, small_arrays):
     path = tmp_path / "c.tar.gz"
     write_cifar10_archive(path, x_train, y_train, x_test, y_test, CIFAR10_CLASSES, batches=2)
     with tarfile.open(path, "r:gz") as tar:
-        parts = [pickle.loads(tar.extractfile(f"cifar-10-batches-py/data_batch_{i}").read(), encoding="bytes") for i in (1, 2)]
+        parts = [
+            pickle.loads(tar.extractfile(f"cifar-10-batches-py/data_batch_{i}").read(), encoding="bytes")
+            for i in (1, 2)
+        ]
         assert "cifar-10-batches-py/data_batch_3" not in tar.getnames()
     np.testing.assert_array_equal(np.concatenate([p[b"data"] for p in parts]), x_train)
     assert [len(p[b"labels"]) for p in parts] == [12, 11]
@@ -88,7 +95,10 @@ def test_written_archive_has_official_layout(tmp_path, small_arrays):
     write_cifar10_archive(path, *small_arrays, CIFAR10_CLASSES)
     with tarfile.open(path, "r:gz") as tar:
         names = tar.getnames()
-        assert set(names) == {"cifar-10-batches-py"} | {f"cifar-10-batches-py/{n}" for n in ["batches.meta", "test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]}
+        assert set(names) == {"cifar-10-batches-py"} | {
+            f"cifar-10-batches-py/{n}"
+            for n in ["batches.meta", "test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]
+        }
         for m in tar.getmembers():
             assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
         raw = tar.extractfile("cifar-10-batches-py/data_batch_2").read()
@@ -193,7 +203,9 @@ def test_not_an_archive_is_an_error(tmp_path):
 )
 def test_writer_rejects_bad_input(tmp_path, small_arrays, change, match):
     x_train, y_train, x_test, y_test = small_arrays
-    kwargs = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, class_names=CIFAR10_CLASSES, batches=5)
+    kwargs = dict(
+        x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, class_names=CIFAR10_CLASSES, batches=5
+    )
     kwargs.update(change)
     with pytest.raises(ValueError, match=match):
         write_cifar10_archive(tmp_path / "c.tar.gz", **kwargs)

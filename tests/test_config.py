@@ -115,9 +115,12 @@ def test_the_composition_itself_rejects_a_mistyped_key_in_one_line():
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for override, message in (("regularizer.l2.strenght=0.1", "did you mean regularizer.l2.strength?"),
-                                  ("+train.epoch=5", "did you mean train.epochs?"),
-                                  ("+foo=1", "unknown setting foo;"), ("train.epochs=0", "train.epochs=0 is out of range")):
+        for override, message in (
+            ("regularizer.l2.strenght=0.1", "did you mean regularizer.l2.strength?"),
+            ("+train.epoch=5", "did you mean train.epochs?"),
+            ("+foo=1", "unknown setting foo;"),
+            ("train.epochs=0", "train.epochs=0 is out of range"),
+        ):
             with pytest.raises(Exception) as info:
                 OmegaConf.to_container(hydra_compose(config_name="config", overrides=[override]), resolve=True)
             assert message in str(info.value) and "\n" not in str(info.value), str(info.value)

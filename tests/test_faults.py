@@ -59,7 +59,9 @@ def tree_md5(root: Path) -> dict[str, str]:
 def preprocessed(tmp_path_factory, archive_server):
     """The project after `dvc repro preprocess`, with its MLflow store and experiment created."""
     url, md5 = archive_server
-    project = make_project(tmp_path_factory.mktemp("faults") / "project", (f"data.url={url}", f"data.md5={md5}", *SMALL))
+    project = make_project(
+        tmp_path_factory.mktemp("faults") / "project", (f"data.url={url}", f"data.md5={md5}", *SMALL)
+    )
     project.dvc("repro", "preprocess")
     project.run(str(BIN / "python"), "-m", "linclass.cli", "store",  # the store exists before anyone polls it
                 env={**project.env, "PYTHONPATH": "src"})
@@ -144,11 +146,21 @@ def train_process(dvc_pid: int):
 
 
 # Each case trains its own model, so that the repro after the kill really trains (not a DVC run-cache restore).
-@pytest.mark.parametrize("target, signum, dvc_exit, stage_says, name", [
-    ("group", signal.SIGTERM, -signal.SIGTERM, "error: stopped (received signal SIGTERM); nothing was written", "svm-l2"),
-    ("group", signal.SIGINT, 255, "error: interrupted (SIGINT); nothing was written", "svm-l1"),
-    ("train", signal.SIGTERM, 255, "error: stopped (received signal SIGTERM); nothing was written", "svm-none"),
-], ids=["SIGTERM-to-group", "SIGINT-to-group", "SIGTERM-to-train"])
+@pytest.mark.parametrize(
+    "target, signum, dvc_exit, stage_says, name",
+    [
+        (
+            "group",
+            signal.SIGTERM,
+            -signal.SIGTERM,
+            "error: stopped (received signal SIGTERM); nothing was written",
+            "svm-l2",
+        ),
+        ("group", signal.SIGINT, 255, "error: interrupted (SIGINT); nothing was written", "svm-l1"),
+        ("train", signal.SIGTERM, 255, "error: stopped (received signal SIGTERM); nothing was written", "svm-none"),
+    ],
+    ids=["SIGTERM-to-group", "SIGINT-to-group", "SIGTERM-to-train"],
+)
 def test_killed_training_is_marked_killed_leaves_nothing_and_repro_completes(project, tmp_path, target, signum,
                                                                              dvc_exit, stage_says, name):
     import psutil
@@ -238,7 +250,9 @@ def test_a_signal_inside_an_mlflow_call_still_ends_the_run_killed(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     statuses = json.loads(result.stdout.strip().splitlines()[-1])
-    assert statuses == ["KILLED"] * 60, f"trial {len(statuses) - 1} left its run {statuses[-1]}:\n{result.stderr[-3000:]}"
+    assert statuses == ["KILLED"] * 60, (
+        f"trial {len(statuses) - 1} left its run {statuses[-1]}:\n{result.stderr[-3000:]}"
+    )
 
 
 # --- divergence ------------------------------------------------------------------------------------
@@ -302,19 +316,30 @@ def test_tampered_preprocessed_file_is_reported_and_rebuilt(project, repro):
 
 # (settings written to params.yaml, texts the one error line must contain)
 BAD_SETTINGS = {
-    "unknown-loss-in-grid": ({"grid__losses": ["svm", "hinge"]},
-                             ["grid.losses[1]='hinge'", "allowed 'svm', 'squared_svm' or 'softmax'"]),
-    "unknown-regularizer-in-grid": ({"grid__regularizers": ["l2", "l3"]},
-                                    ["grid.regularizers[1]='l3'", "allowed 'none', 'l1', 'l2' or 'elasticnet'"]),
-    "negative-strength": ({"regularizer__l2__strength": -0.001},
-                          ["regularizer.l2.strength=-0.001", "allowed a number >= 0"]),
+    "unknown-loss-in-grid": (
+        {"grid__losses": ["svm", "hinge"]},
+        ["grid.losses[1]='hinge'", "allowed 'svm', 'squared_svm' or 'softmax'"],
+    ),
+    "unknown-regularizer-in-grid": (
+        {"grid__regularizers": ["l2", "l3"]},
+        ["grid.regularizers[1]='l3'", "allowed 'none', 'l1', 'l2' or 'elasticnet'"],
+    ),
+    "negative-strength": (
+        {"regularizer__l2__strength": -0.001},
+        ["regularizer.l2.strength=-0.001", "allowed a number >= 0"],
+    ),
     "zero-learning-rate": ({"loss__svm__learning_rate": 0}, ["loss.svm.learning_rate=0", "allowed a number > 0"]),
-    "negative-learning-rate": ({"loss__softmax__learning_rate": -0.01}, ["loss.softmax.learning_rate=-0.01", "allowed a number > 0"]),
+    "negative-learning-rate": (
+        {"loss__softmax__learning_rate": -0.01},
+        ["loss.softmax.learning_rate=-0.01", "allowed a number > 0"],
+    ),
     "zero-batch-size": ({"train__batch_size": 0}, ["train.batch_size=0", "allowed an integer >= 1"]),
     "unknown-top-level-key": ({"nosuch": {"key": 1}}, ["unknown setting nosuch;", "known top-level keys: data"]),
     "unknown-train-key": ({"train__momentum": 0.9}, ["unknown setting train.momentum;", "known keys of train: epochs"]),
-    "bad-tracking-uri": ({"tracking__uri": "htp://127.0.0.1:5000"},
-                         ["tracking.uri='htp://127.0.0.1:5000'", "allowed: null"]),
+    "bad-tracking-uri": (
+        {"tracking__uri": "htp://127.0.0.1:5000"},
+        ["tracking.uri='htp://127.0.0.1:5000'", "allowed: null"],
+    ),
 }
 
 
@@ -429,7 +454,9 @@ def test_unreachable_tracking_server_fails_fast_in_one_line_and_loses_nothing(pr
         if held is not None:
             assert held, "the stage never connected to the silent server"
     assert result.returncode != 0
-    assert elapsed < 15, f"took {elapsed:.1f} s to give up on {uri}"
+    # MLflow's own defaults retry for minutes (7 tries, 120 s a request); the stage gives up within seconds of
+    # connecting, plus dvc's and the stage's start-up, which take tens of seconds on a loaded 2-core machine
+    assert elapsed < 60, f"took {elapsed:.1f} s to give up on {uri}"
     errors = error_lines(result.stderr)
     assert len(errors) == 1, result.stderr
     assert uri in errors[0] and "did not answer" in errors[0], errors

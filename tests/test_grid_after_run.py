@@ -52,8 +52,11 @@ def test_the_grid_points_show_their_validation_accuracy_and_no_stale_test_accura
     for name in GRID:
         line = next(line for line in table.splitlines() if line.lstrip().startswith(f"grid-{name}"))
         assert line.rstrip().endswith(" -"), line
-    assert re.search(r"best on validation: grid-\S+ \(.*\): val [01]\.\d{4} \[[01]\.\d{4}, [01]\.\d{4}\], test not evaluated "
-                     r"in this experiment", table), table
+    assert re.search(
+        r"best on validation: grid-\S+ \(.*\): val [01]\.\d{4} \[[01]\.\d{4}, [01]\.\d{4}\], test not evaluated "
+        r"in this experiment",
+        table,
+    ), table
     assert "not evaluated with these weights" in table
 
 

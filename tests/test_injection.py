@@ -32,7 +32,9 @@ def test_no_command_line_in_dvc_yaml_interpolates_anything():
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, archive_server):
     url, md5 = archive_server
-    project = make_project(tmp_path_factory.mktemp("injection") / "project", (f"data.url={url}", f"data.md5={md5}", *SMALL))
+    project = make_project(
+        tmp_path_factory.mktemp("injection") / "project", (f"data.url={url}", f"data.md5={md5}", *SMALL)
+    )
     project.saved = (project.path / "params.yaml").read_bytes()
     project.markers = tmp_path_factory.mktemp("markers")
     return project
@@ -53,12 +55,17 @@ def assert_nothing_ran(project, result) -> None:
     # one line says why: the stage's own `error:` line (DVC then adds its one `ERROR: failed to reproduce`),
     # or DVC's one `ERROR:` line when it refuses before running any stage
     lines = result.stderr.splitlines()
-    stage_errors, dvc_errors = [x for x in lines if x.startswith("error:")], [x for x in lines if x.startswith("ERROR:")]
+    stage_errors, dvc_errors = (
+        [x for x in lines if x.startswith("error:")],
+        [x for x in lines if x.startswith("ERROR:")],
+    )
     assert len(stage_errors) <= 1 and len(dvc_errors) <= 1 and stage_errors + dvc_errors, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     # `dvc exp run` itself may make empty folders named after the hostile value (models/$(touch ...); not a
     # shell): no stage wrote anything
-    assert not [p for p in project.path.glob("models/**/*") if p.is_file()] and "Running stage 'train" not in result.stdout
+    assert (
+        not [p for p in project.path.glob("models/**/*") if p.is_file()] and "Running stage 'train" not in result.stdout
+    )
     shutil.rmtree(project.path / "models", ignore_errors=True)
 
 

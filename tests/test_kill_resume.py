@@ -32,8 +32,9 @@ def runs(project) -> dict:
         r.info.run_id: r for r in client.search_runs([experiment.experiment_id], max_results=1000)}
 
 
-def kill_when(project, tmp_path, ready, timeout=300.0) -> None:
-    """Start `dvc repro evaluate`, SIGKILL its whole process group once ready(scratch folder) is true."""
+def kill_when(project, tmp_path, ready, timeout=300.0, interval=0.01) -> None:
+    """Start `dvc repro evaluate`, SIGKILL its whole process group once ready(scratch folder) is true (asked
+    every `interval` seconds)."""
     scratch = project.path / SCRATCH
     with open(tmp_path / "dvc.log", "w") as log:
         proc = subprocess.Popen([str(BIN / "dvc"), "repro", "evaluate"], cwd=project.path, env=project.env,
@@ -43,7 +44,7 @@ def kill_when(project, tmp_path, ready, timeout=300.0) -> None:
         while not (scratch.is_dir() and ready(scratch)):
             assert proc.poll() is None, f"dvc ended first:\n{(tmp_path / 'dvc.log').read_text()[-3000:]}"
             assert time.monotonic() < deadline, (tmp_path / "dvc.log").read_text()[-3000:]
-            time.sleep(0.01)
+            time.sleep(interval)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -79,7 +80,9 @@ def temp_dir_of(name: str, holding: str | None = None):
 
 def junk(project) -> list[str]:
     """Temporaries anywhere in the project's tracked folders or its scratch folder."""
-    found = [p for folder in ("data", "models", "metrics", "reports", ".") for p in (project.path / folder).glob(".*.tmp-*")]
+    found = [
+        p for folder in ("data", "models", "metrics", "reports", ".") for p in (project.path / folder).glob(".*.tmp-*")
+    ]
     found += list((project.path / SCRATCH).glob("*")) if (project.path / SCRATCH).is_dir() else []
     return sorted(str(p.relative_to(project.path)) for p in found)
 
@@ -115,8 +118,9 @@ def twins(tmp_path_factory, archive_server):
 def test_sigkill_during_preprocess_and_training_then_repro_gives_the_same_dvc_lock(twins, tmp_path):
     reference, project = twins
 
-    # 1. during preprocess: X_train is being written into its temporary folder
-    kill_when(project, tmp_path, temp_dir_of("processed", "X_train"))
+    # 1. during preprocess: its temporary folder exists (on the small synthetic set the stage writes its uint8
+    # arrays in a few milliseconds, so the folder is watched without pause)
+    kill_when(project, tmp_path, temp_dir_of("processed"), interval=0)
     assert junk(project), "the kill left no temporary (the test killed too early or too late)"
     assert not (project.path / "data" / "processed").exists()
 
@@ -182,8 +186,14 @@ def test_params_yaml_rewritten_under_a_running_pipeline_stops_its_next_stage(twi
 
     log = tmp_path / "dvc.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(BIN / "dvc"), "repro", "--force", "--single-item", "train@svm-none", "train@svm-l2"],
-                                cwd=reference.path, env=reference.env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [str(BIN / "dvc"), "repro", "--force", "--single-item", "train@svm-none", "train@svm-l2"],
+            cwd=reference.path,
+            env=reference.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         deadline = time.monotonic() + 300
         while not new_runs():  # the first train stage runs

@@ -42,7 +42,9 @@ def test_the_model_computes_the_pipelines_scores_bit_for_bit(tmp_path):
     uris = {}
     for loss in ("svm", "softmax"):
         with runs.tracked_run(experiment_id, loss):
-            uris[loss] = mlflow_model.log_classifier(W, b, mean, 255.0, names, loss, example=raw_images(rows[:2])).model_uri
+            uris[loss] = mlflow_model.log_classifier(
+                W, b, mean, 255.0, names, loss, example=raw_images(rows[:2])
+            ).model_uri
     expected = class_scores(Pixels(rows, mean, 255.0), W, b)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # loading says nothing
@@ -93,7 +95,8 @@ def test_training_runs_carry_their_own_settings_and_clean_metrics(evaluated):
         assert float(p["strength"]) == params["regularizer"]["l2"]["strength"]
         assert p["epochs"] == "3" and p["batch_size"] == "50" and float(p["learning_rate"]) == 0.01
         assert ("svm_delta" in p) == (name.startswith("svm")) and "strength_beta" not in p
-        assert set(p) == set(records.training_params(validate(params), name.split("-")[0], "l2")), sorted(p)  # nothing else
+        # nothing else
+        assert set(p) == set(records.training_params(validate(params), name.split("-")[0], "l2")), sorted(p)
         assert set(run.data.metrics) == METRICS, sorted(run.data.metrics)
         assert len(client.get_metric_history(run.info.run_id, "total_loss")) == 30  # 500 images / 50 x 3
         top = {a.path for a in client.list_artifacts(run.info.run_id)}

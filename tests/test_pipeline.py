@@ -69,7 +69,9 @@ def test_mlflow_holds_one_finished_run_per_combination(reproduced):
         assert run.data.tags["dvc_stage"] == f"train@{name}"
         assert re.fullmatch(r"[0-9a-f]{40}", run.data.tags["git_commit"])
         assert run.data.tags["data_md5"] == yaml.safe_load((project.path / "params.yaml").read_text())["data"]["md5"]
-        assert run.data.params["epochs"] == "3" and run.data.params["strength"] and run.data.params["regularizer"] == reg
+        assert (
+            run.data.params["epochs"] == "3" and run.data.params["strength"] and run.data.params["regularizer"] == reg
+        )
         # histories: one value per SGD step (500 train images / 50 a batch * 3 epochs) and per epoch
         for key, length in (("data_loss", 30), ("reg_loss", 30), ("total_loss", 30),
                             ("train_accuracy", 3), ("val_accuracy", 3)):

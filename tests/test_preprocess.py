@@ -96,8 +96,15 @@ def test_writes_exactly_the_expected_files(processed):
 
 def test_shapes_and_dtypes(processed):
     out, summary = processed
-    expected = {"X_train": ((160, 3072), np.uint8), "X_val": ((40, 3072), np.uint8), "X_test": ((50, 3072), np.uint8),
-                "y_train": ((160,), np.int64), "y_val": ((40,), np.int64), "y_test": ((50,), np.int64), "mean_image": ((3072,), np.float32)}
+    expected = {
+        "X_train": ((160, 3072), np.uint8),
+        "X_val": ((40, 3072), np.uint8),
+        "X_test": ((50, 3072), np.uint8),
+        "y_train": ((160,), np.int64),
+        "y_val": ((40,), np.int64),
+        "y_test": ((50,), np.int64),
+        "mean_image": ((3072,), np.float32),
+    }
     for name, (shape, dtype) in expected.items():
         arr = np.load(out / f"{name}.npy", mmap_mode="r")
         assert isinstance(arr, np.memmap), name
@@ -186,7 +193,9 @@ def test_max_train_takes_the_first_of_the_shuffled_split(data, tmp_path):
     train_idx, _ = split_train_val(200, 40, seed=3)
     assert summary["n_train"] == 25 and summary["n_val"] == 40
     np.testing.assert_array_equal(np.load(tmp_path / "y_train.npy"), data.y_train[train_idx[:25]])
-    np.testing.assert_array_equal(np.load(tmp_path / "mean_image.npy"), data.x_train[train_idx[:25]].mean(axis=0).astype(np.float32))
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "mean_image.npy"), data.x_train[train_idx[:25]].mean(axis=0).astype(np.float32)
+    )
 
 
 def test_overwrites_previous_outputs_atomically(data, tmp_path):

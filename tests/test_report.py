@@ -167,7 +167,9 @@ def test_the_champion_against_the_runner_up_is_a_table_of_b_c_p_and_the_verdict(
     assert ("Is the champion softmax-elasticnet really better than the runner-up softmax-l1? " in text
             and "On validation: within noise (b = 4, c = 0, p = 0.125); on test: within noise (b = 7, c = 6, p = 1)."
             in text)
-    assert "| split | images | champion_accuracy | runner_up_accuracy | difference | b | c | p_value | verdict |" in text
+    assert (
+        "| split | images | champion_accuracy | runner_up_accuracy | difference | b | c | p_value | verdict |" in text
+    )
     assert "| validation | 5000 | 0.4218 | 0.4210 | +0.0008 | 4 | 0 | 0.125 | within noise |" in text
     assert "| test | 10000 | 0.4138 | 0.4137 | +0.0001 | 7 | 6 | 1 | within noise |" in text
     assert "(validation 0.4218 [0.4082, 0.4355], test 0.4138 [0.4042, 0.4235])" in text

@@ -105,8 +105,12 @@ def test_runs_logging_the_same_new_dataset_at_once_all_succeed(tmp_path):
 
     store = f"sqlite:///{tmp_path / 'race.db'}"
     env = env_for_pipeline()
-    subprocess.run([str(BIN / "python"), "-c", "from linclass.tracking import records, runs; runs.setup('race', '" + store + "')"],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [str(BIN / "python"), "-c", "from linclass.tracking import records, runs; runs.setup('race', '" + store + "')"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     ready = tmp_path / "ready"
     ready.mkdir()
     procs = [subprocess.Popen([str(BIN / "python"), "-c", RACE, store, str(ready), "4"], env=env,

@@ -106,6 +106,8 @@ def test_a_second_workspace_run_refuses_before_it_touches_params(project):
 
     from linclass.cli import WORKSPACE_LOCK
 
+    (project / "conf").mkdir()   # a project's root folder, which `linclass config` requires
+    (project / "dvc.yaml").write_text("stages: {}\n")
     (project / "params.yaml").write_text("train:\n  epochs: 150\n")
     env = {**os.environ, "PYTHONPATH": SRC}
     with FileLock(project / WORKSPACE_LOCK):

@@ -320,7 +320,9 @@ def test_results_travel_to_clone_b_and_one_change_retrains_exactly_two_stages(cl
     assert "metrics/train/svm-l2.json" in outs
     for out in outs:
         original = clone_a.path / out
-        files = [Path()] if original.is_file() else [p.relative_to(original) for p in original.rglob("*") if p.is_file()]
+        files = (
+            [Path()] if original.is_file() else [p.relative_to(original) for p in original.rglob("*") if p.is_file()]
+        )
         for rel in files:
             assert (b.path / out / rel).read_bytes() == (original / rel).read_bytes(), f"{out}/{rel}"
     metrics = b.dvc("metrics", "show", "--json").stdout
@@ -349,7 +351,9 @@ def test_results_travel_to_clone_b_and_one_change_retrains_exactly_two_stages(cl
     back = b.dvc("repro", env=bob_env)
     assert not {s for s in ran_stages(back.stdout) if s.startswith("train@")}, back.stdout[-3000:]
     for name in ("svm-l2", "softmax-l2"):
-        assert (b.path / "models" / name / "W.npy").read_bytes() == (clone_a.path / "models" / name / "W.npy").read_bytes()
+        assert (b.path / "models" / name / "W.npy").read_bytes() == (
+            clone_a.path / "models" / name / "W.npy"
+        ).read_bytes()
         assert (b.path / "metrics/train" / f"{name}.json").read_bytes() == \
             (clone_a.path / "metrics/train" / f"{name}.json").read_bytes()
 

@@ -216,7 +216,9 @@ def test_the_other_routes_that_run_commands_or_reconfigure_the_server_are_refuse
 @pytest.mark.parametrize("target", ["server", "ui"])
 def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
     folder = base / target
-    folder.mkdir()
+    for part in ("conf", ".dvc"):   # a project's root folder, as `linclass ui` and `linclass server` require
+        (folder / part).mkdir(parents=True)
+    (folder / "dvc.yaml").write_text("stages: {}\n")
     url = f"http://127.0.0.1:{free_port()}"
     venv = BIN.parent
     make = ["make", "-s", "-f", str(ROOT / "Makefile"), f"VENV={venv}", "-o", f"{venv}/bin/.installed", target,
@@ -489,7 +491,7 @@ def test_error_answers_carry_no_database_text(stack, control):
                 ("/api/2.0/mlflow/registered-models/create", {"name": "model-twice"})]
     answers = [call(stack.url, path, "POST", body, bob) for path, body in attempts]
     assert answers[2][0] == 200
-    for (path, _), (status, _, text, _) in zip(attempts, answers):
+    for (path, _), (_, _, text, _) in zip(attempts, answers):
         assert not any(marker in text for marker in SQL_MARKERS), (path, text)
     assert answers[0][0] == 400 and "already exists" in json.loads(answers[0][2])["message"]
     assert answers[3][0] == 400 and "already exists" in json.loads(answers[3][2])["message"]

@@ -82,8 +82,12 @@ def test_experiments_open_in_the_ml_view_and_studies_are_apart(tmp_path):
 
     ui.set_runs_view(new)  # the runs table's shared view: accuracies and settings as columns
     view = json.loads(client.get_experiment(new).tags["mlflow.sharedViewState.linclass"])
-    assert {"metrics.`val_accuracy`", "metrics.`test_accuracy`", "params.`learning_rate`"} <= set(view["selectedColumns"])
-    assert ui.ui_url(new).endswith(f"/#/experiments/{new}/runs?viewStateShareKey=linclass&workflowType=machine_learning")
+    assert {"metrics.`val_accuracy`", "metrics.`test_accuracy`", "params.`learning_rate`"} <= set(
+        view["selectedColumns"]
+    )
+    assert ui.ui_url(new).endswith(
+        f"/#/experiments/{new}/runs?viewStateShareKey=linclass&workflowType=machine_learning"
+    )
 
     from linclass.settings import Tracking
 

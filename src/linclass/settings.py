@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 import numpy as np
 from pydantic import (
@@ -84,8 +84,9 @@ def _distinct(values: list) -> list:
 
 
 Url = Annotated[str, AfterValidator(_url)]
-Md5 = Annotated[str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
-                Field(pattern=r"^[0-9a-f]{32}$")]
+Md5 = Annotated[
+    str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v), Field(pattern=r"^[0-9a-f]{32}$")
+]
 TrackingUri = Annotated[str, AfterValidator(_tracking_uri)]
 Positive = Annotated[float, Field(gt=0)]
 Name = Annotated[str, Field(min_length=1, pattern=r"\S")]
@@ -257,13 +258,14 @@ def _dotted(loc: tuple, prefix: str = "") -> str:
     return "".join([prefix, *(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)]).lstrip(".")
 
 
+PREFIX = "Input should be "   # the start of pydantic's own message, dropped where the range is shown
 RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error",
                 "finite_number", "too_short", "string_too_short")
 TYPE_ERRORS = ("int_type", "int_from_float", "float_type", "string_type", "bool_type", "list_type", "int_parsing",
                "float_parsing", "none_required")
 
 
-def is_section(kind: Any) -> bool:
+def is_section(kind: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(kind, type) and issubclass(kind, BaseModel)
 
 
@@ -303,8 +305,7 @@ def one_line(exc: ValidationError, model: type[BaseModel] | None = None, prefix:
     if error["type"] == "string_pattern_mismatch":
         return f"{value} is out of range: allowed {PATTERN_WORDS.get(error['ctx']['pattern'], 'other text')}"
     if error["type"] in RANGE_ERRORS:   # a field, or an element of a list
-        what = allowed(field) if field else error["msg"].removeprefix("Input should be ")
-        return f"{value} is out of range: allowed {what}"
+        return f"{value} is out of range: allowed {allowed(field) if field else error['msg'].removeprefix(PREFIX)}"
     if field is not None and error["type"] in TYPE_ERRORS:
         return f"{value} is not {allowed(field)}"
     message = error["msg"].removeprefix("Value error, ")
@@ -374,9 +375,9 @@ def allowed(field: Any) -> str:
                  else {int: "integers", float: "numbers", str: "names"}.get(inner, str(inner)))
         text = f"a {'non-empty ' if non_empty else ''}list of {items}"
     else:
-        words_of = {int: "an integer", float: "a number", str: "non-empty text" if non_empty else "text",
-                    bool: "true or false", type(None): "null"}
-        names = [words_of.get(a, getattr(a, "__name__", str(a))) for a in (args if origin is not None else (kind,))]
+        nouns = {int: "an integer", float: "a number", str: "non-empty text" if non_empty else "text",
+                 bool: "true or false", type(None): "null"}
+        names = [nouns.get(a, getattr(a, "__name__", str(a))) for a in (args if origin is not None else (kind,))]
         text = " or ".join(dict.fromkeys(names))
     return " ".join([text, " and ".join(bounds)]).strip()
 

@@ -156,11 +156,11 @@ def preprocess(
         "val": (x_all, y_all, val_idx),
         "test": (x_test, y_test, np.arange(len(x_test))),
     }
-    for split, (x, y, rows) in splits.items():
-        save_rows(out_dir / f"X_{split}.npy", x, rows)
-        save_npy(out_dir / f"y_{split}.npy", y[rows].astype(np.int64))
+    for split, (x, y, split_rows) in splits.items():
+        save_rows(out_dir / f"X_{split}.npy", x, split_rows)
+        save_npy(out_dir / f"y_{split}.npy", y[split_rows].astype(np.int64))
         if progress is not None:
-            progress(f"X_{split} {len(rows)} x {x.shape[1]} written")
+            progress(f"X_{split} {len(split_rows)} x {x.shape[1]} written")
     save_npy(out_dir / "mean_image.npy", mean)
     save_json(out_dir / "scale.json", {"scale": scale})
     save_json(out_dir / "classes.json", list(data.class_names))

@@ -73,7 +73,9 @@ def write_cifar10_archive(
     }
     members = [(META, meta)]
     for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        members.append((f"data_batch_{i + 1}", batch(f"training batch {i + 1} of {batches}", x_train[lo:hi], y_train[lo:hi])))
+        members.append(
+            (f"data_batch_{i + 1}", batch(f"training batch {i + 1} of {batches}", x_train[lo:hi], y_train[lo:hi]))
+        )
     members.append((TEST_BATCH, batch("testing batch 1 of 1", x_test, y_test)))
 
     # filename="" and mtime=0 keep the gzip header free of the temp name and the clock

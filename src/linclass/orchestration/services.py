@@ -47,8 +47,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import psutil
 import requests
@@ -510,7 +511,7 @@ def status(folder: Path) -> dict:
         ok, detail = database_answers(cfg["backend"])
         report["database"] = {"ok": ok, "detail": detail}
     pid = state.get("mlflow_pid")
-    if process_alive(pid):
+    if pid is not None and process_alive(pid):
         url = tracking_url(state)
         try:
             requests.get(local_url(state) + "/health", timeout=3).raise_for_status()
@@ -541,7 +542,7 @@ def write_user_env(folder: Path, state: dict, name: str, password: str, account:
     return path
 
 
-def add_user(folder: Path, name: str, grants: list[tuple[str, str]] = ()) -> Path:
+def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) -> Path:
     """Create user `name` with a generated password (in users/NAME.env, 0600) and grant experiment permissions."""
     state = load_state(folder)
     if not state or not process_alive(state.get("mlflow_pid")):
@@ -561,7 +562,7 @@ def add_user(folder: Path, name: str, grants: list[tuple[str, str]] = ()) -> Pat
 def grant(url: str, admin_password: str, user: str, experiment: str, permission: str) -> None:
     if permission not in PERMISSIONS:
         raise ServiceError(f"permission {permission!r} is not one of {', '.join(PERMISSIONS)}")
-    code, body = api(url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={requests.utils.quote(experiment)}",
+    code, body = api(url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={quote(experiment)}",
                      user=ADMIN, password=admin_password)
     if code == 404:
         code, body = api(url, "/api/2.0/mlflow/experiments/create", user=ADMIN, password=admin_password,
@@ -582,8 +583,10 @@ def grant(url: str, admin_password: str, user: str, experiment: str, permission:
 def up_message(folder: Path, state: dict) -> str:
     back = state["brought_back"]
     started = f" (started: {', '.join(back)})" if back and len(back) < 1 + state["local_postgres"] else ""
-    return (f"stack up in {state['start_seconds']:.1f} s{started}: MLflow {tracking_url(state)} (artifacts "
-            f"{state['artifacts']}), DVC remote {state['dvc_remote']}; credentials: source {user_env_file(folder, ADMIN)}")
+    return (
+        f"stack up in {state['start_seconds']:.1f} s{started}: MLflow {tracking_url(state)} (artifacts "
+        f"{state['artifacts']}), DVC remote {state['dvc_remote']}; credentials: source {user_env_file(folder, ADMIN)}"
+    )
 
 
 def status_lines(report: dict) -> list[str]:

@@ -9,7 +9,9 @@ import os
 
 
 def enabled() -> bool:
-    quiet = (os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no") for name in ("CI", "LINCLASS_QUIET"))
+    quiet = (
+        os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no") for name in ("CI", "LINCLASS_QUIET")
+    )
     return not any(quiet)
 
 

@@ -123,10 +123,12 @@ def describe_templates(table, loss) -> str:
     l1 = table[(table["loss"] == loss) & (table["regularizer"] == "l1")].sort_values("strength")
     half = l1[l1["near_zero"] >= 0.5]
     half = f", half of it from λ={half['strength'].iloc[0]:g}" if len(half) else ""
-    return (f"{loss}: from λ={l1_lo['strength']:g} to λ={l1_hi['strength']:g} the near-zero share of W goes "
-            f"from {l1_lo['near_zero']:.0%} to {l1_hi['near_zero']:.0%} with L1{half} (sum |W| "
-            f"{l1_lo['penalty']:.4g} -> {l1_hi['penalty']:.4g}), and from {l2_lo['near_zero']:.0%} to "
-            f"{l2_hi['near_zero']:.0%} with L2, whose sum W^2 falls from {l2_lo['penalty']:.4g} to {l2_hi['penalty']:.4g}.")
+    return (
+        f"{loss}: from λ={l1_lo['strength']:g} to λ={l1_hi['strength']:g} the near-zero share of W goes "
+        f"from {l1_lo['near_zero']:.0%} to {l1_hi['near_zero']:.0%} with L1{half} (sum |W| "
+        f"{l1_lo['penalty']:.4g} -> {l1_hi['penalty']:.4g}), and from {l2_lo['near_zero']:.0%} to "
+        f"{l2_hi['near_zero']:.0%} with L2, whose sum W^2 falls from {l2_lo['penalty']:.4g} to {l2_hi['penalty']:.4g}."
+    )
 
 
 def describe_curves(table) -> str:

@@ -117,7 +117,9 @@ def reap(client, experiment_ids: list[str]) -> list[str]:
         # process is gone, so from here on nothing but us can change it.
         if client.get_run(run.info.run_id).info.status != "RUNNING":
             continue
-        client.set_tag(run.info.run_id, "killed_because", f"process {tags['pid']} on {host} ended without ending the run")
+        client.set_tag(
+            run.info.run_id, "killed_because", f"process {tags['pid']} on {host} ended without ending the run"
+        )
         client.set_terminated(run.info.run_id, "KILLED")
         reaped.append(run.info.run_id)
     return reaped
