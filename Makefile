@@ -152,8 +152,8 @@ lint: venv lock-check ## ruff (lint) and mypy (types) on the whole tree; uv.lock
 lock-check: | $(UV)
 	$(UV) lock --check
 
-test: venv ## every test but the release-only ones (two workers, each module whole on one)
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
+test: venv ## every test but the release-only ones (three workers, each module whole on one)
+	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=15
 
 test-fast: venv ## the tests without the slow end-to-end runs
 	$(BIN)/python -m pytest -m "not slow"

@@ -43,12 +43,12 @@ SMALL = (
 )
 
 
-# `make test` runs two workers, each module whole on one (pytest -n 2 --dist loadfile): the modules that
-# take longest start first (longest first, as measured with --durations), so that the last one to finish
-# is a short one; the rest follow in their usual order.
+# `make test` runs three workers on two cores (the tests mostly wait for servers and subprocesses), each module
+# whole on one (pytest -n 3 --dist loadfile): the modules that take longest start first (as measured with
+# --durations), so that the last one to finish is a short one; the rest follow in their usual order.
 LONGEST_FIRST = ("test_stack", "test_stack_attacks", "test_ray", "test_pipeline", "test_faults", "test_parallel",
                  "test_grid_after_run", "test_docs", "test_ui_browser", "test_team", "test_kill_resume",
-                 "test_reproducible", "test_sweep", "test_mlflow_model")
+                 "test_reproducible", "test_sweep", "test_features_pipeline", "test_mlflow_model")
 
 
 def pytest_collection_modifyitems(items):

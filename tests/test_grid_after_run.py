@@ -6,6 +6,10 @@ preprocess.max_train=300` (what `make grid-parallel JOBS=2 OVERRIDES=...` runs) 
 queue. Its points run only train@<model>, so their commits carry the committed metrics/test.json of other
 weights: their rows must show their own validation accuracy and no test accuracy, and say why; the grid-all
 experiment that follows evaluates the same weights, and its table shows their test accuracy.
+
+Release-only (`make test-release`): `make test` covers the same rules in a cheaper form, tests/test_sweep.py
+(a table from `dvc exp show` JSON whose test accuracy belongs to other weights) and tests/test_parallel.py (the
+grid on DVC's real queue).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from conftest import BIN, SMALL, make_project, shrink_conf
 
 from linclass.orchestration.sweep import comparison_rows, experiment_rows
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.release]
 GRID = ["svm-l2", "softmax-l2"]
 OVERRIDES = ("train.epochs=2", "preprocess.max_train=300")
 
