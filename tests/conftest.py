@@ -46,9 +46,10 @@ SMALL = (
 # `make test` runs three workers on two cores (the tests mostly wait for servers and subprocesses), each module
 # whole on one (pytest -n 3 --dist loadfile): the modules that take longest start first (as measured with
 # --durations), so that the last one to finish is a short one; the rest follow in their usual order.
-LONGEST_FIRST = ("test_stack", "test_stack_attacks", "test_ray", "test_pipeline", "test_faults", "test_parallel",
-                 "test_grid_after_run", "test_docs", "test_ui_browser", "test_team", "test_kill_resume",
-                 "test_reproducible", "test_sweep", "test_features_pipeline", "test_mlflow_model")
+LONGEST_FIRST = ("test_stack", "test_docs", "test_pipeline", "test_ray", "test_parallel", "test_faults",
+                 "test_stack_attacks", "test_kill_resume", "test_team", "test_sweep", "test_ui_browser",
+                 "test_reproducible", "test_features_pipeline", "test_mlflow_model", "test_remote", "test_config",
+                 "test_cli", "test_store_faults", "test_grid_after_run")
 
 
 def pytest_collection_modifyitems(items):
