@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linclass.data.cifar import as_images
 from linclass.features import feature_layout, image_features, standardization, standardize
 from linclass.plumbing import progress
 from linclass.plumbing.paths import DATA, FEATURES, load_npy
@@ -34,14 +35,9 @@ def feature_kind(kinds: list[str]) -> str:
     return kind
 
 
-def images_of(rows: np.ndarray) -> np.ndarray:
-    """(N, 32, 32, 3) uint8 images (a view) of CIFAR rows (N, 3072): R, G, B planes of 32 x 32."""
-    return rows.reshape(len(rows), 3, IMAGE_SIDE, IMAGE_SIDE).transpose(0, 2, 3, 1)
-
-
 def features_of(rows: np.ndarray, settings: Features) -> np.ndarray:
     """(N, D) float32 features of CIFAR rows, as the settings say."""
-    return image_features(images_of(rows), hue_bins=settings.hue_bins, value_bins=settings.value_bins,
+    return image_features(as_images(rows), hue_bins=settings.hue_bins, value_bins=settings.value_bins,
                           orientations=settings.orientations, cells=settings.cells, signed=settings.signed,
                           chunk_images=settings.chunk_images)
 

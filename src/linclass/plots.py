@@ -16,6 +16,7 @@ import matplotlib.image  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from linclass.data.cifar import as_images  # noqa: E402
 from linclass.files import atomic_file  # noqa: E402
 
 IMAGE_SIDE = 32
@@ -67,7 +68,7 @@ def template_images(W):
     span = W.max(axis=1, keepdims=True) - low
     scaled = 255.0 * (W - low) / np.where(span > 0, span, 1.0)
     images = np.rint(scaled).astype(np.uint8)
-    return images.reshape(-1, 3, IMAGE_SIDE, IMAGE_SIDE).transpose(0, 2, 3, 1)
+    return as_images(images)
 
 
 def _safe_name(name):

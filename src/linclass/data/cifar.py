@@ -30,6 +30,11 @@ IMAGE_DIM = 3 * 32 * 32  # 3072
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+def as_images(rows: np.ndarray) -> np.ndarray:
+    """(N, 32, 32, 3) images (a view) of CIFAR rows (N, 3072): R, G, B planes, each row-major 32x32."""
+    return rows.reshape(len(rows), *IMAGE_SHAPE).transpose(0, 2, 3, 1)
+
+
 class CifarFormatError(ValueError):
     """The archive is not in the official CIFAR-10 python layout."""
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from linclass.data.cifar import as_images
+
 CHAMPION = "champion"
 MODEL_NAME = "model"  # the name of the model inside its run: runs:/<run id>/model
 # MLflow copies this file into each model (models from code): found by name, not imported (it registers the model)
@@ -35,7 +37,7 @@ SELECTION_TAGS = ("runner_up", "runner_up_version", *(f"{split}_{key}" for split
 
 def model_input(X) -> np.ndarray:
     """What the MLflow Model takes: the uint8 images (n, 32, 32, 3) of Pixels rows X (R, G, B planes)."""
-    return X.pixels.reshape(len(X), IMAGE_SHAPE[2], *IMAGE_SHAPE[:2]).transpose(0, 2, 3, 1)
+    return as_images(X.pixels)
 
 
 def output_kind(loss: str) -> str:
