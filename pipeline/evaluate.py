@@ -31,12 +31,12 @@ from linclass.files import md5_file
 from linclass.plumbing.paths import (
     DATA,
     FEATURES,
-    MODELS,
     REPORTS,
     all_model_names,
     load_input,
     load_model,
     load_split,
+    model_dir,
     model_parts,
     train_summary,
 )
@@ -205,7 +205,7 @@ def write_evaluation(out, best, results, class_names, names):
     confusion_table(results[best["model"]]["confusion"], class_names).to_csv(out / "confusion_matrix.csv")
     curves = {}
     for name in names:
-        steps = pd.read_csv(MODELS / name / "history_steps.csv")
+        steps = pd.read_csv(model_dir(name) / "history_steps.csv")
         curves[name] = (steps["step"], steps["total_loss"])
     plots.plot_training_losses(curves, out / "loss_curves.png", title="Training loss of every combination")
 

@@ -1,6 +1,7 @@
 """linclass.features on small synthetic images: what HOG and the hue histogram say about edges and colours,
 shapes and dtypes, chunking, agreement with scikit-image's hog, and standardization."""
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,22 +290,29 @@ def test_bad_input_is_one_clear_line(call, message):
 # ---- the features in the pipeline: which model a stage trains, what a features model's weights show
 
 
-def test_a_train_stage_names_its_input(monkeypatch):
-    from linclass.plumbing.stage import train_model
+def test_a_train_stage_names_its_models(monkeypatch):
+    from linclass.plumbing.paths import model_dir, train_metrics_file
+    from linclass.plumbing.stage import train_models
     from linclass.settings import ConfigError, Settings
 
     settings = Settings()
-    monkeypatch.setenv("DVC_STAGE", "train_features@softmax-l1-hog_hist")
-    assert train_model(settings, []) == ("softmax", "l1", "hog_hist")
+    monkeypatch.setenv("DVC_STAGE", "train_features@hog_hist")
+    assert train_models(settings, []) == [(loss, reg, "hog_hist") for loss in ("svm", "softmax")
+                                          for reg in ("none", "l1", "l2", "elasticnet")]
     monkeypatch.setenv("DVC_STAGE", "train@softmax-l1")
-    assert train_model(settings, []) == ("softmax", "l1", "pixels")
-    assert train_model(settings, ["--loss", "svm", "--regularizer", "l2", "--features", "hog_hist"]) == \
-        ("svm", "l2", "hog_hist")
-    with pytest.raises(ConfigError, match=r"^--features sift is not in the grid; allowed: pixels, hog_hist$"):
-        train_model(settings, ["--loss", "svm", "--regularizer", "l2", "--features", "sift"])
-    monkeypatch.setenv("DVC_STAGE", "train_features@svm-l2-sift")
-    with pytest.raises(ConfigError, match=r"^DVC_STAGE='train_features@svm-l2-sift' is not a train stage"):
-        train_model(settings, [])
+    assert train_models(settings, []) == [("softmax", "l1", "pixels")]
+    assert train_models(settings, ["--loss", "svm", "--regularizer", "l2"]) == [("svm", "l2", "pixels")]
+    with pytest.raises(SystemExit):  # by hand: one model on the pixels; the features models train as a stage
+        train_models(settings, ["--loss", "svm", "--regularizer", "l2", "--features", "hog_hist"])
+    for stage in ("train_features@sift", "train_features@svm-l2-hog_hist"):
+        monkeypatch.setenv("DVC_STAGE", stage)
+        with pytest.raises(ConfigError, match=rf"^DVC_STAGE='{stage}' is not a train stage of the grid; allowed: "
+                                              r"train@svm-none, .*train_features@hog_hist \(as DVC_STAGE"):
+            train_models(settings, [])
+    assert model_dir("svm-l2") == Path("models/svm-l2")
+    assert model_dir("svm-l2-hog_hist") == Path("models/hog_hist/svm-l2")
+    assert train_metrics_file("svm-l2") == Path("metrics/train/svm-l2.json")
+    assert train_metrics_file("svm-l2-hog_hist") == Path("metrics/train/hog_hist.json")
 
 
 def test_the_feature_settings_are_checked_as_the_config_checks_them():

@@ -1,5 +1,6 @@
 """The features axis of the grid through real DVC and MLflow on the small synthetic archive: the stage
-features@hog_hist, the train_features@<loss>-<regularizer>-hog_hist stages and evaluate with both inputs."""
+features@hog_hist, the stage train_features@hog_hist (every loss x regularizer on the features, side by side in
+forked processes) and evaluate with both inputs."""
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ def evaluated(tmp_path_factory, archive_server):
 def test_the_features_stage_writes_standardized_features_of_every_split(evaluated):
     project, out, _ = evaluated
     assert ran_stages(out) == {"download", "preprocess", "features@hog_hist", "evaluate",
-                               *(f"train@{n}" for n in PIXELS), *(f"train_features@{n}" for n in FEATURES)}, out[-2000:]
+                               "train_features@hog_hist", *(f"train@{n}" for n in PIXELS)}, out[-2000:]
     folder = project.path / "data/features/hog_hist"
     layout = json.loads((folder / "layout.json").read_text())
     assert layout["dim"] == 738 and layout["parts"] == {"hue": [0, 10], "value": [10, 18], "hog8": [18, 666],
@@ -85,7 +86,7 @@ def test_mlflow_runs_carry_the_features_and_the_feature_weights(evaluated):
         assert {"templates_grid.png", "loss_curves.png", "confusion_matrix.png", "training"} <= top, top
         if kind == "hog_hist":
             loss = name.split("-")[0]
-            assert run.data.tags["dvc_stage"] == f"train_features@{name}"
+            assert run.data.tags["dvc_stage"] == "train_features@hog_hist"
             assert float(run.data.params["learning_rate"]) == params["features"]["learning_rate"][loss]
             assert run.data.tags["features_settings"] == \
                 "hue_bins=10 value_bins=8 orientations=18 signed=true cells=[8, 16]"
@@ -104,10 +105,10 @@ def test_a_features_setting_reruns_the_features_and_their_models_only(evaluated)
     assert json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout) == {}
     project.compose(*base, *OVERRIDES, "features.orientations=9")
     changed = set(json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout))
-    assert changed == {"features@hog_hist", *(f"train_features@{n}" for n in FEATURES)}, changed
+    assert changed == {"features@hog_hist", "train_features@hog_hist"}, changed
     project.compose(*base, *OVERRIDES, "features.learning_rate.svm=0.01")
     changed = set(json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout))
-    assert changed == {"train_features@svm-l2-hog_hist"}, changed
+    assert changed == {"train_features@hog_hist"}, changed   # the features models train together
     project.compose(*base, *OVERRIDES)
     assert json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout) == {}
 
@@ -147,3 +148,55 @@ def test_the_report_sets_pixels_against_features(evaluated):
     table = next(block for block in blocks if block["kind"] == "table")
     assert table["columns"] == ["class", "images", "pixels (95%)", "features (95%)", "difference"]
     assert len(table["rows"]) == 10
+
+
+def test_the_features_models_of_a_kind_are_one_folder_and_one_metrics_file(evaluated):
+    project, _, _ = evaluated
+    assert sorted(p.name for p in (project.path / "models/hog_hist").iterdir()) == ["softmax-l2", "svm-l2"]
+    summaries = json.loads((project.path / "metrics/train/hog_hist.json").read_text())
+    assert sorted(summaries) == sorted(FEATURES)
+    for name, summary in summaries.items():
+        assert 0 <= summary["val_accuracy_low"] <= summary["val_accuracy"] <= summary["val_accuracy_high"] <= 1
+        folder = project.path / "models/hog_hist" / name.removesuffix("-hog_hist")
+        assert {p.name for p in folder.iterdir()} == {"W.npy", "b.npy", "history_steps.csv", "history_epochs.csv"}
+        assert np.load(folder / "W.npy").shape == (10, 738)
+
+
+def weights(project) -> dict[str, bytes]:
+    return {str(p.relative_to(project.path)): p.read_bytes() for p in sorted(project.path.glob("models/hog_hist/*/*"))
+            if p.suffix == ".npy"}
+
+
+def test_the_features_models_are_the_same_trained_one_after_another(evaluated):
+    """Two processes side by side (this machine's cores) or one (taskset to one core): the same bytes."""
+    project, _, _ = evaluated
+    side_by_side = weights(project)
+    proc = subprocess.run(["taskset", "-c", "0", str(BIN / "python"), "pipeline/train.py"], cwd=project.path,
+                          capture_output=True, text=True,
+                          env={**project.env, "PYTHONPATH": "src", "DVC_STAGE": "train_features@hog_hist"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert weights(project) == side_by_side and len(side_by_side) == 4
+    assert json.loads(project.dvc("status", "--json", "train_features@hog_hist").stdout) == {}
+
+
+def test_a_failing_features_model_stops_the_stage_and_writes_nothing(evaluated):
+    from mlflow.tracking import MlflowClient
+
+    project, _, base = evaluated
+    before = weights(project)
+    project.compose(*base, *OVERRIDES, "features.learning_rate.softmax=1e30")   # softmax diverges at once
+    try:
+        proc = project.dvc("repro", "train_features@hog_hist", check=False)
+    finally:
+        project.compose(*base, *OVERRIDES)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "training diverged" in errors[0] and "lower learning_rate" in errors[0], proc.stderr
+    assert not (project.path / "models/hog_hist").exists()   # DVC removed the outputs; nothing new was written
+    client = MlflowClient(project.tracking_uri)
+    experiment = client.get_experiment_by_name("linclass-cifar10")
+    runs = client.search_runs([experiment.experiment_id], "tags.features = 'hog_hist'", max_results=100)
+    assert {r.info.status for r in runs} <= {"FINISHED", "FAILED", "KILLED"}
+    assert "FAILED" in {r.info.status for r in runs if r.data.tags["loss"] == "softmax"}
+    project.dvc("checkout", "train_features@hog_hist")
+    assert weights(project) == before

@@ -61,9 +61,18 @@ def load_scale(data: Path = DATA) -> float:
         raise damaged(path, exc) from None
 
 
+def model_dir(name: str, models: Path = MODELS) -> Path:
+    """Where a model's weights and history are: models/<loss>-<regularizer> for a pixel model (its stage
+    train@<loss>-<regularizer>), models/<kind>/<loss>-<regularizer> for a features model (the stage
+    train_features@<kind> writes the folder models/<kind>)."""
+    loss, reg, kind = model_parts(name)
+    return models / name if kind == "pixels" else models / kind / f"{loss}-{reg}"
+
+
 def load_model(name: str, models: Path = MODELS) -> tuple[np.ndarray, np.ndarray]:
     """(W (C, D), b (C,)) of a trained model."""
-    return load_npy(models / name / "W.npy"), load_npy(models / name / "b.npy")
+    folder = model_dir(name, models)
+    return load_npy(folder / "W.npy"), load_npy(folder / "b.npy")
 
 
 def load_split(split: str, data: Path = DATA, mmap: bool = False) -> tuple[Pixels, np.ndarray]:
@@ -87,8 +96,17 @@ def class_names(data: Path = DATA) -> list[str]:
     return json.loads((data / "classes.json").read_text())
 
 
+def train_metrics_file(name: str, metrics: Path = METRICS) -> Path:
+    """metrics/train/<loss>-<regularizer>.json for a pixel model; metrics/train/<kind>.json, one entry per
+    model name, for the features models of that kind."""
+    kind = model_parts(name)[2]
+    return metrics / "train" / f"{name if kind == 'pixels' else kind}.json"
+
+
 def train_summary(name: str, metrics: Path = METRICS) -> dict:
-    return json.loads((metrics / "train" / f"{name}.json").read_text())
+    """What a model's train stage measured (its metrics/train file, or its entry there)."""
+    summary = json.loads(train_metrics_file(name, metrics).read_text())
+    return summary if model_parts(name)[2] == "pixels" else summary[name]
 
 
 def dvc_lock_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:

@@ -40,41 +40,38 @@ def stage_params(params_path: str | Path = "params.yaml") -> Settings:
     return validate(load_params(params_path))
 
 
-def train_model(params: Settings, argv: list[str] | None = None) -> tuple[str, str, str]:
-    """(loss, regularizer, input) of a train stage: --loss/--regularizer (--features KIND) by hand, else
-    DVC_STAGE; one of the grid. input is 'pixels' or a kind of features (grid.features).
+def train_models(params: Settings, argv: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """The (loss, regularizer, input) models a train stage trains; input is 'pixels' or a kind of features.
 
-    DVC sets DVC_STAGE=train@<loss>-<regularizer> or train_features@<loss>-<regularizer>-<kind>, so the
-    stage's command line carries no value from params (a value pasted into a shell command would be run by
-    the shell before any check).
+    From DVC_STAGE: train@<loss>-<regularizer> is one model on the pixels; train_features@<kind> is every
+    loss x regularizer of the grid on that kind of features (one process for all of them: see
+    pipeline/train.py). So the stage's command line carries no value from params (a value pasted into a
+    shell command would be run by the shell before any check). By hand: --loss L --regularizer R, one
+    model on the pixels.
     """
-    parser = argparse.ArgumentParser(description="train one loss x regularizer of the grid")
+    parser = argparse.ArgumentParser(description="train one loss x regularizer of the grid on the pixels")
     parser.add_argument("--loss")
     parser.add_argument("--regularizer")
-    parser.add_argument("--features", default="pixels")
     args = parser.parse_args(argv)
     pairs = [(loss, reg) for loss in params.grid.losses for reg in params.grid.regularizers]
-    grid = {f"train@{loss}-{reg}": (loss, reg, "pixels") for loss, reg in pairs}
-    grid.update({f"train_features@{loss}-{reg}-{kind}": (loss, reg, kind) for loss, reg in pairs
-                 for kind in params.grid.features})
+    stages = {f"train@{loss}-{reg}": [(loss, reg, "pixels")] for loss, reg in pairs}
+    stages.update({f"train_features@{kind}": [(loss, reg, kind) for loss, reg in pairs]
+                   for kind in params.grid.features})
     if args.loss is None and args.regularizer is None:
         stage = os.environ.get("DVC_STAGE")
-        if stage not in grid:
+        if stage not in stages:
             given = f"DVC_STAGE={stage!r} is not a train stage of the grid" if stage else "no model given"
-            raise ConfigError(f"{given}; allowed: {', '.join(grid)} (as DVC_STAGE, or --loss L --regularizer R)")
-        return grid[stage]
+            raise ConfigError(f"{given}; allowed: {', '.join(stages)} (as DVC_STAGE, or --loss L --regularizer R)")
+        return stages[stage]
     if args.loss is None or args.regularizer is None:
         raise ConfigError("--loss and --regularizer go together: give both or neither")
     for kind, name, known in (("loss", args.loss, LOSS_NAMES), ("regularizer", args.regularizer, REGULARIZER_NAMES)):
         if name not in known:
             raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
-    if args.features != "pixels" and args.features not in params.grid.features:
-        raise ConfigError(f"--features {args.features} is not in the grid; allowed: pixels, "
-                          f"{', '.join(params.grid.features) or '(grid.features is empty)'}")
-    if (args.loss, args.regularizer, args.features) not in grid.values():
+    if (args.loss, args.regularizer) not in pairs:
         raise ConfigError(f"--loss {args.loss} --regularizer {args.regularizer} is not a model of the grid "
                           f"(grid.losses={params.grid.losses}, grid.regularizers={params.grid.regularizers})")
-    return args.loss, args.regularizer, args.features
+    return [(args.loss, args.regularizer, "pixels")]
 
 
 def remove_leftovers(root: str | Path = ".") -> list[Path]:
