@@ -342,6 +342,21 @@ def test_hog_cell_weights_add_each_cell_over_the_blocks_that_hold_it():
         hog_cell_weights(W[:, :10], orientations, cells)
 
 
+def test_a_glyph_draws_each_positive_bin_as_a_stroke_along_its_edge():
+    from linclass.plots import glyph_segments
+
+    cells = np.zeros((2, 2, 4))
+    cells[0, 1, 0], cells[1, 0, 2], cells[1, 1, 3] = 2.0, 1.0, -5.0   # a negative weight draws nothing
+    segments, widths = glyph_segments(cells, signed=False, origin=(10, 20))
+    assert segments.shape == (2, 2, 2) and widths.tolist() == [2.0, 1.25]
+    for (start, end), (r, c, o) in zip(segments, [(0, 1, 0), (1, 0, 2)], strict=True):
+        np.testing.assert_allclose((start + end) / 2, (10 + c, 20 + 1 - r))   # row 0 at the top
+        gradient = np.deg2rad((o + 0.5) * 180 / 4)
+        direction = end - start
+        assert abs(direction @ [np.cos(gradient), np.sin(gradient)]) < 1e-9   # the edge: across the gradient
+    assert np.linalg.norm(segments[0, 1] - segments[0, 0]) == pytest.approx(0.9)   # the strongest: 0.9 of a cell
+
+
 def test_plot_feature_weights_draws_every_class(tmp_path):
     from linclass.plots import plot_feature_weights
 

@@ -322,75 +322,85 @@ def hog_cell_weights(W_hog, orientations, cells_per_side):
     return cells
 
 
-def _draw_glyph(ax, cells, signed):
-    """HOG glyph: in each cell, one stroke per orientation along the edge it stands for (perpendicular to the
-    gradient), as long as the bin's positive weight (the class's evidence for that edge) allows."""
-    from matplotlib.collections import LineCollection
-
+def glyph_segments(cells, signed, origin=(0.0, 0.0)):
+    """HOG glyph of one class: in each cell, one stroke per orientation along the edge it stands for
+    (perpendicular to the gradient), as long as the bin's positive weight (the class's evidence for that edge)
+    allows; cells (side, side, orientations). Returns (segments (n, 2, 2), widths (n,)), cell (r, c) centred
+    at origin + (c, side - 1 - r) so that the picture stands upright."""
     side, orientations = cells.shape[0], cells.shape[2]
     span = 360 if signed else 180
     angles = np.deg2rad((np.arange(orientations) + 0.5) * span / orientations + 90)  # the edge, not the gradient
     positive = np.clip(cells, 0, None)
-    scale = positive.max() or 1.0
-    segments, widths = [], []
-    for r in range(side):
-        for c in range(side):
-            for o in range(orientations):
-                length = 0.45 * positive[r, c, o] / scale
-                if length > 0:
-                    dx, dy = length * np.cos(angles[o]), length * np.sin(angles[o])
-                    # rows go downwards: y = side - 1 - r keeps the picture upright
-                    y = side - 1 - r
-                    segments.append([(c - dx, y - dy), (c + dx, y + dy)])
-                    widths.append(0.5 + 1.5 * positive[r, c, o] / scale)
-    ax.set_facecolor("black")
-    ax.add_collection(LineCollection(segments, colors="white", linewidths=widths))
-    ax.set_xlim(-0.5, side - 0.5)
-    ax.set_ylim(-0.5, side - 0.5)
-    ax.set_aspect("equal")
+    strength = positive / (positive.max() or 1.0)
+    r, c, o = np.nonzero(strength)
+    half = 0.45 * strength[r, c, o]
+    dx, dy = half * np.cos(angles[o]), half * np.sin(angles[o])
+    x, y = origin[0] + c, origin[1] + side - 1 - r
+    segments = np.stack([np.stack([x - dx, y - dy], 1), np.stack([x + dx, y + dy], 1)], 1)
+    return segments, 0.5 + 1.5 * strength[r, c, o]
+
+
+def _bins_heatmap(ax, weights, colours, class_names, title):
+    """Classes x bins, red for evidence for the class, blue against; under it, a strip in each bin's colour."""
+    limit = float(np.abs(weights).max()) or 1.0
+    bins = weights.shape[1]
+    ax.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
+              extent=(-0.5, bins - 0.5, len(weights) - 0.5, -0.5))
+    ax.imshow(np.asarray(colours)[None], aspect="auto",
+              extent=(-0.5, bins - 0.5, len(weights) + 0.5, len(weights) - 0.3))
+    ax.set_ylim(len(weights) + 0.5, -0.5)
+    ax.set_yticks(range(len(weights)), class_names, fontsize=8)
+    ax.tick_params(labelleft=ax.get_subplotspec().is_first_col())   # the class names once, at the left
     ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
 
 
 def plot_feature_weights(W, layout, class_names, path, title):
-    """What a features model learned, one row per class: its weights on the hue bins (bars in the bin's hue),
-    on the value bins, and the HOG glyph of its weights per cell at the finest cell size. layout is the
-    features stage's layout.json ({"parts": {name: [start, stop]}, "orientations", "signed"})."""
+    """What a features model learned: per class (rows), its weights on the hue bins and on the value bins
+    (heatmaps over a strip of the bins' colours), and the HOG glyph of its weights per cell at the finest cell
+    size. layout is the features stage's layout.json ({"parts": {name: [start, stop]}, "orientations",
+    "signed"}). Three axes in all: a grid of small axes per class cost seconds per figure."""
     import matplotlib.colors
+    from matplotlib.collections import LineCollection
 
     W = np.asarray(W)
     class_names = _check_names(class_names, len(W))
     parts = {name: slice(*bounds) for name, bounds in layout["parts"].items()}
     hogs = sorted(int(name[3:]) for name in parts if name.startswith("hog"))
-    columns = [name for name in ("hue", "value") if name in parts] + ([f"hog{hogs[0]}"] if hogs else [])
-    if not columns or W.shape[1] != max(part.stop for part in parts.values()):
+    panels = [name for name in ("hue", "value") if name in parts] + ([f"hog{hogs[0]}"] if hogs else [])
+    if not panels or W.shape[1] != max(part.stop for part in parts.values()):
         raise ValueError(f"W has {W.shape[1]} columns; the layout {layout['parts']} does not describe them")
-    fig = Figure(figsize=(2.6 * len(columns), 1.3 * len(W) + 0.6))
-    axes = fig.subplots(len(W), len(columns), squeeze=False)
-    for k, name in enumerate(class_names):
-        for col, part in enumerate(columns):
-            ax, weights = axes[k, col], W[k, parts[part]]
-            if part == "hue":
-                hues = np.arange(len(weights)) / len(weights)
-                colours = matplotlib.colors.hsv_to_rgb(np.stack([hues, np.ones_like(hues), np.ones_like(hues)], 1))
-                ax.bar(np.arange(len(weights)), weights, color=colours, edgecolor="black", linewidth=0.3)
-            elif part == "value":
-                greys = np.linspace(0.1, 0.9, len(weights))
-                ax.bar(np.arange(len(weights)), weights, color=[(g, g, g) for g in greys], edgecolor="black",
-                       linewidth=0.3)
-            else:
-                side = IMAGE_SIDE // hogs[0]
-                _draw_glyph(ax, hog_cell_weights(weights[None], layout["orientations"], side)[0], layout["signed"])
-            if part in ("hue", "value"):
-                ax.axhline(0, color="black", linewidth=0.5)
-                ax.set_xticks([])
-                ax.tick_params(labelsize=6)
-            if col == 0:
-                ax.set_ylabel(name, fontsize=8)
-            if k == 0:
-                ax.set_title({"hue": "weights on hue bins", "value": "weights on value bins"}.get(
-                    part, f"HOG glyph, {hogs[0]}x{hogs[0]} cells"), fontsize=8)
-    fig.suptitle(title, fontsize=9, y=1 - 0.15 / fig.get_figheight())
-    fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.75 / fig.get_figheight(), bottom=0.02, wspace=0.3,
-                        hspace=0.25)   # fixed margins: tight_layout costs seconds with 30 axes
+    fig = Figure(figsize=(3.0 * len(panels), 0.4 * len(W) + 1.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, part in zip(axes, panels, strict=True):
+        weights = W[:, parts[part]]
+        if part == "hue":
+            hues = np.arange(weights.shape[1]) / weights.shape[1]
+            colours = matplotlib.colors.hsv_to_rgb(np.stack([hues, np.ones_like(hues), np.ones_like(hues)], 1))
+            _bins_heatmap(ax, weights, colours, class_names, "weights on hue bins")
+        elif part == "value":
+            greys = np.linspace(0.1, 0.9, weights.shape[1])
+            _bins_heatmap(ax, weights, np.stack([greys] * 3, 1), class_names, "weights on value bins")
+        else:   # one glyph per class, two to a row
+            side = IMAGE_SIDE // hogs[0]
+            cells = hog_cell_weights(weights, layout["orientations"], side)
+            per_row, step = 2, side + 1
+            rows = -(-len(W) // per_row)
+            drawn = [glyph_segments(cells[k], layout["signed"],
+                                    origin=(step * (k % per_row), step * (rows - 1 - k // per_row)))
+                     for k in range(len(W))]
+            ax.add_collection(LineCollection(np.concatenate([d[0] for d in drawn]), colors="white",
+                                             linewidths=np.concatenate([d[1] for d in drawn])))
+            for k, name in enumerate(class_names):
+                ax.text(step * (k % per_row) + (side - 1) / 2, step * (rows - 1 - k // per_row) - 0.75, name,
+                        color="white", ha="center", va="center", fontsize=7)
+            ax.set_facecolor("black")
+            ax.set_xlim(-0.5, step * per_row - 1.5)
+            ax.set_ylim(-1.2, step * rows - 1.5)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"HOG glyph per class, {hogs[0]}x{hogs[0]} cells", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.6 / fig.get_figheight(), bottom=0.03, wspace=0.35)
     return save_figure(fig, path)
