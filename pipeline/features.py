@@ -4,7 +4,7 @@ Reads data/processed's uint8 rows (R, G, B planes of 32 x 32 images) and the set
 orientations, cell sizes: linclass.features). Writes data/features/<kind>/: X_train.npy, X_val.npy, X_test.npy
 (float32 (N, D), each column standardized with the mean and std of the training split's features), mean.npy and
 std.npy (those statistics, (D,) float32) and layout.json (where each part sits in a row, for the pictures of what
-a model learned). The train_features@<loss>-<regularizer>-<kind> stages train on them. One cached output:
+a model learned). The stage train_features@<kind> trains on them. One cached output:
 it appears only when every split is written.
 """
 import json

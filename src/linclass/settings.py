@@ -207,7 +207,7 @@ class FeatureStrengths(Section):
 
 
 class Features(Section):
-    """The input of the train_features@<loss>-<regularizer>-hog_hist models, computed once by the stage
+    """The input of the hog_hist models (stage train_features@hog_hist), computed once by the stage
     features@hog_hist: [hue histogram | value histogram | HOG at each cell size] (linclass.features), each
     column standardized with the training split's statistics."""
     hue_bins: int = Field(10, ge=0, le=360, description="chroma-weighted hue histogram bins (0: none)")
@@ -223,7 +223,7 @@ class Features(Section):
 
 class Grid(Section):
     """The combinations that `dvc repro` trains: one train@<loss>-<regularizer> stage per pair on the pixels,
-    and one train_features@<loss>-<regularizer>-<kind> stage per pair and kind of features."""
+    and one train_features@<kind> stage per kind of features that trains every pair on them."""
     losses: Annotated[list[LossName], AfterValidator(_distinct)] = Field(["svm", "softmax"], min_length=1)
     regularizers: Annotated[list[RegularizerName], AfterValidator(_distinct)] = Field(
         ["none", "l1", "l2", "elasticnet"], min_length=1)
