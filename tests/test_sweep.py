@@ -29,12 +29,18 @@ GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1",
 
 def test_grid_points_come_from_conf(tmp_path):
     points = grid_points(conf_dir=ROOT / "conf")
-    assert [p.name for p in points] == [f"grid-{name}" for name in GRID]
-    assert [p.target for p in points] == [f"train@{name}" for name in GRID]
-    for point in points:
+    assert [p.name for p in points] == [f"grid-{name}" for name in GRID] + ["grid-features-hog_hist"]
+    assert [p.target for p in points] == [f"train@{name}" for name in GRID] + ["train_features@hog_hist"]
+    for point in points[:-1]:
         loss, reg = point.name.split("-")[1:]
         grid = compose(ROOT / "conf", point.overrides)["grid"]
         assert (grid["losses"], grid["regularizers"]) == ([loss], [reg])   # the features axis stays as in conf/
+    grid = compose(ROOT / "conf", points[-1].overrides)["grid"]   # the features point: every combination
+    assert (grid["losses"], grid["regularizers"], grid["features"]) == (
+        ["svm", "softmax"], ["none", "l1", "l2", "elasticnet"], ["hog_hist"])
+    # pixels only (an override of the shared ones): no features point
+    assert [p.name for p in grid_points(conf_dir=ROOT / "conf", overrides=["grid.features=[]"])] == \
+        [f"grid-{name}" for name in GRID]
     # a conf/ with another grid gives other points
     import shutil
     conf = tmp_path / "conf"
@@ -42,7 +48,9 @@ def test_grid_points_come_from_conf(tmp_path):
     text = (conf / "config.yaml").read_text().replace("losses: [svm, softmax]", "losses: [squared_svm]")
     (conf / "config.yaml").write_text(text)
     assert [p.name for p in grid_points(conf_dir=conf)] == [f"grid-squared_svm-{r}" for r in
-                                                           ("none", "l1", "l2", "elasticnet")]
+                                                           ("none", "l1", "l2", "elasticnet")] + \
+        ["grid-features-hog_hist"]
+    assert compose(conf, grid_points(conf_dir=conf)[-1].overrides)["grid"]["losses"] == ["squared_svm"]
 
 
 def test_a_queue_worker_left_behind_in_this_repository_is_stopped(tmp_path):

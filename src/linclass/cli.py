@@ -169,13 +169,14 @@ def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, 
 @app.command()
 def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local", address: Address = None,
          summary: Summary = None):
-    """Every loss x regularizer of conf/ as its own experiment, JOBS at a time; then the whole pipeline
+    """Every loss x regularizer of conf/ as its own experiment (and the features models of each kind as one),
+    JOBS at a time; then the whole pipeline
     from DVC's run-cache: `dvc repro` (with OVERRIDES: the experiment grid-all, params.yaml untouched), and
     the table of the grid's models with their validation and test accuracy, evaluated together."""
     from linclass.orchestration import sweep
 
     overrides = checked(overrides)
-    _points(sweep.grid_points(), "grid-", overrides, backend, jobs, address, summary=summary)
+    _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, summary=summary)
     with one_pipeline_at_a_time():
         if overrides:
             dvc("exp", "run", "--temp", "-n", "grid-all", *(arg for o in overrides for arg in ("-S", o)))

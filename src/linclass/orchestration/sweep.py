@@ -19,7 +19,8 @@ What DVC does itself, in its own syntax:
 - the queue runs JOBS at a time: `dvc exp run --run-all -j JOBS` (which also waits and shows the logs).
 The grid is queued point by point (`dvc exp run --queue -n grid-svm-l2 -S 'grid.losses=[svm]'
 -S 'grid.regularizers=[l2]' train@svm-l2`): DVC 3.67 expands a sweep over grid.* with the stage
-index of its first point, so the other points' train@ stages are "not found".
+index of its first point, so the other points' train@ stages are "not found". Each kind of features is
+one more point, `grid-features-<kind>` (the stage train_features@<kind>: every combination on them).
 
 What DVC lacks, done here once before the workers start: the data stages run once (the experiments
 restore them from DVC's run-cache instead of preprocessing again), and the MLflow store and experiment
@@ -72,24 +73,26 @@ class Point:
     target: str
 
 
-def conf_grid(conf_dir: str | Path = "conf") -> tuple[list[str], list[str]]:
-    """grid.losses and grid.regularizers as conf/ declares them."""
+def conf_grid(conf_dir: str | Path = "conf", overrides: Iterable[str] = ()) -> dict[str, list[str]]:
+    """grid.losses, grid.regularizers and grid.features as conf/ declares them (with `overrides`)."""
     from linclass.config import compose
 
-    grid = compose(conf_dir)["grid"]
-    return list(grid["losses"]), list(grid["regularizers"])
+    grid = compose(conf_dir, overrides)["grid"]
+    return {key: list(grid[key]) for key in ("losses", "regularizers", "features")}
 
 
 def grid_points(losses: Iterable[str] | None = None, regularizers: Iterable[str] | None = None,
-                conf_dir: str | Path = "conf") -> list[Point]:
-    """One experiment per (loss, regularizer) of conf/'s grid, each training only that combination."""
-    if losses is None or regularizers is None:
-        conf_losses, conf_regularizers = conf_grid(conf_dir)
-        losses = conf_losses if losses is None else losses
-        regularizers = conf_regularizers if regularizers is None else regularizers
-    return [Point(f"grid-{loss}-{reg}", (f"grid.losses=[{loss}]", f"grid.regularizers=[{reg}]"),
-                  f"train@{loss}-{reg}")
-            for loss, reg in itertools.product(losses, list(regularizers))]
+                conf_dir: str | Path = "conf", overrides: Iterable[str] = ()) -> list[Point]:
+    """One experiment per (loss, regularizer) of conf/'s grid, each training only that combination on the
+    pixels; then one per kind of features, training every combination on them (train_features@<kind>)."""
+    grid = conf_grid(conf_dir, overrides)
+    losses = grid["losses"] if losses is None else list(losses)
+    regularizers = grid["regularizers"] if regularizers is None else list(regularizers)
+    pixels = [Point(f"grid-{loss}-{reg}", (f"grid.losses=[{loss}]", f"grid.regularizers=[{reg}]"),
+                    f"train@{loss}-{reg}")
+              for loss, reg in itertools.product(losses, regularizers)]
+    whole = (f"grid.losses=[{','.join(losses)}]", f"grid.regularizers=[{','.join(regularizers)}]")
+    return pixels + [Point(f"grid-features-{kind}", whole, f"train_features@{kind}") for kind in grid["features"]]
 
 
 def sweep_overrides(loss: str, regularizer: str, learning_rates: Sequence[float],
