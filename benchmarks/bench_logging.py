@@ -73,7 +73,7 @@ def main() -> None:
         return background.submit(client.log_batch, run_id, metrics=chart_metrics()).result
 
     def model(run_id):
-        registry.log_classifier(W, b, mean, 255.0, names, "softmax", example=example)
+        registry.log_classifier(W, b, names, "softmax", example=example, mean_image=mean, scale=255.0)
 
     synchronous: dict[str, Callable[[str], Any]] = {
         "old: 29,400 rows sync": old, "new: 2,940 rows sync": new_sync, "MLflow Model (pyfunc)": model}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from linclass.data.cifar import as_images
-from linclass.features import feature_layout, image_features, standardization, standardize
+from linclass.features import SETTINGS, feature_layout, image_features, standardization, standardize
 from linclass.plumbing import progress
 from linclass.plumbing.paths import DATA, FEATURES, load_npy
 from linclass.plumbing.stage import atomic_dir, run, stage_params
@@ -37,8 +37,7 @@ def feature_kind(kinds: list[str]) -> str:
 
 def features_of(rows: np.ndarray, settings: Features) -> np.ndarray:
     """(N, D) float32 features of CIFAR rows, as the settings say."""
-    return image_features(as_images(rows), hue_bins=settings.hue_bins, value_bins=settings.value_bins,
-                          orientations=settings.orientations, cells=settings.cells, signed=settings.signed,
+    return image_features(as_images(rows), **settings.model_dump(include=set(SETTINGS)),
                           chunk_images=settings.chunk_images)
 
 

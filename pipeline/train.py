@@ -38,9 +38,18 @@ from linclass import plots  # noqa: E402
 from linclass.core.pixels import Pixels  # noqa: E402
 from linclass.core.sgd import train_sgd  # noqa: E402
 from linclass.core.stats import wilson_interval  # noqa: E402
+from linclass.features import SETTINGS  # noqa: E402
 from linclass.files import md5_file  # noqa: E402
 from linclass.plumbing import progress  # noqa: E402
-from linclass.plumbing.paths import FEATURES, MODELS, dvc_lock_hashes, load_input, train_metrics_file  # noqa: E402
+from linclass.plumbing.paths import (  # noqa: E402
+    FEATURES,
+    MODELS,
+    dvc_lock_hashes,
+    load_input,
+    load_npy,
+    load_split,
+    train_metrics_file,
+)
 from linclass.plumbing.paths import class_names as load_class_names  # noqa: E402
 from linclass.plumbing.stage import (  # noqa: E402
     EXIT_SIGINT,
@@ -227,10 +236,14 @@ def train_one(params, loss: str, regularizer: str, kind: str, out: Path) -> dict
                        f"{'the ' + kind + ' features' if on_features else 'the pixels'}, {train.epochs} epochs "
                        f"of minibatch SGD on {len(X_train):,} images: validation accuracy "
                        f"{summary['val_accuracy']:.4f} [{val_low:.4f}, {val_high:.4f}] (95%) on {len(y_val):,} images.")
-        if isinstance(X_val, Pixels):  # a pixel model: its MLflow Model takes raw images
-            model = registry.log_classifier(result.W, result.b, X_val.mean, X_val.scale, class_names, loss,
-                                            example=registry.model_input(X_val[:2]), params=run_params)
-            client.set_tag(run_id, "model_id", model.model_id)
+        # its MLflow Model takes raw images: a features model computes its features itself
+        pixels = X_val if isinstance(X_val, Pixels) else load_split("val", mmap=True)[0]
+        preprocessing = {"mean_image": pixels.mean, "scale": pixels.scale} if not on_features else {"features": {
+            "settings": params.features.model_dump(include=set(SETTINGS)),
+            "mean": load_npy(FEATURES / kind / "mean.npy"), "std": load_npy(FEATURES / kind / "std.npy")}}
+        model = registry.log_classifier(result.W, result.b, class_names, loss, example=registry.model_input(pixels[:2]),
+                                        params=run_params, **preprocessing)
+        client.set_tag(run_id, "model_id", model.model_id)
         client.log_artifacts(run_id, str(out), artifact_path="training")
     print(f"{label}: train {summary['train_accuracy']:.4f} val {summary['val_accuracy']:.4f} "
           f"(mlflow run {run_name}, {run_id})", flush=True)

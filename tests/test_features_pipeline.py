@@ -91,13 +91,56 @@ def test_mlflow_runs_carry_the_features_and_the_feature_weights(evaluated):
             assert run.data.tags["features_settings"] == \
                 "hue_bins=10 value_bins=8 orientations=18 signed=true cells=[8, 16]"
             assert set(run.data.params) == set(runs[name.removesuffix("-hog_hist")].data.params)   # the same names
-            assert "plots" not in top and "model_id" not in run.data.tags   # no template images, no MLflow Model
+            assert "plots" not in top   # no template images: the weights are not an image
             assert "on the hog_hist features" in run.data.tags["mlflow.note.content"]
         else:
-            assert "features_settings" not in run.data.tags and "model_id" in run.data.tags
+            assert "features_settings" not in run.data.tags
+        assert "model_id" in run.data.tags   # an MLflow Model that takes raw images
     versions = client.search_model_versions("name = 'linclass-cifar10'")
-    assert sorted(v.tags["model"] for v in versions) == sorted(PIXELS)   # the registry holds the pixel models
-    assert {v.tags["features"] for v in versions} == {"pixels"}
+    assert sorted(v.tags["model"] for v in versions) == sorted(PIXELS + FEATURES)   # models like any other
+    assert {v.tags["model"]: v.tags["features"] for v in versions} == {
+        **dict.fromkeys(PIXELS, "pixels"), **dict.fromkeys(FEATURES, "hog_hist")}
+    champion = client.get_model_version_by_alias("linclass-cifar10", "champion")
+    metrics = json.loads((project.path / "metrics/champion.json").read_text())
+    assert champion.tags["model"] == metrics["champion"]   # chosen among all of them
+
+
+def test_a_registered_features_model_computes_its_features_from_raw_images(evaluated, tmp_path):
+    """Loaded where linclass is not installed (its own code/ folder brings linclass.features), the registered
+    model gives the pipeline's scores, bit for bit, from the raw test images."""
+    from mlflow.tracking import MlflowClient
+
+    from linclass.data.cifar import as_images
+
+    project, _, _ = evaluated
+    client = MlflowClient(project.tracking_uri)
+    [version] = [v for v in client.search_model_versions("name = 'linclass-cifar10'")
+                 if v.tags["model"] == "softmax-l2-hog_hist"]
+    images = np.ascontiguousarray(as_images(np.load(project.path / "data/processed/X_test.npy")))
+    np.save(tmp_path / "images.npy", images)
+    script = f"""
+import json, sys
+sys.path = [p for p in sys.path if not p.rstrip("/").endswith("src")]   # the project's own linclass
+import mlflow, numpy as np
+mlflow.set_tracking_uri({project.tracking_uri!r})
+model = mlflow.pyfunc.load_model("models:/linclass-cifar10/{version.version}")
+images = np.load({str(tmp_path / "images.npy")!r})
+np.save({str(tmp_path / "scores.npy")!r}, model.unwrap_python_model().scores(images))
+table = model.predict(images)
+import linclass
+print(json.dumps({{"linclass": linclass.__file__, "classes": table["class"].tolist()}}))
+"""
+    proc = subprocess.run([str(BIN / "python"), "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          env={k: v for k, v in project.env.items() if k != "PYTHONPATH"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "/artifacts/" in out["linclass"] and "/code/linclass/" in out["linclass"], out["linclass"]
+    X_test = np.load(project.path / "data/features/hog_hist/X_test.npy")
+    W = np.load(project.path / "models/hog_hist/softmax-l2/W.npy")
+    b = np.load(project.path / "models/hog_hist/softmax-l2/b.npy")
+    assert np.load(tmp_path / "scores.npy").tobytes() == (X_test @ W.T + b).tobytes()
+    names = json.loads((project.path / "data/processed/classes.json").read_text())
+    assert out["classes"] == [names[i] for i in (X_test @ W.T + b).argmax(axis=1)]
 
 
 def test_a_features_setting_reruns_the_features_and_their_models_only(evaluated):

@@ -42,9 +42,8 @@ def test_the_model_computes_the_pipelines_scores_bit_for_bit(tmp_path):
     uris = {}
     for loss in ("svm", "softmax"):
         with runs.tracked_run(experiment_id, loss):
-            uris[loss] = mlflow_model.log_classifier(
-                W, b, mean, 255.0, names, loss, example=raw_images(rows[:2])
-            ).model_uri
+            uris[loss] = mlflow_model.log_classifier(W, b, names, loss, example=raw_images(rows[:2]),
+                                                     mean_image=mean, scale=255.0).model_uri
     expected = class_scores(Pixels(rows, mean, 255.0), W, b)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # loading says nothing

@@ -49,6 +49,7 @@ EPS = 1e-5  # L2-Hys's eps, as skimage
 HYS_CLIP = 0.2
 STANDARDIZE_ROWS = 4096  # rows of features per float64 chunk in standardization
 CHUNK_IMAGES = 1024  # 1024 images of 32 x 32: float arrays of 12 MiB (3 channels, float32) at a time
+SETTINGS = ("hue_bins", "value_bins", "orientations", "cells", "signed")  # what image_features computes
 
 
 

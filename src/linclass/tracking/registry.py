@@ -1,8 +1,9 @@
 """A trained classifier as an MLflow Model, and the Model Registry.
 
 Each training run logs one pyfunc model named "model" (linclass.tracking.served_model: raw uint8
-images in, class names and probabilities/scores out; the preprocessing travels with it). Its
-requirements are given, not inferred (inferring them imports and scans the environment: seconds).
+images in, class names and probabilities/scores out; the preprocessing travels with it: for a model on
+image features, linclass.features and the modules it imports too). Its requirements are given, not
+inferred (inferring them imports and scans the environment: seconds).
 
 One registered model per tracking experiment (named like it, e.g. `linclass-cifar10`) holds every
 combination of the grid and of sweeps as versions, tagged with model / loss / regularizer and their
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +31,7 @@ CHAMPION = "champion"
 MODEL_NAME = "model"  # the name of the model inside its run: runs:/<run id>/model
 # MLflow copies this file into each model (models from code): found by name, not imported (it registers the model)
 CODE = Path(str(getattr(importlib.util.find_spec("linclass.tracking.served_model"), "origin", "")))
+PACKAGE = CODE.parents[1]
 IMAGE_SHAPE = (32, 32, 3)
 # On the champion's version: the runner-up and the paired test against it (evaluate's `selection_tags`)
 SELECTION_TAGS = ("runner_up", "runner_up_version", *(f"{split}_{key}" for split in ("val", "test")
@@ -54,31 +57,63 @@ def signature(class_names: Sequence[str]):
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def requirements() -> list[str]:
+def requirements(features: bool = False) -> list[str]:
     import mlflow
     import pandas as pd
 
-    return [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
+    pins = [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
+    if features:   # linclass.settings checks the features' settings with pydantic
+        import pydantic
+
+        pins.append(f"pydantic=={pydantic.VERSION}")
+    return pins
 
 
-def log_classifier(W: np.ndarray, b: np.ndarray, mean_image: np.ndarray, scale: float,
-                   class_names: Sequence[str], loss: str, example: np.ndarray,
-                   params: Mapping[str, object] | None = None):
+def features_code(folder: Path) -> Path:
+    """A copy of what a features model computes its features with, linclass.features and the modules it
+    imports, as the package folder/linclass: the model's code/ folder (tests/test_features_pipeline.py loads
+    such a model where linclass is not installed)."""
+    import linclass
+    import linclass.features
+    import linclass.plumbing
+    import linclass.plumbing.redact
+    import linclass.settings
+
+    for module in (linclass, linclass.features, linclass.settings, linclass.plumbing, linclass.plumbing.redact):
+        target = folder / "linclass" / Path(str(module.__file__)).relative_to(PACKAGE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(str(module.__file__), target)
+    return folder / "linclass"
+
+
+def log_classifier(W: np.ndarray, b: np.ndarray, class_names: Sequence[str], loss: str, example: np.ndarray, *,
+                   mean_image: np.ndarray | None = None, scale: float | None = None,
+                   features: Mapping[str, object] | None = None, params: Mapping[str, object] | None = None):
     """Log the pyfunc model of W (C, D), b (C,) into the active run; return MLflow's ModelInfo.
 
-    mean_image (D,) and scale are data/processed's preprocessing; example: a few uint8 images
-    (n, 32, 32, 3) saved as the input example.
+    Its input's preprocessing: mean_image (D,) and scale of data/processed for a pixel model, or for a
+    model on image features `features` = {"settings": the keywords of linclass.features.image_features,
+    "mean", "std": (D,) of the features stage}. example: a few uint8 images (n, 32, 32, 3) saved as the
+    input example.
     """
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.npz"
+        arrays = {"W": W, "b": b, "class_names": np.array(class_names), "output": np.array(output_kind(loss))}
+        if features is None:
+            arrays.update(mean_image=np.asarray(mean_image, dtype=np.float32), scale=np.float32(scale))
+        else:
+            arrays.update(features=np.array(json.dumps(features["settings"])),
+                          feature_mean=np.asarray(features["mean"], dtype=np.float32),
+                          feature_std=np.asarray(features["std"], dtype=np.float32))
         # not model_config: MLflow would log its keys as params of the run
-        np.savez(weights, W=W, b=b, mean_image=np.asarray(mean_image, dtype=np.float32),
-                 scale=np.float32(scale), class_names=np.array(class_names), output=np.array(output_kind(loss)))
+        np.savez(weights, **arrays)
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=str(CODE), artifacts={"weights": str(weights)},
-            signature=signature(class_names), input_example=example, pip_requirements=requirements(),
+            code_paths=None if features is None else [str(features_code(Path(tmp) / "code"))],
+            signature=signature(class_names), input_example=example,
+            pip_requirements=requirements(features is not None),
             params={k: str(v) for k, v in (params or {}).items()})
 
 
