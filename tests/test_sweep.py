@@ -165,6 +165,34 @@ def test_a_test_accuracy_is_shown_only_beside_the_weights_it_was_measured_on(cap
     assert "0.41" not in capsys.readouterr().out
 
 
+def test_the_comparison_has_the_features_models_with_their_own_rate_and_strength(capsys):
+    from linclass.orchestration.sweep import comparison_rows, print_comparison
+
+    params = {"grid": {"losses": ["softmax"], "regularizers": ["l2"], "features": ["hog_hist"]},
+              "train": {"epochs": 40, "blas_threads": 1}, "loss": {"softmax": {"learning_rate": 0.05}},
+              "regularizer": {"l2": {"strength": 1e-3}}, "preprocess": {"val_size": 5000},
+              "features": {"learning_rate": {"softmax": 0.3}, "strength": {"l2": 1e-2}}}
+    trained = {"val_accuracy": 0.61, "val_accuracy_low": 0.60, "val_accuracy_high": 0.62, "weights_md5": "f"}
+    metrics = {"metrics/train/softmax-l2.json": {"data": {**trained, "val_accuracy": 0.41, "weights_md5": "p"}},
+               "metrics/train/hog_hist.json": {"data": {"softmax-l2-hog_hist": trained}},
+               "metrics/test.json": {"data": {"softmax-l2-hog_hist": {"test_accuracy": 0.6, "weights_md5": "f",
+                                                                      "test_accuracy_low": 0.59,
+                                                                      "test_accuracy_high": 0.61}}}}
+    show = [{"rev": "workspace", "data": {"params": {"params.yaml": {"data": params}}, "metrics": metrics}}]
+    rows = {row["combination"]: row for row in comparison_rows(show)}
+    assert sorted(rows) == ["softmax-l2", "softmax-l2-hog_hist"]
+    assert (rows["softmax-l2"]["features"], rows["softmax-l2"]["learning_rate"], rows["softmax-l2"]["strength"]) == \
+        ("pixels", 0.05, 1e-3)
+    features = rows["softmax-l2-hog_hist"]
+    assert (features["features"], features["learning_rate"], features["strength"]) == ("hog_hist", 0.3, 1e-2)
+    assert (features["val_accuracy"], features["test_accuracy"]) == (0.61, 0.6)
+    assert rows["softmax-l2"]["test_accuracy"] is None   # no test entry for these weights
+    print_comparison(list(rows.values()))
+    out = capsys.readouterr().out
+    assert out.index("softmax-l2-hog_hist") < out.index("softmax-l2 ")   # best on validation first
+    assert "0.6000 [0.5900, 0.6100]" in out and "hog_hist" in out
+
+
 @pytest.mark.slow
 def test_a_sweep_runs_through_dvcs_queue_and_leaves_params_yaml_as_committed(tmp_path, synthetic_archive):
     path, md5 = synthetic_archive

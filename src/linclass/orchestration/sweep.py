@@ -383,24 +383,32 @@ def _revisions(exp_show: list):
 
 
 def comparison_rows(exp_show: list) -> list[dict]:
-    """One row per trained model of every revision: the combination, its effective settings, validation and
-    test accuracy with their 95% intervals (the test ones only where that revision evaluated these weights)."""
+    """One row per trained model of every revision, on the pixels and on each kind of features: the model, its
+    input (`features`), its effective settings, validation and test accuracy with their 95% intervals (the
+    test ones only where that revision evaluated these weights)."""
     rows = []
     for label, data in _revisions(exp_show):
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         metrics = data.get("metrics") or {}
         tested = (metrics.get("metrics/test.json") or {}).get("data") or {}
         grid = params.get("grid") or {}
-        for loss, reg in itertools.product(grid.get("losses") or [], grid.get("regularizers") or []):
-            model = f"{loss}-{reg}"
-            trained = (metrics.get(f"metrics/train/{model}.json") or {}).get("data")
+        features = params.get("features") or {}
+        for kind, (loss, reg) in itertools.product(["pixels", *(grid.get("features") or [])],
+                                                   itertools.product(grid.get("losses") or [],
+                                                                     grid.get("regularizers") or [])):
+            model = f"{loss}-{reg}" if kind == "pixels" else f"{loss}-{reg}-{kind}"
+            trained = (metrics.get(f"metrics/train/{model if kind == 'pixels' else kind}.json") or {}).get("data")
+            trained = trained if kind == "pixels" else (trained or {}).get(model)
             if not trained:
                 continue
             settings = {k: v for k, v in (params.get("train") or {}).items() if k != "blas_threads"}
             settings.update((params.get("loss") or {}).get(loss) or {})
             settings.update((params.get("regularizer") or {}).get(reg) or {})
+            if kind != "pixels":   # a features model's own rate and strength
+                settings.update(learning_rate=(features.get("learning_rate") or {}).get(loss),
+                                strength=(features.get("strength") or {}).get(reg))
             settings["val_size"] = (params.get("preprocess") or {}).get("val_size")
-            rows.append({"revision": label, "combination": model, **settings,
+            rows.append({"revision": label, "combination": model, "features": kind, **settings,
                          **{key: trained.get(key) for key in VAL_KEYS}, **evaluated(trained, tested.get(model) or {})})
     return rows
 
