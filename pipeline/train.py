@@ -77,10 +77,9 @@ def main() -> None:
             summary = train_one(params, loss, regularizer, kind, out)
         write_json(train_metrics_file(f"{loss}-{regularizer}"), summary)
         return
-    jobs = [(params, loss, regularizer, kind) for loss, regularizer, _ in models]
-    processes = min(len(jobs), len(os.sched_getaffinity(0)))
+    processes = min(len(models), len(os.sched_getaffinity(0)))
     with atomic_dir(MODELS / kind) as out:
-        jobs = [(*job, out / f"{job[1]}-{job[2]}") for job in jobs]
+        jobs = [(params, loss, regularizer, kind, out / f"{loss}-{regularizer}") for loss, regularizer, _ in models]
         if processes == 1:
             summaries = [train_one(*job) for job in jobs]
         else:  # forked before any store is opened here: each process opens its own. A failure stops the others

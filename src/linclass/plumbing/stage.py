@@ -54,7 +54,8 @@ def train_models(params: Settings, argv: list[str] | None = None) -> list[tuple[
     parser.add_argument("--regularizer")
     args = parser.parse_args(argv)
     pairs = [(loss, reg) for loss in params.grid.losses for reg in params.grid.regularizers]
-    stages = {f"train@{loss}-{reg}": [(loss, reg, "pixels")] for loss, reg in pairs}
+    stages: dict[str, list[tuple[str, str, str]]] = {f"train@{loss}-{reg}": [(loss, reg, "pixels")]
+                                                    for loss, reg in pairs}
     stages.update({f"train_features@{kind}": [(loss, reg, kind) for loss, reg in pairs]
                    for kind in params.grid.features})
     if args.loss is None and args.regularizer is None:

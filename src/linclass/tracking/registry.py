@@ -100,15 +100,17 @@ def log_classifier(W: np.ndarray, b: np.ndarray, class_names: Sequence[str], los
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.npz"
-        arrays = {"W": W, "b": b, "class_names": np.array(class_names), "output": np.array(output_kind(loss))}
+        arrays: dict[str, np.ndarray] = {"W": W, "b": b, "class_names": np.array(class_names),
+                                         "output": np.array(output_kind(loss))}
         if features is None:
-            arrays.update(mean_image=np.asarray(mean_image, dtype=np.float32), scale=np.float32(scale))
+            arrays.update(mean_image=np.asarray(mean_image, dtype=np.float32),
+                          scale=np.asarray(scale, dtype=np.float32))
         else:
             arrays.update(features=np.array(json.dumps(features["settings"])),
                           feature_mean=np.asarray(features["mean"], dtype=np.float32),
                           feature_std=np.asarray(features["std"], dtype=np.float32))
         # not model_config: MLflow would log its keys as params of the run
-        np.savez(weights, **arrays)
+        np.savez(weights, allow_pickle=False, **arrays)
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=str(CODE), artifacts={"weights": str(weights)},
             code_paths=None if features is None else [str(features_code(Path(tmp) / "code"))],
