@@ -174,6 +174,10 @@ def test_every_training_curve_has_its_own_panel():
         assert ax.get_title().startswith(f"{name}: final") and np.array_equal(ax.lines[-1].get_ydata(), loss)
         assert ax.lines[-1].get_color() != ax.lines[0].get_color()   # its own curve stands out from the grey
     assert len({ax.get_ylim() for ax in panels}) == 1   # one scale: panels compare by eye
+    long = {"a": (np.arange(1, 9001), np.linspace(3, 1, 9000)), "b": (np.arange(1, 9001), np.linspace(2, 1, 9000))}
+    drawn = training_losses_figure(long, points=400).axes[0].lines[-1]
+    assert 300 <= len(drawn.get_xdata()) <= 401 and drawn.get_xdata()[[0, -1]].tolist() == [1, 9000]
+    assert drawn.get_ydata()[-1] == 1.0   # the last step's loss itself, not a mean
 
 
 def test_a_legend_beside_the_axes_covers_no_data():
