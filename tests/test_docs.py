@@ -68,7 +68,7 @@ SKIP = {
         "test_switching_to_another_copy_of_the_data_retrains_nothing",
     'git add dvc.lock metrics reports && git commit -m "results" && git push':
         "the README's results commit without .dvc/config, run above (a second one has nothing to commit)",
-    "make grid-parallel JOBS=2": "9 queued experiments (8 on pixels, 1 for the features models); tests/test_parallel.py",
+    "make grid-parallel JOBS=2": "9 queued experiments (8 on pixels, 1 for the features); tests/test_parallel.py",
     "make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2 JOBS=2":
         "9 trainings; tests/test_sweep.py runs a sweep",
     ".venv/bin/linclass table --prefix sweep-softmax-l2- --csv sweeps/softmax-l2.csv":
