@@ -24,7 +24,7 @@ import signal
 import tempfile
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from linclass.plumbing.threads import set_blas_threads
@@ -80,14 +80,33 @@ def main() -> None:
     processes = min(len(models), len(os.sched_getaffinity(0)))
     with atomic_dir(MODELS / kind) as out:
         jobs = [(params, loss, regularizer, kind, out / f"{loss}-{regularizer}") for loss, regularizer, _ in models]
-        if processes == 1:
-            summaries = [train_one(*job) for job in jobs]
-        else:  # forked before any store is opened here: each process opens its own. A failure stops the others
-            # (SIGTERM: their runs end KILLED) and the folder is not written.
-            with multiprocessing.get_context("fork").Pool(processes, initializer=_on_signals_in_pool) as pool:
-                summaries = pool.starmap(_train_in_pool, jobs, chunksize=1)
+        summaries = [train_one(*job) for job in jobs] if processes == 1 else side_by_side(jobs, processes)
     names = [f"{loss}-{regularizer}-{kind}" for loss, regularizer, _ in models]
     write_json(train_metrics_file(names[0]), dict(zip(names, summaries, strict=True)))
+
+
+def side_by_side(jobs: list[tuple], processes: int) -> list[dict]:
+    """train_one(*job) for each job in `processes` forked processes; their summaries in the order of `jobs`.
+
+    Forked before any store is opened here: each process opens its own. The first failure stops the
+    others (SIGTERM: their runs end KILLED) and is raised; a process that dies (killed, out of memory)
+    breaks the pool, which stops the others the same way (BrokenProcessPool, one line).
+    """
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_on_signals_in_pool) as pool:
+        futures = [pool.submit(_train_in_pool, job) for job in jobs]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f.exception() for f in futures if f.done() and f.exception()), None)
+            if failed is not None:
+                raise failed
+            return [future.result() for future in futures]
+        except BaseException:   # a model failed, or this stage was stopped: stop the models still training
+            for future in futures:
+                future.cancel()
+            for child in multiprocessing.active_children():   # the pool's processes
+                child.terminate()
+            raise
 
 
 _training = False  # in a pool process: whether a model is training now
@@ -106,7 +125,7 @@ def _stop_in_pool(signum, frame):
     os._exit(128 + signum)
 
 
-def _train_in_pool(*job) -> dict:
+def _train_in_pool(job: tuple) -> dict:
     global _training
     _training = True
     try:

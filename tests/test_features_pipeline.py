@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 
 import numpy as np
 import pandas as pd
@@ -243,3 +244,36 @@ def test_a_failing_features_model_stops_the_stage_and_writes_nothing(evaluated):
     assert "FAILED" in {r.info.status for r in runs if r.data.tags["loss"] == "softmax"}
     project.dvc("checkout", "train_features@hog_hist")
     assert weights(project) == before
+
+
+def test_a_killed_features_process_fails_the_stage_at_once(evaluated):
+    """One of the side-by-side processes killed (SIGKILL: it cannot end its run): the stage stops the other
+    one and fails in one line instead of waiting for a result that never comes; nothing is written."""
+    import psutil
+    from mlflow.tracking import MlflowClient
+
+    project, _, base = evaluated
+    before = weights(project)
+    project.compose(*base, *OVERRIDES, "train.epochs=3000")   # long enough to be killed while training
+    try:
+        proc = subprocess.Popen([str(BIN / "python"), "pipeline/train.py"], cwd=project.path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**project.env, "PYTHONPATH": "src", "DVC_STAGE": "train_features@hog_hist"})
+        stage = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 120
+        while len(stage.children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)   # both are training
+        stage.children()[0].kill()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        project.compose(*base, *OVERRIDES)
+    assert proc.returncode != 0
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "terminated abruptly" in errors[0], err[-3000:]
+    assert weights(project) == before
+    project.run(str(BIN / "python"), "-m", "linclass.cli", "reap")   # the killed one's run: its process is gone
+    client = MlflowClient(project.tracking_uri)
+    experiment = client.get_experiment_by_name("linclass-cifar10")
+    runs = client.search_runs([experiment.experiment_id], "tags.features = 'hog_hist'", max_results=200)
+    assert "RUNNING" not in {r.info.status for r in runs}
