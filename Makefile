@@ -25,6 +25,7 @@ LOSS ?= softmax
 REG ?= l2
 LRS ?= 0.01,0.02,0.05
 STRENGTHS ?= 1e-4,1e-3,1e-2
+FEATURES ?= pixels
 BACKEND ?= local
 REMOTE ?= $(CURDIR)/dvc-remote
 HOST ?= 127.0.0.1
@@ -93,9 +94,9 @@ settings: venv ## every setting: default, what is allowed, what it means
 grid-parallel: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster) ## the 8 combinations, JOBS at a time (BACKEND=ray: a Ray cluster)
 	$(LINCLASS) grid --jobs $(JOBS) --backend $(BACKEND) $(OVERRIDES)
 
-sweep: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster) ## learning rate x strength: make sweep LOSS=softmax REG=l2 LRS=0.01,0.05 STRENGTHS=1e-4,1e-3
+sweep: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster) ## learning rate x strength: make sweep LOSS=softmax REG=l2 LRS=0.01,0.05 STRENGTHS=1e-4,1e-3 (FEATURES=hog_hist)
 	$(LINCLASS) sweep --loss '$(LOSS)' --regularizer '$(REG)' --learning-rates '$(LRS)' --strengths '$(STRENGTHS)' \
-	  --jobs $(JOBS) --backend $(BACKEND) $(OVERRIDES)
+	  --features '$(FEATURES)' --jobs $(JOBS) --backend $(BACKEND) $(OVERRIDES)
 
 compare: venv ## every trained model: settings that differ, validation and test accuracy
 	$(LINCLASS) compare

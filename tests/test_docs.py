@@ -71,6 +71,8 @@ SKIP = {
     "make grid-parallel JOBS=2": "9 queued experiments (8 on pixels, 1 for the features); tests/test_parallel.py",
     "make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2 JOBS=2":
         "9 trainings; tests/test_sweep.py runs a sweep",
+    "make sweep LOSS=svm REG=l2 LRS=0.01,0.03,0.1 STRENGTHS=1e-4,1e-3,1e-2 FEATURES=hog_hist":
+        "9 trainings; tests/test_features_pipeline.py runs a sweep on the features",
     ".venv/bin/linclass table --prefix sweep-softmax-l2- --csv sweeps/softmax-l2.csv":
         "needs a sweep's experiments; tests/test_sweep.py writes a table",
     # Ray: tests/test_ray.py runs the same steps on a real two-node cluster on loopback

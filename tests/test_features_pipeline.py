@@ -277,3 +277,20 @@ def test_a_killed_features_process_fails_the_stage_at_once(evaluated):
     experiment = client.get_experiment_by_name("linclass-cifar10")
     runs = client.search_runs([experiment.experiment_id], "tags.features = 'hog_hist'", max_results=200)
     assert "RUNNING" not in {r.info.status for r in runs}
+
+
+def test_a_sweep_on_the_features_tables_the_features_model(evaluated):
+    """`linclass sweep --features hog_hist` through DVC's queue: the point trains that features model at its
+    own rate and strength; the table and its CSV show it, with its test accuracy."""
+    import pandas as pd
+
+    project, _, base = evaluated
+    done = project.run(str(BIN / "python"), "-m", "linclass.cli", "sweep", "--loss", "svm", "--regularizer", "l2",
+                       "--learning-rates", "0.03", "--strengths", "1e-2", "--features", "hog_hist", "--jobs", "1",
+                       *base)
+    assert "best on validation: sweep-svm-l2-hog_hist-lr0.03-s0.01 (svm-l2-hog_hist, learning_rate=0.03, " \
+           "strength=0.01)" in done.stdout, done.stdout[-3000:]
+    [row] = pd.read_csv(project.path / "sweeps/svm-l2-hog_hist.csv").to_dict("records")
+    assert (row["model"], row["learning_rate"], row["strength"]) == ("svm-l2-hog_hist", 0.03, 0.01)
+    assert 0 < row["val_accuracy"] <= 1 and 0 < row["test_accuracy"] <= 1
+    assert (project.path / "reports/hyperparameter_map/svm-l2-hog_hist.png").exists()

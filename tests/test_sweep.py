@@ -97,6 +97,32 @@ def test_dvc_expands_the_sweep_into_the_points_in_their_order():
     assert points[-1].name == "sweep-softmax-l2-lr0.05-s0.01" and points[-1].target == "evaluate"
 
 
+def test_a_sweep_on_features_sets_the_features_own_rate_and_strength():
+    points = sweep_points("svm", "l2", "0.01,0.03", "1e-3", features="hog_hist")
+    assert [p.name for p in points] == ["sweep-svm-l2-hog_hist-lr0.01-s0.001", "sweep-svm-l2-hog_hist-lr0.03-s0.001"]
+    ours = compose(ROOT / "conf", points[1].overrides)
+    assert (ours["grid"]["losses"], ours["grid"]["regularizers"], ours["grid"]["features"]) == (
+        ["svm"], ["l2"], ["hog_hist"])
+    assert (ours["features"]["learning_rate"]["svm"], ours["features"]["strength"]["l2"]) == (0.03, 1e-3)
+    assert ours["loss"]["svm"]["learning_rate"] == compose(ROOT / "conf")["loss"]["svm"]["learning_rate"]
+    assert points[1].target == "evaluate"
+    with pytest.raises(ValueError, match=r"^unknown input --features 'sift'; allowed: pixels, hog_hist$"):
+        sweep_points("svm", "l2", "0.01", "1e-3", features="sift")
+    # its table: the features model's rows, its own rate and strength
+    point = _experiment("sweep-svm-l2-hog_hist-lr0.03-s0.001", None, 0.01, 0.3, 0.4)
+    show = [{"rev": "a" * 40, "experiments": [point]}]
+    data = show[0]["experiments"][0]["revs"][0]["data"]
+    data["params"]["params.yaml"]["data"]["features"] = {"learning_rate": {"softmax": 0.3}, "strength": {"l2": 1e-2}}
+    data["metrics"]["metrics/train/hog_hist.json"] = {"data": {"softmax-l2-hog_hist": {
+        "val_accuracy": 0.61, "val_accuracy_low": 0.6, "val_accuracy_high": 0.62, "weights_md5": "ff"}}}
+    [row] = experiment_rows(show, "sweep-", features="hog_hist")
+    assert (row["model"], row["learning_rate"], row["strength"], row["val_accuracy"]) == (
+        "softmax-l2-hog_hist", 0.3, 1e-2, 0.61)
+    assert row["test_accuracy"] is None   # metrics/test.json has no entry for these weights
+    [pixels] = experiment_rows(show, "sweep-")
+    assert (pixels["model"], pixels["learning_rate"], pixels["val_accuracy"]) == ("softmax-l2", 0.01, 0.3)
+
+
 def test_sweep_needs_values():
     with pytest.raises(ValueError, match="no strength values"):
         sweep_overrides("softmax", "l2", [0.01], [])

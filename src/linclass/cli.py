@@ -140,10 +140,11 @@ Address = Annotated[str | None, typer.Option(help="the Ray head HOST:PORT (defau
 
 Summary = Annotated[Path | None, typer.Option(help="also write each point's result (node, seconds, error) "
                                                        "to this JSON file (ray backend)")]
+Features = Annotated[str, typer.Option(help="the models' input: pixels, or a kind of features (hog_hist)")]
 
 
 def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, address: str | None,
-            table: Path | None = None, summary: Path | None = None) -> None:
+            table: Path | None = None, summary: Path | None = None, features: str = "pixels") -> None:
     from linclass.orchestration import sweep
 
     if backend not in ("local", "ray"):
@@ -158,7 +159,7 @@ def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, 
             failed = [ray_backend.describe(r) for r in results if not r["ok"]]
         else:
             failed = sweep.run_points(points, prefix, overrides, jobs)
-    rows = sweep.results_table(prefix)
+    rows = sweep.results_table(prefix, features)
     sweep.print_table(rows, prefix)
     if table is not None and rows:
         typer.echo(f"table written to {sweep.write_table(rows, table)}")
@@ -194,16 +195,18 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
           learning_rates: Annotated[str, typer.Option(help="comma-separated, e.g. 0.01,0.02,0.05")],
           strengths: Annotated[str, typer.Option(help="comma-separated, e.g. 1e-4,1e-3,1e-2")],
           overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local", address: Address = None,
-          summary: Summary = None):
+          summary: Summary = None, features: Features = "pixels"):
     """Learning rate x strength of one combination, chosen on validation; the table goes to
-    sweeps/<loss>-<regularizer>.csv and its heat map to reports/hyperparameter_map/."""
+    sweeps/<loss>-<regularizer>.csv (on features: sweeps/<loss>-<regularizer>-<kind>.csv) and its heat map to
+    reports/hyperparameter_map/."""
     from linclass.orchestration.sweep import sweep_points
     from linclass.plumbing.paths import SWEEPS
 
     overrides = checked(overrides)
-    points = sweep_points(loss, regularizer, learning_rates, strengths)
-    _points(points, f"sweep-{loss}-{regularizer}-", overrides, backend, jobs, address,
-            table=SWEEPS / f"{loss}-{regularizer}.csv", summary=summary)
+    points = sweep_points(loss, regularizer, learning_rates, strengths, features)
+    name = f"{loss}-{regularizer}" if features == "pixels" else f"{loss}-{regularizer}-{features}"
+    _points(points, f"sweep-{name}-", overrides, backend, jobs, address, table=SWEEPS / f"{name}.csv",
+            summary=summary, features=features)
     with one_pipeline_at_a_time():
         dvc("repro", "hyperparameter_map")
 
@@ -212,12 +215,13 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
 
 @app.command()
 def table(prefix: Annotated[str, typer.Option(help="experiment names starting with this")] = "",
-          csv: Annotated[Path | None, typer.Option(help="also write the table to this CSV file")] = None):
+          csv: Annotated[Path | None, typer.Option(help="also write the table to this CSV file")] = None,
+          features: Features = "pixels"):
     """The experiments of a grid or sweep, best on validation first."""
     from linclass.orchestration import sweep
 
     at_project_root()
-    rows = sweep.results_table(prefix)
+    rows = sweep.results_table(prefix, features)
     sweep.print_table(rows, prefix)
     if csv is not None:
         typer.echo(f"table written to {sweep.write_table(rows, csv)}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from typing import Annotated, Any, Literal, TypeGuard
+from typing import Annotated, Any, Literal, TypeGuard, get_args
 
 import numpy as np
 from pydantic import (
@@ -188,6 +188,7 @@ class Studies(Section):
 
 
 FeatureKind = Literal["hog_hist"]  # the feature models' inputs (linclass.features)
+FEATURE_KINDS: tuple[str, ...] = get_args(FeatureKind)
 Cell = Annotated[int, Field(ge=1)]  # at most half the image side (linclass.features)
 
 

@@ -107,22 +107,31 @@ def sweep_overrides(loss: str, regularizer: str, learning_rates: Sequence[float]
 
 
 def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | str,
-                 strengths: Sequence[float] | str) -> list[Point]:
-    """One point per learning rate x strength (comma-separated text, or numbers), the last varying fastest."""
-    from linclass.settings import LOSS_NAMES, REGULARIZER_NAMES
+                 strengths: Sequence[float] | str, features: str = "pixels") -> list[Point]:
+    """One point per learning rate x strength (comma-separated text, or numbers), the last varying fastest.
+    features: the model's input, pixels (loss.<loss>.learning_rate, regularizer.<reg>.strength) or a kind of
+    features (features.learning_rate.<loss>, features.strength.<reg>: the point trains that one features model)."""
+    from linclass.settings import FEATURE_KINDS, LOSS_NAMES, REGULARIZER_NAMES
 
     if loss not in LOSS_NAMES or regularizer not in REGULARIZER_NAMES:
         raise ValueError(f"unknown combination {loss}-{regularizer} (--loss, --regularizer; LOSS, REG of make sweep); "
                          f"losses: {', '.join(LOSS_NAMES)}; regularizers: {', '.join(REGULARIZER_NAMES)}")
+    if features != "pixels" and features not in FEATURE_KINDS:
+        raise ValueError(f"unknown input --features {features!r}; allowed: pixels, {', '.join(FEATURE_KINDS)}")
     if isinstance(learning_rates, str):
         learning_rates = parse_floats(learning_rates, "--learning-rates (LRS of make sweep)")
     if isinstance(strengths, str):
         strengths = parse_floats(strengths, "--strengths (STRENGTHS of make sweep)")
     sweep_overrides(loss, regularizer, learning_rates, strengths)   # the same checks
-    return [Point(f"sweep-{loss}-{regularizer}-lr{lr:g}-s{strength:g}",
-                  (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
-                   f"loss.{loss}.learning_rate={lr!r}", f"regularizer.{regularizer}.strength={strength!r}"),
-                  "evaluate")
+    grid = (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]")
+    if features == "pixels":
+        return [Point(f"sweep-{loss}-{regularizer}-lr{lr:g}-s{strength:g}",
+                      (*grid, f"loss.{loss}.learning_rate={lr!r}", f"regularizer.{regularizer}.strength={strength!r}"),
+                      "evaluate")
+                for lr, strength in itertools.product(learning_rates, strengths)]
+    return [Point(f"sweep-{loss}-{regularizer}-{features}-lr{lr:g}-s{strength:g}",
+                  (*grid, f"grid.features=[{features}]", f"features.learning_rate.{loss}={lr!r}",
+                   f"features.strength.{regularizer}={strength!r}"), "evaluate")
             for lr, strength in itertools.product(learning_rates, strengths)]
 
 
@@ -339,10 +348,10 @@ def evaluated(trained: dict, tested: dict) -> dict:
 
 
 
-def experiment_rows(exp_show: list, prefix: str) -> list[dict]:
-    """One row per DVC experiment whose name starts with `prefix`, from `dvc exp show --json`: its settings,
-    validation accuracy with its 95% interval, and the test accuracy only where the experiment evaluated the
-    model it trained (else None: see `evaluated`)."""
+def experiment_rows(exp_show: list, prefix: str, features: str = "pixels") -> list[dict]:
+    """One row per DVC experiment whose name starts with `prefix`, from `dvc exp show --json`: its model on
+    `features` (pixels, or a kind of features), its settings, validation accuracy with its 95% interval, and
+    the test accuracy only where the experiment evaluated the model it trained (else None: see `evaluated`)."""
     rows = []
     for baseline in exp_show:
         for experiment in baseline.get("experiments") or []:
@@ -356,13 +365,18 @@ def experiment_rows(exp_show: list, prefix: str) -> list[dict]:
             if combination is None:
                 continue
             loss, reg = combination
-            model = f"{loss}-{reg}"
             metrics = data.get("metrics") or {}
-            trained = (metrics.get(f"metrics/train/{model}.json") or {}).get("data") or {}
+            if features == "pixels":
+                model = f"{loss}-{reg}"
+                trained = (metrics.get(f"metrics/train/{model}.json") or {}).get("data") or {}
+                rate, strength = params["loss"][loss]["learning_rate"], params["regularizer"][reg]["strength"]
+            else:
+                model = f"{loss}-{reg}-{features}"
+                trained = ((metrics.get(f"metrics/train/{features}.json") or {}).get("data") or {}).get(model) or {}
+                rate = params["features"]["learning_rate"][loss]
+                strength = params["features"]["strength"][reg]
             tested = ((metrics.get("metrics/test.json") or {}).get("data") or {}).get(model) or {}
-            rows.append({"experiment": name, "model": model,
-                         "learning_rate": params["loss"][loss]["learning_rate"],
-                         "strength": params["regularizer"][reg]["strength"],
+            rows.append({"experiment": name, "model": model, "learning_rate": rate, "strength": strength,
                          "epochs": params["train"]["epochs"],
                          "val_size": (params.get("preprocess") or {}).get("val_size"),
                          "train_accuracy": trained.get("train_accuracy"),
@@ -459,8 +473,8 @@ def print_comparison(rows: list[dict], title: str | None = None) -> None:
         print(NOT_EVALUATED)
 
 
-def results_table(prefix: str) -> list[dict]:
-    return experiment_rows(json.loads(dvc("exp", "show", "--json").stdout), prefix)
+def results_table(prefix: str, features: str = "pixels") -> list[dict]:
+    return experiment_rows(json.loads(dvc("exp", "show", "--json").stdout), prefix, features)
 
 
 def print_table(rows: list[dict], prefix: str) -> None:
