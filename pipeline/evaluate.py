@@ -11,7 +11,7 @@ confusion_matrix.png/.csv (its test confusion matrix) and loss_curves.png (the t
 model, one panel each); with feature models (grid.features) also pixels_vs_features.json (the best pixel model
 against the best features model, overall and per class with 95% intervals) and feature_weights.png (what that
 features model weighs: hue and value bins, HOG glyphs). Adds the accuracies and the confusion matrix to each
-model's MLflow run, registers its MLflow Model (the pixel models: a features model logs none) and gives the best
+model's MLflow run, registers its MLflow Model (every model: a features model computes its features) and gives the best
 version on validation the alias `champion`, tagged with the paired test against the registry's runner-up
 (linclass.tracking.registry). The champion of metrics/champion.json is chosen among every model.
 """
@@ -86,7 +86,7 @@ def log_to_run(client, experiment_id, name, weights_md5, accuracies, test, class
 
 
 def register(client, registry_name, run, row, split):
-    """Register the run's MLflow Model (if it logged one: the pixel models) as a version tagged with its results."""
+    """Register the run's MLflow Model (if it logged one) as a version tagged with its results."""
     model_id = run.data.tags.get("model_id")
     if model_id is None:
         return None
