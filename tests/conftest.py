@@ -159,8 +159,9 @@ def warm_stages(project: Project):
 
     For the modules whose pipeline is the set-up of what they check (runs, outputs, lineage). The fresh
     process per stage that a user's `make repro` starts stays under test where it matters: tests/test_docs.py
-    (from a fresh shell), tests/test_faults.py and tests/test_kill_resume.py (signals, SIGKILL of the group),
-    tests/test_reproducible.py (two clones at once); tests/test_warm.py tests the interpreter itself."""
+    (from a fresh shell), tests/test_faults.py and tests/test_kill_resume.py (signals, SIGKILL of the group; its
+    uninterrupted reference runs warm, so that their equal dvc.lock files also say warm and fresh stages write the
+    same outputs), tests/test_reproducible.py (two clones at once); tests/test_warm.py tests the interpreter itself."""
     folder = Path(tempfile.mkdtemp(prefix="linclass-warm-"))   # 0700, and a short socket path
     socket_path = folder / "socket"
     env = {**project.env, "PYTHONPATH": str(project.path / "src"), "OPENBLAS_NUM_THREADS": "1"}  # train.blas_threads
