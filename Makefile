@@ -153,8 +153,9 @@ lint: venv lock-check ## ruff (lint) and mypy (types) on the whole tree; uv.lock
 lock-check: | $(UV)
 	$(UV) lock --check
 
+# --no-loadscope-reorder: the modules in tests/conftest.py's order (longest first), not xdist's (most tests first)
 test: venv ## every test but the release-only ones (three workers, each module whole on one)
-	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=15
 
 test-fast: venv ## the tests without the slow end-to-end runs
 	$(BIN)/python -m pytest -m "not slow"

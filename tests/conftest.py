@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -44,12 +46,13 @@ SMALL = (
 
 
 # `make test` runs three workers on two cores (the tests mostly wait for servers and subprocesses), each module
-# whole on one (pytest -n 3 --dist loadfile): the modules that take longest start first (as measured with
-# --durations), so that the last one to finish is a short one; the rest follow in their usual order.
-LONGEST_FIRST = ("test_stack", "test_docs", "test_pipeline", "test_ray", "test_parallel", "test_faults",
-                 "test_stack_attacks", "test_kill_resume", "test_team", "test_sweep", "test_ui_browser",
-                 "test_reproducible", "test_features_pipeline", "test_mlflow_model", "test_remote", "test_config",
-                 "test_cli", "test_store_faults", "test_grid_after_run")
+# whole on one (pytest -n 3 --dist loadfile --no-loadscope-reorder: without that option xdist hands out the modules
+# with the most tests first): the modules that take longest start first (as measured with --durations), so that the
+# last one to finish is a short one; the rest follow in their usual order.
+LONGEST_FIRST = ("test_docs", "test_stack", "test_ray", "test_parallel", "test_faults", "test_pipeline",
+                 "test_stack_attacks", "test_team", "test_sweep", "test_kill_resume", "test_features_pipeline",
+                 "test_reproducible", "test_ui_browser", "test_warm", "test_remote", "test_config", "test_cli",
+                 "test_store_faults", "test_mlflow_model", "test_injection", "test_grid_after_run")
 
 
 def pytest_collection_modifyitems(items):
@@ -145,6 +148,41 @@ def make_project(dest: Path, overrides=(), env: dict | None = None) -> Project:
     project.compose(*overrides)
     project.git_commit("project copy")
     return project
+
+
+@contextlib.contextmanager
+def warm_stages(project: Project):
+    """While inside: the project's stages start from a warm interpreter (linclass.orchestration.warm, what a Ray
+    node keeps), which imports MLflow, DVC, numpy... once and forks a child for every stage: about 2 s of CPU
+    less a stage, over a third of a small pipeline. `pipeline/python` uses it through $LINCLASS_WARM_SOCKET,
+    set in project.env here (an env made from project.env inside carries it too) and yielded ({name: socket}).
+
+    For the modules whose pipeline is the set-up of what they check (runs, outputs, lineage). The fresh
+    process per stage that a user's `make repro` starts stays under test where it matters: tests/test_docs.py
+    (from a fresh shell), tests/test_faults.py and tests/test_kill_resume.py (signals, SIGKILL of the group; its
+    uninterrupted reference runs warm, so that their equal dvc.lock files also say warm and fresh stages write the
+    same outputs), tests/test_reproducible.py (two clones at once); tests/test_warm.py tests the interpreter itself."""
+    folder = Path(tempfile.mkdtemp(prefix="linclass-warm-"))   # 0700, and a short socket path
+    socket_path = folder / "socket"
+    env = {**project.env, "PYTHONPATH": str(project.path / "src"), "OPENBLAS_NUM_THREADS": "1"}  # train.blas_threads
+    with open(folder / "log.txt", "w") as log:
+        proc = subprocess.Popen([str(BIN / "python"), "-m", "linclass.orchestration.warm", "--socket",
+                                 str(socket_path), "--idle", "3600"], cwd=project.path, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    plain = project.env
+    try:
+        deadline = time.monotonic() + 180
+        while not socket_path.is_socket():
+            assert proc.poll() is None and time.monotonic() < deadline, (folder / "log.txt").read_text()
+            time.sleep(0.05)
+        warm = {"LINCLASS_WARM_SOCKET": str(socket_path)}
+        project.env = {**plain, **warm}
+        yield warm
+    finally:
+        project.env = plain
+        proc.terminate()
+        proc.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_project_with_remotes(base: Path, overrides=()) -> Project:

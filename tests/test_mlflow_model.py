@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import yaml
-from conftest import SMALL, env_for_pipeline, make_project
+from conftest import SMALL, env_for_pipeline, make_project, warm_stages
 
 NAMES = ["svm-l2", "softmax-l2"]
 EXPERIMENT = "linclass-cifar10"
@@ -65,7 +65,8 @@ def evaluated(tmp_path_factory, archive_server):
     project = make_project(tmp_path_factory.mktemp("mlflow") / "project",
                            (f"data.url={url}", f"data.md5={md5}", *SMALL,
                             "grid.losses=[svm,softmax]", "grid.regularizers=[l2]"), env=env)
-    out = project.dvc("repro", "evaluate").stdout
+    with warm_stages(project):   # its stages started by a warm interpreter
+        out = project.dvc("repro", "evaluate").stdout
     from mlflow.tracking import MlflowClient
 
     return project, out, MlflowClient(project.tracking_uri)

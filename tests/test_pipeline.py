@@ -28,13 +28,15 @@ def mlflow_runs(project, experiment_name="linclass-cifar10"):
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory, archive_server):
-    """One `dvc repro` of a project copy, shared by the tests of this module: (project, its output)."""
-    from conftest import SMALL, make_project
+    """One `dvc repro` of a project copy, shared by the tests of this module: (project, its output). Its stages
+    start from a warm interpreter (conftest.warm_stages)."""
+    from conftest import SMALL, make_project, warm_stages
 
     url, md5 = archive_server
     project = make_project(tmp_path_factory.mktemp("pipeline") / "project",
                            (f"data.url={url}", f"data.md5={md5}", *SMALL))
-    return project, project.dvc("repro").stdout
+    with warm_stages(project):
+        yield project, project.dvc("repro").stdout
 
 
 def test_repro_runs_every_stage(reproduced):

@@ -10,6 +10,7 @@ fast; they were checked the same way by hand (`dvc repro` of everything: identic
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -88,15 +89,13 @@ RACE = """
 import os, sys, pathlib
 from linclass.settings import Data
 from linclass.tracking import records, runs
-store, ready, n = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3])
+store, ready = sys.argv[1], pathlib.Path(sys.argv[2])
 experiment_id = runs.setup("race", store)
 with runs.tracked_run(experiment_id, "race"):
     (ready / str(os.getpid())).touch()
-    while len(list(ready.iterdir())) < n:   # all processes log the same new dataset at one instant
-        pass
+    sys.stdin.read(1)   # all processes log the same new dataset at one instant: when the test writes to each at once
     records.log_dataset(Data(url="file:///cifar.tar.gz", name="cifar10", md5="0123456789abcdef" * 2), 10, 5)
 """
-
 
 def test_runs_logging_the_same_new_dataset_at_once_all_succeed(tmp_path):
     """MLflow's store checks for the dataset then inserts it: without linclass's retry, 3 of these 4 fail."""
@@ -113,8 +112,15 @@ def test_runs_logging_the_same_new_dataset_at_once_all_succeed(tmp_path):
     )
     ready = tmp_path / "ready"
     ready.mkdir()
-    procs = [subprocess.Popen([str(BIN / "python"), "-c", RACE, store, str(ready), "4"], env=env,
+    procs = [subprocess.Popen([str(BIN / "python"), "-c", RACE, store, str(ready)], env=env, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+    deadline = time.monotonic() + 120   # each waits in its run, blocked on its stdin (not spinning: 2 cores)
+    while len(list(ready.iterdir())) < len(procs):
+        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, "a process ended before the race"
+        time.sleep(0.05)
+    for proc in procs:   # go
+        proc.stdin.write("x")
+        proc.stdin.flush()
     outputs = [proc.communicate(timeout=120)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * 4, "\n".join(o[-800:] for o in outputs)
     client = MlflowClient(store)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, SMALL, env_for_pipeline, free_port, make_project, serving
+from conftest import BIN, ROOT, SMALL, env_for_pipeline, free_port, make_project, serving, warm_stages
 
 pytestmark = pytest.mark.slow
 
@@ -52,13 +52,15 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def team_project(tmp_path_factory, synthetic_archive, server):
-    """A small project whose whole pipeline ran with MLFLOW_TRACKING_URI pointing at the server."""
+    """A small project whose whole pipeline ran with MLFLOW_TRACKING_URI pointing at the server (its stages
+    started by a warm interpreter: conftest.warm_stages)."""
     path, md5 = synthetic_archive
     url, _ = server
     project = make_project(tmp_path_factory.mktemp("team") / "project",
                            (f"data.url={path.as_uri()}", f"data.md5={md5}", *SMALL, *GRID_OVERRIDES))
     project.server_env = {**project.env, "MLFLOW_TRACKING_URI": url}
-    project.repro_output = project.dvc("repro", env=project.server_env).stdout
+    with warm_stages(project) as warm:
+        project.repro_output = project.dvc("repro", env={**project.server_env, **warm}).stdout
     project.head = project.run("git", "rev-parse", "HEAD").stdout.strip()
     return project
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import BIN, SMALL, free_port, make_project, serving
+from conftest import BIN, SMALL, free_port, make_project, serving, warm_stages
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.slow,
@@ -37,7 +37,8 @@ def ui(tmp_path_factory, archive_server):
     base = tmp_path_factory.mktemp("ui")
     project = make_project(base / "project", (f"data.url={url}", f"data.md5={md5}", *SMALL,
                                               "grid.losses=[svm,softmax]", "grid.regularizers=[none,l2]"))
-    project.dvc("repro", "evaluate")
+    with warm_stages(project):   # its stages started by a warm interpreter
+        project.dvc("repro", "evaluate")
     port = free_port()
     log = base / "ui.log"
     with serving([str(BIN / "linclass"), "ui", "--port", str(port)], f"http://127.0.0.1:{port}", log,
