@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import BIN, SMALL, make_project
+from conftest import BIN, SMALL, make_project, warm_stages
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +27,14 @@ def ran_stages(output: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, archive_server):
+    """The project after `dvc repro evaluate`, its stages started from a warm interpreter (conftest.warm_stages;
+    the fresh process per stage is under test in tests/test_pipeline.py and tests/test_docs.py)."""
     url, md5 = archive_server
     small = [o for o in SMALL if not o.startswith("grid.features=")]
     project = make_project(tmp_path_factory.mktemp("features") / "project",
                            (f"data.url={url}", f"data.md5={md5}", *small, *OVERRIDES))
-    return project, project.dvc("repro", "evaluate").stdout, [f"data.url={url}", f"data.md5={md5}", *small]
+    with warm_stages(project):
+        yield project, project.dvc("repro", "evaluate").stdout, [f"data.url={url}", f"data.md5={md5}", *small]
 
 
 def test_the_features_stage_writes_standardized_features_of_every_split(evaluated):
