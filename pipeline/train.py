@@ -73,8 +73,7 @@ def main() -> None:
     kind = models[0][2]
     if kind == "pixels":
         [(loss, regularizer, _)] = models
-        with atomic_dir(MODELS / f"{loss}-{regularizer}") as out:
-            summary = train_one(params, loss, regularizer, kind, out)
+        summary = train_one(params, loss, regularizer, kind, MODELS / f"{loss}-{regularizer}")
         write_json(train_metrics_file(f"{loss}-{regularizer}"), summary)
         return
     processes = min(len(models), len(os.sched_getaffinity(0)))
@@ -104,9 +103,22 @@ def side_by_side(jobs: list[tuple], processes: int) -> list[dict]:
         except BaseException:   # a model failed, or this stage was stopped: stop the models still training
             for future in futures:
                 future.cancel()
-            for child in multiprocessing.active_children():   # the pool's processes
-                child.terminate()
+            stop_processes(multiprocessing.active_children())   # the pool's processes
             raise
+
+
+def stop_processes(processes, grace: float = 30.0) -> None:
+    """SIGTERM to each (a model in training ends its run KILLED), then SIGKILL to any still there after `grace`
+    seconds: every one must be gone before the pool shuts down, which otherwise waits for an idle one that
+    blocks on a queue lock a terminated one held."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 _training = False  # in a pool process: whether a model is training now
@@ -137,9 +149,8 @@ def _train_in_pool(job: tuple) -> dict:
 
 
 def train_one(params, loss: str, regularizer: str, kind: str, out: Path) -> dict:
-    """Train one model on `kind` (pixels or features), track it in its MLflow run, write its files into `out`;
-    return its summary (the metrics of its train stage)."""
-    out.mkdir(exist_ok=True)
+    """Train one model on `kind` (pixels or features), track it in its MLflow run, write its files as the folder
+    `out` (whole, once the run has everything); return its summary (the metrics of its train stage)."""
     on_features = kind != "pixels"
     name = f"{loss}-{regularizer}-{kind}" if on_features else f"{loss}-{regularizer}"
     stage = f"train_features@{kind}" if on_features else f"train@{name}"
@@ -169,7 +180,7 @@ def train_one(params, loss: str, regularizer: str, kind: str, out: Path) -> dict
     # The store writes go to one helper thread: they overlap the next epoch's GEMMs and the drawing of the
     # pictures (both release the GIL). Values, steps and timestamps are fixed when submitted: what lands is
     # exact. (MLflow's own async mode polls its queue once a second: ending the run waited for that poll.)
-    with tracked_run(experiment_id, run_name, tags) as active, \
+    with tracked_run(experiment_id, run_name, tags) as active, atomic_dir(out) as out, \
             ThreadPoolExecutor(1, thread_name_prefix="linclass-log") as background:
         run_id = active.info.run_id
         client = MlflowClient()
