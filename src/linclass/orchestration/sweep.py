@@ -366,15 +366,9 @@ def experiment_rows(exp_show: list, prefix: str, features: str = "pixels") -> li
                 continue
             loss, reg = combination
             metrics = data.get("metrics") or {}
-            if features == "pixels":
-                model = f"{loss}-{reg}"
-                trained = (metrics.get(f"metrics/train/{model}.json") or {}).get("data") or {}
-                rate, strength = params["loss"][loss]["learning_rate"], params["regularizer"][reg]["strength"]
-            else:
-                model = f"{loss}-{reg}-{features}"
-                trained = ((metrics.get(f"metrics/train/{features}.json") or {}).get("data") or {}).get(model) or {}
-                rate = params["features"]["learning_rate"][loss]
-                strength = params["features"]["strength"][reg]
+            model, trained = trained_model(metrics, loss, reg, features)
+            rate, strength = own_rate_and_strength(params, loss, reg, features)
+            trained = trained or {}
             tested = ((metrics.get("metrics/test.json") or {}).get("data") or {}).get(model) or {}
             rows.append({"experiment": name, "model": model, "learning_rate": rate, "strength": strength,
                          "epochs": params["train"]["epochs"],
@@ -384,6 +378,26 @@ def experiment_rows(exp_show: list, prefix: str, features: str = "pixels") -> li
                          **evaluated(trained, tested)})
     return sorted(rows, key=lambda row: (-(row["val_accuracy"] if row["val_accuracy"] is not None else -1),
                                          row["experiment"]))
+
+
+def trained_model(metrics: dict, loss: str, reg: str, kind: str) -> tuple[str, dict | None]:
+    """(model name, what its train stage measured) from a revision's metrics (`dvc exp show --json`):
+    metrics/train/<loss>-<reg>.json on the pixels, its entry of metrics/train/<kind>.json on features."""
+    if kind == "pixels":
+        model = f"{loss}-{reg}"
+        return model, (metrics.get(f"metrics/train/{model}.json") or {}).get("data")
+    model = f"{loss}-{reg}-{kind}"
+    return model, ((metrics.get(f"metrics/train/{kind}.json") or {}).get("data") or {}).get(model)
+
+
+def own_rate_and_strength(params: dict, loss: str, reg: str, kind: str) -> tuple:
+    """The learning rate and strength a model trained with: the loss's and regularizer's on the pixels, the
+    `features.*` ones on features."""
+    if kind == "pixels":
+        return (((params.get("loss") or {}).get(loss) or {}).get("learning_rate"),
+                ((params.get("regularizer") or {}).get(reg) or {}).get("strength"))
+    features = params.get("features") or {}
+    return (features.get("learning_rate") or {}).get(loss), (features.get("strength") or {}).get(reg)
 
 
 def _revisions(exp_show: list):
@@ -406,21 +420,16 @@ def comparison_rows(exp_show: list) -> list[dict]:
         metrics = data.get("metrics") or {}
         tested = (metrics.get("metrics/test.json") or {}).get("data") or {}
         grid = params.get("grid") or {}
-        features = params.get("features") or {}
         for kind, (loss, reg) in itertools.product(["pixels", *(grid.get("features") or [])],
                                                    itertools.product(grid.get("losses") or [],
                                                                      grid.get("regularizers") or [])):
-            model = f"{loss}-{reg}" if kind == "pixels" else f"{loss}-{reg}-{kind}"
-            trained = (metrics.get(f"metrics/train/{model if kind == 'pixels' else kind}.json") or {}).get("data")
-            trained = trained if kind == "pixels" else (trained or {}).get(model)
+            model, trained = trained_model(metrics, loss, reg, kind)
             if not trained:
                 continue
             settings = {k: v for k, v in (params.get("train") or {}).items() if k != "blas_threads"}
             settings.update((params.get("loss") or {}).get(loss) or {})
             settings.update((params.get("regularizer") or {}).get(reg) or {})
-            if kind != "pixels":   # a features model's own rate and strength
-                settings.update(learning_rate=(features.get("learning_rate") or {}).get(loss),
-                                strength=(features.get("strength") or {}).get(reg))
+            settings.update(zip(("learning_rate", "strength"), own_rate_and_strength(params, loss, reg, kind)))
             settings["val_size"] = (params.get("preprocess") or {}).get("val_size")
             rows.append({"revision": label, "combination": model, "features": kind, **settings,
                          **{key: trained.get(key) for key in VAL_KEYS}, **evaluated(trained, tested.get(model) or {})})
