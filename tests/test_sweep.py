@@ -92,7 +92,8 @@ def test_dvc_expands_the_sweep_into_the_points_in_their_order():
     for sweep, point in zip(expanded, points):
         ours = compose(ROOT / "conf", point.overrides)   # checked while composed
         assert compose(ROOT / "conf", sweep["params.yaml"]) == ours
-        assert (ours["grid"]["losses"], ours["grid"]["regularizers"]) == (["softmax"], ["l2"])
+        assert (ours["grid"]["losses"], ours["grid"]["regularizers"], ours["grid"]["features"]) == (
+            ["softmax"], ["l2"], [])   # a pixel sweep trains and evaluates the pixel model alone
     assert compose(ROOT / "conf", points[-1].overrides)["regularizer"]["l2"]["strength"] == 1e-2
     assert points[-1].name == "sweep-softmax-l2-lr0.05-s0.01" and points[-1].target == "evaluate"
 

@@ -101,7 +101,7 @@ def sweep_overrides(loss: str, regularizer: str, learning_rates: Sequence[float]
     for name, values in (("learning rate", learning_rates), ("strength", strengths)):
         if not values:
             raise ValueError(f"no {name} values given; give at least one, e.g. 0.01,0.02")
-    return [f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
+    return [f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]", "grid.features=[]",
             f"loss.{loss}.learning_rate={','.join(map(repr, learning_rates))}",
             f"regularizer.{regularizer}.strength={','.join(map(repr, strengths))}"]
 
@@ -109,8 +109,9 @@ def sweep_overrides(loss: str, regularizer: str, learning_rates: Sequence[float]
 def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | str,
                  strengths: Sequence[float] | str, features: str = "pixels") -> list[Point]:
     """One point per learning rate x strength (comma-separated text, or numbers), the last varying fastest.
-    features: the model's input, pixels (loss.<loss>.learning_rate, regularizer.<reg>.strength) or a kind of
-    features (features.learning_rate.<loss>, features.strength.<reg>: the point trains that one features model)."""
+    features: the model's input, pixels (loss.<loss>.learning_rate, regularizer.<reg>.strength; grid.features=[]:
+    the point trains and evaluates the pixel model alone) or a kind of features (features.learning_rate.<loss>,
+    features.strength.<reg>: the point trains that one features model)."""
     from linclass.settings import FEATURE_KINDS, LOSS_NAMES, REGULARIZER_NAMES
 
     if loss not in LOSS_NAMES or regularizer not in REGULARIZER_NAMES:
@@ -126,8 +127,8 @@ def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | 
     grid = (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]")
     if features == "pixels":
         return [Point(f"sweep-{loss}-{regularizer}-lr{lr:g}-s{strength:g}",
-                      (*grid, f"loss.{loss}.learning_rate={lr!r}", f"regularizer.{regularizer}.strength={strength!r}"),
-                      "evaluate")
+                      (*grid, "grid.features=[]", f"loss.{loss}.learning_rate={lr!r}",
+                       f"regularizer.{regularizer}.strength={strength!r}"), "evaluate")
                 for lr, strength in itertools.product(learning_rates, strengths)]
     return [Point(f"sweep-{loss}-{regularizer}-{features}-lr{lr:g}-s{strength:g}",
                   (*grid, f"grid.features=[{features}]", f"features.learning_rate.{loss}={lr!r}",
