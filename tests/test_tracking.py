@@ -121,3 +121,35 @@ def test_a_second_store_in_one_process_is_the_one_asked_for(tmp_path, monkeypatc
     assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
     assert MlflowClient(second).get_experiment_by_name("two") is not None
     assert MlflowClient(first).get_experiment_by_name("two") is None
+
+
+def test_the_champion_alias_and_its_tags_are_written_only_where_they_change(tmp_path):
+    from linclass.tracking import registry
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model("m")
+    for _ in range(2):
+        client.create_model_version("m", source=(tmp_path / "model").as_uri())
+    writes = []
+
+    class Counted:   # the real client; its writes to the registry counted
+        def __getattr__(self, name):
+            method = getattr(client, name)
+            if name.startswith(("set_", "delete_")):
+                return lambda *args: writes.append((name, args[-2] if name.endswith("_tag") else args[-1])) \
+                    or method(*args)
+            return method
+
+    selection = {"runner_up": "svm-l2", "val_verdict": "within noise"}
+    registry.set_champion(Counted(), "m", "1", selection)
+    assert str(client.get_model_version_by_alias("m", registry.CHAMPION).version) == "1"
+    assert selection.items() <= client.get_model_version("m", "1").tags.items()
+    writes.clear()
+    registry.set_champion(Counted(), "m", "1", selection)   # the same champion, the same runner-up: no request
+    assert writes == []
+    registry.set_champion(Counted(), "m", "1", {**selection, "val_verdict": "better"})
+    assert writes == [("set_model_version_tag", "val_verdict")]
+    registry.set_champion(Counted(), "m", "2", {"runner_up": "softmax-l2"})   # a new champion
+    assert str(client.get_model_version_by_alias("m", registry.CHAMPION).version) == "2"
+    assert client.get_model_version("m", "2").tags["runner_up"] == "softmax-l2"
+    assert not {"runner_up", "val_verdict"} & set(client.get_model_version("m", "1").tags)   # the former's are gone

@@ -158,18 +158,24 @@ def link_logged_model(client, model_id: str, registered_name: str, version: str)
 
 def set_champion(client, registered_name: str, version: str, selection: Mapping[str, object] | None = None) -> None:
     """Point the alias `champion` at `version` and tag it with `selection` (SELECTION_TAGS: the runner-up and
-    the paired tests); a former champion loses those tags, which described it against its own runner-up."""
+    the paired tests); a former champion loses those tags, which described it against its own runner-up.
+    Only what changed is written (each tag is a request, and MLflow's client adds one more per tag: a sweep
+    point that leaves the champion and its runner-up as they were writes nothing)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        former = client.get_model_version_by_alias(registered_name, CHAMPION).version
+        former = client.get_model_version_by_alias(registered_name, CHAMPION)
     except MlflowException:
         former = None
-    client.set_registered_model_alias(registered_name, CHAMPION, version)
-    if former is not None and str(former) != str(version):
-        tags = client.get_model_version(registered_name, former).tags
-        for key in SELECTION_TAGS:
-            if key in tags:
-                client.delete_model_version_tag(registered_name, former, key)
+    if former is not None and str(former.version) == str(version):
+        current = former.tags
+    else:
+        client.set_registered_model_alias(registered_name, CHAMPION, version)
+        if former is not None:
+            for key in SELECTION_TAGS:
+                if key in former.tags:
+                    client.delete_model_version_tag(registered_name, former.version, key)
+        current = client.get_model_version(registered_name, version).tags
     for key, value in (selection or {}).items():
-        client.set_model_version_tag(registered_name, version, key, str(value))
+        if current.get(key) != str(value):
+            client.set_model_version_tag(registered_name, version, key, str(value))
