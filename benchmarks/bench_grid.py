@@ -3,16 +3,25 @@
 two trainings at once against one (the cores' shared memory bandwidth and caches).
 
 Not a test. Run: .venv/bin/python benchmarks/bench_grid.py [--epochs 20] [--repeats 1] [--link] [--serial]
+                                                        [--features]
 
 Data: the real CIFAR-10 archive in ../shared/data when it is there (49,000 training images), else a
 synthetic archive in the same layout (noted in the output). Each grid runs in its own fresh copy of the
 project (git init + commit), so that DVC's run-cache of one cannot serve another; download and preprocess
-run first and are not timed. Timed: queueing the 8 experiments + running them until the queue is empty.
+run first and are not timed. The grid is the 8 pixel combinations (grid.features=[]); --features adds the
+features experiment of conf/ (one more experiment, which trains the 8 features models).
+Timed: the whole `linclass grid` command, in three phases read from its output as it comes:
+  set-up   the settings checked, the data stages and the MLflow store, the experiments queued (one
+           `dvc exp run --queue` each);
+  queue    `dvc exp run --run-all -j J` until every experiment has finished: the only phase the workers share;
+  after    the table, then the whole pipeline once from DVC's run-cache (evaluate and the studies: the
+           experiment grid-all).
 Every train stage runs with one BLAS thread (train.blas_threads=1), as in the pipeline. Per experiment:
-its training (the MLflow run of its train stage, start to end) and the rest of the grid's worker time
-(wall x workers / 8 - training: DVC's copy of the project, composing params, restoring the data, the stage's
-Python start-up, committing). --link: the copies' DVC checkouts link the project's cache (cache.type
-hardlink) instead of copying the data into each. --serial: also a plain `dvc repro` of the 8 train stages.
+its training (the MLflow run of its train stage, start to end) and the rest of the queue phase's worker time
+(queue x workers / experiments - training: DVC's copy of the project, composing params, restoring the data,
+the stage's Python start-up, committing). --link: the copies' DVC checkouts link the project's cache
+(cache.type hardlink) instead of copying the data into each. --serial: also a plain `dvc repro` of the 8
+train stages.
 
 Contention: the 2nd epoch of train_sgd on the grid's data shape (49,000 x 3,072 uint8, batch 200, one BLAS
 thread), alone and as two processes at once, interleaved: 2 workers can be at most 2 / (at-once / alone)
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -30,7 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BIN, SHARED_CIFAR, SHARED_CIFAR_MD5, environment, load, make_project, run
+from common import BIN, ROOT, SHARED_CIFAR, SHARED_CIFAR_MD5, environment, load, make_project, run
+
+from linclass.orchestration.sweep import conf_grid
 
 GRID = [f"{loss}-{reg}" for loss in ("svm", "softmax") for reg in ("none", "l1", "l2", "elasticnet")]
 
@@ -86,10 +98,28 @@ def trainings(project: Path) -> list[float]:
     return [(r.info.end_time - r.info.start_time) / 1000 for r in runs if r.info.end_time]
 
 
-def time_queue(project: Path, jobs: int, overrides: list[str], env: dict) -> float:
+PHASES = ("set-up", "queue", "after")
+
+
+def time_grid(project: Path, jobs: int, overrides: list[str], env: dict) -> dict[str, float]:
+    """Seconds of each phase of `linclass grid --jobs J` (PHASES), and of the whole command ("wall")."""
+    cmd = [str(BIN / "python"), "-m", "linclass.cli", "grid", "--jobs", str(jobs), *overrides]
     start = time.perf_counter()
-    run([BIN / "python", "-m", "linclass.cli", "grid", "--jobs", str(jobs), *overrides], project, env)
-    return time.perf_counter() - start
+    marks = {}
+    lines = []
+    with subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if "queue" not in marks and re.match(r"\d+ experiments, \d+ at a time", line):
+                marks["queue"] = time.perf_counter()
+            elif "after" not in marks and line.startswith("queue done in"):
+                marks["after"] = time.perf_counter()
+    end = time.perf_counter()
+    if proc.returncode != 0 or len(marks) != 2:
+        sys.exit(f"error: {' '.join(cmd)} exited {proc.returncode} in {project}\n{''.join(lines[-40:])}")
+    return {"set-up": marks["queue"] - start, "queue": marks["after"] - marks["queue"], "after": end - marks["after"],
+            "wall": end - start}
 
 
 def time_serial(project: Path, env: dict) -> float:
@@ -104,6 +134,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds of 1 and 2 workers")
     parser.add_argument("--link", action="store_true", help="the queue's checkouts link the cache (hardlink)")
     parser.add_argument("--serial", action="store_true", help="also a plain `dvc repro` of the 8 train stages")
+    parser.add_argument("--features", action="store_true", help="also the features experiment of conf/'s grid")
     parser.add_argument("--contention-repeats", type=int, default=5)
     args = parser.parse_args()
     env = environment()
@@ -121,7 +152,8 @@ def main() -> None:
             data, rows = [f"data.url={archive.as_uri()}", f"data.md5={md5}"], 9_000
             print(f"NOTE: {SHARED_CIFAR} not found: synthetic CIFAR-10-shaped data (10,000 training images); the "
                   "ratio says less about the real grid")
-        overrides = data + ([f"train.epochs={args.epochs}"] if args.epochs else [])
+        overrides = data + ([f"train.epochs={args.epochs}"] if args.epochs else []) + \
+            ([] if args.features else ["grid.features=[]"])
         print(f"overrides: {' '.join(overrides[2:]) or '(none: conf/ defaults)'}; "
               f"checkouts {'linked' if args.link else 'copied (DVC default)'}; {load()}\n")
 
@@ -130,15 +162,19 @@ def main() -> None:
               f"{together / alone:.2f}x slower; 2 workers can be at most {2 * alone / together:.2f}x 1 worker  "
               f"({load()})")
 
+        experiments = len(GRID) + (0 if not args.features else len(conf_grid(ROOT / "conf", overrides)["features"]))
+        phases: dict[int, list[dict[str, float]]] = {1: [], 2: []}
         walls: dict[str, list[float]] = {}
         train: dict[str, list[float]] = {}
         for repeat in range(args.repeats):
             for jobs in (1, 2):
                 project = fresh_project(base / f"r{repeat}-jobs{jobs}", overrides, args.link)
                 label = f"{jobs} worker(s)"
-                walls.setdefault(label, []).append(time_queue(project, jobs, overrides, env))
+                phases[jobs].append(time_grid(project, jobs, overrides, env))
+                walls.setdefault(label, []).append(phases[jobs][-1]["queue"])
                 train.setdefault(label, []).extend(trainings(project))
-                print(f"  round {repeat + 1}: queue, {label}: {walls[label][-1]:.1f} s  ({load()})", flush=True)
+                times = ", ".join(f"{k} {v:.1f} s" for k, v in phases[jobs][-1].items())
+                print(f"  round {repeat + 1}, {label}: {times}  ({load()})", flush=True)
                 shutil.rmtree(project)
             if args.serial:
                 project = fresh_project(base / f"r{repeat}-serial", overrides, args.link)
@@ -147,14 +183,21 @@ def main() -> None:
                 print(f"  round {repeat + 1}: serial `dvc repro`: {walls['serial dvc repro'][-1]:.1f} s", flush=True)
                 shutil.rmtree(project)
 
-    print(f"\nwall time of the 8-combination grid, median of {args.repeats} round(s)  ({load()})")
-    print(f"  {'':20s} {'wall':>8s} {'training':>9s} {'other per experiment':>21s}")
+    print(f"\n`linclass grid` of {experiments} experiments, medians of {args.repeats} round(s)  ({load()})")
+    print(f"  {'':12s}" + "".join(f"{name:>9s}" for name in (*PHASES, "wall")))
+    for jobs, rounds in phases.items():
+        print(f"  {jobs} worker(s) " + "".join(f"{statistics.median(r[k] for r in rounds):8.1f}s"
+                                            for k in (*PHASES, "wall")))
+    print(f"\nthe queue phase, per experiment  ({load()})")
+    print(f"  {'':20s} {'queue':>8s} {'training':>9s} {'other per experiment':>21s}")
     for label, values in walls.items():
         wall, trained = statistics.median(values), statistics.median(train[label])
         workers = 2 if label.startswith("2") else 1
-        print(f"  {label:20s} {wall:7.1f}s {trained:8.1f}s {wall * workers / len(GRID) - trained:20.1f}s")
+        print(f"  {label:20s} {wall:7.1f}s {trained:8.1f}s {wall * workers / experiments - trained:20.1f}s")
     one, two = statistics.median(walls["1 worker(s)"]), statistics.median(walls["2 worker(s)"])
-    print(f"2 workers are {one / two:.2f}x 1 worker (the trainings alone allow {2 * alone / together:.2f}x)")
+    whole = [statistics.median(r["wall"] for r in phases[jobs]) for jobs in (1, 2)]
+    print(f"2 workers are {one / two:.2f}x 1 worker in the queue phase (the trainings alone allow "
+          f"{2 * alone / together:.2f}x); the whole command {whole[0] / whole[1]:.2f}x")
 
 
 if __name__ == "__main__":
