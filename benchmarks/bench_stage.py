@@ -45,11 +45,13 @@ def make_copy(dest: Path, env: dict, synthetic: bool, timer: bool = True) -> tup
     run([BIN / "python", "-m", "linclass.cli", "config", f"data.url={url}", f"data.md5={md5}"], dest, env)
     if timer:
         dvc_yaml = dest / "dvc.yaml"
-        text, count = re.subn(r"python pipeline/train\.py", "python benchmarks/stage_timer.py pipeline/train.py",
-                              dvc_yaml.read_text())
-        if count != 1:
-            sys.exit("error: dvc.yaml has no single 'python pipeline/train.py' command to time")
-        dvc_yaml.write_text(text)
+        text = dvc_yaml.read_text()
+        start = text.find("\n  train:\n")   # the pixel models' stage (train_features runs the same script)
+        timed, count = re.subn(r"python pipeline/train\.py", "python benchmarks/stage_timer.py pipeline/train.py",
+                               text[start:], count=1)
+        if start < 0 or count != 1:
+            sys.exit("error: dvc.yaml has no stage train with a 'python pipeline/train.py' command to time")
+        dvc_yaml.write_text(text[:start] + timed)
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-qm", "project copy"], dest, env)
     return what, url, md5
