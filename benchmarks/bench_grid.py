@@ -109,6 +109,7 @@ def time_grid(project: Path, jobs: int, overrides: list[str], env: dict) -> dict
     lines = []
     with subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as proc:
+        assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
             if "queue" not in marks and re.match(r"\d+ experiments, \d+ at a time", line):
