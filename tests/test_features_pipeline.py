@@ -148,6 +148,7 @@ print(json.dumps({{"linclass": linclass.__file__, "classes": table["class"].toli
 
 
 def test_a_features_setting_reruns_the_features_and_their_models_only(evaluated):
+    """...and only the settings a features model reads do (not a pixel model's rate or strength)."""
     project, _, base = evaluated
     assert json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout) == {}
     project.compose(*base, *OVERRIDES, "features.orientations=9")
@@ -156,6 +157,13 @@ def test_a_features_setting_reruns_the_features_and_their_models_only(evaluated)
     project.compose(*base, *OVERRIDES, "features.learning_rate.svm=0.01")
     changed = set(json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout))
     assert changed == {"train_features@hog_hist"}, changed   # the features models train together
+    # a pixel model's own rate and strength leave the features models alone; what they read does not
+    for pixels_only, stale in ((("loss.svm.learning_rate=0.123", "regularizer.l2.strength=0.0456"), set()),
+                               (("loss.svm.delta=2.0",), {"train_features@hog_hist"}),
+                               (("regularizer.elasticnet.beta=0.25",), {"train_features@hog_hist"})):
+        project.compose(*base, *OVERRIDES, *pixels_only)
+        changed = set(json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout))
+        assert changed - {f"train@{name}" for name in PIXELS} == stale, (pixels_only, changed)
     project.compose(*base, *OVERRIDES)
     assert json.loads(project.dvc("status", "--json", "--with-deps", "evaluate").stdout) == {}
 
