@@ -107,8 +107,9 @@ def time_grid(project: Path, jobs: int, overrides: list[str], env: dict) -> dict
     start = time.perf_counter()
     marks = {}
     lines = []
-    with subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as proc:
+    # unbuffered: each line arrives when printed (a pipe would hold them all until the command exits)
+    with subprocess.Popen(cmd, cwd=project, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)

@@ -149,6 +149,10 @@ def test_the_champion_alias_and_its_tags_are_written_only_where_they_change(tmp_
     assert writes == []
     registry.set_champion(Counted(), "m", "1", {**selection, "val_verdict": "better"})
     assert writes == [("set_model_version_tag", "val_verdict")]
+    registry.set_champion(Counted(), "m", "1", {"runner_up": "none"})   # no runner-up now: its verdict goes
+    assert client.get_model_version("m", "1").tags.items() >= {"runner_up": "none"}.items()
+    assert "val_verdict" not in client.get_model_version("m", "1").tags
+    registry.set_champion(Counted(), "m", "1", selection)
     registry.set_champion(Counted(), "m", "2", {"runner_up": "softmax-l2"})   # a new champion
     assert str(client.get_model_version_by_alias("m", registry.CHAMPION).version) == "2"
     assert client.get_model_version("m", "2").tags["runner_up"] == "softmax-l2"

@@ -158,9 +158,10 @@ def link_logged_model(client, model_id: str, registered_name: str, version: str)
 
 def set_champion(client, registered_name: str, version: str, selection: Mapping[str, object] | None = None) -> None:
     """Point the alias `champion` at `version` and tag it with `selection` (SELECTION_TAGS: the runner-up and
-    the paired tests); a former champion loses those tags, which described it against its own runner-up.
-    Only what changed is written (each tag is a request, and MLflow's client adds one more per tag: a sweep
-    point that leaves the champion and its runner-up as they were writes nothing)."""
+    the paired tests); a former champion loses those tags, which described it against its own runner-up, and
+    the champion loses those that `selection` no longer has. Only what changed is written (each tag is a
+    request, and MLflow's client adds one more per tag: a sweep point that leaves the champion and its
+    runner-up as they were writes nothing)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -176,6 +177,10 @@ def set_champion(client, registered_name: str, version: str, selection: Mapping[
                 if key in former.tags:
                     client.delete_model_version_tag(registered_name, former.version, key)
         current = client.get_model_version(registered_name, version).tags
-    for key, value in (selection or {}).items():
+    selection = selection or {}
+    for key in SELECTION_TAGS:   # what described an earlier runner-up and is not said now
+        if key in current and key not in selection:
+            client.delete_model_version_tag(registered_name, version, key)
+    for key, value in selection.items():
         if current.get(key) != str(value):
             client.set_model_version_tag(registered_name, version, key, str(value))
