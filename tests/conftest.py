@@ -150,6 +150,20 @@ def make_project(dest: Path, overrides=(), env: dict | None = None) -> Project:
     return project
 
 
+def start_warm(folder: Path, cwd: Path, env: dict, *args: str) -> tuple[subprocess.Popen, Path]:
+    """A warm interpreter (linclass.orchestration.warm) started in `cwd` with `env` and `args`, its socket and
+    log.txt in `folder` (private, existing); returns (the process, its socket) once the socket is there."""
+    socket_path = folder / "socket"
+    with open(folder / "log.txt", "w") as log:
+        proc = subprocess.Popen([str(BIN / "python"), "-m", "linclass.orchestration.warm", "--socket",
+                                 str(socket_path), *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while not socket_path.is_socket():
+        assert proc.poll() is None and time.monotonic() < deadline, (folder / "log.txt").read_text()
+        time.sleep(0.05)
+    return proc, socket_path
+
+
 @contextlib.contextmanager
 def warm_stages(project: Project):
     """While inside: the project's stages start from a warm interpreter (linclass.orchestration.warm, what a Ray
@@ -163,18 +177,10 @@ def warm_stages(project: Project):
     uninterrupted reference runs warm, so that their equal dvc.lock files also say warm and fresh stages write the
     same outputs), tests/test_reproducible.py (two clones at once); tests/test_warm.py tests the interpreter itself."""
     folder = Path(tempfile.mkdtemp(prefix="linclass-warm-"))   # 0700, and a short socket path
-    socket_path = folder / "socket"
     env = {**project.env, "PYTHONPATH": str(project.path / "src"), "OPENBLAS_NUM_THREADS": "1"}  # train.blas_threads
-    with open(folder / "log.txt", "w") as log:
-        proc = subprocess.Popen([str(BIN / "python"), "-m", "linclass.orchestration.warm", "--socket",
-                                 str(socket_path), "--idle", "3600"], cwd=project.path, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+    proc, socket_path = start_warm(folder, project.path, env, "--idle", "3600")
     plain = project.env
     try:
-        deadline = time.monotonic() + 180
-        while not socket_path.is_socket():
-            assert proc.poll() is None and time.monotonic() < deadline, (folder / "log.txt").read_text()
-            time.sleep(0.05)
         warm = {"LINCLASS_WARM_SOCKET": str(socket_path)}
         project.env = {**plain, **warm}
         yield warm

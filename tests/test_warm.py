@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT
+from conftest import ROOT, start_warm
 
 CLIENT = ROOT / "src" / "linclass" / "orchestration" / "warm_client.py"
 
@@ -29,16 +29,7 @@ sys.exit(int(os.environ.get("EXIT", "0")))
 
 def start_server(folder: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
     folder.mkdir(mode=0o700)
-    socket_path = folder / "socket"
-    with open(folder / "log.txt", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "linclass.orchestration.warm", "--socket", str(socket_path),
-                                 *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})},
-                                stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while not socket_path.is_socket():
-        assert proc.poll() is None and time.monotonic() < deadline, (folder / "log.txt").read_text()
-        time.sleep(0.1)
-    return proc, socket_path
+    return start_warm(folder, ROOT, {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}, *args)
 
 
 def stop(proc: subprocess.Popen) -> None:
