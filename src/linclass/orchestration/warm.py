@@ -58,12 +58,7 @@ DVC_MODULES = ("dvc.cli", "dvc.cli.parser", "dvc.repo", "dvc.repo.experiments", 
                "dvc_data.fs", "dvc_render", "dvc_task.proc.manager", "scmrepo.git",
                "scmrepo.git.backend.pygit2.filter", "dulwich.porcelain", "dulwich.server", "pygit2", "ruamel.yaml",
                "flatten_dict", "platformdirs", "pyparsing", "celery.canvas", "antlr4", "fsspec.implementations.memory",
-               "hydra", "hydra.compose", "omegaconf", "hydra._internal.core_plugins.basic_launcher",
-               "hydra._internal.core_plugins.basic_sweeper", "hydra._internal.core_plugins.file_config_source",
-               "hydra._internal.core_plugins.structured_config_source",
-               "hydra._internal.core_plugins.importlib_resources_config_source",
-               "hydra._internal.core_plugins.bash_completion", "hydra._internal.core_plugins.zsh_completion",
-               "hydra._internal.core_plugins.fish_completion", "hydra_plugins.linclass_check", "networkx")
+               "hydra", "hydra.compose", "hydra.core.plugins", "omegaconf", "networkx")
 BLAS_VARIABLE = "OPENBLAS_NUM_THREADS"
 LOADED_BLAS = "LINCLASS_WARM_BLAS"   # a child's environment: the BLAS threads loaded here
 GRACE = 10.0
@@ -98,6 +93,12 @@ def preload(root: Path) -> list[str]:
         except Exception:   # noqa: BLE001  (a module that fails here fails again, visibly, in the command)
             if name not in maybe:
                 missing.append(name)
+    try:   # Hydra's plugins (its own and hydra_plugins.linclass_check), discovered as compose() would
+        from hydra.core.plugins import Plugins
+
+        Plugins.instance()
+    except Exception:   # noqa: BLE001  (the same: compose() fails visibly in the command)
+        missing.append("Hydra's plugins")
     return missing
 
 
