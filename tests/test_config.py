@@ -176,6 +176,9 @@ BAD = [
     ("loss.svm.delta", -1.0, "-1.0"),
     ("regularizer.l2.strength", -1e-3, "-0.001"),
     ("regularizer.none.strength", -1.0, "-1.0"),
+    ("regularizer.none.strength", 0.5, "0.5"),
+    ("features.cells", [32], "features.cells[0]=32"),
+    ("features.cells", [0, 8], "features.cells[0]=0"),
     ("regularizer.l1.strength", "a lot", "'a lot'"),
     ("regularizer.elasticnet.beta", -0.5, "-0.5"),
     ("tracking.uri", "htp://127.0.0.1:5000", "htp://127.0.0.1:5000"),
@@ -200,6 +203,14 @@ BAD = [
     ("train.blas_threads", "1; touch pwned;", "'1; touch pwned;'"),
 ]
 ALLOWED_WORDS = ("allowed", "known", "is not an integer", "is not a number", "is not text", "is not a non-empty list")
+
+
+def test_features_of_no_part_at_all_are_refused(reference):
+    settings = with_setting(with_setting(with_setting(reference, "features.cells", []), "features.hue_bins", 0),
+                            "features.value_bins", 0)
+    with pytest.raises(ConfigError, match=r"^features.cells=\[\] is empty with hue_bins=0 and value_bins=0: allowed"):
+        validate(settings)
+    validate(with_setting(settings, "features.value_bins", 4))   # one part is enough
 
 
 @pytest.mark.parametrize("key, value, shown", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])

@@ -17,10 +17,8 @@ from linclass.orchestration.sweep import (
     experiment_rows,
     experiment_states,
     grid_points,
-    parse_floats,
     queue_workers,
     stop_leftover_workers,
-    sweep_overrides,
     sweep_points,
 )
 
@@ -82,11 +80,14 @@ def test_a_queue_worker_left_behind_in_this_repository_is_stopped(tmp_path):
 
 
 def test_dvc_expands_the_sweep_into_the_points_in_their_order():
-    """The one `dvc exp run -S` sweep and the point-by-point description (for other backends) agree."""
+    """The points are what DVC's own Hydra sweep (`dvc exp run -S 'a=x,y'`) would make of the same grid."""
     from dvc.utils.hydra import get_hydra_sweeps  # what `dvc exp run --queue -S 'a=x,y'` calls
 
     lrs, strengths = [0.01, 0.05], [1e-4, 1e-3, 1e-2]
-    expanded = get_hydra_sweeps({"params.yaml": sweep_overrides("softmax", "l2", lrs, strengths)})
+    sweep = ["grid.losses=[softmax]", "grid.regularizers=[l2]", "grid.features=[]",
+             f"loss.softmax.learning_rate={','.join(map(repr, lrs))}",
+             f"regularizer.l2.strength={','.join(map(repr, strengths))}"]
+    expanded = get_hydra_sweeps({"params.yaml": sweep})
     points = sweep_points("softmax", "l2", lrs, strengths)
     assert len(expanded) == len(points) == 6 and len({p.name for p in points}) == 6
     for sweep, point in zip(expanded, points):
@@ -124,20 +125,29 @@ def test_a_sweep_on_features_sets_the_features_own_rate_and_strength():
     assert (pixels["model"], pixels["learning_rate"], pixels["val_accuracy"]) == ("softmax-l2", 0.01, 0.3)
 
 
-def test_sweep_needs_values():
-    with pytest.raises(ValueError, match="no strength values"):
-        sweep_overrides("softmax", "l2", [0.01], [])
-
-
-@pytest.mark.parametrize("text, message", [("0.01,abc", "'abc' is not a number"), ("0.01,0", "'0' is not > 0"),
-                                           ("-1e-3", "'-1e-3' is not > 0"), ("", "'' is not a number")])
-def test_parse_floats_names_the_bad_value(text, message):
+@pytest.mark.parametrize("loss, reg, lrs, strengths, features, message", [
+    ("softmax", "l2", "0.01", [], "pixels", "--strengths (STRENGTHS of make sweep): no values given"),
+    ("softmax", "l2", "0.01,abc", "1e-3", "pixels", "--learning-rates (LRS of make sweep): 'abc' is not a number"),
+    ("softmax", "l2", "", "1e-3", "pixels", "'' is not a number"),
+    ("softmax", "l2", "0.01,0", "1e-3", "pixels",
+     "--learning-rates (LRS of make sweep): loss.softmax.learning_rate=0.0 is out of range: allowed a number > 0"),
+    ("svm", "l1", "0.01", "-1e-3", "pixels", "regularizer.l1.strength=-0.001 is out of range: allowed a number >= 0"),
+    ("svm", "none", "0.01", "0,1e-3", "pixels", "regularizer.none.strength=0.001 is out of range"),
+    ("svm", "none", "-0.01", "0", "hog_hist", "features.learning_rate.svm=-0.01 is out of range"),
+    ("svm", "none", "0.01", "1e-3", "hog_hist", "features.strength.none=0.001 is out of range"),
+])
+def test_sweep_values_are_checked_as_the_settings_they_become(loss, reg, lrs, strengths, features, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        parse_floats(text, "--learning-rates")
+        sweep_points(loss, reg, lrs, strengths, features=features)
 
 
-def test_parse_floats_reads_comma_separated_numbers():
-    assert parse_floats("0.01, 2e-2,1", "x") == [0.01, 0.02, 1.0]
+def test_sweep_values_read_comma_separated_numbers_and_a_strength_may_be_zero():
+    points = sweep_points("svm", "none", "0.01, 2e-2,1", "0")
+    assert [p.overrides[3:] for p in points] == [(f"loss.svm.learning_rate={lr!r}", "regularizer.none.strength=0.0")
+                                                 for lr in (0.01, 0.02, 1.0)]
+    assert compose(ROOT / "conf", points[0].overrides)["regularizer"]["none"]["strength"] == 0.0
+    [point] = sweep_points("svm", "none", "0.03", "0", features="hog_hist")
+    assert compose(ROOT / "conf", point.overrides)["features"]["strength"]["none"] == 0.0
 
 
 def _experiment(name, state, lr, val, test, trained_md5="aa", tested_md5="aa"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from typing import Annotated, Any, Literal, TypeGuard, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from pydantic import (
@@ -25,15 +25,16 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
 from linclass.plumbing.redact import has_credentials, redact_url
 
-LOSS_NAMES = ("svm", "squared_svm", "softmax")          # linclass.core.losses
-REGULARIZER_NAMES = ("none", "l1", "l2", "elasticnet")  # linclass.core.regularizers
-LossName = Literal["svm", "squared_svm", "softmax"]
-RegularizerName = Literal["none", "l1", "l2", "elasticnet"]
+LossName = Literal["svm", "squared_svm", "softmax"]                # linclass.core.losses
+RegularizerName = Literal["none", "l1", "l2", "elasticnet"]        # linclass.core.regularizers
+LOSS_NAMES: tuple[str, ...] = get_args(LossName)
+REGULARIZER_NAMES: tuple[str, ...] = get_args(RegularizerName)
 URL_SCHEMES = ("http", "https", "file")                 # where the archive may come from
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")  # MLflow's stores
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -84,13 +85,12 @@ def _distinct(values: list) -> list:
 
 
 Url = Annotated[str, AfterValidator(_url)]
-Md5 = Annotated[
-    str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v), Field(pattern=r"^[0-9a-f]{32}$")
-]
+MD5_PATTERN = r"^[0-9a-f]{32}$"
+Md5 = Annotated[str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v), Field(pattern=MD5_PATTERN)]
 TrackingUri = Annotated[str, AfterValidator(_tracking_uri)]
 Positive = Annotated[float, Field(gt=0)]
 Name = Annotated[str, Field(min_length=1, pattern=r"\S")]
-PATTERN_WORDS = {r"^[0-9a-f]{32}$": "32 hex digits (an md5 sum)", r"\S": "a name (not blank)"}
+PATTERN_WORDS = {MD5_PATTERN: "32 hex digits (an md5 sum)", r"\S": "a name (not blank)"}
 
 
 # ---- the sections of params.yaml ----
@@ -132,12 +132,16 @@ class Penalty(Section):
     strength: float = Field(0.0, ge=0, description="lambda: total loss = data loss + lambda R(W)")
 
 
+class NoPenalty(Section):
+    strength: float = Field(0.0, ge=0, le=0, description="no penalty")
+
+
 class ElasticNet(Penalty):
     beta: float = Field(0.5, ge=0, description="R(W) = sum(beta W^2 + |W|)")
 
 
 class Regularizers(Section):
-    none: Penalty = Penalty()
+    none: NoPenalty = NoPenalty()
     l1: Penalty = Penalty(strength=1e-4)
     l2: Penalty = Penalty(strength=1e-3)
     elasticnet: ElasticNet = ElasticNet(strength=1e-4)
@@ -189,7 +193,7 @@ class Studies(Section):
 
 FeatureKind = Literal["hog_hist"]  # the feature models' inputs (linclass.features)
 FEATURE_KINDS: tuple[str, ...] = get_args(FeatureKind)
-Cell = Annotated[int, Field(ge=1)]  # at most half the image side (linclass.features)
+Cell = Annotated[int, Field(ge=1, le=16)]  # at most half the side of a 32 x 32 image: HOG needs 2 x 2 cells
 
 
 class FeatureRates(Section):
@@ -220,6 +224,13 @@ class Features(Section):
     chunk_images: int = Field(1024, ge=1, description="images computed at a time (memory, never values)")
     learning_rate: FeatureRates = FeatureRates()
     strength: FeatureStrengths = FeatureStrengths()
+
+    @field_validator("cells")
+    @classmethod
+    def _some_part(cls, cells: list[int], info: ValidationInfo) -> list[int]:
+        if not cells and info.data.get("hue_bins") == 0 and info.data.get("value_bins") == 0:
+            raise ValueError("is empty with hue_bins=0 and value_bins=0: allowed at least one part of the features")
+        return cells
 
 
 class Grid(Section):
@@ -264,10 +275,6 @@ RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_eq
                 "finite_number", "too_short", "string_too_short")
 TYPE_ERRORS = ("int_type", "int_from_float", "float_type", "string_type", "bool_type", "list_type", "int_parsing",
                "float_parsing", "none_required")
-
-
-def is_section(kind: Any) -> TypeGuard[type[BaseModel]]:
-    return isinstance(kind, type) and issubclass(kind, BaseModel)
 
 
 def _walk(model: type[BaseModel] | None, loc: tuple) -> tuple[tuple, Any, type[BaseModel] | None]:

@@ -53,6 +53,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 from tenacity import retry, stop_after_attempt, wait_fixed
@@ -95,59 +96,59 @@ def grid_points(losses: Iterable[str] | None = None, regularizers: Iterable[str]
     return pixels + [Point(f"grid-features-{kind}", whole, f"train_features@{kind}") for kind in grid["features"]]
 
 
-def sweep_overrides(loss: str, regularizer: str, learning_rates: Sequence[float],
-                    strengths: Sequence[float]) -> list[str]:
-    """The sweep in Hydra's sweep syntax, as `dvc exp run -S` takes it (DVC expands the product)."""
-    for name, values in (("learning rate", learning_rates), ("strength", strengths)):
-        if not values:
-            raise ValueError(f"no {name} values given; give at least one, e.g. 0.01,0.02")
-    return [f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]", "grid.features=[]",
-            f"loss.{loss}.learning_rate={','.join(map(repr, learning_rates))}",
-            f"regularizer.{regularizer}.strength={','.join(map(repr, strengths))}"]
-
-
 def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | str,
                  strengths: Sequence[float] | str, features: str = "pixels") -> list[Point]:
     """One point per learning rate x strength (comma-separated text, or numbers), the last varying fastest.
     features: the model's input, pixels (loss.<loss>.learning_rate, regularizer.<reg>.strength; grid.features=[]:
     the point trains and evaluates the pixel model alone) or a kind of features (features.learning_rate.<loss>,
-    features.strength.<reg>: the point trains that one features model)."""
-    from linclass.settings import FEATURE_KINDS, LOSS_NAMES, REGULARIZER_NAMES
+    features.strength.<reg>: the point trains that one features model). Each value is checked against the
+    setting it becomes."""
+    from linclass.settings import FEATURE_KINDS, LOSS_NAMES, REGULARIZER_NAMES, Features, Losses, Regularizers
 
     if loss not in LOSS_NAMES or regularizer not in REGULARIZER_NAMES:
         raise ValueError(f"unknown combination {loss}-{regularizer} (--loss, --regularizer; LOSS, REG of make sweep); "
                          f"losses: {', '.join(LOSS_NAMES)}; regularizers: {', '.join(REGULARIZER_NAMES)}")
     if features != "pixels" and features not in FEATURE_KINDS:
         raise ValueError(f"unknown input --features {features!r}; allowed: pixels, {', '.join(FEATURE_KINDS)}")
-    if isinstance(learning_rates, str):
-        learning_rates = parse_floats(learning_rates, "--learning-rates (LRS of make sweep)")
-    if isinstance(strengths, str):
-        strengths = parse_floats(strengths, "--strengths (STRENGTHS of make sweep)")
-    sweep_overrides(loss, regularizer, learning_rates, strengths)   # the same checks
-    grid = (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]")
     if features == "pixels":
-        return [Point(f"sweep-{loss}-{regularizer}-lr{lr:g}-s{strength:g}",
-                      (*grid, "grid.features=[]", f"loss.{loss}.learning_rate={lr!r}",
-                       f"regularizer.{regularizer}.strength={strength!r}"), "evaluate")
-                for lr, strength in itertools.product(learning_rates, strengths)]
-    return [Point(f"sweep-{loss}-{regularizer}-{features}-lr{lr:g}-s{strength:g}",
-                  (*grid, f"grid.features=[{features}]", f"features.learning_rate.{loss}={lr!r}",
-                   f"features.strength.{regularizer}={strength!r}"), "evaluate")
-            for lr, strength in itertools.product(learning_rates, strengths)]
+        rate, strength = f"loss.{loss}.learning_rate", f"regularizer.{regularizer}.strength"
+        settings = Losses.model_fields[loss].annotation, Regularizers.model_fields[regularizer].annotation
+        names = "learning_rate", "strength"
+    else:
+        rate, strength = f"features.learning_rate.{loss}", f"features.strength.{regularizer}"
+        settings = Features.model_fields["learning_rate"].annotation, Features.model_fields["strength"].annotation
+        names = loss, regularizer
+    learning_rates = parse_floats(learning_rates, "--learning-rates (LRS of make sweep)", rate, settings[0], names[0])
+    strengths = parse_floats(strengths, "--strengths (STRENGTHS of make sweep)", strength, settings[1], names[1])
+    tag = "" if features == "pixels" else f"-{features}"
+    grid = (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
+            f"grid.features=[{'' if features == 'pixels' else features}]")
+    return [Point(f"sweep-{loss}-{regularizer}{tag}-lr{lr:g}-s{lam:g}",
+                  (*grid, f"{rate}={lr!r}", f"{strength}={lam!r}"), "evaluate")
+            for lr, lam in itertools.product(learning_rates, strengths)]
 
 
-def parse_floats(text: str, what: str) -> list[float]:
-    """'0.01,0.02,1e-3' -> [0.01, 0.02, 0.001]; a bad item raises ValueError naming it."""
-    values = []
-    for item in text.split(","):
+def parse_floats(values: Sequence[float] | str, what: str, key: str, section: Any, name: str) -> list[float]:
+    """'0.01,0.02,1e-3' (or numbers) -> [0.01, 0.02, 0.001], each a valid value of the setting `key` (field
+    `name` of `section`); a bad or missing value raises ValueError naming it."""
+    from linclass.settings import check
+
+    if isinstance(values, str):
+        items, values = values.split(","), []
+        for item in items:
+            try:
+                values.append(float(item))
+            except ValueError:
+                raise ValueError(f"{what}: {item.strip()!r} is not a number; give comma-separated "
+                                 f"numbers, e.g. 0.01,0.02") from None
+    if not values:
+        raise ValueError(f"{what}: no values given; give at least one, e.g. 0.01,0.02")
+    for value in values:
         try:
-            values.append(float(item))
-        except ValueError:
-            raise ValueError(f"{what}: {item.strip()!r} is not a number; give comma-separated "
-                             f"numbers, e.g. 0.01,0.02") from None
-        if not values[-1] > 0:
-            raise ValueError(f"{what}: {item.strip()!r} is not > 0")
-    return values
+            check(section, **{name: value})
+        except ValueError as exc:
+            raise ValueError(f"{what}: {key}{str(exc).removeprefix(name)}") from None
+    return list(values)
 
 
 # ---- talking to DVC ----
