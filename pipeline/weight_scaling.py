@@ -1,6 +1,7 @@
 """DVC stage `weight_scaling`: W vs 2W. For every trained model (on the training split) and for a model
 trained to zero hinge loss on a small subset (the lecture's case), evaluate (sW, sb) for each scale s:
-hinge, squared hinge and softmax loss, R(W) of each regularizer (without the strength), and accuracy.
+hinge, squared hinge and softmax loss (the margins of loss.svm and loss.squared_svm), R(W) of each regularizer
+(without the strength; elastic net's beta of regularizer.elasticnet), and accuracy.
 
 Writes reports/weight_scaling.csv, a plot per loss under reports/scaling/, metrics/weight_scaling.json,
 and the MLflow run `study-weight-scaling` (metrics `<column>/<model>`, step = round(100 * scale))."""
@@ -33,15 +34,18 @@ def zero_hinge_summary(table: pd.DataFrame) -> dict:
 def main() -> None:
     params = stage_params()
     scales = params.studies.scales
+    delta = params.loss.svm.delta
+    settings = {"delta": delta, "squared_delta": params.loss.squared_svm.delta,
+                "beta": params.regularizer.elasticnet.beta}
     X, y = load_split("train", mmap=True)  # one scoring pass per model reads it: no 150 MB copy up front
     tables = []
     for name in model_names(params):
         W, b = load_model(name)
-        tables.append(weight_scaling_table(W, b, X, y, scales, name))
+        tables.append(weight_scaling_table(W, b, X, y, scales, name, **settings))
     n = params.studies.zero_hinge_subset
-    W0, b0, X_sub, y_sub = train_zero_hinge_model(X, y, n=n, seed=params.train.seed)
+    W0, b0, X_sub, y_sub = train_zero_hinge_model(X, y, n=n, seed=params.train.seed, delta=delta)
     zero_name = f"zero-hinge-{n}"
-    zero_table = weight_scaling_table(W0, b0, X_sub, y_sub, scales, zero_name)
+    zero_table = weight_scaling_table(W0, b0, X_sub, y_sub, scales, zero_name, **settings)
     table = pd.concat([zero_table, *tables], ignore_index=True)
 
     with study_run(params.tracking, "study-weight-scaling", "weight_scaling",

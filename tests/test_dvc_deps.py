@@ -1,5 +1,6 @@
 """dvc.yaml names exactly the library files that a stage's script imports: editing one reruns the stages that
 run it, and no other."""
+import ast
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,57 @@ def test_stage_deps_are_exactly_the_import_closure_of_its_script(stage):
     expected = "\n".join(f"      - {d}" for d in stage_deps(ROOT / scripts[0], ROOT))
     assert not missing and not unused, (f"dvc.yaml stage {stage!r}: {scripts[0]} imports {missing} (not listed) and "
                                         f"not {unused} (listed); its src/ deps should be:\n{expected}")
+
+
+# Settings a stage's script reads that the stage's params leave out, and why. Any other read that dvc.yaml does not
+# list fails the test below: a setting that changes a stage's outputs without rerunning it.
+UNLISTED = {
+    "tracking": "where the runs are logged (MLflow), not what is computed",
+    "data": "the archive's identity: its bytes (data/raw) are a dep of the stages that read them",
+    "train:features": "train.py trains the features models too; train@<loss>-<reg> trains pixels only",
+    "train:studies.initial_loss_tolerance": "a warning on the terminal, no output",
+    "train_features:studies.initial_loss_tolerance": "a warning on the terminal, no output",
+    "evaluate:features.strength": "shown beside each model: a new strength retrains it, which reruns evaluate",
+    "evaluate:regularizer": "the same, for the pixel models",
+}
+
+
+def params_read(script: Path) -> set[str]:
+    """The settings a script reads as params.<section>.<key>... (a method call such as .model_dump() reads the
+    section; getattr(params.x, name) reads all of x)."""
+    tree = ast.parse(script.read_text())
+    inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    read = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and id(node) not in inner:
+            parts, root = [], node
+            while isinstance(root, ast.Attribute):
+                parts.insert(0, root.attr)
+                root = root.value
+            if isinstance(root, ast.Name) and root.id == "params":
+                read.add(".".join(part for part in parts if not part.startswith("model_")))
+    return read
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_setting_a_stage_reads_is_in_its_params(stage):
+    script = next(dep for dep in STAGES[stage]["deps"] if dep.startswith("pipeline/"))
+    listed = [next(iter(p)) if isinstance(p, dict) else p for p in STAGES[stage].get("params", [])]
+
+    def covered(key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") or p.startswith(key + ".") for p in listed) or any(
+            key == u or key.startswith(u + ".") for u in UNLISTED) or any(
+            f"{stage}:{key}".startswith(u) for u in UNLISTED if ":" in u)
+
+    missing = sorted(key for key in params_read(ROOT / script) if not covered(key))
+    assert not missing, f"dvc.yaml stage {stage!r}: {script} reads {missing}, which its params do not list"
+
+
+def test_the_params_check_sees_a_setting_left_out(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("params = stage_params()\nx = params.studies.near_zero_tol\ny = getattr(params.loss, 'svm')\n"
+                      "z = params.features.model_dump()\n")
+    assert params_read(script) == {"studies.near_zero_tol", "loss", "features"}
 
 
 def test_the_data_stages_import_no_mlflow():

@@ -9,7 +9,20 @@ from linclass.core.losses import LOSSES
 from linclass.core.metrics import check_labels
 from linclass.core.regularizers import REGULARIZERS
 from linclass.core.sgd import train_sgd
-from linclass.settings import LOSS_NAMES, REGULARIZER_NAMES, Data, ElasticNet, Settings, Train, check, default, describe
+from linclass.settings import (
+    LOSS_NAMES,
+    REGULARIZER_NAMES,
+    Data,
+    ElasticNet,
+    Losses,
+    Settings,
+    Studies,
+    SvmLoss,
+    Train,
+    check,
+    default,
+    describe,
+)
 
 
 def test_conf_states_the_schema_defaults():
@@ -22,10 +35,29 @@ def test_conf_states_the_schema_defaults():
 def test_the_library_defaults_are_the_schema_defaults():
     import inspect
 
+    from linclass import plots
+    from linclass.core import losses, model, regularizers
+    from linclass.studies import loss_questions, regularization_path, weight_scaling
+
     signature = inspect.signature(train_sgd).parameters
     for name in ("epochs", "batch_size", "lr_decay", "init_scale", "seed", "l1_step"):
         assert signature[name].default == default(Train, name) == getattr(Train(), name), name
-    assert signature["beta"].default == ElasticNet().beta
+    delta, beta, tol = SvmLoss().delta, ElasticNet().beta, Studies().near_zero_tol
+    expected = {  # every library default that is a setting: (function, argument) -> the setting's default
+        (train_sgd, "beta"): beta, (train_sgd, "delta"): delta,
+        (model.init_weights, "scale"): Train().init_scale,
+        (regularizers.penalty, "beta"): beta, (plots.weight_sparsity, "tol"): tol,
+        (weight_scaling.weight_scaling_table, "delta"): delta, (weight_scaling.weight_scaling_table, "beta"): beta,
+        (weight_scaling.weight_scaling_table, "squared_delta"): Losses().squared_svm.delta,
+        (weight_scaling.train_zero_hinge_model, "delta"): delta,
+        (regularization_path.path_point, "near_zero_tol"): tol, (regularization_path.path_point, "beta"): beta,
+        (regularization_path.regularization_path, "near_zero_tol"): tol,
+        (loss_questions.initial_loss_check, "tolerance"): Studies().initial_loss_tolerance,
+        **{(function, "delta"): delta for function in losses.LOSSES.values()},
+        **{(function, "beta"): beta for function in regularizers.REGULARIZERS.values()},
+    }
+    for (function, argument), value in expected.items():
+        assert inspect.signature(function).parameters[argument].default == value, (function.__name__, argument)
 
 
 @pytest.mark.parametrize("section, values, message", [

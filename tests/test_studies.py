@@ -95,6 +95,16 @@ def test_scaling_multiplies_the_bias_too():
     np.testing.assert_allclose(table["l2_penalty"], 0.0)
 
 
+def test_scaling_uses_each_losss_margin_and_elastic_nets_beta():
+    # scores [0, 1], label 1: hinge max(0, 0 - s + delta); squared hinge max(0, 0 - s + squared_delta)^2
+    W, b = np.array([[0.0], [2.0]], np.float32), np.array([0.0, 1.0], np.float32)
+    X = np.zeros((1, 1), np.float32)
+    table = weight_scaling_table(W, b, X, np.array([1]), [0.5, 1.0], model="m", delta=2.0, squared_delta=3.0, beta=0.25)
+    np.testing.assert_allclose(table["hinge_loss"], [1.5, 1.0])
+    np.testing.assert_allclose(table["squared_hinge_loss"], [2.5 ** 2, 2.0 ** 2])
+    np.testing.assert_allclose(table["elasticnet_penalty"], [0.25 * 1.0 + 1.0, 0.25 * 4.0 + 2.0])
+
+
 @pytest.mark.parametrize("scales", [[], [0.0], [-1.0, 2.0], [float("nan")]])
 def test_scaling_rejects_bad_scales(scales):
     W, b = np.ones((2, 3), np.float32), np.zeros(2, np.float32)

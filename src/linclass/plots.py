@@ -18,10 +18,11 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from linclass.data.cifar import as_images  # noqa: E402
 from linclass.files import atomic_file  # noqa: E402
+from linclass.settings import Studies, default  # noqa: E402
 
 IMAGE_SIDE = 32
 IMAGE_DIM = 3 * IMAGE_SIDE * IMAGE_SIDE  # 3072 = R plane + G plane + B plane, each row-major 32x32
-SPARSITY_TOL = 1e-2
+SPARSITY_TOL = default(Studies, "near_zero_tol")  # |w| <= tol * max|W| counts as a zero weight
 
 
 def _metadata(fmt):

@@ -1,6 +1,6 @@
 """Data losses on class scores: multiclass SVM (hinge), squared hinge, softmax cross-entropy.
 
-Every loss has the signature loss(scores, y, delta=1.0, reduction="mean", *, validate=True):
+Every loss has the signature loss(scores, y, delta=DELTA, reduction="mean", *, validate=True), DELTA = 1.0:
     scores (N, C) float, y (N,) int labels in [0, C)
     reduction="mean" -> (value, dscores): value = mean_i L_i (python float),
                         dscores = d(value)/d(scores), shape (N, C), dtype of scores
@@ -13,7 +13,9 @@ All maths is vectorized over examples and classes; float32 scores stay float32.
 import numpy as np
 
 from linclass.core.metrics import check_labels
-from linclass.settings import LOSS_NAMES
+from linclass.settings import LOSS_NAMES, SvmLoss, default
+
+DELTA = default(SvmLoss, "delta")  # the margin, as params.yaml has it by default
 
 REDUCTIONS = ("mean", "none")
 
@@ -39,7 +41,7 @@ def _margins(scores, y, delta):
     return margins
 
 
-def hinge_loss(scores, y, delta=1.0, reduction="mean", *, validate=True):
+def hinge_loss(scores, y, delta=DELTA, reduction="mean", *, validate=True):
     """Multiclass SVM: L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + delta)."""
     if validate:
         _check(scores, y, reduction)
@@ -56,7 +58,7 @@ def hinge_loss(scores, y, delta=1.0, reduction="mean", *, validate=True):
     return float(per_example.mean(dtype=np.float64)), dscores
 
 
-def squared_hinge_loss(scores, y, delta=1.0, reduction="mean", *, validate=True):
+def squared_hinge_loss(scores, y, delta=DELTA, reduction="mean", *, validate=True):
     """Squared hinge (the lecture's Q6): L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + delta)^2."""
     if validate:
         _check(scores, y, reduction)
@@ -80,7 +82,7 @@ def softmax_probabilities(scores):
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def softmax_loss(scores, y, delta=1.0, reduction="mean", *, validate=True):
+def softmax_loss(scores, y, delta=DELTA, reduction="mean", *, validate=True):
     """Softmax cross-entropy: L_i = -log(e^{s_{y_i}} / sum_j e^{s_j}) = logsumexp(s) - s_{y_i} (natural log).
 
     Computed with the log-sum-exp trick (subtract the row max), so scores like 1000 / -1000 give finite

@@ -10,9 +10,10 @@ X is a float array or linclass.core.pixels.Pixels (the uint8 images with the mea
 import numpy as np
 
 from linclass.core.pixels import Pixels
+from linclass.settings import Train, default
 
 
-def init_weights(num_classes, dim, rng, scale=1e-3, dtype=np.float32):
+def init_weights(num_classes, dim, rng, scale=default(Train, "init_scale"), dtype=np.float32):
     """Small random weights W ~ scale * N(0, 1) of shape (C, D) and zero bias b of shape (C,), both `dtype`."""
     if int(num_classes) < 1 or int(dim) < 1:
         raise ValueError(f"num_classes and dim must be >= 1, got num_classes={num_classes}, dim={dim}")

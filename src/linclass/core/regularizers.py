@@ -3,7 +3,7 @@
 Only W (C, D) is regularized, never the bias b: the bias does not interact with the input, so
 penalizing it would not make the classifier prefer spread-out weights.
 
-Every regularizer has the signature reg(W, strength, beta=0.5, out=None) -> (value, dW):
+Every regularizer has the signature reg(W, strength, beta=BETA, out=None) -> (value, dW), BETA = 0.5:
     value = strength * R(W) (python float), dW = strength * dR/dW (same shape and dtype as W),
     written into `out` (an array like W) when given: SGD reuses one buffer instead of allocating per step.
     With or without `out`, the same float operations in the same order: the results are bit-identical.
@@ -15,7 +15,9 @@ Every regularizer has the signature reg(W, strength, beta=0.5, out=None) -> (val
 
 import numpy as np
 
-from linclass.settings import REGULARIZER_NAMES, Penalty, check
+from linclass.settings import REGULARIZER_NAMES, ElasticNet, Penalty, check, default
+
+BETA = default(ElasticNet, "beta")  # elastic net's weight of W^2, as params.yaml has it by default
 
 
 def _check_strength(strength):
@@ -23,7 +25,7 @@ def _check_strength(strength):
     return float(strength)  # python float: never upcasts float32 W
 
 
-def no_penalty(W, strength, beta=0.5, out=None):
+def no_penalty(W, strength, beta=BETA, out=None):
     """R(W) = 0."""
     _check_strength(strength)
     if out is None:
@@ -32,7 +34,7 @@ def no_penalty(W, strength, beta=0.5, out=None):
     return 0.0, out
 
 
-def l2_penalty(W, strength, beta=0.5, out=None):
+def l2_penalty(W, strength, beta=BETA, out=None):
     """R(W) = sum W^2, dR/dW = 2W."""
     strength = _check_strength(strength)
     return strength * float(np.vdot(W, W)), np.multiply(W, 2 * strength, out=out)
@@ -46,7 +48,7 @@ def _abs_sum_and_sign(W, out):
     return abs_sum, np.sign(W, out=out)
 
 
-def l1_penalty(W, strength, beta=0.5, out=None):
+def l1_penalty(W, strength, beta=BETA, out=None):
     """R(W) = sum |W|, dR/dW = sign(W)."""
     strength = _check_strength(strength)
     abs_sum, sign = _abs_sum_and_sign(W, out)
@@ -54,7 +56,7 @@ def l1_penalty(W, strength, beta=0.5, out=None):
     return strength * abs_sum, sign
 
 
-def elasticnet_penalty(W, strength, beta=0.5, out=None):
+def elasticnet_penalty(W, strength, beta=BETA, out=None):
     """R(W) = sum(beta W^2 + |W|), dR/dW = 2 beta W + sign(W)."""
     strength = _check_strength(strength)
     beta = float(beta)
@@ -75,7 +77,7 @@ def get_regularizer(name):
     return REGULARIZERS[name]
 
 
-def penalty(name, W, beta=0.5):
+def penalty(name, W, beta=BETA):
     """R(W) without the strength (python float)."""
     value, _ = get_regularizer(name)(W, 1.0, beta)
     return value

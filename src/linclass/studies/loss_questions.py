@@ -9,8 +9,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from linclass.core.losses import get_loss, hinge_loss, softmax_loss, squared_hinge_loss
+from linclass.core.losses import DELTA, get_loss, hinge_loss, softmax_loss, squared_hinge_loss
 from linclass.core.model import class_scores, init_weights
+from linclass.settings import Studies, default
 
 LOSS_STUDY_COLUMNS = ["question", "case", "loss", "value", "note"]
 
@@ -34,7 +35,7 @@ def _hinge_all_classes(scores, y, delta):
     return np.maximum(0, scores - correct + delta).sum(axis=1)
 
 
-def loss_behaviour_table(delta=1.0):
+def loss_behaviour_table(delta=DELTA):
     """The lecture's loss questions, measured. Long format: one row per measured number.
 
     Columns: question, case, loss, value, note. `loss` names what was measured: "svm", "softmax",
@@ -97,7 +98,8 @@ def loss_behaviour_table(delta=1.0):
     return pd.DataFrame(rows, columns=LOSS_STUDY_COLUMNS)
 
 
-def initial_loss_check(loss_name, observed, num_classes, tolerance=0.10, delta=1.0):
+def initial_loss_check(loss_name, observed, num_classes, tolerance=default(Studies, "initial_loss_tolerance"),
+                       delta=DELTA):
     """Is the loss at initialization (W ~ 0, all scores ~ 0) what the maths says?
 
     Expected: svm (C-1) delta; squared_svm (C-1) delta^2 (each margin max(0, 0 + delta)^2); softmax log C.
@@ -115,7 +117,7 @@ def initial_loss_check(loss_name, observed, num_classes, tolerance=0.10, delta=1
             "ok": bool(relative_error <= tolerance)}
 
 
-def initial_loss(X, y, loss_name, num_classes, *, seed, init_scale, delta=1.0, sample=5000):
+def initial_loss(X, y, loss_name, num_classes, *, seed, init_scale, delta=DELTA, sample=5000):
     """Data loss at the small random W that training starts from (the same draw as train_sgd's),
     on the first `sample` rows of X (N, D), y (N,)."""
     W, b = init_weights(num_classes, X.shape[1], np.random.default_rng(seed), scale=init_scale, dtype=X.dtype)

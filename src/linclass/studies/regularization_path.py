@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from linclass.core.losses import get_loss
+from linclass.core.losses import DELTA, get_loss
 from linclass.core.metrics import accuracy
 from linclass.core.model import class_scores, predict
-from linclass.core.regularizers import penalty
+from linclass.core.regularizers import BETA, penalty
 from linclass.core.sgd import train_sgd
 from linclass.plots import Figure, save_figure, template_images, weight_sparsity
-from linclass.settings import RegularizationPath, check
+from linclass.settings import RegularizationPath, Studies, check, default
 
 COLUMNS = ("loss", "regularizer", "strength", "val_accuracy", "train_accuracy", "data_loss", "penalty",
            "near_zero")
@@ -43,8 +43,8 @@ class PathPoint:
     near_zero: float         # share of |w| <= near_zero_tol * max|W|
 
 
-def path_point(X, y, X_val, y_val, *, loss, regularizer, strength, learning_rate, delta=1.0, beta=0.5,
-               near_zero_tol=1e-2, num_classes=None, **sgd) -> PathPoint:
+def path_point(X, y, X_val, y_val, *, loss, regularizer, strength, learning_rate, delta=DELTA, beta=BETA,
+               near_zero_tol=default(Studies, "near_zero_tol"), num_classes=None, **sgd) -> PathPoint:
     """Train on X (N, D), y (N,) with this strength; measure the point. `sgd`: epochs, batch_size, lr_decay,
     seed, init_scale (passed to train_sgd)."""
     # The path reads only the final weights: the per-epoch train accuracy (its one use of the sample) is
@@ -61,8 +61,9 @@ def path_point(X, y, X_val, y_val, *, loss, regularizer, strength, learning_rate
                      near_zero=weight_sparsity(W, near_zero_tol))
 
 
-def regularization_path(X, y, X_val, y_val, *, losses, regularizers, strengths, near_zero_tol=1e-2,
-                        beta=0.5, num_classes=None, **sgd) -> list[PathPoint]:
+def regularization_path(X, y, X_val, y_val, *, losses, regularizers, strengths,
+                        near_zero_tol=default(Studies, "near_zero_tol"), beta=BETA, num_classes=None,
+                        **sgd) -> list[PathPoint]:
     """Every loss x regularizer x strength, in that order.
 
     losses: {name: {"learning_rate": ..., "delta": ...}} (each loss at its own settings);

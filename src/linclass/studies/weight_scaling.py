@@ -8,10 +8,10 @@ s keeps the hinge loss at 0 while R(sW) grows (L2 as s^2, L1 as s): only regular
 import numpy as np
 import pandas as pd
 
-from linclass.core.losses import hinge_loss, softmax_loss, squared_hinge_loss
+from linclass.core.losses import DELTA, hinge_loss, softmax_loss, squared_hinge_loss
 from linclass.core.model import class_scores
 from linclass.core.pixels import Pixels
-from linclass.core.regularizers import penalty
+from linclass.core.regularizers import BETA, penalty
 from linclass.core.sgd import train_sgd
 from linclass.settings import Studies, check
 
@@ -24,11 +24,12 @@ def _mean(per_example):
 
 
 
-def weight_scaling_table(W, b, X, y, scales, model, delta=1.0, beta=0.5):
+def weight_scaling_table(W, b, X, y, scales, model, delta=DELTA, squared_delta=DELTA, beta=BETA):
     """Losses, accuracy and penalties of (sW, sb) for each s in `scales`; one row per scale.
 
     W (C, D), b (C,), X (N, D), y (N,). Scores of (sW, sb) are exactly s * (X W^T + b), so the scores are
-    computed once and multiplied (in float64). Penalties are R(sW) without the strength; elasticnet = beta*L2 + L1.
+    computed once and multiplied (in float64). The hinge loss has margin delta, the squared hinge squared_delta.
+    Penalties are R(sW) without the strength; elasticnet = beta*L2 + L1.
     Columns: model, scale, accuracy, hinge_loss, squared_hinge_loss, softmax_loss, l1_penalty,
     l2_penalty, elasticnet_penalty (losses are means over the N examples).
     """
@@ -46,7 +47,7 @@ def weight_scaling_table(W, b, X, y, scales, model, delta=1.0, beta=0.5):
             "scale": s,
             "accuracy": float(np.mean(np.argmax(scaled, axis=1) == y)),
             "hinge_loss": _mean(hinge_loss(scaled, y, delta, reduction="none")),
-            "squared_hinge_loss": _mean(squared_hinge_loss(scaled, y, delta, reduction="none")),
+            "squared_hinge_loss": _mean(squared_hinge_loss(scaled, y, squared_delta, reduction="none")),
             "softmax_loss": _mean(softmax_loss(scaled, y, reduction="none")),
             "l1_penalty": penalty("l1", s * W, beta),
             "l2_penalty": penalty("l2", s * W, beta),
@@ -56,7 +57,7 @@ def weight_scaling_table(W, b, X, y, scales, model, delta=1.0, beta=0.5):
 
 
 def train_zero_hinge_model(X, y, n=50, seed=0, *, learning_rate=None, epochs=10, max_epochs=5120,
-                           batch_size=None, delta=1.0, num_classes=None):
+                           batch_size=None, delta=DELTA, num_classes=None):
     """The lecture's "W with L = 0": an SVM without regularization trained on a small subset until the
     hinge loss on that subset is exactly 0. Returns (W (C, D), b (C,), X_sub (n, D), y_sub (n,)).
 
