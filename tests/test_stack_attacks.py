@@ -454,6 +454,57 @@ def test_a_password_flood_is_throttled_per_user_and_per_address(stack):
     assert call(stack.url, search, auth=login(stack, "dave"), source="127.0.0.9")[0] == 200
 
 
+def raw_login(url: str, path: str, method: str, authorization: str, source: str) -> int:
+    """The status of one request whose Authorization header is sent exactly as given."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60, source_address=(source, 0))
+    try:
+        conn.request(method, path, body=b"", headers={"Authorization": authorization,
+                                                      "Content-Type": "application/json"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+# Authorization headers that one of MLflow's parsers reads as user:password (werkzeug's for its Flask routes, its
+# own for the FastAPI ones such as /v1/traces: `scheme, token = header.split()`), written the unusual ways.
+HEADER_FORMS = {"tab": "Basic\t{}", "two spaces": "Basic  {}", "lower case": "basic {}"}
+
+
+@pytest.mark.parametrize("form", HEADER_FORMS)
+def test_guesses_in_any_header_form_mlflow_reads_are_throttled(stack, form):
+    name = f"guesser-{form.replace(' ', '-')}"
+    services(stack.env, "add-user", name)
+    password = stack.user(name)["MLFLOW_TRACKING_PASSWORD"]
+    header = HEADER_FORMS[form].format
+    traces, search = "/v1/traces", "/api/2.0/mlflow/experiments/search?max_results=1"
+    # MLflow reads this form: the right password gets past its login (401 is the answer to a wrong one)
+    assert raw_login(stack.url, traces, "POST", header(base64.b64encode(f"{name}:{password}".encode()).decode()),
+                     "127.0.0.10") != 401
+    guesses = [raw_login(stack.url, path, method, header(base64.b64encode(f"{name}:guess-{i}".encode()).decode()),
+                         "127.0.0.10")
+               for i in range(20) for path, method in ((traces, "POST"), (search, "GET"))]
+    assert guesses.count(401) <= 10 and guesses.count(429) == 40 - guesses.count(401), guesses
+
+
+def test_of_two_authorization_headers_mlflow_checks_the_one_the_throttle_counts(stack):
+    """The guard reads the last Authorization header, MLflow the first: MLflow must get the guard's."""
+    right, wrong = (base64.b64encode(f"{user}:{password}".encode()).decode()
+                    for user, password in (login(stack, "carol"), ("carol", "a-guess")))
+    host, port = stack.url.removeprefix("http://").split(":")
+    for path in ("/v1/traces", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        conn = http.client.HTTPConnection(host, int(port), timeout=60, source_address=("127.0.0.11", 0))
+        try:
+            conn.putrequest("POST" if path == "/v1/traces" else "GET", path)
+            for token in (right, wrong):
+                conn.putheader("Authorization", f"Basic {token}")
+            conn.putheader("Content-Length", "0")
+            conn.endheaders()
+            assert conn.getresponse().status == 401, path   # the wrong password was checked, not the right one
+        finally:
+            conn.close()
+
+
 # ---- errors: no database text, no 500 for a malformed request ----
 
 MALFORMED = [("/graphql", "{"), ("/graphql", "[1]"), ("/graphql", '{"query": 5}'), ("/graphql", '{"query": "{"}'),

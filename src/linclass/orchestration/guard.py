@@ -95,15 +95,26 @@ def scrub(message: str) -> str:
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
-    scheme, _, token = (header or "").strip().partition(" ")
-    if scheme.lower() != "basic" or not token.strip():
+    """(user, password) of a Basic Authorization header, read as liberally as any of MLflow's parsers reads one
+    (werkzeug's, for its Flask routes, splits the scheme off at a space; MLflow's own, for its FastAPI routes
+    such as /v1/traces, at any whitespace), else None."""
+    parts = (header or "").split(None, 1)
+    if len(parts) != 2 or parts[0].lower() != "basic":
         return None
     try:
-        decoded = base64.b64decode(token.strip(), validate=False).decode("latin-1")
+        decoded = base64.b64decode(parts[1], validate=False).decode("latin-1")
     except (binascii.Error, ValueError):
         return None
     user, _, password = decoded.partition(":")
     return user, password
+
+
+def with_credentials(headers: list[tuple[bytes, bytes]], user: str, password: str) -> list[tuple[bytes, bytes]]:
+    """`headers` with one canonical Authorization header for (user, password) instead of any: MLflow reads
+    exactly the credentials that the throttle counted (not, say, the first of two headers where the guard
+    read the last, or a form one of its parsers misreads)."""
+    token = base64.b64encode(f"{user}:{password}".encode("latin-1"))
+    return [(k, v) for k, v in headers if k.lower() != b"authorization"] + [(b"authorization", b"Basic " + token)]
 
 
 def proto_routes(prefix: str = "") -> list[tuple[re.Pattern, frozenset[str], type[Message]]]:
@@ -281,6 +292,8 @@ class Guard:
         path, method = route_path(scope["path"], self.prefix), scope["method"].upper()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         credentials = basic_credentials(headers.get("authorization"))
+        if credentials is not None:
+            scope = {**scope, "headers": with_credentials(scope.get("headers", []), *credentials)}
         login_needed = self.throttle is not None and not self.unprotected(scope["path"])
         if login_needed and credentials is None:
             # no credentials: MLflow answers 401 everywhere (refused routes too) before reading any body
