@@ -207,6 +207,33 @@ def test_killed_training_is_marked_killed_leaves_nothing_and_repro_completes(pro
     assert json.loads(project.dvc("status", "--json", f"train@{name}").stdout) == {}
 
 
+def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_away(project, tmp_path):
+    """`linclass exp` waits for DVC to undo its `git add` of params.yaml and dvc.lock after Ctrl-C: with them
+    left staged, the README's way back (`git checkout params.yaml`) restored the interrupted settings."""
+    settings = yaml.safe_load(project.saved["params.yaml"])
+    overrides = [f"data.url={settings['data']['url']}", f"data.md5={settings['data']['md5']}", *SMALL,
+                 "grid.losses=[svm]", "grid.regularizers=[none]", "grid.features=[]", "train.epochs=100000"]
+    before = all_runs(project)
+    log = tmp_path / "exp.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(BIN / "linclass"), "exp", *overrides], cwd=project.path, env=project.env,
+                                stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for_training(project, proc, before, log)
+        os.killpg(proc.pid, signal.SIGINT)   # what Ctrl-C in the terminal does
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0 and "interrupted (SIGINT)" in log.read_text(), log.read_text()[-3000:]
+    staged = project.run("git", "diff", "--cached", "--name-only").stdout.split()
+    assert staged == [], staged
+    assert (project.path / "params.yaml").read_bytes() != project.saved["params.yaml"]   # the experiment's
+    project.run("git", "checkout", "params.yaml")
+    assert (project.path / "params.yaml").read_bytes() == project.saved["params.yaml"]
+
+
 # A signal can land in the middle of an MLflow call (the train stage logs every epoch). Raised there, it
 # can leave the sqlite transaction open and the database locked, so that the run cannot be set KILLED.
 # This runs tracked_run many times in a child process, each time sending itself SIGTERM or SIGINT at a

@@ -71,10 +71,19 @@ def one_pipeline_at_a_time() -> Iterator[None]:
 
 
 def dvc(*args: str) -> None:
-    """Run dvc (this environment's), its output ours; Failed when it fails."""
+    """Run dvc (this environment's), its output ours; Failed when it fails.
+
+    On Ctrl-C, DVC (in the same process group) gets it too: wait for it to stop its stage and undo its
+    `git add` of params.yaml and dvc.lock (subprocess.run would kill it 0.25 s later, leaving them staged,
+    and `git checkout params.yaml` would then restore the interrupted experiment's settings)."""
     from linclass.orchestration.sweep import dvc_executable
 
-    status = subprocess.run([dvc_executable(), *args], env={**os.environ, "DVC_NO_ANALYTICS": "1"}).returncode
+    proc = subprocess.Popen([dvc_executable(), *args], env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    try:
+        status = proc.wait()
+    except KeyboardInterrupt:
+        proc.wait()
+        raise
     if status:
         raise Failed(status)
 
