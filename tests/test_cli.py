@@ -103,6 +103,35 @@ def test_a_bad_or_missing_option_is_one_line(tmp_path, argv, message):
         proc.stderr
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["settings", "trian"], "error: no setting starts with 'trian'; the sections: data, preprocess, loss,"),
+    (["exp"], "error: an experiment needs settings to change, e.g. linclass exp train.epochs=5"),
+    (["exp", "train.epochs=2", "train.epochs=3"], "error: train.epochs is given twice"),
+])
+def test_a_request_that_would_do_nothing_or_guess_is_one_line_and_writes_nothing(project, argv, message):
+    before = snapshot(project.path)
+    proc = subprocess.run([LINCLASS, *argv], cwd=project.path, env=env_for_pipeline(), capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.startswith(message) and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert snapshot(project.path) == before
+
+
+@pytest.mark.parametrize("command", ["ui", "server"])
+def test_a_server_on_a_busy_port_is_one_line_before_anything_starts(project, command):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = snapshot(project.path)
+        proc = subprocess.run([LINCLASS, command, "--port", str(port)], cwd=project.path, env=env_for_pipeline(),
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stdout   # no link to a server that is not ours
+    assert proc.stderr == (f"error: port {port} on 127.0.0.1 is not free (Address already in use): another server "
+                           f"listens there; choose another: --port {port + 1}, or PORT={port + 1} with make\n")
+    assert snapshot(project.path) == before
+
+
 @pytest.mark.parametrize("argv", [["repro"], ["exp", "train.epochs=1"], ["config"], ["config", "--check"],
                                   ["compare"], ["experiments"], ["table"], ["store"], ["reap"], ["ui"], ["push"],
                                   ["pull"], ["grid"]])

@@ -105,6 +105,19 @@ def test_a_mistyped_or_bad_override_is_one_line_naming_it(override, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["train.epochs=2", "train.epochs=3"],
+     "train.epochs is given twice (train.epochs=2 and train.epochs=3): give it once"),
+    (["train.epochs"], "'train.epochs' sets nothing: allowed key=value, e.g. train.epochs=5"),
+    (["loss=svn"], "loss=svn is not an option of the group loss (options: default); one setting is loss.<name>=value "
+                   "(linclass settings loss); which are trained: grid.losses, e.g. grid.losses=[svm]"),
+])
+def test_an_override_given_twice_or_without_a_value_is_one_line(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        compose(ROOT / "conf", overrides)
+    assert str(info.value) == message
+
+
 def test_the_composition_itself_rejects_a_mistyped_key_in_one_line():
     """What DVC runs on `dvc exp run -S`: Hydra's compose with the project's check, no pre-check of ours."""
     from hydra import compose as hydra_compose

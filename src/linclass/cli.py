@@ -117,9 +117,13 @@ def config(overrides: Overrides = None,
 @app.command()
 def settings(prefix: Annotated[str, typer.Argument(help="only settings starting with this, e.g. train")] = ""):
     """Every setting: its key, what it allows, its default and what it means."""
-    from linclass.settings import describe
+    from linclass.settings import Settings, describe
 
-    for line in describe(prefix):
+    lines = describe(prefix)
+    if not lines:
+        sections = ", ".join(name for name in Settings.model_fields if name != "checked")
+        raise ValueError(f"no setting starts with {prefix!r}; the sections: {sections}")
+    for line in lines:
         typer.echo(line)
 
 
@@ -136,6 +140,9 @@ def repro():
 @app.command()
 def exp(overrides: Overrides = None):
     """One experiment in the workspace with OVERRIDES (dvc exp run -S ...), checked before DVC starts."""
+    if not overrides:
+        raise ValueError("an experiment needs settings to change, e.g. linclass exp train.epochs=5 "
+                         "(make exp SET='train.epochs=5'); the workspace as it is: linclass repro (make repro)")
     overrides = checked(overrides)
     with one_pipeline_at_a_time():
         dvc("exp", "run", *(arg for o in overrides for arg in ("-S", o)))

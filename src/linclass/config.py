@@ -29,13 +29,21 @@ def check_override_keys(overrides: Iterable[str], conf_dir: str | Path) -> None:
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    overrides = list(overrides)
+    for item in overrides:
+        if "=" not in item and not item.startswith("~"):
+            raise ConfigError(f"{item!r} sets nothing: allowed key=value, e.g. train.epochs=5")
     try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # Hydra's OverrideParseException: the override's syntax
         raise ConfigError(" ".join(str(exc).split())) from None
     groups = {p.name for p in Path(conf_dir).iterdir() if p.is_dir()}
-    for override in parsed:
+    given: dict[str, str] = {}
+    for override, item in zip(parsed, overrides):
         key = override.key_or_group
+        if key in given:   # Hydra would keep the last one, silently
+            raise ConfigError(f"{key} is given twice ({given[key]} and {item}): give it once")
+        given[key] = item
         top, _, rest = key.partition(".")
         if key in groups and not override.is_delete():   # a config group: train=smoke
             if override.value() not in {p.stem for p in (Path(conf_dir) / key).glob("*.yaml")}:
@@ -146,8 +154,10 @@ def open_sections() -> dict:
 def option_error(conf_dir: str | Path, group: str, option: str) -> ConfigError:
     """The one line for `group=option` when conf/<group>/ has no such option."""
     options = sorted(p.stem for p in (Path(conf_dir) / group).glob("*.yaml"))
+    which = {"loss": "grid.losses=[svm]", "regularizer": "grid.regularizers=[l2]"}
+    hint = f"; which are trained: {which[group].split('=')[0]}, e.g. {which[group]}" if group in which else ""
     return ConfigError(f"{group}={option} is not an option of the group {group} (options: {', '.join(options)}); "
-                       f"one setting is {group}.<name>=value (linclass settings {group})")
+                       f"one setting is {group}.<name>=value (linclass settings {group}){hint}")
 
 
 def unknown_option_plugins() -> tuple[type, type]:

@@ -10,6 +10,7 @@ their database URLs from the environment, not argv.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -23,6 +24,18 @@ def _mlflow() -> str:
     return str(Path(sys.executable).with_name("mlflow"))
 
 
+def port_free(host: str, port: int) -> None:
+    """RuntimeError (one line) when another process listens on host:port: MLflow's server would print its
+    links, then fail to bind in its log and still exit 0."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(f"port {port} on {host} is not free ({exc.strerror}): another server listens "
+                               f"there; choose another: --port {port + 1}, or PORT={port + 1} with make") from None
+
+
 def ui(tracking: Tracking, port: int) -> None:
     """`mlflow ui` on the project's store (created if needed), after printing the links to its training runs,
     the Compare page of the latest models and the studies, all in the UI's machine-learning view."""
@@ -31,6 +44,7 @@ def ui(tracking: Tracking, port: int) -> None:
     from linclass.tracking.runs import project_root, setup, studies_experiment
     from linclass.tracking.ui import links, set_runs_view
 
+    port_free("127.0.0.1", port)
     root = project_root()
     experiment_id = setup(tracking.experiment, None, root)   # the project's own store, not MLFLOW_TRACKING_URI
     set_runs_view(experiment_id)
@@ -44,6 +58,7 @@ def ui(tracking: Tracking, port: int) -> None:
 def server(host: str, port: int, backend_store: str | None, artifacts: str | None) -> None:
     """`mlflow server` with a database backend and an artifact store it serves (clients up- and download
     through it): by default sqlite and a folder under mlflow-server/."""
+    port_free(host, port)
     folder = Path("mlflow-server").resolve()
     artifacts = artifacts or str(folder / "artifacts")
     if "://" not in artifacts:
