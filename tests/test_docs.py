@@ -157,7 +157,7 @@ def test_the_site_builds_strictly(tmp_path):
     proc = subprocess.run([str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
                           capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    page = (tmp_path / "site" / "configuration" / "index.html").read_text()
+    page = (tmp_path / "site" / "configuration.html").read_text()
     assert "<code>train.epochs</code>" in page and "settings-table" not in page   # the table was generated
 
 

@@ -150,6 +150,15 @@ def test_sweep_values_read_comma_separated_numbers_and_a_strength_may_be_zero():
     assert compose(ROOT / "conf", point.overrides)["features"]["strength"]["none"] == 0.0
 
 
+def test_the_command_to_keep_a_point_is_the_one_that_works_from_a_fresh_shell(tmp_path, monkeypatch):
+    from linclass.orchestration.sweep import shown_dvc
+
+    monkeypatch.chdir(ROOT)   # the project, with the .venv this test runs in
+    assert shown_dvc() == ".venv/bin/dvc" and (ROOT / shown_dvc()).exists()
+    monkeypatch.chdir(tmp_path)   # elsewhere: the dvc on PATH
+    assert shown_dvc() == "dvc"
+
+
 def _experiment(name, state, lr, val, test, trained_md5="aa", tested_md5="aa"):
     params = {"grid": {"losses": ["softmax"], "regularizers": ["l2"]}, "train": {"epochs": 1},
               "loss": {"softmax": {"learning_rate": lr}}, "regularizer": {"l2": {"strength": 1e-3}},

@@ -134,7 +134,21 @@ def repro():
     """Run the whole pipeline in the workspace (dvc repro), then show the test accuracies."""
     with one_pipeline_at_a_time():
         dvc("repro")
-    dvc("metrics", "show", "metrics/test.json")
+    print_test_accuracies(Path("metrics/test.json"))
+
+
+def print_test_accuracies(path: Path) -> None:
+    """metrics/test.json as a table: a row per model, best on validation first."""
+    import pandas as pd
+
+    from linclass.orchestration.sweep import accuracy_columns
+
+    keys = [f"{split}_accuracy{end}" for split in ("val", "test") for end in ("", "_low", "_high")]
+    rows = [{"model": name, **{key: values.get(key) for key in keys}} for name, values in
+            json.loads(path.read_text()).items()]
+    table = pd.DataFrame(rows).sort_values("val_accuracy", ascending=False, kind="stable")
+    typer.echo(f"{path}: [low, high] is the 95% Wilson interval")
+    typer.echo(accuracy_columns(table).to_string(index=False))
 
 
 @app.command()

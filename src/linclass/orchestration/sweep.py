@@ -153,6 +153,13 @@ def parse_floats(values: Sequence[float] | str, what: str, key: str, section: An
 
 # ---- talking to DVC ----
 
+def shown_dvc() -> str:
+    """dvc as a user types it here: .venv/bin/dvc when that is the one used (the venv need not be active)."""
+    with contextlib.suppress(ValueError):
+        return str(Path(dvc_executable()).relative_to(Path.cwd()))
+    return "dvc"
+
+
 def dvc_executable() -> str:
     """This environment's dvc (beside its python), else the one on PATH."""
     beside = Path(sys.executable).parent / "dvc"
@@ -505,7 +512,7 @@ def print_table(rows: list[dict], prefix: str) -> None:
           f"strength={best['strength']}): val {with_interval(*(best[k] for k in VAL_KEYS))}, test {test}")
     if any(row["test_accuracy"] is None for row in rows):
         print(NOT_EVALUATED)
-    print(f"keep it: dvc exp apply {best['experiment']}")
+    print(f"keep it: {shown_dvc()} exp apply {best['experiment']}")
     print(f"in the MLflow UI, filter runs by tags.dvc_exp_name LIKE '{prefix}%'")
 
 
