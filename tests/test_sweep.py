@@ -243,8 +243,11 @@ def test_the_comparison_has_the_features_models_with_their_own_rate_and_strength
 def test_a_sweep_runs_through_dvcs_queue_and_leaves_params_yaml_as_committed(tmp_path, synthetic_archive):
     path, md5 = synthetic_archive
     project = make_project(tmp_path / "project")
-    shrink_conf(project, (*SMALL, "train.epochs=1"))
+    shrink_conf(project, (*SMALL, "train.epochs=1", "grid.losses=[softmax]", "grid.regularizers=[l2]",
+                          "grid.features=[]"))
     (project.path / "local.env").write_text(f"LINCLASS_DATA_URL={path.as_uri()}\nLINCLASS_DATA_MD5={md5}\n")
+    project.dvc("repro")   # the workspace's own pipeline and report, committed
+    project.git_commit("results")
     committed = (project.path / "params.yaml").read_text()
     try:
         done = project.run(str(BIN / "python"), "-m", "linclass.cli", "sweep", "--loss", "softmax",
@@ -263,3 +266,5 @@ def test_a_sweep_runs_through_dvcs_queue_and_leaves_params_yaml_as_committed(tmp
     assert f"keep it: dvc exp apply {best}" in done.stdout, done.stdout[-2000:]
     # the data stages ran once, in the workspace; the experiments restored them from the run-cache
     assert (project.path / "data/processed/X_train.npy").exists()
+    # the sweep's table is in the heat map and the report: the workspace's pipeline is up to date
+    assert json.loads(project.dvc("status", "--json").stdout) == {}

@@ -237,8 +237,16 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
     name = f"{loss}-{regularizer}" if features == "pixels" else f"{loss}-{regularizer}-{features}"
     _points(points, f"sweep-{name}-", overrides, backend, jobs, address, table=SWEEPS / f"{name}.csv",
             summary=summary, features=features)
-    with one_pipeline_at_a_time():
-        dvc("repro", "hyperparameter_map")
+    with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one
+        dvc("repro", "report" if "report" in locked_stages() else "hyperparameter_map")
+
+
+def locked_stages() -> set[str]:
+    """The stages dvc.lock records (that ran in this workspace)."""
+    import yaml
+
+    lock = Path("dvc.lock")
+    return set((yaml.safe_load(lock.read_text()) or {}).get("stages", {})) if lock.exists() else set()
 
 
 # ---- results ----
