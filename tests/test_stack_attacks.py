@@ -199,6 +199,7 @@ def test_the_other_routes_that_run_commands_or_reconfigure_the_server_are_refuse
               ("POST", "/ajax-api/3.0/mlflow/gateway/secrets/create", {"secret_name": "s", "secret_value": "v"}),
               ("GET", "/ajax-api/3.0/mlflow/gateway/secrets/list", None),
               ("POST", "/gateway/proxy/e/chat/completions", {}),
+              ("POST", "/ajax-api/2.0/mlflow/gateway-proxy", {"gateway_path": "api/2.0/endpoints/x", "json_data": {}}),
               ("POST", "/api/2.0/mlflow/webhooks", {"name": "w", "url": "http://127.0.0.1:9/x", "events": []}),
               ("POST", "/api/3.0/mlflow/scorers/register", {"experiment_id": "0", "name": "s"}),
               ("POST", "/ajax-api/3.0/mlflow/scorer/invoke", {}),
@@ -211,6 +212,11 @@ def test_the_other_routes_that_run_commands_or_reconfigure_the_server_are_refuse
             assert status == 403 and "switched off" in text, (who[0], method, path, status, text[:200])
     status, _, text, _ = call(stack.url, "/ajax-api/3.0/mlflow/server-info")
     assert status == 200 and json.loads(text)["features_enabled"]["gateway"] is False   # the UI hides it
+    # the UI's question on every page load, answered as MLflow answers it without a gateway (no error shown)
+    endpoints = "/ajax-api/2.0/mlflow/gateway-proxy?gateway_path=api%2F2.0%2Fendpoints%2F"
+    status, _, text, _ = call(stack.url, endpoints, auth=bob)
+    assert status == 200 and json.loads(text) == {"endpoints": []}
+    assert call(stack.url, endpoints)[0] == 401   # anonymous: as everywhere
 
 
 @pytest.mark.parametrize("target", ["server", "ui"])

@@ -18,7 +18,8 @@ For every client, admins included, it
 - with logins (linclass-team): throttles wrong passwords per user name and per client address
   (throttle.py: 429 past the limit, without checking the password), and answers every wrong password, and
   every throttled attempt, after the same time (`floor`), whether the user exists or not.
-It also switches off the AI gateway (MLFLOW_ENABLE_AI_GATEWAY=false: the UI hides its pages). The UI's
+It also switches off the AI gateway (MLFLOW_ENABLE_AI_GATEWAY=false: the UI hides its pages) and answers the
+UI's request for its endpoints with an empty list (GATEWAY_LIST), as MLflow does without one. The UI's
 assistant button cannot be hidden from the server in MLflow 3.17 (the page shows it on localhost); on this
 server every assistant call it makes is refused.
 """
@@ -51,6 +52,10 @@ REFUSED = re.compile(r"""^(?:
     | /ajax-api/[^/]+/jobs
     | /gateway
     )(?:/|$)""", re.X | re.I)
+# The UI asks for the AI gateway's endpoints on every page load and shows a refusal as an error: answered here
+# as MLflow answers it when no gateway is configured, an empty list, without proxying anything.
+GATEWAY_LIST = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/gateway-proxy$", re.I)
+NO_ENDPOINTS = b'{"endpoints": []}'
 WORKSPACES = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/workspaces(?:/|$)", re.I)
 API = re.compile(r"^/(?:ajax-)?api/", re.I)
 BINARY_BODIES = re.compile(r"/mlflow-artifacts/|/mlflow/upload-artifact$", re.I)
@@ -193,8 +198,9 @@ def refusal_floor() -> float:
     return max(0.5, 5 * (time.perf_counter() - start))
 
 
-async def answer(send, status: int, code: str, message: str, headers: list | None = None) -> None:
-    body = json.dumps({"error_code": code, "message": message}).encode()
+async def answer(send, status: int, code: str, message: str, headers: list | None = None,
+                 body: bytes | None = None) -> None:
+    body = body or json.dumps({"error_code": code, "message": message}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})
@@ -295,6 +301,8 @@ class Guard:
         if credentials is not None:
             scope = {**scope, "headers": with_credentials(scope.get("headers", []), *credentials)}
         login_needed = self.throttle is not None and not self.unprotected(scope["path"])
+        if method == "GET" and GATEWAY_LIST.match(path) and not (login_needed and credentials is None):
+            return await answer(send, 200, "", "", body=NO_ENDPOINTS)   # constant: no password is checked
         if login_needed and credentials is None:
             # no credentials: MLflow answers 401 everywhere (refused routes too) before reading any body
             if refused(path, method):
