@@ -115,6 +115,16 @@ def test_a_request_that_would_do_nothing_or_guess_is_one_line_and_writes_nothing
     assert snapshot(project.path) == before
 
 
+@pytest.mark.parametrize("name", ["../../etc/evil", "bob$(touch /tmp/pwned)", "-rf", "", "a" * 65])
+def test_a_user_name_that_is_not_a_plain_name_is_refused_before_anything(tmp_path, name):
+    env = {**env_for_pipeline(), "LINCLASS_SERVICES_DIR": str(tmp_path / "services")}
+    proc = subprocess.run([LINCLASS, "services", "add-user", "--", name], cwd=tmp_path, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"error: user name {name!r} is not allowed: letters, "), \
+        proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", ["ui", "server"])
 def test_a_server_on_a_busy_port_is_one_line_before_anything_starts(project, command):
     import socket

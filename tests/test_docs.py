@@ -228,7 +228,7 @@ def serve_and_ask(cwd: Path, env: dict, command: str, path: str) -> str:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         assert proc.stdout is not None
-        lines = []
+        lines: list[str] = []
         while not any("http://" in line for line in lines):
             line = proc.stdout.readline()
             assert line, f"{command} ended: {''.join(lines)}"

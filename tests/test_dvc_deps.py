@@ -54,10 +54,11 @@ def params_read(script: Path) -> set[str]:
     section; getattr(params.x, name) reads all of x)."""
     tree = ast.parse(script.read_text())
     inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
-    read = set()
+    read: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and id(node) not in inner:
-            parts, root = [], node
+            parts: list[str] = []
+            root: ast.expr = node
             while isinstance(root, ast.Attribute):
                 parts.insert(0, root.attr)
                 root = root.value

@@ -260,16 +260,16 @@ ALLOWED = "allowed an integer"
     (lambda im: image_features(im, cells=[8, 17]), f"cell=17 is out of range: {ALLOWED} in [1, 16] for 32x32 images"),
     (lambda im: image_features(im, cells=[0]), "cell=0 is out of range: allowed an integer in [1, 16]"),
     (lambda im: image_features(im, cells=[8, 8]), "cells=[8, 8] repeats a cell size: allowed distinct sizes"),
-    (lambda im: image_features(im, cells=8), "cells=8 is not a list: allowed a list of cell sizes"),
-    (lambda im: image_features(im, cells=[8.0]), "cell=8.0 is not an integer"),
+    (lambda im: image_features(im, cells=8), "cells=8 is not a list: allowed a list of cell sizes"),  # type: ignore[arg-type]
+    (lambda im: image_features(im, cells=[8.0]), "cell=8.0 is not an integer"),  # type: ignore[list-item]
     (lambda im: image_features(im, orientations=0), f"orientations=0 is out of range: {ALLOWED} >= 1 and <= 360"),
-    (lambda im: image_features(im, orientations=9.0), "orientations=9.0 is not an integer"),
+    (lambda im: image_features(im, orientations=9.0), "orientations=9.0 is not an integer"),  # type: ignore[arg-type]
     (lambda im: image_features(im, hue_bins=-1), "hue_bins=-1 is out of range: allowed an integer >= 0 and <= 360"),
     (lambda im: image_features(im, value_bins=257), f"value_bins=257 is out of range: {ALLOWED} >= 0 and <= 256"),
     (lambda im: image_features(im, hue_bins=0, value_bins=0, cells=[]),
      "hue_bins=0, value_bins=0 and cells=[] leave no"),
     (lambda im: image_features(im, chunk_images=0), "chunk_images=0 is out of range"),
-    (lambda im: image_features(im, signed="yes"), "signed='yes' is not a bool"),
+    (lambda im: image_features(im, signed="yes"), "signed='yes' is not a bool"),  # type: ignore[arg-type]
     (lambda im: image_features(im.astype(np.float32)), "images must be (N, H, W, 3) uint8, got (2, 32, 32, 3) float32"),
     (lambda im: image_features(im[..., 0]), "images must be (N, H, W, 3) uint8, got (2, 32, 32) uint8"),
     (lambda im: image_features(im, out=np.empty((2, 10), np.float32)),

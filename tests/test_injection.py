@@ -118,7 +118,7 @@ print(json.dumps([lib.scipy_openblas_get_num_threads64_(), os.environ["OPENBLAS_
 """
 
 
-@pytest.mark.skipif(not glob.glob(os.path.join(os.path.dirname(__import__("numpy").__file__) + ".libs",
+@pytest.mark.skipif(not glob.glob(os.path.join(os.path.dirname(str(__import__("numpy").__file__)) + ".libs",
                                                "libscipy_openblas*")), reason="numpy is not built on scipy-openblas")
 def test_blas_threads_come_from_params_yaml_before_numpy_loads(project):
     for threads in (1, 2):

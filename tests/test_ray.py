@@ -109,6 +109,7 @@ def point_runs(url: str, name: str) -> list:
 
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, EXPERIMENT
     return client.search_runs([experiment.experiment_id], f"tags.dvc_exp_name = '{name}'", max_results=100)
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import linclass.studies.regularization_path as rp
 from linclass.data.synthetic import class_patterns, synthetic_images
-from linclass.studies import regularization_path as rp
 
 STRENGTHS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 LOSSES = {"svm": {"learning_rate": 0.01, "delta": 1.0}, "softmax": {"learning_rate": 0.05}}

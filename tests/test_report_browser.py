@@ -47,6 +47,7 @@ def browser_check(report: Path, tmp_path: Path) -> dict:
     """Render `report` in headless Chromium; {images, sections, problems} as the page saw itself."""
     page = tmp_path / "checked.html"
     page.write_text(report.read_text().replace("</body>", CHECK + "</body>"))
+    assert CHROMIUM is not None   # the module skips without it
     proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
                            "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)

@@ -148,13 +148,13 @@ def test_verdict():
     (lambda: wilson_interval(4, 10, level=1.0), r"^level=1.0 is out of range: allowed a number > 0 and < 1$"),
     (lambda: wilson_interval(4, 10, level=0), r"^level=0 is out of range"),
     (lambda: wilson_interval(4, 10, level=95), r"^level=95 is out of range"),
-    (lambda: wilson_interval(4, 10, level="95%"), r"^level='95%' is not a number"),
+    (lambda: wilson_interval(4, 10, level="95%"), r"^level='95%' is not a number"),  # type: ignore[arg-type]
     (lambda: accuracy_interval([0, 1, 2], [0, 1]), r"^y_true and the predictions must be 1-D of equal length"),
     (lambda: accuracy_interval([], []), r"must not be empty \(n = 0\)$"),
     (lambda: mcnemar([0, 1], [0, 1], [0, 1, 1]), r"got shapes \(2,\), \(2,\), \(3,\)$"),
     (lambda: mcnemar([], [], []), r"must not be empty"),
     (lambda: mcnemar_from_counts(-1, 3), r"^b must be a whole number >= 0, got -1$"),
-    (lambda: mcnemar_from_counts(2, 0.5), r"^c must be a whole number >= 0, got 0.5$"),
+    (lambda: mcnemar_from_counts(2, 0.5), r"^c must be a whole number >= 0, got 0.5$"),  # type: ignore[arg-type]
     (lambda: verdict(mcnemar_from_counts(7, 2), alpha=1.5), r"^alpha=1.5 is out of range"),
 ])
 def test_bad_input_is_one_line_value_error(call, message):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from linclass.tracking import runs
+import linclass.tracking.runs as runs
 
 SETUP = """
 import json, os, sys, time

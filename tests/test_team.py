@@ -77,7 +77,7 @@ def server_runs(url: str):
 
 
 def train_runs(runs) -> dict:
-    by_name = {}
+    by_name: dict = {}
     for run in runs:
         if run.data.tags.get("dvc_stage", "").startswith("train@"):
             by_name.setdefault(run.data.tags["model"], []).append(run)

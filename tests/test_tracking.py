@@ -10,7 +10,7 @@ import yaml
 from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
-from linclass.plumbing import progress
+import linclass.plumbing.progress as progress
 from linclass.settings import validate
 from linclass.tracking import records, runs, ui
 

@@ -64,7 +64,7 @@ def page(tmp_path):
 
 
 def link(lines: list[str], starts: str) -> str:
-    found = [re.search(r"http://\S+", line).group(0) for line in lines if line.startswith(starts)]
+    found = [match.group(0) for line in lines if line.startswith(starts) and (match := re.search(r"http://\S+", line))]
     assert found, f"`linclass ui` printed no line starting {starts!r}: {lines}"
     return found[0]
 

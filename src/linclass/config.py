@@ -28,6 +28,7 @@ def check_override_keys(overrides: Iterable[str], conf_dir: str | Path) -> None:
     instead (the sections are open to new keys: register), which says what it probably meant.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
     overrides = list(overrides)
     for item in overrides:
@@ -35,7 +36,7 @@ def check_override_keys(overrides: Iterable[str], conf_dir: str | Path) -> None:
             raise ConfigError(f"{item!r} sets nothing: allowed key=value, e.g. train.epochs=5")
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as exc:  # Hydra's OverrideParseException: the override's syntax
+    except OverrideParseException as exc:  # the override's syntax
         raise ConfigError(" ".join(str(exc).split())) from None
     groups = {p.name for p in Path(conf_dir).iterdir() if p.is_dir()}
     given: dict[str, str] = {}

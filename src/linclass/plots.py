@@ -12,13 +12,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
 
-import matplotlib.image  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.image
+import numpy as np
+from matplotlib.figure import Figure
 
-from linclass.data.cifar import as_images  # noqa: E402
-from linclass.files import atomic_file  # noqa: E402
-from linclass.settings import Studies, default  # noqa: E402
+from linclass.data.cifar import as_images
+from linclass.files import atomic_file
+from linclass.settings import Studies, default
 
 IMAGE_SIDE = 32
 IMAGE_DIM = 3 * IMAGE_SIDE * IMAGE_SIDE  # 3072 = R plane + G plane + B plane, each row-major 32x32

@@ -78,7 +78,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def _unpickle(fileobj, where: str) -> dict:
     try:
         obj = _NumpyOnlyUnpickler(fileobj, encoding="bytes").load()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (a damaged pickle raises any kind of error)
         raise CifarFormatError(f"cannot unpickle {where}: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
         raise CifarFormatError(f"{where} should hold a dict, got {type(obj).__name__}")

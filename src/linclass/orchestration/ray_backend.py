@@ -59,6 +59,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
+
 from linclass.orchestration.cluster import DEFAULT_ADDRESS
 from linclass.orchestration.sweep import dvc_executable
 
@@ -313,16 +315,12 @@ def spawn_on_node(argv: list[str], cwd: Path, env: dict, log: Path) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie child of the keeper has ended)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    try:   # a zombie child of the keeper: ended
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
+    except psutil.Error:   # another user's process: it exists
         return True
 
 

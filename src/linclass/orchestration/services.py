@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import pwd
+import re
 import secrets
 import shlex
 import socket
@@ -70,6 +71,7 @@ PG_BIN = Path(os.environ.get("LINCLASS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DB_USER = "linclass"
 ADMIN = "admin"
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SECRETS = ("LINCLASS_PG_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD",
            "MLFLOW_CRYPTO_KEK_PASSPHRASE")
 
@@ -536,14 +538,17 @@ def user_env_file(folder: Path, name: str) -> Path:
 def write_user_env(folder: Path, state: dict, name: str, password: str, account: Account) -> Path:
     path = user_env_file(folder, name)
     private_dir(path.parent, account)
-    write_private(path, f"export MLFLOW_TRACKING_URI={tracking_url(state)}\n"
-                        f"export MLFLOW_TRACKING_USERNAME={name}\n"
-                        f"export MLFLOW_TRACKING_PASSWORD='{password}'\n", account)
+    values = {"MLFLOW_TRACKING_URI": tracking_url(state), "MLFLOW_TRACKING_USERNAME": name,
+              "MLFLOW_TRACKING_PASSWORD": password}
+    write_private(path, "".join(f"export {key}={shlex.quote(value)}\n" for key, value in values.items()), account)
     return path
 
 
 def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) -> Path:
     """Create user `name` with a generated password (in users/NAME.env, 0600) and grant experiment permissions."""
+    if not USER_NAME.fullmatch(name):   # it names a file, and goes into a file that people `source`
+        raise ServiceError(f"user name {name!r} is not allowed: letters, digits, '.', '_' or '-' (at most 64), "
+                           "starting with a letter or digit")
     state = load_state(folder)
     if not state or not process_alive(state.get("mlflow_pid")):
         raise ServiceError("the stack is not up: `linclass services up` first")

@@ -103,7 +103,15 @@ def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | 
     the point trains and evaluates the pixel model alone) or a kind of features (features.learning_rate.<loss>,
     features.strength.<reg>: the point trains that one features model). Each value is checked against the
     setting it becomes."""
-    from linclass.settings import FEATURE_KINDS, LOSS_NAMES, REGULARIZER_NAMES, Features, Losses, Regularizers
+    from linclass.settings import (
+        FEATURE_KINDS,
+        LOSS_NAMES,
+        REGULARIZER_NAMES,
+        FeatureRates,
+        FeatureStrengths,
+        Losses,
+        Regularizers,
+    )
 
     if loss not in LOSS_NAMES or regularizer not in REGULARIZER_NAMES:
         raise ValueError(f"unknown combination {loss}-{regularizer} (--loss, --regularizer; LOSS, REG of make sweep); "
@@ -112,11 +120,12 @@ def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | 
         raise ValueError(f"unknown input --features {features!r}; allowed: pixels, {', '.join(FEATURE_KINDS)}")
     if features == "pixels":
         rate, strength = f"loss.{loss}.learning_rate", f"regularizer.{regularizer}.strength"
-        settings = Losses.model_fields[loss].annotation, Regularizers.model_fields[regularizer].annotation
+        settings: tuple[Any, Any] = (Losses.model_fields[loss].annotation,
+                                     Regularizers.model_fields[regularizer].annotation)
         names = "learning_rate", "strength"
     else:
         rate, strength = f"features.learning_rate.{loss}", f"features.strength.{regularizer}"
-        settings = Features.model_fields["learning_rate"].annotation, Features.model_fields["strength"].annotation
+        settings = FeatureRates, FeatureStrengths
         names = loss, regularizer
     learning_rates = parse_floats(learning_rates, "--learning-rates (LRS of make sweep)", rate, settings[0], names[0])
     strengths = parse_floats(strengths, "--strengths (STRENGTHS of make sweep)", strength, settings[1], names[1])

@@ -1,1 +1,1 @@
-"""How stages run: config (conf/ -> params.yaml), stage entry points, file layout, MLflow tracking, sweeps."""
+"""How a stage runs: its entry point (checked params, atomic outputs, exit codes), the file layout, BLAS threads."""

@@ -148,7 +148,7 @@ def describe_curves(table) -> str:
 def plot_template_strips(strips, class_name, path):
     """Rows = paths (e.g. {"softmax-l1": (strengths, templates (S, D)), "softmax-l2": ...}), columns = strengths.
 
-    Every template is rescaled min-max on its own (pictures.template_images), like the templates figure.
+    Every template is rescaled min-max on its own (plots.template_images), like the templates figure.
     """
     if not strips:
         raise ValueError("strips must hold at least one {name: (strengths, templates)} entry, got none")

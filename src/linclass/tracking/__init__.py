@@ -7,4 +7,5 @@
     registry      each model as an MLflow Model, registered; the best on validation is `champion`
     served_model  that model (models from code): raw 32x32x3 uint8 images in, class and scores out
     ui            how the MLflow UI shows the runs
+    serve         `linclass ui` and `linclass server` (behind linclass.orchestration.guard)
 """
