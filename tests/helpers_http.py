@@ -69,7 +69,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class FaultyHTTPServer:
-    def __init__(self):
+    def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.hits: dict[str, int] = {}
         self.lock = threading.Lock()
