@@ -77,7 +77,8 @@ def make_project(dest: Path, overrides=(), env: dict | None = None) -> Project:
         shutil.copy2(ROOT / name, target)
     project = Project(dest, env or environment())
     project.run("git", "init", "-q", "-b", "main")
-    project.run(BIN / "python", "-m", "linclass.cli", "config", *overrides)
+    latest = {override.partition("=")[0]: override for override in overrides}   # a later one of a key wins
+    project.run(BIN / "python", "-m", "linclass.cli", "config", *latest.values())
     project.commit("project copy")
     return project
 

@@ -122,7 +122,10 @@ class Project:
         return self.run(str(BIN / "dvc"), *args, **kw)
 
     def compose(self, *overrides: str) -> None:
-        self.run(str(BIN / "python"), "-m", "linclass.cli", "config", *overrides)
+        """params.yaml from conf/ with `overrides`, a later one of a key replacing an earlier (SMALL, then the
+        test's own), as `linclass config` takes each key once."""
+        latest = {override.partition("=")[0]: override for override in overrides}
+        self.run(str(BIN / "python"), "-m", "linclass.cli", "config", *latest.values())
 
     def git_commit(self, message: str = "snapshot") -> None:
         self.run("git", "add", "-A")

@@ -16,8 +16,10 @@ writes): the logged model's page in the UI then shows its version instead of "No
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -111,12 +113,31 @@ def log_classifier(W: np.ndarray, b: np.ndarray, class_names: Sequence[str], los
                           feature_std=np.asarray(features["std"], dtype=np.float32))
         # not model_config: MLflow would log its keys as params of the run
         np.savez(weights, allow_pickle=False, **arrays)
-        return mlflow.pyfunc.log_model(
-            name=MODEL_NAME, python_model=str(CODE), artifacts={"weights": str(weights)},
-            code_paths=None if features is None else [str(features_code(Path(tmp) / "code"))],
-            signature=signature(class_names), input_example=example,
-            pip_requirements=requirements(features is not None),
-            params={k: str(v) for k, v in (params or {}).items()})
+        with quiet(*CHATTY):
+            return mlflow.pyfunc.log_model(
+                name=MODEL_NAME, python_model=str(CODE), artifacts={"weights": str(weights)},
+                code_paths=None if features is None else [str(features_code(Path(tmp) / "code"))],
+                signature=signature(class_names), input_example=example,
+                pip_requirements=requirements(features is not None),
+                params={k: str(v) for k, v in (params or {}).items()})
+
+
+# What MLflow says on every log_model, six lines a model: "Detected uv project", "Copied uv.lock", "Validating
+# input example", and that pip is not installed (uv's environments have none; the model's requirements are given).
+CHATTY = ("mlflow.utils.uv_utils", "mlflow.pyfunc", "mlflow.utils.environment")
+
+
+@contextlib.contextmanager
+def quiet(*loggers: str):
+    """These loggers say only errors for the duration."""
+    saved = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def register(client, registered_name: str, run_id: str, model_id: str, tags: Mapping[str, object]) -> str:
