@@ -91,7 +91,7 @@ params: venv ## compose conf/ into params.yaml (after editing conf/ by hand)
 settings: venv ## every setting: default, what is allowed, what it means
 	$(LINCLASS) settings
 
-grid-parallel: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster) ## the 8 combinations, JOBS at a time (BACKEND=ray: a Ray cluster)
+grid-parallel: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster) ## the 8 pixel combinations and the features models, JOBS at a time (BACKEND=ray: a Ray cluster)
 	$(LINCLASS) grid --jobs $(JOBS) --backend $(BACKEND) $(OVERRIDES)
 
 sweep: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster) ## learning rate x strength: make sweep LOSS=softmax REG=l2 LRS=0.01,0.05 STRENGTHS=1e-4,1e-3 (FEATURES=hog_hist)

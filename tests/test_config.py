@@ -94,6 +94,9 @@ def test_value_override(reference):
     ("trian.epochs=5", "unknown setting trian.epochs; did you mean train.epochs?"),
     ("studies.hard_case.n=5", "unknown setting studies.hard_case; did you mean studies.hard_cases?"),
     ("+foo=1", "unknown setting foo; known: data, preprocess"),
+    ("train.learning_rate=0.1", "unknown setting train.learning_rate; known keys of train: epochs, batch_size, "
+                                "lr_decay, init_scale, l1_step, seed, blas_threads; learning_rate is a key of "
+                                "loss.svm, loss.squared_svm, loss.softmax, studies.hard_cases"),
     ("loss=hinge", "loss=hinge is not an option of the group loss (options: default)"),
     ("train.epochs=abc", "train.epochs='abc' is not an integer >= 1"),
     ("grid.losses=[hinge]", "grid.losses[0]='hinge' is out of range: allowed 'svm', 'squared_svm' or 'softmax'"),

@@ -131,7 +131,7 @@ def settings(prefix: Annotated[str, typer.Argument(help="only settings starting 
 
 @app.command()
 def repro():
-    """Run the whole pipeline in the workspace (dvc repro), then show the test accuracies."""
+    """Run the whole pipeline in the workspace (dvc repro), then every model's validation and test accuracy."""
     with one_pipeline_at_a_time():
         dvc("repro")
     print_test_accuracies(Path("metrics/test.json"))
@@ -200,10 +200,11 @@ def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, 
 @app.command()
 def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local", address: Address = None,
          summary: Summary = None):
-    """Every loss x regularizer of conf/ as its own experiment (and the features models of each kind as one),
-    JOBS at a time; then the whole pipeline
-    from DVC's run-cache: `dvc repro` (with OVERRIDES: the experiment grid-all, params.yaml untouched), and
-    the table of the grid's models with their validation and test accuracy, evaluated together."""
+    """Every loss x regularizer of conf/ as its own experiment, JOBS at a time, then evaluated together.
+
+    The features models of each kind are one more experiment. Then the whole pipeline from DVC's run-cache:
+    `dvc repro` (with OVERRIDES: the experiment grid-all, params.yaml untouched), and the table of the grid's
+    models with their validation and test accuracy."""
     from linclass.orchestration import sweep
 
     overrides = checked(overrides)
@@ -226,9 +227,10 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
           strengths: Annotated[str, typer.Option(help="comma-separated, e.g. 1e-4,1e-3,1e-2")],
           overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local", address: Address = None,
           summary: Summary = None, features: Features = "pixels"):
-    """Learning rate x strength of one combination, chosen on validation; the table goes to
-    sweeps/<loss>-<regularizer>.csv (on features: sweeps/<loss>-<regularizer>-<kind>.csv) and its heat map to
-    reports/hyperparameter_map/."""
+    """Learning rate x strength of one combination, each an experiment, chosen on validation.
+
+    The table goes to sweeps/<loss>-<regularizer>.csv (on features: sweeps/<loss>-<regularizer>-<kind>.csv),
+    its heat map to reports/hyperparameter_map/ and, when the workspace has one, to the report."""
     from linclass.orchestration.sweep import sweep_points
     from linclass.plumbing.paths import SWEEPS
 
@@ -274,13 +276,17 @@ def compare():
     sweep.print_comparison(sweep.comparison_rows(sweep.exp_show()))
 
 
-EXP_COLUMNS = (r"Experiment|Created|.*\.test_accuracy|.*:val_accuracy|grid\..*|train\.(epochs|batch_size|learning_rate)"
-               r"|loss\..*|regularizer\..*")
+# per experiment its champion and the champion's accuracies (metrics/champion.json), then the settings: one
+# column each, not one per model and metric (16 models made the table too wide for any terminal)
+EXP_COLUMNS = (r"Experiment|Created|champion|val\.champion_accuracy|test\.champion_accuracy|grid\..*"
+               r"|train\.(epochs|batch_size|lr_decay)|loss\..*|regularizer\..*|features\.(learning_rate|strength)\..*")
 
 
 @app.command()
 def experiments():
-    """dvc exp show with the columns people compare (those that differ between the rows)."""
+    """dvc exp show: each experiment's champion, its accuracies, and the settings that differ.
+
+    Every model of each experiment: linclass compare."""
     at_project_root()
     dvc("exp", "show", "--no-pager", "--only-changed", "--drop", ".*", "--keep", EXP_COLUMNS)
 

@@ -306,7 +306,11 @@ def one_line(exc: ValidationError, model: type[BaseModel] | None = None, prefix:
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
         if close:
             return f"unknown setting {key}; did you mean {'.'.join(filter(None, [where, close[0]]))}?"
-        return f"unknown setting {key}; known {f'keys of {where}' if where else 'top-level keys'}: {', '.join(known)}"
+        elsewhere = [other.rsplit(".", 1)[0] for other in leaf_keys(Settings()) if other.rsplit(".", 1)[-1] == loc[-1]]
+        also = f"; {loc[-1]} is a key of {', '.join(elsewhere)}" if elsewhere else ""   # train.learning_rate: per loss
+        return (f"unknown setting {key}; known {f'keys of {where}' if where else 'top-level keys'}: "
+                f"{', '.join(known)}{also}")
+
     if error["type"] == "missing":
         return f"missing setting {key}"
     value = f"{key}={redact_url(error['input'])!r}"   # never a password back in an error line
@@ -318,6 +322,15 @@ def one_line(exc: ValidationError, model: type[BaseModel] | None = None, prefix:
         return f"{value} is not {allowed(field)}"
     message = error["msg"].removeprefix("Value error, ")
     return f"{value} {message}" if message.startswith(("is ", "carries", "lists")) else f"{value}: {message}"
+
+
+def leaf_keys(section: BaseModel, path: str = "") -> list[str]:
+    """Every setting's full key under `section`: ['data.name', 'data.url', ...]."""
+    keys = []
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        keys += leaf_keys(value, f"{path}{name}.") if isinstance(value, BaseModel) else [f"{path}{name}"]
+    return keys
 
 
 def validate(params: Any) -> Settings:
