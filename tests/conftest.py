@@ -122,10 +122,8 @@ class Project:
         return self.run(str(BIN / "dvc"), *args, **kw)
 
     def compose(self, *overrides: str) -> None:
-        """params.yaml from conf/ with `overrides`, a later one of a key replacing an earlier (SMALL, then the
-        test's own), as `linclass config` takes each key once."""
-        latest = {override.partition("=")[0]: override for override in overrides}
-        self.run(str(BIN / "python"), "-m", "linclass.cli", "config", *latest.values())
+        """params.yaml from conf/ with `overrides` (layered)."""
+        self.run(str(BIN / "python"), "-m", "linclass.cli", "config", *layered(*overrides))
 
     def git_commit(self, message: str = "snapshot") -> None:
         self.run("git", "add", "-A")
@@ -134,6 +132,12 @@ class Project:
     @property
     def tracking_uri(self) -> str:
         return f"sqlite:///{self.path / 'mlflow.db'}"
+
+
+def layered(*overrides: str) -> list[str]:
+    """The overrides with a later one of a key replacing an earlier (SMALL, then a test's own): linclass takes
+    each key once."""
+    return list({override.partition("=")[0]: override for override in overrides}.values())
 
 
 def make_project(dest: Path, overrides=(), env: dict | None = None) -> Project:

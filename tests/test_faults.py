@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import BIN, SMALL, make_project
+from conftest import BIN, SMALL, layered, make_project
 from helpers_http import closed_port
 
 pytestmark = pytest.mark.slow
@@ -211,9 +211,8 @@ def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_
     """`linclass exp` waits for DVC to undo its `git add` of params.yaml and dvc.lock after Ctrl-C: with them
     left staged, the README's way back (`git checkout params.yaml`) restored the interrupted settings."""
     settings = yaml.safe_load(project.saved["params.yaml"])
-    ours = ["grid.losses=[svm]", "grid.regularizers=[none]", "grid.features=[]", "train.epochs=100000"]
-    overrides = [f"data.url={settings['data']['url']}", f"data.md5={settings['data']['md5']}",
-                 *(o for o in SMALL if o.split("=")[0] not in {x.split("=")[0] for x in ours}), *ours]
+    overrides = layered(f"data.url={settings['data']['url']}", f"data.md5={settings['data']['md5']}", *SMALL,
+                        "grid.losses=[svm]", "grid.regularizers=[none]", "grid.features=[]", "train.epochs=100000")
     before = all_runs(project)
     log = tmp_path / "exp.log"
     with open(log, "w") as out:

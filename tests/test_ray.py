@@ -27,6 +27,7 @@ from conftest import (
     SMALL,
     env_for_pipeline,
     free_port,
+    layered,
     make_project,
     make_project_with_remotes,
     mlflow_server_cmd,
@@ -272,7 +273,7 @@ def test_a_failing_point_is_reported_with_its_error_and_the_others_finish(projec
 
     before = state()
     # other data settings than the workspace's: the driver prepares them in a scratch clone, params.yaml untouched
-    good, bad = run_sweep(points, (*project.overrides, "preprocess.val_size=120"), root=project.path,
+    good, bad = run_sweep(points, layered(*project.overrides, "preprocess.val_size=120"), root=project.path,
                           address=cluster.address)
     assert state() == before
     assert good["ok"] and good["error"] is None, good
@@ -297,7 +298,7 @@ def test_a_worker_node_killed_mid_sweep_loses_nothing(project, cluster, mlflow_s
     env = {**project.server_env, "RAY_ADDRESS": cluster.address}
     driver = subprocess.Popen([str(BIN / "python"), "-m", "linclass.cli", "sweep", "--backend", "ray", "--loss", "svm",
                                "--regularizer", "l2", "--learning-rates", "0.05", "--strengths", "1e-3,1e-2",
-                               "--summary", str(summary), *project.overrides, "train.epochs=40"],
+                               "--summary", str(summary), *layered(*project.overrides, "train.epochs=40")],
                               cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = []
     reader = threading.Thread(target=lambda: output.extend(driver.stdout), daemon=True)
