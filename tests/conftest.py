@@ -49,8 +49,8 @@ SMALL = (
 # whole on one (pytest -n 3 --dist loadfile --no-loadscope-reorder: without that option xdist hands out the modules
 # with the most tests first): the modules that take longest start first (as measured with --durations), so that the
 # last one to finish is a short one; the rest follow in their usual order.
-LONGEST_FIRST = ("test_docs", "test_stack", "test_ray", "test_parallel", "test_faults", "test_pipeline",
-                 "test_stack_attacks", "test_team", "test_sweep", "test_kill_resume", "test_features_pipeline",
+LONGEST_FIRST = ("test_docs", "test_stack", "test_ray", "test_parallel", "test_sweep", "test_faults", "test_pipeline",
+                 "test_stack_attacks", "test_team", "test_kill_resume", "test_features_pipeline",
                  "test_reproducible", "test_ui_browser", "test_warm", "test_remote", "test_config", "test_cli",
                  "test_store_faults", "test_mlflow_model", "test_injection", "test_grid_after_run")
 

@@ -10,7 +10,7 @@ import re
 import time
 
 import pytest
-from conftest import BIN, ROOT, SMALL, make_project, shrink_conf
+from conftest import BIN, ROOT, SMALL, make_project, shrink_conf, warm_stages
 
 from linclass.config import compose
 from linclass.orchestration.sweep import (
@@ -244,9 +244,12 @@ def test_a_sweep_runs_through_dvcs_queue_and_leaves_params_yaml_as_committed(tmp
     path, md5 = synthetic_archive
     project = make_project(tmp_path / "project")
     shrink_conf(project, (*SMALL, "train.epochs=1", "grid.losses=[softmax]", "grid.regularizers=[l2]",
-                          "grid.features=[]"))
+                          "grid.features=[]", "studies.regularization_path.losses=[softmax]",
+                          "studies.regularization_path.regularizers=[l2]",
+                          "studies.regularization_path.strengths=[0.001,0.1]"))
     (project.path / "local.env").write_text(f"LINCLASS_DATA_URL={path.as_uri()}\nLINCLASS_DATA_MD5={md5}\n")
-    project.dvc("repro")   # the workspace's own pipeline and report, committed
+    with warm_stages(project):   # the workspace's own pipeline and report (set-up only: warm), committed
+        project.dvc("repro")
     project.git_commit("results")
     committed = (project.path / "params.yaml").read_text()
     try:
