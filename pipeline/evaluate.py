@@ -273,7 +273,8 @@ def main() -> None:
         top, second = ranking[0], (ranking[1] if len(ranking) > 1 else None)
         tags = selection_tags(top, second, by_run, (X_val, y_val, X_test, y_test))
         registry.set_champion(client, experiment, top.version, tags)
-        print(f"registered model {experiment!r}: {sum(v is not None for v in versions.values())} versions "
+        registered = sum(v is not None for v in versions.values())
+        print(f"registered model {experiment!r}: {registered} version{'s' if registered != 1 else ''} "
               f"this run; alias {registry.CHAMPION!r} -> version {top.version} ({top.tags['model']}, "
               f"val {float(top.tags['val_accuracy']):.4f}); against the runner-up {tags['runner_up']}: "
               f"val {tags.get('val_verdict', '-')}, test {tags.get('test_verdict', '-')}")
