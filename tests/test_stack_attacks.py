@@ -503,11 +503,23 @@ def test_of_two_authorization_headers_mlflow_checks_the_one_the_throttle_counts(
         conn = http.client.HTTPConnection(host, int(port), timeout=60, source_address=("127.0.0.11", 0))
         try:
             conn.putrequest("POST" if path == "/v1/traces" else "GET", path)
-            for token in (right, wrong):
-                conn.putheader("Authorization", f"Basic {token}")
+            for header in (f"Basic {right}", f"Basic {wrong}"):
+                conn.putheader("Authorization", header)
             conn.putheader("Content-Length", "0")
             conn.endheaders()
             assert conn.getresponse().status == 401, path   # the wrong password was checked, not the right one
+        finally:
+            conn.close()
+    # the right password first, then a header the guard cannot read: MLflow must not check the first unthrottled
+    for second in ("x", "Bearer y"):
+        conn = http.client.HTTPConnection(host, int(port), timeout=60, source_address=("127.0.0.11", 0))
+        try:
+            conn.putrequest("POST", "/v1/traces")
+            for header in (f"Basic {right}", second):
+                conn.putheader("Authorization", header)
+            conn.putheader("Content-Length", "0")
+            conn.endheaders()
+            assert conn.getresponse().status == 401, second
         finally:
             conn.close()
 

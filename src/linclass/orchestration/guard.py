@@ -114,12 +114,14 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def with_credentials(headers: list[tuple[bytes, bytes]], user: str, password: str) -> list[tuple[bytes, bytes]]:
-    """`headers` with one canonical Authorization header for (user, password) instead of any: MLflow reads
-    exactly the credentials that the throttle counted (not, say, the first of two headers where the guard
-    read the last, or a form one of its parsers misreads)."""
-    token = base64.b64encode(f"{user}:{password}".encode("latin-1"))
-    return [(k, v) for k, v in headers if k.lower() != b"authorization"] + [(b"authorization", b"Basic " + token)]
+def with_credentials(headers: list[tuple[bytes, bytes]], credentials: tuple[str, str] | None) -> list:
+    """`headers` without any Authorization header, plus one canonical one for `credentials` (user, password):
+    MLflow reads exactly the credentials that the throttle counted, or none (not, say, the first of two headers
+    where the guard read the last, or a form one of its parsers misreads)."""
+    kept = [(k, v) for k, v in headers if k.lower() != b"authorization"]
+    if credentials is None:
+        return kept
+    return kept + [(b"authorization", b"Basic " + base64.b64encode(":".join(credentials).encode("latin-1")))]
 
 
 def proto_routes(prefix: str = "") -> list[tuple[re.Pattern, frozenset[str], type[Message]]]:
@@ -298,8 +300,9 @@ class Guard:
         path, method = route_path(scope["path"], self.prefix), scope["method"].upper()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         credentials = basic_credentials(headers.get("authorization"))
-        if credentials is not None:
-            scope = {**scope, "headers": with_credentials(scope.get("headers", []), *credentials)}
+        # MLflow sees the credentials the throttle counts, or none (its FastAPI routes read the first of several
+        # Authorization headers, where `headers` kept the last)
+        scope = {**scope, "headers": with_credentials(scope.get("headers", []), credentials)}
         login_needed = self.throttle is not None and not self.unprotected(scope["path"])
         if method == "GET" and GATEWAY_LIST.match(path) and not (login_needed and credentials is None):
             return await answer(send, 200, "", "", body=NO_ENDPOINTS)   # constant: no password is checked
