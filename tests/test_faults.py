@@ -207,7 +207,8 @@ def test_killed_training_is_marked_killed_leaves_nothing_and_repro_completes(pro
     assert json.loads(project.dvc("status", "--json", f"train@{name}").stdout) == {}
 
 
-def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_away(project, tmp_path):
+@pytest.mark.parametrize("target", ["group", "pid"])   # Ctrl-C in a terminal; a SIGINT to linclass alone
+def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_away(project, tmp_path, target):
     """`linclass exp` waits for DVC to undo its `git add` of params.yaml and dvc.lock after Ctrl-C: with them
     left staged, the README's way back (`git checkout params.yaml`) restored the interrupted settings."""
     settings = yaml.safe_load(project.saved["params.yaml"])
@@ -220,7 +221,10 @@ def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_
                                 stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for_training(project, proc, before, log)
-        os.killpg(proc.pid, signal.SIGINT)   # what Ctrl-C in the terminal does
+        if target == "group":
+            os.killpg(proc.pid, signal.SIGINT)   # what Ctrl-C in the terminal does
+        else:
+            os.kill(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:

@@ -15,8 +15,10 @@ anything runs or is written. `--help` at every level only prints.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -73,15 +75,19 @@ def one_pipeline_at_a_time() -> Iterator[None]:
 def dvc(*args: str) -> None:
     """Run dvc (this environment's), its output ours; Failed when it fails.
 
-    On Ctrl-C, DVC (in the same process group) gets it too: wait for it to stop its stage and undo its
-    `git add` of params.yaml and dvc.lock (subprocess.run would kill it 0.25 s later, leaving them staged,
-    and `git checkout params.yaml` would then restore the interrupted experiment's settings)."""
+    DVC runs in a process group of its own, and an interrupt of this process (Ctrl-C, or SIGINT to its pid) is
+    passed on to that group once, then DVC is waited for: it stops its stage and undoes its `git add` of
+    params.yaml and dvc.lock (subprocess.run would kill it 0.25 s later, leaving them staged, and
+    `git checkout params.yaml` would then restore the interrupted experiment's settings)."""
     from linclass.orchestration.sweep import dvc_executable
 
-    proc = subprocess.Popen([dvc_executable(), *args], env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    proc = subprocess.Popen([dvc_executable(), *args], env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+                            process_group=0)
     try:
         status = proc.wait()
     except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
         proc.wait()
         raise
     if status:
