@@ -40,7 +40,8 @@ def test_stage_deps_are_exactly_the_import_closure_of_its_script(stage):
 # list fails the test below: a setting that changes a stage's outputs without rerunning it.
 UNLISTED = {
     "tracking": "where the runs are logged (MLflow), not what is computed",
-    "data": "the archive's identity: its bytes (data/raw) are a dep of the stages that read them",
+    "data": "the archive's identity: its bytes reach the stages through download and preprocess (their deps); "
+            "train records it in MLflow",
     "train:features": "train.py trains the features models too; train@<loss>-<reg> trains pixels only",
     "train:studies.initial_loss_tolerance": "a warning on the terminal, no output",
     "train_features:studies.initial_loss_tolerance": "a warning on the terminal, no output",

@@ -65,7 +65,7 @@ def test_the_library_defaults_are_the_schema_defaults():
     (Train, {"epochs": 2.0}, "epochs=2.0 is not an integer >= 1"),
     (Train, {"epochs": True}, "epochs=True is not an integer >= 1"),
     (Train, {"l1_step": "prox"}, "l1_step='prox' is out of range: allowed one of 'subgradient', 'proximal'"),
-    (Train, {"lr_decay": float("nan")}, "lr_decay=nan is out of range: allowed a number > 0 and <= 1"),
+    (Train, {"lr_decay": float("nan")}, "lr_decay=nan is out of range: allowed a finite number > 0 and <= 1"),
     (Data, {"md5": "c58f30108f718f92721af3b95e74349"}, "md5='c58f30108f718f92721af3b95e74349' is out of range: "
                                                         "allowed 32 hex digits (an md5 sum)"),
     (Data, {"url": "ftp://x/y"}, "url='ftp://x/y' is not supported; allowed: http://, https://, file:// URLs"),

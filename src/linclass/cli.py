@@ -246,7 +246,8 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
     _points(points, f"sweep-{name}-", overrides, backend, jobs, address, table=SWEEPS / f"{name}.csv",
             summary=summary, features=features)
     with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one
-        dvc("repro", "report" if "report" in locked_stages() else "hyperparameter_map")
+        # (--single-item: these two alone, never a stale stage upstream of the report, such as a training)
+        dvc("repro", "--single-item", "hyperparameter_map", *(["report"] if "report" in locked_stages() else []))
 
 
 def locked_stages() -> set[str]:

@@ -314,6 +314,9 @@ def one_line(exc: ValidationError, model: type[BaseModel] | None = None, prefix:
     if error["type"] == "missing":
         return f"missing setting {key}"
     value = f"{key}={redact_url(error['input'])!r}"   # never a password back in an error line
+    if error["type"] == "finite_number":
+        finite = allowed(field).replace("a number", "a finite number", 1) if field else "a finite number"
+        return f"{value} is out of range: allowed {finite}"
     if error["type"] == "string_pattern_mismatch":
         return f"{value} is out of range: allowed {PATTERN_WORDS.get(error['ctx']['pattern'], 'other text')}"
     if error["type"] in RANGE_ERRORS:   # a field, or an element of a list
