@@ -81,7 +81,8 @@ def test_float32_W_keeps_float32_gradient(name, strength):
 @pytest.mark.parametrize("name", REGULARIZER_NAMES)
 @pytest.mark.parametrize("strength", [-1e-3, float("nan")])
 def test_bad_strength_raises(name, strength):
-    with pytest.raises(ValueError, match=f"strength={strength!r} is out of range: allowed a number >= 0"):
+    allowed = "a number" if strength == strength else "a finite number"   # NaN: not finite
+    with pytest.raises(ValueError, match=f"strength={strength!r} is out of range: allowed {allowed} >= 0"):
         get_regularizer(name)(W_SMALL, strength)
 
 

@@ -166,7 +166,7 @@ X_OK, Y_OK = make_data(N=20, D=5, C=3)
     (dict(X_val=X_OK[:, :4], y_val=Y_OK), r"X_val must have D = 5 columns like X, got shape \(20, 4\)"),
     (dict(on_epoch=3), "on_epoch must be callable"),
     (dict(beta=-0.5), "beta=-0.5 is out of range: allowed a number >= 0"),
-    (dict(delta=float("inf")), "delta=inf is out of range: allowed a number > 0"),
+    (dict(delta=float("inf")), "delta=inf is out of range: allowed a finite number > 0"),
     (dict(l1_step="prox"), "l1_step='prox' is out of range: allowed one of 'subgradient', 'proximal'"),
 ])
 def test_bad_arguments_raise_one_line_value_errors(kwargs, message):
