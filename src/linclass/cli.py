@@ -238,7 +238,7 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
     The table goes to sweeps/<loss>-<regularizer>.csv (on features: sweeps/<loss>-<regularizer>-<kind>.csv),
     its heat map to reports/hyperparameter_map/ and, when the workspace has one, to the report."""
     from linclass.orchestration.sweep import sweep_points
-    from linclass.plumbing.paths import SWEEPS
+    from linclass.plumbing.paths import SWEEPS, lock_stages
 
     overrides = checked(overrides)
     points = sweep_points(loss, regularizer, learning_rates, strengths, features)
@@ -247,15 +247,7 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
             summary=summary, features=features)
     with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one
         # (--single-item: these two alone, never a stale stage upstream of the report, such as a training)
-        dvc("repro", "--single-item", "hyperparameter_map", *(["report"] if "report" in locked_stages() else []))
-
-
-def locked_stages() -> set[str]:
-    """The stages dvc.lock records (that ran in this workspace)."""
-    import yaml
-
-    lock = Path("dvc.lock")
-    return set((yaml.safe_load(lock.read_text()) or {}).get("stages", {})) if lock.exists() else set()
+        dvc("repro", "--single-item", "hyperparameter_map", *(["report"] if "report" in lock_stages() else []))
 
 
 # ---- results ----

@@ -109,8 +109,8 @@ def train_summary(name: str, metrics: Path = METRICS) -> dict:
     return summary if model_parts(name)[2] == "pixels" else summary[name]
 
 
-def dvc_lock_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
-    """md5 of the download and preprocess outputs as dvc.lock records them (the inputs of training)."""
+def lock_stages(lock: Path = Path("dvc.lock")) -> dict:
+    """The stages dvc.lock records (those that ran in this workspace), {} without one."""
     import yaml
 
     if not lock.exists():
@@ -118,6 +118,11 @@ def dvc_lock_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
     # libyaml's loader when PyYAML has it: dvc.lock grows with the grid (the pure-Python one took 1.3 s of
     # every train stage with 25 stages)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    stages = (yaml.load(lock.read_text(), Loader=loader) or {}).get("stages", {})
+    return (yaml.load(lock.read_text(), Loader=loader) or {}).get("stages", {})
+
+
+def dvc_lock_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
+    """md5 of the download and preprocess outputs as dvc.lock records them (the inputs of training)."""
+    stages = lock_stages(lock)
     return {f"dvc.{name}.{out['path']}": out.get("md5", "") for name in ("download", "preprocess")
             for out in stages.get(name, {}).get("outs", [])}
