@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -157,20 +156,6 @@ def make_project(dest: Path, overrides=(), env: dict | None = None) -> Project:
     return project
 
 
-def start_warm(folder: Path, cwd: Path, env: dict, *args: str) -> tuple[subprocess.Popen, Path]:
-    """A warm interpreter (linclass.orchestration.warm) started in `cwd` with `env` and `args`, its socket and
-    log.txt in `folder` (private, existing); returns (the process, its socket) once the socket is there."""
-    socket_path = folder / "socket"
-    with open(folder / "log.txt", "w") as log:
-        proc = subprocess.Popen([str(BIN / "python"), "-m", "linclass.orchestration.warm", "--socket",
-                                 str(socket_path), *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while not socket_path.is_socket():
-        assert proc.poll() is None and time.monotonic() < deadline, (folder / "log.txt").read_text()
-        time.sleep(0.05)
-    return proc, socket_path
-
-
 @contextlib.contextmanager
 def warm_stages(project: Project):
     """While inside: the project's stages start from a warm interpreter (linclass.orchestration.warm, what a Ray
@@ -178,24 +163,30 @@ def warm_stages(project: Project):
     less a stage, over a third of a small pipeline. `pipeline/python` uses it through $LINCLASS_WARM_SOCKET,
     set in project.env here (an env made from project.env inside carries it too) and yielded ({name: socket}).
 
-    For the modules whose pipeline is the set-up of what they check (runs, outputs, lineage). The fresh
-    process per stage that a user's `make repro` starts stays under test where it matters: tests/test_docs.py
-    (from a fresh shell), tests/test_faults.py and tests/test_kill_resume.py (signals, SIGKILL of the group; its
-    uninterrupted reference runs warm, so that their equal dvc.lock files also say warm and fresh stages write the
-    same outputs), tests/test_reproducible.py (two clones at once); tests/test_warm.py tests the interpreter itself."""
-    folder = Path(tempfile.mkdtemp(prefix="linclass-warm-"))   # 0700, and a short socket path
-    env = {**project.env, "PYTHONPATH": str(project.path / "src"), "OPENBLAS_NUM_THREADS": "1"}  # train.blas_threads
-    proc, socket_path = start_warm(folder, project.path, env, "--idle", "3600")
+    For the modules whose pipeline is the set-up of what they check (runs, outputs, lineage); `linclass repro`
+    and `linclass exp` start one the same way (tests/test_docs.py runs them from a fresh shell). A fresh process
+    per stage (a plain `dvc repro`) stays under test where it matters: tests/test_faults.py and
+    tests/test_kill_resume.py (signals, SIGKILL of the group; its uninterrupted reference runs warm, so that their
+    equal dvc.lock files also say warm and fresh stages write the same outputs), tests/test_reproducible.py (two
+    clones at once); tests/test_warm.py tests the interpreter itself. A command it declined (it would have run
+    fresh, unnoticed) fails the test, except the queue's temporary copies (another working directory)."""
+    from linclass.orchestration.warm import serving
+
+    log = Path(tempfile.mkdtemp(prefix="linclass-warm-log-")) / "log.txt"
     plain = project.env
-    try:
-        warm = {"LINCLASS_WARM_SOCKET": str(socket_path)}
+    env = {**plain, "OPENBLAS_NUM_THREADS": "1"}   # train.blas_threads
+    with serving(project.path, env, log, wait=180, idle=3600) as warm:
+        assert Path(warm["LINCLASS_WARM_SOCKET"]).is_socket(), log.read_text()
         project.env = {**plain, **warm}
-        yield warm
-    finally:
-        project.env = plain
-        proc.terminate()
-        proc.wait(timeout=60)
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            yield warm
+        finally:
+            project.env = plain
+    # a stage it declined ran fresh, silently: only the queue's temporary copies are another working directory
+    declined = [line for line in log.read_text().splitlines()
+                if line.startswith("declined") and "another working directory" not in line]
+    assert not declined, declined
+    shutil.rmtree(log.parent)
 
 
 def make_project_with_remotes(base: Path, overrides=()) -> Project:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, start_warm
+from conftest import BIN, ROOT
 
 CLIENT = ROOT / "src" / "linclass" / "orchestration" / "warm_client.py"
 
@@ -25,6 +25,20 @@ print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "warm": os.environ.get("
 sys.stderr.write("to stderr\\n")
 sys.exit(int(os.environ.get("EXIT", "0")))
 """
+
+
+def start_warm(folder: Path, cwd: Path, env: dict, *args: str) -> tuple[subprocess.Popen, Path]:
+    """A warm interpreter (linclass.orchestration.warm) started in `cwd` with `env` and `args`, its socket and
+    log.txt in `folder` (private, existing); returns (the process, its socket) once the socket is there."""
+    socket_path = folder / "socket"
+    with open(folder / "log.txt", "w") as log:
+        proc = subprocess.Popen([str(BIN / "python"), "-m", "linclass.orchestration.warm", "--socket",
+                                 str(socket_path), *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while not socket_path.is_socket():
+        assert proc.poll() is None and time.monotonic() < deadline, (folder / "log.txt").read_text()
+        time.sleep(0.05)
+    return proc, socket_path
 
 
 def start_server(folder: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
@@ -45,8 +59,9 @@ def server(tmp_path_factory):
     stop(proc)
 
 
-def client(socket_path: Path, *argv: str, cwd: Path = ROOT, env: dict | None = None, **kw):
-    return subprocess.run([sys.executable, "-I", "-S", str(CLIENT), *argv], cwd=cwd, capture_output=True, text=True,
+def client(socket_path: Path, *argv: str, cwd: Path = ROOT, env: dict | None = None, python: str = sys.executable,
+           **kw):
+    return subprocess.run([python, "-I", "-S", str(CLIENT), *argv], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "LINCLASS_WARM_SOCKET": str(socket_path), **(env or {})}, timeout=120,
                           **kw)
 
@@ -86,6 +101,16 @@ def test_what_it_does_not_serve_runs_in_a_fresh_interpreter(server, report, tmp_
         assert seen["warm"] is None and not seen["numpy"], "a fresh python"
     gone = client(tmp_path / "no-socket", str(report))
     assert gone.returncode == 0 and json.loads(gone.stdout)["warm"] is None
+
+
+def test_the_same_environment_through_a_link_is_served_and_another_is_not(server, report, tmp_path):
+    """A project copy's .venv may be a link to the environment (the tests' copies, a worktree's): served. The
+    system's python is another environment: it runs the command itself (the server only logs that it declined)."""
+    (tmp_path / "venv").symlink_to(Path(sys.executable).parent.parent)
+    linked = client(server, str(report), python=str(tmp_path / "venv" / "bin" / Path(sys.executable).name))
+    assert linked.returncode == 0 and json.loads(linked.stdout)["warm"] == "1", linked.stderr
+    system = client(server, str(report), python="/usr/bin/python3")
+    assert system.returncode == 0 and json.loads(system.stdout)["warm"] is None, system.stderr
 
 
 def test_sigterm_to_the_client_reaches_the_command(server, tmp_path):

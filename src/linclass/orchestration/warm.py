@@ -5,10 +5,12 @@ it is asked to run in its workspace, so that a command starts in milliseconds wi
     python -m linclass.orchestration.warm --socket PATH [--idle 600]     # in the workspace's root
 
 A Ray node keeps one per workspace (linclass.orchestration.ray_backend): `dvc exp run` and every stage
-it runs start from it. The client is linclass/orchestration/warm_client.py (`pipeline/python` uses it when
-$LINCLASS_WARM_SOCKET names a live socket). A command runs as it would in a fresh `python`: its own
-process (and process group), the client's standard streams, working directory, environment and
-arguments, `__main__` = the script; the client relays its signals and exits with the command's status.
+it runs start from it. `linclass repro` and `linclass exp` start one for the stages of their DVC run
+(serving() below) and stop it at the end. The client is linclass/orchestration/warm_client.py
+(`pipeline/python` uses it when $LINCLASS_WARM_SOCKET names a live socket). A command runs as it would in a
+fresh `python`: its own process (and process group), the client's standard streams, working directory,
+environment and arguments, `__main__` = the script; the client relays its signals and exits with the
+command's status.
 
 What is served: only commands whose working directory is this workspace's root (or, for `-m dvc`, a folder
 inside it), whose PYTHONPATH (if any) is this workspace's src/, from the same Python environment; anything
@@ -33,12 +35,16 @@ import logging
 import os
 import runpy
 import selectors
+import shutil
 import signal
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 # The stage scripts whose imports are loaded up front, what they import lazily (MLflow's pyfunc model, its git
@@ -108,8 +114,8 @@ def served_here(request: dict, root: Path, src: Path) -> str | None:
     argv = request.get("argv") or []
     if cwd != root and not (cwd.is_relative_to(root) and argv[:2] == ["-m", "dvc"]):
         return "another working directory"   # a DVC project inside this one may run `dvc`, nothing else
-    if Path(request.get("python") or "/").parent != Path(sys.executable).parent:
-        return "another Python environment"
+    if Path(request.get("python") or "/").parent.resolve() != Path(sys.executable).parent.resolve():
+        return "another Python environment"   # its bin/ folder, links resolved: a project's .venv may be a link
     python_path = (request.get("env") or {}).get("PYTHONPATH")
     if python_path and any((cwd / entry).resolve() != src for entry in python_path.split(os.pathsep) if entry):
         return "another PYTHONPATH"
@@ -199,6 +205,7 @@ def _accept(listener: socket.socket, root: Path, src: Path, children: dict) -> d
         return None
     reason = served_here(request, root, src) if len(fds) == 3 else "no standard streams"
     if reason is not None:
+        print(f"declined ({reason}): {' '.join(request.get('argv') or [])[:160]}", flush=True)
         _send(conn, {"declined": reason})
         conn.close()
         for fd in fds:
@@ -317,6 +324,35 @@ def _exit_now(exit_code: list[int]) -> None:
             stream.flush()
     logging.shutdown()
     os._exit(exit_code[0])
+
+
+@contextlib.contextmanager
+def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle: float = 600.0) -> Iterator[dict]:
+    """While inside: a warm interpreter serving the workspace `root`, started with `env` (PYTHONPATH: root's
+    src/), in a process group of its own (a Ctrl-C reaches its commands through their clients), its output in
+    `log` (one line per command served or declined) and its socket in a private temporary folder. Yields the
+    variables that send `pipeline/python` to it. Commands asked before it has imported its modules (about 3 s)
+    run fresh, unless `wait` seconds are given to wait for its socket. Stopped on the way out, with anything
+    it still runs (SIGTERM, SIGKILL after GRACE seconds)."""
+    folder = Path(tempfile.mkdtemp(prefix="linclass-warm-"))   # 0700; short: a socket's path has at most 107 bytes
+    socket_path = folder / "socket"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "linclass.orchestration.warm", "--socket", str(socket_path),
+                                 "--idle", str(idle)], cwd=root, env={**env, "PYTHONPATH": str(Path(root, "src"))},
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, process_group=0)
+    try:
+        deadline = time.monotonic() + wait
+        while not socket_path.is_socket() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield {"LINCLASS_WARM_SOCKET": str(socket_path)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=GRACE + 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:
