@@ -205,6 +205,18 @@ def project(tmp_path_factory, synthetic_archive):
     return project
 
 
+def assert_stages_ran_warm(path: Path) -> None:
+    """`make repro` started its stages from a warm interpreter (the last one at least: the first ones may start
+    before it is ready), declined none, and stopped it."""
+    import psutil
+
+    lines = (path / ".dvc" / "tmp" / "linclass-warm.log").read_text().splitlines()
+    server = int(re.match(r"warm interpreter pid (\d+) serving", lines[0]).group(1))
+    assert any(line.endswith("exit 0: pipeline/report.py") for line in lines), lines
+    assert not [line for line in lines if line.startswith("declined")], lines
+    assert not psutil.pid_exists(server) or psutil.Process(server).status() == psutil.STATUS_ZOMBIE
+
+
 def sh(cwd: Path, env: dict, command: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -285,6 +297,7 @@ def test_the_docs_commands_work_from_a_fresh_shell(project):
         if command == "make repro":
             assert (project.path / "reports" / "report.html").is_file()
             assert "test_accuracy" in proc.stdout, proc.stdout[-2000:]
+            assert_stages_ran_warm(project.path)
         if command == ".venv/bin/linclass settings train":
             assert proc.stdout.startswith("train.epochs = ") and "data." not in proc.stdout, proc.stdout
         if command == "make compare":

@@ -19,14 +19,22 @@ VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 LOADED = "LINCLASS_WARM_BLAS"
 
 
-def set_blas_threads(params_path: str = "params.yaml") -> int | None:
-    """Put train.blas_threads of `params_path` into the BLAS environment variables; return it."""
+def blas_threads(params_path: str = "params.yaml") -> int | None:
+    """train.blas_threads of `params_path`, or None where it is missing or not a positive integer."""
     try:
         with open(params_path) as f:
             value = yaml.safe_load(f)["train"]["blas_threads"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        return None
+    return value
+
+
+def set_blas_threads(params_path: str = "params.yaml") -> int | None:
+    """Put train.blas_threads of `params_path` into the BLAS environment variables; return it."""
+    value = blas_threads(params_path)
+    if value is None:
         return None
     for variable in VARIABLES:
         os.environ[variable] = str(value)
