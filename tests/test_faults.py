@@ -137,6 +137,23 @@ def wait_for_training(project, proc, before: dict, log: Path, timeout: float = 1
     raise AssertionError(f"training did not start within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+# Runs its arguments with SIGINT at its default: a command started in the background of a shell without job
+# control (nohup ... &, some CI runners) inherits SIGINT ignored, and a Ctrl-C test of it could not pass.
+DEFAULT_SIGINT = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                  "os.execv(sys.argv[1], sys.argv[1:])"]
+
+
+def stop_tree(pid: int) -> None:
+    """SIGKILL to a process and everything under it (in whatever process group)."""
+    import psutil
+
+    with contextlib.suppress(psutil.NoSuchProcess):
+        parent = psutil.Process(pid)
+        for process in [*parent.children(recursive=True), parent]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+
+
 def train_process(dvc_pid: int):
     import psutil
 
@@ -216,9 +233,10 @@ def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_
                         "grid.losses=[svm]", "grid.regularizers=[none]", "grid.features=[]", "train.epochs=100000")
     before = all_runs(project)
     log = tmp_path / "exp.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(BIN / "linclass"), "exp", *overrides], cwd=project.path, env=project.env,
-                                stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    with open(log, "w") as out:   # started as a terminal starts it: SIGINT not ignored, whatever pytest inherited
+        proc = subprocess.Popen([*DEFAULT_SIGINT, str(BIN / "linclass"), "exp", *overrides], cwd=project.path,
+                                env=project.env, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
     try:
         wait_for_training(project, proc, before, log)
         if target == "group":
@@ -227,8 +245,8 @@ def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_
             os.kill(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:   # DVC has a process group of its own: stop the whole tree, or it holds the project
+            stop_tree(proc.pid)
             proc.wait()
     assert proc.returncode != 0 and "interrupted (SIGINT)" in log.read_text(), log.read_text()[-3000:]
     staged = project.run("git", "diff", "--cached", "--name-only").stdout.split()
