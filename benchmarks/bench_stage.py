@@ -1,7 +1,8 @@
 """Where the wall time of one real train stage goes, and its ratio wall / SGD (goal <= 1.5x).
 
-Not a test. Run: .venv/bin/python benchmarks/bench_stage.py [--stage train@svm-l2] [--synthetic] [--keep DIR]
-(`make bench-stage` does this.) It copies the project into a temporary git + DVC folder, prepares the data
+Not a test. Run: .venv/bin/python benchmarks/bench_stage.py [--stage train@svm-l2] [--synthetic] [--keep DIR] [--warm]
+(`make bench-stage` does this; --warm: the stage started from a warm interpreter, as `make repro` starts it,
+instead of a fresh python.) It copies the project into a temporary git + DVC folder, prepares the data
 (`dvc repro preprocess`: the real CIFAR-10 from ../shared/data when it exists, through a file:// URL,
 else a synthetic archive of the same shape), then times `dvc repro <stage>` with the stage's command
 run under benchmarks/stage_timer.py, which accounts for the stage process's time per category
@@ -11,6 +12,7 @@ Defaults of conf/ (20 epochs, batch 200), one BLAS thread, MLflow into the copy'
 """
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -62,6 +64,8 @@ def main():
     parser.add_argument("--stage", default="train@svm-l2", help="a train@<loss>-<regularizer> stage (default svm-l2)")
     parser.add_argument("--synthetic", action="store_true", help="synthetic data even if the real copy exists")
     parser.add_argument("--keep", type=Path, default=None, help="build the copy here and keep it (default: a temp dir)")
+    parser.add_argument("--warm", action="store_true",
+                        help="start the stage from a warm interpreter, as `make repro` does (default: a fresh python)")
     args = parser.parse_args()
     if not re.fullmatch(r"train@[a-z_]+-[a-z0-9]+", args.stage):
         parser.error(f"--stage must be train@<loss>-<regularizer>, got {args.stage!r}")
@@ -76,13 +80,21 @@ def main():
         print(f"before start: {load()} (other processes skew timings)")
         run([BIN / "dvc", "repro", "preprocess"], dest, env)
         times = dest / "stage-times.json"
-        start = time.perf_counter()
-        proc = run([BIN / "dvc", "repro", args.stage], dest, {**env, "STAGE_TIMES": str(times)})
-        wall = time.perf_counter() - start
+        with contextlib.ExitStack() as stack:
+            warm = {}
+            if args.warm:   # ready before the stage starts; one BLAS thread, the train stages' (train.blas_threads)
+                from linclass.orchestration.warm import serving
+
+                warm = stack.enter_context(serving(dest, {**env, "OPENBLAS_NUM_THREADS": "1"},
+                                                   dest.parent / "warm.log", wait=180))
+            start = time.perf_counter()
+            proc = run([BIN / "dvc", "repro", args.stage], dest, {**env, "STAGE_TIMES": str(times), **warm})
+            wall = time.perf_counter() - start
         stage = json.loads(times.read_text())
         seconds = {**stage["seconds"], "DVC bookkeeping": wall - stage["process_wall"]}
         print(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "")
-        print(f"\n`dvc repro {args.stage}` wall {wall:.1f} s, of which the stage process "
+        how = " (warm)" if args.warm else ""
+        print(f"\n`dvc repro {args.stage}`{how} wall {wall:.1f} s, of which the stage process "
               f"{stage['process_wall']:.1f} s\n")
         print(f"{'where':18s} {'seconds':>8s} {'share':>6s}")
         for name in (*ORDER, "DVC bookkeeping"):
