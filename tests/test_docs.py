@@ -211,7 +211,9 @@ def assert_stages_ran_warm(path: Path) -> None:
     import psutil
 
     lines = (path / ".dvc" / "tmp" / "linclass-warm.log").read_text().splitlines()
-    server = int(re.match(r"warm interpreter pid (\d+) serving", lines[0]).group(1))
+    first = re.match(r"warm interpreter pid (\d+) serving", lines[0])
+    assert first, lines
+    server = int(first.group(1))
     assert any(line.endswith("exit 0: pipeline/report.py") for line in lines), lines
     assert not [line for line in lines if line.startswith("declined")], lines
     assert not psutil.pid_exists(server) or psutil.Process(server).status() == psutil.STATUS_ZOMBIE
