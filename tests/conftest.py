@@ -175,18 +175,20 @@ def warm_stages(project: Project):
     log = Path(tempfile.mkdtemp(prefix="linclass-warm-log-")) / "log.txt"
     plain = project.env
     env = {**plain, "OPENBLAS_NUM_THREADS": "1"}   # train.blas_threads
-    with serving(project.path, env, log, wait=180, idle=3600) as warm:
-        assert Path(warm["LINCLASS_WARM_SOCKET"]).is_socket(), log.read_text()
-        project.env = {**plain, **warm}
-        try:
-            yield warm
-        finally:
-            project.env = plain
-    # a stage it declined ran fresh, silently: only the queue's temporary copies are another working directory
-    declined = [line for line in log.read_text().splitlines()
-                if line.startswith("declined") and "another working directory" not in line]
-    assert not declined, declined
-    shutil.rmtree(log.parent)
+    try:
+        with serving(project.path, env, log, wait=180, idle=3600) as warm:
+            assert Path(warm["LINCLASS_WARM_SOCKET"]).is_socket(), log.read_text()
+            project.env = {**plain, **warm}
+            try:
+                yield warm
+            finally:
+                project.env = plain
+        # a stage it declined ran fresh, silently: only the queue's temporary copies are another working directory
+        declined = [line for line in log.read_text().splitlines()
+                    if line.startswith("declined") and "another working directory" not in line]
+        assert not declined, declined
+    finally:
+        shutil.rmtree(log.parent, ignore_errors=True)
 
 
 def make_project_with_remotes(base: Path, overrides=()) -> Project:

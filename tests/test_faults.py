@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -224,7 +225,8 @@ def test_killed_training_is_marked_killed_leaves_nothing_and_repro_completes(pro
     assert json.loads(project.dvc("status", "--json", f"train@{name}").stdout) == {}
 
 
-@pytest.mark.parametrize("target", ["group", "pid"])   # Ctrl-C in a terminal; a SIGINT to linclass alone
+# Ctrl-C in a terminal; a SIGINT to linclass alone; `kill` of linclass (SIGTERM), taken as Ctrl-C
+@pytest.mark.parametrize("target", ["group", "pid", "sigterm"])
 def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_away(project, tmp_path, target):
     """`linclass exp` waits for DVC to undo its `git add` of params.yaml and dvc.lock after Ctrl-C: with them
     left staged, the README's way back (`git checkout params.yaml`) restored the interrupted settings."""
@@ -242,13 +244,22 @@ def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_
         if target == "group":
             os.killpg(proc.pid, signal.SIGINT)   # what Ctrl-C in the terminal does
         else:
-            os.kill(proc.pid, signal.SIGINT)
+            os.kill(proc.pid, signal.SIGTERM if target == "sigterm" else signal.SIGINT)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:   # DVC has a process group of its own: stop the whole tree, or it holds the project
             stop_tree(proc.pid)
             proc.wait()
     assert proc.returncode != 0 and "interrupted (SIGINT)" in log.read_text(), log.read_text()[-3000:]
+    # the stages' warm interpreter is gone, and its socket's folder with it
+    import psutil
+
+    first = re.match(r"warm interpreter pid (\d+) serving \S+ on (\S+)",
+                     (project.path / ".dvc/tmp/linclass-warm.log").read_text())
+    assert first, "no warm interpreter started"
+    server, socket_path = first.groups()
+    assert not psutil.pid_exists(int(server)) or psutil.Process(int(server)).status() == psutil.STATUS_ZOMBIE
+    assert not Path(socket_path).parent.exists()
     staged = project.run("git", "diff", "--cached", "--name-only").stdout.split()
     assert staged == [], staged
     assert (project.path / "params.yaml").read_bytes() != project.saved["params.yaml"]   # the experiment's

@@ -19,7 +19,9 @@ CLIENT = ROOT / "src" / "linclass" / "orchestration" / "warm_client.py"
 
 REPORT = """
 import json, os, sys
+import signal
 print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "warm": os.environ.get("LINCLASS_WARM_BLAS"),
+                  "sighup_ignored": signal.getsignal(signal.SIGHUP) == signal.SIG_IGN,
                   "numpy": "numpy" in sys.modules, "pid": os.getpid(), "pgid": os.getpgid(0),
                   "marker": os.environ.get("MARKER")}))
 sys.stderr.write("to stderr\\n")
@@ -101,6 +103,17 @@ def test_what_it_does_not_serve_runs_in_a_fresh_interpreter(server, report, tmp_
         assert seen["warm"] is None and not seen["numpy"], "a fresh python"
     gone = client(tmp_path / "no-socket", str(report))
     assert gone.returncode == 0 and json.loads(gone.stdout)["warm"] is None
+
+
+def test_a_signal_the_client_ignores_stays_ignored_in_the_command(server, report):
+    """Under nohup (SIGHUP ignored), a warm command ignores SIGHUP as a fresh python started there would."""
+    ignoring = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+                "os.execv(sys.argv[1], sys.argv[1:])", sys.executable, "-I", "-S", str(CLIENT), str(report)]
+    done = subprocess.run(ignoring, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "LINCLASS_WARM_SOCKET": str(server)})
+    seen = json.loads(done.stdout)
+    assert seen["warm"] == "1" and seen["sighup_ignored"], seen
+    assert not json.loads(client(server, str(report)).stdout)["sighup_ignored"]
 
 
 def test_the_same_environment_through_a_link_is_served_and_another_is_not(server, report, tmp_path):

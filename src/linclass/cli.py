@@ -73,17 +73,24 @@ def one_pipeline_at_a_time() -> Iterator[None]:
                            "by side through the queue (linclass grid / linclass sweep)") from None
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt   # SIGTERM, SIGHUP (a closed terminal): stop DVC as Ctrl-C does
+
+
 def dvc(*args: str, env: dict[str, str] | None = None) -> None:
     """Run dvc (this environment's), its output ours, with `env` added to our environment; Failed when it fails.
 
-    DVC runs in a process group of its own, and an interrupt of this process (Ctrl-C, or SIGINT to its pid) is
-    passed on to that group once, then DVC is waited for: it stops its stage and undoes its `git add` of
-    params.yaml and dvc.lock (subprocess.run would kill it 0.25 s later, leaving them staged, and
-    `git checkout params.yaml` would then restore the interrupted experiment's settings)."""
+    DVC runs in a process group of its own, and an interrupt of this process (Ctrl-C, SIGINT to its pid, SIGTERM,
+    or SIGHUP from a closed terminal) is passed on to that group once as SIGINT, then DVC is waited for: it stops
+    its stage and undoes its `git add` of params.yaml and dvc.lock (subprocess.run would kill it 0.25 s later,
+    leaving them staged, and `git checkout params.yaml` would then restore the interrupted experiment's
+    settings)."""
     from linclass.orchestration.sweep import dvc_executable
 
     proc = subprocess.Popen([dvc_executable(), *args], env={**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})},
                             process_group=0)
+    stops = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)
+             if signal.getsignal(sig) != signal.SIG_IGN}   # under nohup, a hang-up stays ignored
     try:
         status = proc.wait()
     except KeyboardInterrupt:
@@ -91,20 +98,24 @@ def dvc(*args: str, env: dict[str, str] | None = None) -> None:
             os.killpg(proc.pid, signal.SIGINT)
         proc.wait()
         raise
+    finally:
+        for sig, handler in stops.items():
+            signal.signal(sig, handler)
     if status:
         raise Failed(status)
 
 
 @contextmanager
-def warm_stages() -> Iterator[dict[str, str]]:
+def warm_stages(threads: int | None = None) -> Iterator[dict[str, str]]:
     """While inside: a warm interpreter (linclass.orchestration.warm) for the stages of a DVC run in this workspace;
     yields the variables for DVC's environment. Each stage then starts with MLflow, DVC, numpy... imported (about
-    2 s of CPU a stage). Its BLAS has train.blas_threads threads, the train stages' (the other stages run with
-    them too: the same results). What it ran, and what it left to a fresh python: WARM_LOG."""
+    2 s of CPU a stage). Its BLAS has `threads` threads (default: train.blas_threads of params.yaml), the train
+    stages' (the other stages run with them too: the same results). What it ran, and what it left to a fresh
+    python: WARM_LOG."""
     from linclass.orchestration.warm import serving
     from linclass.plumbing.threads import VARIABLES, blas_threads
 
-    threads = blas_threads()
+    threads = threads or blas_threads()
     env = {**os.environ, **(dict.fromkeys(VARIABLES, str(threads)) if threads else {})}
     WARM_LOG.parent.mkdir(parents=True, exist_ok=True)
     with serving(Path.cwd(), env, WARM_LOG) as variables:
@@ -180,8 +191,10 @@ def exp(overrides: Overrides = None):
     if not overrides:
         raise ValueError("an experiment needs settings to change, e.g. linclass exp train.epochs=5 "
                          "(make exp SET='train.epochs=5'); the workspace as it is: linclass repro (make repro)")
-    overrides = checked(overrides)
-    with one_pipeline_at_a_time(), warm_stages() as warm:
+    from linclass.config import compose
+
+    threads = compose("conf", overrides)["train"]["blas_threads"]   # every setting checked; the experiment's threads
+    with one_pipeline_at_a_time(), warm_stages(threads) as warm:
         dvc("exp", "run", *(arg for o in overrides for arg in ("-S", o)), env=warm)
 
 

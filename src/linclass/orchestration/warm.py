@@ -277,6 +277,8 @@ def run_job(job: dict, loaded_blas: str) -> None:
         os.dup2(fd, target)
         os.close(fd)
     request = job["request"]
+    for signum in request.get("ignored", []):   # ignored by the client (nohup): as a fresh python inherits them
+        signal.signal(signum, signal.SIG_IGN)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -336,22 +338,27 @@ def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle:
     it still runs (SIGTERM, SIGKILL after GRACE seconds)."""
     folder = Path(tempfile.mkdtemp(prefix="linclass-warm-"))   # 0700; short: a socket's path has at most 107 bytes
     socket_path = folder / "socket"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "linclass.orchestration.warm", "--socket", str(socket_path),
-                                 "--idle", str(idle)], cwd=root, env={**env, "PYTHONPATH": str(Path(root, "src"))},
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, process_group=0)
     try:
-        deadline = time.monotonic() + wait
-        while not socket_path.is_socket() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield {"LINCLASS_WARM_SOCKET": str(socket_path)}
-    finally:
-        proc.terminate()
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)   # private: command lines and times (an older log may have been readable)
+        with open(fd, "w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "linclass.orchestration.warm", "--socket",
+                                     str(socket_path), "--idle", str(idle)], cwd=root,
+                                    env={**env, "PYTHONPATH": str(Path(root, "src"))}, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, process_group=0)
         try:
-            proc.wait(timeout=GRACE + 10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            deadline = time.monotonic() + wait
+            while not socket_path.is_socket() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            yield {"LINCLASS_WARM_SOCKET": str(socket_path)}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=GRACE + 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 

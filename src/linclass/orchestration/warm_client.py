@@ -6,8 +6,9 @@ else exactly as `python` would. Standard library only: it runs as `python -I -S 
 
 $LINCLASS_WARM_SOCKET names the warm interpreter's socket. The command gets this process's standard
 input, output and error, its working directory and environment; the signals this process receives
-(SIGTERM, SIGINT, SIGHUP) go to the command's process group, and this process exits as the command did
-(same code, or killed by the same signal). If this process is killed outright, the command's side
+(SIGTERM, SIGINT, SIGHUP) go to the command's process group, those this process ignores (nohup) stay
+ignored in the command too, and this process exits as the command did (same code, or killed by the
+same signal). If this process is killed outright, the command's side
 notices the closed connection and stops itself (SIGTERM, then SIGKILL after 10 s).
 """
 import json
@@ -28,7 +29,9 @@ def fallback(argv: list[str]) -> None:
 
 def ask(path: str, argv: list[str]):
     """Send the request; the connection's reader once the command runs, None when the interpreter declines."""
-    request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "python": sys.executable}).encode()
+    ignored = [int(sig) for sig in SIGNALS if signal.getsignal(sig) == signal.SIG_IGN]   # e.g. SIGHUP under nohup
+    request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "python": sys.executable,
+                          "ignored": ignored}).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
@@ -50,7 +53,8 @@ def ask(path: str, argv: list[str]):
             pass
 
     for sig in SIGNALS:
-        signal.signal(sig, forward)
+        if int(sig) not in ignored:
+            signal.signal(sig, forward)
     return reader
 
 
