@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -189,6 +190,25 @@ def warm_stages(project: Project):
         assert not declined, declined
     finally:
         shutil.rmtree(log.parent, ignore_errors=True)
+
+
+def warm_log(path: Path) -> tuple[list[str], int, Path]:
+    """The lines of the warm log `linclass repro` / `linclass exp` left in the project at `path`, its
+    interpreter's pid and socket (from the first line)."""
+    lines = (path / ".dvc" / "tmp" / "linclass-warm.log").read_text().splitlines()
+    first = re.match(r"warm interpreter pid (\d+) serving \S+ on (\S+)", lines[0] if lines else "")
+    assert first, f"no warm interpreter started: {lines}"
+    return lines, int(first.group(1)), Path(first.group(2))
+
+
+def gone(pid: int) -> bool:
+    """Whether process `pid` has ended (a zombie not yet reaped counts as ended)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def make_project_with_remotes(base: Path, overrides=()) -> Project:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, SMALL, free_port, make_project, shrink_conf
+from conftest import ROOT, SMALL, free_port, gone, make_project, shrink_conf, warm_log
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "CONTRIBUTING.md"]
 
@@ -208,15 +208,10 @@ def project(tmp_path_factory, synthetic_archive):
 def assert_stages_ran_warm(path: Path) -> None:
     """`make repro` started its stages from a warm interpreter (the last one at least: the first ones may start
     before it is ready), declined none, and stopped it."""
-    import psutil
-
-    lines = (path / ".dvc" / "tmp" / "linclass-warm.log").read_text().splitlines()
-    first = re.match(r"warm interpreter pid (\d+) serving", lines[0])
-    assert first, lines
-    server = int(first.group(1))
+    lines, server, _ = warm_log(path)
     assert any(line.endswith("exit 0: pipeline/report.py") for line in lines), lines
     assert not [line for line in lines if line.startswith("declined")], lines
-    assert not psutil.pid_exists(server) or psutil.Process(server).status() == psutil.STATUS_ZOMBIE
+    assert gone(server)
 
 
 def sh(cwd: Path, env: dict, command: str, timeout: float = 900) -> subprocess.CompletedProcess:

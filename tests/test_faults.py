@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import BIN, SMALL, layered, make_project
+from conftest import BIN, SMALL, gone, layered, make_project, warm_log
 from helpers_http import closed_port
 
 pytestmark = pytest.mark.slow
@@ -252,14 +251,9 @@ def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_
             proc.wait()
     assert proc.returncode != 0 and "interrupted (SIGINT)" in log.read_text(), log.read_text()[-3000:]
     # the stages' warm interpreter is gone, and its socket's folder with it
-    import psutil
-
-    first = re.match(r"warm interpreter pid (\d+) serving \S+ on (\S+)",
-                     (project.path / ".dvc/tmp/linclass-warm.log").read_text())
-    assert first, "no warm interpreter started"
-    server, socket_path = first.groups()
-    assert not psutil.pid_exists(int(server)) or psutil.Process(int(server)).status() == psutil.STATUS_ZOMBIE
-    assert not Path(socket_path).parent.exists()
+    _, server, socket_path = warm_log(project.path)
+    assert gone(server)
+    assert not socket_path.parent.exists()
     staged = project.run("git", "diff", "--cached", "--name-only").stdout.split()
     assert staged == [], staged
     assert (project.path / "params.yaml").read_bytes() != project.saved["params.yaml"]   # the experiment's
