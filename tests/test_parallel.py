@@ -149,3 +149,21 @@ def test_project_root_leads_back_from_a_dvc_temp_copy(tmp_path, monkeypatch):
     assert project_root() == (tmp_path / "elsewhere").resolve()
     assert context_tags()["project_root"] == str((tmp_path / "elsewhere").resolve())
     assert context_tags()["dvc_exp_name"] == "grid-svm-l2"
+
+
+@pytest.mark.slow
+def test_the_queue_s_stages_start_warm_and_train_what_a_fresh_stage_trains(grid):
+    """`linclass grid` serves the stages of DVC's temporary copies from one warm interpreter (the queue's train
+    stages, then grid-all's): none declined, and a train stage run fresh in the workspace writes the same weights
+    and metrics as the warm one of its experiment. (Last in the module: its run is one more in the store.)"""
+    log = (grid.path / ".dvc" / "tmp" / "linclass-warm.log").read_text()
+    assert log.count("exit 0: pipeline/train.py") == len(GRID), log
+    assert "exit 0: pipeline/report.py" in log and "declined" not in log, log
+    shown = json.loads(grid.dvc("exp", "show", "--json").stdout)
+    warm = {experiment["name"]: experiment["revs"][0]["data"]["metrics"] for baseline in shown
+            for experiment in baseline.get("experiments") or []}
+    name = GRID[0]
+    grid.dvc("repro", "--single-item", "--force", f"train@{name}")   # no warm interpreter in project.env: fresh
+    fresh = json.loads((grid.path / "metrics" / "train" / f"{name}.json").read_text())
+    assert fresh == warm[f"grid-{name}"][f"metrics/train/{name}.json"]["data"]
+    assert fresh["weights_md5"]

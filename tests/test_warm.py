@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import signal
 print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "warm": os.environ.get("LINCLASS_WARM_BLAS"),
                   "sighup_ignored": signal.getsignal(signal.SIGHUP) == signal.SIG_IGN,
                   "numpy": "numpy" in sys.modules, "pid": os.getpid(), "pgid": os.getpgid(0),
-                  "marker": os.environ.get("MARKER")}))
+                  "marker": os.environ.get("MARKER"), "path": sys.path}))
 sys.stderr.write("to stderr\\n")
 sys.exit(int(os.environ.get("EXIT", "0")))
 """
@@ -103,6 +104,39 @@ def test_what_it_does_not_serve_runs_in_a_fresh_interpreter(server, report, tmp_
         assert seen["warm"] is None and not seen["numpy"], "a fresh python"
     gone = client(tmp_path / "no-socket", str(report))
     assert gone.returncode == 0 and json.loads(gone.stdout)["warm"] is None
+
+
+def test_a_copy_with_the_same_code_is_served_and_changed_code_is_not(tmp_path, report):
+    """DVC's temporary experiment copies (the queue's, `dvc exp run --temp`) hold the workspace's code: served, with
+    the copy's src/ on sys.path. A copy whose code differs, and the workspace itself once its code is edited,
+    run fresh: the modules the server imported are not their code."""
+    workspace = tmp_path / "workspace"
+    copy = workspace / ".dvc" / "tmp" / "exps" / "tmpk3j2h1"
+    for folder in ("src", "hydra_plugins", "pipeline"):
+        shutil.copytree(ROOT / folder, workspace / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(workspace / folder, copy / folder)
+    (tmp_path / "private").mkdir(mode=0o700)
+    proc, socket_path = start_warm(tmp_path / "private", workspace, {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+                                                                     "PYTHONPATH": str(workspace / "src")})
+
+    def seen(cwd: Path) -> dict:
+        done = client(socket_path, str(report), cwd=cwd, env={"PYTHONPATH": "src"})
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    try:
+        in_copy = seen(copy)
+        assert in_copy["warm"] == "1" and str(copy / "src") in in_copy["path"], in_copy
+        assert str(workspace / "src") not in in_copy["path"], "later imports would come from the workspace"
+        for where in (copy, workspace):
+            with open(where / "src" / "linclass" / "__init__.py", "a") as module:
+                module.write("# edited\n")
+        assert seen(copy)["warm"] is None and seen(workspace)["warm"] is None
+        log = (tmp_path / "private" / "log.txt").read_text()
+        assert "declined (another working directory)" in log, log
+        assert "declined (the code changed since it was imported)" in log, log
+    finally:
+        stop(proc)
 
 
 def test_a_signal_the_client_ignores_stays_ignored_in_the_command(server, report):

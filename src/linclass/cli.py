@@ -122,13 +122,13 @@ def warm_stages(threads: int | None = None) -> Iterator[dict[str, str]]:
         yield variables
 
 
-def checked(overrides: list[str] | None) -> list[str]:
-    """The overrides, after composing conf/ with them (every setting checked; nothing written)."""
+def checked(overrides: list[str] | None) -> tuple[list[str], int]:
+    """The overrides, after composing conf/ with them (every setting checked; nothing written), and the BLAS
+    threads of their train stages (train.blas_threads: what their warm interpreter loads)."""
     from linclass.config import compose
 
     overrides = list(overrides or [])
-    compose("conf", overrides)
-    return overrides
+    return overrides, compose("conf", overrides)["train"]["blas_threads"]
 
 
 # ---- settings ----
@@ -191,9 +191,7 @@ def exp(overrides: Overrides = None):
     if not overrides:
         raise ValueError("an experiment needs settings to change, e.g. linclass exp train.epochs=5 "
                          "(make exp SET='train.epochs=5'); the workspace as it is: linclass repro (make repro)")
-    from linclass.config import compose
-
-    threads = compose("conf", overrides)["train"]["blas_threads"]   # every setting checked; the experiment's threads
+    overrides, threads = checked(overrides)
     with one_pipeline_at_a_time(), warm_stages(threads) as warm:
         dvc("exp", "run", *(arg for o in overrides for arg in ("-S", o)), env=warm)
 
@@ -210,7 +208,8 @@ Features = Annotated[str, typer.Option(help="the models' input: pixels, or a kin
 
 
 def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, address: str | None,
-            table: Path | None = None, summary: Path | None = None, features: str = "pixels") -> None:
+            warm: dict[str, str], table: Path | None = None, summary: Path | None = None,
+            features: str = "pixels") -> None:
     from linclass.orchestration import sweep
 
     if backend not in ("local", "ray"):
@@ -224,7 +223,7 @@ def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, 
                 summary.write_text(json.dumps(results, indent=1))
             failed = [ray_backend.describe(r) for r in results if not r["ok"]]
         else:
-            failed = sweep.run_points(points, prefix, overrides, jobs)
+            failed = sweep.run_points(points, prefix, overrides, jobs, env=warm)
     rows = sweep.results_table(prefix, features)
     sweep.print_table(rows, prefix)
     if table is not None and rows:
@@ -243,13 +242,15 @@ def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local"
     models with their validation and test accuracy."""
     from linclass.orchestration import sweep
 
-    overrides = checked(overrides)
-    _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, summary=summary)
-    with one_pipeline_at_a_time():
-        if overrides:
-            dvc("exp", "run", "--temp", "-n", "grid-all", *(arg for o in overrides for arg in ("-S", o)))
-        else:
-            dvc("repro")
+    overrides, threads = checked(overrides)
+    with warm_stages(threads) as warm:   # the queue's experiments and grid-all: DVC's temporary copies
+        _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, warm,
+                summary=summary)
+        with one_pipeline_at_a_time():
+            if overrides:
+                dvc("exp", "run", "--temp", "-n", "grid-all", *(arg for o in overrides for arg in ("-S", o)), env=warm)
+            else:
+                dvc("repro", env=warm)
     # the grid's points trained only; here every model of it with its test accuracy, evaluated together
     revision = "grid-all" if overrides else "workspace"
     sweep.print_comparison([row for row in sweep.comparison_rows(sweep.exp_show()) if row["revision"] == revision],
@@ -270,14 +271,16 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
     from linclass.orchestration.sweep import sweep_points
     from linclass.plumbing.paths import SWEEPS, lock_stages
 
-    overrides = checked(overrides)
+    overrides, threads = checked(overrides)
     points = sweep_points(loss, regularizer, learning_rates, strengths, features)
     name = f"{loss}-{regularizer}" if features == "pixels" else f"{loss}-{regularizer}-{features}"
-    _points(points, f"sweep-{name}-", overrides, backend, jobs, address, table=SWEEPS / f"{name}.csv",
-            summary=summary, features=features)
-    with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one
-        # (--single-item: these two alone, never a stale stage upstream of the report, such as a training)
-        dvc("repro", "--single-item", "hyperparameter_map", *(["report"] if "report" in lock_stages() else []))
+    with warm_stages(threads) as warm:
+        _points(points, f"sweep-{name}-", overrides, backend, jobs, address, warm, table=SWEEPS / f"{name}.csv",
+                summary=summary, features=features)
+        with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one
+            # (--single-item: these two alone, never a stale stage upstream of the report, such as a training)
+            dvc("repro", "--single-item", "hyperparameter_map", *(["report"] if "report" in lock_stages() else []),
+                env=warm)
 
 
 # ---- results ----

@@ -266,7 +266,8 @@ def clear_earlier(prefix: str) -> None:
 FINAL_STATES = ("success", "failed")
 
 
-def run_queue(jobs: int, expected: Sequence[str], check: float = 30.0, grace: float = 20.0) -> float:
+def run_queue(jobs: int, expected: Sequence[str], check: float = 30.0, grace: float = 20.0,
+              env: dict[str, str] | None = None) -> float:
     """`dvc exp run --run-all -j jobs`, its output as progress; returns once every `expected` experiment
     has finished (its state in `dvc exp show --json` is success or failed).
 
@@ -278,8 +279,8 @@ def run_queue(jobs: int, expected: Sequence[str], check: float = 30.0, grace: fl
     stop_leftover_workers.
     """
     start = time.monotonic()
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.Popen([dvc_executable(), "exp", "run", "--run-all", "-j", str(jobs)], env=env,
+    proc = subprocess.Popen([dvc_executable(), "exp", "run", "--run-all", "-j", str(jobs)],
+                            env={**os.environ, **(env or {}), "DVC_NO_ANALYTICS": "1"},
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         finished_at, next_check = None, time.monotonic() + check
@@ -541,9 +542,11 @@ def write_table(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def run_points(points: Sequence[Point], prefix: str, overrides: Sequence[str], jobs: int) -> list[str]:
+def run_points(points: Sequence[Point], prefix: str, overrides: Sequence[str], jobs: int,
+               env: dict[str, str] | None = None) -> list[str]:
     """Queue the points as DVC experiments (replacing earlier ones of the same names), run them `jobs` at a
-    time, and return the names of those that failed. The workspace's params.yaml is never changed."""
+    time (`env` added to the queue's environment: a warm interpreter's), and return the names of those that
+    failed. The workspace's params.yaml is never changed."""
     prepare(overrides)
     clear_earlier(prefix)
     for point in points:
@@ -552,7 +555,7 @@ def run_points(points: Sequence[Point], prefix: str, overrides: Sequence[str], j
     expected = [point.name for point in points]
     print(f"{len(expected)} experiments, {jobs} at a time: dvc exp run --run-all -j {jobs} "
           "(follow with `dvc queue status`, `dvc queue logs <name>`)")
-    seconds = run_queue(jobs, expected)
+    seconds = run_queue(jobs, expected, env=env)
     states = experiment_states(exp_show())
     print(f"queue done in {seconds:.0f} s")
     return [f"{name} (see `dvc queue logs {name}`)" for name in expected if states.get(name) != "success"]

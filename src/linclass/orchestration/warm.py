@@ -13,8 +13,10 @@ environment and arguments, `__main__` = the script; the client relays its signal
 command's status.
 
 What is served: only commands whose working directory is this workspace's root (or, for `-m dvc`, a folder
-inside it), whose PYTHONPATH (if any) is this workspace's src/, from the same Python environment; anything
-else is declined and the client runs it in a fresh interpreter. A stage that wants other BLAS threads than
+inside it) or a copy of it (DVC's temporary experiment copies: the queue's, `dvc exp run --temp`), whose code
+(src/, hydra_plugins/) is still, byte for byte, the code imported here, whose PYTHONPATH (if any) is that
+workspace's src/, from the same Python environment; anything else is declined and the client runs it in a
+fresh interpreter. A stage that wants other BLAS threads than
 the ones loaded here re-executes itself fresh (linclass.plumbing.threads).
 
 Safety: the socket lives in a folder only this user can enter, and a connection from another user
@@ -28,6 +30,7 @@ import argparse
 import ast
 import atexit
 import contextlib
+import hashlib
 import importlib
 import io
 import json
@@ -108,16 +111,42 @@ def preload(root: Path) -> list[str]:
     return missing
 
 
-def served_here(request: dict, root: Path, src: Path) -> str | None:
-    """Why the request is declined, or None to run it."""
+def project_code(root: Path) -> dict[str, bytes]:
+    """The project's own modules imported here (src/, hydra_plugins/: the files under `root` outside this Python
+    environment): their paths relative to `root`, and a digest of each file."""
+    environment = Path(sys.prefix).resolve()
+    files = {Path(file).resolve() for module in list(sys.modules.values())
+             if isinstance(file := getattr(module, "__file__", None), str)}
+    return {str(path.relative_to(root)): _digest(path) for path in sorted(files)
+            if path.is_relative_to(root) and not path.is_relative_to(environment)}
+
+
+def _digest(path: Path) -> bytes:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return b""
+
+
+def workspace_of(request: dict, root: Path) -> Path:
+    """The workspace a request runs in: its working directory, or this root for `-m dvc` in a folder inside it."""
     cwd = Path(request.get("cwd", "")).resolve()
+    return root if cwd.is_relative_to(root) and (request.get("argv") or [])[:2] == ["-m", "dvc"] else cwd
+
+
+def served_here(request: dict, root: Path, code: dict[str, bytes]) -> str | None:
+    """Why the request is declined, or None to run it. Served: a command in a workspace whose code is the code
+    imported here (this root, or a copy of it: DVC's temporary experiment copies), from the same Python
+    environment, with no PYTHONPATH but the workspace's src/; `-m dvc` also in a folder inside this root."""
+    cwd, workspace = Path(request.get("cwd", "")).resolve(), workspace_of(request, root)
     argv = request.get("argv") or []
-    if cwd != root and not (cwd.is_relative_to(root) and argv[:2] == ["-m", "dvc"]):
-        return "another working directory"   # a DVC project inside this one may run `dvc`, nothing else
+    if any(_digest(workspace / name) != digest for name, digest in code.items()):
+        return "the code changed since it was imported" if workspace == root else "another working directory"
     if Path(request.get("python") or "/").parent.resolve() != Path(sys.executable).parent.resolve():
         return "another Python environment"   # its bin/ folder, links resolved: a project's .venv may be a link
     python_path = (request.get("env") or {}).get("PYTHONPATH")
-    if python_path and any((cwd / entry).resolve() != src for entry in python_path.split(os.pathsep) if entry):
+    if python_path and any((cwd / entry).resolve() != workspace / "src"
+                           for entry in python_path.split(os.pathsep) if entry):
         return "another PYTHONPATH"
     if not argv or (argv[0] == "-m" and len(argv) < 2) or (argv[0].startswith("-") and argv[0] != "-m"):
         return "not a script or -m module"
@@ -145,7 +174,7 @@ def _send(conn: socket.socket, message: dict) -> None:
 def serve(path: Path, root: Path, idle: float) -> dict | None:
     """Accept commands until stopped or idle; in a forked child, return its job (run by the caller at the top
     level, outside this function's state); in the server, None once it stops."""
-    src = (root / "src").resolve()
+    code = project_code(root)
     stopping = []
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
@@ -165,7 +194,7 @@ def serve(path: Path, root: Path, idle: float) -> dict | None:
         while not stopping and (children or time.monotonic() - last_seen < idle):
             for key, _ in selector.select(timeout=1.0):
                 if key.fileobj is listener:
-                    job = _accept(listener, root, src, children)
+                    job = _accept(listener, root, code, children)
                     last_seen = time.monotonic()
                     if job is not None:   # the child: leave the server's state behind
                         for fd in (wake_read, wake_write):
@@ -192,7 +221,7 @@ def serve(path: Path, root: Path, idle: float) -> dict | None:
 SERVER_PID = [os.getpid()]
 
 
-def _accept(listener: socket.socket, root: Path, src: Path, children: dict) -> dict | None:
+def _accept(listener: socket.socket, root: Path, code: dict[str, bytes], children: dict) -> dict | None:
     conn, _ = listener.accept()
     _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
     if uid != os.getuid():
@@ -203,7 +232,7 @@ def _accept(listener: socket.socket, root: Path, src: Path, children: dict) -> d
     except (OSError, ValueError):
         conn.close()
         return None
-    reason = served_here(request, root, src) if len(fds) == 3 else "no standard streams"
+    reason = served_here(request, root, code) if len(fds) == 3 else "no standard streams"
     if reason is not None:
         print(f"declined ({reason}): {' '.join(request.get('argv') or [])[:160]}", flush=True)
         _send(conn, {"declined": reason})
@@ -215,7 +244,7 @@ def _accept(listener: socket.socket, root: Path, src: Path, children: dict) -> d
         stream.flush()
     pid = os.fork()
     if pid == 0:
-        return {"request": request, "fds": fds, "conn": conn}
+        return {"request": request, "fds": fds, "conn": conn, "root": str(root)}
     for fd in fds:
         os.close(fd)
     children[pid] = (conn, request["argv"], time.monotonic())
@@ -280,6 +309,10 @@ def run_job(job: dict, loaded_blas: str) -> None:
     for signum in request.get("ignored", []):   # ignored by the client (nohup): as a fresh python inherits them
         signal.signal(signum, signal.SIG_IGN)
     os.chdir(request["cwd"])
+    root, workspace = Path(job["root"]), workspace_of(request, Path(job["root"]))
+    if workspace != root:   # a copy with the same code: what is imported from now on comes from the copy
+        sys.path = [str(workspace / Path(entry).resolve().relative_to(root))
+                    if entry and Path(entry).resolve() in (root, root / "src") else entry for entry in sys.path]
     os.environ.clear()
     os.environ.update(request["env"])
     os.environ[LOADED_BLAS] = loaded_blas
