@@ -23,6 +23,10 @@ the stage's Python start-up, committing). --link: the copies' DVC checkouts link
 (cache.type hardlink) instead of copying the data into each. --serial: also a plain `dvc repro` of the 8
 train stages.
 
+CPU: the cores the whole machine keeps busy in the queue phase (CPU seconds of every process / seconds; run it on an
+otherwise idle machine). One worker that keeps c cores busy bounds 2 workers on 2 cores to at most 2 / c times
+faster, whatever the queue does.
+
 Contention: the 2nd epoch of train_sgd on the grid's data shape (49,000 x 3,072 uint8, batch 200, one BLAS
 thread), alone and as two processes at once, interleaved: 2 workers can be at most 2 / (at-once / alone)
 times faster than 1 on two cores, whatever the queue does.
@@ -40,6 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from common import BIN, ROOT, SHARED_CIFAR, SHARED_CIFAR_MD5, environment, load, make_project, run
 
 from linclass.orchestration.sweep import conf_grid
@@ -101,11 +106,18 @@ def trainings(project: Path) -> list[float]:
 PHASES = ("set-up", "queue", "after")
 
 
+def busy() -> float:
+    """CPU seconds the whole machine has spent busy (every core, every process) so far."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - times.iowait
+
+
 def time_grid(project: Path, jobs: int, overrides: list[str], env: dict) -> dict[str, float]:
-    """Seconds of each phase of `linclass grid --jobs J` (PHASES), and of the whole command ("wall")."""
+    """Seconds of each phase of `linclass grid --jobs J` (PHASES), of the whole command ("wall"), and the cores
+    the machine kept busy on average in the queue phase ("cores": CPU seconds / seconds, all processes)."""
     cmd = [str(BIN / "python"), "-m", "linclass.cli", "grid", "--jobs", str(jobs), *overrides]
     start = time.perf_counter()
-    marks = {}
+    marks, cpu = {}, {}
     lines = []
     # unbuffered: each line arrives when printed (a pipe would hold them all until the command exits)
     with subprocess.Popen(cmd, cwd=project, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
@@ -114,14 +126,14 @@ def time_grid(project: Path, jobs: int, overrides: list[str], env: dict) -> dict
         for line in proc.stdout:
             lines.append(line)
             if "queue" not in marks and re.match(r"\d+ experiments, \d+ at a time", line):
-                marks["queue"] = time.perf_counter()
+                marks["queue"], cpu["queue"] = time.perf_counter(), busy()
             elif "after" not in marks and line.startswith("queue done in"):
-                marks["after"] = time.perf_counter()
+                marks["after"], cpu["after"] = time.perf_counter(), busy()
     end = time.perf_counter()
     if proc.returncode != 0 or len(marks) != 2:
         sys.exit(f"error: {' '.join(cmd)} exited {proc.returncode} in {project}\n{''.join(lines[-40:])}")
     return {"set-up": marks["queue"] - start, "queue": marks["after"] - marks["queue"], "after": end - marks["after"],
-            "wall": end - start}
+            "wall": end - start, "cores": (cpu["after"] - cpu["queue"]) / (marks["after"] - marks["queue"])}
 
 
 def time_serial(project: Path, env: dict) -> float:
@@ -175,7 +187,8 @@ def main() -> None:
                 phases[jobs].append(time_grid(project, jobs, overrides, env))
                 walls.setdefault(label, []).append(phases[jobs][-1]["queue"])
                 train.setdefault(label, []).extend(trainings(project))
-                times = ", ".join(f"{k} {v:.1f} s" for k, v in phases[jobs][-1].items())
+                times = ", ".join(f"{k} {phases[jobs][-1][k]:.1f} s" for k in (*PHASES, "wall"))
+                times += f"; the queue phase kept {phases[jobs][-1]['cores']:.2f} cores busy"
                 print(f"  round {repeat + 1}, {label}: {times}  ({load()})", flush=True)
                 shutil.rmtree(project)
             if args.serial:
@@ -191,15 +204,18 @@ def main() -> None:
         print(f"  {jobs} worker(s) " + "".join(f"{statistics.median(r[k] for r in rounds):8.1f}s"
                                             for k in (*PHASES, "wall")))
     print(f"\nthe queue phase, per experiment  ({load()})")
-    print(f"  {'':20s} {'queue':>8s} {'training':>9s} {'other per experiment':>21s}")
+    print(f"  {'':20s} {'queue':>8s} {'training':>9s} {'other per experiment':>21s} {'CPU per experiment':>19s}")
+    cores = {jobs: statistics.median(r["cores"] for r in rounds) for jobs, rounds in phases.items()}
     for label, values in walls.items():
         wall, trained = statistics.median(values), statistics.median(train[label])
         workers = 2 if label.startswith("2") else 1
-        print(f"  {label:20s} {wall:7.1f}s {trained:8.1f}s {wall * workers / experiments - trained:20.1f}s")
+        cpu = f"{cores[workers] * wall / experiments:18.1f}s" if not label.startswith("serial") else ""
+        print(f"  {label:20s} {wall:7.1f}s {trained:8.1f}s {wall * workers / experiments - trained:20.1f}s {cpu}")
     one, two = statistics.median(walls["1 worker(s)"]), statistics.median(walls["2 worker(s)"])
     whole = [statistics.median(r["wall"] for r in phases[jobs]) for jobs in (1, 2)]
     print(f"2 workers are {one / two:.2f}x 1 worker in the queue phase (the trainings alone allow "
-          f"{2 * alone / together:.2f}x); the whole command {whole[0] / whole[1]:.2f}x")
+          f"{2 * alone / together:.2f}x; 1 worker already keeps {cores[1]:.2f} cores busy, so on 2 cores 2 workers "
+          f"can be at most {2 / cores[1]:.2f}x); the whole command {whole[0] / whole[1]:.2f}x")
 
 
 if __name__ == "__main__":
