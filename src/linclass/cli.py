@@ -106,12 +106,13 @@ def dvc(*args: str, env: dict[str, str] | None = None) -> None:
 
 
 @contextmanager
-def warm_stages(threads: int | None = None) -> Iterator[dict[str, str]]:
-    """While inside: a warm interpreter (linclass.orchestration.warm) for the stages of a DVC run in this workspace;
-    yields the variables for DVC's environment. Each stage then starts with MLflow, DVC, numpy... imported (about
-    2 s of CPU a stage). Its BLAS has `threads` threads (default: train.blas_threads of params.yaml), the train
-    stages' (the other stages run with them too: the same results). What it ran, and what it left to a fresh
-    python: WARM_LOG."""
+def warm_stages(threads: int | None = None) -> Iterator[None]:
+    """While inside: a warm interpreter (linclass.orchestration.warm) for this workspace and DVC's temporary copies
+    of it, named in this process's environment, so that every stage DVC starts from here, and the short dvc
+    commands of linclass.orchestration.sweep, start with MLflow, DVC, numpy... imported (about 2 s of CPU a
+    stage). Its BLAS has `threads` threads (default: train.blas_threads of params.yaml), the train stages' (the
+    other stages run with them too: the same results). What it ran, and what it left to a fresh python:
+    WARM_LOG."""
     from linclass.orchestration.warm import serving
     from linclass.plumbing.threads import VARIABLES, blas_threads
 
@@ -119,7 +120,12 @@ def warm_stages(threads: int | None = None) -> Iterator[dict[str, str]]:
     env = {**os.environ, **(dict.fromkeys(VARIABLES, str(threads)) if threads else {})}
     WARM_LOG.parent.mkdir(parents=True, exist_ok=True)
     with serving(Path.cwd(), env, WARM_LOG) as variables:
-        yield variables
+        os.environ.update(variables)
+        try:
+            yield
+        finally:
+            for name in variables:
+                os.environ.pop(name, None)
 
 
 def checked(overrides: list[str] | None) -> tuple[list[str], int]:
@@ -166,8 +172,8 @@ def settings(prefix: Annotated[str, typer.Argument(help="only settings starting 
 @app.command()
 def repro():
     """Run the whole pipeline in the workspace (dvc repro, stages started warm), then every model's accuracies."""
-    with one_pipeline_at_a_time(), warm_stages() as warm:
-        dvc("repro", env=warm)
+    with one_pipeline_at_a_time(), warm_stages():
+        dvc("repro")
     print_test_accuracies(Path("metrics/test.json"))
 
 
@@ -192,8 +198,8 @@ def exp(overrides: Overrides = None):
         raise ValueError("an experiment needs settings to change, e.g. linclass exp train.epochs=5 "
                          "(make exp SET='train.epochs=5'); the workspace as it is: linclass repro (make repro)")
     overrides, threads = checked(overrides)
-    with one_pipeline_at_a_time(), warm_stages(threads) as warm:
-        dvc("exp", "run", *(arg for o in overrides for arg in ("-S", o)), env=warm)
+    with one_pipeline_at_a_time(), warm_stages(threads):
+        dvc("exp", "run", *(arg for o in overrides for arg in ("-S", o)))
 
 
 Backend = Annotated[str, typer.Option(help="local (DVC's queue) or ray (a Ray cluster)")]
@@ -208,8 +214,7 @@ Features = Annotated[str, typer.Option(help="the models' input: pixels, or a kin
 
 
 def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, address: str | None,
-            warm: dict[str, str], table: Path | None = None, summary: Path | None = None,
-            features: str = "pixels") -> None:
+            table: Path | None = None, summary: Path | None = None, features: str = "pixels") -> None:
     from linclass.orchestration import sweep
 
     if backend not in ("local", "ray"):
@@ -223,7 +228,7 @@ def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, 
                 summary.write_text(json.dumps(results, indent=1))
             failed = [ray_backend.describe(r) for r in results if not r["ok"]]
         else:
-            failed = sweep.run_points(points, prefix, overrides, jobs, env=warm)
+            failed = sweep.run_points(points, prefix, overrides, jobs)
     rows = sweep.results_table(prefix, features)
     sweep.print_table(rows, prefix)
     if table is not None and rows:
@@ -243,14 +248,13 @@ def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local"
     from linclass.orchestration import sweep
 
     overrides, threads = checked(overrides)
-    with warm_stages(threads) as warm:   # the queue's experiments and grid-all: DVC's temporary copies
-        _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, warm,
-                summary=summary)
+    with warm_stages(threads):   # also for the queue's experiments and grid-all: DVC's temporary copies
+        _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, summary=summary)
         with one_pipeline_at_a_time():
             if overrides:
-                dvc("exp", "run", "--temp", "-n", "grid-all", *(arg for o in overrides for arg in ("-S", o)), env=warm)
+                dvc("exp", "run", "--temp", "-n", "grid-all", *(arg for o in overrides for arg in ("-S", o)))
             else:
-                dvc("repro", env=warm)
+                dvc("repro")
     # the grid's points trained only; here every model of it with its test accuracy, evaluated together
     revision = "grid-all" if overrides else "workspace"
     sweep.print_comparison([row for row in sweep.comparison_rows(sweep.exp_show()) if row["revision"] == revision],
@@ -274,13 +278,12 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
     overrides, threads = checked(overrides)
     points = sweep_points(loss, regularizer, learning_rates, strengths, features)
     name = f"{loss}-{regularizer}" if features == "pixels" else f"{loss}-{regularizer}-{features}"
-    with warm_stages(threads) as warm:
-        _points(points, f"sweep-{name}-", overrides, backend, jobs, address, warm, table=SWEEPS / f"{name}.csv",
+    with warm_stages(threads):
+        _points(points, f"sweep-{name}-", overrides, backend, jobs, address, table=SWEEPS / f"{name}.csv",
                 summary=summary, features=features)
         with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one
             # (--single-item: these two alone, never a stale stage upstream of the report, such as a training)
-            dvc("repro", "--single-item", "hyperparameter_map", *(["report"] if "report" in lock_stages() else []),
-                env=warm)
+            dvc("repro", "--single-item", "hyperparameter_map", *(["report"] if "report" in lock_stages() else []))
 
 
 # ---- results ----

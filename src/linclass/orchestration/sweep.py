@@ -175,6 +175,16 @@ def dvc_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
 
 
+def dvc_command() -> list[str]:
+    """How to start dvc: from the warm interpreter that serves this workspace while there is one
+    ($LINCLASS_WARM_SOCKET: linclass grid and sweep start it; about 0.6 s less a command), else this
+    environment's dvc."""
+    client = Path("src", "linclass", "orchestration", "warm_client.py")
+    if os.environ.get("LINCLASS_WARM_SOCKET") and client.exists():
+        return [sys.executable, "-I", "-S", str(client), "-m", "dvc"]
+    return [dvc_executable()]
+
+
 def dvc(*args: str, check: bool = True, capture: bool = True,
         timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run dvc; with capture=False its output goes straight to ours (the queue's logs, as progress).
@@ -183,7 +193,7 @@ def dvc(*args: str, check: bool = True, capture: bool = True,
     """
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     try:
-        proc = subprocess.run([dvc_executable(), *args], capture_output=capture, text=True, env=env,
+        proc = subprocess.run([*dvc_command(), *args], capture_output=capture, text=True, env=env,
                               stdin=subprocess.DEVNULL, timeout=timeout)
     except subprocess.TimeoutExpired:
         proc = subprocess.CompletedProcess([dvc_executable(), *args], -signal.SIGKILL, "",
@@ -266,8 +276,7 @@ def clear_earlier(prefix: str) -> None:
 FINAL_STATES = ("success", "failed")
 
 
-def run_queue(jobs: int, expected: Sequence[str], check: float = 30.0, grace: float = 20.0,
-              env: dict[str, str] | None = None) -> float:
+def run_queue(jobs: int, expected: Sequence[str], check: float = 30.0, grace: float = 20.0) -> float:
     """`dvc exp run --run-all -j jobs`, its output as progress; returns once every `expected` experiment
     has finished (its state in `dvc exp show --json` is success or failed).
 
@@ -280,7 +289,7 @@ def run_queue(jobs: int, expected: Sequence[str], check: float = 30.0, grace: fl
     """
     start = time.monotonic()
     proc = subprocess.Popen([dvc_executable(), "exp", "run", "--run-all", "-j", str(jobs)],
-                            env={**os.environ, **(env or {}), "DVC_NO_ANALYTICS": "1"},
+                            env={**os.environ, "DVC_NO_ANALYTICS": "1"},
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         finished_at, next_check = None, time.monotonic() + check
@@ -542,11 +551,9 @@ def write_table(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def run_points(points: Sequence[Point], prefix: str, overrides: Sequence[str], jobs: int,
-               env: dict[str, str] | None = None) -> list[str]:
+def run_points(points: Sequence[Point], prefix: str, overrides: Sequence[str], jobs: int) -> list[str]:
     """Queue the points as DVC experiments (replacing earlier ones of the same names), run them `jobs` at a
-    time (`env` added to the queue's environment: a warm interpreter's), and return the names of those that
-    failed. The workspace's params.yaml is never changed."""
+    time, and return the names of those that failed. The workspace's params.yaml is never changed."""
     prepare(overrides)
     clear_earlier(prefix)
     for point in points:
@@ -555,7 +562,7 @@ def run_points(points: Sequence[Point], prefix: str, overrides: Sequence[str], j
     expected = [point.name for point in points]
     print(f"{len(expected)} experiments, {jobs} at a time: dvc exp run --run-all -j {jobs} "
           "(follow with `dvc queue status`, `dvc queue logs <name>`)")
-    seconds = run_queue(jobs, expected, env=env)
+    seconds = run_queue(jobs, expected)
     states = experiment_states(exp_show())
     print(f"queue done in {seconds:.0f} s")
     return [f"{name} (see `dvc queue logs {name}`)" for name in expected if states.get(name) != "success"]
