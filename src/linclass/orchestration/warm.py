@@ -16,8 +16,8 @@ What is served: only commands whose working directory is this workspace's root (
 inside it) or a copy of it (DVC's temporary experiment copies: the queue's, `dvc exp run --temp`), whose code
 (src/, hydra_plugins/) is still, byte for byte, the code imported here, whose PYTHONPATH (if any) is that
 workspace's src/, from the same Python environment; anything else is declined and the client runs it in a
-fresh interpreter. A stage that wants other BLAS threads than
-the ones loaded here re-executes itself fresh (linclass.plumbing.threads).
+fresh interpreter. A stage that wants other BLAS threads than the ones loaded here re-executes itself fresh
+(linclass.plumbing.threads).
 
 Safety: the socket lives in a folder only this user can enter, and a connection from another user
 is refused (SO_PEERCRED). The server has one thread, so forking it is safe. A child whose client is
