@@ -24,7 +24,7 @@ import signal
 print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "warm": os.environ.get("LINCLASS_WARM_BLAS"),
                   "sighup_ignored": signal.getsignal(signal.SIGHUP) == signal.SIG_IGN,
                   "numpy": "numpy" in sys.modules, "pid": os.getpid(), "pgid": os.getpgid(0),
-                  "marker": os.environ.get("MARKER"), "path": sys.path}))
+                  "marker": os.environ.get("MARKER")}))
 sys.stderr.write("to stderr\\n")
 sys.exit(int(os.environ.get("EXIT", "0")))
 """
@@ -106,32 +106,48 @@ def test_what_it_does_not_serve_runs_in_a_fresh_interpreter(server, report, tmp_
     assert gone.returncode == 0 and json.loads(gone.stdout)["warm"] is None
 
 
-def test_a_copy_with_the_same_code_is_served_and_changed_code_is_not(tmp_path, report):
-    """DVC's temporary experiment copies (the queue's, `dvc exp run --temp`) hold the workspace's code: served, with
-    the copy's src/ on sys.path. A copy whose code differs, and the workspace itself once its code is edited,
-    run fresh: the modules the server imported are not their code."""
+IMPORTS = """
+import importlib.util, json, os
+import linclass.studies.report as report
+new = importlib.util.find_spec("linclass.only_in_copy")
+print(json.dumps({"warm": os.environ.get("LINCLASS_WARM_BLAS"), "report": report.__file__,
+                  "edited": hasattr(report, "EDITED"), "new": new.origin if new else None}))
+"""
+
+
+def test_a_copy_with_the_same_code_is_served_and_changed_code_is_not(tmp_path):
+    """DVC's temporary experiment copies (the queue's, `dvc exp run --temp`) hold the workspace's code: served. A
+    copy whose code differs (a module of its own) runs fresh, with its own code; so does every command once the
+    workspace's code is edited (here a module the server never imported, which a command would import from the
+    workspace): a copy queued before the edit runs the code it holds."""
     workspace = tmp_path / "workspace"
-    copy = workspace / ".dvc" / "tmp" / "exps" / "tmpk3j2h1"
+    copy, other = (workspace / ".dvc" / "tmp" / "exps" / name for name in ("tmpk3j2h1", "tmpq8w7e6"))
     for folder in ("src", "hydra_plugins", "pipeline"):
         shutil.copytree(ROOT / folder, workspace / folder, ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(workspace / folder, copy / folder)
+        shutil.copytree(workspace / folder, other / folder)
+    (other / "src" / "linclass" / "only_in_copy.py").write_text("")
+    script = tmp_path / "imports.py"
+    script.write_text(IMPORTS)
     (tmp_path / "private").mkdir(mode=0o700)
     proc, socket_path = start_warm(tmp_path / "private", workspace, {**os.environ, "OPENBLAS_NUM_THREADS": "1",
                                                                      "PYTHONPATH": str(workspace / "src")})
 
     def seen(cwd: Path) -> dict:
-        done = client(socket_path, str(report), cwd=cwd, env={"PYTHONPATH": "src"})
+        done = client(socket_path, str(script), cwd=cwd, env={"PYTHONPATH": "src"})
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
     try:
+        assert seen(copy)["warm"] == "1", "the same code: served"
+        in_other = seen(other)
+        assert in_other["warm"] is None and in_other["new"] == str(other / "src/linclass/only_in_copy.py"), in_other
+        with open(workspace / "src" / "linclass" / "studies" / "report.py", "a") as module:
+            module.write("EDITED = 'after the experiment was queued'\n")
         in_copy = seen(copy)
-        assert in_copy["warm"] == "1" and str(copy / "src") in in_copy["path"], in_copy
-        assert str(workspace / "src") not in in_copy["path"], "later imports would come from the workspace"
-        for where in (copy, workspace):
-            with open(where / "src" / "linclass" / "__init__.py", "a") as module:
-                module.write("# edited\n")
-        assert seen(copy)["warm"] is None and seen(workspace)["warm"] is None
+        assert in_copy["warm"] is None and not in_copy["edited"], in_copy
+        assert in_copy["report"] == str(copy / "src/linclass/studies/report.py"), in_copy
+        assert seen(workspace)["warm"] is None
         log = (tmp_path / "private" / "log.txt").read_text()
         assert "declined (another working directory)" in log, log
         assert "declined (the code changed since it was imported)" in log, log

@@ -13,11 +13,12 @@ environment and arguments, `__main__` = the script; the client relays its signal
 command's status.
 
 What is served: only commands whose working directory is this workspace's root (or, for `-m dvc`, a folder
-inside it) or a copy of it (DVC's temporary experiment copies: the queue's, `dvc exp run --temp`), whose code
-(src/, hydra_plugins/) is still, byte for byte, the code imported here, whose PYTHONPATH (if any) is that
-workspace's src/, from the same Python environment; anything else is declined and the client runs it in a
-fresh interpreter. A stage that wants other BLAS threads than the ones loaded here re-executes itself fresh
-(linclass.plumbing.threads).
+inside it) or a copy of it (DVC's temporary experiment copies: the queue's, `dvc exp run --temp`), while the
+root and that copy hold, file for file, the project's code (src/linclass/, hydra_plugins/) as it was when this
+interpreter started, whose PYTHONPATH (if any) is that workspace's src/, from the same Python environment;
+anything else is declined and the client runs it in a fresh interpreter. (A served copy's command imports the
+root's modules: the same bytes.) A stage that wants other BLAS threads than the ones loaded here re-executes
+itself fresh (linclass.plumbing.threads).
 
 Safety: the socket lives in a folder only this user can enter, and a connection from another user
 is refused (SO_PEERCRED). The server has one thread, so forking it is safe. A child whose client is
@@ -55,6 +56,7 @@ from pathlib import Path
 # image formats), and what `dvc exp run` / `dvc exp push` import: measured, these lists leave a warm train stage
 # 13 modules to import of the 3,000 it uses (426 before the store's were added here: 0.8 s a stage).
 SCRIPTS = ("pipeline/train.py", "pipeline/evaluate.py")
+PROJECT_CODE = ("src/linclass", "hydra_plugins")   # the project's own code, imported from the workspace's root
 LAZY_MODULES = ("mlflow.pyfunc", "mlflow.models", "mlflow.tracing", "mlflow.tracing.processor", "git", "PIL.Image",
                 "PIL.PngImagePlugin", "matplotlib.backends.backend_agg", "matplotlib.tri", "mpl_toolkits.mplot3d",
                 "opentelemetry.sdk.trace", "pyarrow.pandas_compat",
@@ -118,21 +120,15 @@ def preload(root: Path) -> list[str]:
     return missing
 
 
-def project_code(root: Path) -> dict[str, bytes]:
-    """The project's own modules imported here (src/, hydra_plugins/: the files under `root` outside this Python
-    environment): their paths relative to `root`, and a digest of each file."""
-    environment = Path(sys.prefix).resolve()
-    files = {Path(file).resolve() for module in list(sys.modules.values())
-             if isinstance(file := getattr(module, "__file__", None), str)}
-    return {str(path.relative_to(root)): _digest(path) for path in sorted(files)
-            if path.is_relative_to(root) and not path.is_relative_to(environment)}
-
-
-def _digest(path: Path) -> bytes:
+def project_code(workspace: Path) -> dict[str, bytes] | None:
+    """The project's own code in `workspace` (PROJECT_CODE, every file but compiled ones): relative path ->
+    sha256; None when a file went away while being read."""
     try:
-        return hashlib.sha256(path.read_bytes()).digest()
+        return {str(path.relative_to(workspace)): hashlib.sha256(path.read_bytes()).digest()
+                for folder in PROJECT_CODE for path in sorted((workspace / folder).rglob("*"))
+                if path.is_file() and "__pycache__" not in path.parts}
     except OSError:
-        return b""
+        return None
 
 
 def workspace_of(request: dict, root: Path) -> Path:
@@ -142,13 +138,16 @@ def workspace_of(request: dict, root: Path) -> Path:
 
 
 def served_here(request: dict, root: Path, code: dict[str, bytes]) -> str | None:
-    """Why the request is declined, or None to run it. Served: a command in a workspace whose code is the code
-    imported here (this root, or a copy of it: DVC's temporary experiment copies), from the same Python
-    environment, with no PYTHONPATH but the workspace's src/; `-m dvc` also in a folder inside this root."""
+    """Why the request is declined, or None to run it. Served: a command in this root, or in a copy of it (DVC's
+    temporary experiment copies), while both hold, file for file, the code this interpreter started with (what
+    it imported, and what a command may import, open or copy from this root's src/ later on), from the same
+    Python environment, with no PYTHONPATH but the workspace's src/; `-m dvc` also in a folder inside this root."""
     cwd, workspace = Path(request.get("cwd", "")).resolve(), workspace_of(request, root)
     argv = request.get("argv") or []
-    if any(_digest(workspace / name) != digest for name, digest in code.items()):
-        return "the code changed since it was imported" if workspace == root else "another working directory"
+    if project_code(root) != code:
+        return "the code changed since it was imported"
+    if workspace != root and project_code(workspace) != code:
+        return "another working directory"
     if Path(request.get("python") or "/").parent.resolve() != Path(sys.executable).parent.resolve():
         return "another Python environment"   # its bin/ folder, links resolved: a project's .venv may be a link
     python_path = (request.get("env") or {}).get("PYTHONPATH")
@@ -178,10 +177,9 @@ def _send(conn: socket.socket, message: dict) -> None:
         conn.sendall(json.dumps(message).encode() + b"\n")
 
 
-def serve(path: Path, root: Path, idle: float) -> dict | None:
+def serve(path: Path, root: Path, idle: float, code: dict[str, bytes]) -> dict | None:
     """Accept commands until stopped or idle; in a forked child, return its job (run by the caller at the top
     level, outside this function's state); in the server, None once it stops."""
-    code = project_code(root)
     stopping = []
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
@@ -251,7 +249,7 @@ def _accept(listener: socket.socket, root: Path, code: dict[str, bytes], childre
         stream.flush()
     pid = os.fork()
     if pid == 0:
-        return {"request": request, "fds": fds, "conn": conn, "root": str(root)}
+        return {"request": request, "fds": fds, "conn": conn}
     for fd in fds:
         os.close(fd)
     children[pid] = (conn, request["argv"], time.monotonic())
@@ -316,10 +314,6 @@ def run_job(job: dict, loaded_blas: str) -> None:
     for signum in request.get("ignored", []):   # ignored by the client (nohup): as a fresh python inherits them
         signal.signal(signum, signal.SIG_IGN)
     os.chdir(request["cwd"])
-    root, workspace = Path(job["root"]), workspace_of(request, Path(job["root"]))
-    if workspace != root:   # a copy with the same code: what is imported from now on comes from the copy
-        sys.path = [str(workspace / Path(entry).resolve().relative_to(root))
-                    if entry and Path(entry).resolve() in (root, root / "src") else entry for entry in sys.path]
     os.environ.clear()
     os.environ.update(request["env"])
     os.environ[LOADED_BLAS] = loaded_blas
@@ -414,13 +408,14 @@ def main() -> None:
         sys.exit(f"error: linclass comes from {Path(linclass.__file__).parent}, not this workspace's src/: "
                  f"start with PYTHONPATH={root / 'src'}")
     os.setpgid(0, 0)   # a group of its own: stopping a command's group never stops the server
+    code = project_code(root) or {}   # before the imports: an edit while they run is seen as a change
     missing = preload(root)
     if missing:
         print(f"not preloaded (imported by the commands themselves): {', '.join(missing)}", flush=True)
     if threading.active_count() != 1:
         sys.exit(f"error: {threading.active_count()} threads after the imports: forking would not be safe")
     SERVER_PID[0] = os.getpid()
-    job = serve(args.socket, root, args.idle)
+    job = serve(args.socket, root, args.idle, code)
     if job is not None:
         run_job(job, os.environ.get(BLAS_VARIABLE, ""))
 
