@@ -149,7 +149,7 @@ def test_a_copy_with_the_same_code_is_served_and_changed_code_is_not(tmp_path):
         assert in_copy["report"] == str(copy / "src/linclass/studies/report.py"), in_copy
         assert seen(workspace)["warm"] is None
         log = (tmp_path / "private" / "log.txt").read_text()
-        assert "declined (another working directory)" in log, log
+        assert "declined (a working directory with other code)" in log, log
         assert "declined (the code changed since it was imported)" in log, log
     finally:
         stop(proc)

@@ -120,12 +120,16 @@ def warm_stages(threads: int | None = None) -> Iterator[None]:
     env = {**os.environ, **(dict.fromkeys(VARIABLES, str(threads)) if threads else {})}
     WARM_LOG.parent.mkdir(parents=True, exist_ok=True)
     with serving(Path.cwd(), env, WARM_LOG) as variables:
+        before = {name: os.environ.get(name) for name in variables}
         os.environ.update(variables)
         try:
             yield
         finally:
-            for name in variables:
-                os.environ.pop(name, None)
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def checked(overrides: list[str] | None) -> tuple[list[str], int]:

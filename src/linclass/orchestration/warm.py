@@ -132,9 +132,11 @@ def project_code(workspace: Path) -> dict[str, bytes] | None:
 
 
 def workspace_of(request: dict, root: Path) -> Path:
-    """The workspace a request runs in: its working directory, or this root for `-m dvc` in a folder inside it."""
+    """The workspace a request runs in: its working directory, or this root for `-m dvc` in a folder inside it
+    that is not a copy of the project (a copy holds the project's code)."""
     cwd = Path(request.get("cwd", "")).resolve()
-    return root if cwd.is_relative_to(root) and (request.get("argv") or [])[:2] == ["-m", "dvc"] else cwd
+    inside = cwd.is_relative_to(root) and not (cwd / PROJECT_CODE[0]).is_dir()
+    return root if inside and (request.get("argv") or [])[:2] == ["-m", "dvc"] else cwd
 
 
 def served_here(request: dict, root: Path, code: dict[str, bytes]) -> str | None:
@@ -147,7 +149,7 @@ def served_here(request: dict, root: Path, code: dict[str, bytes]) -> str | None
     if project_code(root) != code:
         return "the code changed since it was imported"
     if workspace != root and project_code(workspace) != code:
-        return "another working directory"
+        return "a working directory with other code"
     if Path(request.get("python") or "/").parent.resolve() != Path(sys.executable).parent.resolve():
         return "another Python environment"   # its bin/ folder, links resolved: a project's .venv may be a link
     python_path = (request.get("env") or {}).get("PYTHONPATH")
