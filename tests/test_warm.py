@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -193,6 +194,40 @@ def test_sigterm_to_the_client_reaches_the_command(server, tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143
     assert proc.stdout.read() == f"stopped by {int(signal.SIGTERM)}\n"
+
+
+def test_a_signal_before_the_commands_pid_arrives_is_relayed_to_it(tmp_path):
+    """The command runs as soon as it is forked, and may be signalled before its pid reaches the client (seen in CI:
+    the client died of a SIGTERM meant for the command). The client holds such a signal and relays it once the pid
+    is there. A stand-in server answers late on purpose (the real one answers within milliseconds)."""
+    command = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                                "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\nprint(flush=True)\n"
+                                "time.sleep(60)"], stdout=subprocess.PIPE, process_group=0)
+    assert command.stdout is not None and command.stdout.readline() == b"\n"   # its handler is in place
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "socket"))
+    listener.listen(1)
+    proc = subprocess.Popen([sys.executable, "-I", "-S", str(CLIENT), "stage.py"], cwd=tmp_path,
+                            env={**os.environ, "LINCLASS_WARM_SOCKET": str(tmp_path / "socket")})
+    try:
+        conn, _ = listener.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+        for fd in fds:
+            os.close(fd)
+        proc.send_signal(signal.SIGTERM)   # the client is waiting for the command's pid
+        time.sleep(0.5)
+        assert proc.poll() is None, "the client died of a signal meant for its command"
+        conn.sendall(json.dumps({"pid": command.pid}).encode() + b"\n")
+        assert command.wait(timeout=30) == 7, "relayed to the command"
+        conn.sendall(json.dumps({"exit": 7}).encode() + b"\n")
+        conn.close()
+        assert proc.wait(timeout=30) == 7
+    finally:
+        for process in (proc, command):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        listener.close()
 
 
 def test_a_client_killed_outright_takes_its_command_down(server, tmp_path):

@@ -32,6 +32,10 @@ def ask(path: str, argv: list[str]):
     ignored = [int(sig) for sig in SIGNALS if signal.getsignal(sig) == signal.SIG_IGN]   # e.g. SIGHUP under nohup
     request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "python": sys.executable,
                           "ignored": ignored}).encode()
+    relayed = [sig for sig in SIGNALS if int(sig) not in ignored]
+    # held until the command's pid is known, then relayed to it (the command may run, and be signalled, before
+    # its pid arrives here); unblocked at once when it is declined, before this process becomes a fresh python
+    signal.pthread_sigmask(signal.SIG_BLOCK, relayed)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
@@ -39,10 +43,10 @@ def ask(path: str, argv: list[str]):
         reader = conn.makefile("rb")
         answer = json.loads(reader.readline() or b"{}")
     except (OSError, ValueError):
-        conn.close()
-        return None
+        answer = {}
     if "pid" not in answer:
         conn.close()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, relayed)
         return None
     pid = answer["pid"]
 
@@ -52,9 +56,9 @@ def ask(path: str, argv: list[str]):
         except ProcessLookupError:
             pass
 
-    for sig in SIGNALS:
-        if int(sig) not in ignored:
-            signal.signal(sig, forward)
+    for sig in relayed:
+        signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, relayed)
     return reader
 
 
