@@ -163,6 +163,7 @@ def test_the_queue_s_stages_start_warm_and_train_what_a_fresh_stage_trains(grid)
     warm = {experiment["name"]: experiment["revs"][0]["data"]["metrics"] for baseline in shown
             for experiment in baseline.get("experiments") or []}
     name = GRID[0]
+    grid.dvc("repro", "preprocess")   # the data in the workspace (xdist may run this module's tests on two workers)
     grid.dvc("repro", "--single-item", "--force", f"train@{name}")   # no warm interpreter in project.env: fresh
     fresh = json.loads((grid.path / "metrics" / "train" / f"{name}.json").read_text())
     assert fresh == warm[f"grid-{name}"][f"metrics/train/{name}.json"]["data"]
