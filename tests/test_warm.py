@@ -107,6 +107,33 @@ def test_what_it_does_not_serve_runs_in_a_fresh_interpreter(server, report, tmp_
     assert gone.returncode == 0 and json.loads(gone.stdout)["warm"] is None
 
 
+SAVE_MODEL = """
+import json, os, sys, tempfile
+import importlib_metadata
+import mlflow
+from linclass.tracking import registry
+
+calls = []
+mapping = importlib_metadata.packages_distributions
+importlib_metadata.packages_distributions = lambda: calls.append(1) or mapping()
+with tempfile.TemporaryDirectory() as tmp:
+    mlflow.pyfunc.save_model(os.path.join(tmp, "m"), python_model=str(registry.CODE),
+                             pip_requirements=registry.requirements())
+print(json.dumps({"warm": os.environ.get("LINCLASS_WARM_BLAS"), "mapped": len(calls)}))
+"""
+
+
+def test_a_served_command_logs_a_model_without_mapping_the_installed_distributions(server, tmp_path):
+    # MLflow maps every installed distribution to its modules (about 0.5 s) for the requirements check of the
+    # first model a process saves; the warm interpreter saves one before it serves, and its children inherit it.
+    script = tmp_path / "save_model.py"
+    script.write_text(SAVE_MODEL)
+    warm, fresh = client(server, str(script)), client(tmp_path / "no-socket", str(script))
+    assert warm.returncode == 0 and fresh.returncode == 0, warm.stderr + fresh.stderr
+    assert json.loads(warm.stdout.splitlines()[-1]) == {"warm": "1", "mapped": 0}
+    assert json.loads(fresh.stdout.splitlines()[-1]) == {"warm": None, "mapped": 1}, "a fresh python maps them"
+
+
 IMPORTS = """
 import importlib.util, json, os
 import linclass.studies.report as report

@@ -117,7 +117,24 @@ def preload(root: Path) -> list[str]:
         Plugins.instance()
     except Exception:   # noqa: BLE001  (the same: compose() fails visibly in the command)
         missing.append("Hydra's plugins")
+    try:
+        prime_model_logging()
+    except Exception:   # noqa: BLE001  (the same: the train stage logs its model itself, visibly)
+        missing.append("MLflow's model logging")
     return missing
+
+
+def prime_model_logging() -> None:
+    """Save a throwaway model into a temporary folder, as a train stage logs its own (public
+    mlflow.pyfunc.save_model). The first model a process saves makes MLflow map every installed distribution
+    to its modules for its requirements check: about 0.5 s, which the commands forked from here then skip."""
+    import mlflow
+
+    from linclass.tracking import registry
+
+    with tempfile.TemporaryDirectory() as tmp, registry.quiet(*registry.CHATTY):
+        mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=str(registry.CODE),
+                                 pip_requirements=registry.requirements())
 
 
 def project_code(workspace: Path) -> dict[str, bytes] | None:
