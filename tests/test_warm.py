@@ -108,7 +108,7 @@ def test_what_it_does_not_serve_runs_in_a_fresh_interpreter(server, report, tmp_
 
 
 SAVE_MODEL = """
-import json, os, sys, tempfile
+import json, os, tempfile
 import importlib_metadata
 import mlflow
 from linclass.tracking import registry

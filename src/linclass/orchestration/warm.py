@@ -127,7 +127,8 @@ def preload(root: Path) -> list[str]:
 def prime_model_logging() -> None:
     """Save a throwaway model into a temporary folder, as a train stage logs its own (public
     mlflow.pyfunc.save_model). The first model a process saves makes MLflow map every installed distribution
-    to its modules for its requirements check: about 0.5 s, which the commands forked from here then skip."""
+    to its modules for its requirements check: about 0.5 s, which the commands forked from here then skip.
+    (Saving starts no thread: MLflow's telemetry records model logging, not saving; main() checks.)"""
     import mlflow
 
     from linclass.tracking import registry
