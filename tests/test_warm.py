@@ -308,4 +308,13 @@ def test_a_stage_that_wants_other_blas_threads_reexecutes_fresh(tmp_path):
 def test_the_server_stops_when_idle_and_removes_its_socket(tmp_path):
     proc, socket_path = start_server(tmp_path / "private", "--idle", "1")
     assert proc.wait(timeout=30) == 0
-    assert not socket_path.exists()
+    assert not socket_path.exists() and socket_path.parent.is_dir(), "a folder it was given stays"
+
+
+def test_an_interpreter_whose_starter_was_killed_outright_removes_its_folder_when_idle(tmp_path):
+    # serving() (linclass repro, exp, grid, sweep) makes the folder; after a SIGKILL of linclass nobody else is
+    # left to remove it.
+    proc, socket_path = start_server(tmp_path / "private", "--idle", "1", "--own-folder")
+    (tmp_path / "private" / "log.txt").rename(tmp_path / "log.txt")   # the test's own log, not the server's
+    assert proc.wait(timeout=30) == 0, (tmp_path / "log.txt").read_text()
+    assert not socket_path.parent.exists()

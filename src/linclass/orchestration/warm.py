@@ -23,7 +23,8 @@ itself fresh (linclass.plumbing.threads).
 Safety: the socket lives in a folder only this user can enter, and a connection from another user
 is refused (SO_PEERCRED). The server has one thread, so forking it is safe. A child whose client is
 killed outright (its connection closes) stops its process group: SIGTERM, SIGKILL 10 s later. The server
-stops on SIGTERM (its children too), or after `--idle` seconds without a command.
+stops on SIGTERM (its children too), or after `--idle` seconds without a command; with `--own-folder`
+(serving() makes the folder for it) it then removes its socket's folder too.
 """
 from __future__ import annotations
 
@@ -397,7 +398,7 @@ def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle:
         os.fchmod(fd, 0o600)   # private: command lines and times (an older log may have been readable)
         with open(fd, "w") as out:
             proc = subprocess.Popen([sys.executable, "-m", "linclass.orchestration.warm", "--socket",
-                                     str(socket_path), "--idle", str(idle)], cwd=root,
+                                     str(socket_path), "--idle", str(idle), "--own-folder"], cwd=root,
                                     env={**env, "PYTHONPATH": str(Path(root, "src"))}, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, process_group=0)
         try:
@@ -420,6 +421,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="a warm interpreter for this workspace's Python commands")
     parser.add_argument("--socket", type=Path, required=True)
     parser.add_argument("--idle", type=float, default=600.0, help="stop after this many seconds without a command")
+    parser.add_argument("--own-folder", action="store_true",
+                        help="the socket's folder was made for this interpreter: remove it (empty) when stopping")
     args = parser.parse_args()
     root = Path.cwd().resolve()
     import linclass
@@ -438,6 +441,9 @@ def main() -> None:
     job = serve(args.socket, root, args.idle, code)
     if job is not None:
         run_job(job, os.environ.get(BLAS_VARIABLE, ""))
+    elif args.own_folder:   # also when whoever made it was killed outright and cannot remove it
+        with contextlib.suppress(OSError):
+            args.socket.parent.rmdir()
 
 
 if __name__ == "__main__":
