@@ -206,3 +206,32 @@ def test_make_sweep_names_the_make_variable(project, tmp_path, variables, named)
     assert proc.returncode != 0
     assert proc.stderr.splitlines()[0].startswith(named), proc.stderr
     assert (copy / "params.yaml").read_bytes() == params and not (copy / "data").exists()
+
+
+def test_experiments_shows_only_the_settings_that_differ(tmp_path):
+    """`linclass experiments` on real DVC experiments: the champion columns, and of the settings only the one
+    an experiment changed (DVC's --keep exempts a column from --only-changed: every setting was shown)."""
+    env = {**env_for_pipeline(), "COLUMNS": "300"}
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "params.yaml").write_text("loss:\n  svm:\n    delta: 1.0\nregularizer:\n  l2:\n    strength: 0.001\n"
+                                          "train:\n  epochs: 40\n")
+    (tmp_path / "champion.py").write_text(
+        "import json, pathlib, yaml\n"
+        "strength = yaml.safe_load(open('params.yaml'))['regularizer']['l2']['strength']\n"
+        "pathlib.Path('metrics').mkdir(exist_ok=True)\n"
+        "json.dump({'champion': 'svm-l2', 'val': {'champion_accuracy': 0.4 + strength},\n"
+        "           'test': {'champion_accuracy': 0.3}}, open('metrics/champion.json', 'w'))\n")
+    (tmp_path / "dvc.yaml").write_text(
+        f"stages:\n  evaluate:\n    cmd: {BIN / 'python'} champion.py\n    deps: [champion.py]\n"
+        "    params: [loss, regularizer, train]\n    metrics:\n    - metrics/champion.json:\n        cache: false\n")
+    for argv in (["git", "init", "-q", "-b", "main"], [str(BIN / "dvc"), "init", "-q"],
+                 [str(BIN / "dvc"), "repro", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "baseline"],
+                 [str(BIN / "dvc"), "exp", "run", "-q", "-S", "regularizer.l2.strength=0.01"]):
+        subprocess.run(argv, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+    proc = subprocess.run([LINCLASS, "experiments"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    header = next(line for line in proc.stdout.splitlines() if "Experiment" in line).split()
+    assert sorted(header) == ["Created", "Experiment", "champion", "regularizer.l2.strength",
+                              "test.champion_accuracy", "val.champion_accuracy"], proc.stdout
+    assert "0.01 " in proc.stdout and "0.401" in proc.stdout, proc.stdout

@@ -315,10 +315,14 @@ def compare():
     sweep.print_comparison(sweep.comparison_rows(sweep.exp_show()))
 
 
-# per experiment its champion and the champion's accuracies (metrics/champion.json), then the settings: one
-# column each, not one per model and metric (16 models made the table too wide for any terminal)
-EXP_COLUMNS = (r"Experiment|Created|champion|val\.champion_accuracy|test\.champion_accuracy|grid\..*"
-               r"|train\.(epochs|batch_size|lr_decay)|loss\..*|regularizer\..*|features\.(learning_rate|strength)\..*")
+# per experiment its champion and the champion's accuracies (metrics/champion.json), always shown, then those
+# of the settings below whose value differs between the rows: one column each, not one per model and metric
+# (16 models made the table too wide for any terminal). DVC's --keep also exempts a column from --only-changed,
+# so the settings are not kept but spared from --drop (every other column), then --only-changed drops the
+# unchanged ones.
+EXP_SHOWN = r"(?:Experiment|Created|champion|val\.champion_accuracy|test\.champion_accuracy)$"
+EXP_SETTINGS = (r"(?:grid\..*|train\.(?:epochs|batch_size|lr_decay)|loss\..*|regularizer\..*"
+                r"|features\.(?:learning_rate|strength)\..*)$")
 
 
 @app.command()
@@ -327,7 +331,8 @@ def experiments():
 
     Every model of each experiment: linclass compare."""
     at_project_root()
-    dvc("exp", "show", "--no-pager", "--only-changed", "--drop", ".*", "--keep", EXP_COLUMNS)
+    dvc("exp", "show", "--no-pager", "--only-changed", "--keep", EXP_SHOWN,
+        "--drop", f"(?!{EXP_SHOWN}|{EXP_SETTINGS})")
 
 
 # ---- MLflow ----
