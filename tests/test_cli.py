@@ -235,3 +235,21 @@ def test_experiments_shows_only_the_settings_that_differ(tmp_path):
     assert sorted(header) == ["Created", "Experiment", "champion", "regularizer.l2.strength",
                               "test.champion_accuracy", "val.champion_accuracy"], proc.stdout
     assert "0.01 " in proc.stdout and "0.401" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    # the command of docs/parallel.md before any sweep ran: it replaced the committed table with an empty one
+    (["--prefix", "sweep-softmax-l2-", "--csv", "sweeps/softmax-l2.csv"],
+     "error: no finished experiment named sweep-softmax-l2-*: sweeps/softmax-l2.csv not written"),
+    (["--csv", "elsewhere/table.csv"], "error: no finished experiment: elsewhere/table.csv not written"),
+    (["--features", "hog"], "error: unknown input --features 'hog'; allowed: pixels, hog_hist"),
+])
+def test_a_table_of_no_experiment_or_of_an_unknown_input_is_one_line_and_writes_nothing(project, argv, message):
+    committed = (project.path / "sweeps" / "softmax-l2.csv").read_bytes()
+    proc = subprocess.run([LINCLASS, "table", *argv], cwd=project.path, env=env_for_pipeline(), capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and proc.stderr == message + "\n", proc.stderr
+    assert (project.path / "sweeps" / "softmax-l2.csv").read_bytes() == committed
+    assert not (project.path / "elsewhere").exists()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project.path, capture_output=True, text=True)
+    assert status.stdout == "", status.stdout

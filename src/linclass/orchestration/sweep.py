@@ -104,7 +104,6 @@ def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | 
     features.strength.<reg>: the point trains that one features model). Each value is checked against the
     setting it becomes."""
     from linclass.settings import (
-        FEATURE_KINDS,
         LOSS_NAMES,
         REGULARIZER_NAMES,
         FeatureRates,
@@ -116,8 +115,7 @@ def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | 
     if loss not in LOSS_NAMES or regularizer not in REGULARIZER_NAMES:
         raise ValueError(f"unknown combination {loss}-{regularizer} (--loss, --regularizer; LOSS, REG of make sweep); "
                          f"losses: {', '.join(LOSS_NAMES)}; regularizers: {', '.join(REGULARIZER_NAMES)}")
-    if features != "pixels" and features not in FEATURE_KINDS:
-        raise ValueError(f"unknown input --features {features!r}; allowed: pixels, {', '.join(FEATURE_KINDS)}")
+    check_features(features)
     if features == "pixels":
         rate, strength = f"loss.{loss}.learning_rate", f"regularizer.{regularizer}.strength"
         settings: tuple[Any, Any] = (Losses.model_fields[loss].annotation,
@@ -510,7 +508,16 @@ def print_comparison(rows: list[dict], title: str | None = None) -> None:
         print(NOT_EVALUATED)
 
 
+def check_features(features: str) -> None:
+    """ValueError (one line) unless `features` names a model's input: pixels or a kind of features."""
+    from linclass.settings import FEATURE_KINDS
+
+    if features != "pixels" and features not in FEATURE_KINDS:
+        raise ValueError(f"unknown input --features {features!r}; allowed: pixels, {', '.join(FEATURE_KINDS)}")
+
+
 def results_table(prefix: str, features: str = "pixels") -> list[dict]:
+    check_features(features)
     return experiment_rows(json.loads(dvc("exp", "show", "--json").stdout), prefix, features)
 
 
