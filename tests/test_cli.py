@@ -253,3 +253,18 @@ def test_a_table_of_no_experiment_or_of_an_unknown_input_is_one_line_and_writes_
     assert not (project.path / "elsewhere").exists()
     status = subprocess.run(["git", "status", "--porcelain"], cwd=project.path, capture_output=True, text=True)
     assert status.stdout == "", status.stdout
+
+
+@pytest.mark.parametrize("state", [None, '{"mlflow_pid": null, "local_postgres": false}'])
+def test_services_down_with_no_mlflow_recorded_stops_nothing_and_succeeds(tmp_path, state):
+    """No stack, or one whose MLflow is already down (what `down` itself records): psutil.Process(None) is the
+    calling process, and `services down` sent itself SIGTERM (exit 143, no output)."""
+    folder = tmp_path / "services"
+    if state is not None:
+        folder.mkdir()
+        (folder / "state.json").write_text(state)
+    env = {**env_for_pipeline(), "LINCLASS_SERVICES_DIR": str(folder)}
+    proc = subprocess.run([LINCLASS, "services", "down"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert proc.stdout == f"stack down (data kept in {folder})\n", proc.stdout

@@ -350,7 +350,10 @@ def process_alive(pid: int | None) -> bool:
 
 
 def stop_group(pid: int | None, timeout: float = 20) -> None:
-    """SIGTERM to the process led by `pid` and everything it started, SIGKILL after `timeout`."""
+    """SIGTERM to the process led by `pid` and everything it started, SIGKILL after `timeout`; None: nothing
+    (psutil.Process(None) is this process: `services down` with no MLflow recorded killed itself)."""
+    if pid is None:
+        return
     try:
         leader = psutil.Process(pid)
         processes = [leader, *leader.children(recursive=True)]
