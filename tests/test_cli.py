@@ -268,3 +268,27 @@ def test_services_down_with_no_mlflow_recorded_stops_nothing_and_succeeds(tmp_pa
                           timeout=60)
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     assert proc.stdout == f"stack down (data kept in {folder})\n", proc.stdout
+
+
+WITHOUT_RAY = """
+import sys
+sys.modules["ray"] = None   # this environment as `make venv` leaves it: no Ray (find_spec None, import fails)
+from linclass.cli import main
+sys.argv = ["linclass", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("argv", [["grid", "--backend", "ray"],
+                                  ["sweep", "--loss", "svm", "--regularizer", "l2", "--learning-rates", "0.01",
+                                   "--strengths", "1e-3", "--backend", "ray"]])
+def test_the_ray_backend_without_ray_is_one_line_before_anything_starts(project, argv):
+    """Without the cluster extra, BACKEND=ray was a traceback of ModuleNotFoundError, after the warm interpreter
+    had started."""
+    before = snapshot(project.path)
+    proc = subprocess.run([str(BIN / "python"), "-c", WITHOUT_RAY, *argv], cwd=project.path, env=env_for_pipeline(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == ("error: Ray is not installed in this environment: `make .venv/bin/.cluster` installs it "
+                           "(make cluster-up and BACKEND=ray with make install it themselves)\n"), proc.stderr
+    assert snapshot(project.path) == before

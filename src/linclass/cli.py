@@ -217,12 +217,26 @@ Summary = Annotated[Path | None, typer.Option(help="also write each point's resu
 Features = Annotated[str, typer.Option(help="the models' input: pixels, or a kind of features (hog_hist)")]
 
 
+def check_backend(backend: str) -> None:
+    """ValueError (one line) unless `backend` is local or ray; RuntimeError when it is ray and this environment
+    has no Ray (a traceback of ModuleNotFoundError, after the warm interpreter had started)."""
+    import importlib.util
+
+    if backend not in ("local", "ray"):
+        raise ValueError(f"--backend {backend!r}: allowed local, ray")
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise RuntimeError(NO_RAY)
+
+
+NO_RAY = ("Ray is not installed in this environment: `make .venv/bin/.cluster` installs it (make cluster-up and "
+          "BACKEND=ray with make install it themselves)")
+
+
 def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, address: str | None,
             table: Path | None = None, summary: Path | None = None, features: str = "pixels") -> None:
     from linclass.orchestration import sweep
 
-    if backend not in ("local", "ray"):
-        raise ValueError(f"--backend {backend!r}: allowed local, ray")
+    check_backend(backend)
     with one_pipeline_at_a_time():
         if backend == "ray":
             from linclass.orchestration import ray_backend
@@ -252,6 +266,7 @@ def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local"
     from linclass.orchestration import sweep
 
     overrides, threads = checked(overrides)
+    check_backend(backend)
     with warm_stages(threads):   # also for the queue's experiments and grid-all: DVC's temporary copies
         _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, summary=summary)
         with one_pipeline_at_a_time():
@@ -281,6 +296,7 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
 
     overrides, threads = checked(overrides)
     points = sweep_points(loss, regularizer, learning_rates, strengths, features)
+    check_backend(backend)
     name = f"{loss}-{regularizer}" if features == "pixels" else f"{loss}-{regularizer}-{features}"
     with warm_stages(threads):
         _points(points, f"sweep-{name}-", overrides, backend, jobs, address, table=SWEEPS / f"{name}.csv",
@@ -444,6 +460,8 @@ def cluster_up(head: Annotated[str, typer.Option(help="head node address")] = "1
                port: Port = 6390, cpus: Annotated[int, typer.Option(min=1, help="CPUs per node")] = 1):
     """A Ray head and workers on loopback addresses (127.0.0.2 and up: Ray rewrites 127.0.0.1)."""
     from linclass.orchestration import cluster
+
+    check_backend("ray")
 
     nodes = tuple(ip for ip in workers.split(",") if ip)
     started = cluster.start_checked(head, nodes, port, cpus)
