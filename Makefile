@@ -182,5 +182,5 @@ bench-ray: $(BIN)/.cluster ## a Ray sweep on 1 node and 2
 docs: $(BIN)/.docs ## the docs site into site/ (mkdocs build --strict: a broken link fails)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
-clean: ## remove data, models, reports and the local MLflow store
+clean: ## remove data, models, metrics, reports/predictions and /evaluation, DVC's cache with its run-cache (everything trains again), the local MLflow store
 	rm -rf data models reports/predictions reports/evaluation metrics mlartifacts mlflow.db mlflow.db.lock .dvc/cache .dvc/tmp
