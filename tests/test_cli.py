@@ -142,6 +142,23 @@ def test_a_server_on_a_busy_port_is_one_line_before_anything_starts(project, com
     assert snapshot(project.path) == before
 
 
+@pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1"])   # no address; TEST-NET-1, never a machine's own
+def test_a_server_on_an_address_that_is_not_this_machines_is_one_line_naming_it(project, host):
+    """It said the port was not free and another server listened there."""
+    from conftest import free_port
+
+    port = free_port()
+    before = snapshot(project.path)
+    proc = subprocess.run([LINCLASS, "server", "--host", host, "--port", str(port)], cwd=project.path,
+                          env=env_for_pipeline(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stdout
+    lines = proc.stderr.splitlines()   # the reason between the parentheses is the resolver's or the kernel's
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot listen on {host} ("), proc.stderr
+    assert lines[0].endswith("): --host takes an address of this machine, such as 127.0.0.1 (this machine only) "
+                             "or 0.0.0.0 (every network)"), proc.stderr
+    assert snapshot(project.path) == before
+
+
 @pytest.mark.parametrize("argv", [["repro"], ["exp", "train.epochs=1"], ["config"], ["config", "--check"],
                                   ["compare"], ["experiments"], ["table"], ["store"], ["reap"], ["ui"], ["push"],
                                   ["pull"], ["grid"]])

@@ -9,6 +9,7 @@ their database URLs from the environment, not argv.
 """
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -25,13 +26,17 @@ def _mlflow() -> str:
 
 
 def port_free(host: str, port: int) -> None:
-    """RuntimeError (one line) when another process listens on host:port: MLflow's server would print its
-    links, then fail to bind in its log and still exit 0."""
+    """RuntimeError (one line) when another process listens on host:port, or host is no address of this
+    machine: MLflow's server would print its links, then fail to bind in its log and still exit 0."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn binds
         try:
             probe.bind((host, port))
         except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:   # not a port in use: a name that does not resolve, another machine's
+                raise RuntimeError(f"cannot listen on {host} ({exc.strerror}): --host takes an address of this "
+                                   "machine, such as 127.0.0.1 (this machine only) or 0.0.0.0 (every network)"
+                                   ) from None
             raise RuntimeError(f"port {port} on {host} is not free ({exc.strerror}): another server listens "
                                f"there; choose another: --port {port + 1}, or PORT={port + 1} with make") from None
 
