@@ -309,3 +309,28 @@ def test_the_ray_backend_without_ray_is_one_line_before_anything_starts(project,
     assert proc.stderr == ("error: Ray is not installed in this environment: `make .venv/bin/.cluster` installs it "
                            "(make cluster-up and BACKEND=ray with make install it themselves)\n"), proc.stderr
     assert snapshot(project.path) == before
+
+
+def test_services_down_leaves_alone_a_process_that_took_the_pid_of_the_stacks_mlflow(tmp_path):
+    """After a reboot or a crash, state.json's mlflow_pid may be another process's: `down` stopped it and
+    every process it had started. The pid counts only with the start time recorded beside it."""
+    import json
+
+    import psutil
+
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        folder = tmp_path / "services"
+        folder.mkdir()
+        started = psutil.Process(other.pid).create_time()
+        (folder / "state.json").write_text(json.dumps({"mlflow_pid": other.pid, "mlflow_started": started - 1000,
+                                                       "local_postgres": False}))
+        env = {**env_for_pipeline(), "LINCLASS_SERVICES_DIR": str(folder)}
+        proc = subprocess.run([LINCLASS, "services", "down"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert other.poll() is None, "services down stopped a process that is not the stack's MLflow"
+        assert json.loads((folder / "state.json").read_text())["mlflow_pid"] is None
+    finally:
+        other.kill()
+        other.wait()

@@ -345,8 +345,27 @@ def mlflow_answers(url: str, admin_password: str, tries: int = 2) -> tuple[bool,
     return False, f"HTTP {code}" if code else str(body.get("message", ""))[:200]
 
 
-def process_alive(pid: int | None) -> bool:
-    return bool(pid) and psutil.pid_exists(pid)
+def process_alive(pid: int | None, started: float | None = None) -> bool:
+    """Whether `pid` runs, and is the process started at `started` (its create time, recorded with its pid): after
+    a reboot or a crash the pid may be another process's, which `down` would otherwise stop with its children."""
+    if not pid:
+        return False
+    try:
+        return started is None or psutil.Process(pid).create_time() == started
+    except psutil.Error:
+        return False
+
+
+def mlflow_alive_in(state: dict) -> bool:
+    """Whether the stack's MLflow server of `state` still runs (state.json: mlflow_pid, mlflow_started)."""
+    return process_alive(state.get("mlflow_pid"), state.get("mlflow_started"))
+
+
+def started_at(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 def stop_group(pid: int | None, timeout: float = 20) -> None:
@@ -414,7 +433,7 @@ def up(folder: Path) -> dict:
         folder.mkdir(parents=True, mode=0o700)
     state = load_state(folder)
     mlflow_pid = state.get("mlflow_pid")
-    mlflow_alive = process_alive(mlflow_pid)
+    mlflow_alive = mlflow_alive_in(state)
     postgres_alive = postgres_running(folder)
     # the parts still running keep the ports they were started with
     cfg = settings(folder, {k: state.get(k) for k in ("host", "port", "pg_port") if mlflow_alive or postgres_alive})
@@ -448,10 +467,11 @@ def up(folder: Path) -> dict:
     state = {key: cfg[key] for key in ("host", "port", "pg_port", "local_postgres", "artifacts", "dvc_remote",
                                        "public_url")}
     state["mlflow_pid"] = mlflow_pid if mlflow_alive else None
+    state["mlflow_started"] = started_at(mlflow_pid) if mlflow_alive and mlflow_pid else None
     if not mlflow_alive:
         proc = mlflow_up(folder, account, cfg["host"], cfg["port"], cfg["backend"], cfg["auth_store"],
                          cfg["artifacts"], secret)
-        state["mlflow_pid"] = proc.pid
+        state["mlflow_pid"], state["mlflow_started"] = proc.pid, started_at(proc.pid)
         save_state(folder, state, account)
         try:
             wait_healthy(url, proc, 120, folder / "mlflow.log")
@@ -472,11 +492,12 @@ def up(folder: Path) -> dict:
 
 def down(folder: Path) -> None:
     state = load_state(folder)
-    stop_group(state.get("mlflow_pid"))
+    if mlflow_alive_in(state):
+        stop_group(state.get("mlflow_pid"))
     if state.get("local_postgres", True):
         postgres_down(folder)
     if state:
-        state["mlflow_pid"] = None
+        state["mlflow_pid"] = state["mlflow_started"] = None
         save_state(folder, state, stack_account())
 
 
@@ -516,7 +537,7 @@ def status(folder: Path) -> dict:
         ok, detail = database_answers(cfg["backend"])
         report["database"] = {"ok": ok, "detail": detail}
     pid = state.get("mlflow_pid")
-    if pid is not None and process_alive(pid):
+    if pid is not None and mlflow_alive_in(state):
         url = tracking_url(state)
         try:
             requests.get(local_url(state) + "/health", timeout=3).raise_for_status()
@@ -553,7 +574,7 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
         raise ServiceError(f"user name {name!r} is not allowed: letters, digits, '.', '_' or '-' (at most 64), "
                            "starting with a letter or digit")
     state = load_state(folder)
-    if not state or not process_alive(state.get("mlflow_pid")):
+    if not state or not mlflow_alive_in(state):
         raise ServiceError("the stack is not up: `linclass services up` first")
     url, admin = local_url(state), secrets_of(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
     password = secrets.token_urlsafe(18)
