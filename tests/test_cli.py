@@ -103,6 +103,19 @@ def test_a_bad_or_missing_option_is_one_line(tmp_path, argv, message):
         proc.stderr
 
 
+@pytest.mark.parametrize("argv, line", [
+    (["ui", "--port", "70000"], "error: Invalid value for '--port': Input should be less than or equal to 65535, "
+                                "not '70000' (linclass ui -h lists the options)"),
+    (["grid", "-j", "0"], "error: Invalid value for '--jobs' / '-j': Input should be greater than or equal to 1, "
+                          "not '0' (linclass grid -h lists the options)"),
+    (["grid", "--jobs=abc"], "error: Invalid value for '--jobs' / '-j': Input should be a valid integer, unable to "
+                             "parse string as an integer, not 'abc' (linclass grid -h lists the options)"),
+])
+def test_a_bad_option_value_is_named_in_its_line(tmp_path, argv, line):
+    proc = subprocess.run([LINCLASS, *argv], cwd=tmp_path, env=env_for_pipeline(), capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr == line + "\n", proc.stderr
+
+
 @pytest.mark.parametrize("argv, message", [
     (["settings", "trian"], "error: no setting starts with 'trian'; the sections: data, preprocess, loss,"),
     (["exp"], "error: an experiment needs settings to change, e.g. linclass exp train.epochs=5"),

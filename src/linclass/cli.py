@@ -508,6 +508,20 @@ def pull(remote: Remote = None):
     transfer("pull", ".", remote)
 
 
+def given_value(param, argv: list[str]) -> str | None:
+    """What the command line gave the option `param` (its last occurrence), for the error line: typer's own
+    message says what is allowed ("Input should be less than or equal to 65535") but not what was given."""
+    names = [*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ())]
+    given = None
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                given = argv[i + 1]
+            elif name.startswith("--") and arg.startswith(name + "="):
+                given = arg[len(name) + 1:]
+    return given
+
+
 def main() -> None:
     """The console script: known failures are one line on stderr and exit status 1; a bad or missing option
     is one line too (exit status 2), naming the option, instead of typer's framed usage message."""
@@ -521,7 +535,8 @@ def main() -> None:
             sys.exit(0)
         ctx = getattr(exc, "ctx", None)
         where = f" ({ctx.command_path} -h lists the options)" if ctx is not None else ""
-        print(f"error: {message}{where}", file=sys.stderr)
+        given = given_value(getattr(exc, "param", None), sys.argv[1:])
+        print(f"error: {message}{'' if given is None else f', not {given!r}'}{where}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Abort:
         print("error: interrupted", file=sys.stderr)
