@@ -240,6 +240,17 @@ def test_bad_value_is_one_line_naming_key_value_and_what_is_allowed(reference, k
     assert any(word in message for word in ALLOWED_WORDS), message
 
 
+@pytest.mark.parametrize("uri", ["http://alice:s3cret@127.0.0.1:5000", "postgresql://alice:s3cret@127.0.0.1/mlflow"])
+def test_a_password_in_the_tracking_uri_is_refused_without_showing_it(reference, uri):
+    # it would be stored in params.yaml, dvc.lock and git (data.url refuses credentials for the same reason)
+    with pytest.raises(ConfigError) as info:
+        validate(with_setting(reference, "tracking.uri", uri))
+    message = str(info.value)
+    assert "\n" not in message and "carries a password" in message and "MLFLOW_TRACKING_PASSWORD" in message
+    assert "s3cret" not in message, message
+    validate(with_setting(reference, "tracking.uri", "postgresql://alice@127.0.0.1/mlflow"))  # a user alone: fine
+
+
 @pytest.mark.parametrize("key, hint", [
     ("nosuch", "known top-level keys: data, preprocess"),
     ("train.momentum", "known keys of train: epochs, batch_size"),

@@ -15,6 +15,7 @@ import difflib
 import functools
 import re
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import numpy as np
 from pydantic import (
@@ -68,6 +69,10 @@ def _tracking_uri(uri: str) -> str:
     if scheme is None or scheme.group(1) not in TRACKING_SCHEMES:
         raise ValueError(f"is not supported; allowed: null (the project's sqlite store) or a URI with scheme "
                          f"{', '.join(TRACKING_SCHEMES)}")
+    if urlsplit(uri).password is not None:  # it would be stored in params.yaml, dvc.lock and git
+        raise ValueError("carries a password (user:password@), which would be stored in params.yaml and dvc.lock; "
+                         "remove it and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a server) or "
+                         "PGPASSWORD (a database) instead")
     return uri
 
 
