@@ -237,6 +237,12 @@ def test_fetch_reads_the_local_copy_and_an_unreachable_official_url_says_how_to_
     source = fetch(OFFICIAL, tmp_path / "raw" / "a.tar.gz", tmp_path, progress=False)
     assert source.md5 == md5 and (tmp_path / "raw" / "a.tar.gz").read_bytes() == copy.read_bytes()
 
+    monkeypatch.delenv("LINCLASS_DATA_MD5")   # a repack without its own md5: the error says how to give it one
+    with pytest.raises(DownloadError, match=r"md5 mismatch .*\$LINCLASS_DATA_URL gives no LINCLASS_DATA_MD5.* set "
+                                            r"LINCLASS_DATA_MD5=<its md5> beside LINCLASS_DATA_URL$"):
+        fetch(OFFICIAL, tmp_path / "raw" / "c.tar.gz", tmp_path, progress=False)
+    assert not (tmp_path / "raw" / "c.tar.gz").exists()
+
     monkeypatch.delenv("LINCLASS_DATA_URL")
     offline = OFFICIAL.model_copy(update={"url": "http://127.0.0.1:9/cifar-10-python.tar.gz"})   # nothing listens there
     with pytest.raises(DownloadError, match=r"could not download .* LINCLASS_DATA_URL=file:///.*local\.env"):

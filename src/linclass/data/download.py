@@ -232,7 +232,12 @@ def fetch(data: Data, dest: str | os.PathLike, root: str | os.PathLike = ".", pr
         download(source.url, dest, source.md5, retries=data.retries, timeout=data.timeout, backoff=data.backoff,
                  progress=progress)
     except DownloadError as exc:
-        if source.origin == "params.yaml" and "md5 mismatch" not in str(exc):
+        mismatch = "md5 mismatch" in str(exc)
+        if source.origin == "params.yaml" and not mismatch:
             raise DownloadError(f"{exc}; {SOURCE_HELP}") from None
+        if source.origin != "params.yaml" and mismatch and source.md5 == data.md5.lower():
+            raise DownloadError(f"{exc} (the official archive's md5: {source.origin} gives no {SOURCE_MD5_VAR}); "
+                                f"a copy of the same images with other bytes (a repack) needs its own: set "
+                                f"{SOURCE_MD5_VAR}=<its md5> beside {SOURCE_URL_VAR}") from None
         raise
     return source
