@@ -80,7 +80,6 @@ local.env:
 
 repro: venv $(DATA_SOURCE) ## run the whole pipeline (download, preprocess, features, 8 models on pixels + 8 on features, studies, report)
 	$(LINCLASS) repro
-	column -s, -t reports/comparison.csv
 
 exp: venv ## one experiment in the workspace: make exp SET='train.epochs=5 regularizer.l2.strength=0.01'
 	$(LINCLASS) exp $(SET)

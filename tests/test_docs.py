@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import re
 import signal
@@ -294,6 +295,10 @@ def test_the_docs_commands_work_from_a_fresh_shell(project):
         if command == "make repro":
             assert (project.path / "reports" / "report.html").is_file()
             assert "test_accuracy" in proc.stdout, proc.stdout[-2000:]
+            # as the README says, it ends with every model's accuracies (a header line, then one row per model)
+            models = json.loads((project.path / "metrics" / "test.json").read_text())
+            assert proc.stdout.rstrip().splitlines()[-len(models) - 2].startswith("metrics/test.json: "), \
+                proc.stdout[-3000:]
             assert_stages_ran_warm(project.path)
         if command == ".venv/bin/linclass settings train":
             assert proc.stdout.startswith("train.epochs = ") and "data." not in proc.stdout, proc.stdout
