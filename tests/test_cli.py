@@ -138,6 +138,16 @@ def test_a_user_name_that_is_not_a_plain_name_is_refused_before_anything(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_services_env_without_a_stack_says_to_start_one(tmp_path):
+    env = {**env_for_pipeline(), "LINCLASS_SERVICES_DIR": str(tmp_path / "services")}
+    proc = subprocess.run([LINCLASS, "services", "env"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: no credentials for user 'admin' in ") and \
+        proc.stderr.rstrip().endswith("the stack is not set up: `linclass services up` (make services-up) first"), \
+        proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", ["ui", "server"])
 def test_a_server_on_a_busy_port_is_one_line_before_anything_starts(project, command):
     import socket

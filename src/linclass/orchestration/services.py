@@ -634,7 +634,10 @@ def env_lines(folder: Path, user: str) -> list[str]:
     """Shell lines pointing a clone at the stack as `user`."""
     path = user_env_file(folder, user)
     if not path.exists():
-        raise ServiceError(f"no credentials for user {user!r} in {path.parent}")
+        raise ServiceError(f"no credentials for user {user!r} in {path.parent}: "
+                           + ("`linclass services add-user NAME` (make user-add NAME=...) makes them"
+                              if load_state(folder) else "the stack is not set up: `linclass services up` "
+                              "(make services-up) first"))
     remote = load_state(folder).get("dvc_remote")
     return [f". {path}", *([f"# DVC remote (members of the team's group): dvc remote add --default --force team "
                             f"{remote} && dvc remote modify team shared group"] if remote else [])]
