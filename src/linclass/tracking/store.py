@@ -48,11 +48,17 @@ def check_store(uri: str) -> None:
     with open(db, "rb") as f:
         if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             raise StoreError(f"MLflow store {db} is not an sqlite database; {recover}")
-    try:
-        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as db_conn:
-            db_conn.execute("select count(*) from sqlite_master").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"MLflow store {db} is malformed ({exc}); {recover}") from None
+    for mode in ("ro", "rw"):
+        try:
+            with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode={mode}", uri=True)) as db_conn:
+                db_conn.execute("select count(*) from sqlite_master").fetchone()
+            return
+        except sqlite3.DatabaseError as exc:
+            # A process killed while it wrote left its journal: a reader may not roll it back, the next writer does
+            # (SQLite's own recovery, as MLflow's connection would). Not a malformed store.
+            if mode == "ro" and getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK":
+                continue
+            raise StoreError(f"MLflow store {db} is malformed ({exc}); {recover}") from None
 
 
 @contextlib.contextmanager
