@@ -3,8 +3,10 @@ the file and how to recover; a fresh store created by several processes at once;
 keeps its artifacts next to itself. Real sqlite stores, real processes."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -67,33 +69,40 @@ def test_a_malformed_store_is_a_one_line_error(tmp_path, clean_env, content):
 KILLED_WRITER = """
 import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("pragma cache_size=1")   # its changes reach the file before the commit, the journal holds the old pages
-db.execute("begin immediate")
-db.execute("update runs set name = 'half-written'")
+db.execute("pragma cache_size=1")   # 2 MB of changed pages spill into the file before the commit; the journal
+db.execute("begin immediate")       # holds the old ones
+db.execute("update padding set x = upper(x)")
 print("writing", flush=True)
 time.sleep(120)
 """
 
 
 def test_a_store_whose_writer_was_killed_mid_write_is_recovered_not_called_malformed(tmp_path, clean_env):
-    # A stage killed outright (SIGKILL) while it wrote its run left the store's journal behind ("hot"): a read-only
-    # check cannot roll it back ("attempt to write a readonly database") and called the store malformed, with the
-    # advice to move it away. SQLite's next writer rolls it back: the store is as before the killed write.
+    # A stage killed outright (SIGKILL) while it wrote left the store's journal behind ("hot"): a read-only check
+    # cannot roll it back ("attempt to write a readonly database") and called the store malformed, with the advice
+    # to move it away. SQLite's next writer rolls it back: the store is as it was before the killed write.
     runs.setup("x", None, root=tmp_path)
     db = tmp_path / "mlflow.db"
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("x")
-    for k in range(50):
+    for k in range(20):
         client.create_run(experiment.experiment_id, run_name=f"run-{k:02d}")
     names = sorted(r.info.run_name for r in client.search_runs([experiment.experiment_id]))
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:   # a table big enough to spill, in the same file
+        conn.execute("create table padding (x text)")
+        conn.executemany("insert into padding values (?)", [("a" * 1000,)] * 2000)
     writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(db)], stdout=subprocess.PIPE, text=True)
     assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
     writer.kill()
     writer.wait()
-    assert (tmp_path / "mlflow.db-journal").exists(), "the killed writer left its journal"
+    with pytest.raises(sqlite3.OperationalError) as hot, contextlib.closing(
+            sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as reader:
+        reader.execute("select count(*) from sqlite_master").fetchone()
+    assert hot.value.sqlite_errorname == "SQLITE_READONLY_ROLLBACK", "the killed writer left a hot journal"
     runs.setup("x", None, root=tmp_path)   # raised StoreError "malformed (attempt to write a readonly database)"
     assert sorted(r.info.run_name for r in client.search_runs([experiment.experiment_id])) == names
-    assert not (tmp_path / "mlflow.db-journal").exists()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("select count(*) from padding where x = upper(x)").fetchone() == (0,), "rolled back"
 
 
 def test_a_fresh_store_created_by_three_processes_at_once(tmp_path, clean_env):
