@@ -357,3 +357,19 @@ def test_services_down_leaves_alone_a_process_that_took_the_pid_of_the_stacks_ml
     finally:
         other.kill()
         other.wait()
+
+
+def test_make_params_names_the_settings_it_replaces(tmp_path):
+    """params.yaml written by `make exp SET=...` (or `dvc exp apply`) holds settings conf/ does not: `make params`
+    (after, say, a new experiment name in conf/, as docs/team.md tells a teammate) puts conf/'s back, and the
+    stages they feed train again; it says which, old and new value, and nothing for a key left as it was."""
+    project = make_project(tmp_path / "project")
+    params = project.path / "params.yaml"
+    params.write_text(params.read_text().replace("  epochs: 40\n", "  epochs: 3\n"))
+    local = project.path / "conf" / "tracking" / "local.yaml"
+    local.write_text(local.read_text().replace("experiment: linclass-cifar10", "experiment: linclass-bob"))
+    proc = project.run(LINCLASS, "config")
+    lines = proc.stdout.splitlines()
+    assert lines == ["params.yaml written from conf/", "  changed train.epochs: 3 -> 40",
+                     "  changed tracking.experiment: 'linclass-cifar10' -> 'linclass-bob'"], proc.stdout
+    assert project.run(LINCLASS, "config").stdout.splitlines() == ["params.yaml written from conf/"]

@@ -147,15 +147,33 @@ def checked(overrides: list[str] | None) -> tuple[list[str], int]:
 def config(overrides: Overrides = None,
            check: Annotated[bool, typer.Option("--check", help="only check; params.yaml stays as it is")] = False):
     """Compose conf/ with OVERRIDES into params.yaml (what DVC does on `dvc exp run -S`), every setting checked."""
-    from linclass.config import compose, write_params
+    from linclass.config import compose, flatten, write_params
 
     if check:
         compose("conf", overrides or [])
         typer.echo("settings OK" + (f" with {' '.join(overrides)}" if overrides else ""))
         return
     with one_pipeline_at_a_time():
-        write_params(overrides=overrides or [])
+        before = params_before()
+        after = flatten(write_params(overrides=overrides or []))
     typer.echo("params.yaml written from conf/" + (f" with {' '.join(overrides)}" if overrides else ""))
+    # params.yaml can hold settings that conf/ does not (`make exp SET=...` and `dvc exp apply` write it):
+    # composing conf/ replaces them, and the stages they feed run again; say which, never silently
+    changed = [key for key in after if key in before and before[key] != after[key]]
+    for key in changed:
+        typer.echo(f"  changed {key}: {before[key]!r} -> {after[key]!r}")
+
+
+def params_before() -> dict:
+    """The flat settings of params.yaml as it is ({} when it is missing or unreadable)."""
+    import yaml
+
+    from linclass.config import flatten
+
+    try:
+        return flatten(yaml.safe_load(Path("params.yaml").read_text()) or {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return {}
 
 
 @app.command()
