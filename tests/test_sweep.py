@@ -205,6 +205,7 @@ def test_a_test_accuracy_is_shown_only_beside_the_weights_it_was_measured_on(cap
            "[0.2000, 0.4000], test not evaluated in this experiment" in out
     assert "0.41" not in out and "not evaluated with these weights" in out
     assert "0.2600 [0.2500, 0.2700]" in out   # the one measured on its own weights, with its interval
+    assert "0.5000" in out and " 0.5 " not in out   # the train accuracy with four decimals, as the others
     compared = [r for r in comparison_rows(show) if r["revision"] == "grid-softmax-l2"]
     assert compared[0]["val_accuracy"] == 0.30 and compared[0]["test_accuracy"] is None
     print_comparison(compared)
