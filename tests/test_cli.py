@@ -373,3 +373,16 @@ def test_make_params_names_the_settings_it_replaces(tmp_path):
     assert lines == ["params.yaml written from conf/", "  changed train.epochs: 3 -> 40",
                      "  changed tracking.experiment: 'linclass-cifar10' -> 'linclass-bob'"], proc.stdout
     assert project.run(LINCLASS, "config").stdout.splitlines() == ["params.yaml written from conf/"]
+
+
+@pytest.mark.parametrize("grant, message", [
+    ("linclass-cifar10=WRITE", "error: --grant 'linclass-cifar10=WRITE': permission 'WRITE' is not one of READ, EDIT, "
+                               "MANAGE, NO_PERMISSIONS"),
+    ("=READ", "error: --grant '=READ': expected EXPERIMENT=PERMISSION")])
+def test_a_bad_grant_is_refused_before_the_user_is_created(project, tmp_path, grant, message):
+    """`make user-add NAME=erin GRANT=linclass-cifar10=WRITE` created erin and her .env, then refused the grant:
+    the grant is checked first, before the stack is even asked (here there is none), and nothing is written."""
+    env = {**project.env, "LINCLASS_SERVICES_DIR": str(tmp_path / "services")}
+    proc = project.run(LINCLASS, "services", "add-user", "erin", "--grant", grant, check=False, env=env)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [message], proc.stderr
+    assert not (tmp_path / "services").exists()

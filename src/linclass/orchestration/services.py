@@ -647,7 +647,9 @@ def parse_grants(items: list[str]) -> list[tuple[str, str]]:
     grants = []
     for item in items:
         experiment, sep, permission = item.rpartition("=")
-        if not sep:
+        if not sep or not experiment:
             raise ServiceError(f"--grant {item!r}: expected EXPERIMENT=PERMISSION")
+        if permission not in PERMISSIONS:   # checked here, before the user is created (not half-done)
+            raise ServiceError(f"--grant {item!r}: permission {permission!r} is not one of {', '.join(PERMISSIONS)}")
         grants.append((experiment, permission))
     return grants
