@@ -272,3 +272,19 @@ def test_a_sweep_runs_through_dvcs_queue_and_leaves_params_yaml_as_committed(tmp
     assert (project.path / "data/processed/X_train.npy").exists()
     # the sweep's table is in the heat map and the report: the workspace's pipeline is up to date
     assert json.loads(project.dvc("status", "--json").stdout) == {}
+
+
+def test_a_setting_a_model_does_not_have_is_a_dash_not_nan(capsys):
+    """make grid-parallel's last table: svm models have a delta, softmax ones none; that cell read 'NaN'."""
+    from linclass.orchestration.sweep import print_comparison
+
+    accuracies = {"val_accuracy": 0.4, "val_accuracy_low": 0.39, "val_accuracy_high": 0.41, "test_accuracy": 0.4,
+                  "test_accuracy_low": 0.39, "test_accuracy_high": 0.41}
+    print_comparison([{"revision": "grid-all", "combination": "svm-l2", "delta": 1.0, "learning_rate": 0.005,
+                       **accuracies},
+                      {"revision": "grid-all", "combination": "softmax-l2", "learning_rate": 0.05,
+                       **accuracies, "val_accuracy": 0.41}])
+    out = capsys.readouterr().out
+    assert "NaN" not in out and "nan" not in out, out
+    softmax = next(line for line in out.splitlines() if "softmax-l2" in line)
+    assert softmax.split()[:4] == ["grid-all", "softmax-l2", "-", "0.05"], softmax

@@ -501,7 +501,8 @@ def print_comparison(rows: list[dict], title: str | None = None) -> None:
     same = [c for c in pd.DataFrame(rows).columns if c not in fixed and c not in differ]
     if title:
         print(f"\n{title}")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    # '-' where a model has no such setting (a softmax model has no delta), not pandas' NaN
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
     print(f"(the same everywhere: {', '.join(same) or 'nothing'}; sorted by validation accuracy; "
           "[low, high]: 95% Wilson interval)")
     if any(row["test_accuracy"] is None for row in rows):
