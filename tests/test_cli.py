@@ -386,3 +386,23 @@ def test_a_bad_grant_is_refused_before_the_user_is_created(project, tmp_path, gr
     proc = project.run(LINCLASS, "services", "add-user", "erin", "--grant", grant, check=False, env=env)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [message], proc.stderr
     assert not (tmp_path / "services").exists()
+
+
+def test_a_sweep_rebuilds_the_report_only_when_the_workspace_has_its_inputs(tmp_path, monkeypatch, capsys):
+    """A fresh clone of a commit with dvc.lock (a teammate's, before `make pull`) has the report in its lock but
+    not reports/evaluation: `make sweep` ended with DVC's 'No such file or directory' and exit 1 after every
+    point had trained. The report is rebuilt only when its inputs are here, else one line says why not."""
+    from linclass.cli import report_to_rebuild
+
+    monkeypatch.chdir(tmp_path)
+    lock = {"hyperparameter_map": {}, "report": {"deps": [{"path": "pipeline/report.py"},
+                                                          {"path": "reports/evaluation"},
+                                                          {"path": "reports/hyperparameter_map"}]}}
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "report.py").write_text("")
+    assert report_to_rebuild(lock) == []
+    assert capsys.readouterr().out.strip() == ("report not rebuilt: the workspace lacks reports/evaluation "
+                                               "(make pull, or make repro, brings them)")
+    (tmp_path / "reports" / "evaluation").mkdir(parents=True)   # hyperparameter_map's own output may be missing
+    assert report_to_rebuild(lock) == ["report"]
+    assert report_to_rebuild({"hyperparameter_map": {}}) == []

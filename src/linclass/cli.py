@@ -321,7 +321,22 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
                 summary=summary, features=features)
         with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one
             # (--single-item: these two alone, never a stale stage upstream of the report, such as a training)
-            dvc("repro", "--single-item", "hyperparameter_map", *(["report"] if "report" in lock_stages() else []))
+            dvc("repro", "--single-item", "hyperparameter_map", *report_to_rebuild(lock_stages()))
+
+
+def report_to_rebuild(lock: dict) -> list[str]:
+    """['report'] when the workspace has one to rebuild: dvc.lock names the stage and every input it read
+    is here. A fresh clone of a commit with dvc.lock has the lock but none of the outputs before `make pull`:
+    the report then failed the sweep ('No such file or directory: .../reports/evaluation', exit 1)."""
+    if "report" not in lock:
+        return []
+    missing = [dep["path"] for dep in lock["report"].get("deps") or []
+               if dep["path"] != "reports/hyperparameter_map" and not Path(dep["path"]).exists()]
+    if missing:
+        typer.echo(f"report not rebuilt: the workspace lacks {', '.join(missing[:3])}"
+                   f"{' ...' if len(missing) > 3 else ''} (make pull, or make repro, brings them)")
+        return []
+    return ["report"]
 
 
 # ---- results ----
