@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 
 import pytest
@@ -288,3 +289,28 @@ def test_a_setting_a_model_does_not_have_is_a_dash_not_nan(capsys):
     assert "NaN" not in out and "nan" not in out, out
     softmax = next(line for line in out.splitlines() if "softmax-l2" in line)
     assert softmax.split()[:4] == ["grid-all", "softmax-l2", "-", "0.05"], softmax
+
+
+def test_experiments_of_another_commit_are_not_called_unfinished(tmp_path, monkeypatch, capsys):
+    """After `make sweep`, committing its table (as docs/parallel.md advises) moves HEAD: `linclass table`
+    said 'none finished' of the four finished points, which DVC lists only for their own commit."""
+    from linclass.orchestration.sweep import elsewhere, print_table
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    monkeypatch.chdir(tmp_path)
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "sweep ran here")
+    first = git("rev-parse", "HEAD")
+    for name in ("sweep-softmax-l2-lr0.01-s0.001", "sweep-softmax-l2-lr0.05-s0.001", "grid-svm-l2"):
+        git("update-ref", f"refs/exps/{first[:2]}/{first[2:]}/{name}", first)
+    assert elsewhere("sweep-softmax-l2-") == ""   # on HEAD: DVC's table has them
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "the sweep's table")
+    print_table([], "sweep-softmax-l2-")
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("experiments sweep-softmax-l2-*: none finished on this commit; "
+                          f"2 on commit {first[:7]} "), out
+    assert f"exp show --rev {first[:7]}" in out
+    print_table([], "other-")
+    assert capsys.readouterr().out.strip() == "experiments other-*: none finished"

@@ -351,7 +351,8 @@ def table(prefix: Annotated[str, typer.Option(help="experiment names starting wi
     at_project_root()
     rows = sweep.results_table(prefix, features)
     if csv is not None and not rows:   # a mistyped prefix would replace a sweep's table with an empty one
-        raise RuntimeError(f"no finished experiment{f' named {prefix}*' if prefix else ''}: {csv} not written")
+        raise RuntimeError(f"no finished experiment{f' named {prefix}*' if prefix else ''}"
+                           f"{sweep.elsewhere(prefix)}: {csv} not written")
     sweep.print_table(rows, prefix)
     if csv is not None:
         typer.echo(f"table written to {sweep.write_table(rows, csv)}")

@@ -522,12 +522,32 @@ def results_table(prefix: str, features: str = "pixels") -> list[dict]:
     return experiment_rows(json.loads(dvc("exp", "show", "--json").stdout), prefix, features)
 
 
+def elsewhere(prefix: str) -> str:
+    """' on this commit; 4 on commit 02d6c06 (...)' when experiments of that prefix exist on other commits:
+    `dvc exp show` (and so this table) lists only those of HEAD, and committing the sweep's table, as the
+    docs advise, moves HEAD away from them."""
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], capture_output=True,
+                          text=True).stdout.split()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    counts: dict[str, int] = {}
+    for ref in refs:   # refs/exps/<2 hex>/<38 hex>/<name>
+        parts = ref.split("/")
+        if len(parts) == 5 and parts[4].startswith(prefix) and parts[2] + parts[3] != head:
+            counts[(parts[2] + parts[3])[:7]] = counts.get((parts[2] + parts[3])[:7], 0) + 1
+    if not counts:
+        return ""
+    where = ", ".join(f"{n} on commit {rev}" for rev, n in counts.items())
+    first = next(iter(counts))
+    return (f" on this commit; {where} (`{shown_dvc()} exp show --rev {first}` lists them, "
+            f"or `git checkout {first}` then this command)")
+
+
 def print_table(rows: list[dict], prefix: str) -> None:
     import pandas as pd
 
     title = f"experiments {prefix}*" if prefix else "experiments"
     if not rows:
-        print(f"{title}: none finished")
+        print(f"{title}: none finished{elsewhere(prefix)}")
         return
     print(f"\n{title}, sorted by validation accuracy (selection never looks at the test accuracy; "
           "[low, high]: 95% Wilson interval)")
