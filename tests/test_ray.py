@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import threading
@@ -148,6 +149,31 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     return lines[0]
+
+
+def test_the_nodes_workspaces_live_in_a_private_folder_of_this_users_own(tmp_path):
+    # The default, <tmp>/linclass-ray, is a name any local account can make first (and plant a git hook in):
+    # the node runs git and Python in it. An older linclass made it 0755: its clones and logs readable by all.
+    from linclass.orchestration.ray_backend import private_folder
+
+    assert private_folder(tmp_path / "new").stat().st_mode & 0o777 == 0o700
+    older = tmp_path / "older"
+    older.mkdir()
+    older.chmod(0o755)
+    assert private_folder(older).stat().st_mode & 0o777 == 0o700
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "new")
+    with pytest.raises(RuntimeError, match=r"is not a folder of this user's own \(a link"):
+        private_folder(link)
+    if os.getuid() != 0:
+        pytest.skip("another account's folder needs root to make")
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    planted.chmod(0o777)
+    os.chown(planted, 65534, 65534)   # made first by another account
+    with pytest.raises(RuntimeError, match=r"owner uid 65534\): .* set LINCLASS_RAY_WORKDIR to a folder of your own"):
+        private_folder(planted)
+    assert planted.stat().st_mode & 0o777 == 0o777, "another account's folder is left as it is"
 
 
 def test_bad_set_ups_fail_in_one_line_before_any_work(project, tmp_path, mlflow_server):

@@ -346,12 +346,25 @@ def acquire_slot(base: Path):
     raise RuntimeError(f"all {SLOTS} workspace slots of {base} are busy")
 
 
+def private_folder(path: Path) -> Path:
+    """`path`, made (0700) or made private (0700) when it is this user's own; RuntimeError (one line) when it is
+    another account's or a link. The workspaces in it run git and Python as this user: another account that could
+    plant files there (a shared /tmp folder it made first, a git hook) would run code in this user's name."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if path.is_symlink() or info.st_uid != os.getuid():
+        raise RuntimeError(f"{path} is not a folder of this user's own (a link, or owner uid {info.st_uid}): the Ray "
+                           "workspaces need a private one; set LINCLASS_RAY_WORKDIR to a folder of your own")
+    path.chmod(0o700)   # made by an older linclass: 0755, its clones and logs readable by every account
+    return path
+
+
 def node_base(spec: dict) -> Path:
     """This node's folder for the sweep's git remote."""
     import ray
 
-    root = Path(spec.get("workdir") or os.environ.get("LINCLASS_RAY_WORKDIR")
-                or Path(tempfile.gettempdir(), "linclass-ray"))
+    root = private_folder(Path(spec.get("workdir") or os.environ.get("LINCLASS_RAY_WORKDIR")
+                               or Path(tempfile.gettempdir(), "linclass-ray")))
     node = ray.util.get_node_ip_address()
     remote = hashlib.sha256(spec["git_url"].encode()).hexdigest()[:12]
     return (root / f"{node}-{remote}").resolve()
