@@ -35,6 +35,7 @@ from conftest import (
     serving,
 )
 
+os.environ.setdefault("RAY_AUTH_MODE", "token")   # before ray is imported: this process drives the clusters too
 ray = pytest.importorskip("ray", reason="the Ray backend needs the cluster extra: pip install -e '.[cluster]'")
 
 from linclass.orchestration import cluster as ray_cluster  # noqa: E402
@@ -149,6 +150,31 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     return lines[0]
+
+
+DRIVER = """
+import os, sys, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+print("ran as", ray.get(ray.remote(lambda: os.getuid()).remote()), flush=True)
+"""
+
+
+def test_the_cluster_runs_work_only_from_a_driver_with_this_users_token(cluster):
+    # Ray's token authentication is off by default before 2.61: anyone who reached the addresses could join the
+    # cluster or send it work that runs as this user. linclass starts every node with it, and keeps the token
+    # private (Ray writes it 0644).
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    assert token.stat().st_mode & 0o777 == 0o600
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+
+    def drive(env: dict) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "python"), "-c", DRIVER, cluster.address], env=env, capture_output=True,
+                              text=True, timeout=180)
+
+    assert "ran as" in drive({**plain, **ray_cluster.AUTH}).stdout
+    for env in (plain, {**plain, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "f" * 64}):   # none, a wrong one
+        refused = drive(env)
+        assert refused.returncode != 0 and "ran as" not in refused.stdout, refused.stdout + refused.stderr[-2000:]
 
 
 def test_the_nodes_workspaces_live_in_a_private_folder_of_this_users_own(tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -85,13 +86,43 @@ def _ray() -> str:
 
 
 def node_env(extra: dict | None = None) -> dict:
-    """What every node (and so every task it runs) sees: this virtualenv first on PATH, no usage stats."""
+    """What every node (and so every task it runs) sees: this virtualenv first on PATH, no usage stats, Ray's
+    token authentication (ensure_token)."""
     env = dict(os.environ)
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-               RAY_USAGE_STATS_ENABLED="0", DVC_NO_ANALYTICS="1", OPENBLAS_NUM_THREADS="1")
+               RAY_USAGE_STATS_ENABLED="0", DVC_NO_ANALYTICS="1", OPENBLAS_NUM_THREADS="1", **AUTH)
     env.pop("RAY_ADDRESS", None)
     env.update(extra or {})
     return env
+
+
+# Ray's token authentication, off by default before Ray 2.61: without it any account that reaches the cluster's
+# addresses can join it as a node or send it work, which runs as this user. Nodes, their tasks and the drivers
+# (linclass.orchestration.ray_backend) use this user's token.
+AUTH = {"RAY_AUTH_MODE": "token"}
+
+
+def ensure_token() -> Path | None:
+    """This user's Ray token file (Ray's own place, ~/.ray/auth_token, or $RAY_AUTH_TOKEN_PATH), made once with
+    a random token, private (0600), and atomically: two clusters started at once share one token. None when
+    $RAY_AUTH_TOKEN gives the token itself."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        try:
+            os.link(draft, path)   # whole or not at all; another process's token, made meanwhile, wins
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    path.chmod(0o600)   # one that `ray get-auth-token --generate` made is 0644
+    return path
 
 
 def _start_node(args: list[str], ip: str, directory: Path, env: dict, head: bool) -> Node:
@@ -139,6 +170,7 @@ def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, 
     directory = state_dir(port)
     if (directory / "cluster.json").exists() and alive_nodes(Cluster.load(port)):
         raise ClusterError(f"a cluster already runs on port {port} ({directory}); stop it with `linclass cluster down`")
+    ensure_token()
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     cluster = Cluster(port, str(directory))

@@ -61,7 +61,7 @@ from pathlib import Path
 
 import psutil
 
-from linclass.orchestration.cluster import DEFAULT_ADDRESS
+from linclass.orchestration.cluster import AUTH, DEFAULT_ADDRESS
 from linclass.orchestration.sweep import dvc_executable
 
 MAX_RETRIES = 3       # attempts after the first when a node dies (application errors are not retried)
@@ -642,6 +642,8 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
     experiments; one result per point."""
     import logging
 
+    for key, value in AUTH.items():   # this user's token, read when ray is first imported (a cluster started
+        os.environ.setdefault(key, value)   # otherwise, without authentication: RAY_AUTH_MODE=disabled)
     import ray
 
     root = Path(root).resolve()
