@@ -166,13 +166,12 @@ def config(overrides: Overrides = None,
 
 def params_before() -> dict:
     """The flat settings of params.yaml as it is ({} when it is missing or unreadable)."""
-    import yaml
-
-    from linclass.config import flatten
+    from linclass.config import flatten, load_params
+    from linclass.settings import ConfigError
 
     try:
-        return flatten(yaml.safe_load(Path("params.yaml").read_text()) or {})
-    except (OSError, yaml.YAMLError, AttributeError):
+        return flatten(load_params())
+    except (OSError, ConfigError):
         return {}
 
 
@@ -254,8 +253,7 @@ def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, 
             table: Path | None = None, summary: Path | None = None, features: str = "pixels") -> None:
     from linclass.orchestration import sweep
 
-    check_backend(backend)
-    with one_pipeline_at_a_time():
+    with one_pipeline_at_a_time():   # the backend was checked by the caller, before the warm interpreter started
         if backend == "ray":
             from linclass.orchestration import ray_backend
 

@@ -85,6 +85,12 @@ def _ray() -> str:
     return str(beside) if beside.exists() else (shutil.which("ray") or "ray")
 
 
+# Ray's token authentication, off by default before Ray 2.61: without it any account that reaches the cluster's
+# addresses can join it as a node or send it work, which runs as this user. Nodes, their tasks and the drivers
+# (linclass.orchestration.ray_backend) use this user's token.
+AUTH = {"RAY_AUTH_MODE": "token"}
+
+
 def node_env(extra: dict | None = None) -> dict:
     """What every node (and so every task it runs) sees: this virtualenv first on PATH, no usage stats, Ray's
     token authentication (ensure_token)."""
@@ -94,12 +100,6 @@ def node_env(extra: dict | None = None) -> dict:
     env.pop("RAY_ADDRESS", None)
     env.update(extra or {})
     return env
-
-
-# Ray's token authentication, off by default before Ray 2.61: without it any account that reaches the cluster's
-# addresses can join it as a node or send it work, which runs as this user. Nodes, their tasks and the drivers
-# (linclass.orchestration.ray_backend) use this user's token.
-AUTH = {"RAY_AUTH_MODE": "token"}
 
 
 def ensure_token() -> Path | None:

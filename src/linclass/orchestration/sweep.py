@@ -532,8 +532,9 @@ def elsewhere(prefix: str) -> str:
     counts: dict[str, int] = {}
     for ref in refs:   # refs/exps/<2 hex>/<38 hex>/<name>
         parts = ref.split("/")
-        if len(parts) == 5 and parts[4].startswith(prefix) and parts[2] + parts[3] != head:
-            counts[(parts[2] + parts[3])[:7]] = counts.get((parts[2] + parts[3])[:7], 0) + 1
+        baseline = "".join(parts[2:4])
+        if len(parts) == 5 and parts[4].startswith(prefix) and baseline != head:
+            counts[baseline[:7]] = counts.get(baseline[:7], 0) + 1
     if not counts:
         return ""
     where = ", ".join(f"{n} on commit {rev}" for rev, n in counts.items())
