@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -178,28 +179,87 @@ def test_the_cluster_runs_work_only_from_a_driver_with_this_users_token(cluster)
 
 
 def test_the_nodes_workspaces_live_in_a_private_folder_of_this_users_own(tmp_path):
-    # The default, <tmp>/linclass-ray, is a name any local account can make first (and plant a git hook in):
+    # The default, <tmp>/linclass-ray-<uid>, is a name any local account can make first (and plant a git hook in):
     # the node runs git and Python in it. An older linclass made it 0755: its clones and logs readable by all.
-    from linclass.orchestration.ray_backend import private_folder
+    from linclass.orchestration.cluster import private_folder
 
-    assert private_folder(tmp_path / "new").stat().st_mode & 0o777 == 0o700
+    instead = "set LINCLASS_RAY_WORKDIR to a folder of your own"
+    assert private_folder(tmp_path / "new", instead).stat().st_mode & 0o777 == 0o700
     older = tmp_path / "older"
     older.mkdir()
     older.chmod(0o755)
-    assert private_folder(older).stat().st_mode & 0o777 == 0o700
+    assert private_folder(older, instead).stat().st_mode & 0o777 == 0o700
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "new")
     with pytest.raises(RuntimeError, match=r"is not a folder of this user's own \(a link"):
-        private_folder(link)
+        private_folder(link, instead)
     if os.getuid() != 0:
         pytest.skip("another account's folder needs root to make")
     planted = tmp_path / "planted"
     planted.mkdir()
     planted.chmod(0o777)
     os.chown(planted, 65534, 65534)   # made first by another account
-    with pytest.raises(RuntimeError, match=r"owner uid 65534\): .* set LINCLASS_RAY_WORKDIR to a folder of your own"):
-        private_folder(planted)
+    with pytest.raises(RuntimeError, match=r"owner uid 65534\): set LINCLASS_RAY_WORKDIR to a folder of your own$"):
+        private_folder(planted, instead)
     assert planted.stat().st_mode & 0o777 == 0o777, "another account's folder is left as it is"
+
+
+ATTACK = """
+import os, sys
+session = os.path.join(sys.argv[1], "ray", "session_latest")
+for name, attack in (("read the logs", lambda: os.listdir(os.path.join(session, "logs"))),
+                     ("plant a runtime environment file",
+                      lambda: open(os.path.join(session, "runtime_resources", "x"), "w")),
+                     ("swap the raylet's socket", lambda: os.rename(os.path.join(session, "sockets", "raylet"),
+                                                                     os.path.join(session, "sockets", "old")))):
+    try:
+        attack()
+        print("done:", name)
+    except PermissionError:
+        print("refused:", name)
+"""
+
+
+def test_another_account_cannot_reach_the_clusters_files(cluster):
+    # Ray makes its temp dir's folders 0777: its sockets, the runtime environments its workers load, the logs.
+    # Another account that reached them could swap the raylet's socket for its own or plant files the workers
+    # load. linclass keeps the whole state in a folder of this user's own, 0700.
+    folder = Path(cluster.state_dir)
+    assert folder.name == f"linclass-ray-{os.getuid()}-{cluster.port}"
+    assert folder.lstat().st_uid == os.getuid() and folder.lstat().st_mode & 0o777 == 0o700
+    assert (folder / "ray" / "session_latest" / "sockets" / "raylet").exists()
+    if os.getuid() != 0:
+        pytest.skip("acting as another account needs root")
+    attacked = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(BIN / "python"),
+                               "-I", "-S", "-c", ATTACK, str(folder)], capture_output=True, text=True, timeout=60)
+    assert attacked.stdout.splitlines() == ["refused: read the logs", "refused: plant a runtime environment file",
+                                            "refused: swap the raylet's socket"], attacked.stdout + attacked.stderr
+
+
+def test_a_cluster_folder_another_account_made_first_is_refused(tmp_path):
+    # Its cluster.json would name the pids that `linclass cluster down` signals, its folder would hold Ray's sockets.
+    if os.getuid() != 0:
+        pytest.skip("another account's folder needs root to make")
+    port = free_port(HEAD)
+    planted = ray_cluster.state_dir(port)
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        planted.mkdir(mode=0o777)
+        node = {"ip": HEAD, "pid": victim.pid, "log": "x", "head": True}
+        (planted / "cluster.json").write_text(json.dumps({"port": port, "state_dir": str(planted), "nodes": [node]}))
+        os.chown(planted / "cluster.json", 65534, 65534)
+        os.chown(planted, 65534, 65534)
+        for args in (("down",), ("status",), ("up", "--head", HEAD, "--workers", "")):
+            proc = subprocess.run([str(BIN / "linclass"), "cluster", *args, "--port", str(port)], capture_output=True,
+                                  text=True, timeout=120, env={**os.environ, "RAY_AUTH_MODE": "token"})
+            assert proc.returncode != 0 and proc.stderr.strip() == (
+                f"error: {planted} is not a folder of this user's own (a link, or owner uid 65534): remove it, or "
+                "start the cluster on another --port"), (args, proc.stderr)
+        assert victim.poll() is None, "the pid the planted file names was signalled"
+        assert sorted(p.name for p in planted.iterdir()) == ["cluster.json"], "nothing started in it"
+    finally:
+        victim.kill()
+        shutil.rmtree(planted, ignore_errors=True)
 
 
 def test_bad_set_ups_fail_in_one_line_before_any_work(project, tmp_path, mlflow_server):

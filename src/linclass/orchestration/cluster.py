@@ -11,7 +11,9 @@ is loopback on Linux). Each node is one `ray start --block` in a session of its 
 is SIGTERM to that process (Ray stops its raylet and workers), and `kill_node` SIGKILLs every
 process of the session at once (raylet, workers, and what the workers started), which is what a
 machine that dies looks like to the rest of the cluster. The state (address, node pids, logs, Ray's
-temp dir) lives in /tmp/linclass-ray-<port>/ (short: Ray's socket paths must stay under 108 bytes).
+temp dir) lives in /tmp/linclass-ray-<uid>-<port>/ (short: Ray's socket paths must stay under 108 bytes), a
+folder of this user's own, 0700: Ray makes the folders of its temp dir 0777 (its sockets, the runtime
+environments its workers load, the logs), so only a private folder around them keeps other accounts out.
 """
 from __future__ import annotations
 
@@ -72,12 +74,30 @@ class Cluster:
         if not path.exists():
             raise ClusterError(f"no cluster was started on port {port} (no {path}); "
                                "start one with `make cluster-up`")
+        private_folder(path.parent, STATE_ELSEWHERE)   # the pids it names are signalled: not another account's
         data = json.loads(path.read_text())
         return cls(data["port"], data["state_dir"], [Node(**node) for node in data["nodes"]])
 
 
 def state_dir(port: int) -> Path:
-    return Path("/tmp") / f"linclass-ray-{port}"
+    return Path("/tmp") / f"linclass-ray-{os.getuid()}-{port}"
+
+
+STATE_ELSEWHERE = "remove it, or start the cluster on another --port"
+
+
+def private_folder(path: Path, instead: str) -> Path:
+    """`path`, made (0700) or made private (0700) when it is this user's own; ClusterError (one line, ending with
+    `instead`: what to do) when it is another account's or a link. What lives in it runs or steers code as this
+    user (a node's workspaces run git and Python; Ray's sockets and runtime environments): another account that
+    made the folder first could plant files there."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if path.is_symlink() or info.st_uid != os.getuid():
+        raise ClusterError(f"{path} is not a folder of this user's own (a link, or owner uid {info.st_uid}): "
+                           f"{instead}")
+    path.chmod(0o700)   # made by an older linclass: 0755
+    return path
 
 
 def _ray() -> str:
@@ -171,8 +191,8 @@ def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, 
     if (directory / "cluster.json").exists() and alive_nodes(Cluster.load(port)):
         raise ClusterError(f"a cluster already runs on port {port} ({directory}); stop it with `linclass cluster down`")
     ensure_token()
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    shutil.rmtree(private_folder(directory, STATE_ELSEWHERE))   # an earlier cluster's logs
+    private_folder(directory, STATE_ELSEWHERE)
     cluster = Cluster(port, str(directory))
     common = [f"--num-cpus={cpus}", f"--object-store-memory={OBJECT_STORE_BYTES}",
               f"--temp-dir={directory / 'ray'}", "--disable-usage-stats"]

@@ -17,7 +17,7 @@ the team's tracking server.
 
 On the nodes, each task runs a group of points (the points are split evenly over the cluster's CPUs, so
 that each node's set-up and push are paid once per group), in a warm workspace kept between points and
-sweeps under $LINCLASS_RAY_WORKDIR (default <tmp>/linclass-ray): per git remote, one DVC cache per node
+sweeps under $LINCLASS_RAY_WORKDIR (default <tmp>/linclass-ray-<uid>): per git remote, one DVC cache per node
 (outputs linked into the workspaces, not copied) and a few workspace slots (one per task running at once,
 held with a file lock), each one clone of the git remote. A task:
 1. brings its slot to the commit (git fetch of that commit only when missing, checkout, clean, leaving the
@@ -61,7 +61,7 @@ from pathlib import Path
 
 import psutil
 
-from linclass.orchestration.cluster import AUTH, DEFAULT_ADDRESS
+from linclass.orchestration.cluster import AUTH, DEFAULT_ADDRESS, private_folder
 from linclass.orchestration.sweep import dvc_executable
 
 MAX_RETRIES = 3       # attempts after the first when a node dies (application errors are not retried)
@@ -346,25 +346,13 @@ def acquire_slot(base: Path):
     raise RuntimeError(f"all {SLOTS} workspace slots of {base} are busy")
 
 
-def private_folder(path: Path) -> Path:
-    """`path`, made (0700) or made private (0700) when it is this user's own; RuntimeError (one line) when it is
-    another account's or a link. The workspaces in it run git and Python as this user: another account that could
-    plant files there (a shared /tmp folder it made first, a git hook) would run code in this user's name."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.lstat()
-    if path.is_symlink() or info.st_uid != os.getuid():
-        raise RuntimeError(f"{path} is not a folder of this user's own (a link, or owner uid {info.st_uid}): the Ray "
-                           "workspaces need a private one; set LINCLASS_RAY_WORKDIR to a folder of your own")
-    path.chmod(0o700)   # made by an older linclass: 0755, its clones and logs readable by every account
-    return path
-
-
 def node_base(spec: dict) -> Path:
     """This node's folder for the sweep's git remote."""
     import ray
 
     root = private_folder(Path(spec.get("workdir") or os.environ.get("LINCLASS_RAY_WORKDIR")
-                               or Path(tempfile.gettempdir(), "linclass-ray")))
+                               or Path(tempfile.gettempdir(), f"linclass-ray-{os.getuid()}")),
+                          "set LINCLASS_RAY_WORKDIR to a folder of your own")
     node = ray.util.get_node_ip_address()
     remote = hashlib.sha256(spec["git_url"].encode()).hexdigest()[:12]
     return (root / f"{node}-{remote}").resolve()
@@ -375,7 +363,7 @@ def run_group(spec: dict) -> list[dict]:
 
     spec: points (name, overrides, target), commit, git_url, dvc_remote, data_lock (dvc.lock entries of the
     data stages), sweep_id, env (added to the steps' environment), workdir (None: $LINCLASS_RAY_WORKDIR or
-    <tmp>/linclass-ray). Returns one result per point: name, ok, error, node, folder (the workspace: the
+    <tmp>/linclass-ray-<uid>). Returns one result per point: name, ok, error, node, folder (the workspace: the
     project_root tag of its MLflow run), attempt (its sweep_attempt tag), seconds (its own `run`, and its
     share of the group's `checkout`, `data`, `warm` and `push`), log, run_cache_pushed (the group's new
     run-cache entries, pushed), span (the group's start and end, seconds since the epoch).
