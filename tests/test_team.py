@@ -177,3 +177,53 @@ def test_remote_push_then_fresh_clone_pull_restores_every_output(team_project, t
             p.relative_to(original) for p in original.rglob("*") if p.is_file())
         for rel in files:
             assert (restored / rel).read_bytes() == (original / rel).read_bytes(), f"{out}/{rel} differs"
+
+
+def test_evaluates_moving_the_champion_at_once_all_succeed(server):
+    # Two evaluates at once (Ray nodes, a parallel grid) tag the same model version: MLflow's store looks a tag
+    # (or the alias) up, then inserts it, so the slower one fails on the unique key (a Ray sweep's point failed
+    # so). Through the project's server (`make server`: its guard answers without database text, but says
+    # "unique key"), registry.set_champion tries again. The control: the same writes, not tried again.
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    from linclass.tracking import registry
+
+    url, _ = server
+    client = MlflowClient(url)
+    name = "race-" + hashlib.md5(str(free_port()).encode()).hexdigest()[:8]
+    client.create_registered_model(name)
+    selection = {"runner_up": "svm-l2", "val_p_value": 0.5}
+
+    def at_once(write, rounds: int, stop_at_failure: bool) -> list[str]:
+        errors: list[str] = []
+        for _ in range(rounds):
+            version = client.create_model_version(name, "s3://bucket/model").version   # its tags all new
+            barrier = threading.Barrier(6)
+
+            def one(version=version, barrier=barrier):
+                barrier.wait()
+                try:
+                    write(version)
+                except Exception as exc:   # noqa: BLE001 - counted, and shown if the test fails
+                    errors.append(str(exc))
+
+            threads = [threading.Thread(target=one) for _ in range(6)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if errors and stop_at_failure:
+                break
+        return errors
+
+    def plain(version):
+        for key, value in selection.items():
+            client.set_model_version_tag(name, version, key, str(value))
+
+    raced = at_once(plain, 60, stop_at_failure=True)
+    assert raced and all("A unique key refused the request" in error for error in raced), raced
+    assert at_once(lambda version: registry.set_champion(client, name, version, selection), 15, False) == []
+    champion = client.get_model_version_by_alias(name, registry.CHAMPION)
+    assert {key: champion.tags[key] for key in selection} == {key: str(value) for key, value in selection.items()}

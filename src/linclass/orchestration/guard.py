@@ -66,6 +66,8 @@ MAX_BODY = 64 * 2**20
 # What database drivers and SQLAlchemy put in exception texts that MLflow passes on to clients.
 DATABASE_TEXT = re.compile(r"\[SQL:|\((?:psycopg2?|sqlite3|pymysql|pyodbc|sqlalchemy)[.)]|\bsqlalchemy\.|\bpsycopg2?\."
                            r"|Background on this error|\bDETAIL:\s|\bLINE \d+:", re.I)
+# A unique key violated: sqlite, PostgreSQL, MySQL. Said as such: a client tries again (tracking.records).
+UNIQUE_KEY = re.compile(r"UNIQUE constraint failed|UniqueViolation|duplicate key value|Duplicate entry", re.I)
 
 
 def static_prefix() -> str:
@@ -88,7 +90,8 @@ def refused(path: str, method: str) -> bool:
 
 def scrub(message: str) -> str:
     """`message` without database text: what comes before it, or a line saying what kind of failure it was
-    (the exception's class name OperationalError, which clients read as "the database is not reachable")."""
+    (the exception's class name OperationalError, which clients read as "the database is not reachable"; a
+    unique key, which a client that wrote the same new row as another at the same moment tries again on)."""
     found = DATABASE_TEXT.search(message)
     if not found:
         return message
@@ -96,7 +99,12 @@ def scrub(message: str) -> str:
     if "OperationalError" in message:
         tail = "OperationalError: the server's database is not reachable or not working; its log has the details."
         return f"{head}. {tail}" if head else tail
-    return f"{head}." if head else "The database refused the request; the server's log has the details."
+    if head:
+        return f"{head}."
+    if UNIQUE_KEY.search(message):
+        return ("A unique key refused the request: another request wrote the same row at the same moment (try "
+                "again); the server's log has the details.")
+    return "The database refused the request; the server's log has the details."
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:

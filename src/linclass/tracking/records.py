@@ -97,16 +97,18 @@ def _duplicate(exc: BaseException) -> bool:
     return isinstance(exc, mlflow.exceptions.MlflowException) and ("unique" in message or "duplicate" in message)
 
 
-@retry(retry=retry_if_exception(_duplicate), stop=stop_after_attempt(5), wait=wait_incrementing(0.1, 0.1),
-       reraise=True)
-def log_dataset(data: Any, num_train: int, num_val: int) -> None:
-    """Log the archive (its URL and md5) as the active run's training input.
+# MLflow's database store writes a row it may have to create (a dataset, a model version's tag, an alias) by
+# looking it up, then inserting it: of two writers of the same new row at the same moment (a parallel grid, Ray
+# nodes, two pipelines on one store) the slower fails on the unique key. Its transaction is rolled back, so trying
+# again finds the row the other one inserted and updates or links it.
+again_on_duplicate = retry(retry=retry_if_exception(_duplicate), stop=stop_after_attempt(5),
+                           wait=wait_incrementing(0.1, 0.1), reraise=True)
 
-    MLflow's database store looks the dataset up, then inserts it: two runs logging the same new
-    dataset at the same moment (a parallel grid, two pipelines on one store) make the slower one fail
-    on the unique (experiment, name, digest) key. Its transaction is rolled back, so trying again
-    finds the dataset the other one inserted and only links it.
-    """
+
+@again_on_duplicate
+def log_dataset(data: Any, num_train: int, num_val: int) -> None:
+    """Log the archive (its URL and md5) as the active run's training input (again_on_duplicate: the unique key
+    is (experiment, name, digest))."""
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
 

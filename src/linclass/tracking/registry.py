@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from linclass.data.cifar import as_images
+from linclass.tracking.records import again_on_duplicate
 
 CHAMPION = "champion"
 MODEL_NAME = "model"  # the name of the model inside its run: runs:/<run id>/model
@@ -157,7 +158,7 @@ def register(client, registered_name: str, run_id: str, model_id: str, tags: Map
         version = str(found[0].version)
         for key, value in tags.items():   # evaluated again: its tags updated where they changed
             if found[0].tags.get(key) != str(value):
-                client.set_model_version_tag(registered_name, version, key, str(value))
+                again_on_duplicate(client.set_model_version_tag)(registered_name, version, key, str(value))
     else:   # created with its tags: one request
         version = str(client.create_model_version(registered_name, f"models:/{model_id}", run_id=run_id,
                                                   model_id=model_id,  # a server needs both
@@ -182,7 +183,8 @@ def set_champion(client, registered_name: str, version: str, selection: Mapping[
     the paired tests); a former champion loses those tags, which described it against its own runner-up, and
     the champion loses those that `selection` no longer has. Only what changed is written (each tag is a
     request, and MLflow's client adds one more per tag: a sweep point that leaves the champion and its
-    runner-up as they were writes nothing)."""
+    runner-up as they were writes nothing). Two evaluates at once (a parallel grid, Ray nodes) may write the same
+    new tag: records.again_on_duplicate."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -192,7 +194,7 @@ def set_champion(client, registered_name: str, version: str, selection: Mapping[
     if former is not None and str(former.version) == str(version):
         current = former.tags
     else:
-        client.set_registered_model_alias(registered_name, CHAMPION, version)
+        again_on_duplicate(client.set_registered_model_alias)(registered_name, CHAMPION, version)
         if former is not None:
             for key in SELECTION_TAGS:
                 if key in former.tags:
@@ -204,4 +206,4 @@ def set_champion(client, registered_name: str, version: str, selection: Mapping[
             client.delete_model_version_tag(registered_name, version, key)
     for key, value in selection.items():
         if current.get(key) != str(value):
-            client.set_model_version_tag(registered_name, version, key, str(value))
+            again_on_duplicate(client.set_model_version_tag)(registered_name, version, key, str(value))
