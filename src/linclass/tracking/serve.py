@@ -9,11 +9,15 @@ their database URLs from the environment, not argv.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from linclass.settings import Tracking
 
@@ -21,8 +25,21 @@ ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 APP = ["--app-name", "linclass", "--uvicorn-opts", "--no-proxy-headers"]
 
 
-def _mlflow() -> str:
-    return str(Path(sys.executable).with_name("mlflow"))
+def _run_mlflow(*args: str, env: dict) -> NoReturn:
+    """Run `mlflow ARGS` until it ends, and exit with its status. MLflow runs uvicorn as its child and passes the
+    signals it gets on to it; in this terminal's process group, uvicorn would get Ctrl-C twice, take the second
+    for a forced exit and print tracebacks. So MLflow runs in a process group of its own, and Ctrl-C, SIGTERM
+    or a closed terminal reaching this process are passed on to it once (SIGINT, SIGTERM)."""
+    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), *args], env=env,
+                              start_new_session=True)
+
+    def pass_on(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            server.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, pass_on)
+    sys.exit(server.wait())
 
 
 def port_free(host: str, port: int) -> None:
@@ -57,7 +74,7 @@ def ui(tracking: Tracking, port: int) -> None:
     for line in links(MlflowClient(), experiment_id, studies_id, f"http://127.0.0.1:{port}"):
         print(line, flush=True)
     env = {**os.environ, **ENVIRONMENT, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    os.execve(_mlflow(), [_mlflow(), "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP], env)
+    _run_mlflow("ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP, env=env)
 
 
 def server(host: str, port: int, backend_store: str | None, artifacts: str | None) -> None:
@@ -71,5 +88,5 @@ def server(host: str, port: int, backend_store: str | None, artifacts: str | Non
     env = {**os.environ, **ENVIRONMENT,
            "MLFLOW_BACKEND_STORE_URI": backend_store or f"sqlite:///{folder / 'mlflow.db'}"}
     print(f"MLflow server on http://{host}:{port}: export MLFLOW_TRACKING_URI=http://{host}:{port}", flush=True)
-    os.execve(_mlflow(), [_mlflow(), "server", "--artifacts-destination", artifacts, "--serve-artifacts",
-                          "--host", host, "--port", str(port), "--workers", "1", *APP], env)
+    _run_mlflow("server", "--artifacts-destination", artifacts, "--serve-artifacts", "--host", host, "--port",
+                 str(port), "--workers", "1", *APP, env=env)
