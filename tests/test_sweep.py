@@ -275,6 +275,36 @@ def test_a_sweep_runs_through_dvcs_queue_and_leaves_params_yaml_as_committed(tmp
     assert json.loads(project.dvc("status", "--json").stdout) == {}
 
 
+@pytest.mark.slow
+def test_a_commit_made_while_the_queue_runs_does_not_fail_its_finished_experiments(tmp_path, synthetic_archive):
+    # `dvc exp show` lists the experiments of HEAD only: a commit made meanwhile (a long grid, work going on)
+    # made the sweep report its finished experiments as failed, and exit 1.
+    path, md5 = synthetic_archive
+    project = make_project(tmp_path / "project")
+    shrink_conf(project, (*SMALL, "train.epochs=1", "grid.losses=[softmax]", "grid.regularizers=[l2]",
+                          "grid.features=[]"))
+    (project.path / "local.env").write_text(f"LINCLASS_DATA_URL={path.as_uri()}\nLINCLASS_DATA_MD5={md5}\n")
+    baseline = project.run("git", "rev-parse", "--short", "HEAD").stdout.strip()
+    sweep = subprocess.Popen([str(BIN / "python"), "-m", "linclass.cli", "sweep", "--loss", "softmax",
+                              "--regularizer", "l2", "--learning-rates", "0.01", "--strengths", "1e-3", "--jobs", "1"],
+                             cwd=project.path, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        lines = []
+        for line in sweep.stdout:   # the experiment is queued on the baseline: now a commit moves HEAD
+            lines.append(line)
+            if line.startswith("1 experiments, 1 at a time"):
+                project.run("git", "commit", "-q", "--allow-empty", "-m", "meanwhile")
+                break
+        rest, errors = sweep.communicate(timeout=600)
+    finally:
+        project.dvc("queue", "stop", "--kill", check=False)
+    assert sweep.returncode == 0, "".join(lines) + rest + errors
+    states = experiment_states(json.loads(project.dvc("exp", "show", "--json", "--rev", baseline).stdout))
+    assert states == {"sweep-softmax-l2-lr0.01-s0.001": "success"}
+    assert f"1 on commit {baseline}" in rest, rest   # the table says where they are
+
+
 def test_a_setting_a_model_does_not_have_is_a_dash_not_nan(capsys):
     """make grid-parallel's last table: svm models have a delta, softmax ones none; that cell read 'NaN'."""
     from linclass.orchestration.sweep import print_comparison

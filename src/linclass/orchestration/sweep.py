@@ -218,8 +218,13 @@ EXP_SHOW_TIMEOUT = 60.0
 
 
 @retry(stop=stop_after_attempt(3), wait=wait_fixed(1), reraise=True)
-def exp_show() -> list:
-    return json.loads(dvc("exp", "show", "--json", timeout=EXP_SHOW_TIMEOUT).stdout)
+def exp_show(rev: str | None = None) -> list:
+    """`dvc exp show --json`: the experiments of HEAD, or of the commit `rev`."""
+    return json.loads(dvc("exp", "show", "--json", *(("--rev", rev) if rev else ()), timeout=EXP_SHOW_TIMEOUT).stdout)
+
+
+def head() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
 def prepare_data(overrides: Sequence[str]) -> None:
@@ -274,9 +279,10 @@ def clear_earlier(prefix: str) -> None:
 FINAL_STATES = ("success", "failed")
 
 
-def run_queue(jobs: int, expected: Sequence[str], check: float = 30.0, grace: float = 20.0) -> float:
+def run_queue(jobs: int, expected: Sequence[str], baseline: str, check: float = 30.0, grace: float = 20.0) -> float:
     """`dvc exp run --run-all -j jobs`, its output as progress; returns once every `expected` experiment
-    has finished (its state in `dvc exp show --json` is success or failed).
+    has finished (its state in `dvc exp show --json --rev baseline` is success or failed: a commit made
+    meanwhile moves HEAD, and `dvc exp show` alone lists the experiments of HEAD only).
 
     DVC 3.67's --run-all can keep waiting on an idle queue worker after the last experiment finished
     (seen in CI: every experiment done, the command never returning). So the states are looked at too,
@@ -299,7 +305,7 @@ def run_queue(jobs: int, expected: Sequence[str], check: float = 30.0, grace: fl
             if finished_at is not None or proc.returncode is not None or time.monotonic() < next_check:
                 continue
             next_check = time.monotonic() + check
-            shown = dvc("exp", "show", "--json", check=False, timeout=EXP_SHOW_TIMEOUT)
+            shown = dvc("exp", "show", "--json", "--rev", baseline, check=False, timeout=EXP_SHOW_TIMEOUT)
             if shown.returncode != 0:   # DVC's repository lock while a worker commits, or a hang: ask again
                 continue
             states = experiment_states(json.loads(shown.stdout))
@@ -528,12 +534,12 @@ def elsewhere(prefix: str) -> str:
     docs advise, moves HEAD away from them."""
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], capture_output=True,
                           text=True).stdout.split()
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    current = head()
     counts: dict[str, int] = {}
     for ref in refs:   # refs/exps/<2 hex>/<38 hex>/<name>
         parts = ref.split("/")
         baseline = "".join(parts[2:4])
-        if len(parts) == 5 and parts[4].startswith(prefix) and baseline != head:
+        if len(parts) == 5 and parts[4].startswith(prefix) and baseline != current:
             counts[baseline[:7]] = counts.get(baseline[:7], 0) + 1
     if not counts:
         return ""
@@ -588,13 +594,14 @@ def run_points(points: Sequence[Point], prefix: str, overrides: Sequence[str], j
     time, and return the names of those that failed. The workspace's params.yaml is never changed."""
     prepare(overrides)
     clear_earlier(prefix)
+    baseline = head()   # the experiments' commit, whatever is committed while they run
     for point in points:
         dvc("exp", "run", "--queue", "-n", point.name, *_sets((*overrides, *point.overrides)), point.target)
         print(f"queued {point.name}: {' '.join(point.overrides)}")
     expected = [point.name for point in points]
     print(f"{len(expected)} experiments, {jobs} at a time: dvc exp run --run-all -j {jobs} "
           "(follow with `dvc queue status`, `dvc queue logs <name>`)")
-    seconds = run_queue(jobs, expected)
-    states = experiment_states(exp_show())
+    seconds = run_queue(jobs, expected, baseline)
+    states = experiment_states(exp_show(baseline))
     print(f"queue done in {seconds:.0f} s")
     return [f"{name} (see `dvc queue logs {name}`)" for name in expected if states.get(name) != "success"]
