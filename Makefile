@@ -31,7 +31,7 @@ REMOTE ?= $(CURDIR)/dvc-remote
 HOST ?= 127.0.0.1
 LINCLASS := $(BIN)/linclass
 
-.PHONY: help lint lock-check venv venv-team repro exp params settings grid-parallel sweep compare experiments ui server \
+.PHONY: help lint lock-check venv venv-team repro exp params settings grid-parallel sweep compare experiments lecture ui server \
 	store reap services-up services-down services-status user-add cluster-up cluster-down remote push pull \
 	test test-fast test-release bench bench-stage bench-pipeline bench-grid bench-ray docs clean
 
@@ -102,6 +102,9 @@ compare: venv ## every trained model: settings that differ, validation and test 
 
 experiments: venv ## dvc exp show with the columns people compare
 	$(LINCLASS) experiments
+
+lecture: venv ## the lecture's worked examples computed (scores, SVM and softmax losses, W against 2W)
+	$(LINCLASS) lecture
 
 ui: venv ## the MLflow UI on the project's store (prints the link to the runs)
 	$(LINCLASS) ui --port $(PORT)

@@ -95,3 +95,23 @@ def test_svm_vs_softmax_slide():
     expected = -math.log(math.exp(0.28) / (math.exp(-2.85) + math.exp(0.86) + math.exp(0.28)))
     assert softmax_value == pytest.approx(expected)
     assert round(softmax_value, 2) == 1.04
+
+
+def test_linclass_lecture_prints_the_worked_examples_and_names_the_slide_errors(tmp_path):
+    """`linclass lecture` (make lecture) is what a teacher shows in class: every number computed, the two slide
+    errors named with the value the maths gives. It needs no project and writes nothing."""
+    import subprocess
+
+    from conftest import BIN
+
+    proc = subprocess.run([str(BIN / "linclass"), "lecture"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    out = proc.stdout
+    assert "cat -96.80, dog 437.90, ship 580.50 (the slide prints ship 61.95" in out
+    assert "cat 2.90, car 0.00, frog 12.90; L = 5.27" in out
+    assert "SVM loss 0.00 with W, 0.00 with 2W" in out
+    assert "probabilities 0.13, 0.87, 0.00; L_i = -ln 0.13 = 2.04 (the slide's 0.89 is -log10" in out
+    assert "hinge 1.58, cross-entropy 1.04" in out
+    assert "SVM 9.00 (C - 1), softmax 2.30 (ln C)" in out
+    assert list(tmp_path.iterdir()) == []
