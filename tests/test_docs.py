@@ -34,6 +34,7 @@ RUN = {
     "make repro": "ok",
     ".venv/bin/dvc metrics show": "ok",
     "make compare": "ok",
+    "make lecture": "ok",
     "make experiments": "ok",
     ".venv/bin/linclass table --prefix sweep-softmax-l2-": "ok",
     "make exp SET='regularizer.l2.strength=0.01'": "ok",
@@ -58,6 +59,8 @@ SKIP = {
     "make docs": "test_the_site_builds_strictly below runs mkdocs build --strict (CI: make docs in .ci/run)",
     "uv lock": "rewrites uv.lock; make lint checks it matches pyproject.toml (uv lock --check)",
     "make venv-team": "installs the team extra into .venv (.ci/run does it)",
+    "make exp SET='regularizer.l2.strength=0.1'": "the same as make exp SET='regularizer.l2.strength=0.01', "
+        "run above (and back), at another strength",
     "make .venv/bin/.cluster": "installs the cluster extra into .venv (.ci/run does it)",
     "git clone <repository> linclass && cd linclass": "the same as the README's clone, which runs",
     "export LINCLASS_DATA_URL=file:///data/cifar-10-python.tar.gz": "a placeholder path; the fixture writes the same "
