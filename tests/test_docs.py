@@ -59,6 +59,9 @@ SKIP = {
     "make docs": "test_the_site_builds_strictly below runs mkdocs build --strict (CI: make docs in .ci/run)",
     "uv lock": "rewrites uv.lock; make lint checks it matches pyproject.toml (uv lock --check)",
     "make venv-team": "installs the team extra into .venv (.ci/run does it)",
+    "make exp SET='studies.regularization_path.train_subset=500 studies.regularization_path.epochs=300 "
+    "train.lr_decay=1.0'": "retrains the 16 models and the 36 runs of the path (300 epochs each); "
+        "the make exp above runs the same way there and back",
     "make exp SET='regularizer.l2.strength=0.1'": "the same as make exp SET='regularizer.l2.strength=0.01', "
         "run above (and back), at another strength",
     "make .venv/bin/.cluster": "installs the cluster extra into .venv (.ci/run does it)",
