@@ -114,4 +114,5 @@ def test_linclass_lecture_prints_the_worked_examples_and_names_the_slide_errors(
     assert "probabilities 0.13, 0.87, 0.00; L_i = -ln 0.13 = 2.04 (the slide's 0.89 is -log10" in out
     assert "hinge 1.58, cross-entropy 1.04" in out
     assert "SVM 9.00 (C - 1), softmax 2.30 (ln C)" in out
+    assert "w1.x = 1.00 = w2.x, L2 1.00 against 0.25, L1 1.00 against 1.00" in out
     assert list(tmp_path.iterdir()) == []

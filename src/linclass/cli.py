@@ -347,6 +347,7 @@ def lecture_examples() -> list[str]:
 
     from linclass.core.losses import hinge_loss, softmax_loss, softmax_probabilities
     from linclass.core.model import class_scores
+    from linclass.core.regularizers import penalty
     from linclass.studies.loss_questions import LECTURE_EXAMPLES, LECTURE_LABELS, LECTURE_SCORES
 
     def nums(values, digits=2):
@@ -365,6 +366,7 @@ def lecture_examples() -> list[str]:
     cross_entropy = softmax_loss(cat_scores, y_cat, reduction="none")[0]
     image, y_image = np.array([[-2.85, 0.86, 0.28]]), np.array([2])
     zeros, y0 = np.zeros((1, 10)), np.array([0])
+    ones, w1, w2 = np.ones(4), np.array([[1.0, 0.0, 0.0, 0.0]]), np.full((1, 4), 0.25)
     lines = [
         "The lecture's worked examples, computed by linclass (natural log; classes cat, car, frog):",
         f"f(x, W) = Wx + b, 4 pixels {nums(x[0], 0)}: cat {cat:.2f}, dog {dog:.2f}, ship {ship:.2f}"
@@ -382,6 +384,9 @@ def lecture_examples() -> list[str]:
         f"{softmax_loss(image, y_image, reduction='none')[0]:.2f}",
         f"at initialization (all scores 0, C = 10): SVM {hinge_loss(zeros, y0, reduction='none')[0]:.2f} (C - 1), "
         f"softmax {softmax_loss(zeros, y0, reduction='none')[0]:.2f} (ln C)",
+        f"L2 prefers spread-out weights: x = [{nums(ones, 0)}], w1 = [{nums(w1[0])}], w2 = [{nums(w2[0])}]: "
+        f"w1.x = {w1[0] @ ones:.2f} = w2.x, L2 {penalty('l2', w1):.2f} against {penalty('l2', w2):.2f}, "
+        f"L1 {penalty('l1', w1):.2f} against {penalty('l1', w2):.2f}",
         "the lecture's loss questions on these scores: reports/loss_study.csv (make repro); the loss each model "
         "started from: reports/initial_loss.csv",
     ]
