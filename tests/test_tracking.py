@@ -157,3 +157,39 @@ def test_the_champion_alias_and_its_tags_are_written_only_where_they_change(tmp_
     assert str(client.get_model_version_by_alias("m", registry.CHAMPION).version) == "2"
     assert client.get_model_version("m", "2").tags["runner_up"] == "softmax-l2"
     assert not {"runner_up", "val_verdict"} & set(client.get_model_version("m", "1").tags)   # the former's are gone
+
+
+def test_ui_compares_the_workspaces_models_not_an_experiment_run_after_them(tmp_path):
+    """`make exp`, then back (git checkout params.yaml && make repro restores the models from DVC's cache and logs
+    no run): the experiment's runs are the newest, but `linclass ui`'s Compare link must show the models the
+    workspace holds (metrics/test.json names their weights)."""
+    from urllib.parse import unquote
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("linclass-cifar10", artifact_location=(tmp_path / "a").as_uri())
+
+    def run(model, md5, val):
+        made = client.create_run(experiment, tags={"model": model, "weights_md5": md5})
+        for key, value in (("val_accuracy", val), ("test_accuracy", val - 0.01)):
+            client.log_metric(made.info.run_id, key, value)
+        client.set_terminated(made.info.run_id)
+        return made.info.run_id
+
+    baseline = {model: run(model, f"{model}-baseline", val) for model, val in (("svm-l2", 0.41), ("softmax-l2", 0.42))}
+    experiment_runs = [run(model, f"{model}-exp", 0.37) for model in ("svm-l2", "softmax-l2")]   # newer
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "test.json").write_text(json.dumps(
+        {model: {"val_accuracy": 0.4, "weights_md5": f"{model}-baseline"} for model in baseline}))
+
+    lines = ui.links(client, experiment, "2", "http://127.0.0.1:5000", root=tmp_path)
+    [compare] = [line for line in lines if "(Compare)" in line]
+    assert compare.startswith("the workspace's 2 models side by side (Compare): "), compare
+    shown = json.loads(unquote(compare.split("runs=", 1)[1].split("&", 1)[0]))
+    assert shown == [baseline["softmax-l2"], baseline["svm-l2"]]   # best on validation first
+
+    # no metrics/test.json yet (before evaluate): the newest runs, as before
+    (tmp_path / "metrics" / "test.json").unlink()
+    [compare] = [line for line in ui.links(client, experiment, "2", "http://127.0.0.1:5000", root=tmp_path)
+                 if "(Compare)" in line]
+    assert compare.startswith("the latest 2 models side by side"), compare
+    assert sorted(json.loads(unquote(compare.split("runs=", 1)[1].split("&", 1)[0]))) == sorted(experiment_runs)

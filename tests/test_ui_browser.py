@@ -124,7 +124,7 @@ def test_the_printed_link_opens_the_runs_table_with_every_accuracy(ui, page):
 
 def test_compare_draws_every_run_on_shared_params_and_the_pictures_side_by_side(ui, page):
     lines, client = ui
-    page.goto(link(lines, f"the latest {len(NAMES)} models side by side (Compare):"))
+    page.goto(link(lines, f"the workspace's {len(NAMES)} models side by side (Compare):"))
     assert_model_training_view(page)
     page.get_by_text(f"Comparing {len(NAMES)} Runs", exact=False).wait_for()
     # the parallel coordinates open on the first three params that differ: all three are params of every run

@@ -60,7 +60,7 @@ def port_free(host: str, port: int) -> None:
 
 def ui(tracking: Tracking, port: int) -> None:
     """`mlflow ui` on the project's store (created if needed), after printing the links to its training runs,
-    the Compare page of the latest models and the studies, all in the UI's machine-learning view."""
+    the Compare page of the workspace's models and the studies, all in the UI's machine-learning view."""
     from mlflow.tracking import MlflowClient
 
     from linclass.tracking.runs import project_root, setup, studies_experiment
@@ -71,7 +71,7 @@ def ui(tracking: Tracking, port: int) -> None:
     experiment_id = setup(tracking.experiment, None, root)   # the project's own store, not MLFLOW_TRACKING_URI
     set_runs_view(experiment_id)
     studies_id = setup(studies_experiment(tracking.experiment), None, root)
-    for line in links(MlflowClient(), experiment_id, studies_id, f"http://127.0.0.1:{port}"):
+    for line in links(MlflowClient(), experiment_id, studies_id, f"http://127.0.0.1:{port}", root):
         print(line, flush=True)
     env = {**os.environ, **ENVIRONMENT, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root / 'mlflow.db'}"}
     _run_mlflow("ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP, env=env)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import quote
 
 import mlflow
@@ -70,25 +72,47 @@ def compare_url(run_ids: list[str], experiment_id: str, base: str = "http://127.
     return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}&{ML_VIEW}"
 
 
-def latest_evaluated_runs(client, experiment_id: str, limit: int = 1000) -> list[str]:
-    """The newest finished run of each model that the evaluate stage gave a test accuracy, best on validation first."""
+def workspace_weights(root: Path) -> dict[str, str]:
+    """model -> weights_md5 of the models in the workspace (metrics/test.json, written by evaluate); {} if none."""
+    try:
+        tested = json.loads((root / "metrics" / "test.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {model: row["weights_md5"] for model, row in tested.items()
+            if isinstance(row, dict) and isinstance(row.get("weights_md5"), str)}
+
+
+def latest_evaluated_runs(client, experiment_id: str, weights: Mapping[str, str] | None = None,
+                          limit: int = 1000) -> list[str]:
+    """The newest finished run of each model that the evaluate stage gave a test accuracy, best on validation first.
+
+    With `weights` (model -> weights_md5, workspace_weights), only the runs of those models with those weights: an
+    experiment run after the workspace's models (make exp, then back with git checkout params.yaml && make repro,
+    which restores the models from DVC's cache and logs no run) is newer but not what the workspace holds.
+    """
     runs = client.search_runs([experiment_id], "attributes.status = 'FINISHED'", max_results=limit,
                               order_by=["attributes.start_time DESC"])
     newest = {}
     for run in runs:
         model = run.data.tags.get("model")
-        if model and model not in newest and "test_accuracy" in run.data.metrics:
-            newest[model] = run
+        if not model or model in newest or "test_accuracy" not in run.data.metrics:
+            continue
+        if weights and weights.get(model) != run.data.tags.get("weights_md5"):
+            continue
+        newest[model] = run
     ranked = sorted(newest.values(), key=lambda run: -run.data.metrics.get("val_accuracy", float("-inf")))
     return [run.info.run_id for run in ranked]
 
 
-def links(client, experiment_id: str, studies_id: str, base: str) -> list[str]:
-    """The lines `linclass ui` prints: where to click first."""
+def links(client, experiment_id: str, studies_id: str, base: str, root: Path | None = None) -> list[str]:
+    """The lines `linclass ui` prints: where to click first. With the project's `root`, Compare shows the
+    workspace's models (metrics/test.json); without one, or before evaluate wrote it, the newest runs."""
     lines = [f"the training runs, compared: {ui_url(experiment_id, base)}"]
-    evaluated = latest_evaluated_runs(client, experiment_id)
+    weights = workspace_weights(root) if root is not None else {}
+    evaluated = latest_evaluated_runs(client, experiment_id, weights)
     if len(evaluated) > 1:
-        lines.append(f"the latest {len(evaluated)} models side by side (Compare): "
+        whose = "the workspace's" if weights else "the latest"
+        lines.append(f"{whose} {len(evaluated)} models side by side (Compare): "
                      f"{compare_url(evaluated, experiment_id, base)}")
     lines.append(f"the studies and the report: {experiment_url(studies_id, base)}")
     return lines
