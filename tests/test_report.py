@@ -173,3 +173,38 @@ def test_the_champion_against_the_runner_up_is_a_table_of_b_c_p_and_the_verdict(
     assert "| validation | 5000 | 0.4218 | 0.4210 | +0.0008 | 4 | 0 | 0.125 | within noise |" in text
     assert "| test | 10000 | 0.4138 | 0.4137 | +0.0001 | 7 | 6 | 1 | within noise |" in text
     assert "(validation 0.4218 [0.4082, 0.4355], test 0.4138 [0.4042, 0.4235])" in text
+
+
+def test_the_weight_scaling_budget_says_where_each_model_is_scored():
+    """The zero-hinge model's accuracy of 1.0 is on its own 50 training images; the sentence said every model
+    was scored on the 45,000 (a class would read 1.0 as a perfect model)."""
+    import yaml
+
+    from linclass.config import validate
+    from linclass.studies.report import budget_sentences
+
+    settings = validate(yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text()))
+    n = settings.studies.zero_hinge_subset
+    sentence = budget_sentences(settings, {"train": 45000, "val": 5000, "test": 10000})["weight_scaling"]
+    assert f"zero-hinge model is trained on {n} training images until its hinge loss is 0 and scored on those " \
+           f"{n} images" in sentence, sentence
+    assert "every other model is scored on the 45,000 training images" in sentence, sentence
+
+
+def test_the_report_lays_the_accuracies_out_as_the_lectures_grid():
+    """A row per loss and a column per regularizer in the lecture's order, pixels first, whatever the ranking."""
+    from linclass.studies.report import grid_blocks
+
+    rows = [("softmax-l2-hog_hist", "softmax", "l2", "hog_hist", 0.62, 0.61),
+            ("softmax-none", "softmax", "none", "pixels", 0.4196, 0.4137),
+            ("svm-l2", "svm", "l2", "pixels", 0.4110, 0.3948),
+            ("svm-none", "svm", "none", "pixels", 0.4114, 0.3948),
+            ("softmax-l2", "softmax", "l2", "pixels", 0.4206, 0.4118)]
+    comparison = pd.DataFrame(rows, columns=["model", "loss", "regularizer", "features", "val_accuracy",
+                                             "test_accuracy"])
+    tables = [block for block in grid_blocks(comparison) if block["kind"] == "table"]
+    assert [t["columns"] for t in tables] == [["loss (pixels)", "none", "l2"], ["loss (hog_hist)", "l2"]]
+    assert tables[0]["rows"] == [["svm", "0.4114 / 0.3948", "0.4110 / 0.3948"],
+                                 ["softmax", "0.4196 / 0.4137", "0.4206 / 0.4118"]]
+    assert tables[1]["rows"] == [["softmax", "0.6200 / 0.6100"]]
+    assert grid_blocks(comparison.drop(columns=["loss"])) == []

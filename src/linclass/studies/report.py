@@ -31,6 +31,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from linclass.files import atomic_file
+from linclass.settings import LOSS_NAMES, REGULARIZER_NAMES
 
 MIME_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 ACCURACY = re.compile(r"accuracy|majority_rate|near_zero|fraction|share")
@@ -150,8 +151,10 @@ def budget_sentences(settings, images: Mapping[str, int]) -> dict[str, str]:
                    f"on {n_train:,} training images, chosen on {n_val:,} validation images, tested once on "
                    f"{n_test:,} test images."),
         "weight_scaling": (f"Budget: the zero-hinge model is trained on {studies.zero_hinge_subset} training images "
-                           f"until its hinge loss is 0; every model is scored on the {n_train:,} training images "
-                           f"at the scales {', '.join(f'{s:g}' for s in studies.scales)}."),
+                           f"until its hinge loss is 0 and scored on those {studies.zero_hinge_subset} images (its "
+                           f"accuracy says they are separated, not that it is a good model); every other model is "
+                           f"scored on the {n_train:,} training images; at the scales "
+                           f"{', '.join(f'{s:g}' for s in studies.scales)}."),
         "hard_cases": (f"Budget: {studies.hard_cases.n:,} points per data set, {studies.hard_cases.epochs} epochs "
                        f"at learning rate {studies.hard_cases.learning_rate:g}."),
         "regularization_path": (f"Budget: each point trained {path.epochs} epochs on the first "
@@ -176,6 +179,27 @@ def comparison_blocks(comparison, budget=None):
                   + (f" {budget}" if budget else "")),
         table(table_df),
     ]
+
+
+def grid_blocks(comparison):
+    """The lecture's grid: one table per input (pixels, each kind of features), a row per loss and a column per
+    regularizer, each cell "validation / test" accuracy. Nothing when the table lacks those columns."""
+    if not {"loss", "regularizer", "val_accuracy", "test_accuracy"} <= set(comparison.columns):
+        return []
+    cells = comparison.assign(
+        features=comparison["features"] if "features" in comparison.columns else "pixels",
+        cell=[f"{cell_text('val_accuracy', v)} / {cell_text('test_accuracy', t)}"
+              for v, t in zip(comparison["val_accuracy"], comparison["test_accuracy"])])
+    blocks = [heading("The loss x regularizer grid"),
+              paragraph("The same accuracies laid out as the lecture's grid: validation / test, a row per loss and "
+                        "a column per regularizer; one table per input.")]
+    for kind in sorted(cells["features"].unique(), key=lambda kind: kind != "pixels"):   # pixels first
+        rows = cells[cells["features"] == kind]
+        grid = rows.pivot(index="loss", columns="regularizer", values="cell")
+        grid = grid.reindex(index=[name for name in LOSS_NAMES if name in grid.index],   # the lecture's order
+                            columns=[name for name in REGULARIZER_NAMES if name in grid.columns])
+        blocks.append(table(grid.rename_axis(index=f"loss ({kind})", columns=None).reset_index()))
+    return blocks
 
 
 def paired_test_blocks(best):
@@ -343,6 +367,7 @@ def write_report(out_path, *, comparison_csv, templates_png, weight_hist_png, sc
     blocks = [
         heading("Linear classifiers on CIFAR-10: report", level=1),
         *comparison_blocks(comparison, budgets.get("models")),
+        *grid_blocks(comparison),
         *(evaluation_blocks(evaluation_dir, comparison) if evaluation_dir is not None else []),
         *(features_blocks(evaluation_dir) if evaluation_dir is not None
           and (Path(evaluation_dir) / "pixels_vs_features.json").is_file() else []),
