@@ -52,6 +52,11 @@ class Account:
         return {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": PRIVATE_UMASK}
 
 
+def last_line(text: str) -> str:
+    """The last line of a command's output (its error, usually), or "no output"."""
+    return (text.strip().splitlines() or ["no output"])[-1]
+
+
 def _create(cmd: list[str], exists) -> None:
     """Run useradd/groupadd `cmd`; losing a race to another process creating the same name is fine."""
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -59,8 +64,7 @@ def _create(cmd: list[str], exists) -> None:
         try:
             exists()
         except KeyError:
-            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise AccountError(f"{' '.join(cmd)} failed: {last[0]}") from None
+            raise AccountError(f"{' '.join(cmd)} failed: {last_line(proc.stderr or proc.stdout)}") from None
 
 
 def stack_account() -> Account:
@@ -106,29 +110,26 @@ def team_group(account: Account) -> grp.struct_group:
     return group
 
 
+def _own(fd: int, account: Account) -> None:
+    """The file open at `fd`: 0600, owned by `account` (also if it was not before)."""
+    os.fchmod(fd, 0o600)
+    if not account.is_me:
+        os.fchown(fd, account.uid, account.gid)
+
+
 def write_private(path: Path, text: str, account: Account) -> None:
     """Write `text` to `path` atomically: 0600, owned by `account`."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        if not account.is_me:
-            os.fchown(fd, account.uid, account.gid)
-        with os.fdopen(fd, "w") as f:
-            fd = -1
-            f.write(text)
-    finally:
-        if fd >= 0:
-            os.close(fd)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w") as f:
+        _own(f.fileno(), account)
+        f.write(text)
     os.replace(tmp, path)
 
 
 def open_private_log(path: Path, account: Account) -> int:
-    """A file descriptor appending to log `path` (0600, owned by `account`, also if it was not before)."""
+    """A file descriptor appending to log `path` (0600, owned by `account`)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-    os.fchmod(fd, 0o600)
-    if not account.is_me:
-        os.fchown(fd, account.uid, account.gid)
+    _own(fd, account)
     return fd
 
 
@@ -154,7 +155,7 @@ def _own_tree(path: Path, account: Account) -> None:
     proc = subprocess.run(["chmod", "-R", "u+rwX,go-rwx", "--", str(path)], capture_output=True, text=True,
                           **account.popen_args())
     if proc.returncode != 0:
-        raise AccountError(f"cannot make {path} private: {proc.stderr.strip().splitlines()[-1:]}")
+        raise AccountError(f"cannot make {path} private: {last_line(proc.stderr)}")
 
 
 def make_private(folder: Path, account: Account, team: grp.struct_group, dvc_remote: Path | None) -> None:

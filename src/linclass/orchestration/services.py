@@ -59,6 +59,7 @@ from dotenv import dotenv_values
 from linclass.orchestration.accounts import (
     Account,
     AccountError,
+    last_line,
     make_private,
     open_private_log,
     private_dir,
@@ -124,8 +125,7 @@ def as_account(cmd: list[str], account: Account, timeout: float = 120, **kw) -> 
 
 def _check(proc: subprocess.CompletedProcess, what: str) -> None:
     if proc.returncode != 0:
-        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise ServiceError(f"{what} failed: {last[0]}")
+        raise ServiceError(f"{what} failed: {last_line(proc.stderr or proc.stdout)}")
 
 
 def pg_account(folder: Path) -> Account:
@@ -163,15 +163,18 @@ def postgres_up(folder: Path, port: int, password: str) -> None:
                        "-o", options], account), f"PostgreSQL start on port {port} (see {log})")
 
 
-def postgres_running(folder: Path) -> bool:
+def postgres_pid(folder: Path) -> int | None:
+    """The postmaster's pid (pg_ctl status) when PostgreSQL runs on the cluster in `folder`, else None."""
     data = folder / "postgres"
     if not (data / "PG_VERSION").exists():
-        return False
-    return as_account([str(PG_BIN / "pg_ctl"), "status", "-D", str(data)], pg_account(folder)).returncode == 0
+        return None
+    proc = as_account([str(PG_BIN / "pg_ctl"), "status", "-D", str(data)], pg_account(folder))
+    found = re.search(r"\(PID: (\d+)\)", proc.stdout)
+    return int(found.group(1)) if proc.returncode == 0 and found else None
 
 
 def postgres_down(folder: Path) -> None:
-    if postgres_running(folder):
+    if postgres_pid(folder):
         _check(as_account([str(PG_BIN / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(folder / "postgres")],
                           pg_account(folder)), "PostgreSQL stop")
 
@@ -240,8 +243,8 @@ def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float, log: P
         except requests.RequestException:
             pass
         if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise ServiceError(f"MLflow server exited with {proc.returncode}: {tail[0]} (see {log})")
+            tail = last_line(log.read_text(errors="replace"))
+            raise ServiceError(f"MLflow server exited with {proc.returncode}: {tail} (see {log})")
         if time.monotonic() > deadline:
             raise ServiceError(f"MLflow server did not answer {url}/health within {timeout:g} s (see {log})")
         time.sleep(0.3)
@@ -326,7 +329,7 @@ def server_python(account: Account, folder: Path) -> tuple[str, dict[str, str]]:
             continue
         if proc.returncode == 0:
             return python, env
-        why.append(f"{python}: {((proc.stderr or proc.stdout).strip().splitlines() or ['no output'])[-1]}")
+        why.append(f"{python}: {last_line(proc.stderr or proc.stdout)}")
     raise ServiceError(f"the stack's account {account.name} cannot run the MLflow server ({'; '.join(why)}): put "
                        "the project and its .venv where that account can read them (every parent folder o+x)")
 
@@ -345,20 +348,12 @@ def mlflow_answers(url: str, admin_password: str, tries: int = 2) -> tuple[bool,
     return False, f"HTTP {code}" if code else str(body.get("message", ""))[:200]
 
 
-def process_alive(pid: int | None, started: float | None = None) -> bool:
-    """Whether `pid` runs, and is the process started at `started` (its create time, recorded with its pid): after
-    a reboot or a crash the pid may be another process's, which `down` would otherwise stop with its children."""
-    if not pid:
-        return False
-    try:
-        return started is None or psutil.Process(pid).create_time() == started
-    except psutil.Error:
-        return False
-
-
 def mlflow_alive_in(state: dict) -> bool:
-    """Whether the stack's MLflow server of `state` still runs (state.json: mlflow_pid, mlflow_started)."""
-    return process_alive(state.get("mlflow_pid"), state.get("mlflow_started"))
+    """Whether the stack's MLflow server of `state` (state.json) still runs: its pid, started at the create time
+    recorded with it (after a reboot or a crash the pid may be another process's, which `down` would otherwise
+    stop with its children)."""
+    pid, started = state.get("mlflow_pid"), state.get("mlflow_started")
+    return pid is not None and pid != 0 and (started is None or started_at(pid) == started)
 
 
 def started_at(pid: int) -> float | None:
@@ -429,12 +424,11 @@ def up(folder: Path) -> dict:
     took, which parts were brought back)."""
     start = time.monotonic()
     account = stack_account()
-    if not folder.exists():
-        folder.mkdir(parents=True, mode=0o700)
+    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
     state = load_state(folder)
     mlflow_pid = state.get("mlflow_pid")
     mlflow_alive = mlflow_alive_in(state)
-    postgres_alive = postgres_running(folder)
+    postgres_alive = postgres_pid(folder) is not None
     # the parts still running keep the ports they were started with
     cfg = settings(folder, {k: state.get(k) for k in ("host", "port", "pg_port") if mlflow_alive or postgres_alive})
     secret = secrets_of(folder, account)
@@ -501,23 +495,13 @@ def down(folder: Path) -> None:
         save_state(folder, state, stack_account())
 
 
-def rss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            process = psutil.Process(pid)
-            total += sum(p.memory_info().rss for p in (process, *process.children(recursive=True)))
-        except psutil.Error:
-            pass
-    return total / 2**20
-
-
-def postmaster_pid(folder: Path) -> int | None:
-    pidfile = folder / "postgres" / "postmaster.pid"
+def rss_mib(pid: int) -> float:
+    """The memory of process `pid` and its children (RSS, MiB; 0 when it is gone)."""
     try:
-        return int(pidfile.read_text().split()[0]) if os.geteuid() == 0 or os.access(pidfile, os.R_OK) else None
-    except (OSError, ValueError, IndexError):
-        return None
+        process = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in (process, *process.children(recursive=True))) / 2**20
+    except psutil.Error:
+        return 0.0
 
 
 def status(folder: Path) -> dict:
@@ -531,8 +515,8 @@ def status(folder: Path) -> dict:
     secret = secrets_of(folder)
     cfg = settings(folder, state)
     if state.get("local_postgres", True):
-        pg = postmaster_pid(folder) if postgres_running(folder) else None
-        report["postgres"] = {"pid": pg, "rss_mib": round(rss_mib([pg]), 1)} if pg else None
+        pg = postgres_pid(folder)
+        report["postgres"] = {"pid": pg, "rss_mib": round(rss_mib(pg), 1)} if pg else None
     if state.get("local_postgres", True) or "LINCLASS_BACKEND_STORE" in os.environ:
         ok, detail = database_answers(cfg["backend"])
         report["database"] = {"ok": ok, "detail": detail}
@@ -545,7 +529,7 @@ def status(folder: Path) -> dict:
         except requests.RequestException as exc:
             healthy, why = False, str(exc)[:200]
         report["mlflow"] = {"pid": pid, "url": url, "healthy": healthy, "why": why,
-                            "rss_mib": round(rss_mib([pid]), 1)}
+                            "rss_mib": round(rss_mib(pid), 1)}
     return report
 
 

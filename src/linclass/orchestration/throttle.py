@@ -22,7 +22,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 
 
 class Throttle:
@@ -31,7 +31,7 @@ class Throttle:
         self.limits = {"user": per_user, "address": per_address}
         self.window, self.remember_seconds, self.max_keys, self.clock = window, remember_seconds, max_keys, clock
         self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
-        self._pending: dict[tuple[str, str], int] = {}
+        self._pending: Counter[tuple[str, str]] = Counter()
         self._good: OrderedDict[bytes, float] = OrderedDict()
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
@@ -49,34 +49,29 @@ class Throttle:
         """0 if a login attempt may go ahead now, else the seconds until one may."""
         now = self.clock()
         with self._lock:
-            waits = [self._wait(key, now) for key in (("user", user), ("address", address))]
-        return max(waits)
+            return max(self._wait(key, now) for key in _keys(user, address))
 
     def _wait(self, key: tuple[str, str], now: float) -> float:
         times = self._failures.get(key, deque())
         while times and times[0] <= now - self.window:
             times.popleft()
-        if len(times) + self._pending.get(key, 0) < self.limits[key[0]]:
+        if len(times) + self._pending[key] < self.limits[key[0]]:
             return 0.0
         # attempts in flight count too: a burst cannot slip through before its failures are recorded
         return max(times[0] + self.window - now, 1.0) if times else 1.0
 
     def begin(self, user: str, address: str) -> None:
         with self._lock:
-            for key in (("user", user), ("address", address)):
-                self._pending[key] = self._pending.get(key, 0) + 1
+            self._pending.update(_keys(user, address))
 
     def end(self, user: str, address: str, digest: bytes, ok: bool | None, counted: bool = True) -> None:
         """The verdict on an attempt (None: the password was not checked); `counted`: begin() was called."""
         now = self.clock()
         with self._lock:
-            for key in (("user", user), ("address", address)):
-                if counted:
-                    left = self._pending.get(key, 1) - 1
-                    if left:
-                        self._pending[key] = left
-                    else:
-                        self._pending.pop(key, None)
+            if counted:
+                self._pending.subtract(_keys(user, address))
+                self._pending = +self._pending   # keys with no attempt in flight go
+            for key in _keys(user, address):
                 if ok is False:
                     self._failures.setdefault(key, deque()).append(now)
                     self._failures.move_to_end(key)
@@ -88,3 +83,7 @@ class Throttle:
             for table in (self._failures, self._good):   # bounded memory, oldest keys go first
                 while len(table) > self.max_keys:
                     table.popitem(last=False)
+
+
+def _keys(user: str, address: str) -> tuple[tuple[str, str], ...]:
+    return ("user", user), ("address", address)
