@@ -89,17 +89,10 @@ def check_reachable(remote: Remote, command: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        reason = exc.strerror or str(exc) or type(exc).__name__
         raise RemoteError(f"{remote.describe()} is not reachable: {host}:{port} does not answer ({reason}); "
                           f"nothing was {command}ed, the local cache is unchanged: start it, then run "
                           f"make {command} again") from None
-
-
-def dvc_command(command: str, remote: Remote) -> list[list[str]]:
-    """The DVC commands that do `command` against `remote`."""
-    dvc = dvc_executable()
-    moves = [[dvc, command, "--run-cache", "-r", remote.name]]
-    return moves + [[dvc, "status"]] if command == "pull" else moves
 
 
 def error_line(output: str) -> str:
@@ -153,9 +146,8 @@ def check_lock_for_pull(root: str | Path) -> None:
 
 
 def transfer(command: str, root: str | Path = ".", name: str | None = None) -> None:
-    """Check the remote, then run the DVC commands of `command`, printing their output after each. A push
-    warns when dvc.lock or the outputs git carries are not committed (a clone would miss them); a pull
-    into a checkout with no dvc.lock says so, instead of DVC's 'Checkout failed'."""
+    """`linclass push|pull`: the checks of the module docstring, then `dvc push|pull --run-cache` (a pull then
+    `dvc status`), printing their output after each."""
     remote = find_remote(root, name)
     check_reachable(remote, command)
     if command == "pull":
@@ -164,7 +156,8 @@ def transfer(command: str, root: str | Path = ".", name: str | None = None) -> N
         print(f"warning: {named(uncommitted)} {'is' if len(uncommitted) == 1 else 'are'} not committed: a clone "
               "pulls only the outputs its commit's dvc.lock names, and gets the rest from git; commit them (git add "
               f"{' '.join(uncommitted)} && git commit) and git push", file=sys.stderr)
-    for cmd in dvc_command(command, remote):
+    dvc = dvc_executable()
+    for cmd in [[dvc, command, "--run-cache", "-r", remote.name], *([[dvc, "status"]] if command == "pull" else [])]:
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
         sys.stdout.write(proc.stdout)
         if proc.returncode != 0:

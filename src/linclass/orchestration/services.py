@@ -83,9 +83,9 @@ class ServiceError(RuntimeError):
 
 # ---- where things are ----
 
-def services_dir(root: str | Path | None = None) -> Path:
+def services_dir() -> Path:
     folder = os.environ.get("LINCLASS_SERVICES_DIR")
-    return Path(folder).resolve() if folder else Path(root or os.getcwd()).resolve() / ".services"
+    return Path(folder).resolve() if folder else Path.cwd().resolve() / ".services"
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -141,6 +141,11 @@ def pg_account(folder: Path) -> Account:
     return account
 
 
+def pg_ctl(folder: Path, *args: str, account: Account | None = None) -> subprocess.CompletedProcess:
+    """PostgreSQL's pg_ctl on the cluster in `folder`, as `account` (default: pg_account)."""
+    return as_account([str(PG_BIN / "pg_ctl"), *args, "-D", str(folder / "postgres")], account or pg_account(folder))
+
+
 def postgres_up(folder: Path, port: int, password: str) -> None:
     """initdb once (scram-sha-256, a password for DB_USER), then pg_ctl start on 127.0.0.1:port, as the
     stack's account."""
@@ -159,24 +164,22 @@ def postgres_up(folder: Path, port: int, password: str) -> None:
             pwfile.unlink(missing_ok=True)
     os.close(open_private_log(log, account))
     options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
-    _check(as_account([str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data), "-l", str(log),
-                       "-o", options], account), f"PostgreSQL start on port {port} (see {log})")
+    _check(pg_ctl(folder, "start", "-w", "-t", "60", "-l", str(log), "-o", options, account=account),
+           f"PostgreSQL start on port {port} (see {log})")
 
 
 def postgres_pid(folder: Path) -> int | None:
     """The postmaster's pid (pg_ctl status) when PostgreSQL runs on the cluster in `folder`, else None."""
-    data = folder / "postgres"
-    if not (data / "PG_VERSION").exists():
+    if not (folder / "postgres" / "PG_VERSION").exists():
         return None
-    proc = as_account([str(PG_BIN / "pg_ctl"), "status", "-D", str(data)], pg_account(folder))
+    proc = pg_ctl(folder, "status")
     found = re.search(r"\(PID: (\d+)\)", proc.stdout)
     return int(found.group(1)) if proc.returncode == 0 and found else None
 
 
 def postgres_down(folder: Path) -> None:
     if postgres_pid(folder):
-        _check(as_account([str(PG_BIN / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(folder / "postgres")],
-                          pg_account(folder)), "PostgreSQL stop")
+        _check(pg_ctl(folder, "stop", "-w", "-m", "fast"), "PostgreSQL stop")
 
 
 def ensure_databases(port: int, password: str, names: list[str]) -> None:
