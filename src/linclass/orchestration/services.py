@@ -512,15 +512,14 @@ def status(folder: Path) -> dict:
         return report
     secret = secrets_of(folder)
     cfg = settings(folder, state)
-    if state.get("local_postgres", True):
+    if report["local_postgres"]:
         pg = postgres_pid(folder)
         report["postgres"] = {"pid": pg, "rss_mib": round(rss_mib(pg), 1)} if pg else None
-    if state.get("local_postgres", True) or "LINCLASS_BACKEND_STORE" in os.environ:
+    if report["local_postgres"] or "LINCLASS_BACKEND_STORE" in os.environ:
         ok, detail = database_answers(cfg["backend"])
         report["database"] = {"ok": ok, "detail": detail}
-    pid = state.get("mlflow_pid")
-    if pid is not None and mlflow_alive_in(state):
-        url = tracking_url(state)
+    if mlflow_alive_in(state):
+        pid, url = state["mlflow_pid"], tracking_url(state)
         try:
             requests.get(local_url(state) + "/health", timeout=3).raise_for_status()
             healthy, why = mlflow_answers(local_url(state), secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)
@@ -556,7 +555,7 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
         raise ServiceError(f"user name {name!r} is not allowed: letters, digits, '.', '_' or '-' (at most 64), "
                            "starting with a letter or digit")
     state = load_state(folder)
-    if not state or not mlflow_alive_in(state):
+    if not mlflow_alive_in(state):
         raise ServiceError("the stack is not up: `linclass services up` first")
     url, admin = local_url(state), secrets_of(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
     password = secrets.token_urlsafe(18)
@@ -614,13 +613,13 @@ def status_lines(report: dict) -> list[str]:
 
 def env_lines(folder: Path, user: str) -> list[str]:
     """Shell lines pointing a clone at the stack as `user`."""
-    path = user_env_file(folder, user)
+    path, state = user_env_file(folder, user), load_state(folder)
     if not path.exists():
         raise ServiceError(f"no credentials for user {user!r} in {path.parent}: "
                            + ("`linclass services add-user NAME` (make user-add NAME=...) makes them"
-                              if load_state(folder) else "the stack is not set up: `linclass services up` "
+                              if state else "the stack is not set up: `linclass services up` "
                               "(make services-up) first"))
-    remote = load_state(folder).get("dvc_remote")
+    remote = state.get("dvc_remote")
     return [f". {path}", *([f"# DVC remote (members of the team's group): dvc remote add --default --force team "
                             f"{remote} && dvc remote modify team shared group"] if remote else [])]
 
