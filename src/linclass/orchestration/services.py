@@ -302,11 +302,16 @@ def mlflow_up(folder: Path, account: Account, host: str, port: int, backend: str
 
 
 def project_paths() -> list[str]:
-    """This interpreter's site-packages and the folders its .pth files add (the editable linclass): what `site`
-    put on sys.path from the first site-packages on."""
+    """This interpreter's site-packages and the folders its .pth files add (the editable linclass)."""
     import site
 
-    return sys.path[sys.path.index(site.getsitepackages()[0]):]
+    paths = []
+    for folder in site.getsitepackages():
+        paths.append(folder)
+        for pth in sorted(Path(folder).glob("*.pth")):
+            paths += [line.strip() for line in pth.read_text().splitlines()
+                      if line.strip() and not line.startswith(("#", "import")) and Path(line.strip()).is_dir()]
+    return paths
 
 
 def server_python(account: Account, folder: Path) -> tuple[str, dict[str, str]]:
