@@ -159,8 +159,9 @@ def test_unknown_figure_format_is_rejected(tmp_path):
 
 
 
-def test_every_training_curve_has_its_own_panel():
-    """8 models: 8 visible panels of one shared log axis; each draws all 8 curves, its own in colour on top."""
+def test_every_training_curve_has_its_own_panel_beside_the_models_of_its_loss():
+    """8 models: 8 visible panels on log axes; each draws the 4 curves of its loss (hinge and cross-entropy have
+    other units), its own in colour on top, on the axis the models of its loss share."""
     from linclass.plots import training_losses_figure
 
     steps = np.arange(1, 51)
@@ -170,10 +171,14 @@ def test_every_training_curve_has_its_own_panel():
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert len(panels) == 8
     for ax, (name, (_, loss)) in zip(panels, curves.items()):
-        assert len(ax.lines) == 8 and ax.get_yscale() == "log"
+        assert len(ax.lines) == 4 and ax.get_yscale() == "log"
         assert ax.get_title().startswith(f"{name}: final") and np.array_equal(ax.lines[-1].get_ydata(), loss)
         assert ax.lines[-1].get_color() != ax.lines[0].get_color()   # its own curve stands out from the grey
-    assert len({ax.get_ylim() for ax in panels}) == 1   # one scale: panels compare by eye
+        same = [other for other in curves if other.split("-")[0] == name.split("-")[0]]
+        assert sorted(line.get_ydata()[0] for line in ax.lines) == sorted(curves[m][1][0] for m in same)
+    fig.canvas.draw()
+    assert len({ax.get_ylim() for ax in panels[:4]}) == 1 and len({ax.get_ylim() for ax in panels[4:]}) == 1
+    assert panels[0].get_ylim() != panels[4].get_ylim()   # one scale per loss: its models compare by eye
     long = {"a": (np.arange(1, 9001), np.linspace(3, 1, 9000)), "b": (np.arange(1, 9001), np.linspace(2, 1, 9000))}
     drawn = training_losses_figure(long, points=400).axes[0].lines[-1]
     assert 300 <= len(drawn.get_xdata()) <= 401 and drawn.get_xdata()[[0, -1]].tolist() == [1, 9000]

@@ -279,23 +279,31 @@ def every_kth(steps, values, points):
 
 def training_losses_figure(curves, title="Training loss", columns=4, points=400):
     """Small multiples: one panel per model (`columns` a row; the grid's rows are its losses), its total loss
-    against the SGD step in colour over every other model's in light grey, on one shared log axis, so that
-    every curve can be seen and compared. curves: {model name: (steps (N,), loss (N,))}, each drawn at
-    about `points` steps (every_kth: a 3-inch panel shows no more; every model is drawn in every panel)."""
+    against the SGD step in colour over those of the other models of the same loss in light grey, on a log axis
+    shared by the models of that loss: the hinge loss and the cross-entropy have different units (C - 1 and
+    ln C at the start), so a model is compared with its own kind only. A model's loss is the first part of its
+    name (svm-l2, softmax-l2-hog_hist). curves: {model name: (steps (N,), loss (N,))}, each drawn at about
+    `points` steps (every_kth: a 3-inch panel shows no more)."""
     if not curves:
         raise ValueError("no training curves to plot")
     curves = {name: every_kth(steps, loss, points) for name, (steps, loss) in curves.items()}
     ncols = min(columns, len(curves))
     nrows = -(-len(curves) // ncols)
     fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows + 0.6))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, squeeze=False)).ravel()
     for ax in axes[len(curves):]:
         ax.set_visible(False)
+    loss_of = {name: name.split("-")[0] for name in curves}
+    scale_of: dict[str, object] = {}   # loss -> the first panel of that loss, whose y axis the others share
     for ax, (name, (steps, loss)) in zip(axes, curves.items()):
         for other, (other_steps, other_loss) in curves.items():
-            if other != name:
+            if other != name and loss_of[other] == loss_of[name]:
                 ax.plot(other_steps, other_loss, color="0.85", linewidth=0.8)
         ax.plot(steps, loss, color="tab:blue", linewidth=1.2)
+        if loss_of[name] in scale_of:
+            ax.sharey(scale_of[loss_of[name]])
+        else:
+            scale_of[loss_of[name]] = ax
         ax.set_title(f"{name}: final {np.asarray(loss)[-1]:.3f}", fontsize=10)
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
@@ -303,7 +311,7 @@ def training_losses_figure(curves, title="Training loss", columns=4, points=400)
         ax.set_ylabel("total loss (log)")
     for ax in axes[(nrows - 1) * ncols:]:
         ax.set_xlabel("SGD step")
-    fig.suptitle(f"{title} (grey: the other models)")
+    fig.suptitle(f"{title} (grey: the other models of the same loss, on its axis)")
     width, height = fig.get_size_inches()   # fixed margins: tight_layout measured every tick label (seconds)
     fig.subplots_adjust(left=0.8 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.75 / height,
                         wspace=0.08, hspace=0.4)
