@@ -179,6 +179,8 @@ def test_every_training_curve_has_its_own_panel_beside_the_models_of_its_loss():
     fig.canvas.draw()
     assert len({ax.get_ylim() for ax in panels[:4]}) == 1 and len({ax.get_ylim() for ax in panels[4:]}) == 1
     assert panels[0].get_ylim() != panels[4].get_ylim()   # one scale per loss: its models compare by eye
+    labelled = [ax.yaxis.get_major_ticks()[0].label1.get_visible() for ax in panels]
+    assert labelled == [True, False, False, False] * 2   # the first panel of a row labels the axis its row shares
     long = {"a": (np.arange(1, 9001), np.linspace(3, 1, 9000)), "b": (np.arange(1, 9001), np.linspace(2, 1, 9000))}
     drawn = training_losses_figure(long, points=400).axes[0].lines[-1]
     assert 300 <= len(drawn.get_xdata()) <= 401 and drawn.get_xdata()[[0, -1]].tolist() == [1, 9000]

@@ -295,7 +295,8 @@ def training_losses_figure(curves, title="Training loss", columns=4, points=400)
         ax.set_visible(False)
     loss_of = {name: name.split("-")[0] for name in curves}
     scale_of: dict[str, object] = {}   # loss -> the first panel of that loss, whose y axis the others share
-    for ax, (name, (steps, loss)) in zip(axes, curves.items()):
+    names = list(curves)
+    for index, (ax, (name, (steps, loss))) in enumerate(zip(axes, curves.items())):
         for other, (other_steps, other_loss) in curves.items():
             if other != name and loss_of[other] == loss_of[name]:
                 ax.plot(other_steps, other_loss, color="0.85", linewidth=0.8)
@@ -304,6 +305,8 @@ def training_losses_figure(curves, title="Training loss", columns=4, points=400)
             ax.sharey(scale_of[loss_of[name]])
         else:
             scale_of[loss_of[name]] = ax
+        if index % ncols and loss_of[names[index - 1]] == loss_of[name]:
+            ax.tick_params(axis="y", which="both", labelleft=False)   # the panel on its left labels the axis
         ax.set_title(f"{name}: final {np.asarray(loss)[-1]:.3f}", fontsize=10)
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
