@@ -303,6 +303,7 @@ def test_a_commit_made_while_the_queue_runs_does_not_fail_its_finished_experimen
     states = experiment_states(json.loads(project.dvc("exp", "show", "--json", "--rev", baseline).stdout))
     assert states == {"sweep-softmax-l2-lr0.01-s0.001": "success"}
     assert f"1 on commit {baseline}" in rest, rest   # the table says where they are
+    assert project.run("git", "log", "-1", "--format=%s").stdout.strip() == "meanwhile", "the commit was lost"
 
 
 def test_a_setting_a_model_does_not_have_is_a_dash_not_nan(capsys):
