@@ -9,12 +9,9 @@ their database URLs from the environment, not argv.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -25,21 +22,31 @@ ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 APP = ["--app-name", "linclass", "--uvicorn-opts", "--no-proxy-headers"]
 
 
+# MLflow's CLI runs uvicorn as its child and passes the signals it gets on to it; in the terminal's process group
+# uvicorn would get Ctrl-C twice, take the second for a forced exit and print tracebacks. So MLflow runs in a
+# process group of its own under this small supervisor (a fresh interpreter: the 250 MB of this one are not kept
+# for the server's lifetime), which passes Ctrl-C, SIGTERM or a closed terminal on once, and exits with its status.
+SUPERVISE = """
+import signal, subprocess, sys
+server = None
+def pass_on(signum, frame):
+    if server is None:
+        sys.exit(128 + signum)
+    try:
+        server.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(signum, pass_on)
+server = subprocess.Popen(sys.argv[1:], start_new_session=True)
+sys.exit(server.wait())
+"""
+
+
 def _run_mlflow(*args: str, env: dict) -> NoReturn:
-    """Run `mlflow ARGS` until it ends, and exit with its status. MLflow runs uvicorn as its child and passes the
-    signals it gets on to it; in this terminal's process group, uvicorn would get Ctrl-C twice, take the second
-    for a forced exit and print tracebacks. So MLflow runs in a process group of its own, and Ctrl-C, SIGTERM
-    or a closed terminal reaching this process are passed on to it once (SIGINT, SIGTERM)."""
-    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), *args], env=env,
-                              start_new_session=True)
-
-    def pass_on(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            server.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, pass_on)
-    sys.exit(server.wait())
+    """Become the supervisor of `mlflow ARGS` (SUPERVISE)."""
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    os.execve(sys.executable, [sys.executable, "-I", "-c", SUPERVISE, mlflow, *args], env)
 
 
 def port_free(host: str, port: int) -> None:
