@@ -11,6 +11,7 @@ with the data linked into the clone, and a warm interpreter (linclass.orchestrat
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -260,6 +261,74 @@ def test_a_cluster_folder_another_account_made_first_is_refused(tmp_path):
     finally:
         victim.kill()
         shutil.rmtree(planted, ignore_errors=True)
+
+
+STAND_IN = """
+import hashlib, sys, time
+from concurrent import futures
+import grpc
+
+class Record(grpc.GenericRpcHandler):   # answers nothing, prints a digest of every token it is sent
+    def service(self, details):
+        for key, value in details.invocation_metadata:
+            if key == "authorization":
+                print("got token", hashlib.sha256(value.split()[-1].encode()).hexdigest(), flush=True)
+
+server = grpc.server(futures.ThreadPoolExecutor(2), handlers=[Record()])
+server.add_insecure_port(sys.argv[1])
+server.start()
+print("listening", flush=True)
+time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def stand_in_head(address: str):
+    """Another account (nobody) listening at `address` with a gRPC server that prints the tokens sent to it."""
+    if os.getuid() != 0:
+        pytest.skip("acting as another account needs root")
+    proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(BIN / "python"), "-c",
+                             STAND_IN, address], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={"PATH": os.environ["PATH"], "HOME": "/"})
+    try:
+        assert proc.stdout.readline().strip() == "listening"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def tokens_sent(proc: subprocess.Popen) -> list[str]:
+    proc.kill()
+    return [line for line in proc.communicate()[0].splitlines() if line.startswith("got token")]
+
+
+def test_a_driver_never_sends_its_token_to_another_accounts_process_at_the_heads_address(cluster):
+    # Ray's token is a bearer token, sent to the head in every request: another account that listens at the
+    # head's address before the cluster starts (or after it stopped) would get it, and with it the right to run
+    # anything as this user on every later cluster. The driver checks who listens there before ray.init.
+    from linclass.orchestration.ray_backend import RaySweepError, check_ray
+
+    check_ray(cluster.address)   # this user's head
+    port = free_port(HEAD)
+    with stand_in_head(f"{HEAD}:{port}") as stranger:
+        held = rf"^{HEAD}:{port} is held by another account's process \(uid 65534\), not by a Ray head of yours: "
+        with pytest.raises(RaySweepError, match=held + "it would get your Ray token"):
+            check_ray(f"{HEAD}:{port}")
+        assert tokens_sent(stranger) == []
+
+
+def test_a_cluster_whose_port_another_account_holds_is_refused_before_any_node_sends_its_token():
+    # `linclass cluster up` waited for the head's port to open: another account's process already listening there
+    # passed for the head (which could not bind), and the worker nodes joined it with this user's token.
+    port = free_port(HEAD)
+    with stand_in_head(f"{HEAD}:{port}") as stranger:
+        with pytest.raises(ray_cluster.ClusterError, match=rf"^{HEAD}:{port} is held by another account's process "
+                                                            r"\(uid 65534\)"):
+            ray_cluster.start(HEAD, (WORKER,), port=port, timeout=60)
+        assert tokens_sent(stranger) == []
+    assert ray_cluster.alive_nodes(ray_cluster.Cluster.load(port)) == [], "the head started meanwhile was stopped"
+    shutil.rmtree(ray_cluster.state_dir(port))   # its logs, kept to say why
 
 
 def test_bad_set_ups_fail_in_one_line_before_any_work(project, tmp_path, mlflow_server):

@@ -61,7 +61,7 @@ from pathlib import Path
 
 import psutil
 
-from linclass.orchestration.cluster import AUTH, DEFAULT_ADDRESS, private_folder
+from linclass.orchestration.cluster import AUTH, DEFAULT_ADDRESS, ClusterError, check_head_is_mine, private_folder
 from linclass.orchestration.sweep import dvc_executable
 
 MAX_RETRIES = 3       # attempts after the first when a node dies (application errors are not retried)
@@ -496,7 +496,8 @@ def git_identity(root: Path) -> tuple[str, str]:
 
 
 def check_ray(address: str, timeout: float = 5) -> None:
-    """A one-line error, within seconds, when nothing listens at the Ray head's HOST:PORT."""
+    """A one-line error, within seconds, when nothing listens at the Ray head's HOST:PORT, or another account's
+    process does (linclass.orchestration.cluster.check_head_is_mine)."""
     host, _, port = address.rpartition(":")
     if address == "auto" or not port.isdigit():
         return
@@ -505,6 +506,10 @@ def check_ray(address: str, timeout: float = 5) -> None:
     except OSError as exc:
         raise RaySweepError(f"no Ray cluster answers at {address} ({exc.strerror or exc}): start one "
                             "(`make cluster-up`) or set RAY_ADDRESS=<head>:<port>") from None
+    try:
+        check_head_is_mine(host, int(port))   # ray.init sends it this user's token
+    except ClusterError as exc:
+        raise RaySweepError(str(exc)) from None
 
 
 def data_stages(root: Path, commit: str, overrides: Sequence[str], params: dict) -> dict:
