@@ -345,6 +345,89 @@ def test_a_second_local_account_reads_nothing_of_the_stack(stack, base):
                 auth=bob)[0] == 403
 
 
+# Another account listening on a port of the stack while that part is down: it answers like the part and prints a
+# digest of every secret it is sent (HTTP: the Authorization header; PostgreSQL: it asks for the password in clear).
+STAND_IN = r"""
+import hashlib, socket, struct, sys, threading
+kind, port = sys.argv[1], int(sys.argv[2])
+server = socket.create_server(("127.0.0.1", port))
+print("listening", flush=True)
+
+
+def got(secret: bytes) -> None:
+    print("got secret", hashlib.sha256(secret).hexdigest(), flush=True)
+
+
+def answer(conn: socket.socket) -> None:
+    with conn, conn.makefile("rb") as f:
+        if kind == "http":   # 200 to every request, as a server that is up would answer /health
+            while (line := f.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"authorization:"):
+                    got(line.split(b":", 1)[1].strip())
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+                         b"Connection: close\r\n\r\n{}")
+            return
+        while True:   # PostgreSQL: no TLS, no GSS, then ask for the password in clear
+            size, code = struct.unpack("!ii", f.read(8))
+            f.read(size - 8)
+            if code not in (80877103, 80877104):
+                break
+            conn.sendall(b"N")
+        conn.sendall(b"R" + struct.pack("!ii", 8, 3))
+        if f.read(1) == b"p":
+            size, = struct.unpack("!i", f.read(4))
+            got(f.read(size - 4).rstrip(b"\0"))
+
+
+while True:
+    threading.Thread(target=answer, args=(server.accept()[0],), daemon=True).start()
+"""
+
+
+class StandIn:
+    def __init__(self, kind: str, port: int):
+        self.proc = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+                                      sys.executable, "-I", "-S", "-c", STAND_IN, kind, str(port)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout.readline().strip() == "listening"
+
+    def secrets_sent(self) -> list[str]:
+        self.proc.kill()
+        return [line for line in self.proc.communicate()[0].splitlines() if line.startswith("got secret")]
+
+
+def test_no_secret_goes_to_another_accounts_process_on_the_stacks_ports(base):
+    # `services up` took a stand-in answering /health for its MLflow server (which could not bind), said
+    # "stack up" and sent it the admin's password; `services status` sent the database password in clear to a
+    # stand-in on PostgreSQL's port while PostgreSQL was down, and so would the MLflow server on reconnecting.
+    from linclass.orchestration.services import database_answers, settings
+
+    folder = base / "squatted"
+    mlflow_port, pg_port = free_port(), free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")},
+           "LINCLASS_SERVICES_DIR": str(folder), "LINCLASS_MLFLOW_PORT": str(mlflow_port),
+           "LINCLASS_PG_PORT": str(pg_port)}
+    held = "is held by another account's process (uid 65534), not by the stack: it would get the {}; stop that " \
+           "process, or give the stack other ports (LINCLASS_MLFLOW_PORT, LINCLASS_PG_PORT)"
+    try:
+        stranger = StandIn("http", mlflow_port)
+        up = services(env, "up", check=False)
+        assert stranger.secrets_sent() == [], "the admin's password went to the stand-in"
+        assert up.returncode == 1 and up.stderr.strip() == \
+            f"error: 127.0.0.1:{mlflow_port} {held.format('admin password')}", up.stdout + up.stderr
+        services(env, "down")
+        stranger = StandIn("pg", pg_port)
+        status = services(env, "status", check=False)
+        backend = settings(folder, json.loads((folder / "state.json").read_text()))["backend"]
+        ok, why = database_answers(backend)   # as the MLflow server connects: SCRAM only
+        assert stranger.secrets_sent() == [], "the database password went to the stand-in"
+        assert status.returncode == 1 and status.stderr.strip() == \
+            f"error: 127.0.0.1:{pg_port} {held.format('database password')}", status.stdout + status.stderr
+        assert not ok and "server requested a cleartext password" in why, why
+    finally:
+        services(env, "down", check=False)
+
+
 def test_the_stack_runs_as_its_own_account_never_root(stack):
     import psutil
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 STACK_USER = "linclass-stack"
 TEAM_GROUP = "linclass-team"
@@ -180,3 +183,35 @@ def shared_dir(path: Path, account: Account, team: grp.struct_group) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.chown(path, account.uid, team.gr_gid, follow_symlinks=False)
     path.chmod(0o2770)
+
+
+def _local_addresses(host: str) -> set[str]:
+    """The addresses `host` resolves to that are this machine's own (loopback, or an interface's)."""
+    try:
+        resolved = {str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return set()
+    own = {address.address.split("%")[0] for addresses in psutil.net_if_addrs().values() for address in addresses}
+    return {ip for ip in resolved if ip in own or ip.startswith("127.") or ip == "::1"}
+
+
+def strangers_listening(host: str, port: int, owners: set[int]) -> set[int | None]:
+    """The uids, not in `owners`, of the processes listening where a connection to host:port on this machine goes
+    (None: a process this user cannot see, so another account's); empty for another machine's address.
+
+    A client that sends a secret (a password, a token) to a port of this machine must first know who listens
+    there: any account may listen on a free port, before the server starts or after it stopped."""
+    ips = _local_addresses(host)
+    wanted = {*ips, *(f"::ffff:{ip}" for ip in ips), "0.0.0.0", "::"} if ips else set()
+    uids: set[int | None] = set()
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.laddr.ip in wanted:
+            try:
+                uids.add(psutil.Process(conn.pid).uids().real if conn.pid else None)   # Process(None): this one
+            except psutil.Error:
+                uids.add(None)
+    return uids - owners
+
+
+def describe_uids(uids: set[int | None]) -> str:
+    return ", ".join(sorted(f"uid {uid}" if uid is not None else "an account this user cannot see" for uid in uids))

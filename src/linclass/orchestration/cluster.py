@@ -32,6 +32,8 @@ from pathlib import Path
 
 import psutil
 
+from linclass.orchestration.accounts import describe_uids, strangers_listening
+
 DEFAULT_HEAD = "127.0.0.2"
 DEFAULT_WORKERS = ("127.0.0.3",)
 DEFAULT_PORT = 6390
@@ -160,42 +162,15 @@ def _port_open(ip: str, port: int) -> bool:
         return s.connect_ex((ip, port)) == 0
 
 
-def _local_addresses(host: str) -> set[str]:
-    """The addresses `host` resolves to that are this machine's own (loopback, or an interface's)."""
-    try:
-        resolved = {str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
-    except OSError:
-        return set()
-    own = {address.address.split("%")[0] for addresses in psutil.net_if_addrs().values() for address in addresses}
-    return {ip for ip in resolved if ip in own or ip.startswith("127.") or ip == "::1"}
-
-
-def strangers_listening(host: str, port: int) -> set[int | None]:
-    """The uids, other than this user's, of the processes listening where a connection to host:port on this
-    machine goes (None: a process this user cannot see, so another account's); empty for another machine."""
-    ips = _local_addresses(host)
-    wanted = {*ips, *(f"::ffff:{ip}" for ip in ips), "0.0.0.0", "::"} if ips else set()
-    uids: set[int | None] = set()
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.laddr.ip in wanted:
-            try:
-                uids.add(psutil.Process(conn.pid).uids().real if conn.pid else None)   # Process(None): this one
-            except psutil.Error:
-                uids.add(None)
-    return uids - {os.getuid()}
-
-
 def check_head_is_mine(host: str, port: int) -> None:
     """ClusterError (one line) when another account's process listens at the head's address on this machine.
     Every node and driver sends Ray's token to the head in every request: a stand-in that another account started
     on the port before the head (or after it stopped) would receive the token, and with it the right to run
     anything as this user on every cluster of this user's."""
-    strangers = strangers_listening(host, port)
+    strangers = strangers_listening(host, port, {os.getuid()})
     if strangers:
-        owners = ", ".join(sorted(f"uid {uid}" if uid is not None else "an account this user cannot see"
-                                  for uid in strangers))
-        raise ClusterError(f"{host}:{port} is held by another account's process ({owners}), not by a Ray head of "
-                           "yours: it would get your Ray token; start your cluster on another port "
+        raise ClusterError(f"{host}:{port} is held by another account's process ({describe_uids(strangers)}), not by "
+                           "a Ray head of yours: it would get your Ray token; start your cluster on another port "
                            "(linclass cluster up --port)")
 
 

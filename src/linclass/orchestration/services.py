@@ -59,11 +59,13 @@ from dotenv import dotenv_values
 from linclass.orchestration.accounts import (
     Account,
     AccountError,
+    describe_uids,
     last_line,
     make_private,
     open_private_log,
     private_dir,
     stack_account,
+    strangers_listening,
     team_group,
     write_private,
 )
@@ -73,6 +75,10 @@ DB_USER = "linclass"
 ADMIN = "admin"
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Every client of the stack's own PostgreSQL (these commands, the MLflow server) lets it authenticate with SCRAM only:
+# libpq otherwise sends the password in clear to whatever listens at the port and asks for it (another account
+# may listen there while PostgreSQL is down), and SCRAM never reveals it.
+SCRAM_ONLY = "require_auth=scram-sha-256"
 SECRETS = ("LINCLASS_PG_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD",
            "MLFLOW_CRYPTO_KEK_PASSPHRASE")
 
@@ -111,6 +117,20 @@ def load_state(folder: Path) -> dict:
 
 def save_state(folder: Path, state: dict, account: Account) -> None:
     write_private(folder / "state.json", json.dumps(state, indent=2) + "\n", account)
+
+
+def check_listener(folder: Path, url: str, what: str) -> None:
+    """ServiceError (one line) when a process of another account than the stack's (the owner of `folder`) or this
+    user listens at `url`'s address on this machine: a request would hand it `what`. Any account may listen on
+    the stack's ports while a part is down (before `up`, after `down`, after a crash), and answer like it."""
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    if parts.hostname is None or parts.port is None:
+        return
+    strangers = strangers_listening(parts.hostname, parts.port, {os.getuid(), folder.stat().st_uid})
+    if strangers:
+        raise ServiceError(f"{parts.hostname}:{parts.port} is held by another account's process "
+                           f"({describe_uids(strangers)}), not by the stack: it would get {what}; stop that "
+                           "process, or give the stack other ports (LINCLASS_MLFLOW_PORT, LINCLASS_PG_PORT)")
 
 
 # ---- PostgreSQL ----
@@ -187,7 +207,7 @@ def ensure_databases(port: int, password: str, names: list[str]) -> None:
 
     try:
         conn = psycopg2.connect(host="127.0.0.1", port=port, user=DB_USER, password=password, dbname="postgres",
-                                connect_timeout=10)
+                                connect_timeout=10, require_auth="scram-sha-256")
     except psycopg2.Error as exc:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         raise ServiceError(f"PostgreSQL on 127.0.0.1:{port} does not answer: {lines[0]}") from None
@@ -395,13 +415,14 @@ def settings(folder: Path, state: dict | None = None) -> dict:
     secret = secrets_of(folder)
     pg_port = int(state.get("pg_port") or os.environ.get("LINCLASS_PG_PORT", "5433"))
     local_db = f"postgresql://{DB_USER}:{secret['LINCLASS_PG_PASSWORD']}@127.0.0.1:{pg_port}"
+    scram = f"?{SCRAM_ONLY}"
     return {
         "host": state.get("host") or os.environ.get("LINCLASS_HOST", "127.0.0.1"),
         "port": int(state.get("port") or os.environ.get("LINCLASS_MLFLOW_PORT", "5000")),
         "pg_port": pg_port,
         "local_postgres": "LINCLASS_BACKEND_STORE" not in os.environ,
-        "backend": os.environ.get("LINCLASS_BACKEND_STORE", f"{local_db}/mlflow"),
-        "auth_store": os.environ.get("LINCLASS_AUTH_STORE", f"{local_db}/mlflow_auth"),
+        "backend": os.environ.get("LINCLASS_BACKEND_STORE", f"{local_db}/mlflow{scram}"),
+        "auth_store": os.environ.get("LINCLASS_AUTH_STORE", f"{local_db}/mlflow_auth{scram}"),
         "artifacts": os.environ.get("LINCLASS_ARTIFACTS", str(folder / "artifacts")),
         "dvc_remote": os.environ.get("LINCLASS_DVC_REMOTE", str(folder / "dvc-remote")),
         "public_url": os.environ.get("LINCLASS_PUBLIC_URL"),
@@ -435,6 +456,8 @@ def up(folder: Path) -> dict:
     # the parts still running keep the ports they were started with
     cfg = settings(folder, {k: state.get(k) for k in ("host", "port", "pg_port") if mlflow_alive or postgres_alive})
     secret = secrets_of(folder, account)
+    if mlflow_alive:
+        check_listener(folder, local_url(cfg), "the admin password")
     if mlflow_alive and (postgres_alive or not cfg["local_postgres"]) \
             and mlflow_answers(local_url(cfg), secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)[0]:
         raise ServiceError(f"the stack is already up ({tracking_url(cfg)}); "
@@ -456,6 +479,7 @@ def up(folder: Path) -> dict:
         if not postgres_alive:
             postgres_up(folder, cfg["pg_port"], secret["LINCLASS_PG_PASSWORD"])
             brought_back.append("postgres")
+        check_listener(folder, f"127.0.0.1:{cfg['pg_port']}", "the database password")
         ensure_databases(cfg["pg_port"], secret["LINCLASS_PG_PASSWORD"], ["mlflow", "mlflow_auth"])
     url = local_url(cfg)
     if mlflow_alive and not mlflow_answers(url, secret["MLFLOW_AUTH_ADMIN_PASSWORD"])[0]:
@@ -472,6 +496,7 @@ def up(folder: Path) -> dict:
         save_state(folder, state, account)
         try:
             wait_healthy(url, proc, 120, folder / "mlflow.log")
+            check_listener(folder, url, "the admin password")   # a stand-in answers /health too
             status, _ = api(url, f"/api/2.0/mlflow/users/get?username={ADMIN}", user=ADMIN,
                             password=secret["MLFLOW_AUTH_ADMIN_PASSWORD"])
             if status != 200:
@@ -521,10 +546,12 @@ def status(folder: Path) -> dict:
         pg = postgres_pid(folder)
         report["postgres"] = {"pid": pg, "rss_mib": round(rss_mib(pg), 1)} if pg else None
     if report["local_postgres"] or "LINCLASS_BACKEND_STORE" in os.environ:
+        check_listener(folder, cfg["backend"], "the database password")
         ok, detail = database_answers(cfg["backend"])
         report["database"] = {"ok": ok, "detail": detail}
     if mlflow_alive_in(state):
         pid, url = state["mlflow_pid"], tracking_url(state)
+        check_listener(folder, local_url(state), "the admin password")
         try:
             requests.get(local_url(state) + "/health", timeout=3).raise_for_status()
             healthy, why = mlflow_answers(local_url(state), secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)
@@ -563,6 +590,7 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
     if not mlflow_alive_in(state):
         raise ServiceError("the stack is not up: `linclass services up` first")
     url, admin = local_url(state), secrets_of(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    check_listener(folder, url, "the admin password")
     password = secrets.token_urlsafe(18)
     code, body = api(url, "/api/2.0/mlflow/users/create", user=ADMIN, password=admin,
                      body={"username": name, "password": password})
