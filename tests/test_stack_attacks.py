@@ -235,7 +235,27 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
                     {"name": "evil", "artifact_location": f"file://{base}"})[0] == 400
         if target == "ui":
             ui_pages_load_behind_the_guard(url, folder / "server.log")
+        # another local account: the UI of the project's own store does not answer it; the tracking server has no
+        # logins (docs/team.md), but its database and artifacts are not readable from disk
+        other = as_other([sys.executable, "-I", "-S", "-c", OTHER_ACCOUNT, url])
+        assert other.stdout.split() == (["403", "403"] if target == "ui" else ["200", "200"]), other.stderr[-2000:]
+    if target == "server":
+        for path in (folder / "mlflow-server", folder / "mlflow-server" / "mlflow.db"):
+            assert as_other(["ls", str(path)]).returncode != 0, f"another account reads {path}"
     assert chat.chats == [] and not chat.marker.exists()
+
+
+OTHER_ACCOUNT = """
+import json, sys, urllib.error, urllib.request
+for path, body in (("/api/2.0/mlflow/experiments/search?max_results=5", None),
+                   ("/api/2.0/mlflow/experiments/create", {"name": "planted-by-another-account"})):
+    request = urllib.request.Request(sys.argv[1] + path, json.dumps(body).encode() if body else None,
+                                     {"Content-Type": "application/json"})
+    try:
+        print(urllib.request.urlopen(request, timeout=30).status)
+    except urllib.error.HTTPError as exc:
+        print(exc.code)
+"""
 
 
 def ui_pages_load_behind_the_guard(url: str, log: Path) -> None:

@@ -15,6 +15,9 @@ For every client, admins included, it
 - answers 400, not 500, to a body that is not a JSON object or does not fit the endpoint's protobuf
   message, and to a malformed GraphQL request;
 - takes database text (SQL statements, driver messages) out of error answers; the server's log keeps it;
+- with LINCLASS_OWNER_ONLY=1 (`make ui`, the UI of the project's own store): answers only connections from
+  processes of the account it runs as (the owner of the client's socket, read from the kernel's socket table);
+  any other local account gets 403 instead of reading, changing and deleting the project's runs;
 - with logins (linclass-team): throttles wrong passwords per user name and per client address
   (throttle.py: 429 past the limit, without checking the password), and answers every wrong password, and
   every throttled attempt, after the same time (`floor`), whether the user exists or not.
@@ -37,6 +40,7 @@ import re
 import secrets
 import time
 
+import psutil
 from google.protobuf.json_format import ParseDict, ParseError
 from google.protobuf.message import Message
 
@@ -289,6 +293,21 @@ def scrub_body(body: bytes, status: int, where: str) -> bytes:
         {"error_code": "INTERNAL_ERROR", "message": scrub(text)})).encode()
 
 
+def peer_uid(client: tuple[str, int] | None, server: tuple[str, int] | None) -> int | None:
+    """The uid of the process whose TCP socket is the other end of this connection to a server on this machine
+    (None: unknown, or a process this user cannot see, so another account's)."""
+    if not client or not server:
+        return None
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.raddr and conn.laddr.port == client[1] and conn.raddr.port == server[1] \
+                and conn.laddr.ip.removeprefix("::ffff:") == client[0]:
+            try:
+                return psutil.Process(conn.pid).uids().real if conn.pid else None   # Process(None): this one
+            except psutil.Error:
+                return None
+    return None
+
+
 class Guard:
     """ASGI app: the checks above, then MLflow's `app`."""
 
@@ -298,6 +317,7 @@ class Guard:
         self.throttle = Throttle() if logins else None
         self.floor = refusal_floor() if logins else 0.0
         self.in_flight: dict[bytes, asyncio.Event] = {}
+        self.owner_only = os.environ.get("LINCLASS_OWNER_ONLY") == "1"
         if logins:
             from mlflow.server.auth import is_unprotected_route
             self.unprotected = is_unprotected_route
@@ -306,6 +326,9 @@ class Guard:
         if scope["type"] != "http":   # lifespan: MLflow's own
             return await self.app(scope, receive, send)
         path, method = route_path(scope["path"], self.prefix), scope["method"].upper()
+        if self.owner_only and peer_uid(scope.get("client"), scope.get("server")) != os.getuid():
+            return await answer(send, 403, "PERMISSION_DENIED", f"this server answers only the processes of uid "
+                                f"{os.getuid()}, the account it runs as")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         credentials = basic_credentials(headers.get("authorization"))
         # MLflow sees the credentials the throttle counts, or none (its FastAPI routes read the first of several

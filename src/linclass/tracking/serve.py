@@ -5,7 +5,9 @@ this host or change the server's configuration (MLflow's AI assistant, jobs, the
 are refused, artifacts stay under the server's root, malformed requests get a 400; uvicorn does not trust
 X-Forwarded-For (any local user could send one). Both listen on loopback unless told otherwise, run
 MLflow's GenAI job runner off (linclass does not use it, and it starts seven more processes) and take
-their database URLs from the environment, not argv.
+their database URLs from the environment, not argv. Their files are private (umask 077; mlflow-server/ 0700).
+The UI answers only its owner's processes (LINCLASS_OWNER_ONLY); the tracking server has no logins: every
+account that reaches its address reads, changes and deletes its runs (docs/team.md).
 """
 from __future__ import annotations
 
@@ -44,8 +46,10 @@ sys.exit(server.wait())
 
 
 def _run_mlflow(*args: str, env: dict) -> NoReturn:
-    """Become the supervisor of `mlflow ARGS` (SUPERVISE)."""
+    """Become the supervisor of `mlflow ARGS` (SUPERVISE), under umask 077: the server's files (its database,
+    the artifacts) are private."""
     mlflow = str(Path(sys.executable).with_name("mlflow"))
+    os.umask(0o077)
     os.execve(sys.executable, [sys.executable, "-I", "-c", SUPERVISE, mlflow, *args], env)
 
 
@@ -80,7 +84,8 @@ def ui(tracking: Tracking, port: int) -> None:
     studies_id = setup(studies_experiment(tracking.experiment), None, root)
     for line in links(MlflowClient(), experiment_id, studies_id, f"http://127.0.0.1:{port}", root):
         print(line, flush=True)
-    env = {**os.environ, **ENVIRONMENT, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    env = {**os.environ, **ENVIRONMENT, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root / 'mlflow.db'}",
+           "LINCLASS_OWNER_ONLY": "1"}   # the guard: no other local account reads or changes the project's runs
     _run_mlflow("ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP, env=env)
 
 
@@ -89,6 +94,8 @@ def server(host: str, port: int, backend_store: str | None, artifacts: str | Non
     through it): by default sqlite and a folder under mlflow-server/."""
     port_free(host, port)
     folder = Path("mlflow-server").resolve()
+    folder.mkdir(mode=0o700, exist_ok=True)
+    folder.chmod(0o700)   # the database and the artifacts: no other account reads them from disk
     artifacts = artifacts or str(folder / "artifacts")
     if "://" not in artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
