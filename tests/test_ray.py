@@ -291,7 +291,7 @@ def stand_in_head(address: str):
                              STAND_IN, address], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={"PATH": os.environ["PATH"], "HOME": "/"})
     try:
-        assert proc.stdout.readline().strip() == "listening"
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
         yield proc
     finally:
         proc.kill()

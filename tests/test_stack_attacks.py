@@ -409,7 +409,7 @@ class StandIn:
         self.proc = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
                                       sys.executable, "-I", "-S", "-c", STAND_IN, kind, str(port)],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert self.proc.stdout.readline().strip() == "listening"
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "listening"
 
     def secrets_sent(self) -> list[str]:
         self.proc.kill()
