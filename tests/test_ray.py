@@ -310,6 +310,9 @@ def test_a_driver_never_sends_its_token_to_another_accounts_process_at_the_heads
     from linclass.orchestration.ray_backend import RaySweepError, check_ray
 
     check_ray(cluster.address)   # this user's head
+    with pytest.raises(RaySweepError, match=r"^address 'auto' is not allowed: .* /tmp/ray/ray_current_cluster, a file "
+                                            "any account of this machine can write"):
+        check_ray("auto")
     port = free_port(HEAD)
     with stand_in_head(f"{HEAD}:{port}") as stranger:
         held = rf"^{HEAD}:{port} is held by another account's process \(uid 65534\), not by a Ray head of yours: "

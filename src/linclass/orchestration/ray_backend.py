@@ -499,7 +499,11 @@ def check_ray(address: str, timeout: float = 5) -> None:
     """A one-line error, within seconds, when nothing listens at the Ray head's HOST:PORT, or another account's
     process does (linclass.orchestration.cluster.check_head_is_mine)."""
     host, _, port = address.rpartition(":")
-    if address == "auto" or not port.isdigit():
+    if address == "auto":
+        raise RaySweepError("address 'auto' is not allowed: Ray then connects to the address written in "
+                            "/tmp/ray/ray_current_cluster, a file any account of this machine can write, and sends it "
+                            "your Ray token; give the head's HOST:PORT (`linclass cluster up` prints it)")
+    if not port.isdigit():
         return
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
