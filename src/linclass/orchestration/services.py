@@ -120,13 +120,16 @@ def save_state(folder: Path, state: dict, account: Account) -> None:
 
 
 def check_listener(folder: Path, url: str, what: str) -> None:
-    """ServiceError (one line) when a process of another account than the stack's (the owner of `folder`) or this
-    user listens at `url`'s address on this machine: a request would hand it `what`. Any account may listen on
-    the stack's ports while a part is down (before `up`, after `down`, after a crash), and answer like it."""
+    """ServiceError (one line) when a process of another account than the stack's (the owner of `folder`, or of
+    its database cluster: an older stack's) or this user listens at `url`'s address on this machine: a request
+    would hand it `what`. Any account may listen on the stack's ports while a part is down (before `up`, after
+    `down`, after a crash), and answer like it."""
     parts = urlsplit(url if "://" in url else f"//{url}")
     if parts.hostname is None or parts.port is None:
         return
-    strangers = strangers_listening(parts.hostname, parts.port, {os.getuid(), folder.stat().st_uid})
+    data = folder / "postgres"
+    owners = {os.getuid(), folder.stat().st_uid, *([data.stat().st_uid] if data.exists() else [])}
+    strangers = strangers_listening(parts.hostname, parts.port, owners)
     if strangers:
         raise ServiceError(f"{parts.hostname}:{parts.port} is held by another account's process "
                            f"({describe_uids(strangers)}), not by the stack: it would get {what}; stop that "
