@@ -326,7 +326,8 @@ class Guard:
         if scope["type"] != "http":   # lifespan: MLflow's own
             return await self.app(scope, receive, send)
         path, method = route_path(scope["path"], self.prefix), scope["method"].upper()
-        if self.owner_only and peer_uid(scope.get("client"), scope.get("server")) != os.getuid():
+        if self.owner_only and await asyncio.to_thread(peer_uid, scope.get("client"),   # ms: not in the event loop
+                                                       scope.get("server")) != os.getuid():
             return await answer(send, 403, "PERMISSION_DENIED", f"this server answers only the processes of uid "
                                 f"{os.getuid()}, the account it runs as")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
