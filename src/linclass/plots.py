@@ -294,7 +294,7 @@ def training_losses_figure(curves, title="Training loss", columns=4, points=400)
     for ax in axes[len(curves):]:
         ax.set_visible(False)
     loss_of = {name: name.split("-")[0] for name in curves}
-    scale_of: dict[str, object] = {}   # loss -> the first panel of that loss, whose y axis the others share
+    scale_of = {}   # loss -> the first panel of that loss, whose y axis the others share
     names = list(curves)
     for index, (ax, (name, (steps, loss))) in enumerate(zip(axes, curves.items())):
         for other, (other_steps, other_loss) in curves.items():
