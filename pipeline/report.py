@@ -1,9 +1,10 @@
 """DVC stage `report`: one static report (reports/report.md, and reports/report.html with the pictures
 embedded) that opens offline: the comparison table (ranked by validation, with 95% intervals), the champion
 against the runner-up (McNemar), the training loss curves and the best model's confusion matrix, the
-templates, the scaling study, the loss study, the hard cases, the regularization path and the hyperparameter
-maps, each with its budget. Logged to MLflow as the run `report`: the HTML, and the champion's and the
-runner-up's accuracies and the paired tests as metrics (`champion/val_accuracy`, `paired_test/test_p_value`, ...)."""
+templates, the scaling study, the loss study with each model's initial loss, the hard cases, the
+regularization path and the hyperparameter maps, each with its budget. Logged to MLflow as the run `report`:
+the HTML, and the champion's and the runner-up's accuracies and the paired tests as metrics
+(`champion/val_accuracy`, `paired_test/test_p_value`, ...)."""
 import json
 
 import mlflow
@@ -38,6 +39,7 @@ def main() -> None:
         scaling_csv=REPORTS / "weight_scaling.csv",
         scaling_pngs=[REPORTS / "scaling" / f"{name}.png" for name in SCALING_PLOTS],
         loss_study_csv=REPORTS / "loss_study.csv",
+        initial_loss_csv=REPORTS / "initial_loss.csv",
         hard_cases_csv=REPORTS / "hard_cases.csv",
         hard_cases_png=REPORTS / "hard_cases" / "decision_regions.png",
         evaluation_dir=REPORTS / "evaluation",

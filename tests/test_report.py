@@ -208,3 +208,17 @@ def test_the_report_lays_the_accuracies_out_as_the_lectures_grid():
                                  ["softmax", "0.4196 / 0.4137", "0.4206 / 0.4118"]]
     assert tables[1]["rows"] == [["softmax", "0.6200 / 0.6100"]]
     assert grid_blocks(comparison.drop(columns=["loss"])) == []
+
+
+def test_the_report_shows_each_models_initial_loss_against_the_lectures_check(tmp_path, inputs):
+    """The lecture's sanity check (the loss at initialization is C - 1 for the SVM, ln C for softmax) on the real
+    data: reports/initial_loss.csv of the loss_study stage, in the loss questions' section."""
+    initial = tmp_path / "initial_loss.csv"
+    initial.write_text("model,loss,expected,observed,relative_error,ok\n"
+                       "svm-l2,svm,9,8.99888,0.000124931,True\nsoftmax-l2,softmax,2.30259,2.30256,9.61735e-06,True\n")
+    text = write_report(tmp_path / "out" / "report.md", **inputs, initial_loss_csv=initial).read_text()
+    section = text[text.index("## The lecture's loss questions, measured"):text.index("## Geometric viewpoint")]
+    assert "each model's loss at its first step" in section
+    assert "| svm-l2 | svm | 9 | 8.999 | 0.0001249 | True |" in section, section
+    assert "| softmax-l2 | softmax | 2.303 | 2.303 |" in section, section
+    assert "first step" not in write_report(tmp_path / "out2" / "report.md", **inputs).read_text()

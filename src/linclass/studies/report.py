@@ -351,13 +351,15 @@ def hyperparameter_map_blocks(maps):
 
 def write_report(out_path, *, comparison_csv, templates_png, weight_hist_png, scaling_csv, scaling_pngs,
                  loss_study_csv, hard_cases_csv, hard_cases_png, evaluation_dir=None, regularization_path_dir=None,
-                 hyperparameter_maps=(), extra_images=(), budgets: Mapping[str, str] | None = None):
+                 hyperparameter_maps=(), extra_images=(), budgets: Mapping[str, str] | None = None,
+                 initial_loss_csv=None):
     """Write report.md at out_path and its HTML twin (same name, .html) beside it; returns the .md path.
 
     evaluation_dir: the evaluate stage's reports/evaluation (loss curves, the champion against the runner-up,
     its confusion matrix; section left out when None); regularization_path_dir: the regularization_path
     stage's folder (likewise); hyperparameter_maps: [(sweep table CSV, heat map PNG), ...]; budgets: the
-    sentence of each section saying what it cost (budget_sentences).
+    sentence of each section saying what it cost (budget_sentences); initial_loss_csv: the loss_study stage's
+    check of each model's loss at its first step (table left out when None).
     """
     out_path = Path(out_path)
     if out_path.suffix != ".md":
@@ -387,6 +389,10 @@ def write_report(out_path, *, comparison_csv, templates_png, weight_hist_png, sc
         paragraph("Long format: one row per measured number (question, case, loss, value), computed on the "
                   "lecture's example scores: no training."),
         table(pd.read_csv(loss_study_csv)),
+        *([paragraph("The lecture's sanity check on the real data: each model's loss at its first step, with W "
+                     "near 0, against C - 1 for the SVMs and ln C for softmax (the pixel models; `ok` within the "
+                     "tolerance studies.initial_loss_tolerance)."),
+           table(pd.read_csv(initial_loss_csv))] if initial_loss_csv is not None else []),
         heading("Geometric viewpoint: hard cases"),
         paragraph("2-D problems a line cannot solve: accuracy stays near the majority rate, "
                   "while the linearly separable control is near 100%."
