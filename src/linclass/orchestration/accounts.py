@@ -203,14 +203,19 @@ def strangers_listening(host: str, port: int, owners: set[int]) -> set[int | Non
     there: any account may listen on a free port, before the server starts or after it stopped."""
     ips = _local_addresses(host)
     wanted = {*ips, *(f"::ffff:{ip}" for ip in ips), "0.0.0.0", "::"} if ips else set()
-    uids: set[int | None] = set()
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.laddr.ip in wanted:
-            try:
-                uids.add(psutil.Process(conn.pid).uids().real if conn.pid else None)   # Process(None): this one
-            except psutil.Error:
-                uids.add(None)
-    return uids - owners
+    return {socket_owner(conn) for conn in psutil.net_connections(kind="tcp") if conn.status == psutil.CONN_LISTEN
+            and conn.laddr and conn.laddr.port == port and conn.laddr.ip in wanted} - owners
+
+
+def socket_owner(conn) -> int | None:
+    """The uid of the process holding `conn` (a psutil connection); None for a process this user cannot see,
+    so another account's."""
+    if not conn.pid:   # psutil.Process(None) would be this very process
+        return None
+    try:
+        return psutil.Process(conn.pid).uids().real
+    except psutil.Error:
+        return None
 
 
 def describe_uids(uids: set[int | None]) -> str:

@@ -44,6 +44,7 @@ import psutil
 from google.protobuf.json_format import ParseDict, ParseError
 from google.protobuf.message import Message
 
+from linclass.orchestration.accounts import socket_owner
 from linclass.orchestration.throttle import Throttle
 
 _logger = logging.getLogger(__name__)
@@ -301,10 +302,7 @@ def peer_uid(client: tuple[str, int] | None, server: tuple[str, int] | None) -> 
     for conn in psutil.net_connections(kind="tcp"):
         if conn.laddr and conn.raddr and conn.laddr.port == client[1] and conn.raddr.port == server[1] \
                 and conn.laddr.ip.removeprefix("::ffff:") == client[0]:
-            try:
-                return psutil.Process(conn.pid).uids().real if conn.pid else None   # Process(None): this one
-            except psutil.Error:
-                return None
+            return socket_owner(conn)
     return None
 
 

@@ -379,7 +379,7 @@ def mlflow_alive_in(state: dict) -> bool:
     recorded with it (after a reboot or a crash the pid may be another process's, which `down` would otherwise
     stop with its children)."""
     pid, started = state.get("mlflow_pid"), state.get("mlflow_started")
-    return pid is not None and pid != 0 and (started is None or started_at(pid) == started)
+    return bool(pid and (started is None or started_at(pid) == started))
 
 
 def started_at(pid: int) -> float | None:
