@@ -124,15 +124,6 @@ def selection(names, predictions, y_val, y_test):
     return ranked, chosen
 
 
-def rounded(value):
-    """Numbers of a metrics file: accuracies and differences to 6 decimals, p-values to 6 significant digits."""
-    if isinstance(value, dict):
-        return {k: (float(f"{v:.6g}") if k in ("p_value", "mid_p") else rounded(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v) for v in value]
-    return round(value, 6) if isinstance(value, float) else value
-
-
 def best_of(names, predictions, y_val):
     """The best of `names` on validation (ties: the first)."""
     return max(names, key=lambda name: (float(np.mean(predictions[name]["val"] == y_val)), -names.index(name)))
@@ -245,8 +236,8 @@ def main() -> None:
                           "predicted": [class_names[i] for i in y_pred]}).to_csv(
                 out_predictions / f"{name}.csv", index=False)
             # the weights' md5 says which model these numbers belong to (linclass.orchestration.sweep checks it)
-            metrics[name] = {**{k: round(v, 6) for k, v in accuracies.items()}, "weights_md5": summary["weights_md5"]}
-            per_class[name] = {c: round(float(a), 6) for c, a in zip(class_names, test["per_class"])}
+            metrics[name] = {**accuracies, "weights_md5": summary["weights_md5"]}
+            per_class[name] = {c: float(a) for c, a in zip(class_names, test["per_class"])}
             strength = getattr(params.features.strength, reg) if kind != "pixels" else \
                 getattr(params.regularizer, reg).strength
             rows[name] = {"model": name, "loss": loss, "regularizer": reg, "features": kind, "strength": strength,
@@ -260,10 +251,10 @@ def main() -> None:
         ranked, chosen = selection(names, predictions, y_val, y_test)
         best = {"model": chosen["champion"], **{k: rows[chosen["champion"]][k] for k in ACCURACY_COLUMNS},
                 **chosen, "images": {"train": train_images, "val": len(y_val), "test": len(y_test)}}
-        write_evaluation(evaluation, rounded(best), results, class_names, names)
+        write_evaluation(evaluation, best, results, class_names, names)
         versus = pixels_vs_features(names, rows, predictions, y_val, y_test, class_names)
         if versus is not None:   # the report's section "Pixels against features", and what that model weighs
-            (evaluation / "pixels_vs_features.json").write_text(json.dumps(rounded(versus), indent=2) + "\n")
+            (evaluation / "pixels_vs_features.json").write_text(json.dumps(versus, indent=2) + "\n")
             layout = json.loads((FEATURES / versus["kind"] / "layout.json").read_text())
             plots.plot_feature_weights(load_model(versus["features"])[0], layout, class_names,
                                        evaluation / "feature_weights.png",
@@ -280,9 +271,9 @@ def main() -> None:
               f"val {tags.get('val_verdict', '-')}, test {tags.get('test_verdict', '-')}")
     table = pd.DataFrame([rows[name] for name in ranked])   # best on validation first
     with atomic_file(REPORTS / "comparison.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
+        table.to_csv(tmp, index=False)
     write_json("metrics/test.json", metrics)
-    write_json("metrics/champion.json", rounded({k: v for k, v in chosen.items()}))
+    write_json("metrics/champion.json", chosen)
     write_json("metrics/per_class.json", per_class)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     for split in ("val", "test"):

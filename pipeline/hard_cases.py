@@ -24,13 +24,13 @@ def main() -> None:
             atomic_dir(REPORTS / "hard_cases") as out:
         plot_decision_regions(results, out / "decision_regions.png")
         with atomic_file(REPORTS / "hard_cases.csv") as tmp:
-            table.to_csv(tmp, index=False, float_format="%.6f")
+            table.to_csv(tmp, index=False)
         mlflow.log_metrics({**{f"accuracy/{r.dataset}-{r.loss}": r.accuracy for r in table.itertuples()},
                             **{f"majority_rate/{r.dataset}": r.majority_rate for r in table.itertuples()}})
         mlflow.log_artifacts(str(out))
         mlflow.log_artifact(str(REPORTS / "hard_cases.csv"))
     write_json(Path("metrics/hard_cases.json"), {
-        f"{r.dataset}-{r.loss}": {"accuracy": round(r.accuracy, 6), "majority_rate": round(r.majority_rate, 6)}
+        f"{r.dataset}-{r.loss}": {"accuracy": r.accuracy, "majority_rate": r.majority_rate}
         for r in table.itertuples()})
     print(table.to_string(index=False))
 

@@ -29,14 +29,13 @@ def main() -> None:
                    "The lecture's questions about the losses measured on its example scores, and the loss each "
                    "training run started from against C - 1 (SVM) and log C (softmax)."):
         with atomic_file(REPORTS / "loss_study.csv") as tmp:
-            table.to_csv(tmp, index=False, float_format="%.6g")
+            table.to_csv(tmp, index=False)
         with atomic_file(REPORTS / "initial_loss.csv") as tmp:
-            initial.to_csv(tmp, index=False, float_format="%.6g")
+            initial.to_csv(tmp, index=False)
         mlflow.log_metrics({f"initial_loss_relative_error/{r['model']}": r["relative_error"] for r in rows})
         mlflow.log_artifact(str(REPORTS / "loss_study.csv"))
         mlflow.log_artifact(str(REPORTS / "initial_loss.csv"))
-    write_json("metrics/initial_loss.json", {r["model"]: {"observed": round(r["observed"], 6),
-                                                          "expected": round(r["expected"], 6),
+    write_json("metrics/initial_loss.json", {r["model"]: {"observed": r["observed"], "expected": r["expected"],
                                                           "ok": bool(r["ok"])} for r in rows})
     print(table.to_string(index=False))
     print(initial.to_string(index=False))

@@ -53,7 +53,7 @@ def main() -> None:
                    f"strengths {strengths} (step = position in that list): validation accuracy, near-zero share, "
                    "data loss and R(W).") as run_id, \
             atomic_dir(OUT) as out:
-        table.to_csv(out / "path.csv", index=False, float_format="%.8g")
+        table.to_csv(out / "path.csv", index=False)
         rp.plot_path_curves(table, out / "curves.png")
         rp.plot_template_strips(strips, cfg.template_class, out / "templates.png")
         steps = {s: i for i, s in enumerate(sorted(table["strength"].unique()))}

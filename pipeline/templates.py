@@ -18,7 +18,7 @@ def main() -> None:
     params = stage_params()
     tol = params.studies.near_zero_tol
     models = {name: load_model(name)[0] for name in model_names(params)}
-    sparsity = {name: {"near_zero_fraction": round(plots.weight_sparsity(W, tol), 6)} for name, W in models.items()}
+    sparsity = {name: {"near_zero_fraction": plots.weight_sparsity(W, tol)} for name, W in models.items()}
 
     with study_run(params.tracking, "study-templates", "templates",
                    "The class templates (rows of W) of every trained model side by side, and each model's share of "

@@ -55,7 +55,7 @@ def main() -> None:
         for column in PLOTTED:
             plots.plot_weight_scaling(table, out / f"{column}.png", column)
         with atomic_file(REPORTS / "weight_scaling.csv") as tmp:
-            table.to_csv(tmp, index=False, float_format="%.8g")
+            table.to_csv(tmp, index=False)
         client = MlflowClient()
         metrics = [m for row in table.itertuples(index=False) for column in table.columns[2:]
                    for m in scalar_metrics({f"{column}/{row.model}": getattr(row, column)},

@@ -153,5 +153,5 @@ def test_real_champion_predicts_the_test_images_with_the_reported_accuracy(real_
     images = data.x_test.reshape(len(data.x_test), 3, 32, 32).transpose(0, 2, 3, 1)
     predicted = model.predict(images)["class"].to_numpy()
     accuracy = float(np.mean(predicted == np.asarray(data.class_names)[data.y_test]))
-    assert round(accuracy, 6) == metrics[name]["test_accuracy"]
+    assert accuracy == metrics[name]["test_accuracy"]
     assert accuracy == client.get_run(champion.run_id).data.metrics["test_accuracy"]
