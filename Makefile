@@ -109,7 +109,7 @@ lecture: venv ## the lecture's worked examples computed (scores, SVM and softmax
 ui: venv ## the MLflow UI on the project's store (prints the link to the runs)
 	$(LINCLASS) ui --port $(PORT)
 
-server: venv ## a tracking server: export MLFLOW_TRACKING_URI=http://HOST:PORT
+server: venv ## a tracking server that answers its token (it prints the export line for MLflow clients)
 	$(LINCLASS) server --host $(HOST) --port $(PORT)
 
 store: venv ## create the MLflow store once (before pipelines share it)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -194,6 +195,26 @@ def test_ctrl_c_stops_a_server_without_tracebacks(project, command):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     assert "Finished server process" in output and "Traceback" not in output, output[-3000:]
+    if command == "server":   # its token: private, and named in the line for the clients
+        token = project.path / "mlflow-server" / "token"
+        assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
+        assert f"MLFLOW_TRACKING_TOKEN=$(cat {token})" in output, output[-3000:]
+        shutil.rmtree(token.parent)
+
+
+def test_a_server_whose_token_file_was_emptied_refuses_to_start_open(project):
+    from conftest import free_port
+
+    folder = project.path / "mlflow-server"
+    folder.mkdir(mode=0o700)
+    (folder / "token").write_text("\n")
+    port = free_port()
+    proc = subprocess.run([LINCLASS, "server", "--port", str(port)], cwd=project.path, env=env_for_pipeline(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stdout
+    assert proc.stderr == (f"error: {folder / 'token'} holds 0 characters, not a token (at least 16): delete it, "
+                           "and the server makes a new one\n")
+    shutil.rmtree(folder)
 
 
 @pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1"])   # no address; TEST-NET-1, never a machine's own

@@ -85,7 +85,8 @@ SKIP = {
     # Ray: tests/test_ray.py runs the same steps on a real two-node cluster on loopback
     "make cluster-up": "starts Ray nodes; tests/test_ray.py",
     "make server &": "the same server as `make server`, in the background; run above",
-    "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000": "an export for the shell that follows; tests/test_ray.py",
+    "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000 MLFLOW_TRACKING_TOKEN=$(cat mlflow-server/token)":
+        "an export for the shell that follows; tests/test_team.py and tests/test_ray.py log with the token",
     'make remote REMOTE=$PWD/../linclass-dvc && git commit -m "team DVC remote" .dvc/config':
         "writes outside the project; tests/test_ray.py uses a directory remote",
     "git push origin HEAD": "needs the Ray set-up's git remote; tests/test_ray.py",

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import threading
@@ -58,8 +59,11 @@ def mlflow_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with serving(mlflow_server_cmd(folder, port), url, folder / "server.log",
-                 env={**env_for_pipeline(), **MLFLOW_SERVER_ENV}):
+    token = secrets.token_urlsafe(16)   # behind the guard with a token, as `make server`: the nodes need it too
+    with serving([*mlflow_server_cmd(folder, port), "--app-name", "linclass"], url, folder / "server.log",
+                 env={**env_for_pipeline(), **MLFLOW_SERVER_ENV, "LINCLASS_SERVER_TOKEN": token}), \
+            pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_TOKEN", token)   # this process's MlflowClient
         yield url
 
 
@@ -98,7 +102,8 @@ def project(tmp_path_factory, archive, mlflow_server):
     overrides = (f"data.url={url}", f"data.md5={md5}", *SMALL)
     project = make_project_with_remotes(tmp_path_factory.mktemp("ray"), overrides)
     project.overrides = overrides
-    project.server_env = {**project.env, "MLFLOW_TRACKING_URI": mlflow_server}
+    project.server_env = {**project.env, "MLFLOW_TRACKING_URI": mlflow_server,
+                          "MLFLOW_TRACKING_TOKEN": os.environ["MLFLOW_TRACKING_TOKEN"]}
     return project
 
 

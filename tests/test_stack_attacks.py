@@ -230,17 +230,24 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
     make = ["make", "-s", "-f", str(ROOT / "Makefile"), f"VENV={venv}", "-o", f"{venv}/bin/.installed", target,
             f"PORT={url.rsplit(':', 1)[1]}"]
     with serving(make, url, folder / "server.log", cwd=folder):
-        assert assistant_attack(url, chat) == [403, 403, 403]
+        # the tracking server answers only its token (a browser's login: any name, the token as password)
+        auth = ("anyone", (folder / "mlflow-server" / "token").read_text().strip()) if target == "server" else None
+        assert assistant_attack(url, chat, auth) == [403, 403, 403]
         assert call(url, "/api/2.0/mlflow/experiments/create", "POST",
-                    {"name": "evil", "artifact_location": f"file://{base}"})[0] == 400
+                    {"name": "evil", "artifact_location": f"file://{base}"}, auth)[0] == 400
         if target == "ui":
             ui_pages_load_behind_the_guard(url, folder / "server.log")
-        # another local account: the UI of the project's own store does not answer it; the tracking server has no
-        # logins (docs/team.md), but its database and artifacts are not readable from disk
+        else:
+            for wrong in (None, ("anyone", auth[1][:-1]), ("anyone", "")):
+                status, headers, _, _ = call(url, "/api/2.0/mlflow/experiments/search?max_results=5", auth=wrong)
+                assert status == 401 and headers.get("www-authenticate") == 'Basic realm="linclass"', wrong
+            assert call(url, "/api/2.0/mlflow/experiments/search?max_results=5", auth=auth)[0] == 200
+        # another local account: the UI of the project's own store does not answer it, nor the tracking server
+        # without the token; neither's database and artifacts are readable from disk
         other = as_other([sys.executable, "-I", "-S", "-c", OTHER_ACCOUNT, url])
-        assert other.stdout.split() == (["403", "403"] if target == "ui" else ["200", "200"]), other.stderr[-2000:]
+        assert other.stdout.split() == (["403", "403"] if target == "ui" else ["401", "401"]), other.stderr[-2000:]
     if target == "server":
-        for path in (folder / "mlflow-server", folder / "mlflow-server" / "mlflow.db"):
+        for path in (folder / "mlflow-server", *(folder / "mlflow-server" / name for name in ("mlflow.db", "token"))):
             assert as_other(["ls", str(path)]).returncode != 0, f"another account reads {path}"
     assert chat.chats == [] and not chat.marker.exists()
 

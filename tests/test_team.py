@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import subprocess
@@ -46,7 +47,10 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
     url = f"http://127.0.0.1:{free_port()}"
     port = url.rsplit(":", 1)[1]
-    with serving([*MAKE, "server", f"PORT={port}"], url, folder / "server.log", cwd=folder, env=env_for_pipeline()):
+    with serving([*MAKE, "server", f"PORT={port}"], url, folder / "server.log", cwd=folder, env=env_for_pipeline()), \
+            pytest.MonkeyPatch.context() as patch:
+        # what `make server` prints for its clients: this process's MlflowClient and every command it starts
+        patch.setenv("MLFLOW_TRACKING_TOKEN", (folder / "mlflow-server" / "token").read_text().strip())
         yield url, folder / "mlflow-server"
 
 
@@ -58,7 +62,8 @@ def team_project(tmp_path_factory, synthetic_archive, server):
     url, _ = server
     project = make_project(tmp_path_factory.mktemp("team") / "project",
                            (f"data.url={path.as_uri()}", f"data.md5={md5}", *SMALL, *GRID_OVERRIDES))
-    project.server_env = {**project.env, "MLFLOW_TRACKING_URI": url}
+    project.server_env = {**project.env, "MLFLOW_TRACKING_URI": url,
+                          "MLFLOW_TRACKING_TOKEN": os.environ["MLFLOW_TRACKING_TOKEN"]}
     with warm_stages(project) as warm:
         project.repro_output = project.dvc("repro", env={**project.server_env, **warm}).stdout
     project.head = project.run("git", "rev-parse", "HEAD").stdout.strip()
@@ -227,3 +232,21 @@ def test_evaluates_moving_the_champion_at_once_all_succeed(server):
     assert at_once(lambda version: registry.set_champion(client, name, version, selection), 15, False) == []
     champion = client.get_model_version_by_alias(name, registry.CHAMPION)
     assert {key: champion.tags[key] for key in selection} == {key: str(value) for key, value in selection.items()}
+
+
+@pytest.mark.parametrize("token", [None, "not-the-token"])
+def test_a_stage_without_the_servers_token_is_one_line_before_any_work(team_project, server, token):
+    project, (url, _) = team_project, server
+    env = {k: v for k, v in project.server_env.items() if k != "MLFLOW_TRACKING_TOKEN"}
+    if token:
+        env["MLFLOW_TRACKING_TOKEN"] = token
+    weights = (project.path / "models/svm-l2/W.npy").read_bytes()
+    proc = project.run(str(BIN / "python"), "pipeline/train.py", "--loss", "svm", "--regularizer", "l2",
+                       env={**env, "PYTHONPATH": "src", "OPENBLAS_NUM_THREADS": "1"}, check=False)
+    lines = proc.stderr.strip().splitlines()
+    who = "MLFLOW_TRACKING_TOKEN" if token else "no user and no token"
+    assert proc.returncode == 1 and lines == [
+        f"error: MLflow server {url} rejected the credentials of {who} (HTTP 401): check MLFLOW_TRACKING_USERNAME / "
+        "MLFLOW_TRACKING_PASSWORD (the team stack's logins) or MLFLOW_TRACKING_TOKEN (the token of `make server`)"], \
+        proc.stderr
+    assert (project.path / "models/svm-l2/W.npy").read_bytes() == weights, "no training happened"

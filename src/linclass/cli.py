@@ -427,7 +427,8 @@ def server(host: Annotated[str, typer.Option(help="the address to listen on; 0.0
                                                                       "mlflow-server/)")] = None,
            artifacts: Annotated[str | None, typer.Option(help="a folder or s3://... (default: "
                                                                   "mlflow-server/artifacts)")] = None):
-    """A tracking server that the pipeline and teammates log to (export MLFLOW_TRACKING_URI=http://HOST:PORT)."""
+    """A tracking server that the pipeline and teammates log to; it answers only its token (mlflow-server/token):
+    export MLFLOW_TRACKING_URI=http://HOST:PORT MLFLOW_TRACKING_TOKEN=$(cat mlflow-server/token)."""
     from linclass.tracking import serve
 
     serve.server(host, port, backend_store, artifacts)

@@ -15,6 +15,9 @@ For every client, admins included, it
 - answers 400, not 500, to a body that is not a JSON object or does not fit the endpoint's protobuf
   message, and to a malformed GraphQL request;
 - takes database text (SQL statements, driver messages) out of error answers; the server's log keeps it;
+- with LINCLASS_SERVER_TOKEN set (`make server`): answers only requests that carry that token, as a bearer token
+  (MLflow's clients send MLFLOW_TRACKING_TOKEN so) or as the password of a browser's login (any user name);
+  others get 401, but for GET /health (liveness, no data);
 - with LINCLASS_OWNER_ONLY=1 (`make ui`, the UI of the project's own store): answers only connections from
   processes of the account it runs as (the owner of the client's socket, read from the kernel's socket table);
   any other local account gets 403 instead of reading, changing and deleting the project's runs;
@@ -306,6 +309,16 @@ def peer_uid(client: tuple[str, int] | None, server: tuple[str, int] | None) -> 
     return None
 
 
+def carries_token(header: str | None, token: str) -> bool:
+    """True when an Authorization header carries `token`: `Bearer <token>`, or Basic with it as the password."""
+    scheme, _, value = (header or "").partition(" ")
+    if scheme.lower() == "basic":
+        value = (basic_credentials(header) or ("", ""))[1]
+    elif scheme.lower() != "bearer":
+        return False
+    return secrets.compare_digest(value.strip().encode(), token.encode())
+
+
 class Guard:
     """ASGI app: the checks above, then MLflow's `app`."""
 
@@ -316,6 +329,7 @@ class Guard:
         self.floor = refusal_floor() if logins else 0.0
         self.in_flight: dict[bytes, asyncio.Event] = {}
         self.owner_only = os.environ.get("LINCLASS_OWNER_ONLY") == "1"
+        self.token = os.environ.get("LINCLASS_SERVER_TOKEN") or None
         if logins:
             from mlflow.server.auth import is_unprotected_route
             self.unprotected = is_unprotected_route
@@ -329,6 +343,11 @@ class Guard:
             return await answer(send, 403, "PERMISSION_DENIED", f"this server answers only the processes of uid "
                                 f"{os.getuid()}, the account it runs as")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.token and not (method == "GET" and path == "/health") \
+                and not carries_token(headers.get("authorization"), self.token):
+            return await answer(send, 401, "UNAUTHENTICATED", "this server answers only requests with its token: "
+                                "set MLFLOW_TRACKING_TOKEN (a browser: any user name, the token as password)",
+                                [(b"www-authenticate", b'Basic realm="linclass"')])
         credentials = basic_credentials(headers.get("authorization"))
         # MLflow sees the credentials the throttle counts, or none (its FastAPI routes read the first of several
         # Authorization headers, where `headers` kept the last)

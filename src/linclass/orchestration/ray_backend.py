@@ -567,10 +567,12 @@ def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[s
         while_data()
         data_lock = data.result()
     name, email = git_identity(root)
+    env = {"MLFLOW_TRACKING_URI": uri, "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+           "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):   # the token of `make server`: the nodes log with it too
+        env["MLFLOW_TRACKING_TOKEN"] = os.environ["MLFLOW_TRACKING_TOKEN"]
     return {"commit": commit, "git_url": git_url, "dvc_remote": dvc_remote, "tracking_uri": uri,
-            "experiment_id": experiment_id, "data_lock": data_lock,
-            "env": {"MLFLOW_TRACKING_URI": uri, "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
-                    "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}}
+            "experiment_id": experiment_id, "data_lock": data_lock, "env": env}
 
 
 def settle_runs(results: list[dict], sweep_id: str, uri: str, experiment_id: str) -> None:

@@ -100,9 +100,11 @@ def check_access(uri: str, experiment: str) -> None:
         found = MlflowClient(uri).get_experiment_by_name(experiment)
     except MlflowException as exc:
         if exc.error_code == "UNAUTHENTICATED":
-            who = f"user {user!r}" if user else "no user (MLFLOW_TRACKING_USERNAME is not set)"
-            raise TrackingError(f"MLflow server {where} rejected the credentials of {who} (HTTP 401): "
-                                "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD") from None
+            who = f"user {user!r}" if user else "MLFLOW_TRACKING_TOKEN" if os.environ.get("MLFLOW_TRACKING_TOKEN") \
+                else "no user and no token"
+            raise TrackingError(f"MLflow server {where} rejected the credentials of {who} (HTTP 401): check "
+                                "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (the team stack's logins) or "
+                                "MLFLOW_TRACKING_TOKEN (the token of `make server`)") from None
         if exc.error_code == "PERMISSION_DENIED":
             raise TrackingError(f"user {user!r} has no permission on MLflow experiment {experiment!r} at {where} "
                                 "(HTTP 403): ask its owner for one, or set tracking.experiment to your own") from None

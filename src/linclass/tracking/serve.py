@@ -6,13 +6,15 @@ are refused, artifacts stay under the server's root, malformed requests get a 40
 X-Forwarded-For (any local user could send one). Both listen on loopback unless told otherwise, run
 MLflow's GenAI job runner off (linclass does not use it, and it starts seven more processes) and take
 their database URLs from the environment, not argv. Their files are private (umask 077; mlflow-server/ 0700).
-The UI answers only its owner's processes (LINCLASS_OWNER_ONLY); the tracking server has no logins: every
-account that reaches its address reads, changes and deletes its runs (docs/team.md).
+The UI answers only its owner's processes (LINCLASS_OWNER_ONLY); the tracking server only requests that carry
+its token (LINCLASS_SERVER_TOKEN: mlflow-server/token, made once, 0600; clients send it as MLFLOW_TRACKING_TOKEN).
+One token for everyone who has it, no per-user logins: that is the team stack (docs/team.md).
 """
 from __future__ import annotations
 
 import errno
 import os
+import secrets
 import socket
 import sys
 from pathlib import Path
@@ -89,6 +91,19 @@ def ui(tracking: Tracking, port: int) -> None:
     _run_mlflow("ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP, env=env)
 
 
+def server_token(folder: Path) -> tuple[Path, str]:
+    """`folder`/token and the token it holds: made once (secrets.token_urlsafe, 0600), kept for later starts."""
+    path = folder / "token"
+    if not path.exists():
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    token = path.read_text().strip()
+    if len(token) < 16:   # an emptied file would leave the server open
+        raise RuntimeError(f"{path} holds {len(token)} characters, not a token (at least 16): delete it, and "
+                           "the server makes a new one")
+    return path, token
+
+
 def server(host: str, port: int, backend_store: str | None, artifacts: str | None) -> None:
     """`mlflow server` with a database backend and an artifact store it serves (clients up- and download
     through it): by default sqlite and a folder under mlflow-server/."""
@@ -99,8 +114,11 @@ def server(host: str, port: int, backend_store: str | None, artifacts: str | Non
     artifacts = artifacts or str(folder / "artifacts")
     if "://" not in artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **ENVIRONMENT,
+    token_file, token = server_token(folder)
+    env = {**os.environ, **ENVIRONMENT, "LINCLASS_SERVER_TOKEN": token,
            "MLFLOW_BACKEND_STORE_URI": backend_store or f"sqlite:///{folder / 'mlflow.db'}"}
-    print(f"MLflow server on http://{host}:{port}: export MLFLOW_TRACKING_URI=http://{host}:{port}", flush=True)
+    print(f"MLflow server on http://{host}:{port}, answering requests with its token ({token_file}; in a "
+          f"browser: any user name, the token as password). Clients:\n"
+          f"export MLFLOW_TRACKING_URI=http://{host}:{port} MLFLOW_TRACKING_TOKEN=$(cat {token_file})", flush=True)
     _run_mlflow("server", "--artifacts-destination", artifacts, "--serve-artifacts", "--host", host, "--port",
                  str(port), "--workers", "1", *APP, env=env)
