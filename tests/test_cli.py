@@ -254,6 +254,8 @@ def make_copy(project_dir: Path, tmp_path: Path, with_venv: bool) -> Path:
         (dest / name).write_bytes((ROOT / name).read_bytes())
     if with_venv:
         (dest / ".venv").symlink_to(ROOT / ".venv")
+        if (ROOT / ".tools").is_dir():   # uv, where make installed it (not on PATH): not installed again here
+            (dest / ".tools").symlink_to(ROOT / ".tools")
         for name in ("pyproject.toml", "uv.lock"):
             os.utime(dest / name, (0, 0))   # older than .venv's stamp: make reinstalls nothing
     return dest
