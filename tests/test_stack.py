@@ -231,6 +231,28 @@ def test_a_user_without_permission_on_an_experiment_gets_403(stack, bob, admin_c
     assert stack.api("/api/2.0/mlflow/runs/create", user="carol", body={"experiment_id": experiment_id})[0] == 403
 
 
+def test_a_grant_on_an_experiment_that_does_not_exist_is_refused_and_nothing_is_created(stack, admin_client):
+    """`make user-add NAME=bob GRANT=nosuch=READ` created the experiment `nosuch` on the server and the user: a
+    typo became an empty experiment and a grant on it. Now one line names it and the experiments there are (a
+    close one as did-you-mean), before anything is created. The project's own experiment may be granted before
+    the pipeline's first run creates it (make user-add NAME=carol GRANT=linclass-cifar10=READ on a fresh stack)."""
+    before = sorted(e.name for e in admin_client.search_experiments())
+    for name, grant, expected in [("dora", "nosuch=READ", "no experiment 'nosuch' on the server; it has "),
+                                  ("dora", f"{EXPERIMENT[:-1]}O=READ", f"did you mean '{EXPERIMENT}'?")]:
+        proc = services(stack.env, "add-user", name, "--grant", grant, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and expected in lines[0], proc.stderr
+        assert "'Default'" in lines[0] and f"the project's own ({EXPERIMENT}, {EXPERIMENT}-studies)" in lines[0]
+        assert sorted(e.name for e in admin_client.search_experiments()) == before, "no experiment was created"
+        assert not (stack.folder / "users" / f"{name}.env").exists()
+        assert stack.api(f"/api/2.0/mlflow/users/get?username={name}", user="admin",
+                         password=stack.secrets["MLFLOW_AUTH_ADMIN_PASSWORD"])[0] == 404, "no user half-made"
+    services(stack.env, "add-user", "dora", "--grant", f"{EXPERIMENT}-studies=READ")
+    experiment = admin_client.get_experiment_by_name(f"{EXPERIMENT}-studies")
+    assert experiment is not None
+    assert stack.api(f"/api/2.0/mlflow/experiments/get?experiment_id={experiment.experiment_id}", user="dora")[0] == 200
+
+
 def test_a_password_in_the_data_url_is_refused_in_one_line(tmp_path, private_archive):
     url, md5 = private_archive
     project = make_project(tmp_path / "p", (f"data.url={url}", f"data.md5={md5}", *SMALL))

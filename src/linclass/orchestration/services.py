@@ -594,6 +594,8 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
         raise ServiceError("the stack is not up: `linclass services up` first")
     url, admin = local_url(state), secrets_of(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
     check_listener(folder, url, "the admin password")
+    for experiment, _ in grants:   # before the user is created: a mistyped experiment leaves nothing behind
+        check_grantable(url, admin, experiment)
     password = secrets.token_urlsafe(18)
     code, body = api(url, "/api/2.0/mlflow/users/create", user=ADMIN, password=admin,
                      body={"username": name, "password": password})
@@ -605,12 +607,57 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
     return path
 
 
+def project_experiments(root: Path | None = None) -> list[str]:
+    """The MLflow experiments the project's pipeline logs to (params.yaml's tracking.experiment, else the default,
+    and its studies experiment): a grant may name them before the first run has created them."""
+    import yaml
+
+    from linclass.settings import Tracking
+
+    path = (root or Path.cwd()) / "params.yaml"
+    experiment = Tracking().experiment
+    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+        experiment = (yaml.safe_load(path.read_text()).get("tracking") or {}).get("experiment") or experiment
+    return [experiment, experiment + "-studies"]
+
+
+def experiment_names(url: str, admin_password: str) -> list[str]:
+    """The names of the server's active experiments."""
+    names, token = [], None
+    while True:
+        code, body = api(url, "/api/2.0/mlflow/experiments/search", user=ADMIN, password=admin_password,
+                         body={"max_results": 1000, **({"page_token": token} if token else {})})
+        if code != 200:
+            raise ServiceError(f"cannot list the experiments: HTTP {code} {body.get('message', body)}")
+        names += [e["name"] for e in body.get("experiments") or []]
+        token = body.get("next_page_token")
+        if not token:
+            return names
+
+
+def check_grantable(url: str, admin_password: str, experiment: str) -> None:
+    """ServiceError (one line: the experiments there are, a close one) unless `experiment` exists on the server
+    or is one of the project's own (project_experiments), which `grant` creates ahead of the pipeline's first run."""
+    names = experiment_names(url, admin_password)
+    if experiment in names or experiment in project_experiments():
+        return
+    import difflib
+
+    close = difflib.get_close_matches(experiment, [*names, *project_experiments()], n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ServiceError(f"--grant: no experiment {experiment!r} on the server; {hint}it has "
+                       f"{', '.join(repr(n) for n in sorted(names)) or 'none'}; the project's own "
+                       f"({', '.join(project_experiments())}) may be granted before its first run creates it")
+
+
 def grant(url: str, admin_password: str, user: str, experiment: str, permission: str) -> None:
     if permission not in PERMISSIONS:
         raise ServiceError(f"permission {permission!r} is not one of {', '.join(PERMISSIONS)}")
     code, body = api(url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={quote(experiment)}",
                      user=ADMIN, password=admin_password)
-    if code == 404:
+    if code == 404 and experiment not in project_experiments():
+        check_grantable(admin_password=admin_password, url=url, experiment=experiment)   # says why, one line
+    if code == 404:   # one of the project's own, before the pipeline's first run made it
         code, body = api(url, "/api/2.0/mlflow/experiments/create", user=ADMIN, password=admin_password,
                          body={"name": experiment})
         experiment_id = body.get("experiment_id")
