@@ -460,3 +460,16 @@ def test_a_sweep_rebuilds_the_report_only_when_the_workspace_has_its_inputs(tmp_
     (tmp_path / "reports" / "evaluation").mkdir(parents=True)   # hyperparameter_map's own output may be missing
     assert report_to_rebuild(lock) == ["report"]
     assert report_to_rebuild({"hyperparameter_map": {}}) == []
+
+
+@pytest.mark.parametrize("uri", [None, "file:{root}/mlruns"])
+def test_reap_in_a_clone_that_never_ran_creates_no_store(tmp_path, uri):
+    """`make reap` in a fresh clone created an empty MLflow store (mlflow.db and its lock) to find no run in it.
+    Now it says there is no store and creates nothing; with a store it reaps as before (tests/test_kill_resume.py)."""
+    project = make_project(tmp_path / "p")
+    env = {**project.env, **({"MLFLOW_TRACKING_URI": uri.format(root=project.path)} if uri else {})}
+    before = snapshot(project.path)
+    proc = project.run(LINCLASS, "reap", env=env)
+    store = project.path / ("mlflow.db" if uri is None else "mlruns")
+    assert proc.stdout.strip() == f"no MLflow store at {store}: nothing to reap (nothing was created)", proc.stdout
+    assert snapshot(project.path) == before, "reap created files"

@@ -437,11 +437,33 @@ def server(host: Annotated[str, typer.Option(help="the address to listen on; 0.0
 @app.command()
 def reap():
     """Mark KILLED the MLflow runs of this machine whose process is gone (every stage also does it)."""
-    from linclass.tracking.runs import reap_all
+    from linclass.tracking.runs import project_root, reap_all, resolve_tracking_uri
 
-    uri, killed = reap_all(_params().tracking)
+    tracking = _params().tracking
+    missing = missing_local_store(resolve_tracking_uri(tracking.uri, project_root()))
+    if missing is not None:   # MLflow would create an empty store there, to find no run in it
+        typer.echo(f"no MLflow store at {missing}: nothing to reap (nothing was created)")
+        return
+    uri, killed = reap_all(tracking)
     typer.echo(f"MLflow store {uri}: {len(killed)} run(s) whose process is gone marked KILLED: "
                f"{' '.join(killed) or '-'}")
+
+
+def missing_local_store(uri: str) -> Path | None:
+    """The path of a local store (an sqlite file, a file: or plain folder) that does not exist, else None."""
+    from urllib.parse import unquote, urlsplit
+
+    from linclass.tracking.store import sqlite_path
+
+    if uri.startswith("sqlite:"):
+        path = sqlite_path(uri)
+    elif uri.startswith("file:"):
+        path = Path(unquote(urlsplit(uri).path))
+    elif "://" not in uri:
+        path = Path(uri)
+    else:
+        return None
+    return path if path is not None and not path.exists() else None
 
 
 def _params():
