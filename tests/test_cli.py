@@ -302,33 +302,64 @@ def test_make_sweep_names_the_make_variable(project, tmp_path, variables, named)
     assert (copy / "params.yaml").read_bytes() == params and not (copy / "data").exists()
 
 
-def test_experiments_shows_only_the_settings_that_differ(tmp_path):
-    """`linclass experiments` on real DVC experiments: the champion columns, and of the settings only the one
-    an experiment changed (DVC's --keep exempts a column from --only-changed: every setting was shown)."""
+STAND_IN_TRAIN = """import json, pathlib, yaml
+p = yaml.safe_load(open('params.yaml'))
+strength = p['regularizer']['l2']['strength']
+pathlib.Path('metrics/train').mkdir(parents=True, exist_ok=True)
+for loss in p['grid']['losses']:
+    val = (0.4 if loss == 'svm' else 0.3) + strength
+    json.dump({'val_accuracy': val, 'val_accuracy_low': val - 0.05, 'val_accuracy_high': val + 0.05,
+               'weights_md5': f'{loss}-{strength}'}, open(f'metrics/train/{loss}-l2.json', 'w'))
+"""
+STAND_IN_EVALUATE = """import json, pathlib, yaml
+p = yaml.safe_load(open('params.yaml'))
+trained = {f'{loss}-l2': json.load(open(f'metrics/train/{loss}-l2.json')) for loss in p['grid']['losses']}
+json.dump({name: {'test_accuracy': 0.25, 'test_accuracy_low': 0.2, 'test_accuracy_high': 0.3,
+                  'weights_md5': t['weights_md5']} for name, t in trained.items()}, open('metrics/test.json', 'w'))
+json.dump({'champion': max(trained, key=lambda n: trained[n]['val_accuracy']), 'val': {}, 'test': {}},
+          open('metrics/champion.json', 'w'))
+"""
+
+
+def test_experiments_shows_each_revision_s_own_champion_and_the_settings_that_differ(tmp_path):
+    """`linclass experiments` on real DVC experiments, with stand-ins of train@ and evaluate that write the
+    pipeline's metrics files. A grid point (an experiment that ran the train stage only) showed its baseline's
+    champion and the champion's accuracies, of a model its grid does not even have: now '-' and a line saying
+    why; a revision that evaluated shows its own champion. The columns are named as `linclass compare`'s
+    (revision, val_accuracy (95%), test_accuracy (95%)); of the settings only those that differ are shown."""
     env = {**env_for_pipeline(), "COLUMNS": "300"}
     (tmp_path / "conf").mkdir()
-    (tmp_path / "params.yaml").write_text("loss:\n  svm:\n    delta: 1.0\nregularizer:\n  l2:\n    strength: 0.001\n"
-                                          "train:\n  epochs: 40\n")
-    (tmp_path / "champion.py").write_text(
-        "import json, pathlib, yaml\n"
-        "strength = yaml.safe_load(open('params.yaml'))['regularizer']['l2']['strength']\n"
-        "pathlib.Path('metrics').mkdir(exist_ok=True)\n"
-        "json.dump({'champion': 'svm-l2', 'val': {'champion_accuracy': 0.4 + strength},\n"
-        "           'test': {'champion_accuracy': 0.3}}, open('metrics/champion.json', 'w'))\n")
+    (tmp_path / "params.yaml").write_text("grid:\n  losses: [svm, softmax]\n  regularizers: [l2]\n"
+                                          "regularizer:\n  l2:\n    strength: 0.001\ntrain:\n  epochs: 40\n")
+    (tmp_path / "train.py").write_text(STAND_IN_TRAIN)
+    (tmp_path / "evaluate.py").write_text(STAND_IN_EVALUATE)
+    python = BIN / "python"
     (tmp_path / "dvc.yaml").write_text(
-        f"stages:\n  evaluate:\n    cmd: {BIN / 'python'} champion.py\n    deps: [champion.py]\n"
-        "    params: [loss, regularizer, train]\n    metrics:\n    - metrics/champion.json:\n        cache: false\n")
-    for argv in (["git", "init", "-q", "-b", "main"], [str(BIN / "dvc"), "init", "-q"],
-                 [str(BIN / "dvc"), "repro", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "baseline"],
-                 [str(BIN / "dvc"), "exp", "run", "-q", "-S", "regularizer.l2.strength=0.01"]):
+        f"stages:\n  train:\n    cmd: {python} train.py\n    deps: [train.py]\n    params: [grid, regularizer]\n"
+        "    metrics:\n    - metrics/train:\n        cache: false\n"
+        f"  evaluate:\n    cmd: {python} evaluate.py\n    deps: [evaluate.py, metrics/train]\n    params: [grid]\n"
+        "    metrics:\n    - metrics/test.json:\n        cache: false\n    - metrics/champion.json:\n"
+        "        cache: false\n")
+    dvc = str(BIN / "dvc")
+    for argv in (["git", "init", "-q", "-b", "main"], [dvc, "init", "-q"], [dvc, "repro", "-q"], ["git", "add", "-A"],
+                 ["git", "commit", "-q", "-m", "baseline"],
+                 # what a point of `linclass grid` runs: its one model's train stage, not evaluate
+                 [dvc, "exp", "run", "-q", "--temp", "-n", "grid-softmax-l2", "-S", "grid.losses=[softmax]",
+                  "-S", "regularizer.l2.strength=0.01", "train"],
+                 [dvc, "exp", "run", "-q", "--temp", "-n", "stronger", "-S", "regularizer.l2.strength=0.02"]):
         subprocess.run(argv, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
     proc = subprocess.run([LINCLASS, "experiments"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    header = next(line for line in proc.stdout.splitlines() if "Experiment" in line).split()
-    assert sorted(header) == ["Created", "Experiment", "champion", "regularizer.l2.strength",
-                              "test.champion_accuracy", "val.champion_accuracy"], proc.stdout
-    assert "0.01 " in proc.stdout and "0.401" in proc.stdout, proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["revision", "created", "champion", "val_accuracy", "(95%)", "test_accuracy", "(95%)",
+                                "grid.losses", "regularizer.l2.strength"], proc.stdout
+    rows = {line.split()[0]: line for line in lines[1:] if line.split() and not line.startswith("(")}
+    assert rows["grid-softmax-l2"].split()[3:6] == ["-", "-", "-"], proc.stdout   # no champion, no accuracies
+    assert rows["grid-softmax-l2"].split()[-2:] == ["[softmax]", "0.01"], proc.stdout
+    assert "svm-l2 0.4200 [0.3700, 0.4700] 0.2500 [0.2000, 0.3000]" in rows["stronger"], proc.stdout
+    assert "svm-l2 0.4010 [0.3510, 0.4510] 0.2500 [0.2000, 0.3000]" in rows["main"], proc.stdout
+    assert "champion '-': that revision did not evaluate its own models" in proc.stdout
 
 
 @pytest.mark.parametrize("argv, message", [

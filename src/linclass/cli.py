@@ -377,24 +377,17 @@ def compare():
     sweep.print_comparison(sweep.comparison_rows(sweep.exp_show()))
 
 
-# per experiment its champion and the champion's accuracies (metrics/champion.json), always shown, then those
-# of the settings below whose value differs between the rows: one column each, not one per model and metric
-# (16 models made the table too wide for any terminal). DVC's --keep also exempts a column from --only-changed,
-# so the settings are not kept but spared from --drop (every other column), then --only-changed drops the
-# unchanged ones.
-EXP_SHOWN = r"(?:Experiment|Created|champion|val\.champion_accuracy|test\.champion_accuracy)$"
-EXP_SETTINGS = (r"(?:grid\..*|train\.(?:epochs|batch_size|lr_decay)|loss\..*|regularizer\..*"
-                r"|features\.(?:learning_rate|strength)\..*)$")
-
-
 @app.command()
 def experiments():
-    """dvc exp show: each experiment's champion, its accuracies, and the settings that differ.
+    """Each revision (workspace, commits, DVC experiments): its champion with val/test accuracy, the settings
+    that differ.
 
-    Every model of each experiment: linclass compare."""
+    A revision that did not evaluate its own models (a point of the grid) shows no champion. Every model of
+    each revision: linclass compare."""
+    from linclass.orchestration import sweep
+
     at_project_root()
-    dvc("exp", "show", "--no-pager", "--only-changed", "--keep", EXP_SHOWN,
-        "--drop", f"(?!{EXP_SHOWN}|{EXP_SETTINGS})")
+    sweep.print_experiments(sweep.experiment_summary_rows(sweep.exp_show()))
 
 
 # ---- MLflow ----

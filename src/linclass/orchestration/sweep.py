@@ -44,6 +44,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -513,6 +514,95 @@ def print_comparison(rows: list[dict], title: str | None = None) -> None:
           "[low, high]: 95% Wilson interval)")
     if any(row["test_accuracy"] is None for row in rows):
         print(NOT_EVALUATED)
+
+
+# the settings `linclass experiments` shows when they differ between its rows (`make settings` names them)
+EXPERIMENT_SETTINGS = re.compile(r"(?:grid\..*|train\.(?:epochs|batch_size|lr_decay)|loss\..*|regularizer\..*"
+                                 r"|features\.(?:learning_rate|strength)\..*|preprocess\.(?:val_size|max_train))")
+
+
+def _revision_info(exp_show: list):
+    """(label, created, data) of the workspace, each baseline commit and each experiment (as _revisions)."""
+    for baseline in exp_show:
+        label = "workspace" if baseline.get("rev") == "workspace" else (baseline.get("name") or baseline["rev"][:7])
+        data = baseline.get("data") or {}
+        yield label, data.get("timestamp"), data
+        for experiment in baseline.get("experiments") or []:
+            revs = experiment.get("revs") or [{}]
+            data = revs[0].get("data") or {}
+            yield experiment.get("name") or revs[0].get("rev", "")[:7], data.get("timestamp"), data
+
+
+def revision_models(params: dict) -> list[tuple[str, str, str]]:
+    """(kind, loss, regularizer) of every model a revision's grid trains: on the pixels, then on each features."""
+    grid = params.get("grid") or {}
+    return [(kind, loss, reg) for kind in ["pixels", *(grid.get("features") or [])]
+            for loss in grid.get("losses") or [] for reg in grid.get("regularizers") or []]
+
+
+def own_champion(params: dict, metrics: dict) -> str | None:
+    """The champion of metrics/champion.json if that revision's evaluate chose it among its own models: its
+    metrics/test.json holds exactly the models of its grid, each measured on the weights it trained. A point of
+    the grid (train@<model> only) carries its baseline's champion.json and test.json, chosen among other models
+    (or other weights): None."""
+    chosen = ((metrics.get("metrics/champion.json") or {}).get("data") or {}).get("champion")
+    tested = (metrics.get("metrics/test.json") or {}).get("data") or {}
+    models = {}
+    for kind, loss, reg in revision_models(params):
+        name, trained = trained_model(metrics, loss, reg, kind)
+        models[name] = trained or {}
+    if not chosen or chosen not in models or set(tested) != set(models):
+        return None
+    if any(evaluated(trained, tested[name])["test_accuracy"] is None for name, trained in models.items()):
+        return None
+    return chosen
+
+
+def experiment_summary_rows(exp_show: list) -> list[dict]:
+    """One row per revision (`make experiments`): its name, when it was made, its champion with the champion's
+    validation and test accuracy and 95% intervals (the names of `linclass compare`; '-' where the revision did
+    not evaluate its own models: own_champion), and its settings (EXPERIMENT_SETTINGS, dotted as in params.yaml)."""
+    from linclass.config import flatten
+
+    rows = []
+    for label, created, data in _revision_info(exp_show):
+        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+        metrics = data.get("metrics") or {}
+        if not params and not metrics:
+            continue
+        champion = own_champion(params, metrics)
+        accuracies = {key: None for key in (*VAL_KEYS, *TEST_KEYS)}
+        if champion is not None:
+            kind, loss, reg = next(m for m in revision_models(params)
+                                   if trained_model(metrics, m[1], m[2], m[0])[0] == champion)
+            trained = trained_model(metrics, loss, reg, kind)[1] or {}
+            tested = ((metrics.get("metrics/test.json") or {}).get("data") or {}).get(champion) or {}
+            accuracies = {**{key: trained.get(key) for key in VAL_KEYS}, **evaluated(trained, tested)}
+        settings = {key: value for key, value in flatten(params).items() if EXPERIMENT_SETTINGS.fullmatch(key)}
+        rows.append({"revision": label, "created": (created or "")[:16].replace("T", " ") or "-",
+                     "champion": champion or "-", **accuracies, **settings})
+    return rows
+
+
+NO_CHAMPION = ("champion '-': that revision did not evaluate its own models (a point of make grid-parallel trains "
+               "one model and carries its baseline's metrics/champion.json; grid-all evaluates them together)")
+
+
+def print_experiments(rows: list[dict]) -> None:
+    """The rows (DVC's order: the workspace, each commit and its experiments), with only the settings that differ."""
+    import pandas as pd
+
+    if not rows:
+        print("no experiment yet: run `make repro` (or an experiment) first")
+        return
+    table = pd.DataFrame(rows)
+    fixed = ["revision", "created", "champion", *VAL_KEYS, *TEST_KEYS]
+    differ = [c for c in table.columns if c not in fixed and table[c].astype(str).nunique(dropna=False) > 1]
+    table = accuracy_columns(table[[*fixed, *differ]])
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+    print("([low, high]: the champion's 95% Wilson interval; every model of each revision: linclass compare)")
+    if any(row["champion"] == "-" for row in rows):
+        print(NO_CHAMPION)
 
 
 def check_features(features: str) -> None:
