@@ -100,7 +100,7 @@ sweep: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster) ## lea
 compare: venv ## every trained model: settings that differ, validation and test accuracy
 	$(LINCLASS) compare
 
-experiments: venv ## dvc exp show with the columns people compare
+experiments: venv ## each commit and experiment: its champion, its accuracies, the settings that differ
 	$(LINCLASS) experiments
 
 lecture: venv ## the lecture's worked examples computed (scores, SVM and softmax losses, W against 2W)

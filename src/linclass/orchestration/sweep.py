@@ -584,8 +584,9 @@ def experiment_summary_rows(exp_show: list) -> list[dict]:
     return rows
 
 
-NO_CHAMPION = ("champion '-': that revision did not evaluate its own models (a point of make grid-parallel trains "
-               "one model and carries its baseline's metrics/champion.json; grid-all evaluates them together)")
+NO_CHAMPION = ("champion '-': that revision did not evaluate its own models (not yet, or its results are not "
+               "committed; or a point of make grid-parallel, which trains one model and carries its baseline's "
+               "metrics/champion.json: grid-all evaluates them together)")
 
 
 def print_experiments(rows: list[dict]) -> None:
