@@ -31,9 +31,32 @@ REMOTE ?= $(CURDIR)/dvc-remote
 HOST ?= 127.0.0.1
 LINCLASS := $(BIN)/linclass
 
-.PHONY: help lint lock-check venv venv-team repro exp params settings grid-parallel sweep compare experiments lecture ui server \
-	store reap services-up services-down services-status user-add cluster-up cluster-down remote push pull \
+TARGETS := help lint lock-check venv venv-team repro exp params settings grid-parallel sweep compare experiments lecture \
+	ui server store reap services-up services-down services-status user-add cluster-up cluster-down remote push pull \
 	test test-fast test-release bench bench-stage bench-pipeline bench-grid bench-ray docs clean
+.PHONY: $(TARGETS)
+
+# A newcomer's slips, each one line before anything runs or installs: a mistyped target (make's own "No rule to
+# make target" names no alternative), settings given to a target that does not read them (make repro SET=...
+# ran the workspace's settings silently), a lower-case variable, or a setting given as a make variable
+# (make exp train.epochs=5). Goals with a / or a . are files (.venv/bin/.cluster, local.env) and pass.
+SETTINGS_GOALS := exp grid-parallel sweep
+GIVEN_SETTINGS := $(filter command line,$(origin SET) $(origin OVERRIDES))
+WORD_GOALS := $(strip $(foreach goal,$(MAKECMDGOALS),$(if $(findstring /,$(goal))$(findstring .,$(goal)),,$(goal))))
+UNKNOWN_GOAL := $(firstword $(filter-out $(TARGETS),$(WORD_GOALS)))
+DOTTED := $(strip $(foreach name,$(.VARIABLES),$(if $(findstring .,$(name)),$(if $(filter command line,$(origin $(name))),$(name)=$($(name))))))
+ifneq ($(UNKNOWN_GOAL),)
+$(error error: no target $(UNKNOWN_GOAL)$(shell $(PYTHON) -c 'import difflib, sys; \
+	close = difflib.get_close_matches(sys.argv[1], sys.argv[2:], 1); print(f"; did you mean make {close[0]}?" if close else "")' \
+	'$(UNKNOWN_GOAL)' $(TARGETS) 2>/dev/null) (make help lists the targets))
+else ifneq ($(filter command line,$(origin set) $(origin overrides)),)
+$(error error: make's variables are upper case: SET='...' (or OVERRIDES='...'), e.g. make exp SET='train.epochs=5')
+else ifneq ($(DOTTED),)
+$(error error: $(firstword $(DOTTED)) is a setting, not a make variable: make exp SET='$(DOTTED)')
+else ifneq ($(and $(GIVEN_SETTINGS),$(filter-out $(SETTINGS_GOALS),$(or $(WORD_GOALS),help))),)
+$(error error: make $(firstword $(filter-out $(SETTINGS_GOALS),$(or $(WORD_GOALS),help))) reads no SET or OVERRIDES \
+	(only make exp, grid-parallel and sweep do): make exp SET='$(strip $(SET) $(OVERRIDES))' runs an experiment with them)
+endif
 
 help: ## this list
 	@echo "linclass: linear classifiers on CIFAR-10 with DVC, Hydra and MLflow. Targets:"
@@ -82,7 +105,7 @@ repro: venv $(DATA_SOURCE) ## run the whole pipeline (download, preprocess, feat
 	$(LINCLASS) repro
 
 exp: venv ## one experiment in the workspace: make exp SET='train.epochs=5 regularizer.l2.strength=0.01'
-	$(LINCLASS) exp $(SET)
+	$(LINCLASS) exp $(SET) $(OVERRIDES)
 
 params: venv ## compose conf/ into params.yaml (after editing conf/ by hand)
 	$(LINCLASS) config
@@ -91,11 +114,11 @@ settings: venv ## every setting: default, what is allowed, what it means
 	$(LINCLASS) settings
 
 grid-parallel: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster) ## the 8 pixel combinations and the features models, JOBS at a time (BACKEND=ray: a Ray cluster)
-	$(LINCLASS) grid --jobs $(JOBS) --backend $(BACKEND) $(OVERRIDES)
+	$(LINCLASS) grid --jobs $(JOBS) --backend $(BACKEND) $(OVERRIDES) $(SET)
 
 sweep: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster) ## learning rate x strength: make sweep LOSS=softmax REG=l2 LRS=0.01,0.05 STRENGTHS=1e-4,1e-3 (FEATURES=hog_hist)
 	$(LINCLASS) sweep --loss '$(LOSS)' --regularizer '$(REG)' --learning-rates '$(LRS)' --strengths '$(STRENGTHS)' \
-	  --features '$(FEATURES)' --jobs $(JOBS) --backend $(BACKEND) $(OVERRIDES)
+	  --features '$(FEATURES)' --jobs $(JOBS) --backend $(BACKEND) $(OVERRIDES) $(SET)
 
 compare: venv ## every trained model: settings that differ, validation and test accuracy
 	$(LINCLASS) compare

@@ -288,6 +288,41 @@ def test_make_user_add_without_name_installs_nothing(project, tmp_path):
     assert not (copy / ".venv").exists() and not (copy / ".tools").exists(), "make user-add installed first"
 
 
+@pytest.mark.parametrize("args, line", [
+    (["expt"], "error: no target expt; did you mean make exp? (make help lists the targets)"),
+    (["reproo", "compare"], "error: no target reproo; did you mean make repro? (make help lists the targets)"),
+    (["xyz"], "error: no target xyz (make help lists the targets)"),
+    (["exp", "set=train.epochs=5"], "error: make's variables are upper case: SET='...' (or OVERRIDES='...'), "
+                                    "e.g. make exp SET='train.epochs=5'"),
+    (["exp", "train.epochs=5"], "error: train.epochs=5 is a setting, not a make variable: "
+                                "make exp SET='train.epochs=5'"),
+    (["repro", "SET=train.epochs=5"], "error: make repro reads no SET or OVERRIDES (only make exp, grid-parallel "
+                                      "and sweep do): make exp SET='train.epochs=5' runs an experiment with them"),
+    (["compare", "OVERRIDES=train.epochs=5"], "error: make compare reads no SET or OVERRIDES (only make exp, "
+     "grid-parallel and sweep do): make exp SET='train.epochs=5' runs an experiment with them"),
+])
+def test_a_mistyped_make_target_or_variable_is_one_line_and_runs_nothing(project, tmp_path, args, line):
+    """make's own "No rule to make target" named no alternative, and a SET that the target does not read (make
+    repro SET=...) or a setting given as a make variable (make exp train.epochs=5) was silently ignored."""
+    copy = make_copy(project.path, tmp_path, with_venv=False)
+    params = (copy / "params.yaml").read_bytes()
+    proc = make(copy, *args)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and line in proc.stderr, proc.stderr
+    assert (copy / "params.yaml").read_bytes() == params
+    assert not any((copy / name).exists() for name in (".venv", ".tools", "data", "local.env"))
+
+
+def test_set_and_overrides_reach_the_commands_that_read_settings(project, tmp_path):
+    """make exp OVERRIDES=... and make sweep SET=... pass the settings on (each used to ignore the other's name)."""
+    copy = make_copy(project.path, tmp_path, with_venv=False)
+    for target, shown in (("exp", "linclass exp train.epochs=5 loss.svm.delta=2"),
+                          ("sweep", "--backend local loss.svm.delta=2 train.epochs=5"),
+                          ("grid-parallel", "--backend local loss.svm.delta=2 train.epochs=5")):
+        proc = make(copy, "-n", target, "SET=train.epochs=5", "OVERRIDES=loss.svm.delta=2")
+        assert proc.returncode == 0 and shown in " ".join(proc.stdout.split()), proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("variables, named", [
     (["LRS=abc"], "error: --learning-rates (LRS of make sweep): 'abc' is not a number"),
     (["STRENGTHS=1e-3,x"], "error: --strengths (STRENGTHS of make sweep): 'x' is not a number"),
