@@ -122,6 +122,15 @@ def test_a_bad_option_value_is_named_in_its_line(tmp_path, argv, line):
     (["settings", "trian"], "error: no setting starts with 'trian'; the sections: data, preprocess, loss,"),
     (["exp"], "error: an experiment needs settings to change, e.g. linclass exp train.epochs=5"),
     (["exp", "train.epochs=2", "train.epochs=3"], "error: train.epochs is given twice"),
+    # Hydra's grammar: its lexer's message, a sweep's (--multirun, a flag linclass has not), a setting without a key
+    (["exp", "train..epochs=5"], "error: 'train..epochs=5' is not key=value in Hydra's syntax (check its dots, "
+                                 "brackets and quotes), e.g. train.epochs=5 or grid.losses=[svm,softmax]"),
+    (["config", "grid.losses=[svm"], "error: 'grid.losses=[svm' is not key=value in Hydra's syntax"),
+    (["config", "--check", "=5"], "error: '=5' names no setting: allowed key=value, e.g. train.epochs=5"),
+    (["exp", "train.epochs=5,6"], "error: train.epochs=5,6 gives several values: an experiment takes one per "
+                                  "setting (a list setting: key=[a,b]); several values: one make exp each"),
+    (["sweep", "--loss", "svm", "--regularizer", "l2", "--learning-rates", "0.01", "--strengths", "1e-3",
+      "train.epochs=range(1,3)"], "error: train.epochs=range(1,3) gives several values"),
 ])
 def test_a_request_that_would_do_nothing_or_guess_is_one_line_and_writes_nothing(project, argv, message):
     before = snapshot(project.path)

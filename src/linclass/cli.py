@@ -133,12 +133,38 @@ def warm_stages(threads: int | None = None) -> Iterator[None]:
                     os.environ[name] = value
 
 
+def one_value_each(overrides: list[str]) -> None:
+    """ValueError (one line, naming the override) for what Hydra's grammar refuses or reads as a sweep: its own
+    lines were a lexer's ("LexerNoViableAltException: train..epochs=5 ^ See https://hydra.cc/..."), a sweep's
+    ("Ambiguous value ... add --multirun to your command line", a flag linclass has not), or named no key at all
+    ("unknown setting ; known: ..."). The schema's checks of config.compose come after this one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for item in overrides:
+        if "=" not in item:
+            continue   # config.compose: "'train.epochs' sets nothing" (or a deletion, ~key)
+        try:
+            override = parser.parse_overrides([item])[0]
+        except OverrideParseException:
+            raise ValueError(f"{item!r} is not key=value in Hydra's syntax (check its dots, brackets and quotes), "
+                             "e.g. train.epochs=5 or grid.losses=[svm,softmax]") from None
+        if not override.key_or_group:
+            raise ValueError(f"{item!r} names no setting: allowed key=value, e.g. train.epochs=5 "
+                             "(linclass settings lists the keys)")
+        if override.is_sweep_override():
+            raise ValueError(f"{item} gives several values: an experiment takes one per setting (a list setting: "
+                             "key=[a,b]); several values: one make exp each (make sweep: learning rate x strength)")
+
+
 def checked(overrides: list[str] | None) -> tuple[list[str], int]:
     """The overrides, after composing conf/ with them (every setting checked; nothing written), and the BLAS
     threads of their train stages (train.blas_threads: what their warm interpreter loads)."""
     from linclass.config import compose
 
     overrides = list(overrides or [])
+    one_value_each(overrides)
     return overrides, compose("conf", overrides)["train"]["blas_threads"]
 
 
@@ -150,6 +176,7 @@ def config(overrides: Overrides = None,
     """Compose conf/ with OVERRIDES into params.yaml (what DVC does on `dvc exp run -S`), every setting checked."""
     from linclass.config import compose, flatten, write_params
 
+    one_value_each(list(overrides or []))
     if check:
         compose("conf", overrides or [])
         typer.echo("settings OK" + (f" with {' '.join(overrides)}" if overrides else ""))
