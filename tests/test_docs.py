@@ -288,6 +288,10 @@ def test_the_docs_commands_work_from_a_fresh_shell(project):
         proc = sh(cwd, project.env, actual)
         assert proc.returncode == 0, f"{command}: {show(proc)}"
         if command.startswith("make exp SET="):
+            # as make repro, it ends with the models' accuracies (DVC's own last line named none), then the way on
+            assert "metrics/test.json: " in proc.stdout, proc.stdout[-3000:]
+            assert proc.stdout.rstrip().splitlines()[-1].startswith("beside the models before it: make compare"), \
+                proc.stdout[-3000:]
             # DVC's design: the workspace holds the experiment just run, i.e. exactly its settings
             sets = dict(item.split("=", 1) for item in command.split("SET=", 1)[1].strip("'").split())
             changes = params_changes(committed, (project.path / "params.yaml").read_text())

@@ -242,13 +242,18 @@ def print_test_accuracies(path: Path) -> None:
 
 @app.command()
 def exp(overrides: Overrides = None):
-    """One experiment in the workspace with OVERRIDES (dvc exp run -S ...), checked before DVC starts."""
+    """One experiment in the workspace with OVERRIDES (dvc exp run -S ...), checked before DVC starts; then its
+    models' accuracies."""
     if not overrides:
         raise ValueError("an experiment needs settings to change, e.g. linclass exp train.epochs=5 "
                          "(make exp SET='train.epochs=5'); the workspace as it is: linclass repro (make repro)")
     overrides, threads = checked(overrides)
     with one_pipeline_at_a_time(), warm_stages(threads):
         dvc("exp", "run", *(arg for o in overrides for arg in ("-S", o)))
+    # as make repro does (DVC's own last line, "Experiment results have been applied to your workspace", showed
+    # no number); beside the earlier runs: make compare
+    print_test_accuracies(Path("metrics/test.json"))
+    typer.echo("beside the models before it: make compare (linclass compare)")
 
 
 Backend = Annotated[str, typer.Option(help="local (DVC's queue) or ray (a Ray cluster)")]
