@@ -97,6 +97,9 @@ def test_help_at_every_level_creates_no_file(tmp_path, project, where):
     (["grid", "--jobs", "0"], "error: Invalid value for '--jobs' / '-j': Input should be greater than or equal to 1"),
     (["ui", "--port", "x"], "error: Invalid value for '--port'"),
     (["grid", "--nope"], "error: No such option: --nope (linclass grid -h lists the options)"),
+    (["ui", "--port"], "error: Option '--port' requires an argument. (linclass ui -h lists the options)"),
+    (["services", "add-user", "--grant"],
+     "error: Option '--grant' requires an argument. (linclass services add-user -h lists the options)"),
 ])
 def test_a_bad_or_missing_option_is_one_line(tmp_path, argv, message):
     proc = subprocess.run([LINCLASS, *argv], cwd=tmp_path, env=env_for_pipeline(), capture_output=True, text=True)

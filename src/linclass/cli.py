@@ -11,7 +11,8 @@
     linclass push / pull                the team's DVC remote                         make push / pull
     linclass lecture                    the lecture's worked examples, computed        make lecture
 
-Every command checks its input first: a bad value is one line (`error: ...`) and exit status 1, before
+Every command checks its input first: a bad value is one line (`error: ...`) and exit status 1 (2 for a bad
+or missing option), before
 anything runs or is written. `--help` at every level only prints.
 """
 from __future__ import annotations
@@ -626,7 +627,11 @@ def main() -> None:
                 typer.echo(exc.format_message())
             sys.exit(0)
         ctx = getattr(exc, "ctx", None)
-        where = f" ({ctx.command_path} -h lists the options)" if ctx is not None else ""
+        if ctx is not None:
+            where = f" ({ctx.command_path} -h lists the options)"
+        else:   # an option without its value (`linclass ui --port`) comes without the command's context
+            words = [word for word in sys.argv[1:3] if not word.startswith("-")]
+            where = f" ({' '.join(['linclass', *words])} -h lists the options)"
         given = given_value(getattr(exc, "param", None), sys.argv[1:])
         print(f"error: {message}{'' if given is None else f', not {given!r}'}{where}", file=sys.stderr)
         sys.exit(exc.exit_code)
