@@ -27,7 +27,7 @@ LRS ?= 0.01,0.02,0.05
 STRENGTHS ?= 1e-4,1e-3,1e-2
 FEATURES ?= pixels
 BACKEND ?= local
-REMOTE ?= $(CURDIR)/dvc-remote
+REMOTE ?=
 HOST ?= 127.0.0.1
 LINCLASS := $(BIN)/linclass
 
@@ -161,8 +161,10 @@ cluster-up: $(BIN)/.cluster ## a Ray cluster on this machine (127.0.0.2 and 127.
 cluster-down: $(BIN)/.cluster ## stop it
 	$(LINCLASS) cluster down
 
-remote: venv ## the team's DVC remote (commit .dvc/config): make remote REMOTE=/shared/linclass-dvc
-	dvc remote add --default --force team $(REMOTE)
+remote: ## the team's DVC remote (commit .dvc/config): make remote REMOTE=/shared/linclass-dvc
+	@test -n "$(REMOTE)" || { echo "error: REMOTE is not set: make remote REMOTE=/shared/linclass-dvc (a folder every teammate reaches) or REMOTE=s3://bucket/path" >&2; exit 1; }
+	$(MAKE) --no-print-directory venv
+	dvc remote add --default --force team '$(REMOTE)'
 	dvc remote list
 
 push: venv ## send outputs and the run-cache to the DVC remote

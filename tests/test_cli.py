@@ -300,6 +300,19 @@ def test_make_user_add_without_name_installs_nothing(project, tmp_path):
     assert not (copy / ".venv").exists() and not (copy / ".tools").exists(), "make user-add installed first"
 
 
+def test_make_remote_without_remote_writes_nothing(project, tmp_path):
+    """It used to add a folder inside the clone (./dvc-remote, git-ignored) as the team's remote, in the
+    .dvc/config the README says to commit: a remote no teammate reaches."""
+    copy = make_copy(project.path, tmp_path, with_venv=False)
+    config = (copy / ".dvc" / "config").read_bytes() if (copy / ".dvc" / "config").exists() else None
+    proc = make(copy, "remote")
+    assert proc.returncode != 0
+    assert proc.stderr.splitlines()[0] == ("error: REMOTE is not set: make remote REMOTE=/shared/linclass-dvc "
+                                           "(a folder every teammate reaches) or REMOTE=s3://bucket/path"), proc.stderr
+    assert ((copy / ".dvc" / "config").read_bytes() if (copy / ".dvc" / "config").exists() else None) == config
+    assert not (copy / ".venv").exists() and not (copy / ".tools").exists(), "make remote installed first"
+
+
 @pytest.mark.parametrize("args, line", [
     (["expt"], "error: no target expt; did you mean make exp? (make help lists the targets)"),
     (["reproo", "compare"], "error: no target reproo; did you mean make repro? (make help lists the targets)"),
