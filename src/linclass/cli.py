@@ -243,8 +243,7 @@ def print_test_accuracies(path: Path) -> None:
 
 @app.command()
 def exp(overrides: Overrides = None):
-    """One experiment in the workspace with OVERRIDES (dvc exp run -S ...), checked before DVC starts; then its
-    models' accuracies."""
+    """One experiment in the workspace with OVERRIDES (dvc exp run -S ...), checked first; then its accuracies."""
     if not overrides:
         raise ValueError("an experiment needs settings to change, e.g. linclass exp train.epochs=5 "
                          "(make exp SET='train.epochs=5'); the workspace as it is: linclass repro (make repro)")
