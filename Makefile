@@ -41,7 +41,7 @@ TARGETS := help lint lock-check venv venv-team repro exp params settings grid-pa
 # ran the workspace's settings silently), a lower-case variable, or a setting given as a make variable
 # (make exp train.epochs=5). Goals with a / or a . are files (.venv/bin/.cluster, local.env) and pass.
 SETTINGS_GOALS := exp grid-parallel sweep
-GIVEN_SETTINGS := $(filter command line,$(origin SET) $(origin OVERRIDES))
+GIVEN_SETTINGS := $(strip $(foreach name,SET OVERRIDES,$(if $(filter command line,$(origin $(name))),$($(name)))))
 WORD_GOALS := $(strip $(foreach goal,$(MAKECMDGOALS),$(if $(findstring /,$(goal))$(findstring .,$(goal)),,$(goal))))
 UNKNOWN_GOAL := $(firstword $(filter-out $(TARGETS),$(WORD_GOALS)))
 DOTTED := $(strip $(foreach name,$(.VARIABLES),$(if $(findstring .,$(name)),$(if $(filter command line,$(origin $(name))),$(name)=$($(name))))))
