@@ -97,9 +97,15 @@ def test_value_override(reference):
     ("train.learning_rate=0.1", "unknown setting train.learning_rate; known keys of train: epochs, batch_size, "
                                 "lr_decay, init_scale, l1_step, seed, blas_threads; learning_rate is a key of "
                                 "loss.svm, loss.squared_svm, loss.softmax, studies.hard_cases"),
-    ("loss=hinge", "loss=hinge is not an option of the group loss (options: default)"),
+    ("loss=hinge", "loss=hinge: the losses trained are grid.losses, a list of 'svm', 'squared_svm', 'softmax' "
+                   "(e.g. grid.losses=[svm])"),
     ("train.epochs=abc", "train.epochs='abc' is not an integer >= 1"),
-    ("grid.losses=[hinge]", "grid.losses[0]='hinge' is out of range: allowed 'svm', 'squared_svm' or 'softmax'"),
+    ("grid.losses=[hinge]", "grid.losses[0]='hinge' is not one of 'svm', 'squared_svm', 'softmax'"),
+    ("grid.regularizers=[L2]", "grid.regularizers[0]='L2' is not one of 'none', 'l1', 'l2', 'elasticnet'; did you "
+                               "mean 'l2'?"),
+    ("train.l1_step=proximl", "train.l1_step='proximl' is not one of 'subgradient', 'proximal'; did you mean "
+                              "'proximal'?"),
+    ("train.epochs=true", "train.epochs=true is not an integer >= 1"),
 ])
 def test_a_mistyped_or_bad_override_is_one_line_naming_it(override, message):
     with pytest.raises(ConfigError) as info:
@@ -112,8 +118,11 @@ def test_a_mistyped_or_bad_override_is_one_line_naming_it(override, message):
     (["train.epochs=2", "train.epochs=3"],
      "train.epochs is given twice (train.epochs=2 and train.epochs=3): give it once"),
     (["train.epochs"], "'train.epochs' sets nothing: allowed key=value, e.g. train.epochs=5"),
-    (["loss=svn"], "loss=svn is not an option of the group loss (options: default); one setting is loss.<name>=value "
-                   "(linclass settings loss); which are trained: grid.losses, e.g. grid.losses=[svm]"),
+    (["loss=svn"], "loss=svn: the losses trained are grid.losses, a list of 'svm', 'squared_svm', 'softmax' (did "
+                   "you mean grid.losses=[svm]?); one loss's setting is loss.<name>.<key>=value (linclass settings "
+                   "loss)"),
+    (["xyz=5"], "unknown setting xyz; known: data, preprocess, loss, regularizer, train, tracking, studies, grid, "
+                "features"),
 ])
 def test_an_override_given_twice_or_without_a_value_is_one_line(overrides, message):
     with pytest.raises(ConfigError) as info:
@@ -161,7 +170,7 @@ def test_full_grid_is_valid(reference):
 BAD = [
     ("data.url", "ftp://example.org/cifar.tar.gz", "ftp://example.org/cifar.tar.gz"),
     ("data.url", "cifar-10-python.tar.gz", "cifar-10-python.tar.gz"),
-    ("data.url", None, "None"),
+    ("data.url", None, "null"),   # as YAML writes it
     ("data.md5", "not-hex-" * 4, "not-hex-"),
     ("data.md5", "c58f30108f718f92721af3b95e74349", "c58f30108f718f92721af3b95e74349"),
     ("data.retries", 0, "0"),
@@ -175,7 +184,7 @@ BAD = [
     ("preprocess.max_train", 0, "0"),
     ("train.epochs", 0, "0"),
     ("train.epochs", 2.5, "2.5"),
-    ("train.epochs", True, "True"),
+    ("train.epochs", True, "true"),
     ("train.batch_size", 0, "0"),
     ("train.batch_size", -50, "-50"),
     ("loss.svm.learning_rate", 0, "0"),
@@ -218,7 +227,8 @@ BAD = [
     ("preprocess.scale", 1e-300, "1e-300"),
     ("train.blas_threads", "1; touch pwned;", "'1; touch pwned;'"),
 ]
-ALLOWED_WORDS = ("allowed", "known", "is not an integer", "is not a number", "is not text", "is not a non-empty list")
+ALLOWED_WORDS = ("allowed", "known", "is not an integer", "is not a number", "is not text", "is not a non-empty list",
+                 "is not one of")
 
 
 def test_features_of_no_part_at_all_are_refused(reference):
@@ -298,7 +308,7 @@ TYPOS = [
     ("+regularizer.l2.strenght=0.1", "unknown setting regularizer.l2.strenght; did you mean regularizer.l2.strength?"),
     ("+train.epoch=5", "unknown setting train.epoch; did you mean train.epochs?"),
     ("+foo=1", "unknown setting foo; known"),
-    ("loss=hinge", "loss=hinge is not an option of the group loss (options: default)"),
+    ("loss=hinge", "loss=hinge: the losses trained are grid.losses"),
     ("train=smok", "train=smok is not an option of the group train (options: sgd, smoke)"),
 ]
 DVC_FOOTER = "Having any troubles? Hit us up at https://dvc.org/support"

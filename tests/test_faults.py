@@ -372,11 +372,11 @@ def test_tampered_preprocessed_file_is_reported_and_rebuilt(project, repro):
 BAD_SETTINGS = {
     "unknown-loss-in-grid": (
         {"grid__losses": ["svm", "hinge"]},
-        ["grid.losses[1]='hinge'", "allowed 'svm', 'squared_svm' or 'softmax'"],
+        ["grid.losses[1]='hinge'", "is not one of 'svm', 'squared_svm', 'softmax'"],
     ),
     "unknown-regularizer-in-grid": (
         {"grid__regularizers": ["l2", "l3"]},
-        ["grid.regularizers[1]='l3'", "allowed 'none', 'l1', 'l2' or 'elasticnet'"],
+        ["grid.regularizers[1]='l3'", "is not one of 'none', 'l1', 'l2', 'elasticnet'"],
     ),
     "negative-strength": (
         {"regularizer__l2__strength": -0.001},

@@ -167,7 +167,7 @@ X_OK, Y_OK = make_data(N=20, D=5, C=3)
     (dict(on_epoch=3), "on_epoch must be callable"),
     (dict(beta=-0.5), "beta=-0.5 is out of range: allowed a number >= 0"),
     (dict(delta=float("inf")), "delta=inf is out of range: allowed a finite number > 0"),
-    (dict(l1_step="prox"), "l1_step='prox' is out of range: allowed one of 'subgradient', 'proximal'"),
+    (dict(l1_step="prox"), "l1_step='prox' is not one of 'subgradient', 'proximal'; did you mean 'proximal'?"),
 ])
 def test_bad_arguments_raise_one_line_value_errors(kwargs, message):
     args = dict(X=X_OK, y=Y_OK, batch_size=5)

@@ -7,16 +7,15 @@ params.yaml or deletes any output. DVC finds the check by importing hydra_plugin
 """
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel
 
 from linclass.files import atomic_file
-from linclass.settings import ConfigError, Settings, validate
+from linclass.settings import ConfigError, LossName, RegularizerName, Settings, closest, validate
 
 HEADER = "# Generated from conf/ by `linclass config` (make params). Edit conf/, not this file.\n"
 
@@ -50,9 +49,10 @@ def check_override_keys(overrides: Iterable[str], conf_dir: str | Path) -> None:
             if override.value() not in {p.stem for p in (Path(conf_dir) / key).glob("*.yaml")}:
                 raise option_error(conf_dir, key, str(override.value()))
         elif top not in Settings.model_fields:
-            close = difflib.get_close_matches(top, list(Settings.model_fields), n=1, cutoff=0.6)
-            hint = f"did you mean {'.'.join([close[0], *filter(None, [rest])])}?" if close else \
-                f"known: {', '.join(Settings.model_fields)}"
+            sections = [name for name in Settings.model_fields if name != "checked"]   # not a setting: the check's mark
+            close = closest(top, sections)
+            hint = f"did you mean {'.'.join([close, *filter(None, [rest])])}?" if close else \
+                f"known: {', '.join(sections)}"
             raise ConfigError(f"unknown setting {key}; {hint}")
 
 
@@ -152,13 +152,22 @@ def open_sections() -> dict:
     return sections(Settings)
 
 
+TRAINED = {"loss": ("losses", LossName), "regularizer": ("regularizers", RegularizerName)}   # grid's lists
+
+
 def option_error(conf_dir: str | Path, group: str, option: str) -> ConfigError:
     """The one line for `group=option` when conf/<group>/ has no such option."""
+    if group in TRAINED:   # loss=svn: grid's list says which are trained; loss.svm.* sets one
+        listed, names = TRAINED[group]
+        choices = list(get_args(names))
+        close = closest(option, choices)
+        example = f"did you mean grid.{listed}=[{close}]?" if close else f"e.g. grid.{listed}=[{choices[0]}]"
+        return ConfigError(f"{group}={option}: the {listed} trained are grid.{listed}, a list of "
+                           f"{', '.join(map(repr, choices))} ({example}); one {group}'s setting is "
+                           f"{group}.<name>.<key>=value (linclass settings {group})")
     options = sorted(p.stem for p in (Path(conf_dir) / group).glob("*.yaml"))
-    which = {"loss": "grid.losses=[svm]", "regularizer": "grid.regularizers=[l2]"}
-    hint = f"; which are trained: {which[group].split('=')[0]}, e.g. {which[group]}" if group in which else ""
     return ConfigError(f"{group}={option} is not an option of the group {group} (options: {', '.join(options)}); "
-                       f"one setting is {group}.<name>=value (linclass settings {group}){hint}")
+                       f"one setting is {group}.<name>=value (linclass settings {group})")
 
 
 def unknown_option_plugins() -> tuple[type, type]:

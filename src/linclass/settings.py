@@ -300,6 +300,21 @@ def _walk(model: type[BaseModel] | None, loc: tuple) -> tuple[tuple, Any, type[B
     return tuple(kept), field, section
 
 
+def shown(value: Any) -> str:
+    """A setting's value as written: YAML's words for what YAML read as a bool or null (train.epochs=true), else
+    its repr; never a password (an error line may end up in a shared log)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return repr(redact_url(value))
+
+
+def closest(given: Any, choices: list[str]) -> str | None:
+    """The choice closest to `given` (case aside), None where none is close."""
+    lower = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(str(given).lower(), list(lower), n=1, cutoff=0.6)
+    return lower[close[0]] if close else None
+
+
 def one_line(exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = "", field: Any = None) -> str:
     """The first error of a pydantic ValidationError as one line: the setting, its value, what is allowed."""
     error = exc.errors()[0]
@@ -308,9 +323,9 @@ def one_line(exc: ValidationError, model: type[BaseModel] | None = None, prefix:
     if error["type"] == "extra_forbidden":
         known = list(section.model_fields) if section else []
         where = _dotted(loc[:-1], prefix)
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        close = closest(loc[-1], known)
         if close:
-            return f"unknown setting {key}; did you mean {'.'.join(filter(None, [where, close[0]]))}?"
+            return f"unknown setting {key}; did you mean {'.'.join(filter(None, [where, close]))}?"
         elsewhere = [other.rsplit(".", 1)[0] for other in leaf_keys(Settings()) if other.rsplit(".", 1)[-1] == loc[-1]]
         also = f"; {loc[-1]} is a key of {', '.join(elsewhere)}" if elsewhere else ""   # train.learning_rate: per loss
         return (f"unknown setting {key}; known {f'keys of {where}' if where else 'top-level keys'}: "
@@ -318,7 +333,11 @@ def one_line(exc: ValidationError, model: type[BaseModel] | None = None, prefix:
 
     if error["type"] == "missing":
         return f"missing setting {key}"
-    value = f"{key}={redact_url(error['input'])!r}"   # never a password back in an error line
+    value = f"{key}={shown(error['input'])}"
+    if error["type"] == "literal_error":   # a name among a few: the one meant, where one is close
+        choices = re.findall(r"'([^']*)'", error["ctx"]["expected"])
+        close = closest(error["input"], choices)
+        return f"{value} is not one of {', '.join(map(repr, choices))}{f'; did you mean {close!r}?' if close else ''}"
     if error["type"] == "finite_number":
         finite = allowed(field).replace("a number", "a finite number", 1) if field else "a finite number"
         return f"{value} is out of range: allowed {finite}"
