@@ -242,6 +242,7 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
                 status, headers, _, _ = call(url, "/api/2.0/mlflow/experiments/search?max_results=5", auth=wrong)
                 assert status == 401 and headers.get("www-authenticate") == 'Basic realm="linclass"', wrong
             assert call(url, "/api/2.0/mlflow/experiments/search?max_results=5", auth=auth)[0] == 200
+            token_attacks(url, auth[1])
         # another local account: the UI of the project's own store does not answer it, nor the tracking server
         # without the token; neither's database and artifacts are readable from disk
         other = as_other([sys.executable, "-I", "-S", "-c", OTHER_ACCOUNT, url])
@@ -250,6 +251,79 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
         for path in (folder / "mlflow-server", *(folder / "mlflow-server" / name for name in ("mlflow.db", "token"))):
             assert as_other(["ls", str(path)]).returncode != 0, f"another account reads {path}"
     assert chat.chats == [] and not chat.marker.exists()
+
+
+SEARCH = "/api/2.0/mlflow/experiments/search?max_results=5"
+# (method, path, headers) that must get 401 without the token: paths that resolve to /health, or that MLflow
+# might route past a check (case, dot segments, double slashes, percent-encoding), other methods and routes,
+# and Authorization headers that look like the token's but are not
+NO_TOKEN = [("GET", "/api/2.0/mlflow-artifacts/artifacts/x/../../../../../health", []),   # reached MLflow
+            ("GET", "/ajax-api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/../../../../../../../health", []),
+            ("GET", "/health/../api/2.0/mlflow/experiments/search", []),
+            ("GET", "//api/2.0/mlflow/experiments/search", []),
+            ("GET", "/%2e%2e/api/2.0/mlflow/experiments/search", []), ("GET", "/HEALTH", []),
+            ("HEAD", "/health", []),
+            ("OPTIONS", SEARCH, ["Origin: http://127.0.0.1", "Access-Control-Request-Method: GET"]),
+            ("get", SEARCH, []), ("GET", "/ajax-api/2.0/mlflow/experiments/search?max_results=5", []),
+            ("POST", "/graphql", []), ("POST", "/v1/traces", []), ("GET", "/get-artifact?path=a&run_id=b", []),
+            ("GET", "/static-files/index.html", []), ("GET", "/", []),
+            ("GET", SEARCH, ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+                             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="])]
+
+
+def raw_status(url: str, method: str, path: str, headers: list[str], version: str = "HTTP/1.1") -> int:
+    """The status of one request sent byte for byte as given (no Host header unless in `headers`)."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall("\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "", ""]).encode())
+        answer = b""
+        while b"\r\n" not in answer and (chunk := conn.recv(4096)):
+            answer += chunk
+    return int(answer.split()[1])
+
+
+def token_attacks(url: str, token: str) -> None:
+    """The token check of `make server` against requests that try to pass without the token."""
+    def basic(user_password: str) -> str:
+        return "Authorization: Basic " + base64.b64encode(user_password.encode()).decode()
+    host = f"Host: {url.removeprefix('http://')}"
+    wrong = [[f"Authorization: Bearer {token[:-1]}"], [f"Authorization: Bearer {token}x"],
+             [f"Authorization: Bearer {token[1:]}"], [f"Authorization: Token {token}"], [basic(f"{token}:")],
+             [basic(f":{token[:-1]}")], ["Authorization: Bearer"], [f"X-Authorization: Bearer {token}"],
+             [f"Authorization: Bearer {token}", "Authorization: Bearer wrong"]]
+    cases = [*NO_TOKEN, *(("GET", SEARCH, headers) for headers in wrong)]
+    statuses = [raw_status(url, method, path, [host, *headers]) for method, path, headers in cases]
+    assert statuses == [401] * len(cases), [(c[:2], s) for c, s in zip(cases, statuses) if s != 401]
+    assert raw_status(url, "GET", SEARCH, [], "HTTP/1.0") == 401   # HTTP/1.0, no Host
+    for method, path in (("GET", "/health"), ("get", "/health"), ("GET", "/%68ealth?x=1")):
+        assert raw_status(url, method, path, [host]) == 200, (method, path)
+    for headers in ([f"Authorization: Bearer {token}"], [basic(f":{token}")], [f"authorization: bearer  {token} "]):
+        assert raw_status(url, "GET", SEARCH, [host, *headers]) == 200, headers
+
+
+def test_the_guard_passes_no_websocket_to_mlflow():
+    """MLflow serves no websocket; the guard answers one (a refusal) without passing it on past its checks."""
+    import asyncio
+
+    from linclass.orchestration.guard import Guard
+
+    reached, sent = [], []
+
+    async def mlflow(scope, receive, send):
+        reached.append(scope["type"])
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "websocket.connect"}
+    guard = Guard(mlflow, logins=False)
+    guard.token = "t" * 43
+    asyncio.run(guard({"type": "websocket", "path": "/api/2.0/mlflow/experiments/search", "headers": []},
+                      receive, send))
+    assert reached == [] and [m["type"] for m in sent] == ["websocket.close"]
 
 
 OTHER_ACCOUNT = """

@@ -330,20 +330,27 @@ class Guard:
         self.in_flight: dict[bytes, asyncio.Event] = {}
         self.owner_only = os.environ.get("LINCLASS_OWNER_ONLY") == "1"
         self.token = os.environ.get("LINCLASS_SERVER_TOKEN") or None
+        # the route that answers without the token, as MLflow matches it: the path as sent, not route_path's
+        # (GET /api/2.0/mlflow-artifacts/artifacts/x/../../../../../health resolves to /health, and reached MLflow)
+        self.health = {"/health", f"{self.prefix}/health"}
         if logins:
             from mlflow.server.auth import is_unprotected_route
             self.unprotected = is_unprotected_route
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":   # lifespan: MLflow's own
+        if scope["type"] == "lifespan":   # MLflow's own
             return await self.app(scope, receive, send)
+        if scope["type"] != "http":   # a websocket (MLflow serves none): refused before any check could be missed
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            return
         path, method = route_path(scope["path"], self.prefix), scope["method"].upper()
         if self.owner_only and await asyncio.to_thread(peer_uid, scope.get("client"),   # ms: not in the event loop
                                                        scope.get("server")) != os.getuid():
             return await answer(send, 403, "PERMISSION_DENIED", f"this server answers only the processes of uid "
                                 f"{os.getuid()}, the account it runs as")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if self.token and not (method == "GET" and path == "/health") \
+        if self.token and not (method == "GET" and scope["path"] in self.health) \
                 and not carries_token(headers.get("authorization"), self.token):
             return await answer(send, 401, "UNAUTHENTICATED", "this server answers only requests with its token: "
                                 "set MLFLOW_TRACKING_TOKEN (a browser: any user name, the token as password)",
