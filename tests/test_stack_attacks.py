@@ -243,6 +243,7 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
                 assert status == 401 and headers.get("www-authenticate") == 'Basic realm="linclass"', wrong
             assert call(url, "/api/2.0/mlflow/experiments/search?max_results=5", auth=auth)[0] == 200
             token_attacks(url, auth[1])
+            server_pages_load_after_the_login_prompt(url, auth[1], folder / "server.log")
         # another local account: the UI of the project's own store does not answer it, nor the tracking server
         # without the token; neither's database and artifacts are readable from disk
         other = as_other([sys.executable, "-I", "-S", "-c", OTHER_ACCOUNT, url])
@@ -365,6 +366,96 @@ def ui_pages_load_behind_the_guard(url: str, log: Path) -> None:
     unexpected = {(method, path) for method, path in refused - expected if not path.startswith(ASSISTANT)}
     assert not unexpected and not [a for a in answers if a[2].startswith("5")], unexpected
     assert ("GET", f"{ASSISTANT}/config") in refused, "the page asked the assistant, and was refused"
+
+
+def server_pages_load_after_the_login_prompt(url: str, token: str, log: Path) -> None:
+    """A run's page of `make server` in a real browser whose login prompt gets any user name and the token (as
+    a person types them): it shows the run, after one 401 (the prompt), and no other call is refused but the
+    assistant's. (A URL with the credentials in it, http://anyone:TOKEN@host/, does not work: the page loads,
+    but browsers refuse its fetch() calls under a URL with credentials, so it shows no data.)"""
+    import re
+
+    from mlflow.tracking import MlflowClient
+
+    if shutil.which("chromium") is None:
+        pytest.skip("no browser: apt-get install -y chromium")
+    os.environ["MLFLOW_TRACKING_TOKEN"] = token
+    try:
+        client = MlflowClient(url)
+        run = client.create_run(client.create_experiment("browser-check"), run_name="run-in-the-browser")
+        client.log_metric(run.info.run_id, "total_loss", 0.5)
+        client.set_terminated(run.info.run_id)
+    finally:
+        del os.environ["MLFLOW_TRACKING_TOKEN"]
+    start = len(log.read_text().splitlines())
+    text, prompts = browse_with_login(f"{url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
+                                      "anyone", token)
+    assert "run-in-the-browser" in text and "total_loss" in text, text[-2000:]
+    assert prompts == [f"{url}/"], prompts
+    answers = re.findall(r'"(GET|POST|PUT|PATCH|DELETE) (\S+) HTTP/[\d.]+" (\d{3})',
+                         "\n".join(log.read_text().splitlines()[start:]))
+    refused = {(method, path.split("?")[0], status) for method, path, status in answers if status[0] in "45"}
+    expected = {("GET", "/", "401"), ("GET", "/ajax-api/2.0/mlflow/users/current", "404")}
+    assert {r for r in refused - expected if not r[1].startswith(ASSISTANT)} == set(), refused
+
+
+def browse_with_login(url: str, user: str, password: str, seconds: float = 20) -> tuple[str, list[str]]:
+    """(text of `url`'s page, URLs that asked for a login) in headless chromium, driven through the DevTools
+    protocol on a pipe (fds 3 and 4), which answers the browser's login prompt with `user` and `password`."""
+    import fcntl
+    import select
+
+    to_chrome, from_chrome = os.pipe(), os.pipe()
+    child_in, child_out = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_chrome[0], from_chrome[1]))
+    chrome = subprocess.Popen(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+                               "--remote-debugging-pipe", "about:blank"], pass_fds=(3, 4),
+                              preexec_fn=lambda: (os.dup2(child_in, 3), os.dup2(child_out, 4)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for fd in (*to_chrome[:1], from_chrome[1], child_in, child_out):
+        os.close(fd)
+    buffer, counter, session, prompts = b"", iter(range(1, 10**6)), None, []
+
+    def send(method: str, params: dict | None = None) -> int:
+        message_id = next(counter)
+        message = {"id": message_id, "method": method, "params": params or {}}
+        os.write(to_chrome[1], json.dumps({**message, **({"sessionId": session} if session else {})}).encode() + b"\0")
+        return message_id
+
+    def pump(seconds: float, until: int | None = None) -> dict:
+        """Answers the browser's paused requests and login prompts for `seconds`, or until reply `until`."""
+        nonlocal buffer
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if select.select([from_chrome[0]], [], [], 0.2)[0]:
+                buffer += os.read(from_chrome[0], 1 << 20)
+            while b"\0" in buffer:
+                raw, buffer = buffer.split(b"\0", 1)
+                message = json.loads(raw)
+                params = message.get("params", {})
+                if message.get("method") == "Fetch.requestPaused":
+                    send("Fetch.continueRequest", {"requestId": params["requestId"]})
+                elif message.get("method") == "Fetch.authRequired":
+                    prompts.append(params["request"]["url"])
+                    send("Fetch.continueWithAuth", {"requestId": params["requestId"], "authChallengeResponse": {
+                        "response": "ProvideCredentials", "username": user, "password": password}})
+                elif until is not None and message.get("id") == until:
+                    return message.get("result", {})
+        if until is not None:
+            raise TimeoutError(f"chromium did not answer DevTools call {until}")
+        return {}
+    try:
+        target = pump(30, send("Target.createTarget", {"url": "about:blank"}))["targetId"]
+        session = pump(30, send("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"]
+        pump(30, send("Fetch.enable", {"handleAuthRequests": True, "patterns": [{"urlPattern": "*"}]}))
+        pump(30, send("Page.navigate", {"url": url}))
+        pump(seconds)
+        text = pump(30, send("Runtime.evaluate", {"expression": "document.body.innerText", "returnByValue": True}))
+        return text["result"].get("value", ""), prompts
+    finally:
+        chrome.kill()
+        chrome.wait()
+        os.close(to_chrome[1])
+        os.close(from_chrome[0])
 
 
 # ---- artifacts where the server decides ----
