@@ -147,8 +147,8 @@ class Workspace:
             raise StepFailed(f"{what} failed: {_error_line(output)}")
         return output
 
-    def git(self, *args: str, what: str = "checkout") -> str:
-        return self.run(what, ["git", *args])
+    def git(self, *args: str) -> str:
+        return self.run("checkout", ["git", *args])
 
     def dvc(self, *args: str, what: str, cwd: Path | None = None) -> str:
         return self.run(what, [*self.python(), "-m", "dvc", *args], cwd=cwd)
@@ -185,12 +185,13 @@ class Workspace:
         cache.mkdir(exist_ok=True)
         for key, value in (("cache.dir", str(cache)), ("cache.type", "reflink,hardlink,symlink,copy")):
             self.dvc("config", "--local", key, value, what="checkout")
-        self.dvc("remote", "add", "--local", "--force", "--default", "sweep", dvc_remote, what="checkout")
         runs = self.runs_project
         if not (runs / ".dvc").exists():
             runs.mkdir(parents=True, exist_ok=True)
             self.dvc("init", "--quiet", "--no-scm", what="checkout", cwd=runs)
-        self.dvc("remote", "add", "--local", "--force", "--default", "sweep", dvc_remote, what="checkout", cwd=runs)
+        for project in (self.repo, runs):
+            self.dvc("remote", "add", "--local", "--force", "--default", "sweep", dvc_remote, what="checkout",
+                     cwd=project)
         stamp.write_text(dvc_remote)
 
     def clean(self) -> None:
@@ -203,8 +204,7 @@ class Workspace:
         import yaml
 
         path = self.repo / "dvc.lock"
-        committed = yaml.safe_load(path.read_text()) if path.exists() else None
-        merged = committed or {"schema": "2.0", "stages": {}}
+        merged = (yaml.safe_load(path.read_text()) if path.exists() else None) or {"schema": "2.0", "stages": {}}
         merged["stages"] = {**merged.get("stages", {}), **lock}
         path.write_text(yaml.safe_dump(merged, sort_keys=False))
         self.dvc("pull", "--quiet", *lock, what="data")
@@ -240,8 +240,7 @@ class Workspace:
         with contextlib.suppress(OSError, ValueError):
             os.kill(int((folder / "pid").read_text()), signal.SIGTERM)
         for name in ("pid", "commit", "socket"):
-            with contextlib.suppress(FileNotFoundError):
-                (folder / name).unlink()
+            (folder / name).unlink(missing_ok=True)
 
     def point(self, point: dict, attempt: str) -> tuple[bool, str | None, float]:
         """Run one point; (ok, error, seconds)."""
@@ -275,8 +274,7 @@ class Workspace:
 
 def run_cache_entries(cache: Path) -> set[str]:
     """The run-cache entries of a DVC cache, as paths relative to it (runs/<key[:2]>/<key>/<value>)."""
-    runs = cache / "runs"
-    return {str(path.relative_to(cache)) for path in runs.glob("*/*/*")} if runs.exists() else set()
+    return {str(path.relative_to(cache)) for path in (cache / "runs").glob("*/*/*")}   # none without the folder
 
 
 class Keeper:
@@ -346,15 +344,12 @@ def acquire_slot(base: Path):
     raise RuntimeError(f"all {SLOTS} workspace slots of {base} are busy")
 
 
-def node_base(spec: dict) -> Path:
+def node_base(git_url: str, node: str) -> Path:
     """This node's folder for the sweep's git remote."""
-    import ray
-
-    root = private_folder(Path(spec.get("workdir") or os.environ.get("LINCLASS_RAY_WORKDIR")
+    root = private_folder(Path(os.environ.get("LINCLASS_RAY_WORKDIR")
                                or Path(tempfile.gettempdir(), f"linclass-ray-{os.getuid()}")),
                           "set LINCLASS_RAY_WORKDIR to a folder of your own")
-    node = ray.util.get_node_ip_address()
-    remote = hashlib.sha256(spec["git_url"].encode()).hexdigest()[:12]
+    remote = hashlib.sha256(git_url.encode()).hexdigest()[:12]
     return (root / f"{node}-{remote}").resolve()
 
 
@@ -362,22 +357,22 @@ def run_group(spec: dict) -> list[dict]:
     """Run a group of points in a warm workspace slot of this node (the body of the Ray task).
 
     spec: points (name, overrides, target), commit, git_url, dvc_remote, data_lock (dvc.lock entries of the
-    data stages), sweep_id, env (added to the steps' environment), workdir (None: $LINCLASS_RAY_WORKDIR or
-    <tmp>/linclass-ray-<uid>). Returns one result per point: name, ok, error, node, folder (the workspace: the
+    data stages), sweep_id, env (added to the steps' environment). The node's folder: $LINCLASS_RAY_WORKDIR,
+    else <tmp>/linclass-ray-<uid>. Returns one result per point: name, ok, error, node, folder (the workspace: the
     project_root tag of its MLflow run), attempt (its sweep_attempt tag), seconds (its own `run`, and its
     share of the group's `checkout`, `data`, `warm` and `push`), log, run_cache_pushed (the group's new
     run-cache entries, pushed), span (the group's start and end, seconds since the epoch).
     """
     import ray
 
-    base = node_base(spec)
+    node = ray.util.get_node_ip_address()
+    base = node_base(spec["git_url"], node)
     slot, lock = acquire_slot(base)
     attempt = f"{spec['sweep_id']}/{uuid.uuid4().hex[:8]}"
     env = {**os.environ, **spec["env"], "DVC_NO_ANALYTICS": "1"}
     for inherited in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "LINCLASS_WARM_SOCKET", SWEEP_ATTEMPT):
         env.pop(inherited, None)
     workspace = Workspace(base, slot, env)
-    node = ray.util.get_node_ip_address()
     results = [{"name": p["name"], "ok": False, "error": None, "node": node, "folder": str(workspace.repo),
                 "attempt": attempt, "log": str(workspace.log), "seconds": {}, "span": [time.time(), None]}
                for p in spec["points"]]
@@ -495,7 +490,7 @@ def git_identity(root: Path) -> tuple[str, str]:
     return (ident.group(1), ident.group(2)) if ident else ("linclass ray sweep", "linclass@localhost")
 
 
-def check_ray(address: str, timeout: float = 5) -> None:
+def check_ray(address: str) -> None:
     """A one-line error, within seconds, when nothing listens at the Ray head's HOST:PORT, or another account's
     process does (linclass.orchestration.cluster.check_head_is_mine)."""
     host, _, port = address.rpartition(":")
@@ -506,7 +501,7 @@ def check_ray(address: str, timeout: float = 5) -> None:
     if not port.isdigit():
         return
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:
         raise RaySweepError(f"no Ray cluster answers at {address} ({exc.strerror or exc}): start one "
                             "(`make cluster-up`) or set RAY_ADDRESS=<head>:<port>") from None
@@ -549,8 +544,8 @@ def data_stages(root: Path, commit: str, overrides: Sequence[str], params: dict)
         return {name: stages[name] for name in DATA_STAGES}
 
 
-def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[str], None] = print,
-            while_data: Callable[[], object] = lambda: None) -> dict:
+def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[str], None],
+            while_data: Callable[[], object]) -> dict:
     """Everything the tasks need, checked and in place before the first one starts. `while_data` (connecting to
     Ray) runs while the data stages run in a helper thread, and so does the MLflow experiment's creation."""
     from linclass.config import compose
@@ -635,8 +630,7 @@ def groups(points: Sequence, slots: int) -> list[list]:
 
 
 def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Path = ".",
-              address: str | None = None, workdir: str | None = None,
-              log: Callable[[str], None] = print) -> list[dict]:
+              address: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
     """Run every point (a linclass.orchestration.sweep.Point) on the Ray cluster, in groups; pull the
     experiments; one result per point."""
     import logging
@@ -658,7 +652,7 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
         task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(run_group)
         common = {key: setup[key] for key in ("commit", "git_url", "dvc_remote", "env", "data_lock")}
         slots = int(ray.cluster_resources().get("CPU", 1))
-        futures = {task.remote({**common, "sweep_id": sweep_id, "workdir": workdir,
+        futures = {task.remote({**common, "sweep_id": sweep_id,
                                 "points": [{"name": p.name, "overrides": [*overrides, *p.overrides],
                                             "target": p.target} for p in group]}): group
                    for group in groups(points, slots)}
