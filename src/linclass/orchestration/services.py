@@ -138,12 +138,12 @@ def check_listener(folder: Path, url: str, what: str) -> None:
 
 # ---- PostgreSQL ----
 
-def as_account(cmd: list[str], account: Account, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    """Run `cmd` as `account` (its own environment and HOME), output captured."""
-    env = {**account.env(), **kw.pop("env", {})}
-    cwd = kw.pop("cwd", None if account.is_me else account.home)
-    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          **account.popen_args(), **kw)
+def as_account(cmd: list[str], account: Account, cwd: Path | None = None,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `cmd` as `account` (its own environment plus `env`, in its HOME unless `cwd`), output captured."""
+    return subprocess.run(cmd, env={**account.env(), **(env or {})},
+                          cwd=cwd or (None if account.is_me else account.home), capture_output=True, text=True,
+                          timeout=120, **account.popen_args())
 
 
 def _check(proc: subprocess.CompletedProcess, what: str) -> None:
@@ -215,14 +215,11 @@ def ensure_databases(port: int, password: str, names: list[str]) -> None:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         raise ServiceError(f"PostgreSQL on 127.0.0.1:{port} does not answer: {lines[0]}") from None
     conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            for name in names:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-                if cur.fetchone() is None:
-                    cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
+    with contextlib.closing(conn), conn.cursor() as cur:
+        for name in names:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{name}"')
 
 
 def database_answers(url: str) -> tuple[bool, str]:
@@ -260,15 +257,13 @@ def api(url: str, path: str, *, user: str | None = None, password: str | None = 
         return response.status_code, {"text": response.text[:200]}
 
 
-def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float, log: Path) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        try:
+        with contextlib.suppress(requests.RequestException):
             if requests.get(url + "/health", timeout=2).status_code == 200:
                 return
-        except requests.RequestException:
-            pass
-        if proc is not None and proc.poll() is not None:
+        if proc.poll() is not None:
             tail = last_line(log.read_text(errors="replace"))
             raise ServiceError(f"MLflow server exited with {proc.returncode}: {tail} (see {log})")
         if time.monotonic() > deadline:
@@ -349,7 +344,7 @@ def server_python(account: Account, folder: Path) -> tuple[str, dict[str, str]]:
     for python, env in candidates:
         try:
             proc = as_account([python, "-c", "import linclass.orchestration.guard, mlflow.server"], account,
-                              cwd=folder, env=env, timeout=120)
+                              cwd=folder, env=env)
         except OSError as exc:
             why.append(f"{python}: {exc.strerror}")
             continue
@@ -411,10 +406,9 @@ def stop_group(pid: int | None, timeout: float = 20) -> None:
 
 # ---- the commands ----
 
-def settings(folder: Path, state: dict | None = None) -> dict:
+def settings(folder: Path, state: dict) -> dict:
     """Where the parts listen and keep their data: from the environment, except what `state` says of parts
     that are running (their ports)."""
-    state = state or {}
     secret = secrets_of(folder)
     pg_port = int(state.get("pg_port") or os.environ.get("LINCLASS_PG_PORT", "5433"))
     local_db = f"postgresql://{DB_USER}:{secret['LINCLASS_PG_PASSWORD']}@127.0.0.1:{pg_port}"
@@ -553,14 +547,14 @@ def status(folder: Path) -> dict:
         ok, detail = database_answers(cfg["backend"])
         report["database"] = {"ok": ok, "detail": detail}
     if mlflow_alive_in(state):
-        pid, url = state["mlflow_pid"], tracking_url(state)
-        check_listener(folder, local_url(state), "the admin password")
+        pid, url = state["mlflow_pid"], local_url(state)
+        check_listener(folder, url, "the admin password")
         try:
-            requests.get(local_url(state) + "/health", timeout=3).raise_for_status()
-            healthy, why = mlflow_answers(local_url(state), secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)
+            requests.get(url + "/health", timeout=3).raise_for_status()
+            healthy, why = mlflow_answers(url, secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)
         except requests.RequestException as exc:
             healthy, why = False, str(exc)[:200]
-        report["mlflow"] = {"pid": pid, "url": url, "healthy": healthy, "why": why,
+        report["mlflow"] = {"pid": pid, "url": tracking_url(state), "healthy": healthy, "why": why,
                             "rss_mib": round(rss_mib(pid), 1)}
     return report
 
@@ -638,16 +632,16 @@ def experiment_names(url: str, admin_password: str) -> list[str]:
 def check_grantable(url: str, admin_password: str, experiment: str) -> None:
     """ServiceError (one line: the experiments there are, a close one) unless `experiment` exists on the server
     or is one of the project's own (project_experiments), which `grant` creates ahead of the pipeline's first run."""
-    names = experiment_names(url, admin_password)
-    if experiment in names or experiment in project_experiments():
+    names, own = experiment_names(url, admin_password), project_experiments()
+    if experiment in names or experiment in own:
         return
     import difflib
 
-    close = difflib.get_close_matches(experiment, [*names, *project_experiments()], n=1, cutoff=0.6)
+    close = difflib.get_close_matches(experiment, [*names, *own], n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ServiceError(f"--grant: no experiment {experiment!r} on the server; {hint}it has "
                        f"{', '.join(repr(n) for n in sorted(names)) or 'none'}; the project's own "
-                       f"({', '.join(project_experiments())}) may be granted before its first run creates it")
+                       f"({', '.join(own)}) may be granted before its first run creates it")
 
 
 def grant(url: str, admin_password: str, user: str, experiment: str, permission: str) -> None:
@@ -656,7 +650,7 @@ def grant(url: str, admin_password: str, user: str, experiment: str, permission:
     code, body = api(url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={quote(experiment)}",
                      user=ADMIN, password=admin_password)
     if code == 404 and experiment not in project_experiments():
-        check_grantable(admin_password=admin_password, url=url, experiment=experiment)   # says why, one line
+        check_grantable(url, admin_password, experiment)   # says why, one line
     if code == 404:   # one of the project's own, before the pipeline's first run made it
         code, body = api(url, "/api/2.0/mlflow/experiments/create", user=ADMIN, password=admin_password,
                          body={"name": experiment})
