@@ -52,6 +52,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from linclass.plumbing.threads import LOADED
+
 # The stage scripts whose imports are loaded up front, what they import lazily (MLflow's pyfunc model, its git
 # and tracing support, its sqlite store with SQLAlchemy and Alembic's schema check, matplotlib's renderer, PIL's
 # image formats), and what `dvc exp run` / `dvc exp push` import: measured, these lists leave a warm train stage
@@ -78,8 +80,7 @@ DVC_MODULES = ("dvc.cli", "dvc.cli.parser", "dvc.repo", "dvc.repo.experiments", 
                "scmrepo.git.backend.pygit2.filter", "dulwich.porcelain", "dulwich.server", "pygit2", "ruamel.yaml",
                "flatten_dict", "platformdirs", "pyparsing", "celery.canvas", "antlr4", "fsspec.implementations.memory",
                "hydra", "hydra.compose", "hydra.core.plugins", "omegaconf", "networkx")
-BLAS_VARIABLE = "OPENBLAS_NUM_THREADS"
-LOADED_BLAS = "LINCLASS_WARM_BLAS"   # a child's environment: the BLAS threads loaded here
+BLAS_VARIABLE = "OPENBLAS_NUM_THREADS"   # the BLAS threads loaded here: LOADED in a child's environment
 GRACE = 10.0
 
 
@@ -103,9 +104,9 @@ def preload(root: Path) -> list[str]:
     modules, maybe = [], []
     for script in SCRIPTS:
         if (root / script).exists():
-            found = script_imports(root / script)
-            modules += found[0]
-            maybe += found[1]
+            imported, from_names = script_imports(root / script)
+            modules += imported
+            maybe += from_names
     for name in dict.fromkeys([*modules, *LAZY_MODULES, *DVC_MODULES, *maybe]):
         try:
             importlib.import_module(name)
@@ -201,7 +202,7 @@ def _send(conn: socket.socket, message: dict) -> None:
 def serve(path: Path, root: Path, idle: float, code: dict[str, bytes]) -> dict | None:
     """Accept commands until stopped or idle; in a forked child, return its job (run by the caller at the top
     level, outside this function's state); in the server, None once it stops."""
-    stopping = []
+    server_pid, stopping = os.getpid(), []
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
@@ -237,14 +238,10 @@ def serve(path: Path, root: Path, idle: float, code: dict[str, bytes]) -> dict |
             if children:
                 last_seen = time.monotonic()
     finally:
-        if os.getpid() == SERVER_PID[0]:
+        if os.getpid() == server_pid:   # not in a forked child on its way out
             _stop_children(children)
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            path.unlink(missing_ok=True)
     return None
-
-
-SERVER_PID = [os.getpid()]
 
 
 def _accept(listener: socket.socket, root: Path, code: dict[str, bytes], children: dict) -> dict | None:
@@ -337,7 +334,7 @@ def run_job(job: dict, loaded_blas: str) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    os.environ[LOADED_BLAS] = loaded_blas
+    os.environ[LOADED] = loaded_blas
     unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):   # buffered as a fresh interpreter would buffer these streams
@@ -437,7 +434,6 @@ def main() -> None:
         print(f"not preloaded (imported by the commands themselves): {', '.join(missing)}", flush=True)
     if threading.active_count() != 1:
         sys.exit(f"error: {threading.active_count()} threads after the imports: forking would not be safe")
-    SERVER_PID[0] = os.getpid()
     job = serve(args.socket, root, args.idle, code)
     if job is not None:
         run_job(job, os.environ.get(BLAS_VARIABLE, ""))
