@@ -52,8 +52,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from linclass.plumbing.threads import LOADED
-
 # The stage scripts whose imports are loaded up front, what they import lazily (MLflow's pyfunc model, its git
 # and tracing support, its sqlite store with SQLAlchemy and Alembic's schema check, matplotlib's renderer, PIL's
 # image formats), and what `dvc exp run` / `dvc exp push` import: measured, these lists leave a warm train stage
@@ -80,7 +78,10 @@ DVC_MODULES = ("dvc.cli", "dvc.cli.parser", "dvc.repo", "dvc.repo.experiments", 
                "scmrepo.git.backend.pygit2.filter", "dulwich.porcelain", "dulwich.server", "pygit2", "ruamel.yaml",
                "flatten_dict", "platformdirs", "pyparsing", "celery.canvas", "antlr4", "fsspec.implementations.memory",
                "hydra", "hydra.compose", "hydra.core.plugins", "omegaconf", "networkx")
-BLAS_VARIABLE = "OPENBLAS_NUM_THREADS"   # the BLAS threads loaded here: LOADED in a child's environment
+BLAS_VARIABLE = "OPENBLAS_NUM_THREADS"
+# a child's environment: the BLAS threads loaded here (linclass.plumbing.threads.LOADED, not imported: the project's
+# code is hashed before any of it is imported)
+LOADED = "LINCLASS_WARM_BLAS"
 GRACE = 10.0
 
 
