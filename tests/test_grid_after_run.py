@@ -19,7 +19,7 @@ import re
 import pytest
 from conftest import BIN, SMALL, make_project, shrink_conf
 
-from linclass.orchestration.sweep import comparison_rows, experiment_rows
+from linclass.orchestration.sweep import comparison_rows, experiment_rows, held_by
 
 pytestmark = [pytest.mark.slow, pytest.mark.release]
 GRID = ["svm-l2", "softmax-l2"]
@@ -67,7 +67,7 @@ def test_the_grid_points_show_their_validation_accuracy_and_no_stale_test_accura
 def test_grid_all_evaluates_the_same_weights_and_shows_their_test_accuracy(after_run):
     project, committed, out, show = after_run
     rows = {row["model"]: row for row in experiment_rows(show, "grid-")}
-    evaluated = {row["combination"]: row for row in comparison_rows(show) if row["revision"] == "grid-all"}
+    evaluated = {row["combination"]: row for row in held_by(comparison_rows(show), "grid-all")}
     assert sorted(evaluated) == sorted(GRID)
     for name in GRID:
         # the grid point's model, restored from the run-cache: the same validation accuracy, now with its test one

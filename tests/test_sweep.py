@@ -345,3 +345,31 @@ def test_experiments_of_another_commit_are_not_called_unfinished(tmp_path, monke
     assert f"exp show --rev {first[:7]}" in out
     print_table([], "other-")
     assert capsys.readouterr().out.strip() == "experiments other-*: none finished"
+
+
+def test_weights_that_several_revisions_hold_are_one_row_naming_them_all():
+    """After `make exp`, the workspace holds the experiment's weights, and the experiment holds its baseline's for
+    every model it did not retrain: each trained model is listed once."""
+    from linclass.orchestration.sweep import comparison_rows, held_by
+
+    def revision(rev, strength, md5s, tested_md5s):
+        params = {"grid": {"losses": ["softmax"], "regularizers": ["none", "l2"]}, "train": {"epochs": 40},
+                  "loss": {"softmax": {"learning_rate": 0.05}}, "regularizer": {"l2": {"strength": strength}}}
+        metrics = {f"metrics/train/softmax-{reg}.json": {"data": {"val_accuracy": 0.4, "weights_md5": md5s[reg]}}
+                   for reg in ("none", "l2")}
+        metrics["metrics/test.json"] = {"data": {f"softmax-{reg}": {"test_accuracy": 0.39, "weights_md5": md5}
+                                                 for reg, md5 in tested_md5s.items()}}
+        return {"rev": rev, "name": rev, "data": {"params": {"params.yaml": {"data": params}}, "metrics": metrics}}
+
+    base = revision("main", 1e-3, {"none": "n", "l2": "a"}, {"none": "n", "l2": "a"})
+    grid_point = revision("grid-l2", 1e-2, {"none": "n", "l2": "b"}, {"none": "n", "l2": "a"})   # test.json: main's
+    exp = revision("exp-1", 1e-2, {"none": "n", "l2": "b"}, {"none": "n", "l2": "b"})
+    workspace = {**exp, "rev": "workspace"}
+    show = [workspace, {**base, "experiments": [{"name": r["name"], "revs": [r]} for r in (grid_point, exp)]}]
+    rows = {(row["combination"], row["strength"]): row for row in comparison_rows(show)}
+    assert {key: row["revision"] for key, row in rows.items()} == {
+        ("softmax-none", None): "workspace, main, grid-l2, exp-1",
+        ("softmax-l2", 1e-2): "workspace, grid-l2, exp-1",   # evaluated in the workspace and exp-1, not in grid-l2
+        ("softmax-l2", 1e-3): "main"}
+    assert rows[("softmax-l2", 1e-2)]["test_accuracy"] == 0.39
+    assert [row["combination"] for row in held_by(list(rows.values()), "grid-l2")] == ["softmax-none", "softmax-l2"]

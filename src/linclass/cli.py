@@ -325,7 +325,7 @@ def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local"
                 dvc("repro")
     # the grid's points trained only; here every model of it with its test accuracy, evaluated together
     revision = "grid-all" if overrides else "workspace"
-    sweep.print_comparison([row for row in sweep.comparison_rows(sweep.exp_show()) if row["revision"] == revision],
+    sweep.print_comparison(sweep.held_by(sweep.comparison_rows(sweep.exp_show()), revision),
                            title=f"the grid, evaluated ({revision}): every model with its validation and test accuracy")
 
 

@@ -446,8 +446,11 @@ def _revisions(exp_show: list):
 def comparison_rows(exp_show: list) -> list[dict]:
     """One row per trained model of every revision, on the pixels and on each kind of features: the model, its
     input (`features`), its effective settings, validation and test accuracy with their 95% intervals (the
-    test ones only where that revision evaluated these weights)."""
-    rows = []
+    test ones only where that revision evaluated these weights). Weights that several revisions hold (the
+    workspace an experiment was applied to, a model the experiment did not retrain) are one row, whose
+    `revision` names them all."""
+    rows: list[dict] = []
+    by_weights: dict[tuple, dict] = {}
     for label, data in _revisions(exp_show):
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         metrics = data.get("metrics") or {}
@@ -464,9 +467,22 @@ def comparison_rows(exp_show: list) -> list[dict]:
             settings.update((params.get("regularizer") or {}).get(reg) or {})
             settings.update(zip(("learning_rate", "strength"), own_rate_and_strength(params, loss, reg, kind)))
             settings["val_size"] = (params.get("preprocess") or {}).get("val_size")
+            test = evaluated(trained, tested.get(model) or {})
+            listed = by_weights.get((model, trained.get("weights_md5") or label))
+            if listed is not None:   # the same weights, so the same settings and validation accuracy
+                listed["revision"] += f", {label}"
+                if listed["test_accuracy"] is None:
+                    listed.update(test)
+                continue
             rows.append({"revision": label, "combination": model, "features": kind, **settings,
-                         **{key: trained.get(key) for key in VAL_KEYS}, **evaluated(trained, tested.get(model) or {})})
+                         **{key: trained.get(key) for key in VAL_KEYS}, **test})
+            by_weights[(model, trained.get("weights_md5") or label)] = rows[-1]
     return rows
+
+
+def held_by(rows: list[dict], revision: str) -> list[dict]:
+    """The rows of comparison_rows whose weights `revision` holds."""
+    return [row for row in rows if revision in row["revision"].split(", ")]
 
 
 def with_interval(value, low, high) -> str:
