@@ -22,7 +22,15 @@ from typing import NoReturn
 
 from linclass.settings import Tracking
 
-ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+               # what MLflow 3.17's server prints at every start and its user cannot act on
+               "PYTHONWARNINGS": "ignore:starlette.middleware.wsgi is deprecated"}
+
+
+def stores(backend: str) -> dict:
+    """The server's database for runs and for the model registry (MLflow says so in a line when the second is
+    not given)."""
+    return {"MLFLOW_BACKEND_STORE_URI": backend, "MLFLOW_REGISTRY_STORE_URI": backend}
 APP = ["--app-name", "linclass", "--uvicorn-opts", "--no-proxy-headers"]
 
 
@@ -86,7 +94,7 @@ def ui(tracking: Tracking, port: int) -> None:
     studies_id = setup(studies_experiment(tracking.experiment), None, root)
     for line in links(MlflowClient(), experiment_id, studies_id, f"http://127.0.0.1:{port}", root):
         print(line, flush=True)
-    env = {**os.environ, **ENVIRONMENT, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root / 'mlflow.db'}",
+    env = {**os.environ, **ENVIRONMENT, **stores(f"sqlite:///{root / 'mlflow.db'}"),
            "LINCLASS_OWNER_ONLY": "1"}   # the guard: no other local account reads or changes the project's runs
     _run_mlflow("ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP, env=env)
 
@@ -116,7 +124,7 @@ def server(host: str, port: int, backend_store: str | None, artifacts: str | Non
         Path(artifacts).mkdir(parents=True, exist_ok=True)
     token_file, token = server_token(folder)
     env = {**os.environ, **ENVIRONMENT, "LINCLASS_SERVER_TOKEN": token,
-           "MLFLOW_BACKEND_STORE_URI": backend_store or f"sqlite:///{folder / 'mlflow.db'}"}
+           **stores(backend_store or f"sqlite:///{folder / 'mlflow.db'}")}
     print(f"MLflow server on http://{host}:{port}, answering requests with its token ({token_file}; in a "
           f"browser: any user name, the token as password). Clients:\n"
           f"export MLFLOW_TRACKING_URI=http://{host}:{port} MLFLOW_TRACKING_TOKEN=$(cat {token_file})", flush=True)
