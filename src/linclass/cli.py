@@ -12,8 +12,7 @@
     linclass lecture                    the lecture's worked examples, computed        make lecture
 
 Every command checks its input first: a bad value is one line (`error: ...`) and exit status 1 (2 for a bad
-or missing option), before
-anything runs or is written. `--help` at every level only prints.
+or missing option), before anything runs or is written. `--help` at every level only prints.
 """
 from __future__ import annotations
 

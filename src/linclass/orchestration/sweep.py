@@ -537,18 +537,6 @@ EXPERIMENT_SETTINGS = re.compile(r"(?:grid\..*|train\.(?:epochs|batch_size|lr_de
                                  r"|features\.(?:learning_rate|strength)\..*|preprocess\.(?:val_size|max_train))")
 
 
-def _revision_info(exp_show: list):
-    """(label, created, data) of the workspace, each baseline commit and each experiment (as _revisions)."""
-    for baseline in exp_show:
-        label = "workspace" if baseline.get("rev") == "workspace" else (baseline.get("name") or baseline["rev"][:7])
-        data = baseline.get("data") or {}
-        yield label, data.get("timestamp"), data
-        for experiment in baseline.get("experiments") or []:
-            revs = experiment.get("revs") or [{}]
-            data = revs[0].get("data") or {}
-            yield experiment.get("name") or revs[0].get("rev", "")[:7], data.get("timestamp"), data
-
-
 def revision_models(params: dict) -> list[tuple[str, str, str]]:
     """(kind, loss, regularizer) of every model a revision's grid trains: on the pixels, then on each features."""
     grid = params.get("grid") or {}
@@ -581,7 +569,7 @@ def experiment_summary_rows(exp_show: list) -> list[dict]:
     from linclass.config import flatten
 
     rows = []
-    for label, created, data in _revision_info(exp_show):
+    for label, data in _revisions(exp_show):
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         metrics = data.get("metrics") or {}
         if not params and not metrics:
@@ -595,7 +583,7 @@ def experiment_summary_rows(exp_show: list) -> list[dict]:
             tested = ((metrics.get("metrics/test.json") or {}).get("data") or {}).get(champion) or {}
             accuracies = {**{key: trained.get(key) for key in VAL_KEYS}, **evaluated(trained, tested)}
         settings = {key: value for key, value in flatten(params).items() if EXPERIMENT_SETTINGS.fullmatch(key)}
-        rows.append({"revision": label, "created": (created or "")[:16].replace("T", " ") or "-",
+        rows.append({"revision": label, "created": (data.get("timestamp") or "")[:16].replace("T", " ") or "-",
                      "champion": champion or "-", **accuracies, **settings})
     return rows
 
