@@ -210,6 +210,7 @@ def test_ctrl_c_stops_a_server_without_tracebacks(project, command):
     if command == "server":   # its token: private, and named in the line for the clients
         token = project.path / "mlflow-server" / "token"
         assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
+        assert (token.parent / "artifacts").stat().st_mode & 0o777 == 0o700   # made before the server's umask
         assert f"MLFLOW_TRACKING_TOKEN=$(cat {token})" in output, output[-3000:]
         shutil.rmtree(token.parent)
 

@@ -121,7 +121,7 @@ def server(host: str, port: int, backend_store: str | None, artifacts: str | Non
     folder.chmod(0o700)   # the database and the artifacts: no other account reads them from disk
     artifacts = artifacts or str(folder / "artifacts")
     if "://" not in artifacts:
-        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        Path(artifacts).mkdir(mode=0o700, parents=True, exist_ok=True)   # umask 077 comes later, with MLflow
     token_file, token = server_token(folder)
     env = {**os.environ, **ENVIRONMENT, "LINCLASS_SERVER_TOKEN": token,
            **stores(backend_store or f"sqlite:///{folder / 'mlflow.db'}")}
