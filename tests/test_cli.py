@@ -221,13 +221,58 @@ def test_a_server_whose_token_file_was_emptied_refuses_to_start_open(project):
     folder = project.path / "mlflow-server"
     folder.mkdir(mode=0o700)
     (folder / "token").write_text("\n")
-    port = free_port()
+    (folder / "token").chmod(0o600)   # as `> mlflow-server/token` leaves it
+    assert server_refusal(project, free_port()) == (f"error: {folder / 'token'} holds 0 characters, not a token (at "
+                                                    "least 16): delete it, and the server makes a new one\n")
+    shutil.rmtree(folder)
+
+
+def server_refusal(project, port: int) -> str:
     proc = subprocess.run([LINCLASS, "server", "--port", str(port)], cwd=project.path, env=env_for_pipeline(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stdout == "", proc.stdout
-    assert proc.stderr == (f"error: {folder / 'token'} holds 0 characters, not a token (at least 16): delete it, "
-                           "and the server makes a new one\n")
-    shutil.rmtree(folder)
+    return proc.stderr
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="gives a folder to another account (nobody): needs root, as CI runs")
+def test_a_server_folder_or_token_of_another_account_is_refused_before_anything_is_written(project, tmp_path):
+    """mlflow-server a symbolic link to another account's folder, which holds a token they wrote: the server
+    started with their token (and its database in their folder). A token that is a link, or open to others: the
+    same, refused."""
+    import pwd
+
+    from conftest import free_port
+
+    nobody = pwd.getpwnam("nobody")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    (theirs / "token").write_text("a-token-the-other-account-knows\n")
+    os.chown(theirs, nobody.pw_uid, nobody.pw_gid)
+    os.chown(theirs / "token", nobody.pw_uid, nobody.pw_gid)
+    folder = project.path / "mlflow-server"
+    folder.symlink_to(theirs)
+    try:
+        assert server_refusal(project, free_port()) == (
+            f"error: {theirs} belongs to uid {nobody.pw_uid}, not to you (uid 0): another account could read or "
+            "replace the server's database, artifacts and token; remove it, or start from another folder\n")
+        assert sorted(p.name for p in theirs.iterdir()) == ["token"] and theirs.stat().st_mode & 0o777 == 0o755
+    finally:
+        folder.unlink()
+    folder.mkdir(mode=0o700)
+    try:
+        (folder / "token").symlink_to(theirs / "token")
+        assert server_refusal(project, free_port()) == (
+            f"error: {folder / 'token'} is a symbolic link, not the server's own token: delete it, and the server "
+            "makes a new one\n")
+        (folder / "token").unlink()
+        (folder / "token").write_text("a-token-every-account-reads\n")
+        (folder / "token").chmod(0o644)
+        assert server_refusal(project, free_port()) == (
+            f"error: {folder / 'token'} is open to other accounts (mode 644, not 600): delete it, and the server "
+            "makes a new one (teammates then need the new one)\n")
+        assert sorted(p.name for p in folder.iterdir()) == ["artifacts", "token"]
+    finally:
+        shutil.rmtree(folder)
 
 
 @pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1"])   # no address; TEST-NET-1, never a machine's own

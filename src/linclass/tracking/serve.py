@@ -12,6 +12,7 @@ One token for everyone who has it, no per-user logins: that is the team stack (d
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -99,13 +100,36 @@ def ui(tracking: Tracking, port: int) -> None:
     _run_mlflow("ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP, env=env)
 
 
+def yours(path: Path, what: str, st: os.stat_result) -> None:
+    """RuntimeError (one line) unless `path` (stat `st`) belongs to this account: a token or a folder that another
+    account made (mlflow-server a symbolic link to theirs) is a token they know."""
+    if st.st_uid != os.getuid():
+        raise RuntimeError(f"{path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): another account "
+                           f"could read or replace the server's {what}; remove it, or start from another folder")
+
+
 def server_token(folder: Path) -> tuple[Path, str]:
-    """`folder`/token and the token it holds: made once (secrets.token_urlsafe, 0600), kept for later starts."""
+    """`folder`/token and the token it holds: made once (secrets.token_urlsafe, 0600), kept for later starts;
+    refused where it is not this account's own private file (a symbolic link, another account's, readable by
+    others)."""
     path = folder / "token"
-    if not path.exists():
+    with contextlib.suppress(FileExistsError):
         with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
             out.write(secrets.token_urlsafe(32) + "\n")
-    token = path.read_text().strip()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise RuntimeError(f"{path} is a symbolic link, not the server's own token: delete it, and the server "
+                           "makes a new one") from None
+    with os.fdopen(fd) as file:
+        st = os.fstat(fd)
+        yours(path, "token", st)
+        if st.st_mode & 0o077:
+            raise RuntimeError(f"{path} is open to other accounts (mode {st.st_mode & 0o777:o}, not 600): delete it, "
+                               "and the server makes a new one (teammates then need the new one)")
+        token = file.read().strip()
     if len(token) < 16:   # an emptied file would leave the server open
         raise RuntimeError(f"{path} holds {len(token)} characters, not a token (at least 16): delete it, and "
                            "the server makes a new one")
@@ -118,6 +142,7 @@ def server(host: str, port: int, backend_store: str | None, artifacts: str | Non
     port_free(host, port)
     folder = Path("mlflow-server").resolve()
     folder.mkdir(mode=0o700, exist_ok=True)
+    yours(folder, "database, artifacts and token", folder.stat())
     folder.chmod(0o700)   # the database and the artifacts: no other account reads them from disk
     artifacts = artifacts or str(folder / "artifacts")
     if "://" not in artifacts:
