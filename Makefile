@@ -44,6 +44,8 @@ SETTINGS_GOALS := exp grid-parallel sweep
 GIVEN_SETTINGS := $(strip $(foreach name,SET OVERRIDES,$(if $(filter command line,$(origin $(name))),$($(name)))))
 WORD_GOALS := $(strip $(foreach goal,$(MAKECMDGOALS),$(if $(findstring /,$(goal))$(findstring .,$(goal)),,$(goal))))
 UNKNOWN_GOAL := $(firstword $(filter-out $(TARGETS),$(WORD_GOALS)))
+# the first goal that reads no settings: a word goal, else a file (local.env), else help (make alone)
+READS_NONE := $(firstword $(filter-out $(SETTINGS_GOALS),$(or $(WORD_GOALS),$(MAKECMDGOALS),help)))
 DOTTED := $(strip $(foreach name,$(.VARIABLES),$(if $(findstring .,$(name)),$(if $(filter command line,$(origin $(name))),$(name)=$($(name))))))
 ifneq ($(UNKNOWN_GOAL),)
 $(error error: no target $(UNKNOWN_GOAL)$(shell $(PYTHON) -c 'import difflib, sys; \
@@ -53,8 +55,8 @@ else ifneq ($(filter command line,$(origin set) $(origin overrides)),)
 $(error error: make's variables are upper case: SET='...' (or OVERRIDES='...'), e.g. make exp SET='train.epochs=5')
 else ifneq ($(DOTTED),)
 $(error error: $(firstword $(DOTTED)) is a setting, not a make variable: make exp SET='$(DOTTED)')
-else ifneq ($(and $(GIVEN_SETTINGS),$(filter-out $(SETTINGS_GOALS),$(or $(WORD_GOALS),help))),)
-$(error error: make $(firstword $(filter-out $(SETTINGS_GOALS),$(or $(WORD_GOALS),help))) reads no SET or OVERRIDES \
+else ifneq ($(and $(GIVEN_SETTINGS),$(READS_NONE)),)
+$(error error: make $(READS_NONE) reads no SET or OVERRIDES \
 	(only make exp, grid-parallel and sweep do): make exp SET='$(strip $(SET) $(OVERRIDES))' runs an experiment with them)
 endif
 

@@ -371,6 +371,10 @@ def test_make_remote_without_remote_writes_nothing(project, tmp_path):
                                       "and sweep do): make exp SET='train.epochs=5' runs an experiment with them"),
     (["compare", "OVERRIDES=train.epochs=5"], "error: make compare reads no SET or OVERRIDES (only make exp, "
      "grid-parallel and sweep do): make exp SET='train.epochs=5' runs an experiment with them"),
+    (["local.env", "SET=train.epochs=5"], "error: make local.env reads no SET or OVERRIDES (only make exp, "
+     "grid-parallel and sweep do): make exp SET='train.epochs=5' runs an experiment with them"),   # it said help
+    (["SET=train.epochs=5"], "error: make help reads no SET or OVERRIDES (only make exp, "
+     "grid-parallel and sweep do): make exp SET='train.epochs=5' runs an experiment with them"),
 ])
 def test_a_mistyped_make_target_or_variable_is_one_line_and_runs_nothing(project, tmp_path, args, line):
     """make's own "No rule to make target" named no alternative, and a SET that the target does not read (make
