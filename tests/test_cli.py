@@ -100,6 +100,8 @@ def test_help_at_every_level_creates_no_file(tmp_path, project, where):
     (["ui", "--port"], "error: Option '--port' requires an argument. (linclass ui -h lists the options)"),
     (["services", "add-user", "--grant"],
      "error: Option '--grant' requires an argument. (linclass services add-user -h lists the options)"),
+    (["grid", "train.epochs=5", "--jobs"],   # it named 'linclass grid train.epochs=5'
+     "error: Option '--jobs' requires an argument. (linclass grid -h lists the options)"),
 ])
 def test_a_bad_or_missing_option_is_one_line(tmp_path, argv, message):
     proc = subprocess.run([LINCLASS, *argv], cwd=tmp_path, env=env_for_pipeline(), capture_output=True, text=True)

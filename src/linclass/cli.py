@@ -613,6 +613,17 @@ def given_value(param, argv: list[str]) -> str | None:
     return given
 
 
+def command_path(argv: list[str]) -> str:
+    """`linclass` and the (sub)commands that `argv` begins with: linclass services add-user."""
+    commands, words = getattr(typer.main.get_command(app), "commands", {}), ["linclass"]
+    for word in argv:
+        if word not in commands:
+            break
+        commands = getattr(commands[word], "commands", {})
+        words.append(word)
+    return " ".join(words)
+
+
 def main() -> None:
     """The console script: known failures are one line on stderr and exit status 1; a bad or missing option
     is one line too (exit status 2), naming the option, instead of typer's framed usage message."""
@@ -628,8 +639,7 @@ def main() -> None:
         if ctx is not None:
             where = f" ({ctx.command_path} -h lists the options)"
         else:   # an option without its value (`linclass ui --port`) comes without the command's context
-            words = [word for word in sys.argv[1:3] if not word.startswith("-")]
-            where = f" ({' '.join(['linclass', *words])} -h lists the options)"
+            where = f" ({command_path(sys.argv[1:])} -h lists the options)"
         given = given_value(getattr(exc, "param", None), sys.argv[1:])
         print(f"error: {message}{'' if given is None else f', not {given!r}'}{where}", file=sys.stderr)
         sys.exit(exc.exit_code)
