@@ -97,7 +97,8 @@ SKIP = {
     ".venv/bin/ray start --head --port=6379 --num-cpus=<cores>": "placeholders for a real cluster",
     ".venv/bin/ray start --address=<head-host>:6379 --num-cpus=<cores>": "placeholders for a real cluster",
     "export RAY_ADDRESS=<head-host>:6379": "a placeholder host",
-    "export MLFLOW_TRACKING_URI=http://<server-host>:5000": "a placeholder host",
+    "export MLFLOW_TRACKING_URI=http://<server-host>:5000 MLFLOW_TRACKING_TOKEN=<mlflow-server/token on that host>":
+        "a placeholder host and token",
     "make sweep BACKEND=ray LOSS=svm REG=l2 LRS=0.005,0.01,0.02 STRENGTHS=1e-4,1e-3,1e-2": "a real cluster",
     # the team stack: tests/test_stack.py and tests/test_stack_attacks.py start it (PostgreSQL, MLflow with
     # logins, a DVC remote) and run these steps for real
@@ -145,6 +146,14 @@ def test_every_command_of_the_docs_is_run_or_skipped_with_a_reason():
     assert not stale, f"no longer in the docs (remove them here): {stale}"
     assert not set(RUN) & set(SKIP)
     assert all(reason.strip() for reason in SKIP.values())
+
+
+def test_every_client_of_an_http_tracking_server_is_given_its_token():
+    """`make server` answers only its token: an export of an http MLFLOW_TRACKING_URI without MLFLOW_TRACKING_TOKEN
+    (docs/parallel.md's real cluster) sends the sweep to a 401. The team stack's clients source their env file."""
+    tokenless = [c for c in all_commands() if re.search(r"MLFLOW_TRACKING_URI=https?://", c)
+                 and "MLFLOW_TRACKING_TOKEN=" not in c]
+    assert not tokenless, tokenless
 
 
 def test_the_readme_stays_short_with_the_four_tasks_and_links_that_exist():

@@ -464,7 +464,7 @@ def tracking_server(params: dict) -> str:
     if not uri.startswith(("http://", "https://")):
         raise RaySweepError(f"tracking store {uri or 'sqlite (the default)'!r} is not reachable from other "
                             "machines: start a server (`make server HOST=0.0.0.0`) and export "
-                            "MLFLOW_TRACKING_URI=http://<host>:5000")
+                            "MLFLOW_TRACKING_URI=http://<host>:5000 MLFLOW_TRACKING_TOKEN=<its mlflow-server/token>")
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
             response.read(64)
