@@ -639,9 +639,9 @@ def check_grantable(url: str, admin_password: str, experiment: str) -> None:
 
     close = difflib.get_close_matches(experiment, [*names, *own], n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ServiceError(f"--grant: no experiment {experiment!r} on the server; {hint}it has "
-                       f"{', '.join(repr(n) for n in sorted(names)) or 'none'}; the project's own "
-                       f"({', '.join(own)}) may be granted before its first run creates it")
+    shown = ", ".join(repr(n) for n in sorted(names)[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    raise ServiceError(f"--grant: no experiment {experiment!r} on the server; {hint}it has {shown or 'none'}; "
+                       f"the project's own ({', '.join(own)}) may be granted before its first run creates it")
 
 
 def grant(url: str, admin_password: str, user: str, experiment: str, permission: str) -> None:
