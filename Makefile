@@ -58,6 +58,8 @@ $(error error: $(firstword $(DOTTED)) is a setting, not a make variable: make ex
 else ifneq ($(and $(GIVEN_SETTINGS),$(READS_NONE)),)
 $(error error: make $(READS_NONE) reads no SET or OVERRIDES \
 	(only make exp, grid-parallel and sweep do): make exp SET='$(strip $(SET) $(OVERRIDES))' runs an experiment with them)
+else ifneq ($(and $(filter remote,$(MAKECMDGOALS)),$(if $(REMOTE),,none)),)
+$(error error: REMOTE is not set: make remote REMOTE=/shared/linclass-dvc (a folder every teammate reaches) or REMOTE=s3://bucket/path)
 endif
 
 help: ## this list
@@ -163,9 +165,7 @@ cluster-up: $(BIN)/.cluster ## a Ray cluster on this machine (127.0.0.2 and 127.
 cluster-down: $(BIN)/.cluster ## stop it
 	$(LINCLASS) cluster down
 
-remote: ## the team's DVC remote (commit .dvc/config): make remote REMOTE=/shared/linclass-dvc
-	@test -n "$(REMOTE)" || { echo "error: REMOTE is not set: make remote REMOTE=/shared/linclass-dvc (a folder every teammate reaches) or REMOTE=s3://bucket/path" >&2; exit 1; }
-	$(MAKE) --no-print-directory venv
+remote: venv ## the team's DVC remote (commit .dvc/config): make remote REMOTE=/shared/linclass-dvc
 	dvc remote add --default --force team '$(REMOTE)'
 	dvc remote list
 

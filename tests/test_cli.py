@@ -354,9 +354,9 @@ def test_make_remote_without_remote_writes_nothing(project, tmp_path):
     copy = make_copy(project.path, tmp_path, with_venv=False)
     config = (copy / ".dvc" / "config").read_bytes() if (copy / ".dvc" / "config").exists() else None
     proc = make(copy, "remote")
-    assert proc.returncode != 0
-    assert proc.stderr.splitlines()[0] == ("error: REMOTE is not set: make remote REMOTE=/shared/linclass-dvc "
-                                           "(a folder every teammate reaches) or REMOTE=s3://bucket/path"), proc.stderr
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert ("error: REMOTE is not set: make remote REMOTE=/shared/linclass-dvc (a folder every teammate reaches) "
+            "or REMOTE=s3://bucket/path") in proc.stderr, proc.stderr
     assert ((copy / ".dvc" / "config").read_bytes() if (copy / ".dvc" / "config").exists() else None) == config
     assert not (copy / ".venv").exists() and not (copy / ".tools").exists(), "make remote installed first"
 

@@ -321,7 +321,7 @@ def test_the_feature_settings_are_checked_as_the_config_checks_them():
     check(Features, cells=[8, 16], orientations=18, signed=True)
     with pytest.raises(ValueError, match=r"^orientations=0 is out of range: allowed an integer >= 1 and <= 360$"):
         check(Features, orientations=0)
-    with pytest.raises(ValueError, match=r"^features\[0\]='sift' is out of range: allowed a list of 'hog_hist'"):
+    with pytest.raises(ValueError, match=r"^features\[0\]='sift' is not one of 'hog_hist'$"):
         check(Grid, features=["sift"])
     check(Grid, features=[])   # pixels only
 

@@ -120,7 +120,8 @@ def test_config_rejects_a_bad_path_setting():
 
     for override, message in (
         ("studies.regularization_path.strengths=[1e-2,1e-3]", "strictly increasing"),
-        ("studies.regularization_path.regularizers=[l3]", r"regularizers\[0\]='l3' is out of range"),
+        ("studies.regularization_path.regularizers=[l3]",
+         r"regularizers\[0\]='l3' is not one of 'none', 'l1', 'l2', 'elasticnet'$"),
         ("studies.regularization_path.train_subset=0", "train_subset=0"),
     ):
         with pytest.raises(ConfigError, match=message):
