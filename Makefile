@@ -60,6 +60,8 @@ $(error error: make $(READS_NONE) reads no SET or OVERRIDES \
 	(only make exp, grid-parallel and sweep do): make exp SET='$(strip $(SET) $(OVERRIDES))' runs an experiment with them)
 else ifneq ($(and $(filter remote,$(MAKECMDGOALS)),$(if $(REMOTE),,none)),)
 $(error error: REMOTE is not set: make remote REMOTE=/shared/linclass-dvc (a folder every teammate reaches) or REMOTE=s3://bucket/path)
+else ifneq ($(and $(filter user-add,$(MAKECMDGOALS)),$(if $(NAME),,none)),)
+$(error error: NAME is not set: make user-add NAME=bob [GRANT=linclass-cifar10=READ])
 endif
 
 help: ## this list
@@ -154,9 +156,7 @@ services-down: venv-team ## stop the team stack (data kept)
 services-status: venv-team ## which parts of the team stack answer
 	$(LINCLASS) services status
 
-user-add: ## a teammate's account: make user-add NAME=bob [GRANT=linclass-cifar10=READ]
-	@test -n "$(NAME)" || { echo "error: NAME is not set: make user-add NAME=bob [GRANT=linclass-cifar10=READ]" >&2; exit 1; }
-	$(MAKE) --no-print-directory venv-team
+user-add: venv-team ## a teammate's account: make user-add NAME=bob [GRANT=linclass-cifar10=READ]
 	$(LINCLASS) services add-user '$(NAME)' $(if $(GRANT),--grant '$(GRANT)')
 
 cluster-up: $(BIN)/.cluster ## a Ray cluster on this machine (127.0.0.2 and 127.0.0.3)
