@@ -26,13 +26,13 @@ from linclass.settings import Tracking
 ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                # what MLflow 3.17's server prints at every start and its user cannot act on
                "PYTHONWARNINGS": "ignore:starlette.middleware.wsgi is deprecated"}
+APP = ["--app-name", "linclass", "--uvicorn-opts", "--no-proxy-headers"]
 
 
 def stores(backend: str) -> dict:
     """The server's database for runs and for the model registry (MLflow says so in a line when the second is
     not given)."""
     return {"MLFLOW_BACKEND_STORE_URI": backend, "MLFLOW_REGISTRY_STORE_URI": backend}
-APP = ["--app-name", "linclass", "--uvicorn-opts", "--no-proxy-headers"]
 
 
 # MLflow's CLI runs uvicorn as its child and passes the signals it gets on to it; in the terminal's process group
