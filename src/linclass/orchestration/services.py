@@ -140,7 +140,8 @@ def check_listener(folder: Path, url: str, what: str) -> None:
 
 def as_account(cmd: list[str], account: Account, cwd: Path | None = None,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `cmd` as `account` (its own environment plus `env`, in its HOME unless `cwd`), output captured."""
+    """Run `cmd` as `account` (its own environment plus `env`; in `cwd`, else in its HOME when it is another
+    account, else here), output captured."""
     return subprocess.run(cmd, env={**account.env(), **(env or {})},
                           cwd=cwd or (None if account.is_me else account.home), capture_output=True, text=True,
                           timeout=120, **account.popen_args())

@@ -32,7 +32,7 @@ in the workspace, or with OVERRIDES the experiment `grid-all` (so params.yaml st
 
 Every train stage runs with train.blas_threads BLAS threads (1 by default), so N workers keep N cores
 busy and the results are bit-identical to a serial run. Every stage logs to the project's MLflow
-store, also from inside .dvc/tmp/exps/ (see linclass.plumbing.tracking.project_root), tagged with its
+store, also from inside .dvc/tmp/exps/ (see linclass.tracking.runs.project_root), tagged with its
 experiment's name (`dvc_exp_name`).
 
 Points (`Point`: a name, its Hydra overrides, the DVC target) describe the same experiments one by

@@ -5,7 +5,7 @@ it is asked to run in its workspace, so that a command starts in milliseconds wi
     python -m linclass.orchestration.warm --socket PATH [--idle 600]     # in the workspace's root
 
 A Ray node keeps one per workspace (linclass.orchestration.ray_backend): `dvc exp run` and every stage
-it runs start from it. `linclass repro` and `linclass exp` start one for the stages of their DVC run
+it runs start from it. `linclass repro`, `exp`, `grid` and `sweep` start one for the stages of their DVC runs
 (serving() below) and stop it at the end. The client is linclass/orchestration/warm_client.py
 (`pipeline/python` uses it when $LINCLASS_WARM_SOCKET names a live socket). A command runs as it would in a
 fresh `python`: its own process (and process group), the client's standard streams, working directory,
