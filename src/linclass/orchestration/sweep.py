@@ -620,7 +620,7 @@ def check_features(features: str) -> None:
 
 def results_table(prefix: str, features: str = "pixels") -> list[dict]:
     check_features(features)
-    return experiment_rows(json.loads(dvc("exp", "show", "--json").stdout), prefix, features)
+    return experiment_rows(exp_show(), prefix, features)
 
 
 def elsewhere(prefix: str) -> str:
