@@ -18,6 +18,7 @@ environments its workers load, the logs), so only a private folder around them k
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -279,9 +280,11 @@ def stop(cluster: Cluster, keep_logs: bool = False) -> None:
 def start_checked(head: str, workers: tuple[str, ...], port: int, cpus: int) -> Cluster:
     """start() on loopback addresses other than 127.0.0.1 only (Ray rewrites 127.0.0.1)."""
     for ip in (head, *workers):
-        if ip == "127.0.0.1" or not ip.startswith("127."):
-            raise ClusterError(f"node address {ip} is not allowed: give loopback addresses 127.0.0.2 and up "
-                               "(Ray rewrites 127.0.0.1)")
+        with contextlib.suppress(ValueError):
+            if ipaddress.IPv4Address(ip).is_loopback and ip != "127.0.0.1":
+                continue
+        raise ClusterError(f"node address {ip!r} is not allowed: give loopback addresses 127.0.0.2 and up "
+                           "(Ray rewrites 127.0.0.1)")
     return start(head, workers, port, cpus)
 
 

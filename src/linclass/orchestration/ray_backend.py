@@ -491,15 +491,16 @@ def git_identity(root: Path) -> tuple[str, str]:
 
 
 def check_ray(address: str) -> None:
-    """A one-line error, within seconds, when nothing listens at the Ray head's HOST:PORT, or another account's
-    process does (linclass.orchestration.cluster.check_head_is_mine)."""
+    """A one-line error, within seconds, when `address` is not HOST:PORT, nothing listens there, or another
+    account's process does (linclass.orchestration.cluster.check_head_is_mine)."""
     host, _, port = address.rpartition(":")
     if address == "auto":
         raise RaySweepError("address 'auto' is not allowed: Ray then connects to the address written in "
                             "/tmp/ray/ray_current_cluster, a file any account of this machine can write, and sends it "
                             "your Ray token; give the head's HOST:PORT (`linclass cluster up` prints it)")
-    if not port.isdigit():
-        return
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RaySweepError(f"Ray address {address!r} (--address, or RAY_ADDRESS) is not the head's HOST:PORT with a "
+                            f"port of 1-65535, e.g. {DEFAULT_ADDRESS} (`linclass cluster up` prints it)")
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:

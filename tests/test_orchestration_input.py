@@ -1,0 +1,56 @@
+"""Input of the commands around the pipeline, checked before anything starts: a Ray address or a node address
+that is not one is one line naming it; and what `linclass --help` lists as allowed is what the code allows
+(settings.py, cluster.py, services.py declare it; the help repeats it so that `linclass` starts without them)."""
+from __future__ import annotations
+
+import pytest
+import typer
+
+from linclass.cli import app
+from linclass.orchestration import cluster, services
+from linclass.orchestration.ray_backend import RaySweepError, check_ray
+from linclass.settings import FEATURE_KINDS, LOSS_NAMES, REGULARIZER_NAMES
+
+
+@pytest.mark.parametrize("address", ["127.0.0.2", "127.0.0.2:", "127.0.0.2:head", ":6390", "127.0.0.2:0",
+                                     "127.0.0.2:70000"])
+def test_a_ray_address_that_is_not_host_and_port_is_named_before_any_connection(address):
+    # "127.0.0.2" passed the check silently and reached ray.init (Ray's own multi-line error); a port past 65535
+    # was taken modulo 65536 by the socket module, so another port was probed
+    with pytest.raises(RaySweepError, match=rf"^Ray address {address!r} \(--address, or RAY_ADDRESS\) is not the "
+                                            r"head's HOST:PORT with a port of 1-65535, e\.g\. 127\.0\.0\.2:6390 "):
+        check_ray(address)
+
+
+@pytest.mark.parametrize("ip", ["127.0.0.1", "10.0.0.1", "127.0.0.999", "127.foo", "localhost", " 127.0.0.3"])
+def test_a_node_address_that_is_not_loopback_beyond_127_0_0_1_is_refused_before_any_node_starts(ip):
+    # "127.0.0.999" and "127.foo" passed (they start with "127."): `ray start` then failed in a log file
+    port = 1   # no cluster of this user's runs there; its state folder must not appear
+    with pytest.raises(cluster.ClusterError, match=rf"^node address {ip!r} is not allowed: give loopback addresses "
+                                                   r"127\.0\.0\.2 and up"):
+        cluster.start_checked("127.0.0.2", (ip,), port, 1)
+    assert not cluster.state_dir(port).exists()
+
+
+def options(*path: str) -> dict:
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    return {param.name: param for param in command.params}
+
+
+def listed(names) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def test_the_help_lists_exactly_what_the_settings_and_modules_allow():
+    sweep = options("sweep")
+    assert sweep["loss"].help == listed(LOSS_NAMES)
+    assert sweep["regularizer"].help == listed(REGULARIZER_NAMES)
+    assert sweep["features"].help.endswith(f"({', '.join(FEATURE_KINDS)})")
+    assert f"({', '.join(services.PERMISSIONS)})" in options("services", "add-user")["grant"].help
+    up = options("cluster", "up")
+    assert (up["head"].default, tuple(up["workers"].default.split(",")), up["port"].default) == \
+        (cluster.DEFAULT_HEAD, cluster.DEFAULT_WORKERS, cluster.DEFAULT_PORT)
+    for command in ("down", "status"):
+        assert options("cluster", command)["port"].default == cluster.DEFAULT_PORT
