@@ -35,7 +35,7 @@ def test_a_node_address_that_is_not_loopback_beyond_127_0_0_1_is_refused_before_
 def options(*path: str) -> dict:
     command = typer.main.get_command(app)
     for name in path:
-        command = command.commands[name]
+        command = getattr(command, "commands", {})[name]
     return {param.name: param for param in command.params}
 
 
