@@ -238,7 +238,9 @@ def test_a_grant_on_an_experiment_that_does_not_exist_is_refused_and_nothing_is_
     the pipeline's first run creates it (make user-add NAME=carol GRANT=linclass-cifar10=READ on a fresh stack)."""
     before = sorted(e.name for e in admin_client.search_experiments())
     for name, grant, expected in [("dora", "nosuch=READ", "no experiment 'nosuch' on the server; it has "),
-                                  ("dora", f"{EXPERIMENT[:-1]}O=READ", f"did you mean '{EXPERIMENT}'?")]:
+                                  ("dora", f"{EXPERIMENT[:-1]}O=READ", f"did you mean '{EXPERIMENT}'?"),
+                                  # case aside, as the settings' did-you-mean (difflib alone proposed nothing)
+                                  ("dora", f"{EXPERIMENT.upper()}=READ", f"did you mean '{EXPERIMENT}'?")]:
         proc = services(stack.env, "add-user", name, "--grant", grant, check=False)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 1 and len(lines) == 1 and expected in lines[0], proc.stderr

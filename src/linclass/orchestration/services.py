@@ -633,13 +633,13 @@ def experiment_names(url: str, admin_password: str) -> list[str]:
 def check_grantable(url: str, admin_password: str, experiment: str) -> None:
     """ServiceError (one line: the experiments there are, a close one) unless `experiment` exists on the server
     or is one of the project's own (project_experiments), which `grant` creates ahead of the pipeline's first run."""
+    from linclass.settings import closest
+
     names, own = experiment_names(url, admin_password), project_experiments()
     if experiment in names or experiment in own:
         return
-    import difflib
-
-    close = difflib.get_close_matches(experiment, [*names, *own], n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    close = closest(experiment, [*names, *own])
+    hint = f"did you mean {close!r}? " if close else ""
     shown = ", ".join(repr(n) for n in sorted(names)[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
     raise ServiceError(f"--grant: no experiment {experiment!r} on the server; {hint}it has {shown or 'none'}; "
                        f"the project's own ({', '.join(own)}) may be granted before its first run creates it")
