@@ -33,7 +33,7 @@ from pathlib import Path
 
 import psutil
 
-from linclass.orchestration.accounts import describe_uids, strangers_listening
+from linclass.orchestration.accounts import describe_uids, last_line, strangers_listening
 
 DEFAULT_HEAD = "127.0.0.2"
 DEFAULT_WORKERS = ("127.0.0.3",)
@@ -187,11 +187,7 @@ while sum(node["Alive"] for node in ray.nodes()) < wanted:
 
 
 def alive_nodes(cluster: Cluster) -> list[Node]:
-    return [node for node in cluster.nodes if _pid_alive(node.pid)]
-
-
-def _pid_alive(pid: int) -> bool:
-    return psutil.pid_exists(pid)
+    return [node for node in cluster.nodes if psutil.pid_exists(node.pid)]
 
 
 def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, port: int = DEFAULT_PORT,
@@ -221,7 +217,7 @@ def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, 
         cluster.save()
         deadline = time.monotonic() + timeout
         while not _port_open(head, port):
-            if not _pid_alive(cluster.head.pid) or time.monotonic() > deadline:
+            if not psutil.pid_exists(cluster.head.pid) or time.monotonic() > deadline:
                 raise ClusterError(f"the Ray head on {head}:{port} did not start; see {cluster.head.log}")
             time.sleep(0.3)
         check_head_is_mine(head, port)   # before any node or driver sends it the token
@@ -234,7 +230,7 @@ def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, 
                                 capture_output=True, text=True, env=node_env())
         if waited.returncode != 0:
             raise ClusterError(f"the cluster at {cluster.address} did not come up: "
-                               f"{(waited.stderr.strip().splitlines() or ['?'])[-1]}; logs in {directory}")
+                               f"{last_line(waited.stderr)}; logs in {directory}")
     except BaseException:
         stop(cluster, keep_logs=True)   # the logs say why
         raise
@@ -259,7 +255,7 @@ def stop_node(node: Node, grace: float = 20) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(node.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while _pid_alive(node.pid) and time.monotonic() < deadline:
+    while psutil.pid_exists(node.pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             if os.waitpid(node.pid, os.WNOHANG)[0]:
                 break
@@ -290,4 +286,4 @@ def start_checked(head: str, workers: tuple[str, ...], port: int, cpus: int) -> 
 
 def status_lines(cluster: Cluster) -> list[str]:
     return [f"{'head  ' if node.head else 'worker'} {node.ip:<12} pid {node.pid:<8} "
-            f"{'up' if _pid_alive(node.pid) else 'DOWN'}  log {node.log}" for node in cluster.nodes]
+            f"{'up' if psutil.pid_exists(node.pid) else 'DOWN'}  log {node.log}" for node in cluster.nodes]
