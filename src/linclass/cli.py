@@ -246,9 +246,11 @@ def exp(overrides: Overrides = None):
     if not overrides:
         raise ValueError("an experiment needs settings to change, e.g. linclass exp train.epochs=5 "
                          "(make exp SET='train.epochs=5'); the workspace as it is: linclass repro (make repro)")
+    from linclass.orchestration.sweep import set_args
+
     overrides, threads = checked(overrides)
     with one_pipeline_at_a_time(), warm_stages(threads):
-        dvc("exp", "run", *(arg for o in overrides for arg in ("-S", o)))
+        dvc("exp", "run", *set_args(overrides))
     # as make repro does (DVC's own last line, "Experiment results have been applied to your workspace", showed
     # no number); beside the earlier runs: make compare
     print_test_accuracies(Path("metrics/test.json"))
@@ -319,7 +321,7 @@ def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local"
         _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, summary=summary)
         with one_pipeline_at_a_time():
             if overrides:
-                dvc("exp", "run", "--temp", "-n", "grid-all", *(arg for o in overrides for arg in ("-S", o)))
+                dvc("exp", "run", "--temp", "-n", "grid-all", *sweep.set_args(overrides))
             else:
                 dvc("repro")
     # the grid's points trained only; here every model of it with its test accuracy, evaluated together

@@ -234,7 +234,7 @@ def prepare_data(overrides: Sequence[str]) -> None:
     Data settings that differ from params.yaml are prepared in a temporary copy, so params.yaml stays as it is.
     """
     if any(o.lstrip("+~").startswith(DATA_KEYS) for o in overrides):
-        dvc("exp", "run", "--temp", "-n", "data-prep", *_sets(overrides), "preprocess", capture=False)
+        dvc("exp", "run", "--temp", "-n", "data-prep", *set_args(overrides), "preprocess", capture=False)
         dvc("exp", "remove", "data-prep", check=False)
     else:
         dvc("repro", "preprocess", capture=False)
@@ -260,7 +260,8 @@ def prepare(overrides: Sequence[str]) -> None:
     print(f"MLflow store {uri}: experiment {params['tracking']['experiment']!r} (id {experiment_id})")
 
 
-def _sets(overrides: Iterable[str]) -> list[str]:
+def set_args(overrides: Iterable[str]) -> list[str]:
+    """The overrides as `dvc exp run` takes them: -S o1 -S o2 ..."""
     return [arg for override in overrides for arg in ("-S", override)]
 
 
@@ -691,7 +692,7 @@ def run_points(points: Sequence[Point], prefix: str, overrides: Sequence[str], j
     clear_earlier(prefix)
     baseline = head()   # the experiments' commit, whatever is committed while they run
     for point in points:
-        dvc("exp", "run", "--queue", "-n", point.name, *_sets((*overrides, *point.overrides)), point.target)
+        dvc("exp", "run", "--queue", "-n", point.name, *set_args((*overrides, *point.overrides)), point.target)
         print(f"queued {point.name}: {' '.join(point.overrides)}")
     expected = [point.name for point in points]
     print(f"{len(expected)} experiments, {jobs} at a time: dvc exp run --run-all -j {jobs} "
