@@ -1,10 +1,15 @@
-"""Input of the commands around the pipeline, checked before anything starts: a Ray address or a node address
-that is not one is one line naming it; and what `linclass --help` lists as allowed is what the code allows
-(settings.py, cluster.py, services.py declare it; the help repeats it so that `linclass` starts without them)."""
+"""Input of the commands around the pipeline, checked before anything starts: a Ray address, a node address or
+a setting of the team stack that is not one is one line naming it; and what `linclass --help` lists as allowed
+is what the code allows (settings.py, cluster.py, services.py declare it; the help repeats it so that
+`linclass` starts without importing them)."""
 from __future__ import annotations
+
+import os
+import subprocess
 
 import pytest
 import typer
+from conftest import BIN
 
 from linclass.cli import app
 from linclass.orchestration import cluster, services
@@ -54,3 +59,22 @@ def test_the_help_lists_exactly_what_the_settings_and_modules_allow():
         (cluster.DEFAULT_HEAD, cluster.DEFAULT_WORKERS, cluster.DEFAULT_PORT)
     for command in ("down", "status"):
         assert options("cluster", command)["port"].default == cluster.DEFAULT_PORT
+
+
+@pytest.mark.parametrize(("variable", "value", "allowed"), [
+    ("LINCLASS_MLFLOW_PORT", "abc", "a whole number, 1..65535"),
+    ("LINCLASS_PG_PORT", "99999", "a whole number, 1..65535"),
+    ("LINCLASS_AUTH_CACHE_SECONDS", "-1", "a whole number, 0..3600"),
+    ("LINCLASS_DEFAULT_PERMISSION", "EDIT", "NO_PERMISSIONS, READ"),
+])
+def test_a_bad_setting_of_the_stack_is_one_line_before_anything_is_made(tmp_path, variable, value, allowed):
+    # LINCLASS_MLFLOW_PORT=abc said "invalid literal for int() with base 10: 'abc'" after writing secrets.env;
+    # LINCLASS_PG_PORT=99999 made a whole database cluster, then pg_ctl failed ("Examine the log output");
+    # LINCLASS_AUTH_CACHE_SECONDS and LINCLASS_DEFAULT_PERMISSION were refused after PostgreSQL had started
+    folder = tmp_path / "services"
+    env = {**os.environ, "LINCLASS_SERVICES_DIR": str(folder), variable: value}
+    proc = subprocess.run([str(BIN / "linclass"), "services", "up"], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == "", proc
+    assert proc.stderr == f"error: {variable}={value!r}; allowed: {allowed}\n"
+    assert not folder.exists()

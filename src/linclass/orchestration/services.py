@@ -284,16 +284,12 @@ def auth_ini(database_uri: str, default_permission: str, cache_seconds: int = 60
             f"auth_cache_ttl_seconds = {cache_seconds}\n")
 
 
-def mlflow_up(folder: Path, account: Account, host: str, port: int, backend: str, auth_store: str,
-              artifacts: str, secret: dict[str, str]) -> subprocess.Popen:
-    """Start the MLflow server as `account`: MLflow's basic-auth app behind the guard (app linclass-team)."""
-    permission = os.environ.get("LINCLASS_DEFAULT_PERMISSION", "NO_PERMISSIONS")
-    if permission not in ("NO_PERMISSIONS", "READ"):
-        raise ServiceError(f"LINCLASS_DEFAULT_PERMISSION={permission!r}; allowed: NO_PERMISSIONS, READ")
-    cache = os.environ.get("LINCLASS_AUTH_CACHE_SECONDS", "60")
-    if not cache.isdigit() or int(cache) > 3600:
-        raise ServiceError(f"LINCLASS_AUTH_CACHE_SECONDS={cache!r}; allowed: a whole number of seconds, 0..3600")
-    write_private(folder / "auth.ini", auth_ini(auth_store, permission, int(cache)), account)
+def mlflow_up(folder: Path, account: Account, cfg: dict, secret: dict[str, str]) -> subprocess.Popen:
+    """Start the MLflow server as `account` where `cfg` (settings) says: MLflow's basic-auth app behind the guard
+    (app linclass-team)."""
+    host, port, artifacts = cfg["host"], cfg["port"], cfg["artifacts"]
+    write_private(folder / "auth.ini", auth_ini(cfg["auth_store"], cfg["default_permission"],
+                                                cfg["auth_cache_seconds"]), account)
     if "://" not in artifacts:
         private_dir(Path(artifacts), account)
     python, python_env = server_python(account, folder)
@@ -301,7 +297,7 @@ def mlflow_up(folder: Path, account: Account, host: str, port: int, backend: str
     # server gets nothing else of the caller's environment but an S3 artifact store's settings.
     env = {**account.env(), **python_env,
            **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "MLFLOW_S3_"))},
-           "MLFLOW_BACKEND_STORE_URI": backend,
+           "MLFLOW_BACKEND_STORE_URI": cfg["backend"],
            "MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"),
            **{name: secret[name] for name in SECRETS if name.startswith("MLFLOW_")},
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}   # the GenAI job runner: 7 more processes, unused
@@ -407,17 +403,38 @@ def stop_group(pid: int | None, timeout: float = 20) -> None:
 
 # ---- the commands ----
 
+def environment() -> dict:
+    """The stack's numbers and its default permission from the environment (the module docstring), each checked:
+    ServiceError (one line naming the variable and what it allows) before anything starts or is written."""
+    def number(name: str, default: int, low: int, high: int) -> int:
+        text = os.environ.get(name, str(default))
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise ServiceError(f"{name}={text!r}; allowed: a whole number, {low}..{high}")
+        return int(text)
+
+    permission = os.environ.get("LINCLASS_DEFAULT_PERMISSION", "NO_PERMISSIONS")
+    if permission not in ("NO_PERMISSIONS", "READ"):
+        raise ServiceError(f"LINCLASS_DEFAULT_PERMISSION={permission!r}; allowed: NO_PERMISSIONS, READ")
+    return {"port": number("LINCLASS_MLFLOW_PORT", 5000, 1, 65535),
+            "pg_port": number("LINCLASS_PG_PORT", 5433, 1, 65535),
+            "auth_cache_seconds": number("LINCLASS_AUTH_CACHE_SECONDS", 60, 0, 3600),
+            "default_permission": permission}
+
+
 def settings(folder: Path, state: dict) -> dict:
-    """Where the parts listen and keep their data: from the environment, except what `state` says of parts
+    """Where the parts listen and keep their data (checked: environment()), except what `state` says of parts
     that are running (their ports)."""
+    env = environment()
     secret = secrets_of(folder)
-    pg_port = int(state.get("pg_port") or os.environ.get("LINCLASS_PG_PORT", "5433"))
+    pg_port = int(state.get("pg_port") or env["pg_port"])
     local_db = f"postgresql://{DB_USER}:{secret['LINCLASS_PG_PASSWORD']}@127.0.0.1:{pg_port}"
     scram = f"?{SCRAM_ONLY}"
     return {
         "host": state.get("host") or os.environ.get("LINCLASS_HOST", "127.0.0.1"),
-        "port": int(state.get("port") or os.environ.get("LINCLASS_MLFLOW_PORT", "5000")),
+        "port": int(state.get("port") or env["port"]),
         "pg_port": pg_port,
+        "default_permission": env["default_permission"],
+        "auth_cache_seconds": env["auth_cache_seconds"],
         "local_postgres": "LINCLASS_BACKEND_STORE" not in os.environ,
         "backend": os.environ.get("LINCLASS_BACKEND_STORE", f"{local_db}/mlflow{scram}"),
         "auth_store": os.environ.get("LINCLASS_AUTH_STORE", f"{local_db}/mlflow_auth{scram}"),
@@ -445,6 +462,7 @@ def up(folder: Path) -> dict:
     """Start whatever part is not running (or not answering); return the state (URLs, pids, seconds it
     took, which parts were brought back)."""
     start = time.monotonic()
+    environment()   # a bad setting stops here: nothing made yet
     account = stack_account()
     folder.mkdir(parents=True, mode=0o700, exist_ok=True)
     state = load_state(folder)
@@ -488,8 +506,7 @@ def up(folder: Path) -> dict:
     state["mlflow_pid"] = mlflow_pid if mlflow_alive else None
     state["mlflow_started"] = started_at(mlflow_pid) if mlflow_alive and mlflow_pid else None
     if not mlflow_alive:
-        proc = mlflow_up(folder, account, cfg["host"], cfg["port"], cfg["backend"], cfg["auth_store"],
-                         cfg["artifacts"], secret)
+        proc = mlflow_up(folder, account, cfg, secret)
         state["mlflow_pid"], state["mlflow_started"] = proc.pid, started_at(proc.pid)
         save_state(folder, state, account)
         try:
