@@ -69,6 +69,7 @@ from linclass.orchestration.accounts import (
     team_group,
     write_private,
 )
+from linclass.tracking.store import process_start
 
 PG_BIN = Path(os.environ.get("LINCLASS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DB_USER = "linclass"
@@ -371,14 +372,7 @@ def mlflow_alive_in(state: dict) -> bool:
     recorded with it (after a reboot or a crash the pid may be another process's, which `down` would otherwise
     stop with its children)."""
     pid, started = state.get("mlflow_pid"), state.get("mlflow_started")
-    return bool(pid and (started is None or started_at(pid) == started))
-
-
-def started_at(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
+    return bool(pid and (started is None or process_start(pid) == started))
 
 
 def stop_group(pid: int | None, timeout: float = 20) -> None:
@@ -504,10 +498,10 @@ def up(folder: Path) -> dict:
     state = {key: cfg[key] for key in ("host", "port", "pg_port", "local_postgres", "artifacts", "dvc_remote",
                                        "public_url")}
     state["mlflow_pid"] = mlflow_pid if mlflow_alive else None
-    state["mlflow_started"] = started_at(mlflow_pid) if mlflow_alive and mlflow_pid else None
+    state["mlflow_started"] = process_start(mlflow_pid) if mlflow_alive and mlflow_pid else None
     if not mlflow_alive:
         proc = mlflow_up(folder, account, cfg, secret)
-        state["mlflow_pid"], state["mlflow_started"] = proc.pid, started_at(proc.pid)
+        state["mlflow_pid"], state["mlflow_started"] = proc.pid, process_start(proc.pid)
         save_state(folder, state, account)
         try:
             wait_healthy(url, proc, 120, folder / "mlflow.log")
