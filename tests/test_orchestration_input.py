@@ -78,3 +78,17 @@ def test_a_bad_setting_of_the_stack_is_one_line_before_anything_is_made(tmp_path
     assert proc.returncode == 1 and proc.stdout == "", proc
     assert proc.stderr == f"error: {variable}={value!r}; allowed: {allowed}\n"
     assert not folder.exists()
+
+
+def test_a_sweep_on_the_pixels_and_one_on_features_of_the_same_combination_have_disjoint_prefixes():
+    # the pixels' prefix was sweep-softmax-l2-, which the features points (sweep-softmax-l2-hog_hist-...) begin
+    # with too: `make sweep LOSS=softmax REG=l2` removed the features sweep's experiments (clear_earlier) as
+    # "earlier experiments" of its own
+    from linclass.orchestration.sweep import sweep_points, sweep_prefix
+
+    kinds = ["pixels", *FEATURE_KINDS]
+    names = {kind: [p.name for p in sweep_points("softmax", "l2", "0.01,0.05", "1e-4", kind)] for kind in kinds}
+    for kind in kinds:
+        for other in kinds:
+            mine = [name.startswith(sweep_prefix("softmax", "l2", kind)) for name in names[other]]
+            assert all(mine) if other == kind else not any(mine), (kind, other, names[other])

@@ -341,7 +341,7 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
 
     The table goes to sweeps/<loss>-<regularizer>.csv (on features: sweeps/<loss>-<regularizer>-<kind>.csv),
     its heat map to reports/hyperparameter_map/ and, when the workspace has one, to the report."""
-    from linclass.orchestration.sweep import sweep_points
+    from linclass.orchestration.sweep import sweep_points, sweep_prefix
     from linclass.plumbing.paths import SWEEPS, lock_stages
 
     overrides, threads = checked(overrides)
@@ -349,8 +349,8 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
     check_backend(backend)
     name = f"{loss}-{regularizer}" if features == "pixels" else f"{loss}-{regularizer}-{features}"
     with warm_stages(threads):
-        _points(points, f"sweep-{name}-", overrides, backend, jobs, address, table=SWEEPS / f"{name}.csv",
-                summary=summary, features=features)
+        _points(points, sweep_prefix(loss, regularizer, features), overrides, backend, jobs, address,
+                table=SWEEPS / f"{name}.csv", summary=summary, features=features)
         with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one
             # (--single-item: these two alone, never a stale stage upstream of the report, such as a training)
             dvc("repro", "--single-item", "hyperparameter_map", *report_to_rebuild(lock_stages()))

@@ -128,12 +128,18 @@ def sweep_points(loss: str, regularizer: str, learning_rates: Sequence[float] | 
         names = loss, regularizer
     learning_rates = parse_floats(learning_rates, "--learning-rates (LRS of make sweep)", rate, settings[0], names[0])
     strengths = parse_floats(strengths, "--strengths (STRENGTHS of make sweep)", strength, settings[1], names[1])
-    tag = "" if features == "pixels" else f"-{features}"
     grid = (f"grid.losses=[{loss}]", f"grid.regularizers=[{regularizer}]",
             f"grid.features=[{'' if features == 'pixels' else features}]")
-    return [Point(f"sweep-{loss}-{regularizer}{tag}-lr{lr:g}-s{lam:g}",
+    return [Point(f"{sweep_prefix(loss, regularizer, features)}{lr:g}-s{lam:g}",
                   (*grid, f"{rate}={lr!r}", f"{strength}={lam!r}"), "evaluate")
             for lr, lam in itertools.product(learning_rates, strengths)]
+
+
+def sweep_prefix(loss: str, regularizer: str, features: str = "pixels") -> str:
+    """What the names of one sweep's points begin with: sweep-softmax-l2-lr, sweep-softmax-l2-hog_hist-lr. The
+    pixels' is no prefix of the features' (sweep-softmax-l2- was: a sweep on the pixels replaced the experiments of
+    the features sweep of the same combination)."""
+    return f"sweep-{loss}-{regularizer}{'' if features == 'pixels' else f'-{features}'}-lr"
 
 
 def parse_floats(values: Sequence[float] | str, what: str, key: str, section: Any, name: str) -> list[float]:
@@ -266,7 +272,8 @@ def set_args(overrides: Iterable[str]) -> list[str]:
 
 
 def clear_earlier(prefix: str) -> None:
-    """Refuse to mix with unfinished experiments; remove earlier ones of the same names (this commit)."""
+    """Refuse to mix with unfinished experiments; remove the earlier ones whose names begin with `prefix` (this
+    commit: those of the same grid or sweep, whatever their points were)."""
     states = experiment_states(exp_show())
     busy = sorted(name for name, state in states.items() if state in UNFINISHED)
     if busy:
@@ -686,7 +693,7 @@ def write_table(rows: list[dict], path: Path) -> Path:
 
 
 def run_points(points: Sequence[Point], prefix: str, overrides: Sequence[str], jobs: int) -> list[str]:
-    """Queue the points as DVC experiments (replacing earlier ones of the same names), run them `jobs` at a
+    """Queue the points as DVC experiments (replacing earlier ones of the same `prefix`), run them `jobs` at a
     time, and return the names of those that failed. The workspace's params.yaml is never changed."""
     prepare(overrides)
     clear_earlier(prefix)
