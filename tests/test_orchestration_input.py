@@ -54,6 +54,7 @@ def test_the_help_lists_exactly_what_the_settings_and_modules_allow():
     assert sweep["regularizer"].help == listed(REGULARIZER_NAMES)
     assert sweep["features"].help.endswith(f"({', '.join(FEATURE_KINDS)})")
     assert f"({', '.join(services.PERMISSIONS)})" in options("services", "add-user")["grant"].help
+    assert options("services", "env")["user"].default == services.ADMIN
     up = options("cluster", "up")
     assert (up["head"].default, tuple(up["workers"].default.split(",")), up["port"].default) == \
         (cluster.DEFAULT_HEAD, cluster.DEFAULT_WORKERS, cluster.DEFAULT_PORT)
