@@ -230,10 +230,9 @@ def print_test_accuracies(path: Path) -> None:
     """metrics/test.json as a table: a row per model, best on validation first."""
     import pandas as pd
 
-    from linclass.orchestration.sweep import accuracy_columns
+    from linclass.orchestration.sweep import TEST_KEYS, VAL_KEYS, accuracy_columns
 
-    keys = [f"{split}_accuracy{end}" for split in ("val", "test") for end in ("", "_low", "_high")]
-    rows = [{"model": name, **{key: values.get(key) for key in keys}} for name, values in
+    rows = [{"model": name, **{key: values.get(key) for key in (*VAL_KEYS, *TEST_KEYS)}} for name, values in
             json.loads(path.read_text()).items()]
     table = pd.DataFrame(rows).sort_values("val_accuracy", ascending=False, kind="stable")
     typer.echo(f"{path}: [low, high] is the 95% Wilson interval")

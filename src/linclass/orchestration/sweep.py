@@ -513,6 +513,11 @@ def accuracy_columns(table):
     return table
 
 
+def differing(table, fixed: list[str]) -> list[str]:
+    """The columns of `table` but `fixed` whose values differ between its rows (a missing one counts as a value)."""
+    return [c for c in table.columns if c not in fixed and table[c].astype(str).nunique(dropna=False) > 1]
+
+
 NOT_EVALUATED = ("test_accuracy '-': not evaluated with these weights (an experiment that ran only train@..., "
                  "whose metrics/test.json belongs to the models of its baseline)")
 
@@ -526,7 +531,7 @@ def print_comparison(rows: list[dict], title: str | None = None) -> None:
         return
     table = pd.DataFrame(rows)
     fixed = ["revision", "combination", *VAL_KEYS, *TEST_KEYS]
-    differ = [c for c in table.columns if c not in fixed and table[c].astype(str).nunique(dropna=False) > 1]
+    differ = differing(table, fixed)
     table = table.sort_values(["val_accuracy", "revision"], ascending=[False, True], na_position="last")
     table = accuracy_columns(table[["revision", "combination", *differ, *VAL_KEYS, *TEST_KEYS]])
     same = [c for c in pd.DataFrame(rows).columns if c not in fixed and c not in differ]
@@ -610,7 +615,7 @@ def print_experiments(rows: list[dict]) -> None:
         return
     table = pd.DataFrame(rows)
     fixed = ["revision", "created", "champion", *VAL_KEYS, *TEST_KEYS]
-    differ = [c for c in table.columns if c not in fixed and table[c].astype(str).nunique(dropna=False) > 1]
+    differ = differing(table, fixed)
     table = accuracy_columns(table[[*fixed, *differ]])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
     print("([low, high]: the champion's 95% Wilson interval; every model of each revision: linclass compare)")
