@@ -3,7 +3,7 @@ regularization strength sweep of one combination, selected on the validation spl
 
     linclass grid [--jobs 2] [override ...]
     linclass sweep --loss softmax --regularizer l2 --learning-rates 0.01,0.02,0.05 --strengths 1e-4,1e-3,1e-2
-    linclass table [--prefix sweep-softmax-l2-] [--csv sweeps/softmax-l2.csv]
+    linclass table [--prefix sweep-softmax-l2-lr] [--csv sweeps/softmax-l2.csv]
 
 A sweep writes its table to sweeps/<loss>-<regularizer>.csv (replacing the one of an earlier sweep of that
 combination); the stage `hyperparameter_map` draws it as a learning rate x strength heat map
