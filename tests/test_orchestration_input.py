@@ -93,3 +93,26 @@ def test_a_sweep_on_the_pixels_and_one_on_features_of_the_same_combination_have_
         for other in kinds:
             mine = [name.startswith(sweep_prefix("softmax", "l2", kind)) for name in names[other]]
             assert all(mine) if other == kind else not any(mine), (kind, other, names[other])
+
+
+def test_a_server_on_every_network_tells_its_clients_the_machines_name_not_0_0_0_0(tmp_path):
+    # `make server HOST=0.0.0.0` printed `export MLFLOW_TRACKING_URI=http://0.0.0.0:PORT`, an address no other
+    # machine (a teammate's, a Ray node) reaches; the team stack's users/NAME.env names the host (tracking_url)
+    import signal
+    import socket
+
+    from conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "linclass"), "server", "--host", "0.0.0.0", "--port", str(port)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+    finally:   # SIGTERM: the supervisor passes it on to MLflow (in a session of its own) and waits for it
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert lines[0].startswith(f"MLflow server on http://0.0.0.0:{port}, answering requests with its token"), lines
+    token = tmp_path / "mlflow-server" / "token"
+    assert lines[1] == (f"export MLFLOW_TRACKING_URI=http://{socket.gethostname()}:{port} "
+                        f"MLFLOW_TRACKING_TOKEN=$(cat {token})\n")

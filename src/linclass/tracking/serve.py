@@ -150,8 +150,9 @@ def server(host: str, port: int, backend_store: str | None, artifacts: str | Non
     token_file, token = server_token(folder)
     env = {**os.environ, **ENVIRONMENT, "LINCLASS_SERVER_TOKEN": token,
            **stores(backend_store or f"sqlite:///{folder / 'mlflow.db'}")}
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host   # what clients reach it at, as services'
     print(f"MLflow server on http://{host}:{port}, answering requests with its token ({token_file}; in a "
           f"browser: any user name, the token as password). Clients:\n"
-          f"export MLFLOW_TRACKING_URI=http://{host}:{port} MLFLOW_TRACKING_TOKEN=$(cat {token_file})", flush=True)
+          f"export MLFLOW_TRACKING_URI=http://{shown}:{port} MLFLOW_TRACKING_TOKEN=$(cat {token_file})", flush=True)
     _run_mlflow("server", "--artifacts-destination", artifacts, "--serve-artifacts", "--host", host, "--port",
                  str(port), "--workers", "1", *APP, env=env)
