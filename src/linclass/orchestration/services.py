@@ -286,7 +286,7 @@ def auth_ini(database_uri: str, default_permission: str, cache_seconds: int = 60
 
 
 def mlflow_up(folder: Path, account: Account, cfg: dict, secret: dict[str, str]) -> subprocess.Popen:
-    """Start the MLflow server as `account` where `cfg` (settings) says: MLflow's basic-auth app behind the guard
+    """Start the MLflow server as `account` where `cfg` (stack_config) says: MLflow's basic-auth app behind the guard
     (app linclass-team)."""
     host, port, artifacts = cfg["host"], cfg["port"], cfg["artifacts"]
     write_private(folder / "auth.ini", auth_ini(cfg["auth_store"], cfg["default_permission"],
@@ -415,7 +415,7 @@ def environment() -> dict:
             "default_permission": permission}
 
 
-def settings(folder: Path, state: dict) -> dict:
+def stack_config(folder: Path, state: dict) -> dict:
     """Where the parts listen and keep their data (checked: environment()), except what `state` says of parts
     that are running (their ports)."""
     env = environment()
@@ -464,7 +464,7 @@ def up(folder: Path) -> dict:
     mlflow_alive = mlflow_alive_in(state)
     postgres_alive = postgres_pid(folder) is not None
     # the parts still running keep the ports they were started with
-    cfg = settings(folder, {k: state.get(k) for k in ("host", "port", "pg_port") if mlflow_alive or postgres_alive})
+    cfg = stack_config(folder, {k: state.get(k) for k in ("host", "port", "pg_port") if mlflow_alive or postgres_alive})
     secret = secrets_of(folder, account)
     if mlflow_alive:
         check_listener(folder, local_url(cfg), "the admin password")
@@ -550,7 +550,7 @@ def status(folder: Path) -> dict:
     if not state:
         return report
     secret = secrets_of(folder)
-    cfg = settings(folder, state)
+    cfg = stack_config(folder, state)
     if report["local_postgres"]:
         pg = postgres_pid(folder)
         report["postgres"] = {"pid": pg, "rss_mib": round(rss_mib(pg), 1)} if pg else None
