@@ -9,8 +9,8 @@ fast; they were checked the same way by hand (`dvc repro` of everything: identic
 """
 from __future__ import annotations
 
+import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -85,16 +85,50 @@ def test_two_pipelines_logging_to_one_store_lose_no_run(clones):
         assert all(len(client.get_metric_history(run.info.run_id, "test_accuracy")) == 1 for run in mine)
 
 
+# One interpreter imports MLflow and linclass once, then forks: a process creates the store, then 4 racing
+# processes (each its own store connection: the parent opens none) start a run and wait on a pipe; the parent
+# writes to it once, and all log the same new dataset at one instant. Prints the racers' exit codes.
 RACE = """
-import os, sys, pathlib
+import json, os, sys, traceback
 from linclass.settings import Data
 from linclass.tracking import records, runs
-store, ready = sys.argv[1], pathlib.Path(sys.argv[2])
-experiment_id = runs.setup("race", store)
-with runs.tracked_run(experiment_id, "race"):
-    (ready / str(os.getpid())).touch()
-    sys.stdin.read(1)   # all processes log the same new dataset at one instant: when the test writes to each at once
-    records.log_dataset(Data(url="file:///cifar.tar.gz", name="cifar10", md5="0123456789abcdef" * 2), 10, 5)
+store, n = sys.argv[1], int(sys.argv[2])
+
+def forked(work):
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            work()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+def exit_code(pid):
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+assert exit_code(forked(lambda: runs.setup("race", store))) == 0, "the store was not created"
+ready_r, ready_w = os.pipe()
+go_r, go_w = os.pipe()
+
+def race():
+    experiment_id = runs.setup("race", store)
+    with runs.tracked_run(experiment_id, "race"):
+        os.write(ready_w, b"r")
+        os.read(go_r, 1)   # blocked (not spinning: 2 cores) until the parent's one write wakes all
+        records.log_dataset(Data(url="file:///cifar.tar.gz", name="cifar10", md5="0123456789abcdef" * 2), 10, 5)
+
+pids = [forked(race) for _ in range(n)]
+os.close(ready_w)
+for _ in range(n):
+    assert os.read(ready_r, 1), "a process ended before the race"
+os.write(go_w, b"x" * n)   # go
+print(json.dumps([exit_code(pid) for pid in pids]))
 """
 
 def test_runs_logging_the_same_new_dataset_at_once_all_succeed(tmp_path):
@@ -103,26 +137,10 @@ def test_runs_logging_the_same_new_dataset_at_once_all_succeed(tmp_path):
     from mlflow.tracking import MlflowClient
 
     store = f"sqlite:///{tmp_path / 'race.db'}"
-    env = env_for_pipeline()
-    subprocess.run(
-        [str(BIN / "python"), "-c", "from linclass.tracking import records, runs; runs.setup('race', '" + store + "')"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    ready = tmp_path / "ready"
-    ready.mkdir()
-    procs = [subprocess.Popen([str(BIN / "python"), "-c", RACE, store, str(ready)], env=env, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
-    deadline = time.monotonic() + 120   # each waits in its run, blocked on its stdin (not spinning: 2 cores)
-    while len(list(ready.iterdir())) < len(procs):
-        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, "a process ended before the race"
-        time.sleep(0.05)
-    for proc in procs:   # go
-        proc.stdin.write("x")
-        proc.stdin.flush()
-    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0] * 4, "\n".join(o[-800:] for o in outputs)
+    proc = subprocess.run([str(BIN / "python"), "-c", RACE, store, "4"], env=env_for_pipeline(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0] * 4, proc.stderr[-3000:]
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
     assert len(runs) == 4 and all(len(run.inputs.dataset_inputs) == 1 for run in runs)
