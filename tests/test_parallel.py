@@ -41,6 +41,9 @@ def grid(tmp_path_factory, synthetic_archive):
         done = project.run(str(BIN / "python"), "-m", "linclass.cli", "grid", "--jobs", "2",
                            *overrides_for(path, md5), timeout=420)
         project.grid_output = done.stdout
+        # what `dvc exp show --json` says of the grid's experiments, asked once (1-2 s of CPU a call): the tests
+        # below change the workspace only, not the experiments
+        project.shown = json.loads(project.dvc("exp", "show", "--json").stdout)
         yield project
     finally:
         project.dvc("queue", "stop", "--kill", check=False)
@@ -58,7 +61,7 @@ def store_runs(project):
 @pytest.mark.slow
 def test_grid_runs_two_at_a_time_and_every_run_lands_in_mlflow(grid):
     project = grid
-    states = experiment_states(json.loads(project.dvc("exp", "show", "--json").stdout))
+    states = experiment_states(project.shown)
     assert {name: states.get(f"grid-{name}") for name in GRID} == {name: "success" for name in GRID}
     assert not project.run("git", "status", "--porcelain", "params.yaml").stdout, "params.yaml changed"
     client, runs = store_runs(project)
@@ -113,7 +116,7 @@ def test_each_train_stage_ran_with_one_blas_thread(grid):
 
 @pytest.mark.slow
 def test_exp_show_lists_every_combination_with_its_validation_accuracy(grid):
-    rows = experiment_rows(json.loads(grid.dvc("exp", "show", "--json").stdout), "grid-")
+    rows = experiment_rows(grid.shown, "grid-")
     assert sorted(row["model"] for row in rows) == sorted(GRID)
     assert all(0 <= row["val_accuracy"] <= 1 and row["epochs"] == 1 for row in rows)
     assert [row["val_accuracy"] for row in rows] == sorted((row["val_accuracy"] for row in rows), reverse=True)
@@ -159,8 +162,7 @@ def test_the_queue_s_stages_start_warm_and_train_what_a_fresh_stage_trains(grid)
     log = (grid.path / ".dvc" / "tmp" / "linclass-warm.log").read_text()
     assert log.count("exit 0: pipeline/train.py") == len(GRID), log
     assert "exit 0: pipeline/report.py" in log and "declined" not in log, log
-    shown = json.loads(grid.dvc("exp", "show", "--json").stdout)
-    warm = {experiment["name"]: experiment["revs"][0]["data"]["metrics"] for baseline in shown
+    warm = {experiment["name"]: experiment["revs"][0]["data"]["metrics"] for baseline in grid.shown
             for experiment in baseline.get("experiments") or []}
     name = GRID[0]
     grid.dvc("repro", "preprocess")   # the data in the workspace (xdist may run this module's tests on two workers)
