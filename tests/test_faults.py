@@ -34,18 +34,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import BIN, SMALL, gone, layered, make_project, warm_log
+from conftest import BIN, SMALL, gone, layered, make_project, warm_log, warm_stages
 from helpers_http import closed_port
 
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = "linclass-cifar10"
 TRAIN = (str(BIN / "python"), "pipeline/train.py", "--loss", "svm", "--regularizer", "l2")
+# as dvc.yaml's command starts it: from the warm interpreter when $LINCLASS_WARM_SOCKET names one
+STAGE_TRAIN = ("pipeline/python", *TRAIN[1:])
 
 
-def run_train(project, *args: str):
-    """The train stage's script as DVC runs it (PYTHONPATH=src), without DVC."""
-    return project.run(*(args or TRAIN), check=False, env={**project.env, "PYTHONPATH": "src"})
+def run_train(project, *args: str, env: dict | None = None):
+    """The train stage's script as DVC runs it (PYTHONPATH=src), without DVC; a fresh process unless `env` names a
+    warm interpreter (then args: STAGE_TRAIN's)."""
+    return project.run(*(args or TRAIN), check=False, env={**(env or project.env), "PYTHONPATH": "src"})
 
 
 # --- the shared project ----------------------------------------------------------------------------
@@ -69,6 +72,20 @@ def preprocessed(tmp_path_factory, archive_server):
     project.saved = {name: (project.path / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
     project.data_md5 = tree_md5(project.path / "data")
     return project
+
+
+@pytest.fixture(scope="module")
+def warm_env(preprocessed):
+    """An env in which pipeline/python starts the stage scripts from a warm interpreter serving the shared project
+    (conftest.warm_stages: none declined, or the module's last test fails). For the bad input the train stage
+    refuses before any work, a dozen cases that would each pay a fresh interpreter's imports (2-3 s of CPU):
+    the same script, its errors on the same stderr, its exit code. The signals, the divergence, the tampered data
+    and the unreachable server below run fresh processes (dvc repro's), and so does test_unreadable_params_yaml
+    (train.py reads params.yaml when it is imported)."""
+    plain = preprocessed.env
+    with warm_stages(preprocessed):
+        warm, preprocessed.env = preprocessed.env, plain   # the other tests' processes stay fresh
+        yield warm
 
 
 @pytest.fixture
@@ -408,24 +425,24 @@ def assert_rejected_before_any_work(project, result, before: dict, must_say: lis
 
 
 @pytest.mark.parametrize("case", list(BAD_SETTINGS))
-def test_bad_setting_fails_the_train_stage_in_one_line_before_any_work(project, case):
+def test_bad_setting_fails_the_train_stage_in_one_line_before_any_work(project, warm_env, case):
     settings, must_say = BAD_SETTINGS[case]
     write_params(project, **settings)
     before = all_runs(project)
-    assert_rejected_before_any_work(project, run_train(project), before, must_say)
+    assert_rejected_before_any_work(project, run_train(project, *STAGE_TRAIN, env=warm_env), before, must_say)
 
 
-def test_batch_size_larger_than_the_data_names_both(project):
+def test_batch_size_larger_than_the_data_names_both(project, warm_env):
     num_train = len(np.load(project.path / "data" / "processed" / "y_train.npy"))
     write_params(project, train__batch_size=num_train + 1)
     before = all_runs(project)
-    assert_rejected_before_any_work(project, run_train(project), before, [
+    assert_rejected_before_any_work(project, run_train(project, *STAGE_TRAIN, env=warm_env), before, [
         f"train.batch_size={num_train + 1}", f"{num_train} training images", f"allowed 1..{num_train}"])
 
 
-def test_unknown_loss_argument(project):
+def test_unknown_loss_argument(project, warm_env):
     before = all_runs(project)
-    result = run_train(project, *TRAIN[:3], "hinge", *TRAIN[4:])
+    result = run_train(project, *STAGE_TRAIN[:3], "hinge", *STAGE_TRAIN[4:], env=warm_env)
     assert_rejected_before_any_work(project, result, before, ["unknown loss 'hinge'", "known: svm, squared_svm"])
 
 
