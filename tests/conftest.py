@@ -122,8 +122,12 @@ class Project:
         return self.run(str(BIN / "dvc"), *args, **kw)
 
     def compose(self, *overrides: str) -> None:
-        """params.yaml from conf/ with `overrides` (layered)."""
-        self.run(str(BIN / "python"), "-m", "linclass.cli", "config", *layered(*overrides))
+        """params.yaml from conf/ with `overrides` (layered), written by what `linclass config` calls
+        (linclass.config.write_params), in this process: a fresh one costs more CPU than the composition, and the
+        tests compose dozens of times. The command itself: tests/test_cli.py, tests/test_docs.py (make params)."""
+        from linclass.config import write_params
+
+        write_params(self.path / "conf", self.path / "params.yaml", layered(*overrides))
 
     def git_commit(self, message: str = "snapshot") -> None:
         self.run("git", "add", "-A")
