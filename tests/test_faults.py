@@ -79,8 +79,9 @@ def warm_env(preprocessed):
     """An env in which pipeline/python starts the stage scripts from a warm interpreter serving the shared project
     (conftest.warm_stages: none declined, or the module's last test fails). For the bad input the train stage
     refuses before any work, a dozen cases that would each pay a fresh interpreter's imports (2-3 s of CPU):
-    the same script, its errors on the same stderr, its exit code. The signals, the divergence, the tampered data
-    and the unreachable server below run fresh processes (dvc repro's), and so does test_unreadable_params_yaml
+    the same script, its errors on the same stderr, its exit code; and for the divergence and the unreachable
+    tracking server (`dvc repro` itself fresh, its train stage warm, as `linclass repro` runs it). The signals and
+    the tampered data run fresh processes (dvc repro's, stages included), and so does test_unreadable_params_yaml
     (train.py reads params.yaml when it is imported)."""
     plain = preprocessed.env
     with warm_stages(preprocessed):
@@ -328,10 +329,10 @@ def test_a_signal_inside_an_mlflow_call_still_ends_the_run_killed(tmp_path):
 
 # --- divergence ------------------------------------------------------------------------------------
 
-def test_divergence_fails_the_run_and_the_stage_naming_step_and_value(project):
+def test_divergence_fails_the_run_and_the_stage_naming_step_and_value(project, warm_env):
     write_params(project, loss__softmax__learning_rate=1e30)
     before = all_runs(project)
-    result = project.dvc("repro", "train@softmax-l2", check=False)
+    result = project.dvc("repro", "train@softmax-l2", check=False, env=warm_env)
     assert result.returncode != 0
     errors = error_lines(result.stderr)
     assert len(errors) == 1, result.stderr
@@ -511,14 +512,14 @@ def silent_server():
 
 
 @pytest.mark.parametrize("server", ["closed-port", "silent"])
-def test_unreachable_tracking_server_fails_fast_in_one_line_and_loses_nothing(project, server):
+def test_unreachable_tracking_server_fails_fast_in_one_line_and_loses_nothing(project, warm_env, server):
     with contextlib.ExitStack() as stack:
         if server == "closed-port":
             uri, held = f"http://127.0.0.1:{closed_port()}", None
         else:
             uri, held = stack.enter_context(silent_server())
         before = all_runs(project)
-        env = {**project.env, "MLFLOW_TRACKING_URI": uri}
+        env = {**warm_env, "MLFLOW_TRACKING_URI": uri}   # the stage forked from a process that imported MLflow
         start = time.monotonic()
         result = project.dvc("repro", "train@softmax-none", check=False, env=env, timeout=120)
         elapsed = time.monotonic() - start
