@@ -80,9 +80,10 @@ def warm_env(preprocessed):
     (conftest.warm_stages: none declined, or the module's last test fails). For the bad input the train stage
     refuses before any work, a dozen cases that would each pay a fresh interpreter's imports (2-3 s of CPU):
     the same script, its errors on the same stderr, its exit code; and for the divergence and the unreachable
-    tracking server (`dvc repro` itself fresh, its train stage warm, as `linclass repro` runs it). The signals and
-    the tampered data run fresh processes (dvc repro's, stages included), and so does test_unreadable_params_yaml
-    (train.py reads params.yaml when it is imported)."""
+    tracking server and the repro that completes a killed one (`dvc repro` itself fresh, its train stage warm, as
+    `linclass repro` runs it). The pipelines that get the signals and the tampered data run fresh processes (dvc
+    repro's, stages included), and so does test_unreadable_params_yaml (train.py reads params.yaml when it is
+    imported)."""
     plain = preprocessed.env
     with warm_stages(preprocessed):
         warm, preprocessed.env = preprocessed.env, plain   # the other tests' processes stay fresh
@@ -196,8 +197,8 @@ def train_process(dvc_pid: int):
     ],
     ids=["SIGTERM-to-group", "SIGINT-to-group", "SIGTERM-to-train"],
 )
-def test_killed_training_is_marked_killed_leaves_nothing_and_repro_completes(project, tmp_path, target, signum,
-                                                                             dvc_exit, stage_says, name):
+def test_killed_training_is_marked_killed_leaves_nothing_and_repro_completes(project, warm_env, tmp_path, target,
+                                                                             signum, dvc_exit, stage_says, name):
     import psutil
 
     write_params(project, train__epochs=100_000)
@@ -232,7 +233,8 @@ def test_killed_training_is_marked_killed_leaves_nothing_and_repro_completes(pro
     assert f"train@{name}" not in yaml.safe_load((project.path / "dvc.lock").read_text())["stages"]
 
     (project.path / "params.yaml").write_bytes(project.saved["params.yaml"])
-    again = project.dvc("repro", f"train@{name}")
+    # the killed pipeline ran fresh processes; the one that completes it: a fresh dvc, its stage warm
+    again = project.dvc("repro", f"train@{name}", env=warm_env)
     assert f"Running stage 'train@{name}'" in again.stdout
     assert (project.path / "models" / name / "W.npy").exists()
     assert json.loads((project.path / "metrics" / "train" / f"{name}.json").read_text())["weights_md5"]
