@@ -172,8 +172,8 @@ def warm_stages(project: Project):
     and `linclass exp` start one the same way (tests/test_docs.py runs them from a fresh shell). A fresh process
     per stage (a plain `dvc repro`) stays under test where it matters: tests/test_faults.py and
     tests/test_kill_resume.py (signals, SIGKILL of the group; its uninterrupted reference runs warm, so that their
-    equal dvc.lock files also say warm and fresh stages write the same outputs), tests/test_reproducible.py (two
-    clones at once); tests/test_warm.py tests the interpreter itself. A command it declined (it would have run
+    equal dvc.lock files also say warm and fresh stages write the same outputs), tests/test_reproducible.py (of the
+    two clones run at once, one fresh, one warm); tests/test_warm.py tests the interpreter itself. A command it declined (it would have run
     fresh, unnoticed) fails the test; DVC's temporary copies (the queue's) are served too."""
     from linclass.orchestration.warm import serving
 
