@@ -173,8 +173,9 @@ def warm_stages(project: Project):
     per stage (a plain `dvc repro`) stays under test where it matters: tests/test_faults.py and
     tests/test_kill_resume.py (signals, SIGKILL of the group; its uninterrupted reference runs warm, so that their
     equal dvc.lock files also say warm and fresh stages write the same outputs), tests/test_reproducible.py (of the
-    two clones run at once, one fresh, one warm); tests/test_warm.py tests the interpreter itself. A command it declined (it would have run
-    fresh, unnoticed) fails the test; DVC's temporary copies (the queue's) are served too."""
+    two clones run at once, one fresh, one warm); tests/test_warm.py tests the interpreter itself. A command it
+    declined (it would have run fresh, unnoticed) fails the test; DVC's temporary copies (the queue's) are served
+    too."""
     from linclass.orchestration.warm import serving
 
     log = Path(tempfile.mkdtemp(prefix="linclass-warm-log-")) / "log.txt"
