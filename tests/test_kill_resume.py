@@ -7,6 +7,7 @@ which DVC never hashes, until the next stage's start removes them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -177,9 +178,17 @@ def test_sigterm_during_download_removes_the_part_file(tmp_path, archive_server)
     assert junk(project) == [] and not list(project.path.glob("data/raw/*"))
 
 
-def test_params_yaml_rewritten_under_a_running_pipeline_stops_its_next_stage(twins, tmp_path):
-    """What a second `dvc exp run` in the same workspace does before it fails on DVC's lock."""
+@pytest.mark.parametrize("stages", ["fresh", "warm"])
+def test_params_yaml_rewritten_under_a_running_pipeline_stops_its_next_stage(twins, tmp_path, stages):
+    """What a second `dvc exp run` in the same workspace does before it fails on DVC's lock; with stages forked
+    from the warm interpreter (as make repro, make exp, grid and sweep start them) too: their parents are not
+    DVC's, their client is (the check used to find no `dvc` and let the stage train with the new settings)."""
     reference, _ = twins
+    with warm_stages(reference) if stages == "warm" else contextlib.nullcontext():
+        check_rewrite_stops_the_next_stage(reference, tmp_path)
+
+
+def check_rewrite_stops_the_next_stage(reference, tmp_path):
     params = reference.path / "params.yaml"
     saved = params.read_bytes()
     before = set(runs(reference))

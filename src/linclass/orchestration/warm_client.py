@@ -30,7 +30,9 @@ def fallback(argv: list[str]) -> None:
 def ask(path: str, argv: list[str]):
     """Send the request; the connection's reader once the command runs, None when the interpreter declines."""
     ignored = [int(sig) for sig in SIGNALS if signal.getsignal(sig) == signal.SIG_IGN]   # e.g. SIGHUP under nohup
-    request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "python": sys.executable,
+    # the command's environment names this process: a stage finds the `dvc` that runs it among its parents
+    env = {**os.environ, "LINCLASS_WARM_CLIENT_PID": str(os.getpid())}
+    request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": env, "python": sys.executable,
                           "ignored": ignored}).encode()
     relayed = [sig for sig in SIGNALS if int(sig) not in ignored]
     # held until the command's pid is known, then relayed to it (the command may run, and be signalled, before

@@ -89,13 +89,17 @@ def remove_leftovers(root: str | Path = ".") -> list[Path]:
 
 
 def _dvc_ancestor() -> tuple[int, float] | None:
-    """(pid, start time) of the `dvc` process that runs this stage, None if there is none."""
-    for process in psutil.Process().parents()[:8]:
-        try:
+    """(pid, start time) of the `dvc` process that runs this stage, None if there is none: among this process's
+    parents or, for a stage forked from the warm interpreter (whose parents are its), its client's
+    (warm_client.py, which DVC started, names itself in LINCLASS_WARM_CLIENT_PID)."""
+    try:
+        client = os.environ.get("LINCLASS_WARM_CLIENT_PID", "")
+        start = psutil.Process(int(client)) if client.isdigit() else psutil.Process()
+        for process in [start, *start.parents()][:9]:
             if any(os.path.basename(arg) == "dvc" for arg in process.cmdline()[:3]):
                 return process.pid, process.create_time()
-        except psutil.Error:
-            return None
+    except psutil.Error:
+        return None
     return None
 
 

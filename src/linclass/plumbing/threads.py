@@ -3,7 +3,7 @@
 Set here, not on the stage's command line: DVC pastes interpolated values into a shell command
 unquoted, so `train.blas_threads='1; touch pwned'` would run before any check. This module imports
 no numpy; a value that is not a positive integer sets nothing and is then rejected in one line by
-the stage's validation (linclass.plumbing.config), before any work.
+the stage's validation (linclass.settings, through the stage's stage_params), before any work.
 
 A stage started by a warm interpreter (linclass.orchestration.warm) finds BLAS already loaded, with the
 threads named in $LINCLASS_WARM_BLAS: if they are not the stage's, it re-executes itself in a fresh python.
