@@ -36,7 +36,7 @@ RUN = {
     "make compare": "ok",
     "make lecture": "ok",
     "make experiments": "ok",
-    ".venv/bin/linclass table --prefix sweep-softmax-l2-": "ok",
+    ".venv/bin/linclass table --prefix sweep-softmax-l2-lr": "ok",
     "make exp SET='regularizer.l2.strength=0.01'": "ok",
     "make exp SET='train.epochs=20 regularizer.l2.strength=0.01'": "ok",
     "make params && make repro": "ok",
@@ -80,7 +80,7 @@ SKIP = {
         "9 trainings; tests/test_sweep.py runs a sweep",
     "make sweep LOSS=svm REG=l2 LRS=0.01,0.03,0.1 STRENGTHS=1e-4,1e-3,1e-2 FEATURES=hog_hist":
         "9 trainings; tests/test_features_pipeline.py runs a sweep on the features",
-    ".venv/bin/linclass table --prefix sweep-softmax-l2- --csv sweeps/softmax-l2.csv":
+    ".venv/bin/linclass table --prefix sweep-softmax-l2-lr --csv sweeps/softmax-l2.csv":
         "needs a sweep's experiments; tests/test_sweep.py writes a table",
     # Ray: tests/test_ray.py runs the same steps on a real two-node cluster on loopback
     "make cluster-up": "starts Ray nodes; tests/test_ray.py",
