@@ -164,11 +164,13 @@ def version_predictions(version, by_run, X_val, X_test):
     if version.run_id in by_run:
         return by_run[version.run_id]
     # suppress_warnings: no check of the model's pip requirements against this environment (1 s per stage process:
-    # MLflow maps every installed package to its modules first); the model is used here, not served
-    classifier = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}",
-                                          suppress_warnings=True).unwrap_python_model()
-    return {split: np.argmax(classifier.scores(registry.model_input(X)), axis=1)
-            for split, X in (("val", X_val), ("test", X_test))}
+    # MLflow maps every installed package to its modules first); the model is used here, not served.
+    # dst_path: from a tracking server, MLflow would download the model into a temporary folder it never removes.
+    with tempfile.TemporaryDirectory() as tmp:
+        classifier = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}", dst_path=tmp,
+                                              suppress_warnings=True).unwrap_python_model()
+        return {split: np.argmax(classifier.scores(registry.model_input(X)), axis=1)
+                for split, X in (("val", X_val), ("test", X_test))}
 
 
 def selection_tags(top, second, by_run, data):

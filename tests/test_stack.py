@@ -363,8 +363,11 @@ def test_results_travel_to_clone_b_and_one_change_retrains_exactly_two_stages(cl
 
     # bob, in his own experiment, changes the L2 strength: exactly the two L2 models retrain (up to evaluate: what
     # trains is the subject; its stages started by a warm interpreter, conftest.warm_stages)
+    # evaluate tests A's champion, from the server, against bob's: nothing it downloads stays in his TMPDIR
+    scratch = tmp_path / "bob-tmp"
+    scratch.mkdir()
     with warm_stages(b):
-        bob_env = user_env(b.env, stack, "bob")
+        bob_env = {**user_env(b.env, stack, "bob"), "TMPDIR": str(scratch)}
         b.compose(*clone_a.overrides, "regularizer.l2.strength=0.02", f"tracking.experiment={BOB_EXPERIMENT}")
         changed = b.dvc("repro", "evaluate", env=bob_env)
         trained = {s for s in ran_stages(changed.stdout) if s.startswith("train@")}
@@ -385,6 +388,7 @@ def test_results_travel_to_clone_b_and_one_change_retrains_exactly_two_stages(cl
         b.compose(*clone_a.overrides, f"tracking.experiment={BOB_EXPERIMENT}")
         back = b.dvc("repro", env=bob_env)
         assert not {s for s in ran_stages(back.stdout) if s.startswith("train@")}, back.stdout[-3000:]
+        assert list(scratch.iterdir()) == []
         for name in ("svm-l2", "softmax-l2"):
             assert (b.path / "models" / name / "W.npy").read_bytes() == (
                 clone_a.path / "models" / name / "W.npy"

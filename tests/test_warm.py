@@ -87,6 +87,16 @@ def test_a_script_runs_warm_with_its_arguments_streams_environment_and_exit_code
     assert done.stderr == "to stderr\n"
 
 
+def test_a_served_command_puts_its_temporary_files_in_its_own_tmpdir(server, tmp_path):
+    """The interpreter made a temporary folder of its own before it served (tempfile remembers where): a command
+    still uses its client's TMPDIR, as a fresh interpreter would."""
+    script = tmp_path / "where.py"
+    script.write_text("import os, tempfile\nprint(tempfile.gettempdir(), os.environ.get('LINCLASS_WARM_BLAS'))\n")
+    done = client(server, str(script), env={"TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path), "1"]
+
+
 def test_a_module_runs_warm_and_an_exception_exits_1_with_its_traceback(server, tmp_path):
     done = client(server, "-m", "dvc", "--version")
     assert done.returncode == 0 and done.stdout.strip() == "3.67.1", done.stderr

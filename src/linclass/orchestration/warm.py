@@ -335,6 +335,7 @@ def run_job(job: dict, loaded_blas: str) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    tempfile.tempdir = None   # found again from this environment's TMPDIR, as a fresh interpreter finds it
     os.environ[LOADED] = loaded_blas
     unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
     for stream in (sys.stdout, sys.stderr):
