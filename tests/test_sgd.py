@@ -270,13 +270,47 @@ def test_gathering_the_next_batch_in_a_helper_thread_changes_no_bit(monkeypatch,
     assert np.array_equal(result.W, W) and np.array_equal(result.b, b)
 
 
-def test_the_gather_thread_ends_with_training_also_when_it_diverges(monkeypatch):
+def test_the_helper_threads_end_with_training_also_when_it_diverges(monkeypatch):
     monkeypatch.setattr(sgd, "PREFETCH_MIN_BYTES", 0)
     X, y = make_data(N=200, D=300)
     train_sgd(X, y, batch_size=20, epochs=2, learning_rate=1e-3)
     with pytest.raises(DivergenceError):
         train_sgd(X * 1e30, y, batch_size=20, epochs=2, learning_rate=1e10)
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("linclass-gather")]
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("linclass-gather", "linclass-score"))]
+
+
+@pytest.mark.parametrize("prefetch_min_bytes", [0, 10**12], ids=["scored-beside", "scored-in-turn"])
+def test_each_epoch_reaches_on_epoch_in_order_with_its_accuracies_also_before_a_divergence(monkeypatch,
+                                                                                         prefetch_min_bytes):
+    """With the helper threads an epoch is scored beside the next one's steps: on_epoch still sees every epoch,
+    in order, scored, and the one before a divergence too."""
+    monkeypatch.setattr(sgd, "PREFETCH_MIN_BYTES", prefetch_min_bytes)
+    X, y = make_data(N=200, D=300)
+    X_val, y_val = make_data(N=40, D=300, seed=5)
+    seen = []
+
+    def on_epoch(epoch, history):
+        seen.append((epoch, len(history.train_accuracy), float(history.train_accuracy[-1]),
+                     float(history.val_accuracy[-1])))
+
+    result = train_sgd(X, y, X_val=X_val, y_val=y_val, batch_size=20, epochs=3, learning_rate=1e-3,
+                       on_epoch=on_epoch)
+    h = result.history
+    assert seen == [(e + 1, e + 1, h.train_accuracy[e], h.val_accuracy[e]) for e in range(3)]
+    assert not np.isnan(h.val_accuracy).any()
+
+    seen.clear()
+    data = np.array(X)
+
+    def poisons_the_data(epoch, history):   # the epochs after the first one reported diverge
+        on_epoch(epoch, history)
+        data[:] *= 1e30
+
+    with pytest.raises(DivergenceError) as raised:
+        train_sgd(data, y, X_val=X_val, y_val=y_val, batch_size=20, epochs=5, learning_rate=1e-3,
+                  on_epoch=poisons_the_data)
+    assert raised.value.epoch == (3 if prefetch_min_bytes == 0 else 2)
+    assert [epoch for epoch, *_ in seen] == list(range(1, raised.value.epoch))
 
 
 def test_batches_of_cifar_size_are_gathered_beside_and_tiny_ones_in_turn():

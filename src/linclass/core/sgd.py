@@ -33,6 +33,10 @@ BLAS thread: an epoch 0.135 s, against 0.172 s with the conversion in this threa
 (small batches) each GEMM converts each block of pixels into one 384 KiB float32 buffer and multiplies it
 there, last block first for the gradient: the uint8 batch and that block stay in the L2 cache. The same
 values reach GEMMs of the same blocks either way: the weights are bit-identical with and without it.
+
+With the helper thread, a second one scores each epoch (train accuracy on its sample, val accuracy) on a copy
+of the weights while the next epoch's steps run, and on_epoch hears of an epoch once it is scored: on
+CIFAR-10 the two predictions of 5,000 rows cost about 0.015 s an epoch, 0.6 s of a 40-epoch train stage.
 """
 
 import math
@@ -160,6 +164,39 @@ def _minibatches(X, order, batch_size, buffers, pool=None, floats=None):
         yield batch
 
 
+class _EpochEnd:
+    """Each epoch's train and val accuracy into history, then on_epoch. Without a pool here; with one in the pool,
+    on a copy of the weights, beside the next epoch's steps, and reported once scored (flush: the epoch being
+    scored, now). The same weights and rows either way: the same accuracies."""
+
+    def __init__(self, history, on_epoch, pool):
+        self.history, self.on_epoch, self.pool, self.pending = history, on_epoch, pool, None
+
+    def add(self, epoch, W, b, train, val):
+        if self.pool is None:
+            self._score(epoch, W, b, train, val)
+            self._report(epoch)
+            return
+        self.flush()
+        self.pending = epoch, self.pool.submit(self._score, epoch, W.copy(), b.copy(), train, val)
+
+    def flush(self):
+        if self.pending is not None:
+            (epoch, future), self.pending = self.pending, None
+            future.result()
+            self._report(epoch)
+
+    def _score(self, epoch, W, b, train, val):
+        (X, y), (X_val, y_val) = train, val
+        self.history.train_accuracy[epoch] = accuracy(y, predict(X, W, b))
+        if X_val is not None:
+            self.history.val_accuracy[epoch] = accuracy(y_val, predict(X_val, W, b))
+
+    def _report(self, epoch):
+        if self.on_epoch is not None:
+            self.on_epoch(epoch + 1, self.history.head((epoch + 1) * self.history.steps_per_epoch, epoch + 1))
+
+
 def _float_blocks(X_b, F_block, reverse=False):
     """(lo, hi, F) for each block of rows of the batch X_b, F = its rows in float: X_b[lo:hi] itself for float
     rows; for uint8 pixels, F_block (BLOCK_ROWS, D) float32 filled with them (exact). Last block first if reverse."""
@@ -208,8 +245,9 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=default(
 
     Deterministic: one np.random.default_rng(seed) draws the initial W, then a permutation per epoch;
     the last partial minibatch of each epoch is used. num_classes defaults to 1 + the largest label in
-    y / y_val. on_epoch(epoch, history), if given, is called after each epoch (epoch counts from 1;
-    history holds exactly the completed steps and epochs). Raises ValueError for bad arguments and
+    y / y_val. on_epoch(epoch, history), if given, is called for each epoch in order once it is scored, with
+    the helper threads during the next epoch (epoch counts from 1; history holds exactly the steps and epochs
+    up to it). Raises ValueError for bad arguments and
     DivergenceError when the loss becomes NaN/inf.
     """
     # ---- validate everything up front (one-line errors) ----
@@ -275,6 +313,8 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=default(
     dW_reg = None if regularizer == "none" else np.empty_like(W)  # no penalty: nothing to add
     step = 0
     pool = ThreadPoolExecutor(1, thread_name_prefix="linclass-gather") if prefetch else None
+    scorer = ThreadPoolExecutor(1, thread_name_prefix="linclass-score") if prefetch else None
+    epoch_end = _EpochEnd(history, on_epoch, scorer)
     try:
         for epoch in range(epochs):
             order = rng.permutation(N)
@@ -313,16 +353,14 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=default(
                     f"training diverged at step {step} (epoch {epoch + 1}): weights are not finite after the update; "
                     f"lower learning_rate (was {learning_rate:.3g})", step=step, epoch=epoch + 1, value=float("nan"))
             history.learning_rate[epoch] = lr
-            if epoch == epochs - 1:
-                history.train_accuracy[epoch] = accuracy(y, predict(X, W, b))
-            else:
-                history.train_accuracy[epoch] = accuracy(y_sample, predict(X_sample, W, b))
-            if X_val is not None:
-                history.val_accuracy[epoch] = accuracy(y_val, predict(X_val, W, b))
+            epoch_end.add(epoch, W, b, (X, y) if epoch == epochs - 1 else (X_sample, y_sample), (X_val, y_val))
             lr *= lr_decay
-            if on_epoch is not None:
-                on_epoch(epoch + 1, history.head(step, epoch + 1))
+        epoch_end.flush()
+    except DivergenceError:
+        epoch_end.flush()   # the epoch before still reaches on_epoch
+        raise
     finally:
-        if pool is not None:
-            pool.shutdown()
+        for helper in (pool, scorer):
+            if helper is not None:
+                helper.shutdown()
     return TrainResult(W=W, b=b, history=history)
