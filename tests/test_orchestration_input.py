@@ -116,3 +116,16 @@ def test_a_server_on_every_network_tells_its_clients_the_machines_name_not_0_0_0
     token = tmp_path / "mlflow-server" / "token"
     assert lines[1] == (f"export MLFLOW_TRACKING_URI=http://{socket.gethostname()}:{port} "
                         f"MLFLOW_TRACKING_TOKEN=$(cat {token})\n")
+
+
+def test_a_failing_dvc_command_is_named_with_dvcs_own_error_not_its_support_link(tmp_path, monkeypatch):
+    # after an unexpected error DVC prints a support link last, and `linclass sweep` said "dvc exp run --queue
+    # failed: Having any troubles? Hit us up at https://dvc.org/support, we are always happy to help!"
+    from linclass.orchestration.sweep import SweepError, dvc
+
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "-q"], check=True)   # no commit yet: DVC's unexpected error
+    (tmp_path / "dvc.yaml").write_text("stages:\n  hello:\n    cmd: echo hello\n")
+    dvc("init", "-q")
+    with pytest.raises(SweepError, match=r"^dvc exp run --queue failed: unexpected error - Empty git repo$"):
+        dvc("exp", "run", "--queue", "hello")

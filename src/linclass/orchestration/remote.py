@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from linclass.orchestration.sweep import dvc_executable
+from linclass.orchestration.sweep import dvc_executable, error_line
 from linclass.plumbing.redact import redact_url
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "s3": 443, "gs": 443, "azure": 443}
@@ -93,13 +93,6 @@ def check_reachable(remote: Remote, command: str, timeout: float = 5.0) -> None:
         raise RemoteError(f"{remote.describe()} is not reachable: {host}:{port} does not answer ({reason}); "
                           f"nothing was {command}ed, the local cache is unchanged: start it, then run "
                           f"make {command} again") from None
-
-
-def error_line(output: str) -> str:
-    """DVC's own error, the first 'ERROR:' line of its output (it adds a support link and blank lines)."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR")]
-    return redact_url((errors or lines or ["no output"])[0])
 
 
 def git_carried_outputs(root: str | Path = ".") -> list[str]:

@@ -204,9 +204,18 @@ def dvc(*args: str, check: bool = True, capture: bool = True,
         proc = subprocess.CompletedProcess([dvc_executable(), *args], -signal.SIGKILL, "",
                                            f"no answer within {timeout:g} s")
     if check and proc.returncode != 0:
-        detail = ((proc.stderr or "").strip() or (proc.stdout or "").strip()).splitlines()
-        raise SweepError(f"dvc {' '.join(args[:3])} failed: {detail[-1] if detail else f'exit {proc.returncode}'}")
+        raise SweepError(f"dvc {' '.join(args[:3])} failed: {error_line(proc.stderr or proc.stdout or '')}")
     return proc
+
+
+def error_line(output: str) -> str:
+    """DVC's own error, its first 'ERROR:' line, else the last line of its output that is not its support link."""
+    lines = [line.strip() for line in output.splitlines()
+             if line.strip() and not line.startswith("Having any troubles? Hit us up at https://dvc.org/support")]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR")]
+    from linclass.plumbing.redact import redact_url
+
+    return redact_url((errors or lines[-1:] or ["no output"])[0])
 
 
 def experiment_states(exp_show: list) -> dict[str, str]:
