@@ -9,10 +9,11 @@ For every loss x regularizer, `repeats` rounds, each timing all columns in turn 
 that gets busier slows them alike; the order turns every round). The times shown are medians over the
 rounds; the ratios are medians of the rounds' own ratios (paired, so a load that changes between rounds
 cancels out). time.perf_counter throughout:
-  epoch     the 2nd epoch of train_sgd(Pixels, ..., epochs=3, batch_size=200), from the on_epoch call after
-            epoch 1 to the one after epoch 2: the steps with all their bookkeeping (loss and penalty
-            history every step, train accuracy on the 5,000-row sample; no val set). Epoch 3 is not
-            timed: the final epoch adds the scoring pass on all rows, once per run.
+  epoch     one epoch of train_sgd(Pixels, ..., epochs=3, batch_size=200), from its on_epoch call for epoch 1
+            to the one for epoch 2: the steps with all their bookkeeping (loss and penalty history every
+            step, train accuracy on the 5,000-row sample; no val set). With the helper threads an epoch is
+            reported once scored, during the next one, so this times epoch 3's steps (epoch 2's scoring
+            beside them); the scoring pass on all rows after the final epoch is not timed either way.
   in turn   the same epoch with every minibatch gathered in this thread before its step (train_sgd gathers
             the next one in a helper thread while this one computes, for batches of PREFETCH_MIN_BYTES or more)
   memory    the memory floor: the uint8 rows of every minibatch of the epoch (same permutation) gathered
