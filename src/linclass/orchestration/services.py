@@ -69,6 +69,7 @@ from linclass.orchestration.accounts import (
     team_group,
     write_private,
 )
+from linclass.orchestration.sweep import end_processes
 from linclass.tracking.store import process_start
 
 PG_BIN = Path(os.environ.get("LINCLASS_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -385,14 +386,7 @@ def stop_group(pid: int | None, timeout: float = 20) -> None:
         processes = [leader, *leader.children(recursive=True)]
     except (psutil.Error, ValueError, TypeError):
         return
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
-    for process in alive:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(alive, timeout=5)
+    end_processes(processes, timeout)
 
 
 # ---- the commands ----

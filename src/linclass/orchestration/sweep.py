@@ -364,13 +364,20 @@ def stop_leftover_workers(root: str | Path = ".", wait: float = 10.0) -> list[in
     for pid in queue_workers(root):
         with contextlib.suppress(psutil.Error):
             leftover.append(psutil.Process(pid))
-            leftover[-1].terminate()
-    _, alive = psutil.wait_procs(leftover, timeout=wait)
-    for process in alive:   # SIGKILL only for those that ignored SIGTERM
+    end_processes(leftover, wait)
+    return [process.pid for process in leftover]
+
+
+def end_processes(processes: list[psutil.Process], grace: float) -> None:
+    """SIGTERM to each of `processes`; SIGKILL to those still alive `grace` seconds later (then waited for)."""
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    for process in alive:
         with contextlib.suppress(psutil.Error):
             process.kill()
-    psutil.wait_procs(alive, timeout=wait)
-    return [process.pid for process in leftover]
+    psutil.wait_procs(alive, timeout=5)
 
 
 # ---- reading the results ----
