@@ -143,8 +143,9 @@ def control(base):
     url = f"http://127.0.0.1:{free_port()}"
     cmd = [python, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
            "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1"]
-    with serving(cmd, url, base / "control.log", cwd=folder, env={**account.env(), **python_env, **MLFLOW_SERVER_ENV},
-                 **account.popen_args()):
+    # TMPDIR: the assistant keeps its chats in $TMPDIR/mlflow-assistant-sessions (not left behind in /tmp)
+    env = {**account.env(), **python_env, **MLFLOW_SERVER_ENV, "TMPDIR": str(folder)}
+    with serving(cmd, url, base / "control.log", cwd=folder, env=env, **account.popen_args()):
         yield url
 
 

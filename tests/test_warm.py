@@ -328,3 +328,23 @@ def test_an_interpreter_whose_starter_was_killed_outright_removes_its_folder_whe
     (tmp_path / "private" / "log.txt").rename(tmp_path / "log.txt")   # the test's own log, not the server's
     assert proc.wait(timeout=30) == 0, (tmp_path / "log.txt").read_text()
     assert not socket_path.parent.exists()
+
+
+def test_an_interpreter_stopped_while_it_loads_leaves_no_temporary_folder(tmp_path):
+    """SIGTERM while it saves its throwaway model (serving() stops it so when the pipeline it was started for ended
+    first): the model's temporary folder goes with it. It stayed in /tmp before."""
+    folder, scratch = tmp_path / "private", tmp_path / "tmp"
+    folder.mkdir(mode=0o700)
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TMPDIR": str(scratch)}
+    proc = subprocess.Popen([str(BIN / "python"), "-m", "linclass.orchestration.warm", "--socket",
+                             str(folder / "socket")], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not any(scratch.iterdir()):   # the model's folder: it is saving the model now
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.terminate()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert list(scratch.iterdir()) == []
+    assert not (folder / "socket").exists()

@@ -416,6 +416,12 @@ def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _stopped_while_loading(signum, frame):
+    """SIGTERM before serving (the pipeline it was started for may be done already): exit through the
+    with-blocks, which remove what they made (prime_model_logging's model folder in $TMPDIR)."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="a warm interpreter for this workspace's Python commands")
     parser.add_argument("--socket", type=Path, required=True)
@@ -430,6 +436,7 @@ def main() -> None:
         sys.exit(f"error: linclass comes from {Path(linclass.__file__).parent}, not this workspace's src/: "
                  f"start with PYTHONPATH={root / 'src'}")
     os.setpgid(0, 0)   # a group of its own: stopping a command's group never stops the server
+    signal.signal(signal.SIGTERM, _stopped_while_loading)   # until serve() takes it
     code = project_code(root) or {}   # before the imports: an edit while they run is seen as a change
     missing = preload(root)
     if missing:
