@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 
 import numpy as np
 import pytest
@@ -109,7 +110,8 @@ def test_training_runs_carry_their_own_settings_and_clean_metrics(evaluated):
 
 
 @pytest.mark.slow
-def test_each_run_logs_a_model_with_signature_and_example(evaluated):
+def test_each_run_logs_a_model_with_signature_and_example(evaluated, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # get_model_info leaves its download there
     import mlflow
 
     from linclass.tracking.runs import point_mlflow_at
