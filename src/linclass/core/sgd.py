@@ -247,8 +247,7 @@ def train_sgd(X, y, *, loss="svm", regularizer="l2", strength=0.0, beta=default(
     the last partial minibatch of each epoch is used. num_classes defaults to 1 + the largest label in
     y / y_val. on_epoch(epoch, history), if given, is called for each epoch in order once it is scored, with
     the helper threads during the next epoch (epoch counts from 1; history holds exactly the steps and epochs
-    up to it). Raises ValueError for bad arguments and
-    DivergenceError when the loss becomes NaN/inf.
+    up to it). Raises ValueError for bad arguments and DivergenceError when the loss becomes NaN/inf.
     """
     # ---- validate everything up front (one-line errors) ----
     loss_fn = get_loss(loss)
