@@ -78,7 +78,7 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt   # SIGTERM, SIGHUP (a closed terminal): stop DVC as Ctrl-C does
 
 
-def dvc(*args: str, env: dict[str, str] | None = None) -> None:
+def dvc_foreground(*args: str, env: dict[str, str] | None = None) -> None:
     """Run dvc (this environment's), its output ours, with `env` added to our environment; Failed when it fails.
 
     DVC runs in a process group of its own, and an interrupt of this process (Ctrl-C, SIGINT to its pid, SIGTERM,
@@ -222,7 +222,7 @@ def settings(prefix: Annotated[str, typer.Argument(help="only settings starting 
 def repro():
     """Run the whole pipeline in the workspace (dvc repro, stages started warm), then every model's accuracies."""
     with one_pipeline_at_a_time(), warm_stages():
-        dvc("repro")
+        dvc_foreground("repro")
     print_test_accuracies(Path("metrics/test.json"))
 
 
@@ -249,7 +249,7 @@ def exp(overrides: Overrides = None):
 
     overrides, threads = checked(overrides)
     with one_pipeline_at_a_time(), warm_stages(threads):
-        dvc("exp", "run", *set_args(overrides))
+        dvc_foreground("exp", "run", *set_args(overrides))
     # as make repro does (DVC's own last line, "Experiment results have been applied to your workspace", showed
     # no number); beside the earlier runs: make compare
     print_test_accuracies(Path("metrics/test.json"))
@@ -320,9 +320,9 @@ def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local"
         _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, summary=summary)
         with one_pipeline_at_a_time():
             if overrides:
-                dvc("exp", "run", "--temp", "-n", "grid-all", *sweep.set_args(overrides))
+                dvc_foreground("exp", "run", "--temp", "-n", "grid-all", *sweep.set_args(overrides))
             else:
-                dvc("repro")
+                dvc_foreground("repro")
     # the grid's points trained only; here every model of it with its test accuracy, evaluated together
     revision = "grid-all" if overrides else "workspace"
     sweep.print_comparison(sweep.held_by(sweep.comparison_rows(sweep.exp_show()), revision),
@@ -352,7 +352,7 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
                 table=SWEEPS / f"{name}.csv", summary=summary, features=features)
         with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one
             # (--single-item: these two alone, never a stale stage upstream of the report, such as a training)
-            dvc("repro", "--single-item", "hyperparameter_map", *report_to_rebuild(lock_stages()))
+            dvc_foreground("repro", "--single-item", "hyperparameter_map", *report_to_rebuild(lock_stages()))
 
 
 def report_to_rebuild(lock: dict) -> list[str]:
