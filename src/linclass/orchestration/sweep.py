@@ -210,11 +210,11 @@ def dvc(*args: str, check: bool = True, capture: bool = True,
 
 def error_line(output: str) -> str:
     """DVC's own error, its first 'ERROR:' line, else the last line of its output that is not its support link."""
+    from linclass.plumbing.redact import redact_url
+
     lines = [line.strip() for line in output.splitlines()]
     lines = [line for line in lines if line and not line.startswith("Having any troubles? Hit us up at https://dvc.org")]
     errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR")]
-    from linclass.plumbing.redact import redact_url
-
     return redact_url((errors or lines[-1:] or ["no output"])[0])
 
 
