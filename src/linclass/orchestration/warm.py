@@ -418,7 +418,7 @@ def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle:
 
 def _stopped_while_loading(signum, frame):
     """SIGTERM before serving (the pipeline it was started for may be done already): exit through the
-    with-blocks, which remove what they made (prime_model_logging's model folder in $TMPDIR)."""
+    with-blocks, which remove what they made (prime_model_logging's model folder)."""
     raise SystemExit(128 + signum)
 
 
@@ -438,7 +438,11 @@ def main() -> None:
     os.setpgid(0, 0)   # a group of its own: stopping a command's group never stops the server
     signal.signal(signal.SIGTERM, _stopped_while_loading)   # until serve() takes it
     code = project_code(root) or {}   # before the imports: an edit while they run is seen as a change
+    # what loading makes (prime_model_logging's model, MLflow's own temporary folders) goes in the socket's private
+    # folder, which serving() removes whole: not even a SIGKILL while it loads leaves anything in $TMPDIR
+    tempfile.tempdir = str(args.socket.parent)
     missing = preload(root)
+    tempfile.tempdir = None
     if missing:
         print(f"not preloaded (imported by the commands themselves): {', '.join(missing)}", flush=True)
     if threading.active_count() != 1:
