@@ -2,8 +2,8 @@
 uninterrupted run's, nothing is left behind, and the killed MLflow runs end KILLED (by `make reap`'s
 command, or by the next stage's start), never RUNNING.
 
-SIGKILL cannot be handled: the killed stage's temporaries stay in <project>/.dvc/tmp/linclass-scratch/,
-which DVC never hashes, until the next stage's start removes them.
+SIGKILL cannot be handled: the killed stage's temporaries (its outputs' and tempfile's) stay in
+<project>/.dvc/tmp/linclass-scratch/, which DVC never hashes, until the next stage's start removes them.
 """
 from __future__ import annotations
 
@@ -139,11 +139,17 @@ def test_sigkill_during_preprocess_and_training_then_repro_gives_the_same_dvc_lo
     killed = runs(project)[running[0]]
     assert killed.info.status == "KILLED" and "ended without ending the run" in killed.data.tags["killed_because"]
 
-    # 3. late in training: the weights are written into the temporary folder, not yet renamed
-    kill_when(project, tmp_path, temp_dir_of("svm-*", "W.npy"))
+    # 3. late in training: the weights are written into the temporary folder, not yet renamed, and the pictures
+    # drawn in a temporary folder of the stage's own: in the scratch folder too, nothing in TMPDIR
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    project.env = {**project.env, "TMPDIR": str(tmpdir)}
+    kill_when(project, tmp_path, lambda scratch: any(scratch.glob(".tempdir.tmp-*/*/templates_grid.png")))
     late = [r.info.run_id for r in runs(project).values() if r.info.status == "RUNNING"]
     assert len(late) == 1, late
     assert any(".svm-" in p and ".tmp-" in p for p in junk(project)), junk(project)
+    assert any(".tempdir.tmp-" in p for p in junk(project)), junk(project)
+    assert list(tmpdir.iterdir()) == []
 
     done = project.dvc("repro", "evaluate")
     assert "leftover(s) of an interrupted run" in done.stdout, done.stdout[-3000:]

@@ -65,6 +65,44 @@ def test_leftovers_of_dead_processes_are_removed_live_ones_kept(project):
     assert live.exists() and kept.exists() and not dead.exists() and not legacy.exists()
 
 
+STAGE = """
+import os, signal, sys, tempfile
+from linclass.plumbing import stage
+
+def main():
+    with tempfile.TemporaryDirectory() as pictures:   # as train.py draws its pictures, as MLflow saves a model
+        open(os.path.join(pictures, "loss_curves.png"), "w").close()
+        print(pictures, os.getpid(), flush=True)
+        if sys.argv[1] == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+stage.run(main)
+print(tempfile.gettempdir())
+"""
+
+
+@pytest.mark.parametrize("end", ["finished", "kill"])
+def test_a_stage_makes_its_temporary_files_in_the_scratch_folder_where_a_kill_leaves_them(project, tmp_path, end):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    script = project / "stage.py"
+    script.write_text(STAGE)
+    proc = subprocess.run([sys.executable, str(script), end], cwd=project, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": SRC, "TMPDIR": str(tmpdir)})
+    folder, pid = proc.stdout.splitlines()[0].split()
+    pictures = Path(folder)
+    assert pictures.parent.parent == project / files.SCRATCH, proc.stdout
+    assert pictures.parent.name.startswith(f".tempdir{files.TEMP_MARK}{pid}-"), proc.stdout
+    assert list(tmpdir.iterdir()) == []
+    if end == "finished":   # removed, and tempfile's folder is TMPDIR again
+        assert proc.returncode == 0 and proc.stdout.splitlines()[1:] == [str(tmpdir)], proc.stdout + proc.stderr
+        assert list((project / files.SCRATCH).iterdir()) == []
+    else:                   # left in the scratch folder, under the killed pid, for the next stage's start
+        assert proc.returncode == -9
+        assert list((project / files.SCRATCH).iterdir()) == [pictures.parent]
+        assert stage.remove_leftovers(project) == [pictures.parent] and not pictures.parent.exists()
+
+
 def test_load_split_is_the_design_matrix_of_the_pixels(tmp_path):
     """X_<split>.npy (uint8 rows) with mean_image.npy and scale.json: X = (pixels - mean) / scale, as Pixels."""
     from linclass.core.pixels import Pixels, design_matrix

@@ -11,6 +11,9 @@ process killed by SIGKILL cannot remove its temporary: `remove_leftovers` does, 
 start. Names carry the owner's pid (`.<name>.tmp-<pid>-<random><suffix>`), so a live writer's
 temporaries are never taken for leftovers.
 Temporaries are ordinary files (the umask applies), not mkstemp's private 0600 ones.
+
+`scratch_tempdir()` points a stage's other temporary files (tempfile's, so also MLflow's and matplotlib's) at a
+private folder in the same scratch folder, named the same way: a SIGKILL leaves it there, not in /tmp.
 """
 from __future__ import annotations
 
@@ -124,6 +127,26 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_tempdir(root: str | os.PathLike = ".") -> Iterator[Path | None]:
+    """For the block, tempfile's folder (this process's temporary files, its libraries' too) is a private (0700)
+    folder in the scratch folder of the project at or above `root`, removed at the end; outside a project, as it was.
+    """
+    project = project_root_of(root)
+    if project is None:
+        yield None
+        return
+    scratch = project / SCRATCH
+    scratch.mkdir(parents=True, exist_ok=True)
+    before = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix=f".tempdir{TEMP_MARK}{os.getpid()}-", dir=scratch) as folder:
+        tempfile.tempdir = folder
+        try:
+            yield Path(folder)
+        finally:
+            tempfile.tempdir = before
 
 
 def md5_file(*paths: str | os.PathLike, chunk_size: int = CHUNK_SIZE) -> str:

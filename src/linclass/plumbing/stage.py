@@ -4,7 +4,8 @@ Set LINCLASS_DEBUG=1 to get the full traceback instead of the one-line error.
 
 A stage script is `def main(): ...` plus `if __name__ == "__main__": run(main)`. run() first removes
 the temporaries that a killed earlier attempt left behind (linclass.files.remove_leftovers) and turns
-SIGTERM into an exception, so that a stopped stage removes its own.
+SIGTERM into an exception, so that a stopped stage removes its own. main() makes its other temporary files
+(tempfile's) in the project's scratch folder too (linclass.files.scratch_tempdir), never in /tmp.
 """
 from __future__ import annotations
 
@@ -143,7 +144,8 @@ def run(main: Callable[[], None]) -> None:
     try:
         remove_leftovers()
         check_params_unchanged()
-        main()
+        with files.scratch_tempdir():   # a stage killed by SIGKILL leaves its temporary files to remove_leftovers
+            main()
         finished.append(True)
     except KeyboardInterrupt as exc:
         if isinstance(exc, Terminated):
