@@ -24,7 +24,8 @@ import json, os, sys
 import signal
 print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "warm": os.environ.get("LINCLASS_WARM_BLAS"),
                   "sighup_ignored": signal.getsignal(signal.SIGHUP) == signal.SIG_IGN,
-                  "numpy": "numpy" in sys.modules, "pid": os.getpid(), "pgid": os.getpgid(0),
+                  "numpy": "numpy" in sys.modules, "dvc": "dvc.repo" in sys.modules, "pid": os.getpid(),
+                  "pgid": os.getpgid(0),
                   "marker": os.environ.get("MARKER")}))
 sys.stderr.write("to stderr\\n")
 sys.exit(int(os.environ.get("EXIT", "0")))
@@ -58,7 +59,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc, socket_path = start_server(tmp_path_factory.mktemp("warm") / "private", env={"OPENBLAS_NUM_THREADS": "1"})
+    proc, socket_path = start_server(tmp_path_factory.mktemp("warm") / "private", "--dvc",
+                                     env={"OPENBLAS_NUM_THREADS": "1"})
     yield socket_path
     stop(proc)
 
@@ -83,6 +85,7 @@ def test_a_script_runs_warm_with_its_arguments_streams_environment_and_exit_code
     seen = json.loads(done.stdout)
     assert seen["argv"] == [str(report), "a", "b c"] and seen["cwd"] == str(ROOT) and seen["marker"] == "m1"
     assert seen["warm"] == "1" and seen["numpy"], "started from the warm interpreter, numpy already imported"
+    assert seen["dvc"], "--dvc: DVC's modules too"
     assert seen["pgid"] == seen["pid"], "a process group of its own"
     assert done.stderr == "to stderr\n"
 
@@ -145,10 +148,11 @@ def test_a_served_command_logs_a_model_without_mapping_the_installed_distributio
 
 
 IMPORTS = """
-import importlib.util, json, os
+import importlib.util, json, os, sys
+dvc = "dvc.repo" in sys.modules
 import linclass.studies.report as report
 new = importlib.util.find_spec("linclass.only_in_copy")
-print(json.dumps({"warm": os.environ.get("LINCLASS_WARM_BLAS"), "report": report.__file__,
+print(json.dumps({"warm": os.environ.get("LINCLASS_WARM_BLAS"), "dvc": dvc, "report": report.__file__,
                   "edited": hasattr(report, "EDITED"), "new": new.origin if new else None}))
 """
 
@@ -177,7 +181,9 @@ def test_a_copy_with_the_same_code_is_served_and_changed_code_is_not(tmp_path):
         return json.loads(done.stdout)
 
     try:
-        assert seen(copy)["warm"] == "1", "the same code: served"
+        served = seen(copy)
+        assert served["warm"] == "1", "the same code: served"
+        assert not served["dvc"], "without --dvc, DVC's modules are not loaded: no stage imports them"
         in_other = seen(other)
         assert in_other["warm"] is None and in_other["new"] == str(other / "src/linclass/only_in_copy.py"), in_other
         with open(workspace / "src" / "linclass" / "studies" / "report.py", "a") as module:

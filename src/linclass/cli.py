@@ -107,20 +107,20 @@ def dvc_foreground(*args: str, env: dict[str, str] | None = None) -> None:
 
 
 @contextmanager
-def warm_stages(threads: int | None = None) -> Iterator[None]:
+def warm_stages(threads: int | None = None, dvc: bool = False) -> Iterator[None]:
     """While inside: a warm interpreter (linclass.orchestration.warm) for this workspace and DVC's temporary copies
     of it, named in this process's environment, so that every stage DVC starts from here, and the short dvc
     commands of linclass.orchestration.sweep, start with MLflow, DVC, numpy... imported (about 2 s of CPU a
     stage). Its BLAS has `threads` threads (default: train.blas_threads of params.yaml), the train stages' (the
-    other stages run with them too: the same results). What it ran, and what it left to a fresh python:
-    WARM_LOG."""
+    other stages run with them too: the same results). With `dvc`, it loads DVC's modules too, for the short dvc
+    commands. What it ran, and what it left to a fresh python: WARM_LOG."""
     from linclass.orchestration.warm import serving
     from linclass.plumbing.threads import VARIABLES, blas_threads
 
     threads = threads or blas_threads()
     env = {**os.environ, **(dict.fromkeys(VARIABLES, str(threads)) if threads else {})}
     WARM_LOG.parent.mkdir(parents=True, exist_ok=True)
-    with serving(Path.cwd(), env, WARM_LOG) as variables:
+    with serving(Path.cwd(), env, WARM_LOG, dvc=dvc) as variables:
         before = {name: os.environ.get(name) for name in variables}
         os.environ.update(variables)
         try:
@@ -316,7 +316,7 @@ def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local"
 
     overrides, threads = checked(overrides)
     check_backend(backend)
-    with warm_stages(threads):   # also for the queue's experiments and grid-all: DVC's temporary copies
+    with warm_stages(threads, dvc=True):   # also for the queue's experiments and grid-all: DVC's temporary copies
         _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, summary=summary)
         with one_pipeline_at_a_time():
             if overrides:
@@ -347,7 +347,7 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
     points = sweep_points(loss, regularizer, learning_rates, strengths, features)
     check_backend(backend)
     name = f"{loss}-{regularizer}" if features == "pixels" else f"{loss}-{regularizer}-{features}"
-    with warm_stages(threads):
+    with warm_stages(threads, dvc=True):
         _points(points, sweep_prefix(loss, regularizer, features), overrides, backend, jobs, address,
                 table=SWEEPS / f"{name}.csv", summary=summary, features=features)
         with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one

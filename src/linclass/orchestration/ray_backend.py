@@ -225,7 +225,7 @@ class Workspace:
         folder.chmod(0o700)
         env = {**self.env, "PYTHONPATH": str(self.repo / "src")}
         pid = spawn_on_node([sys.executable, "-m", "linclass.orchestration.warm", "--socket", str(self.warm_socket),
-                             "--idle", str(WARM_IDLE)], self.repo, env, folder / "log.txt")
+                             "--idle", str(WARM_IDLE), "--dvc"], self.repo, env, folder / "log.txt")
         (folder / "pid").write_text(str(pid))
         stamp.write_text(commit)
         while not self.warm_socket.is_socket():

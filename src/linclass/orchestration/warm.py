@@ -2,15 +2,16 @@
 MLflow, DVC, Hydra: about 2 s of CPU per Python process) and then forks a child for every Python command
 it is asked to run in its workspace, so that a command starts in milliseconds with them imported.
 
-    python -m linclass.orchestration.warm --socket PATH [--idle 600]     # in the workspace's root
+    python -m linclass.orchestration.warm --socket PATH [--idle 600] [--dvc]     # in the workspace's root
 
-A Ray node keeps one per workspace (linclass.orchestration.ray_backend): `dvc exp run` and every stage
-it runs start from it. `linclass repro`, `exp`, `grid` and `sweep` start one for the stages of their DVC runs
-(serving() below) and stop it at the end. The client is linclass/orchestration/warm_client.py
-(`pipeline/python` uses it when $LINCLASS_WARM_SOCKET names a live socket). A command runs as it would in a
-fresh `python`: its own process (and process group), the client's standard streams, working directory,
-environment and arguments, `__main__` = the script; the client relays its signals and exits with the
-command's status.
+A Ray node keeps one per workspace (linclass.orchestration.ray_backend): `dvc exp run` and every stage it runs
+start from it. `linclass repro`, `exp`, `grid` and `sweep` start one for the stages of their DVC runs (serving()
+below) and stop it at the end. DVC's modules are loaded only with `--dvc`, for a server asked to run `-m dvc`
+commands (a Ray node's, grid's and sweep's): no stage imports them (about 0.9 s of CPU a server). The client is
+linclass/orchestration/warm_client.py (`pipeline/python` uses it when $LINCLASS_WARM_SOCKET names a live socket). A
+command runs as it would in a fresh `python`: its own process (and process group), the client's standard streams,
+working directory, environment and arguments, `__main__` = the script; the client relays its signals and exits with
+the command's status.
 
 What is served: only commands whose working directory is this workspace's root (or, for `-m dvc`, a folder
 inside it) or a copy of it (DVC's temporary experiment copies: the queue's, `dvc exp run --temp`), while the
@@ -99,8 +100,9 @@ def script_imports(path: Path) -> tuple[list[str], list[str]]:
     return modules, maybe
 
 
-def preload(root: Path) -> list[str]:
-    """Import the stage scripts' modules, what they import lazily and DVC's; return those that failed."""
+def preload(root: Path, dvc: bool = True) -> list[str]:
+    """Import the stage scripts' modules, what they import lazily and (with `dvc`) DVC's; return those that
+    failed."""
     missing = []
     modules, maybe = [], []
     for script in SCRIPTS:
@@ -108,7 +110,7 @@ def preload(root: Path) -> list[str]:
             imported, from_names = script_imports(root / script)
             modules += imported
             maybe += from_names
-    for name in dict.fromkeys([*modules, *LAZY_MODULES, *DVC_MODULES, *maybe]):
+    for name in dict.fromkeys([*modules, *LAZY_MODULES, *(DVC_MODULES if dvc else ()), *maybe]):
         try:
             importlib.import_module(name)
         except Exception:   # noqa: BLE001  (a module that fails here fails again, visibly, in the command)
@@ -383,13 +385,15 @@ def _exit_now(exit_code: list[int]) -> None:
 
 
 @contextlib.contextmanager
-def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle: float = 600.0) -> Iterator[dict]:
+def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle: float = 600.0,
+            dvc: bool = False) -> Iterator[dict]:
     """While inside: a warm interpreter serving the workspace `root`, started with `env` (PYTHONPATH: root's
     src/), in a process group of its own (a Ctrl-C reaches its commands through their clients), its output in
     `log` (one line per command served or declined) and its socket in a private temporary folder. Yields the
     variables that send `pipeline/python` to it. Commands asked before it has imported its modules (about 3 s)
-    run fresh, unless `wait` seconds are given to wait for its socket. Stopped on the way out, with anything
-    it still runs (SIGTERM, SIGKILL after GRACE seconds)."""
+    run fresh, unless `wait` seconds are given to wait for its socket. With `dvc`, it loads DVC's modules too,
+    for the `-m dvc` commands it will be asked to run. Stopped on the way out, with anything it still runs
+    (SIGTERM, SIGKILL after GRACE seconds)."""
     folder = Path(tempfile.mkdtemp(prefix="linclass-warm-"))   # 0700; short: a socket's path has at most 107 bytes
     socket_path = folder / "socket"
     try:
@@ -397,7 +401,8 @@ def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle:
         os.fchmod(fd, 0o600)   # private: command lines and times (an older log may have been readable)
         with open(fd, "w") as out:
             proc = subprocess.Popen([sys.executable, "-m", "linclass.orchestration.warm", "--socket",
-                                     str(socket_path), "--idle", str(idle), "--own-folder"], cwd=root,
+                                     str(socket_path), "--idle", str(idle), "--own-folder",
+                                     *(["--dvc"] if dvc else [])], cwd=root,
                                     env={**env, "PYTHONPATH": str(Path(root, "src"))}, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, process_group=0)
         try:
@@ -428,6 +433,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=600.0, help="stop after this many seconds without a command")
     parser.add_argument("--own-folder", action="store_true",
                         help="the socket's folder was made for this interpreter: remove it (empty) when stopping")
+    parser.add_argument("--dvc", action="store_true", help="also load DVC's modules, for `-m dvc` commands")
     args = parser.parse_args()
     root = Path.cwd().resolve()
     import linclass
@@ -441,7 +447,7 @@ def main() -> None:
     # what loading makes (prime_model_logging's model, MLflow's own temporary folders) goes in the socket's private
     # folder, which serving() removes whole: not even a SIGKILL while it loads leaves anything in $TMPDIR
     tempfile.tempdir = str(args.socket.parent)
-    missing = preload(root)
+    missing = preload(root, args.dvc)
     tempfile.tempdir = None
     if missing:
         print(f"not preloaded (imported by the commands themselves): {', '.join(missing)}", flush=True)
