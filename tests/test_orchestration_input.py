@@ -4,6 +4,7 @@ is what the code allows (settings.py, cluster.py, services.py declare it; the he
 `linclass` starts without importing them)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -129,3 +130,26 @@ def test_a_failing_dvc_command_is_named_with_dvcs_own_error_not_its_support_link
     dvc("init", "-q")
     with pytest.raises(SweepError, match=r"^dvc exp run --queue failed: unexpected error - Empty git repo$"):
         dvc("exp", "run", "--queue", "hello")
+
+
+@pytest.mark.parametrize("secrets_file", ["missing", "without the admin password"])
+def test_a_stack_whose_secrets_are_gone_is_named_and_no_new_ones_are_written(tmp_path, secrets_file):
+    # `services status` wrote a new secrets.env when it was gone: passwords that match none of the stack's
+    # databases, so that the next `services up` could not reach them
+    folder = tmp_path / "services"
+    folder.mkdir(mode=0o700)
+    (folder / "state.json").write_text(json.dumps({"host": "127.0.0.1", "port": 1, "pg_port": 2,
+                                                   "local_postgres": True, "mlflow_pid": None}))
+    secrets = folder / "secrets.env"
+    if secrets_file != "missing":
+        secrets.write_text("LINCLASS_PG_PASSWORD=kept\n")
+    before = secrets.read_bytes() if secrets.exists() else None
+    env = {**os.environ, "LINCLASS_SERVICES_DIR": str(folder)}
+    proc = subprocess.run([str(BIN / "linclass"), "services", "status"], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc
+    why = "is missing" if secrets_file == "missing" else \
+        "lacks MLFLOW_FLASK_SERVER_SECRET_KEY, MLFLOW_AUTH_ADMIN_PASSWORD, MLFLOW_CRYPTO_KEK_PASSPHRASE"
+    assert proc.stderr.startswith(f"error: {secrets} {why}: "), proc.stderr
+    assert proc.stderr.endswith("restore it from a backup (new ones would not match its databases)\n"), proc.stderr
+    assert (secrets.read_bytes() if secrets.exists() else None) == before

@@ -557,7 +557,7 @@ def test_no_secret_goes_to_another_accounts_process_on_the_stacks_ports(base):
     # `services up` took a stand-in answering /health for its MLflow server (which could not bind), said
     # "stack up" and sent it the admin's password; `services status` sent the database password in clear to a
     # stand-in on PostgreSQL's port while PostgreSQL was down, and so would the MLflow server on reconnecting.
-    from linclass.orchestration.services import database_answers, stack_config
+    from linclass.orchestration.services import database_answers, running_secrets, stack_config
 
     folder = base / "squatted"
     mlflow_port, pg_port = free_port(), free_port()
@@ -575,7 +575,8 @@ def test_no_secret_goes_to_another_accounts_process_on_the_stacks_ports(base):
         services(env, "down")
         stranger = StandIn("pg", pg_port)
         status = services(env, "status", check=False)
-        backend = stack_config(folder, json.loads((folder / "state.json").read_text()))["backend"]
+        backend = stack_config(folder, json.loads((folder / "state.json").read_text()),
+                               running_secrets(folder))["backend"]
         ok, why = database_answers(backend)   # as the MLflow server connects: SCRAM only
         assert stranger.secrets_sent() == [], "the database password went to the stand-in"
         assert status.returncode == 1 and status.stderr.strip() == \

@@ -101,7 +101,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def secrets_of(folder: Path, account: Account | None = None) -> dict[str, str]:
-    """The stack's secrets, generated on first use into secrets.env (0600); one missing from an older file
+    """The stack's secrets, generated on first use (`up`) into secrets.env (0600); one missing from an older file
     (the KEK passphrase) is added."""
     path = folder / "secrets.env"
     values = read_env_file(path) if path.exists() else {}
@@ -109,6 +109,18 @@ def secrets_of(folder: Path, account: Account | None = None) -> dict[str, str]:
     if missing:
         values.update({name: secrets.token_urlsafe(24) for name in missing})
         write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()), account or stack_account())
+    return values
+
+
+def running_secrets(folder: Path) -> dict[str, str]:
+    """The secrets of a stack that was set up (status, add-user): read, never made. New ones would not match its
+    databases, and would lock `up` out of them."""
+    path = folder / "secrets.env"
+    values = read_env_file(path) if path.exists() else {}
+    missing = [name for name in SECRETS if not values.get(name)]
+    if missing:
+        raise ServiceError(f"{path} {'lacks ' + ', '.join(missing) if path.exists() else 'is missing'}: the stack's "
+                           "passwords; restore it from a backup (new ones would not match its databases)")
     return values
 
 
@@ -409,11 +421,10 @@ def environment() -> dict:
             "default_permission": permission}
 
 
-def stack_config(folder: Path, state: dict) -> dict:
+def stack_config(folder: Path, state: dict, secret: dict[str, str]) -> dict:
     """Where the parts listen and keep their data (checked: environment()), except what `state` says of parts
     that are running (their ports)."""
     env = environment()
-    secret = secrets_of(folder)
     pg_port = int(state.get("pg_port") or env["pg_port"])
     local_db = f"postgresql://{DB_USER}:{secret['LINCLASS_PG_PASSWORD']}@127.0.0.1:{pg_port}"
     scram = f"?{SCRAM_ONLY}"
@@ -458,8 +469,9 @@ def up(folder: Path) -> dict:
     mlflow_alive = mlflow_alive_in(state)
     postgres_alive = postgres_pid(folder) is not None
     # the parts still running keep the ports they were started with
-    cfg = stack_config(folder, {k: state.get(k) for k in ("host", "port", "pg_port") if mlflow_alive or postgres_alive})
     secret = secrets_of(folder, account)
+    cfg = stack_config(folder, {k: state.get(k) for k in ("host", "port", "pg_port") if mlflow_alive or postgres_alive},
+                       secret)
     if mlflow_alive:
         check_listener(folder, local_url(cfg), "the admin password")
     if mlflow_alive and (postgres_alive or not cfg["local_postgres"]) \
@@ -543,8 +555,8 @@ def status(folder: Path) -> dict:
               "local_postgres": state.get("local_postgres", True)}
     if not state:
         return report
-    secret = secrets_of(folder)
-    cfg = stack_config(folder, state)
+    secret = running_secrets(folder)
+    cfg = stack_config(folder, state, secret)
     if report["local_postgres"]:
         pg = postgres_pid(folder)
         report["postgres"] = {"pid": pg, "rss_mib": round(rss_mib(pg), 1)} if pg else None
@@ -592,7 +604,7 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
     state = load_state(folder)
     if not mlflow_alive_in(state):
         raise ServiceError("the stack is not up: `linclass services up` first")
-    url, admin = local_url(state), secrets_of(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    url, admin = local_url(state), running_secrets(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
     check_listener(folder, url, "the admin password")
     for experiment, _ in grants:   # before the user is created: a mistyped experiment leaves nothing behind
         check_grantable(url, admin, experiment)
