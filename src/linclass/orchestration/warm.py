@@ -100,7 +100,7 @@ def script_imports(path: Path) -> tuple[list[str], list[str]]:
     return modules, maybe
 
 
-def preload(root: Path, dvc: bool = True) -> list[str]:
+def preload(root: Path, dvc: bool = False) -> list[str]:
     """Import the stage scripts' modules, what they import lazily and (with `dvc`) DVC's; return those that
     failed."""
     missing = []
