@@ -102,9 +102,9 @@ PATTERN_WORDS = {MD5_PATTERN: "32 hex digits (an md5 sum)", r"\S": "a name (not 
 
 class Data(Section):
     """Where the CIFAR-10 archive (official "python version" layout) comes from: its identity."""
-    name: Name = "cifar10"
+    name: Name = Field("cifar10", description="the data set's name in MLflow (each run's dataset input)")
     url: Url = Field(OFFICIAL_URL, description="http(s):// or file://; a machine's own copy: LINCLASS_DATA_URL")
-    md5: Md5 = OFFICIAL_MD5
+    md5: Md5 = Field(OFFICIAL_MD5, description="of the archive, checked after every download; LINCLASS_DATA_MD5")
     retries: int = Field(3, ge=1, le=20, description="download attempts in all")
     timeout: float = Field(60.0, gt=0, le=3600, description="seconds per network operation")
     backoff: float = Field(0.5, ge=0, le=MAX_BACKOFF, description="seconds before the second attempt, doubling")
@@ -154,13 +154,13 @@ class Regularizers(Section):
 
 class Train(Section):
     """Minibatch SGD, shared by every train@<loss>-<regularizer> stage (the learning rate is per loss)."""
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(200, ge=1)
+    epochs: int = Field(40, ge=1, description="passes over the training split")
+    batch_size: int = Field(200, ge=1, description="images per SGD step")
     lr_decay: float = Field(0.95, gt=0, le=1, description="multiplied into the learning rate after every epoch")
     init_scale: float = Field(1e-3, ge=0, description="W starts as init_scale * N(0, 1), b as 0")
     l1_step: Literal["subgradient", "proximal"] = Field(
         "proximal", description="|W| of L1 / elastic net as a soft threshold (exact zeros) or sign(W)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="of W's start and of the minibatches' order")
     blas_threads: int = Field(1, ge=1, le=256, description="1 keeps results identical however many run at once")
 
 
@@ -170,10 +170,10 @@ class Tracking(Section):
 
 
 class HardCases(Section):
-    n: int = Field(1000, ge=10)
-    seed: int = Field(0, ge=0)
-    epochs: int = Field(30, ge=1)
-    learning_rate: Positive = 0.05
+    n: int = Field(1000, ge=10, description="2-D points of each hard case (quadrants, ring, ...)")
+    seed: int = Field(0, ge=0, description="of the points and of their SGD")
+    epochs: int = Field(30, ge=1, description="SGD passes over the points")
+    learning_rate: Positive = Field(0.05, description="of that SGD")
 
 
 class RegularizationPath(Section):
