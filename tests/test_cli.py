@@ -5,6 +5,7 @@ the make variables are named in their errors."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -92,7 +93,8 @@ def test_help_at_every_level_creates_no_file(tmp_path, project, where):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["nosuch"], "error: No such command 'nosuch'. (linclass -h lists the options)"),
+    (["nosuch"], "error: No such command 'nosuch'. (linclass -h lists the commands)"),
+    (["comapre"], "error: No such command 'comapre'. Did you mean 'compare'? (linclass -h lists the commands)"),
     (["sweep", "--loss", "svm"], "error: Missing option '--regularizer'. (linclass sweep -h lists the options)"),
     (["grid", "--jobs", "0"], "error: Invalid value for '--jobs' / '-j': Input should be greater than or equal to 1"),
     (["ui", "--port", "x"], "error: Invalid value for '--port'"),
@@ -131,7 +133,10 @@ def test_a_bad_option_value_is_named_in_its_line(tmp_path, argv, line):
     (["exp", "train..epochs=5"], "error: 'train..epochs=5' is not key=value in Hydra's syntax (check its dots, "
                                  "brackets and quotes), e.g. train.epochs=5 or grid.losses=[svm,softmax]"),
     (["config", "grid.losses=[svm"], "error: 'grid.losses=[svm' is not key=value in Hydra's syntax"),
-    (["config", "--check", "=5"], "error: '=5' names no setting: allowed key=value, e.g. train.epochs=5"),
+    (["config", "--check", "=5"], "error: '=5' names no setting (no spaces around '='): allowed key=value, "
+     "e.g. train.epochs=5"),
+    (["config", "--check", "train.epochs", "=", "5"], "error: '=' names no setting (no spaces around '='): "
+     "allowed key=value, e.g. train.epochs=5"),   # SET='train.epochs = 5'
     (["exp", "train.epochs=5,6"], "error: train.epochs=5,6 gives several values: an experiment takes one per "
                                   "setting (a list setting: key=[a,b]); several values: one make exp each"),
     (["sweep", "--loss", "svm", "--regularizer", "l2", "--learning-rates", "0.01", "--strengths", "1e-3",
@@ -142,6 +147,21 @@ def test_a_request_that_would_do_nothing_or_guess_is_one_line_and_writes_nothing
     proc = subprocess.run([LINCLASS, *argv], cwd=project.path, env=env_for_pipeline(), capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.startswith(message) and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert snapshot(project.path) == before
+
+
+def test_tied_models_are_listed_in_the_evaluate_stages_order(tmp_path, capsys):
+    """make repro's table sorted metrics/test.json (its keys in alphabetical order) by validation accuracy alone:
+    two features models tied at 0.6180 came in the other order than in make compare and the champion's runner-up."""
+    from linclass.cli import print_test_accuracies
+
+    scores = {"softmax-elasticnet-hog_hist": 0.618, "softmax-l1-hog_hist": 0.618, "softmax-none-hog_hist": 0.6186}
+    (tmp_path / "test.json").write_text(json.dumps({name: {"val_accuracy": val, "test_accuracy": 0.6}
+                                                    for name, val in sorted(scores.items())}))
+    ranked = ["softmax-none-hog_hist", "softmax-l1-hog_hist", "softmax-elasticnet-hog_hist"]   # evaluate's
+    (tmp_path / "comparison.csv").write_text("model\n" + "\n".join(ranked) + "\n")
+    print_test_accuracies(tmp_path / "test.json", tmp_path / "comparison.csv")
+    shown = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert shown == ranked, shown
 
 
 @pytest.mark.parametrize("name", ["../../etc/evil", "bob$(touch /tmp/pwned)", "-rf", "", "a" * 65])

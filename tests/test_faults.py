@@ -270,6 +270,9 @@ def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_
             stop_tree(proc.pid)
             proc.wait()
     assert proc.returncode != 0 and "interrupted (SIGINT)" in log.read_text(), log.read_text()[-3000:]
+    # the way back, said (the workspace holds the experiment's settings, and DVC removed the model it began)
+    assert "the committed results come back with: git checkout params.yaml && make repro" in log.read_text(), \
+        log.read_text()[-3000:]
     # the stages' warm interpreter is gone, and its socket's folder with it
     _, server, socket_path = warm_log(project.path)
     assert gone(server)

@@ -151,7 +151,8 @@ def one_value_each(overrides: list[str]) -> None:
             raise ValueError(f"{item!r} is not key=value in Hydra's syntax (check its dots, brackets and quotes), "
                              "e.g. train.epochs=5 or grid.losses=[svm,softmax]") from None
         if not override.key_or_group:
-            raise ValueError(f"{item!r} names no setting: allowed key=value, e.g. train.epochs=5 "
+            spaces = " (no spaces around '=')" if item.startswith("=") else ""
+            raise ValueError(f"{item!r} names no setting{spaces}: allowed key=value, e.g. train.epochs=5 "
                              "(linclass settings lists the keys)")
         if override.is_sweep_override():
             raise ValueError(f"{item} gives several values: an experiment takes one per setting (a list setting: "
@@ -226,14 +227,17 @@ def repro():
     print_test_accuracies(Path("metrics/test.json"))
 
 
-def print_test_accuracies(path: Path) -> None:
-    """metrics/test.json as a table: a row per model, best on validation first."""
+def print_test_accuracies(path: Path, ranking: Path = Path("reports/comparison.csv")) -> None:
+    """metrics/test.json as a table: a row per model, best on validation first, tied models in the order of the
+    evaluate stage's `ranking` (the grid's; as make compare and the champion's runner-up have them)."""
     import pandas as pd
 
     from linclass.orchestration.sweep import TEST_KEYS, VAL_KEYS, accuracy_columns
 
     rows = [{"model": name, **{key: values.get(key) for key in (*VAL_KEYS, *TEST_KEYS)}} for name, values in
             json.loads(path.read_text()).items()]
+    order = list(pd.read_csv(ranking)["model"]) if ranking.exists() else []
+    rows.sort(key=lambda row: order.index(row["model"]) if row["model"] in order else len(order))
     table = pd.DataFrame(rows).sort_values("val_accuracy", ascending=False, kind="stable")
     typer.echo(f"{path}: [low, high] is the 95% Wilson interval")
     typer.echo(accuracy_columns(table).to_string(index=False))
@@ -249,7 +253,12 @@ def exp(overrides: Overrides = None):
 
     overrides, threads = checked(overrides)
     with one_pipeline_at_a_time(), warm_stages(threads):
-        dvc_foreground("exp", "run", *set_args(overrides))
+        try:
+            dvc_foreground("exp", "run", *set_args(overrides))
+        except (Failed, KeyboardInterrupt):   # params.yaml holds its settings; DVC removed what it began to rebuild
+            typer.echo("the workspace holds this experiment's settings and only what it finished; the committed "
+                       "results come back with: git checkout params.yaml && make repro (from DVC's run-cache)")
+            raise
     # as make repro does (DVC's own last line, "Experiment results have been applied to your workspace", showed
     # no number); beside the earlier runs: make compare
     print_test_accuracies(Path("metrics/test.json"))
@@ -637,10 +646,11 @@ def main() -> None:
                 typer.echo(exc.format_message())
             sys.exit(0)
         ctx = getattr(exc, "ctx", None)
+        listed = "commands" if message.startswith("No such command") else "options"
         if ctx is not None:
-            where = f" ({ctx.command_path} -h lists the options)"
+            where = f" ({ctx.command_path} -h lists the {listed})"
         else:   # an option without its value (`linclass ui --port`) comes without the command's context
-            where = f" ({command_path(sys.argv[1:])} -h lists the options)"
+            where = f" ({command_path(sys.argv[1:])} -h lists the {listed})"
         given = given_value(getattr(exc, "param", None), sys.argv[1:])
         print(f"error: {message}{'' if given is None else f', not {given!r}'}{where}", file=sys.stderr)
         sys.exit(exc.exit_code)
