@@ -55,14 +55,21 @@ def test_stale_check_catches_an_edit_of_conf(tmp_path, reference):
     assert stale_keys(reference, compose(conf)) == ["train.epochs"]
 
 
-def test_write_params_writes_the_composition_with_a_header(tmp_path):
+def test_write_params_writes_the_composition_byte_for_byte_as_dvc_does(tmp_path):
+    """`make exp` (DVC's own composition, dvc exp run -S) rewrote params.yaml without linclass's header and with
+    `n` quoted: every experiment's commit carried that noise, even one that changed nothing."""
+    from dvc.utils.hydra import compose_and_dump
+
     from linclass.config import write_params
 
-    written = write_params(ROOT / "conf", tmp_path / "params.yaml", ["train.epochs=7"])
-    text = (tmp_path / "params.yaml").read_text()
-    assert text.startswith("# Generated from conf/")
-    assert yaml.safe_load(text) == written and written["train"]["epochs"] == 7
-    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # no temp file left behind
+    ours, dvcs = tmp_path / "ours" / "params.yaml", tmp_path / "dvc" / "params.yaml"
+    ours.parent.mkdir()
+    dvcs.parent.mkdir()
+    written = write_params(ROOT / "conf", ours, ["train.epochs=7"])
+    compose_and_dump(str(dvcs), str(ROOT / "conf"), None, "config", str(ROOT), ["train.epochs=7"])
+    assert ours.read_text() == dvcs.read_text()
+    assert yaml.safe_load(ours.read_text()) == written and written["train"]["epochs"] == 7
+    assert [p.name for p in ours.parent.iterdir()] == ["params.yaml"]  # no temp file left behind
 
 
 # --- overrides -----------------------------------------------------------------------------------

@@ -17,8 +17,6 @@ from pydantic import BaseModel
 from linclass.files import atomic_file
 from linclass.settings import ConfigError, LossName, RegularizerName, Settings, closest, validate
 
-HEADER = "# Generated from conf/ by `linclass config` (make params). Edit conf/, not this file.\n"
-
 
 def check_override_keys(overrides: Iterable[str], conf_dir: str | Path) -> None:
     """ConfigError (one line) for an override of a group option or a top-level section that does not exist.
@@ -95,10 +93,13 @@ def load_params(path: str | Path = "params.yaml") -> dict:
 
 def write_params(conf_dir: str | Path = "conf", path: str | Path = "params.yaml",
                  overrides: Iterable[str] = ()) -> dict:
-    """Compose conf/ (with overrides), check it and write it to params.yaml atomically, as DVC does."""
+    """Compose conf/ (with overrides), check it and write it to params.yaml atomically, byte for byte as DVC
+    writes it on `dvc exp run` (OmegaConf.to_yaml): an experiment's commit holds only the settings it changed."""
+    from omegaconf import OmegaConf
+
     params = compose(conf_dir, overrides)
     with atomic_file(path) as tmp:
-        tmp.write_text(HEADER + yaml.safe_dump(params, sort_keys=False))
+        tmp.write_text(OmegaConf.to_yaml(params), encoding="utf-8")
     return params
 
 
