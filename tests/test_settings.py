@@ -101,7 +101,8 @@ def test_check_labels():
 def test_describe_lists_every_setting_with_its_default_and_range():
     lines = describe()
     assert len(lines) == len([k for k in _flat(Settings().model_dump()) if k != "checked"])
-    assert "train.epochs = 40  (an integer >= 1)" in lines
+    assert "train.epochs = 40  (an integer >= 1)  passes over the training split" in lines
+    assert all(line.count("  ") >= 2 for line in lines), [line for line in lines if line.count("  ") < 2]   # described
     assert any(line.startswith("train.l1_step = 'proximal'  (one of 'subgradient', 'proximal')") for line in lines)
     assert describe("regularizer.l2") == ["regularizer.l2.strength = 0.001  (a number >= 0)  "
                                           "lambda: total loss = data loss + lambda R(W)"]

@@ -166,7 +166,8 @@ class Train(Section):
 
 class Tracking(Section):
     uri: TrackingUri | None = Field(None, description="null: sqlite at the project root; MLFLOW_TRACKING_URI wins")
-    experiment: Name = "linclass-cifar10"
+    experiment: Name = Field("linclass-cifar10", description="the MLflow experiment of the training runs "
+                                                              "(the studies' runs: <experiment>-studies)")
 
 
 class HardCases(Section):
@@ -177,14 +178,15 @@ class HardCases(Section):
 
 
 class RegularizationPath(Section):
-    losses: Annotated[list[LossName], AfterValidator(_distinct)] = Field(["svm", "softmax"], min_length=1)
+    losses: Annotated[list[LossName], AfterValidator(_distinct)] = Field(
+        ["svm", "softmax"], min_length=1, description="the losses of the path")
     regularizers: Annotated[list[RegularizerName], AfterValidator(_distinct)] = Field(
-        ["l1", "l2", "elasticnet"], min_length=1)
+        ["l1", "l2", "elasticnet"], min_length=1, description="each trained at every strength")
     strengths: Annotated[list[Positive], AfterValidator(_increasing)] = Field(
-        [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1)
+        [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1, description="the path's points, increasing")
     train_subset: int = Field(5000, ge=1, description="the first rows of the (shuffled) training split")
-    epochs: int = Field(5, ge=1)
-    template_class: Name = "horse"
+    epochs: int = Field(5, ge=1, description="of each point's SGD")
+    template_class: Name = Field("horse", description="the class whose template is drawn at every point")
 
 
 class Studies(Section):
@@ -241,9 +243,10 @@ class Features(Section):
 class Grid(Section):
     """The combinations that `dvc repro` trains: one train@<loss>-<regularizer> stage per pair on the pixels,
     and one train_features@<kind> stage per kind of features that trains every pair on them."""
-    losses: Annotated[list[LossName], AfterValidator(_distinct)] = Field(["svm", "softmax"], min_length=1)
+    losses: Annotated[list[LossName], AfterValidator(_distinct)] = Field(
+        ["svm", "softmax"], min_length=1, description="each trained with every regularizer")
     regularizers: Annotated[list[RegularizerName], AfterValidator(_distinct)] = Field(
-        ["none", "l1", "l2", "elasticnet"], min_length=1)
+        ["none", "l1", "l2", "elasticnet"], min_length=1, description="each trained with every loss")
     features: Annotated[list[FeatureKind], AfterValidator(_distinct)] = Field(
         ["hog_hist"], description="each loss x regularizer also trained on these features ([]: pixels only)")
 
