@@ -162,6 +162,11 @@ def test_tied_models_are_listed_in_the_evaluate_stages_order(tmp_path, capsys):
     print_test_accuracies(tmp_path / "test.json", tmp_path / "comparison.csv")
     shown = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
     assert shown == ranked, shown
+    for broken in ("", "name\nx\n"):   # without a readable ranking, the table still prints (ties by name)
+        (tmp_path / "comparison.csv").write_text(broken)
+        print_test_accuracies(tmp_path / "test.json", tmp_path / "comparison.csv")
+        shown = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
+        assert shown == [ranked[0], *sorted(ranked[1:])], shown
 
 
 @pytest.mark.parametrize("name", ["../../etc/evil", "bob$(touch /tmp/pwned)", "-rf", "", "a" * 65])

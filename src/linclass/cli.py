@@ -236,7 +236,10 @@ def print_test_accuracies(path: Path, ranking: Path = Path("reports/comparison.c
 
     rows = [{"model": name, **{key: values.get(key) for key in (*VAL_KEYS, *TEST_KEYS)}} for name, values in
             json.loads(path.read_text()).items()]
-    order = list(pd.read_csv(ranking)["model"]) if ranking.exists() else []
+    try:   # only for ties: without a readable ranking, the table still prints
+        order = list(pd.read_csv(ranking)["model"])
+    except (OSError, ValueError, KeyError):
+        order = []
     rows.sort(key=lambda row: order.index(row["model"]) if row["model"] in order else len(order))
     table = pd.DataFrame(rows).sort_values("val_accuracy", ascending=False, kind="stable")
     typer.echo(f"{path}: [low, high] is the 95% Wilson interval")
