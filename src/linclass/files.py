@@ -138,10 +138,8 @@ def scratch_tempdir(root: str | os.PathLike = ".") -> Iterator[Path | None]:
     if project is None:
         yield None
         return
-    scratch = project / SCRATCH
-    scratch.mkdir(parents=True, exist_ok=True)
-    before = tempfile.tempdir
-    with tempfile.TemporaryDirectory(prefix=f".tempdir{TEMP_MARK}{os.getpid()}-", dir=scratch) as folder:
+    before, name = tempfile.tempdir, project / "tempdir"   # named as a temporary of <project>/tempdir
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(name), dir=scratch_dir(name)) as folder:
         tempfile.tempdir = folder
         try:
             yield Path(folder)

@@ -100,12 +100,17 @@ def read_env_file(path: Path) -> dict[str, str]:
     return {key: value or "" for key, value in dotenv_values(path).items()}
 
 
+def read_secrets(folder: Path) -> tuple[Path, dict[str, str], list[str]]:
+    """secrets.env, what it holds, and the secrets it lacks."""
+    path = folder / "secrets.env"
+    values = read_env_file(path) if path.exists() else {}
+    return path, values, [name for name in SECRETS if not values.get(name)]
+
+
 def secrets_of(folder: Path, account: Account | None = None) -> dict[str, str]:
     """The stack's secrets, generated on first use (`up`) into secrets.env (0600); one missing from an older file
     (the KEK passphrase) is added."""
-    path = folder / "secrets.env"
-    values = read_env_file(path) if path.exists() else {}
-    missing = [name for name in SECRETS if not values.get(name)]
+    path, values, missing = read_secrets(folder)
     if missing:
         values.update({name: secrets.token_urlsafe(24) for name in missing})
         write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()), account or stack_account())
@@ -115,9 +120,7 @@ def secrets_of(folder: Path, account: Account | None = None) -> dict[str, str]:
 def running_secrets(folder: Path) -> dict[str, str]:
     """The secrets of a stack that was set up (status, add-user): read, never made. New ones would not match its
     databases, and would lock `up` out of them."""
-    path = folder / "secrets.env"
-    values = read_env_file(path) if path.exists() else {}
-    missing = [name for name in SECRETS if not values.get(name)]
+    path, values, missing = read_secrets(folder)
     if missing:
         raise ServiceError(f"{path} {'lacks ' + ', '.join(missing) if path.exists() else 'is missing'}: the stack's "
                            "passwords; restore it from a backup (new ones would not match its databases)")
