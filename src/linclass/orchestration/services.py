@@ -44,7 +44,6 @@ import pwd
 import re
 import secrets
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -69,7 +68,8 @@ from linclass.orchestration.accounts import (
     team_group,
     write_private,
 )
-from linclass.orchestration.sweep import end_processes
+from linclass.orchestration.processes import end_processes
+from linclass.tracking.serve import reachable_host
 from linclass.tracking.store import process_start
 
 PG_BIN = Path(os.environ.get("LINCLASS_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -450,8 +450,7 @@ def tracking_url(state: dict) -> str:
     """The URL clients use: LINCLASS_PUBLIC_URL (a TLS proxy in front), else the address the server binds."""
     if state.get("public_url"):
         return state["public_url"].rstrip("/")
-    host = state["host"] if state["host"] not in ("0.0.0.0", "::") else socket.gethostname()
-    return f"http://{host}:{state['port']}"
+    return f"http://{reachable_host(state['host'])}:{state['port']}"
 
 
 def local_url(state: dict) -> str:

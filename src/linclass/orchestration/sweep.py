@@ -59,6 +59,8 @@ from typing import Any
 import psutil
 from tenacity import retry, stop_after_attempt, wait_fixed
 
+from linclass.orchestration.processes import end_processes
+
 DATA_KEYS = ("data.", "preprocess.", "data=", "preprocess=")
 UNFINISHED = ("queued", "running")
 
@@ -366,18 +368,6 @@ def stop_leftover_workers(root: str | Path = ".", wait: float = 10.0) -> list[in
             leftover.append(psutil.Process(pid))
     end_processes(leftover, wait)
     return [process.pid for process in leftover]
-
-
-def end_processes(processes: list[psutil.Process], grace: float) -> None:
-    """SIGTERM to each of `processes`; SIGKILL to those still alive `grace` seconds later (then waited for)."""
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=grace)
-    for process in alive:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(alive, timeout=5)
 
 
 # ---- reading the results ----

@@ -136,6 +136,11 @@ def server_token(folder: Path) -> tuple[Path, str]:
     return path, token
 
 
+def reachable_host(host: str) -> str:
+    """The name clients reach a server listening on `host` at: this machine's name for every network's address."""
+    return socket.gethostname() if host in ("0.0.0.0", "::") else host
+
+
 def server(host: str, port: int, backend_store: str | None, artifacts: str | None) -> None:
     """`mlflow server` with a database backend and an artifact store it serves (clients up- and download
     through it): by default sqlite and a folder under mlflow-server/."""
@@ -150,7 +155,7 @@ def server(host: str, port: int, backend_store: str | None, artifacts: str | Non
     token_file, token = server_token(folder)
     env = {**os.environ, **ENVIRONMENT, "LINCLASS_SERVER_TOKEN": token,
            **stores(backend_store or f"sqlite:///{folder / 'mlflow.db'}")}
-    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host   # what clients reach it at, as services'
+    shown = reachable_host(host)
     print(f"MLflow server on http://{host}:{port}, answering requests with its token ({token_file}; in a "
           f"browser: any user name, the token as password). Clients:\n"
           f"export MLFLOW_TRACKING_URI=http://{shown}:{port} MLFLOW_TRACKING_TOKEN=$(cat {token_file})", flush=True)
