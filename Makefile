@@ -29,6 +29,7 @@ FEATURES ?= pixels
 BACKEND ?= local
 REMOTE ?=
 HOST ?= 127.0.0.1
+KEY ?=
 LINCLASS := $(BIN)/linclass
 
 TARGETS := help lint lock-check venv venv-team repro exp params settings grid-parallel sweep compare experiments lecture \
@@ -55,6 +56,9 @@ else ifneq ($(filter command line,$(origin set) $(origin overrides)),)
 $(error error: make's variables are upper case: SET='...' (or OVERRIDES='...'), e.g. make exp SET='train.epochs=5')
 else ifneq ($(DOTTED),)
 $(error error: $(firstword $(DOTTED)) is a setting, not a make variable: make exp SET='$(DOTTED)')
+else ifneq ($(and $(GIVEN_SETTINGS),$(filter settings,$(READS_NONE))),)
+$(error error: make settings lists settings and sets none: make settings KEY=$(firstword $(subst =, ,$(firstword \
+	$(GIVEN_SETTINGS)))) lists those starting with it; make exp SET='...' runs an experiment)
 else ifneq ($(and $(GIVEN_SETTINGS),$(READS_NONE)),)
 $(error error: make $(READS_NONE) reads no SET or OVERRIDES \
 	(only make exp, grid-parallel and sweep do): make exp SET='$(strip $(SET) $(OVERRIDES))' runs an experiment with them)
@@ -116,8 +120,8 @@ exp: venv ## one experiment in the workspace: make exp SET='train.epochs=5 regul
 params: venv ## compose conf/ into params.yaml (after editing conf/ by hand)
 	$(LINCLASS) config
 
-settings: venv ## every setting: default, what is allowed, what it means
-	$(LINCLASS) settings
+settings: venv ## every setting: default, what is allowed, what it means (KEY=train: only those under train)
+	$(LINCLASS) settings $(KEY)
 
 grid-parallel: venv $(DATA_SOURCE) $(if $(filter ray,$(BACKEND)),$(BIN)/.cluster) ## the 8 pixel combinations and the features models, JOBS at a time (BACKEND=ray: a Ray cluster)
 	$(LINCLASS) grid --jobs $(JOBS) --backend $(BACKEND) $(OVERRIDES) $(SET)

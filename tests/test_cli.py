@@ -399,6 +399,8 @@ def test_make_remote_without_remote_writes_nothing(project, tmp_path):
      "grid-parallel and sweep do): make exp SET='train.epochs=5' runs an experiment with them"),
     (["local.env", "SET=train.epochs=5"], "error: make local.env reads no SET or OVERRIDES (only make exp, "
      "grid-parallel and sweep do): make exp SET='train.epochs=5' runs an experiment with them"),   # it said help
+    (["settings", "SET=train.epochs=5"], "error: make settings lists settings and sets none: make settings "
+     "KEY=train.epochs lists those starting with it; make exp SET='...' runs an experiment"),
     (["SET=train.epochs=5"], "error: make help reads no SET or OVERRIDES (only make exp, "
      "grid-parallel and sweep do): make exp SET='train.epochs=5' runs an experiment with them"),
 ])
