@@ -119,6 +119,25 @@ def test_study_outputs(reproduced):
     assert (hard[hard["dataset"] == "separable"]["accuracy"] >= 0.97).all()
 
 
+def test_an_experiment_of_the_workspace_s_own_settings_runs_and_records_nothing(reproduced, archive_server):
+    """DVC ran nothing for it and listed it as one more experiment, the same as the workspace."""
+    import subprocess
+
+    from conftest import BIN, SMALL, layered
+
+    project, _ = reproduced
+    url, md5 = archive_server
+    params = (project.path / "params.yaml").read_bytes()
+    same = layered(f"data.url={url}", f"data.md5={md5}", *SMALL)
+    proc = subprocess.run([str(BIN / "linclass"), "exp", *same], cwd=project.path, env=project.env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("nothing to run: data.url="), proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().endswith("no experiment recorded") and proc.stderr == "", proc.stdout + proc.stderr
+    assert project.dvc("exp", "list", "--all-commits").stdout.strip() == ""
+    assert (project.path / "params.yaml").read_bytes() == params
+    assert not (project.path / ".dvc" / "tmp" / "linclass-warm.log").exists()   # not even a warm interpreter
+
+
 def test_second_repro_runs_nothing_and_a_change_reruns_only_its_stages(reproduced):
     project, _ = reproduced
     again = project.dvc("repro")

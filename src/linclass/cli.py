@@ -159,14 +159,31 @@ def one_value_each(overrides: list[str]) -> None:
                              "key=[a,b]); several values: one make exp each (make sweep: learning rate x strength)")
 
 
-def checked(overrides: list[str] | None) -> tuple[list[str], int]:
-    """The overrides, after composing conf/ with them (every setting checked; nothing written), and the BLAS
-    threads of their train stages (train.blas_threads: what their warm interpreter loads)."""
+def checked(overrides: list[str] | None) -> tuple[list[str], dict]:
+    """The overrides, and the settings of composing conf/ with them (every setting checked; nothing written): its
+    train.blas_threads are the train stages' threads, what their warm interpreter loads."""
     from linclass.config import compose
 
     overrides = list(overrides or [])
     one_value_each(overrides)
-    return overrides, compose("conf", overrides)["train"]["blas_threads"]
+    return overrides, compose("conf", overrides)
+
+
+def workspace_is(params: dict) -> bool:
+    """True when the workspace already is the experiment of `params`: params.yaml holds them as `dvc exp run`
+    would write them, and every stage is up to date (`dvc status`), so that DVC would record a copy of it."""
+    from omegaconf import OmegaConf
+
+    from linclass.orchestration.sweep import dvc_executable
+
+    try:
+        if Path("params.yaml").read_text(encoding="utf-8") != OmegaConf.to_yaml(params):
+            return False
+    except OSError:
+        return False
+    status = subprocess.run([dvc_executable(), "status", "--quiet"], env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+                            stdin=subprocess.DEVNULL, capture_output=True)
+    return status.returncode == 0
 
 
 # ---- settings ----
@@ -254,8 +271,12 @@ def exp(overrides: Overrides = None):
                          "(make exp SET='train.epochs=5'); the workspace as it is: linclass repro (make repro)")
     from linclass.orchestration.sweep import set_args
 
-    overrides, threads = checked(overrides)
-    with one_pipeline_at_a_time(), warm_stages(threads):
+    overrides, params = checked(overrides)
+    if workspace_is(params):   # DVC would run nothing and list one more experiment, the same as the workspace
+        typer.echo(f"nothing to run: {' '.join(overrides)} gives the workspace's own settings, and its results are "
+                   "up to date (make compare shows them); no experiment recorded")
+        return
+    with one_pipeline_at_a_time(), warm_stages(params["train"]["blas_threads"]):
         try:
             dvc_foreground("exp", "run", *set_args(overrides))
         except (Failed, KeyboardInterrupt):   # params.yaml holds its settings; DVC removed what it began to rebuild
@@ -326,8 +347,9 @@ def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local"
     models with their validation and test accuracy."""
     from linclass.orchestration import sweep
 
-    overrides, threads = checked(overrides)
+    overrides, params = checked(overrides)
     check_backend(backend)
+    threads = params["train"]["blas_threads"]
     with warm_stages(threads, dvc=True):   # also for the queue's experiments and grid-all: DVC's temporary copies
         _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, summary=summary)
         with one_pipeline_at_a_time():
@@ -355,11 +377,11 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
     from linclass.orchestration.sweep import sweep_points, sweep_prefix
     from linclass.plumbing.paths import SWEEPS, lock_stages
 
-    overrides, threads = checked(overrides)
+    overrides, params = checked(overrides)
     points = sweep_points(loss, regularizer, learning_rates, strengths, features)
     check_backend(backend)
     name = f"{loss}-{regularizer}" if features == "pixels" else f"{loss}-{regularizer}-{features}"
-    with warm_stages(threads, dvc=True):
+    with warm_stages(params["train"]["blas_threads"], dvc=True):
         _points(points, sweep_prefix(loss, regularizer, features), overrides, backend, jobs, address,
                 table=SWEEPS / f"{name}.csv", summary=summary, features=features)
         with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one
