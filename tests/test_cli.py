@@ -4,7 +4,6 @@ a command run outside a project refuses before it creates anything, `make` alone
 the make variables are named in their errors."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -204,42 +203,6 @@ def test_a_server_on_a_busy_port_is_one_line_before_anything_starts(project, com
     assert proc.stderr == (f"error: port {port} on 127.0.0.1 is not free (Address already in use): another server "
                            f"listens there; choose another: --port {port + 1}, or PORT={port + 1} with make\n")
     assert snapshot(project.path) == before
-
-
-@pytest.mark.parametrize("command", ["ui", "server"])
-def test_ctrl_c_stops_a_server_without_tracebacks(project, command):
-    # Ctrl-C reaches the whole foreground group: `mlflow` and its uvicorn. `mlflow` used to kill uvicorn
-    # mid-shutdown, which printed a CancelledError traceback.
-    import signal
-    import time
-    import urllib.request
-
-    from conftest import free_port
-
-    port = free_port()
-    proc = subprocess.Popen([LINCLASS, command, "--port", str(port)], cwd=project.path, env=env_for_pipeline(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.3)
-        os.killpg(proc.pid, signal.SIGINT)   # what the terminal does on Ctrl-C
-        output = proc.communicate(timeout=60)[0]
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert "Finished server process" in output and "Traceback" not in output, output[-3000:]
-    if command == "server":   # its token: private, and named in the line for the clients
-        token = project.path / "mlflow-server" / "token"
-        assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
-        assert (token.parent / "artifacts").stat().st_mode & 0o777 == 0o700   # made before the server's umask
-        assert f"MLFLOW_TRACKING_TOKEN=$(cat {token})" in output, output[-3000:]
-        shutil.rmtree(token.parent)
 
 
 def test_a_server_whose_token_file_was_emptied_refuses_to_start_open(project):

@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -231,9 +232,15 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
     venv = BIN.parent
     make = ["make", "-s", "-f", str(ROOT / "Makefile"), f"VENV={venv}", "-o", f"{venv}/bin/.installed", target,
             f"PORT={url.rsplit(':', 1)[1]}"]
-    with serving(make, url, folder / "server.log", cwd=folder):
+    log = folder / "server.log"
+    with serving(make, url, log, cwd=folder) as proc:
         # the tracking server answers only its token (a browser's login: any name, the token as password)
         auth = ("anyone", (folder / "mlflow-server" / "token").read_text().strip()) if target == "server" else None
+        if target == "server":   # its token: private, long, and named in the line for the clients
+            token = folder / "mlflow-server" / "token"
+            assert token.stat().st_mode & 0o777 == 0o600 and len(auth[1]) >= 32
+            assert (token.parent / "artifacts").stat().st_mode & 0o777 == 0o700   # made before the server's umask
+            assert f"MLFLOW_TRACKING_TOKEN=$(cat {token})" in log.read_text(), log.read_text()[-3000:]
         assert assistant_attack(url, chat, auth) == [403, 403, 403]
         assert call(url, "/api/2.0/mlflow/experiments/create", "POST",
                     {"name": "evil", "artifact_location": f"file://{base}"}, auth)[0] == 400
@@ -250,6 +257,13 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
         # without the token; neither's database and artifacts are readable from disk
         other = as_other([sys.executable, "-I", "-S", "-c", OTHER_ACCOUNT, url])
         assert other.stdout.split() == (["403", "403"] if target == "ui" else ["401", "401"]), other.stderr[-2000:]
+        # Ctrl-C reaches the whole foreground group (make, linclass, mlflow, its uvicorn): `mlflow` used to kill
+        # uvicorn mid-shutdown, which printed a CancelledError traceback
+        before = len(log.read_bytes())
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+        stopping = log.read_bytes()[before:].decode(errors="replace")
+        assert "Finished server process" in stopping and "Traceback" not in stopping, stopping[-3000:]
     if target == "server":
         for path in (folder / "mlflow-server", *(folder / "mlflow-server" / name for name in ("mlflow.db", "token"))):
             assert as_other(["ls", str(path)]).returncode != 0, f"another account reads {path}"
