@@ -268,7 +268,7 @@ def test_a_password_in_the_data_url_is_refused_in_one_line(tmp_path, private_arc
     assert DATA_PASSWORD not in proc.stderr + proc.stdout
     assert (project.path / "params.yaml").read_text() == before, "params.yaml was not rewritten"
 
-    from linclass.plumbing.redact import redact_url
+    from linclass.redact import redact_url
     assert redact_url(secret_url) == url
     assert redact_url(f"got {secret_url} twice: {secret_url}") == f"got {url} twice: {url}"
     assert redact_url("file:///a/b@c") == "file:///a/b@c"

@@ -30,7 +30,7 @@ from pydantic import (
     field_validator,
 )
 
-from linclass.plumbing.redact import has_credentials, redact_url
+from linclass.redact import has_credentials, redact_url
 
 LossName = Literal["svm", "squared_svm", "softmax"]                # linclass.core.losses
 RegularizerName = Literal["none", "l1", "l2", "elasticnet"]        # linclass.core.regularizers

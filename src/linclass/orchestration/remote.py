@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from linclass.orchestration.sweep import dvc_executable, error_line
-from linclass.plumbing.redact import redact_url
+from linclass.redact import redact_url
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "s3": 443, "gs": 443, "azure": 443}
 

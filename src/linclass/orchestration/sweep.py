@@ -212,7 +212,7 @@ def dvc(*args: str, check: bool = True, capture: bool = True,
 
 def error_line(output: str) -> str:
     """DVC's own error, its first 'ERROR:' line, else the last line of its output that is not its support link."""
-    from linclass.plumbing.redact import redact_url
+    from linclass.redact import redact_url
 
     lines = [line.strip() for line in output.splitlines()]
     lines = [line for line in lines if line and not line.startswith("Having any troubles? Hit us up at https://dvc.org")]
@@ -264,7 +264,7 @@ def prepare(overrides: Sequence[str]) -> None:
     def set_up_store(experiment: str, uri: str | None) -> tuple[str, str]:
         import mlflow  # its import (seconds) overlaps the data stages too
 
-        from linclass.plumbing.redact import redact_url
+        from linclass.redact import redact_url
         from linclass.tracking.runs import setup
 
         return setup(experiment, uri), redact_url(mlflow.get_tracking_uri())

@@ -13,7 +13,7 @@ import numpy as np
 from mlflow.entities import Metric
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_incrementing
 
-from linclass.plumbing.redact import redact_url
+from linclass.redact import redact_url
 from linclass.settings import Settings
 
 MAX_CURVE_POINTS = 1000  # per-step curves in MLflow: window means, at most this many points a curve

@@ -79,10 +79,10 @@ def features_code(folder: Path) -> Path:
     import linclass
     import linclass.features
     import linclass.plumbing
-    import linclass.plumbing.redact
+    import linclass.redact
     import linclass.settings
 
-    for module in (linclass, linclass.features, linclass.settings, linclass.plumbing, linclass.plumbing.redact):
+    for module in (linclass, linclass.features, linclass.settings, linclass.plumbing, linclass.redact):
         target = folder / "linclass" / Path(str(module.__file__)).relative_to(PACKAGE)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(str(module.__file__), target)

@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from tenacity import RetryError, retry, stop_after_attempt, stop_after_delay, wait_fixed, wait_incrementing
 
-from linclass.plumbing.redact import redact_url
+from linclass.redact import redact_url
 from linclass.settings import Tracking
 from linclass.tracking.signals import deferred_in_store_calls
 from linclass.tracking.store import StoreError, artifact_root, check_store, process_tags, reap, store_lock
