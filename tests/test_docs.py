@@ -169,6 +169,25 @@ def test_the_readme_stays_short_with_the_four_tasks_and_links_that_exist():
     assert "../shared" not in text and "local-data" not in text   # the project's own machines: CONTRIBUTING.md
 
 
+def test_the_layout_in_the_development_page_names_every_module_where_it_is():
+    """docs/development.md's tree of src/linclass/: each module and package listed under its own folder, once."""
+    text = (ROOT / "docs" / "development.md").read_text()
+    block = text.split("## The layout of `src/linclass`", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    listed, folder = set(), ""
+    for line in block.splitlines()[1:]:   # below the root line, src/linclass/
+        name = line.split()[0] if line.strip() else ""
+        depth = (len(line) - len(line.lstrip())) // 2
+        if depth == 1:   # a top-level module or package of linclass; anything further left is outside it
+            folder = name if name.endswith("/") else ""
+            listed.add(name.rstrip("/"))
+        elif depth == 2 and folder and name.endswith(".py"):
+            listed.add(folder + name)
+    source = ROOT / "src" / "linclass"
+    actual = {str(p.relative_to(source)) for p in source.rglob("*.py") if p.name != "__init__.py"}
+    actual |= {p.name for p in source.iterdir() if (p / "__init__.py").exists()}
+    assert listed == actual, f"listed, not there: {sorted(listed - actual)}; not listed: {sorted(actual - listed)}"
+
+
 def test_the_site_builds_strictly(tmp_path):
     mkdocs = ROOT / ".venv" / "bin" / "mkdocs"
     if not mkdocs.exists():
