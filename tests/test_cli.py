@@ -447,7 +447,9 @@ def test_experiments_shows_each_revision_s_own_champion_and_the_settings_that_di
                  # what a point of `linclass grid` runs: its one model's train stage, not evaluate
                  [dvc, "exp", "run", "-q", "--temp", "-n", "grid-softmax-l2", "-S", "grid.losses=[softmax]",
                   "-S", "regularizer.l2.strength=0.01", "train"],
-                 [dvc, "exp", "run", "-q", "--temp", "-n", "stronger", "-S", "regularizer.l2.strength=0.02"]):
+                 [dvc, "exp", "run", "-q", "--temp", "-n", "stronger", "-S", "regularizer.l2.strength=0.02"],
+                 # a later commit (make remote's, say): the experiments of the one before stay listed
+                 ["git", "commit", "-q", "--allow-empty", "-m", "later"]):
         subprocess.run(argv, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
     proc = subprocess.run([LINCLASS, "experiments"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
@@ -460,6 +462,9 @@ def test_experiments_shows_each_revision_s_own_champion_and_the_settings_that_di
     assert rows["grid-softmax-l2"].split()[-2:] == ["[softmax]", "0.01"], proc.stdout
     assert "svm-l2 0.4200 [0.3700, 0.4700] 0.2500 [0.2000, 0.3000]" in rows["stronger"], proc.stdout
     assert "svm-l2 0.4010 [0.3510, 0.4510] 0.2500 [0.2000, 0.3000]" in rows["main"], proc.stdout
+    baseline = subprocess.run(["git", "rev-parse", "--short", "HEAD~1"], cwd=tmp_path, capture_output=True,
+                              text=True).stdout.strip()
+    assert any(name.startswith(baseline[:7]) for name in rows), proc.stdout   # the commit of the experiments
     assert "champion '-': that revision did not evaluate its own models" in proc.stdout
 
 

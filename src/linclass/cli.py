@@ -453,7 +453,7 @@ def experiments():
     from linclass.orchestration import sweep
 
     at_project_root()
-    sweep.print_experiments(sweep.experiment_summary_rows(sweep.exp_show()))
+    sweep.print_experiments(sweep.experiment_summary_rows(sweep.exp_show(all_commits=True)))
 
 
 # ---- MLflow ----

@@ -236,9 +236,10 @@ EXP_SHOW_TIMEOUT = 60.0
 
 
 @retry(stop=stop_after_attempt(3), wait=wait_fixed(1), reraise=True)
-def exp_show(rev: str | None = None) -> list:
-    """`dvc exp show --json`: the experiments of HEAD, or of the commit `rev`."""
-    return json.loads(dvc("exp", "show", "--json", *(("--rev", rev) if rev else ()), timeout=EXP_SHOW_TIMEOUT).stdout)
+def exp_show(rev: str | None = None, all_commits: bool = False) -> list:
+    """`dvc exp show --json`: the experiments of HEAD, or of the commit `rev`, or of every commit."""
+    scope = ("--rev", rev) if rev else ("--all-commits",) if all_commits else ()
+    return json.loads(dvc("exp", "show", "--json", *scope, timeout=EXP_SHOW_TIMEOUT).stdout)
 
 
 def head() -> str:
