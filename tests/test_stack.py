@@ -189,6 +189,23 @@ def test_stack_is_up_with_private_secrets_never_printed(stack):
     assert again.returncode == 1 and "already up" in again.stderr and len(again.stderr.strip().splitlines()) == 1
 
 
+def test_the_projects_experiments_are_the_admins_from_the_start_and_a_grant_covers_both(stack, bob, admin_client):
+    """No stage had made the studies experiment yet when a teammate without a grant ran the studies: he made it and
+    owned it (MANAGE), and the team could not see it. `services up` makes the project's two experiments now; a
+    grant on the training experiment covers its studies experiment too."""
+    ids = {}
+    for name in (EXPERIMENT, f"{EXPERIMENT}-studies"):   # before any pipeline ran against the stack
+        experiment = admin_client.get_experiment_by_name(name)
+        assert experiment is not None, f"services up did not make {name}"
+        ids[name] = experiment.experiment_id
+        assert stack.api("/api/2.0/mlflow/experiments/create", user="bob", body={"name": name})[0] != 200
+        assert stack.api("/api/2.0/mlflow/runs/create", user="bob", body={"experiment_id": ids[name]})[0] == 403
+    services(stack.env, "add-user", "erin", "--grant", f"{EXPERIMENT}=READ")
+    for experiment_id in ids.values():
+        assert stack.api(f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}", user="erin")[0] == 200
+        assert stack.api("/api/2.0/mlflow/runs/create", user="erin", body={"experiment_id": experiment_id})[0] == 403
+
+
 def test_without_credentials_the_server_answers_401_to_reading_and_writing(stack):
     import urllib.request
     with urllib.request.urlopen(stack.url + "/health", timeout=5) as response:

@@ -524,6 +524,8 @@ def up(folder: Path) -> dict:
             raise
         brought_back.append("mlflow")
     write_user_env(folder, state, ADMIN, secret["MLFLOW_AUTH_ADMIN_PASSWORD"], account)
+    for experiment in project_experiments():   # the admin's from the start: a teammate who made one would own it
+        admin_experiment(url, secret["MLFLOW_AUTH_ADMIN_PASSWORD"], experiment)
     state["start_seconds"] = round(time.monotonic() - start, 2)
     save_state(folder, state, account)
     return {**state, "brought_back": brought_back}
@@ -616,7 +618,7 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
     if code != 200:
         raise ServiceError(f"cannot create user {name!r}: HTTP {code} {body.get('message', body)}")
     path = write_user_env(folder, state, name, password, stack_account())
-    for experiment, permission in grants:
+    for experiment, permission in with_studies(grants):
         grant(url, admin, name, experiment, permission)
     return path
 
@@ -664,21 +666,35 @@ def check_grantable(url: str, admin_password: str, experiment: str) -> None:
                        f"the project's own ({', '.join(own)}) may be granted before its first run creates it")
 
 
-def grant(url: str, admin_password: str, user: str, experiment: str, permission: str) -> None:
-    if permission not in PERMISSIONS:
-        raise ServiceError(f"permission {permission!r} is not one of {', '.join(PERMISSIONS)}")
+def admin_experiment(url: str, admin_password: str, experiment: str) -> str:
+    """The id of `experiment`, created by the admin when the server has none of that name."""
     code, body = api(url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={quote(experiment)}",
                      user=ADMIN, password=admin_password)
-    if code == 404 and experiment not in project_experiments():
-        check_grantable(url, admin_password, experiment)   # says why, one line
-    if code == 404:   # one of the project's own, before the pipeline's first run made it
+    experiment_id = body.get("experiment", {}).get("experiment_id")
+    if code == 404:
         code, body = api(url, "/api/2.0/mlflow/experiments/create", user=ADMIN, password=admin_password,
                          body={"name": experiment})
         experiment_id = body.get("experiment_id")
-    else:
-        experiment_id = body.get("experiment", {}).get("experiment_id")
     if code != 200 or not experiment_id:
         raise ServiceError(f"cannot find or create experiment {experiment!r}: HTTP {code}")
+    return experiment_id
+
+
+def with_studies(grants: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The grants, each one on the project's training experiment repeated on its studies experiment (the study
+    and report runs of the same pipeline), unless the studies experiment has a grant of its own."""
+    training, studies = project_experiments()
+    named = {experiment for experiment, _ in grants}
+    return [*grants, *((studies, permission) for experiment, permission in grants
+                       if experiment == training and studies not in named)]
+
+
+def grant(url: str, admin_password: str, user: str, experiment: str, permission: str) -> None:
+    if permission not in PERMISSIONS:
+        raise ServiceError(f"permission {permission!r} is not one of {', '.join(PERMISSIONS)}")
+    if experiment not in project_experiments():
+        check_grantable(url, admin_password, experiment)   # says why, one line
+    experiment_id = admin_experiment(url, admin_password, experiment)
     code, body = api(url, "/api/3.0/mlflow/users/permissions/grant", user=ADMIN, password=admin_password,
                      body={"username": user, "resource_type": "experiment", "resource_id": experiment_id,
                            "permission": permission})
