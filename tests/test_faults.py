@@ -284,6 +284,49 @@ def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_
     assert (project.path / "params.yaml").read_bytes() == project.saved["params.yaml"]
 
 
+def test_a_kill_9_of_linclass_exp_leaves_its_running_dvc_holding_the_workspace_lock(project, tmp_path):
+    """DVC runs in a process group of its own (linclass passes Ctrl-C on once): a `kill -9` of linclass's group
+    left it running, and the workspace's lock went with linclass, so that a second pipeline could start beside it.
+    DVC holds the lock too now, until it ends."""
+    import psutil
+
+    settings = yaml.safe_load(project.saved["params.yaml"])
+    overrides = layered(f"data.url={settings['data']['url']}", f"data.md5={settings['data']['md5']}", *SMALL,
+                        "grid.losses=[svm]", "grid.regularizers=[none]", "grid.features=[]", "train.epochs=100000")
+    before = all_runs(project)
+    log = tmp_path / "exp.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(BIN / "linclass"), "exp", *overrides], cwd=project.path, env=project.env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    dvc = []
+    try:
+        run = wait_for_training(project, proc, before, log)
+        dvc = [child for child in psutil.Process(proc.pid).children() if "exp" in child.cmdline()]
+        assert len(dvc) == 1, [child.cmdline() for child in psutil.Process(proc.pid).children()]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert dvc[0].is_running()
+        second = subprocess.run([str(BIN / "linclass"), "exp", "train.epochs=2"], cwd=project.path, env=project.env,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1 and second.stderr.startswith("error: another pipeline runs in this workspace"), \
+            second.stdout + second.stderr
+    finally:
+        for process in dvc:   # as Ctrl-C would have: DVC stops its stage and undoes its git add
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGINT)
+        psutil.wait_procs(dvc, timeout=60)
+        stop_tree(proc.pid)
+        with contextlib.suppress(AssertionError, ProcessLookupError):
+            os.kill(warm_log(project.path)[1], signal.SIGTERM)   # its warm interpreter, orphaned too
+    assert all_runs(project)[run.info.run_id].info.status == "KILLED"
+    import fcntl
+
+    from linclass.cli import WORKSPACE_LOCK
+
+    with open(project.path / WORKSPACE_LOCK, "a") as lock:   # free again once DVC ended
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 # A signal can land in the middle of an MLflow call (the train stage logs every epoch). Raised there, it
 # can leave the sqlite transaction open and the database locked, so that the run cannot be set KILLED.
 # This runs tracked_run many times in a child process, each time sending itself SIGTERM or SIGINT at a

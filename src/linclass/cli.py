@@ -59,27 +59,34 @@ def at_project_root() -> None:
 
 
 @contextmanager
-def one_pipeline_at_a_time() -> Iterator[None]:
+def one_pipeline_at_a_time() -> Iterator[int]:
     """The workspace's lock, without waiting: a second pipeline in this workspace refuses at once, before
-    it touches params.yaml (DVC takes its own lock only after writing params.yaml)."""
-    from filelock import FileLock, Timeout
+    it touches params.yaml (DVC takes its own lock only after writing params.yaml). It is an flock on the open
+    file yielded, which dvc_foreground hands to DVC: the lock holds while DVC runs, even after a `kill -9` of this
+    process leaves DVC running (in a process group of its own). filelock gives no way to hand its lock on."""
+    import fcntl
 
     at_project_root()
     WORKSPACE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(WORKSPACE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        with FileLock(WORKSPACE_LOCK, timeout=0):
-            yield
-    except Timeout:
-        raise RuntimeError("another pipeline runs in this workspace; wait for it to end, or run experiments side "
-                           "by side through the queue (linclass grid / linclass sweep)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError("another pipeline runs in this workspace; wait for it to end, or run experiments "
+                               "side by side through the queue (linclass grid / linclass sweep)") from None
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _interrupted(signum, frame):
     raise KeyboardInterrupt   # SIGTERM, SIGHUP (a closed terminal): stop DVC as Ctrl-C does
 
 
-def dvc_foreground(*args: str, env: dict[str, str] | None = None) -> None:
+def dvc_foreground(*args: str, env: dict[str, str] | None = None, lock: int | None = None) -> None:
     """Run dvc (this environment's), its output ours, with `env` added to our environment; Failed when it fails.
+    DVC inherits the workspace's `lock` (one_pipeline_at_a_time's), if given.
 
     DVC runs in a process group of its own, and an interrupt of this process (Ctrl-C, SIGINT to its pid, SIGTERM,
     or SIGHUP from a closed terminal) is passed on to that group once as SIGINT, then DVC is waited for: it stops
@@ -89,7 +96,7 @@ def dvc_foreground(*args: str, env: dict[str, str] | None = None) -> None:
     from linclass.orchestration.sweep import dvc_executable
 
     proc = subprocess.Popen([dvc_executable(), *args], env={**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})},
-                            process_group=0)
+                            process_group=0, pass_fds=() if lock is None else (lock,))
     stops = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)
              if signal.getsignal(sig) != signal.SIG_IGN}   # under nohup, a hang-up stays ignored
     try:
@@ -239,8 +246,8 @@ def settings(prefix: Annotated[str, typer.Argument(help="only settings starting 
 @app.command()
 def repro():
     """Run the whole pipeline in the workspace (dvc repro, stages started warm), then every model's accuracies."""
-    with one_pipeline_at_a_time(), warm_stages():
-        dvc_foreground("repro")
+    with one_pipeline_at_a_time() as lock, warm_stages():
+        dvc_foreground("repro", lock=lock)
     print_test_accuracies(Path("metrics/test.json"))
 
 
@@ -276,9 +283,9 @@ def exp(overrides: Overrides = None):
         typer.echo(f"nothing to run: {' '.join(overrides)} gives the workspace's own settings, and its results are "
                    "up to date (make compare shows them); no experiment recorded")
         return
-    with one_pipeline_at_a_time(), warm_stages(params["train"]["blas_threads"]):
+    with one_pipeline_at_a_time() as lock, warm_stages(params["train"]["blas_threads"]):
         try:
-            dvc_foreground("exp", "run", *set_args(overrides))
+            dvc_foreground("exp", "run", *set_args(overrides), lock=lock)
         except (Failed, KeyboardInterrupt):   # params.yaml holds its settings; DVC removed what it began to rebuild
             typer.echo("the workspace holds this experiment's settings and only what it finished; the committed "
                        "results come back with: git checkout params.yaml && make repro (from DVC's run-cache)")
@@ -352,11 +359,11 @@ def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local"
     threads = params["train"]["blas_threads"]
     with warm_stages(threads, dvc=True):   # also for the queue's experiments and grid-all: DVC's temporary copies
         _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, summary=summary)
-        with one_pipeline_at_a_time():
+        with one_pipeline_at_a_time() as lock:
             if overrides:
-                dvc_foreground("exp", "run", "--temp", "-n", "grid-all", *sweep.set_args(overrides))
+                dvc_foreground("exp", "run", "--temp", "-n", "grid-all", *sweep.set_args(overrides), lock=lock)
             else:
-                dvc_foreground("repro")
+                dvc_foreground("repro", lock=lock)
     # the grid's points trained only; here every model of it with its test accuracy, evaluated together
     revision = "grid-all" if overrides else "workspace"
     sweep.print_comparison(sweep.held_by(sweep.comparison_rows(sweep.exp_show()), revision),
@@ -384,9 +391,11 @@ def sweep(loss: Annotated[str, typer.Option(help="svm, squared_svm or softmax")]
     with warm_stages(params["train"]["blas_threads"], dvc=True):
         _points(points, sweep_prefix(loss, regularizer, features), overrides, backend, jobs, address,
                 table=SWEEPS / f"{name}.csv", summary=summary, features=features)
-        with one_pipeline_at_a_time():   # its heat map; and the report that shows it, once the workspace has one
-            # (--single-item: these two alone, never a stale stage upstream of the report, such as a training)
-            dvc_foreground("repro", "--single-item", "hyperparameter_map", *report_to_rebuild(lock_stages()))
+        # its heat map; and the report that shows it, once the workspace has one (--single-item: these two alone,
+        # never a stale stage upstream of the report, such as a training)
+        with one_pipeline_at_a_time() as lock:
+            dvc_foreground("repro", "--single-item", "hyperparameter_map", *report_to_rebuild(lock_stages()),
+                           lock=lock)
 
 
 def report_to_rebuild(lock: dict) -> list[str]:
