@@ -81,6 +81,9 @@ def test_grid_runs_two_at_a_time_and_every_run_lands_in_mlflow(grid):
         assert len(client.list_artifacts(run.info.run_id, "plots/templates")) == 10
         assert run.data.params["epochs"] == "1" and run.data.params["loss"] == name.split("-")[0]
     assert not list((project.path / ".dvc/tmp").rglob("mlflow.db")), "a store was created inside a DVC temp copy"
+    # no "best" among the pixel points: it left the features models out; the table of every model comes last
+    points = project.grid_output.split("the grid, evaluated")[0]
+    assert "experiments grid-*" in points and "best on validation" not in points and "keep it" not in points
 
 
 def dvc_processes_in(project: Path) -> list[str]:

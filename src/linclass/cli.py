@@ -323,7 +323,8 @@ NO_RAY = ("Ray is not installed in this environment: `make .venv/bin/.cluster` i
 
 
 def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, address: str | None,
-            table: Path | None = None, summary: Path | None = None, features: str = "pixels") -> None:
+            table: Path | None = None, summary: Path | None = None, features: str = "pixels",
+            best: bool = True) -> None:
     from linclass.orchestration import sweep
 
     with one_pipeline_at_a_time():   # the backend was checked by the caller, before the warm interpreter started
@@ -337,7 +338,7 @@ def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, 
         else:
             failed = sweep.run_points(points, prefix, overrides, jobs)
     rows = sweep.results_table(prefix, features)
-    sweep.print_table(rows, prefix)
+    sweep.print_table(rows, prefix, best)
     if table is not None and rows:
         typer.echo(f"table written to {sweep.write_table(rows, table)}")
     if failed:
@@ -358,7 +359,8 @@ def grid(overrides: Overrides = None, jobs: Jobs = 2, backend: Backend = "local"
     check_backend(backend)
     threads = params["train"]["blas_threads"]
     with warm_stages(threads, dvc=True):   # also for the queue's experiments and grid-all: DVC's temporary copies
-        _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, summary=summary)
+        _points(sweep.grid_points(overrides=overrides), "grid-", overrides, backend, jobs, address, summary=summary,
+                best=False)   # the grid's best comes last, of every model of it, grid-all's features models too
         with one_pipeline_at_a_time() as lock:
             if overrides:
                 dvc_foreground("exp", "run", "--temp", "-n", "grid-all", *sweep.set_args(overrides), lock=lock)

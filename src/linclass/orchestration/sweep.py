@@ -664,7 +664,9 @@ def elsewhere(prefix: str) -> str:
             f"or `git checkout {first}` then this command)")
 
 
-def print_table(rows: list[dict], prefix: str) -> None:
+def print_table(rows: list[dict], prefix: str, best: bool = True) -> None:
+    """The rows, best on validation first; with `best`, the best one and how to keep it (a grid's points are
+    not the grid: its features models are another experiment, and grid-all evaluates them all together)."""
     import pandas as pd
 
     title = f"experiments {prefix}*" if prefix else "experiments"
@@ -677,15 +679,18 @@ def print_table(rows: list[dict], prefix: str) -> None:
     # four decimals, as the other accuracies (with the settings' .4g, 0.37896 showed as 0.379 beside 0.4073)
     table["train_accuracy"] = [f"{v:.4f}" if pd.notna(v) else "-" for v in table["train_accuracy"]]
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    best = rows[0]
-    test = (with_interval(*(best[k] for k in TEST_KEYS)) if best["test_accuracy"] is not None
-            else "not evaluated in this experiment")
-    print(f"\nbest on validation: {best['experiment']} ({best['model']}, learning_rate={best['learning_rate']}, "
-          f"strength={best['strength']}): val {with_interval(*(best[k] for k in VAL_KEYS))}, test {test}")
+    top = rows[0]
+    if best:
+        test = (with_interval(*(top[k] for k in TEST_KEYS)) if top["test_accuracy"] is not None
+                else "not evaluated in this experiment")
+        print(f"\nbest on validation: {top['experiment']} ({top['model']}, learning_rate={top['learning_rate']}, "
+              f"strength={top['strength']}): val {with_interval(*(top[k] for k in VAL_KEYS))}, test {test}")
     if any(row["test_accuracy"] is None for row in rows):
         print(NOT_EVALUATED)
-    print(f"keep it: {shown_dvc()} exp apply {best['experiment']}")
-    print(f"in the MLflow UI, filter runs by tags.dvc_exp_name LIKE '{prefix}%'")
+    if best:
+        print(f"keep it: {shown_dvc()} exp apply {top['experiment']}")
+    print(f"in the MLflow UI, filter runs by tags.dvc_exp_name LIKE '{prefix}%' (a point that DVC took from its "
+          "run-cache trained nothing: its run is the one of its first training)")
 
 
 TABLE_COLUMNS = ("experiment", "model", "learning_rate", "strength", "epochs", "val_size", "train_accuracy",
