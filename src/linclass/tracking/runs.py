@@ -108,8 +108,11 @@ def check_access(uri: str, experiment: str) -> None:
         if exc.error_code == "PERMISSION_DENIED":
             raise TrackingError(f"user {user!r} has no permission on MLflow experiment {experiment!r} at {where} "
                                 "(HTTP 403): ask its owner for one, or set tracking.experiment to your own") from None
-        down = " (its database is not reachable)" if "OperationalError" in str(exc) or " 503" in str(exc) else ""
-        raise TrackingError(f"MLflow server {where} cannot read experiment {experiment!r}{down}: "
+        if "OperationalError" in str(exc) or " 503" in str(exc):   # MLflow's text: retries, a URL, a pool's name
+            raise TrackingError(f"MLflow server {where} cannot read experiment {experiment!r}: its database is not "
+                                "reachable (HTTP 503); on the team stack's machine `make services-up` starts what "
+                                "is down (make services-status says what)") from None
+        raise TrackingError(f"MLflow server {where} cannot read experiment {experiment!r}: "
                             f"{redact_url(' '.join(str(exc).split()))[:300]}") from None
     if found is not None and user is not None and _may_only_read(uri, user, found.experiment_id):
         raise TrackingError(f"user {user!r} may only read MLflow experiment {experiment!r} at {where} "
