@@ -218,6 +218,7 @@ def main() -> None:
     split = md5_file(DATA / "X_val.npy", DATA / "y_val.npy")[:8]  # which validation set chose the champion
 
     rows, metrics, per_class, results, predictions, versions, by_run = {}, {}, {}, {}, {}, {}, {}
+    known = {str(v.version) for v in client.search_model_versions(f"name = '{experiment}'")}   # before this run
     names = all_model_names(params)
     inputs: dict[str, tuple] = {"pixels": (X_val, X_test)}  # each model's input: the pixels, or a kind of features
     for features in params.grid.features:
@@ -266,9 +267,10 @@ def main() -> None:
         top, second = ranking[0], (ranking[1] if len(ranking) > 1 else None)
         tags = selection_tags(top, second, by_run, (X_val, y_val, X_test, y_test))
         registry.set_champion(client, experiment, top.version, tags)
-        registered = sum(v is not None for v in versions.values())
-        print(f"registered model {experiment!r}: {registered} version{'s' if registered != 1 else ''} "
-              f"this run; alias {registry.CHAMPION!r} -> version {top.version} ({top.tags['model']}, "
+        registered = [v for v in versions.values() if v is not None]
+        print(f"registered model {experiment!r}: {len(registered)} version{'s' if len(registered) != 1 else ''} "
+              f"this run ({len(set(registered) - known)} new: the others' runs were registered before); "
+              f"alias {registry.CHAMPION!r} -> version {top.version} ({top.tags['model']}, "
               f"val {float(top.tags['val_accuracy']):.4f}); against the runner-up {tags['runner_up']}: "
               f"val {tags.get('val_verdict', '-')}, test {tags.get('test_verdict', '-')}")
     table = pd.DataFrame([rows[name] for name in ranked])   # best on validation first

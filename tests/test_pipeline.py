@@ -157,6 +157,8 @@ def test_second_repro_runs_nothing_and_a_change_reruns_only_its_stages(reproduce
     # the two L1 models, and what reads the models; not the data, the other models or the 2-D cases
     assert ran_stages(third.stdout) == {"train@svm-l1", "train@softmax-l1", "evaluate", "templates",
                                         "weight_scaling", "loss_study", "report"}, third.stdout[-2000:]
+    # it said "8 versions this run": 6 of them are the earlier runs' versions
+    assert "8 versions this run (2 new: the others' runs were registered before)" in third.stdout, third.stdout[-3000:]
     assert json.loads(project.dvc("status", "--json").stdout) == {}
 
     # one loss's learning rate: that loss's models and the path (which trains every loss), nothing else
