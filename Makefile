@@ -62,6 +62,9 @@ $(error error: make settings lists settings and sets none: make settings KEY=$(f
 else ifneq ($(and $(GIVEN_SETTINGS),$(READS_NONE)),)
 $(error error: make $(READS_NONE) reads no SET or OVERRIDES \
 	(only make exp, grid-parallel and sweep do): make exp SET='$(strip $(SET) $(OVERRIDES))' runs an experiment with them)
+else ifneq ($(and $(filter command line,$(origin REMOTE)),$(filter-out remote,$(WORD_GOALS))),)
+$(error error: make $(firstword $(filter-out remote,$(WORD_GOALS))) reads no REMOTE: make remote REMOTE=$(REMOTE) \
+	sets the DVC remote once, then make push and make pull use it)
 else ifneq ($(and $(filter remote,$(MAKECMDGOALS)),$(if $(REMOTE),,none)),)
 $(error error: REMOTE is not set: make remote REMOTE=/shared/linclass-dvc (a folder every teammate reaches) or REMOTE=s3://bucket/path)
 else ifneq ($(and $(filter user-add,$(MAKECMDGOALS)),$(if $(NAME),,none)),)

@@ -136,6 +136,9 @@ def test_a_bad_option_value_is_named_in_its_line(tmp_path, argv, line):
      "e.g. train.epochs=5"),
     (["config", "--check", "train.epochs", "=", "5"], "error: '=' names no setting (no spaces around '='): "
      "allowed key=value, e.g. train.epochs=5"),   # SET='train.epochs = 5'
+    # a section given a value: pydantic said "Input should be a valid dictionary or instance of Penalty"
+    (["config", "--check", "regularizer.l2=0.1"], "error: regularizer.l2=0.1: regularizer.l2 is a section, not a "
+     "setting; its settings: strength (e.g. regularizer.l2.strength=...)"),
     (["exp", "train.epochs=5,6"], "error: train.epochs=5,6 gives several values: an experiment takes one per "
                                   "setting (a list setting: key=[a,b]); several values: one make exp each"),
     (["sweep", "--loss", "svm", "--regularizer", "l2", "--learning-rates", "0.01", "--strengths", "1e-3",
@@ -364,6 +367,8 @@ def test_make_remote_without_remote_writes_nothing(project, tmp_path):
      "grid-parallel and sweep do): make exp SET='train.epochs=5' runs an experiment with them"),   # it said help
     (["settings", "SET=train.epochs=5"], "error: make settings lists settings and sets none: make settings "
      "KEY=train.epochs lists those starting with it; make exp SET='...' runs an experiment"),
+    (["push", "REMOTE=/mnt/team"], "error: make push reads no REMOTE: make remote REMOTE=/mnt/team sets the DVC "
+     "remote once, then make push and make pull use it"),   # it pushed to the remote configured before
     (["SET=train.epochs=5"], "error: make help reads no SET or OVERRIDES (only make exp, "
      "grid-parallel and sweep do): make exp SET='train.epochs=5' runs an experiment with them"),
 ])

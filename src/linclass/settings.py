@@ -337,6 +337,9 @@ def one_line(exc: ValidationError, model: type[BaseModel] | None = None, prefix:
     if error["type"] == "missing":
         return f"missing setting {key}"
     value = f"{key}={shown(error['input'])}"
+    if error["type"] == "model_type" and isinstance(getattr(field, "annotation", None), type):   # a whole section
+        keys = list(field.annotation.model_fields)
+        return f"{value}: {key} is a section, not a setting; its settings: {', '.join(keys)} (e.g. {key}.{keys[0]}=...)"
     if error["type"] == "literal_error":   # a name among a few: the one meant, where one is close
         choices = re.findall(r"'([^']*)'", error["ctx"]["expected"])
         close = closest(error["input"], choices)
