@@ -159,10 +159,11 @@ def register(client, registered_name: str, run_id: str, model_id: str, tags: Map
         for key, value in tags.items():   # evaluated again: its tags updated where they changed
             if found[0].tags.get(key) != str(value):
                 again_on_duplicate(client.set_model_version_tag)(registered_name, version, key, str(value))
-    else:   # created with its tags: one request
-        version = str(client.create_model_version(registered_name, f"models:/{model_id}", run_id=run_id,
-                                                  model_id=model_id,  # a server needs both
-                                                  tags={k: str(v) for k, v in tags.items()}).version)
+    else:   # created with its tags: one request (with a server MLflow says it waits for it, a line a model)
+        with quiet("mlflow.store.model_registry.abstract_store"):
+            version = str(client.create_model_version(registered_name, f"models:/{model_id}", run_id=run_id,
+                                                      model_id=model_id,  # a server needs both
+                                                      tags={k: str(v) for k, v in tags.items()}).version)
     link_logged_model(client, model_id, registered_name, version)
     return version
 

@@ -42,7 +42,10 @@ STUDIES_SUFFIX = "-studies"  # study and report runs live in "<experiment>-studi
 # Fail within seconds, not minutes, when a tracking server does not answer (MLflow's defaults retry 7
 # times with backoff and wait 120 s a request). A user's own setting wins.
 CLIENT_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                      "MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+                      "MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                      # with a tracking server, every run's end printed two links ("View run", "View experiment"):
+                      # `make ui` and the table of make repro say where the runs are
+                      "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 class TrackingError(StoreError):
