@@ -104,6 +104,11 @@ def ranked_versions(client, registry_name, split):
     return sorted(versions, key=lambda v: (-float(v.tags["val_accuracy"]), int(v.version)))
 
 
+def same_settings(version) -> tuple:
+    """What makes two registered versions the same training: the model and the hash of its settings."""
+    return version.tags.get("model"), version.tags.get("params_hash")
+
+
 def paired(y, pred_champion, pred_runner_up):
     """The champion against the runner-up on the same images: compare_models with named accuracies."""
     result = compare_models(y, pred_champion, pred_runner_up, alpha=ALPHA)
@@ -264,12 +269,16 @@ def main() -> None:
                                        title=f"{versus['features']}: what each class weighs")
     ranking = ranked_versions(client, experiment, split)
     if ranking:
-        top, second = ranking[0], (ranking[1] if len(ranking) > 1 else None)
+        # the runner-up is another model, or the same one with other settings: a version of the same model and
+        # settings is its training run again, the same weights (it was the champion's own runner-up, "within noise")
+        top = ranking[0]
+        second = next((v for v in ranking[1:] if same_settings(v) != same_settings(top)), None)
         tags = selection_tags(top, second, by_run, (X_val, y_val, X_test, y_test))
         registry.set_champion(client, experiment, top.version, tags)
         registered = [v for v in versions.values() if v is not None]
+        new = len(set(registered) - known)
         print(f"registered model {experiment!r}: {len(registered)} version{'s' if len(registered) != 1 else ''} "
-              f"this run ({len(set(registered) - known)} new: the others' runs were registered before); "
+              f"this run ({new} new{': the others were registered before' if new < len(registered) else ''}); "
               f"alias {registry.CHAMPION!r} -> version {top.version} ({top.tags['model']}, "
               f"val {float(top.tags['val_accuracy']):.4f}); against the runner-up {tags['runner_up']}: "
               f"val {tags.get('val_verdict', '-')}, test {tags.get('test_verdict', '-')}")
