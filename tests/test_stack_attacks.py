@@ -267,6 +267,9 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
     if target == "server":
         for path in (folder / "mlflow-server", *(folder / "mlflow-server" / name for name in ("mlflow.db", "token"))):
             assert as_other(["ls", str(path)]).returncode != 0, f"another account reads {path}"
+    else:   # the project's own store: MLflow made it readable by every account (0644, the artifacts 0755)
+        assert as_other(["head", "-c", "1", str(folder / "mlflow.db")]).returncode != 0, "another account reads it"
+        assert as_other(["ls", str(folder / "mlartifacts")]).returncode != 0, "another account lists the artifacts"
     assert chat.chats == [] and not chat.marker.exists()
 
 

@@ -32,7 +32,15 @@ from tenacity import RetryError, retry, stop_after_attempt, stop_after_delay, wa
 from linclass.redact import redact_url
 from linclass.settings import Tracking
 from linclass.tracking.signals import deferred_in_store_calls
-from linclass.tracking.store import StoreError, artifact_root, check_store, process_tags, reap, store_lock
+from linclass.tracking.store import (
+    StoreError,
+    artifact_root,
+    check_store,
+    keep_private,
+    process_tags,
+    reap,
+    store_lock,
+)
 from linclass.tracking.ui import EXPERIMENT_TAGS
 
 # Set by the Ray backend for the points of one task attempt (<sweep id>/<attempt>): the runs of an attempt
@@ -171,6 +179,7 @@ def setup(experiment: str, configured_uri: str | None = None, root: str | Path |
         except MlflowException as exc:
             raise TrackingError(f"cannot use MLflow experiment {experiment!r} at {redact_url(uri)}: "
                                 f"{redact_url(str(exc).splitlines()[0])}") from None
+        keep_private(uri)
     reap(client, [experiment_id])
     return experiment_id
 

@@ -73,6 +73,20 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
 
 
+def keep_private(uri: str) -> None:
+    """A sqlite store and its artifact folder for this account alone (the database 0600, the folder 0700), as the
+    project's `make ui` answers no other account: MLflow makes them with the umask, readable by every account."""
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    artifacts = db.parent / "mlartifacts"
+    artifacts.mkdir(mode=0o700, exist_ok=True)
+    for path, mode in ((db, 0o600), (artifacts, 0o700)):
+        st = path.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o777 != mode:
+            path.chmod(mode)
+
+
 def artifact_root(uri: str, root: Path) -> str | None:
     """Artifact location of new experiments: beside a sqlite store, `<root>/mlartifacts` for other
     local stores, the server's choice for remote ones."""
