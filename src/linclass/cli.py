@@ -456,15 +456,15 @@ def compare():
 
 @app.command()
 def experiments():
-    """Each revision (workspace, commits, DVC experiments): its champion with val/test accuracy, the settings
-    that differ.
+    """Each revision (workspace, HEAD and every commit with experiments, each experiment): its champion with
+    val/test accuracy, the settings that differ.
 
     A revision that did not evaluate its own models (a point of the grid) shows no champion. Every model of
     each revision: linclass compare."""
     from linclass.orchestration import sweep
 
     at_project_root()
-    sweep.print_experiments(sweep.experiment_summary_rows(sweep.exp_show(all_commits=True)))
+    sweep.print_experiments(sweep.experiment_summary_rows(sweep.exp_show(every_baseline=True)))
 
 
 # ---- MLflow ----

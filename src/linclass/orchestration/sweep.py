@@ -236,10 +236,19 @@ EXP_SHOW_TIMEOUT = 60.0
 
 
 @retry(stop=stop_after_attempt(3), wait=wait_fixed(1), reraise=True)
-def exp_show(rev: str | None = None, all_commits: bool = False) -> list:
-    """`dvc exp show --json`: the experiments of HEAD, or of the commit `rev`, or of every commit."""
-    scope = ("--rev", rev) if rev else ("--all-commits",) if all_commits else ()
-    return json.loads(dvc("exp", "show", "--json", *scope, timeout=EXP_SHOW_TIMEOUT).stdout)
+def exp_show(rev: str | None = None, every_baseline: bool = False) -> list:
+    """`dvc exp show --json`: the experiments of HEAD, or of the commit `rev`; with `every_baseline`, of HEAD and
+    of every commit that has experiments (--all-commits reads every commit: over a minute on 500 of them)."""
+    revs = [rev] if rev else list(dict.fromkeys([head(), *experiment_baselines()])) if every_baseline else []
+    return json.loads(dvc("exp", "show", "--json", *(arg for r in revs for arg in ("--rev", r)),
+                          timeout=EXP_SHOW_TIMEOUT).stdout)
+
+
+def experiment_baselines() -> list[str]:
+    """The commits that have DVC experiments (refs/exps/<2 hex>/<38 hex>/<name>), each once."""
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], capture_output=True,
+                          text=True).stdout.split()
+    return list(dict.fromkeys("".join(ref.split("/")[2:4]) for ref in refs if len(ref.split("/")) == 5))
 
 
 def head() -> str:
