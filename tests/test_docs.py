@@ -117,7 +117,7 @@ SKIP = {
         "a placeholder bucket; tests/test_stack.py pushes to a local S3",
     ".venv/bin/dvc remote modify team endpointurl https://s3.example.internal": "a placeholder host",
     "sudo usermod -aG linclass-team alice": "changes this machine's accounts; tests/test_stack_attacks.py",
-    ".venv/bin/dvc remote add --default team /path/to/project/.services/dvc-remote": "a placeholder path",
+    ".venv/bin/dvc remote add --default --force team /path/to/project/.services/dvc-remote": "a placeholder path",
     ".venv/bin/dvc remote modify team shared group": "follows the line above; tests/test_stack_attacks.py",
     "make services-up LINCLASS_ALLOWED_HOSTS=team-box.example.org LINCLASS_TRUSTED_PROXY=127.0.0.1 "
     "LINCLASS_PUBLIC_URL=https://team-box.example.org": "needs a TLS proxy; tests/test_stack_attacks.py",
