@@ -181,16 +181,14 @@ def workspace_is(params: dict) -> bool:
     would write them, and every stage is up to date (`dvc status`), so that DVC would record a copy of it."""
     from omegaconf import OmegaConf
 
-    from linclass.orchestration.sweep import dvc_executable
+    from linclass.orchestration.sweep import dvc
 
     try:
         if Path("params.yaml").read_text(encoding="utf-8") != OmegaConf.to_yaml(params):
             return False
     except OSError:
         return False
-    status = subprocess.run([dvc_executable(), "status", "--quiet"], env={**os.environ, "DVC_NO_ANALYTICS": "1"},
-                            stdin=subprocess.DEVNULL, capture_output=True)
-    return status.returncode == 0
+    return dvc("status", "--quiet", check=False).returncode == 0
 
 
 # ---- settings ----

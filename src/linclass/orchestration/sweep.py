@@ -244,11 +244,16 @@ def exp_show(rev: str | None = None, every_baseline: bool = False) -> list:
                           timeout=EXP_SHOW_TIMEOUT).stdout)
 
 
-def experiment_baselines() -> list[str]:
-    """The commits that have DVC experiments (refs/exps/<2 hex>/<38 hex>/<name>), each once."""
+def experiment_refs() -> list[tuple[str, str]]:
+    """(baseline commit, name) of every DVC experiment: its git ref is refs/exps/<2 hex>/<38 hex>/<name>."""
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], capture_output=True,
                           text=True).stdout.split()
-    return list(dict.fromkeys("".join(ref.split("/")[2:4]) for ref in refs if len(ref.split("/")) == 5))
+    return [("".join(parts[2:4]), parts[4]) for parts in (ref.split("/") for ref in refs) if len(parts) == 5]
+
+
+def experiment_baselines() -> list[str]:
+    """The commits that have DVC experiments, each once."""
+    return list(dict.fromkeys(baseline for baseline, _ in experiment_refs()))
 
 
 def head() -> str:
@@ -656,14 +661,10 @@ def elsewhere(prefix: str) -> str:
     """' on this commit; 4 on commit 02d6c06 (...)' when experiments of that prefix exist on other commits:
     `dvc exp show` (and so this table) lists only those of HEAD, and committing the sweep's table, as the
     docs advise, moves HEAD away from them."""
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], capture_output=True,
-                          text=True).stdout.split()
     current = head()
     counts: dict[str, int] = {}
-    for ref in refs:   # refs/exps/<2 hex>/<38 hex>/<name>
-        parts = ref.split("/")
-        baseline = "".join(parts[2:4])
-        if len(parts) == 5 and parts[4].startswith(prefix) and baseline != current:
+    for baseline, name in experiment_refs():
+        if name.startswith(prefix) and baseline != current:
             counts[baseline[:7]] = counts.get(baseline[:7], 0) + 1
     if not counts:
         return ""

@@ -23,6 +23,7 @@ import psutil
 from filelock import FileLock
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+ARTIFACTS = "mlartifacts"   # the artifact folder of a local store, beside its database
 
 
 class StoreError(RuntimeError):
@@ -79,7 +80,7 @@ def keep_private(uri: str) -> None:
     db = sqlite_path(uri)
     if db is None:
         return
-    artifacts = db.parent / "mlartifacts"
+    artifacts = db.parent / ARTIFACTS
     artifacts.mkdir(mode=0o700, exist_ok=True)
     for path, mode in ((db, 0o600), (artifacts, 0o700)):
         st = path.stat()
@@ -92,9 +93,9 @@ def artifact_root(uri: str, root: Path) -> str | None:
     local stores, the server's choice for remote ones."""
     db = sqlite_path(uri)
     if db is not None:
-        return (db.parent / "mlartifacts").as_uri()
+        return (db.parent / ARTIFACTS).as_uri()
     if uri.startswith("file:") or "://" not in uri:
-        return (Path(root) / "mlartifacts").as_uri()
+        return (Path(root) / ARTIFACTS).as_uri()
     return None
 
 
