@@ -244,14 +244,19 @@ def test_killed_training_is_marked_killed_leaves_nothing_and_repro_completes(pro
     assert json.loads(project.dvc("status", "--json", f"train@{name}").stdout) == {}
 
 
+def endless_experiment(project) -> list[str]:
+    """`linclass exp` overrides of one model that trains until it is stopped (the project's data, SMALL)."""
+    settings = yaml.safe_load(project.saved["params.yaml"])
+    return layered(f"data.url={settings['data']['url']}", f"data.md5={settings['data']['md5']}", *SMALL,
+                   "grid.losses=[svm]", "grid.regularizers=[none]", "grid.features=[]", "train.epochs=100000")
+
+
 # Ctrl-C in a terminal; a SIGINT to linclass alone; `kill` of linclass (SIGTERM), taken as Ctrl-C
 @pytest.mark.parametrize("target", ["group", "pid", "sigterm"])
 def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_away(project, tmp_path, target):
     """`linclass exp` waits for DVC to undo its `git add` of params.yaml and dvc.lock after Ctrl-C: with them
     left staged, the README's way back (`git checkout params.yaml`) restored the interrupted settings."""
-    settings = yaml.safe_load(project.saved["params.yaml"])
-    overrides = layered(f"data.url={settings['data']['url']}", f"data.md5={settings['data']['md5']}", *SMALL,
-                        "grid.losses=[svm]", "grid.regularizers=[none]", "grid.features=[]", "train.epochs=100000")
+    overrides = endless_experiment(project)
     before = all_runs(project)
     log = tmp_path / "exp.log"
     with open(log, "w") as out:   # started as a terminal starts it: SIGINT not ignored, whatever pytest inherited
@@ -290,9 +295,7 @@ def test_a_kill_9_of_linclass_exp_leaves_its_running_dvc_holding_the_workspace_l
     DVC holds the lock too now, until it ends."""
     import psutil
 
-    settings = yaml.safe_load(project.saved["params.yaml"])
-    overrides = layered(f"data.url={settings['data']['url']}", f"data.md5={settings['data']['md5']}", *SMALL,
-                        "grid.losses=[svm]", "grid.regularizers=[none]", "grid.features=[]", "train.epochs=100000")
+    overrides = endless_experiment(project)
     before = all_runs(project)
     log = tmp_path / "exp.log"
     with open(log, "w") as out:
