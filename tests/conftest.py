@@ -41,6 +41,7 @@ SMALL = (
     "studies.hard_cases.n=300",
     "studies.hard_cases.epochs=50",
     "studies.zero_hinge_subset=20",
+    "studies.regularization_path.strengths=[0.001,0.1]",   # 12 points of the path, not 36
     "grid.features=[]",  # pixels only: tests/test_features_pipeline.py runs the features axis
 )
 

@@ -42,6 +42,14 @@ def save_figure(fig, path):
     return path
 
 
+def set_margins(fig, left, right, bottom, top, **space):
+    """The figure's margins in inches (subplots_adjust takes fractions of it), chosen for the labels it holds:
+    fig.tight_layout() would measure every label first, which costs about as much as drawing the figure."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        **space)
+
+
 def _check_W(W):
     W = np.asarray(W)
     if W.ndim != 2 or W.shape[1] != IMAGE_DIM:
@@ -128,7 +136,7 @@ def plot_template_grid(W, class_names, path, title):
     fig = Figure(figsize=(1.3 * C, 1.9))
     _show_mosaic(fig.subplots(), images[None], class_names)
     fig.suptitle(title)
-    fig.tight_layout()
+    set_margins(fig, left=0.1, right=0.1, bottom=0.1, top=0.75)
     return save_figure(fig, path)
 
 
@@ -145,7 +153,7 @@ def plot_templates_comparison(models, class_names, path):
     fig = Figure(figsize=(1.3 * C + 1.2, 1.5 * len(rows) + 0.4))
     _show_mosaic(fig.subplots(), np.stack(list(rows.values())), class_names, list(rows))
     fig.suptitle("class templates per model")
-    fig.tight_layout()
+    set_margins(fig, left=1.4, right=0.1, bottom=0.1, top=0.75)   # model names of up to about 20 characters
     return save_figure(fig, path)
 
 
@@ -188,7 +196,7 @@ def plot_weight_histograms(models, path, tol=SPARSITY_TOL, bins=101):
     for ax in axes[::ncols]:
         ax.set_ylabel("count (log)")
     fig.suptitle(f"weights (near-zero: |w| <= {tol:g} max|W|)")
-    fig.tight_layout()
+    set_margins(fig, left=0.75, right=0.2, bottom=0.5, top=0.9, wspace=0.3, hspace=0.6)
     return save_figure(fig, path)
 
 
@@ -219,7 +227,7 @@ def plot_loss_curves(steps_df, epochs_df, path, title):
     acc_ax.set_ylabel("accuracy")
     legend_beside(acc_ax)
     fig.suptitle(title)
-    fig.tight_layout()
+    set_margins(fig, left=0.7, right=0.9, bottom=0.55, top=0.45, wspace=0.45)   # room for the legends beside
     return save_figure(fig, path)
 
 
@@ -241,10 +249,7 @@ def plot_confusion_matrix(cm, class_names, path, title):
     for (t, p), count in np.ndenumerate(cm):  # text labels, not numerics
         ax.text(p, t, str(count), ha="center", va="center", fontsize=7, color="white" if dark[t, p] else "black")
     ax.set_title(title)
-    # fixed margins (inches) for labels of up to about 12 characters: tight_layout would measure the 100
-    # cell labels too and take as long as drawing them
-    width, height = fig.get_size_inches()
-    fig.subplots_adjust(left=1.5 / width, right=1 - 0.2 / width, bottom=1.4 / height, top=1 - 0.45 / height)
+    set_margins(fig, left=1.5, right=0.2, bottom=1.4, top=0.45)   # class names of up to about 12 characters
     return save_figure(fig, path)
 
 
@@ -261,7 +266,7 @@ def plot_weight_scaling(df, path, loss_column):
     ax.set_ylabel(loss_column)
     ax.set_title(f"{loss_column} when W is scaled")
     legend_beside(ax)
-    fig.tight_layout()
+    set_margins(fig, left=0.8, right=2.0, bottom=0.55, top=0.35)   # model names of up to about 28 characters
     return save_figure(fig, path)
 
 
@@ -315,9 +320,7 @@ def training_losses_figure(curves, title="Training loss", columns=4, points=400)
     for ax in axes[(nrows - 1) * ncols:]:
         ax.set_xlabel("SGD step")
     fig.suptitle(f"{title} (grey: the other models of the same loss, on its axis)")
-    width, height = fig.get_size_inches()   # fixed margins: tight_layout measured every tick label (seconds)
-    fig.subplots_adjust(left=0.8 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.75 / height,
-                        wspace=0.08, hspace=0.4)
+    set_margins(fig, left=0.8, right=0.15, bottom=0.55, top=0.75, wspace=0.08, hspace=0.4)
     return fig
 
 

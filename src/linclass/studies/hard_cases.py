@@ -115,7 +115,7 @@ def plot_decision_regions(results, path, resolution=200):
     """
     from matplotlib.colors import ListedColormap
 
-    from linclass.plots import Figure, save_figure  # pictures selects the Agg backend
+    from linclass.plots import Figure, save_figure, set_margins  # pictures selects the Agg backend
 
     _, models = results
     if not models:
@@ -142,5 +142,5 @@ def plot_decision_regions(results, path, resolution=200):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("linear decision regions (blue = class 1, orange = class 2)")
-    fig.tight_layout()
+    set_margins(fig, left=0.1, right=0.1, bottom=0.1, top=0.8, wspace=0.1, hspace=0.3)
     return save_figure(fig, path)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from linclass.plots import Figure, save_figure
+from linclass.plots import Figure, save_figure, set_margins
 
 REQUIRED = ("learning_rate", "strength")
 
@@ -70,6 +70,7 @@ def plot_map(learning_rates, strengths, values, path, title, label="validation a
     the best one framed."""
     fig = Figure(figsize=(1.1 * len(strengths) + 2.5, 0.6 * len(learning_rates) + 1.8))
     ax = fig.subplots()
+    set_margins(fig, left=0.85, right=0.25, bottom=0.6, top=0.4)   # before the colour bar takes its share
     masked = np.ma.masked_invalid(values)
     image = ax.imshow(masked, origin="lower", cmap="viridis", aspect="auto")
     fig.colorbar(image, ax=ax, label=label)
@@ -86,6 +87,5 @@ def plot_map(learning_rates, strengths, values, path, title, label="validation a
         i, j = np.unravel_index(np.nanargmax(values), values.shape)
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
     return save_figure(fig, path)
 

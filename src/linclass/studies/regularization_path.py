@@ -21,7 +21,7 @@ from linclass.core.metrics import accuracy
 from linclass.core.model import class_scores, predict
 from linclass.core.regularizers import BETA, penalty
 from linclass.core.sgd import train_sgd
-from linclass.plots import Figure, save_figure, template_images, weight_sparsity
+from linclass.plots import Figure, save_figure, set_margins, template_images, weight_sparsity
 from linclass.settings import RegularizationPath, Studies, check, default
 
 COLUMNS = ("loss", "regularizer", "strength", "val_accuracy", "train_accuracy", "data_loss", "penalty",
@@ -168,7 +168,7 @@ def plot_template_strips(strips, class_name, path):
                 ax.text(16, 16, "W = 0", ha="center", va="center", color="white", fontsize=9)
         axes_row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
     fig.suptitle(f"template of '{class_name}' along the regularization path")
-    fig.tight_layout()
+    set_margins(fig, left=1.4, right=0.1, bottom=0.1, top=0.6, wspace=0.1, hspace=0.35)
     return save_figure(fig, path)
 
 
@@ -205,5 +205,6 @@ def plot_path_curves(table, path):
     handles, labels = axes[0].get_legend_handles_labels()   # one legend for the four panels, below them
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle("the regularization path")
-    fig.tight_layout(rect=(0, 0.05 * (1 + (len(labels) - 1) // 6), 1, 1))
+    set_margins(fig, left=0.75, right=0.2, bottom=0.55 + 0.2 * (1 + (len(labels) - 1) // 6), top=0.65, wspace=0.2,
+                hspace=0.35)   # the legend's rows below
     return save_figure(fig, path)
