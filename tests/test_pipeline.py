@@ -47,8 +47,10 @@ def test_repro_runs_every_stage(reproduced):
                 "hyperparameter_map", "report"}
     assert ran_stages(first) == expected, first[-2000:]
     assert json.loads(project.dvc("status", "--json").stdout) == {}
-    # MLflow's six lines a logged model (uv project detected, uv.lock copied, no pip...) are not shown
+    # MLflow's six lines a logged model (uv project detected, uv.lock copied, no pip...) are not shown, nor its two
+    # of the new store's tables in the first training stage ("Creating initial MLflow database tables...")
     assert "mlflow.utils" not in first and "mlflow.pyfunc" not in first, first[-3000:]
+    assert "mlflow.store" not in first and "database tables" not in first, first[-3000:]
 
     metrics = json.loads((project.path / "metrics/test.json").read_text())
     assert sorted(metrics) == sorted(GRID)

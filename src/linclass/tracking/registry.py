@@ -16,10 +16,8 @@ writes): the logged model's page in the UI then shows its version instead of "No
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import logging
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -29,6 +27,7 @@ import numpy as np
 
 from linclass.data.cifar import as_images
 from linclass.tracking.records import again_on_duplicate
+from linclass.tracking.store import quiet
 
 CHAMPION = "champion"
 MODEL_NAME = "model"  # the name of the model inside its run: runs:/<run id>/model
@@ -126,19 +125,6 @@ def log_classifier(W: np.ndarray, b: np.ndarray, class_names: Sequence[str], los
 # What MLflow says on every log_model, six lines a model: "Detected uv project", "Copied uv.lock", "Validating
 # input example", and that pip is not installed (uv's environments have none; the model's requirements are given).
 CHATTY = ("mlflow.utils.uv_utils", "mlflow.pyfunc", "mlflow.utils.environment")
-
-
-@contextlib.contextmanager
-def quiet(*loggers: str):
-    """These loggers say only errors for the duration."""
-    saved = {name: logging.getLogger(name).level for name in loggers}
-    for name in loggers:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for name, level in saved.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def register(client, registered_name: str, run_id: str, model_id: str, tags: Mapping[str, object]) -> str:

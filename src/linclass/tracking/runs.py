@@ -33,11 +33,13 @@ from linclass.redact import redact_url
 from linclass.settings import Tracking
 from linclass.tracking.signals import deferred_in_store_calls
 from linclass.tracking.store import (
+    STORE_CREATION,
     StoreError,
     artifact_root,
     check_store,
     keep_private,
     process_tags,
+    quiet,
     reap,
     store_lock,
 )
@@ -170,7 +172,7 @@ def setup(experiment: str, configured_uri: str | None = None, root: str | Path |
     uri = resolve_tracking_uri(configured_uri, root)
     check_reachable(uri)
     check_access(uri, experiment)
-    with store_lock(uri):
+    with store_lock(uri), quiet(STORE_CREATION):   # the first stage makes the store's tables
         check_store(uri)  # before MLflow opens it: MLflow makes a new store in an empty file
         point_mlflow_at(uri)
         client = MlflowClient(uri)

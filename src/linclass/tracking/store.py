@@ -8,11 +8,14 @@
   so a store shared by several clones does not keep them inside whichever clone came first.
 - reap: a run is tagged with host, pid and the process's start time; a RUNNING run of this host
   whose process is gone (or whose pid now belongs to a newer process) is marked KILLED.
+- quiet: MLflow's loggers that speak of its own housekeeping ("Creating initial MLflow database tables...")
+  say only errors for a while.
 This module imports no MLflow; `reap` gets a client.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import sqlite3
@@ -23,7 +26,22 @@ import psutil
 from filelock import FileLock
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+# what MLflow says at INFO while it makes a new store's tables: its own housekeeping, two lines in the first stage
+STORE_CREATION = "mlflow.store.db.utils"
 ARTIFACTS = "mlartifacts"   # the artifact folder of a local store, beside its database
+
+
+@contextlib.contextmanager
+def quiet(*loggers: str) -> Iterator[None]:
+    """These loggers say only errors for the duration."""
+    saved = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 class StoreError(RuntimeError):
