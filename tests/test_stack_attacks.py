@@ -246,6 +246,13 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
                     {"name": "evil", "artifact_location": f"file://{base}"}, auth)[0] == 400
         if target == "ui":
             ui_pages_load_behind_the_guard(url, folder / "server.log")
+            # only its own address as the Host (MLflow's default lets every private network's address through,
+            # and printed at each start how to open the server to other hosts)
+            port = url.rsplit(":", 1)[1]
+            for host, status in ((f"127.0.0.1:{port}", 200), (f"localhost:{port}", 200),
+                                 (f"192.168.1.5:{port}", 403), (f"10.0.0.7:{port}", 403)):
+                assert raw_status(url, "GET", SEARCH, [f"Host: {host}"]) == status, host
+            assert "--host 0.0.0.0" not in log.read_text(), log.read_text()[-2000:]
         else:
             for wrong in (None, ("anyone", auth[1][:-1]), ("anyone", "")):
                 status, headers, _, _ = call(url, "/api/2.0/mlflow/experiments/search?max_results=5", auth=wrong)

@@ -97,7 +97,10 @@ def ui(tracking: Tracking, port: int) -> None:
         print(line, flush=True)
     env = {**os.environ, **ENVIRONMENT, **stores(f"sqlite:///{root / 'mlflow.db'}"),
            "LINCLASS_OWNER_ONLY": "1"}   # the guard: no other local account reads or changes the project's runs
-    _run_mlflow("ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *APP, env=env)
+    # the Host headers it answers: its own address only (MLflow's default adds every private network's, and says
+    # at each start how to open the server to other hosts, which the project's own store must not be)
+    _run_mlflow("ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--allowed-hosts",
+                f"127.0.0.1:{port},localhost:{port}", *APP, env=env)
 
 
 def yours(path: Path, what: str, st: os.stat_result) -> None:
