@@ -120,7 +120,15 @@ class Project:
         return proc
 
     def dvc(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.run(str(BIN / "dvc"), *args, **kw)
+        """`dvc ARGS` in the copy; started from this worker's warm interpreter (shared_warm()) where it serves the
+        copy and the command runs no stage, or the env sends the stages there anyway (warm_stages): about 0.6 s of
+        CPU less a command. Whatever runs stages without a warm interpreter in the env stays a fresh `dvc`."""
+        env = kw.pop("env", self.env)
+        if "LINCLASS_WARM_SOCKET" in env or args[:2] in RUNS_NO_STAGE or args[:1] in RUNS_NO_STAGE:
+            warm = shared_warm()
+            if project_code(self.path) == warm["code"]:
+                return self.run(*warm["dvc"], *args, env={**warm["env"], **env}, **kw)
+        return self.run(str(BIN / "dvc"), *args, env=env, **kw)
 
     def compose(self, *overrides: str) -> None:
         """params.yaml from conf/ with `overrides` (layered), written by what `linclass config` calls
@@ -162,12 +170,60 @@ def make_project(dest: Path, overrides=(), env: dict | None = None) -> Project:
     return project
 
 
+# the dvc commands that run no stage, whatever the environment says (`queue start` would start workers: not here)
+RUNS_NO_STAGE = {("status",), ("remote",), ("init",), ("add",), ("stage",), ("metrics",), ("push",), ("pull",),
+                 ("fetch",), ("checkout",), ("params",), ("diff",), ("exp", "show"), ("exp", "list"),
+                 ("exp", "remove"), ("exp", "apply"), ("exp", "push"), ("exp", "pull"), ("queue", "stop"),
+                 ("queue", "logs"), ("queue", "status")}
+_SHARED_WARM: dict = {}
+
+
+def shared_warm() -> dict:
+    """This xdist worker's warm interpreter (linclass.orchestration.warm, DVC's modules loaded too), started on
+    first use, stopped at the end of the session (stop_shared_warm). It serves a folder of its own holding the
+    project's code and every copy of the project this worker makes (warm.py serves a copy that holds the same code):
+    one interpreter's imports (about 5 s of CPU) instead of one per pipeline that a test runs warm.
+    {"env": its variables, "log": its log, "code": the code it serves, "dvc": how to run dvc through it}"""
+    if not _SHARED_WARM:
+        from linclass.orchestration.warm import serving
+
+        base = Path(tempfile.mkdtemp(prefix="linclass-warm-tests-"))
+        for name in ("src", "hydra_plugins", "pipeline"):
+            shutil.copytree(ROOT / name, base / "root" / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        log = base / "log.txt"
+        stack = contextlib.ExitStack()
+        stack.callback(shutil.rmtree, base, ignore_errors=True)
+        env = {**env_for_pipeline(), "OPENBLAS_NUM_THREADS": "1"}   # train.blas_threads
+        warm = stack.enter_context(serving(base / "root", env, log, wait=180, idle=3600, dvc=True))
+        assert Path(warm["LINCLASS_WARM_SOCKET"]).is_socket(), log.read_text()
+        client = base / "root" / "src" / "linclass" / "orchestration" / "warm_client.py"
+        _SHARED_WARM.update(env=warm, log=log, stack=stack, code=project_code(base / "root"),
+                            dvc=[str(BIN / "python"), "-I", "-S", str(client), "-m", "dvc"])
+    return _SHARED_WARM
+
+
+def project_code(path: Path) -> dict | None:
+    from linclass.orchestration.warm import project_code
+
+    return project_code(path) if (path / "src" / "linclass").is_dir() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_shared_warm():
+    yield
+    if _SHARED_WARM:
+        _SHARED_WARM.pop("stack").close()
+        _SHARED_WARM.clear()
+
+
 @contextlib.contextmanager
 def warm_stages(project: Project):
-    """While inside: the project's stages start from a warm interpreter (linclass.orchestration.warm, what a Ray
-    node keeps), which imports MLflow, DVC, numpy... once and forks a child for every stage: about 2 s of CPU
-    less a stage, over a third of a small pipeline. `pipeline/python` uses it through $LINCLASS_WARM_SOCKET,
-    set in project.env here (an env made from project.env inside carries it too) and yielded ({name: socket}).
+    """While inside: the project's stages start from this worker's warm interpreter (shared_warm();
+    linclass.orchestration.warm, what a Ray node keeps), which imported MLflow, DVC, numpy... once and forks a child
+    for every stage: about 2 s of CPU less a stage, over a third of a small pipeline. `pipeline/python` uses it
+    through $LINCLASS_WARM_SOCKET, set in project.env here (an env made from project.env inside carries it too) and
+    yielded ({name: socket}).
 
     For the modules whose pipeline is the set-up of what they check (runs, outputs, lineage); `linclass repro`
     and `linclass exp` start one the same way (tests/test_docs.py runs them from a fresh shell). A fresh process
@@ -177,24 +233,19 @@ def warm_stages(project: Project):
     two clones run at once, one fresh, one warm); tests/test_warm.py tests the interpreter itself. A command it
     declined (it would have run fresh, unnoticed) fails the test; DVC's temporary copies (the queue's) are served
     too."""
-    from linclass.orchestration.warm import serving
-
-    log = Path(tempfile.mkdtemp(prefix="linclass-warm-log-")) / "log.txt"
+    warm = shared_warm()
+    start = warm["log"].stat().st_size
     plain = project.env
-    env = {**plain, "OPENBLAS_NUM_THREADS": "1"}   # train.blas_threads
+    project.env = {**plain, **warm["env"]}
     try:
-        with serving(project.path, env, log, wait=180, idle=3600) as warm:
-            assert Path(warm["LINCLASS_WARM_SOCKET"]).is_socket(), log.read_text()
-            project.env = {**plain, **warm}
-            try:
-                yield warm
-            finally:
-                project.env = plain
-        # a stage it declined ran fresh, silently
-        declined = [line for line in log.read_text().splitlines() if line.startswith("declined")]
-        assert not declined, declined
+        yield warm["env"]
     finally:
-        shutil.rmtree(log.parent, ignore_errors=True)
+        project.env = plain
+    # a stage it declined ran fresh, silently
+    with open(warm["log"]) as log:
+        log.seek(start)
+        declined = [line for line in log.read().splitlines() if line.startswith("declined")]
+    assert not declined, declined
 
 
 def warm_log(path: Path) -> tuple[list[str], int, Path]:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, SMALL, make_project, shrink_conf
+from conftest import BIN, SMALL, make_project, shrink_conf, warm_stages
 
 from linclass.orchestration.sweep import experiment_rows, experiment_states
 
@@ -130,7 +130,8 @@ def test_exp_show_lists_every_combination_with_its_validation_accuracy(grid):
 @pytest.mark.slow
 def test_workspace_repro_takes_the_grid_from_the_run_cache(grid):
     """What `make grid-parallel` does next: no train stage runs again, evaluation sees every model."""
-    out = grid.dvc("repro", "evaluate").stdout
+    with warm_stages(grid):
+        out = grid.dvc("repro", "evaluate").stdout
     assert not re.findall(r"Running stage 'train@", out), out[-2000:]
     assert all(f"Stage 'train@{name}' is cached" in out for name in GRID), out[-2000:]
     assert sorted(json.loads((grid.path / "metrics/test.json").read_text())) == sorted(GRID)

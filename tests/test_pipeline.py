@@ -7,6 +7,7 @@ import re
 import pandas as pd
 import pytest
 import yaml
+from conftest import SMALL, make_project, warm_stages
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,6 @@ def mlflow_runs(project, experiment_name="linclass-cifar10"):
 def reproduced(tmp_path_factory, archive_server):
     """One `dvc repro` of a project copy, shared by the tests of this module: (project, its output). Its stages
     start from a warm interpreter (conftest.warm_stages)."""
-    from conftest import SMALL, make_project, warm_stages
 
     url, md5 = archive_server
     project = make_project(tmp_path_factory.mktemp("pipeline") / "project",
@@ -142,39 +142,40 @@ def test_an_experiment_of_the_workspace_s_own_settings_runs_and_records_nothing(
 
 def test_second_repro_runs_nothing_and_a_change_reruns_only_its_stages(reproduced):
     project, _ = reproduced
-    again = project.dvc("repro")
-    assert ran_stages(again.stdout) == set(), again.stdout
-    # DVC lists a folder's outputs in its .gitignore in the order the stages finished (which parallel runs
-    # and interruptions change): that order is no input of evaluate, which reads the folder
-    gitignore = project.path / "metrics/train/.gitignore"
-    lines = gitignore.read_text().splitlines()
-    assert len(lines) == len(GRID), lines
-    gitignore.write_text("\n".join(reversed(lines)) + "\n")
-    assert json.loads(project.dvc("status", "--json").stdout) == {}
+    with warm_stages(project):   # what reruns starts warm, as in the fixture
+        again = project.dvc("repro")
+        assert ran_stages(again.stdout) == set(), again.stdout
+        # DVC lists a folder's outputs in its .gitignore in the order the stages finished (which parallel runs
+        # and interruptions change): that order is no input of evaluate, which reads the folder
+        gitignore = project.path / "metrics/train/.gitignore"
+        lines = gitignore.read_text().splitlines()
+        assert len(lines) == len(GRID), lines
+        gitignore.write_text("\n".join(reversed(lines)) + "\n")
+        assert json.loads(project.dvc("status", "--json").stdout) == {}
 
-    project.compose(*project_overrides(project), "regularizer.l1.strength=0.0005")
-    changed = set(json.loads(project.dvc("status", "--json").stdout))
-    assert changed == {"train@svm-l1", "train@softmax-l1"}, changed  # the only stages whose own inputs changed
-    third = project.dvc("repro")
-    # the two L1 models, and what reads the models; not the data, the other models or the 2-D cases
-    assert ran_stages(third.stdout) == {"train@svm-l1", "train@softmax-l1", "evaluate", "templates",
-                                        "weight_scaling", "loss_study", "report"}, third.stdout[-2000:]
-    # it said "8 versions this run": 6 of them are the earlier runs' versions
-    assert "8 versions this run (2 new: the others were registered before)" in third.stdout, third.stdout[-3000:]
-    assert json.loads(project.dvc("status", "--json").stdout) == {}
+        project.compose(*project_overrides(project), "regularizer.l1.strength=0.0005")
+        changed = set(json.loads(project.dvc("status", "--json").stdout))
+        assert changed == {"train@svm-l1", "train@softmax-l1"}, changed  # the only stages whose own inputs changed
+        third = project.dvc("repro")
+        # the two L1 models, and what reads the models; not the data, the other models or the 2-D cases
+        assert ran_stages(third.stdout) == {"train@svm-l1", "train@softmax-l1", "evaluate", "templates",
+                                            "weight_scaling", "loss_study", "report"}, third.stdout[-2000:]
+        # it said "8 versions this run": 6 of them are the earlier runs' versions
+        assert "8 versions this run (2 new: the others were registered before)" in third.stdout, \
+            third.stdout[-3000:]
+        assert json.loads(project.dvc("status", "--json").stdout) == {}
 
-    # one loss's learning rate: that loss's models and the path (which trains every loss), nothing else
-    project.compose(*project_overrides(project), "regularizer.l1.strength=0.0005", "loss.svm.learning_rate=0.02")
-    changed = set(json.loads(project.dvc("status", "--json").stdout))
-    assert changed == {*(f"train@svm-{reg}" for reg in ("none", "l1", "l2", "elasticnet")), "loss_study",
-                       "regularization_path"}, changed
+        # one loss's learning rate: that loss's models and the path (which trains every loss), nothing else
+        project.compose(*project_overrides(project), "regularizer.l1.strength=0.0005",
+                        "loss.svm.learning_rate=0.02")
+        changed = set(json.loads(project.dvc("status", "--json").stdout))
+        assert changed == {*(f"train@svm-{reg}" for reg in ("none", "l1", "l2", "elasticnet")), "loss_study",
+                           "regularization_path"}, changed
 
 
 def project_overrides(project) -> list[str]:
     """The overrides the project copy was composed with (url, md5 and the shrinking ones)."""
     params = yaml.safe_load((project.path / "params.yaml").read_text())
-    from conftest import SMALL
-
     return [f"data.url={params['data']['url']}", f"data.md5={params['data']['md5']}", *SMALL]
 
 
@@ -188,7 +189,8 @@ def test_a_champion_trained_again_is_not_its_own_runner_up(reproduced):
     project.compose(*project_overrides(project), "regularizer.l1.strength=0.0005")   # as the test before ran it
     assert json.loads(project.dvc("status", "--json").stdout) == {}
     champion = json.loads((project.path / "metrics/champion.json").read_text())["champion"]
-    again = project.dvc("repro", "-f", "--single-item", f"train@{champion}", "evaluate")
+    with warm_stages(project):
+        again = project.dvc("repro", "-f", "--single-item", f"train@{champion}", "evaluate")
     assert "versions this run (1 new: the others were registered before)" in again.stdout, again.stdout[-3000:]
     client = MlflowClient(project.tracking_uri)
     top = client.get_model_version_by_alias("linclass-cifar10", "champion")

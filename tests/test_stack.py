@@ -329,9 +329,11 @@ def test_clone_a_logs_every_run_with_downloadable_artifacts_and_no_secret(clone_
 
 
 def run_train_stage(project, env: dict) -> tuple[subprocess.CompletedProcess, float]:
+    """The train stage as DVC starts it (pipeline/python), from the warm interpreter; and how long it took."""
     start = time.monotonic()
-    proc = project.run(str(BIN / "python"), "pipeline/train.py", "--loss", "svm", "--regularizer", "l2",
-                       env={**env, "PYTHONPATH": "src", "OPENBLAS_NUM_THREADS": "1"}, check=False)
+    with warm_stages(project) as warm:
+        proc = project.run("pipeline/python", "pipeline/train.py", "--loss", "svm", "--regularizer", "l2",
+                           env={**env, **warm, "PYTHONPATH": "src", "OPENBLAS_NUM_THREADS": "1"}, check=False)
     return proc, time.monotonic() - start
 
 
