@@ -175,8 +175,10 @@ cluster-up: $(BIN)/.cluster ## a Ray cluster on this machine (127.0.0.2 and 127.
 cluster-down: $(BIN)/.cluster ## stop it
 	$(LINCLASS) cluster down
 
+# a folder's path as the kernel reads it (REMOTE=$$PWD/../linclass-dvc: without the ..); URLs as given
 remote: venv ## the team's DVC remote (commit .dvc/config): make remote REMOTE=/shared/linclass-dvc
-	dvc remote add --default --force team '$(REMOTE)'
+	url='$(REMOTE)'; case "$$url" in /*) url=$$(realpath -m -- "$$url");; esac; \
+	dvc remote add --default --force team "$$url"
 	dvc remote list
 
 push: venv ## send outputs and the run-cache to the DVC remote

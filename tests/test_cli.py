@@ -363,6 +363,17 @@ def test_make_remote_without_remote_writes_nothing(project, tmp_path):
     assert not (copy / ".venv").exists() and not (copy / ".tools").exists(), "make remote installed first"
 
 
+def test_make_remote_writes_a_folder_without_dots_and_a_url_as_given(project, tmp_path):
+    """REMOTE=$PWD/../linclass-dvc (docs/parallel.md) went into .dvc/config as written, `..` and all."""
+    copy = make_copy(project.path, tmp_path, with_venv=True)
+    for remote, url in ((f"{copy}/../share/./linclass-dvc", str(tmp_path / "share" / "linclass-dvc")),
+                        ("s3://team-bucket/linclass-dvc", "s3://team-bucket/linclass-dvc")):
+        proc = make(copy, "remote", f"REMOTE={remote}")
+        assert proc.returncode == 0, proc.stderr
+        config = (copy / ".dvc" / "config").read_text()
+        assert f"url = {url}\n" in config, config
+
+
 @pytest.mark.parametrize("args, line", [
     (["expt"], "error: no target expt; did you mean make exp? (make help lists the targets)"),
     (["reproo", "compare"], "error: no target reproo; did you mean make repro? (make help lists the targets)"),
