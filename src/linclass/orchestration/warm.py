@@ -202,18 +202,15 @@ def _send(conn: socket.socket, message: dict) -> None:
         conn.sendall(json.dumps(message).encode() + b"\n")
 
 
-def serve(path: Path, root: Path, idle: float, code: dict[str, bytes]) -> dict | None:
-    """Accept commands until stopped or idle; in a forked child, return its job (run by the caller at the top
-    level, outside this function's state); in the server, None once it stops."""
+def serve(listener: socket.socket, path: Path, root: Path, idle: float, code: dict[str, bytes]) -> dict | None:
+    """Accept commands on `listener` (bound to `path`) until stopped or idle; in a forked child, return its job (run
+    by the caller at the top level, outside this function's state); in the server, None once it stops."""
     server_pid, stopping = os.getpid(), []
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(64)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     selector.register(wake_read, selectors.EVENT_READ)
@@ -390,8 +387,9 @@ def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle:
     """While inside: a warm interpreter serving the workspace `root`, started with `env` (PYTHONPATH: root's
     src/), in a process group of its own (a Ctrl-C reaches its commands through their clients), its output in
     `log` (one line per command served or declined) and its socket in a private temporary folder. Yields the
-    variables that send `pipeline/python` to it. Commands asked before it has imported its modules (about 3 s)
-    run fresh, unless `wait` seconds are given to wait for its socket. With `dvc`, it loads DVC's modules too,
+    variables that send `pipeline/python` to it. It listens before it imports its modules (about 3 s): a command
+    asked meanwhile waits for them, and runs fresh if the interpreter stops first. `wait`: seconds to wait for its
+    socket before yielding. With `dvc`, it loads DVC's modules too,
     for the `-m dvc` commands it will be asked to run. Stopped on the way out, with anything it still runs
     (SIGTERM, SIGKILL after GRACE seconds)."""
     folder = Path(tempfile.mkdtemp(prefix="linclass-warm-"))   # 0700; short: a socket's path has at most 107 bytes
@@ -444,16 +442,26 @@ def main() -> None:
     os.setpgid(0, 0)   # a group of its own: stopping a command's group never stops the server
     signal.signal(signal.SIGTERM, _stopped_while_loading)   # until serve() takes it
     code = project_code(root) or {}   # before the imports: an edit while they run is seen as a change
-    # what loading makes (prime_model_logging's model, MLflow's own temporary folders) goes in the socket's private
-    # folder, which serving() removes whole: not even a SIGKILL while it loads leaves anything in $TMPDIR
-    tempfile.tempdir = str(args.socket.parent)
-    missing = preload(root, args.dvc)
-    tempfile.tempdir = None
-    if missing:
-        print(f"not preloaded (imported by the commands themselves): {', '.join(missing)}", flush=True)
-    if threading.active_count() != 1:
-        sys.exit(f"error: {threading.active_count()} threads after the imports: forking would not be safe")
-    job = serve(args.socket, root, args.idle, code)
+    # listening before the imports: a command asked while they run waits in the backlog (accepted once they are
+    # done) instead of paying them again in a fresh python; if loading fails, the closed socket sends it there
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(args.socket))
+    listener.listen(64)
+    try:
+        # what loading makes (prime_model_logging's model, MLflow's own temporary folders) goes in the socket's
+        # private folder, which serving() removes whole: not even a SIGKILL while it loads leaves anything in $TMPDIR
+        tempfile.tempdir = str(args.socket.parent)
+        missing = preload(root, args.dvc)
+        tempfile.tempdir = None
+        if missing:
+            print(f"not preloaded (imported by the commands themselves): {', '.join(missing)}", flush=True)
+        if threading.active_count() != 1:
+            sys.exit(f"error: {threading.active_count()} threads after the imports: forking would not be safe")
+    except BaseException:
+        listener.close()
+        args.socket.unlink(missing_ok=True)
+        raise
+    job = serve(listener, args.socket, root, args.idle, code)
     if job is not None:
         run_job(job, os.environ.get(BLAS_VARIABLE, ""))
     elif args.own_folder:   # also when whoever made it was killed outright and cannot remove it
