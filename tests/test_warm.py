@@ -401,3 +401,14 @@ def test_a_command_waiting_for_an_interpreter_stopped_while_it_imports_runs_fres
         assert not (tmp_path / "private" / "socket").exists()
     finally:
         stop(proc)
+
+
+def test_serving_with_wait_yields_once_the_interpreter_has_imported_its_modules(tmp_path):
+    """Its socket is there from the start now: `wait` (a benchmark's, a Ray node's) waits for the imports."""
+    from linclass.orchestration.warm import ready, serving
+
+    log = tmp_path / "log.txt"
+    with serving(ROOT, {**os.environ, "OPENBLAS_NUM_THREADS": "1"}, log, wait=180) as variables:
+        assert ready(log), log.read_text()
+        assert Path(variables["LINCLASS_WARM_SOCKET"]).is_socket()
+    assert not ready(log, log.stat().st_size)   # nothing after the end

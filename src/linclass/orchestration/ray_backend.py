@@ -63,6 +63,7 @@ import psutil
 
 from linclass.orchestration.cluster import AUTH, DEFAULT_ADDRESS, ClusterError, check_head_is_mine, private_folder
 from linclass.orchestration.sweep import dvc_executable
+from linclass.orchestration.warm import ready
 
 MAX_RETRIES = 3       # attempts after the first when a node dies (application errors are not retried)
 ERROR_TAIL = 4000
@@ -224,11 +225,13 @@ class Workspace:
         folder.mkdir(mode=0o700, exist_ok=True)
         folder.chmod(0o700)
         env = {**self.env, "PYTHONPATH": str(self.repo / "src")}
+        log = folder / "log.txt"
+        offset = log.stat().st_size if log.exists() else 0   # the log is appended to: this start's lines only
         pid = spawn_on_node([sys.executable, "-m", "linclass.orchestration.warm", "--socket", str(self.warm_socket),
-                             "--idle", str(WARM_IDLE), "--dvc"], self.repo, env, folder / "log.txt")
+                             "--idle", str(WARM_IDLE), "--dvc"], self.repo, env, log)
         (folder / "pid").write_text(str(pid))
         stamp.write_text(commit)
-        while not self.warm_socket.is_socket():
+        while not ready(log, offset):   # its modules imported (its socket is there before)
             if not _alive(pid) or time.monotonic() - start > WARM_START:
                 self.stop_warm()
                 return     # plain processes; log.txt says why

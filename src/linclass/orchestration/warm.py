@@ -202,6 +202,20 @@ def _send(conn: socket.socket, message: dict) -> None:
         conn.sendall(json.dumps(message).encode() + b"\n")
 
 
+READY = "warm interpreter pid "   # how serve()'s first line starts: the modules are imported, commands are served
+
+
+def ready(log: Path, start: int = 0) -> bool:
+    """Whether the interpreter writing `log` (from byte `start`) has imported its modules and serves. Its socket
+    is there from the start (a command asked meanwhile waits), so it says so in its log."""
+    try:
+        with open(log, "rb") as out:
+            out.seek(start)
+            return any(line.startswith(READY.encode()) for line in out.read(1 << 16).splitlines())
+    except OSError:
+        return False
+
+
 def serve(listener: socket.socket, path: Path, root: Path, idle: float, code: dict[str, bytes]) -> dict | None:
     """Accept commands on `listener` (bound to `path`) until stopped or idle; in a forked child, return its job (run
     by the caller at the top level, outside this function's state); in the server, None once it stops."""
@@ -216,7 +230,7 @@ def serve(listener: socket.socket, path: Path, root: Path, idle: float, code: di
     selector.register(wake_read, selectors.EVENT_READ)
     children: dict[int, tuple[socket.socket, list[str], float]] = {}
     last_seen = time.monotonic()
-    print(f"warm interpreter pid {os.getpid()} serving {root} on {path}", flush=True)
+    print(f"{READY}{os.getpid()} serving {root} on {path}", flush=True)
     try:
         while not stopping and (children or time.monotonic() - last_seen < idle):
             for key, _ in selector.select(timeout=1.0):
@@ -388,8 +402,8 @@ def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle:
     src/), in a process group of its own (a Ctrl-C reaches its commands through their clients), its output in
     `log` (one line per command served or declined) and its socket in a private temporary folder. Yields the
     variables that send `pipeline/python` to it. It listens before it imports its modules (about 3 s): a command
-    asked meanwhile waits for them, and runs fresh if the interpreter stops first. `wait`: seconds to wait for its
-    socket before yielding. With `dvc`, it loads DVC's modules too,
+    asked meanwhile waits for them, and runs fresh if the interpreter stops first. `wait`: seconds to wait until
+    it has imported them (ready()) before yielding. With `dvc`, it loads DVC's modules too,
     for the `-m dvc` commands it will be asked to run. Stopped on the way out, with anything it still runs
     (SIGTERM, SIGKILL after GRACE seconds)."""
     folder = Path(tempfile.mkdtemp(prefix="linclass-warm-"))   # 0700; short: a socket's path has at most 107 bytes
@@ -405,7 +419,7 @@ def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle:
                                     stdout=out, stderr=subprocess.STDOUT, process_group=0)
         try:
             deadline = time.monotonic() + wait
-            while not socket_path.is_socket() and proc.poll() is None and time.monotonic() < deadline:
+            while not ready(log) and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             yield {"LINCLASS_WARM_SOCKET": str(socket_path)}
         finally:
