@@ -359,16 +359,10 @@ def test_an_interpreter_stopped_while_it_loads_leaves_no_temporary_folder(tmp_pa
 
 def loading_server(folder: Path) -> subprocess.Popen:
     """A warm interpreter just started (its modules not yet imported), once its socket is there."""
-    folder.mkdir(mode=0o700)
-    with open(folder / "log.txt", "w") as log:
-        proc = subprocess.Popen([str(BIN / "python"), "-m", "linclass.orchestration.warm", "--socket",
-                                 str(folder / "socket")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENBLAS_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 60
-    while not (folder / "socket").is_socket():
-        assert proc.poll() is None and time.monotonic() < deadline, (folder / "log.txt").read_text()
-        time.sleep(0.01)
-    assert "serving" not in (folder / "log.txt").read_text(), "it had imported everything already"
+    from linclass.orchestration.warm import ready
+
+    proc, _ = start_server(folder, env={"OPENBLAS_NUM_THREADS": "1"})
+    assert not ready(folder / "log.txt"), "it had imported everything already"
     return proc
 
 
@@ -386,13 +380,15 @@ def test_a_command_asked_while_the_interpreter_imports_waits_and_runs_warm(tmp_p
 
 
 def test_a_command_waiting_for_an_interpreter_stopped_while_it_imports_runs_fresh(tmp_path, report):
+    from linclass.orchestration.warm import ready
+
     proc = loading_server(tmp_path / "private")
     try:
         waiting = subprocess.Popen([sys.executable, "-I", "-S", str(CLIENT), str(report), "b"], cwd=ROOT,
                                    env={**os.environ, "LINCLASS_WARM_SOCKET": str(tmp_path / "private" / "socket")},
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(0.5)   # its request sent, in the backlog
-        assert "serving" not in (tmp_path / "private" / "log.txt").read_text()
+        assert not ready(tmp_path / "private" / "log.txt")
         proc.terminate()
         out, err = waiting.communicate(timeout=60)
         assert waiting.returncode == 0, err
