@@ -566,8 +566,9 @@ while True:
 
 
 class StandIn:
-    def __init__(self, kind: str, port: int):
-        self.proc = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+    def __init__(self, kind: str, port: int, user: str = "nobody"):
+        group = "nogroup" if user == "nobody" else user
+        self.proc = subprocess.Popen(["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups", "--",
                                       sys.executable, "-I", "-S", "-c", STAND_IN, kind, str(port)],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "listening"
@@ -658,6 +659,122 @@ def test_a_normal_user_runs_the_stack_as_themselves(base):
             assert st.st_uid == nobody.pw_uid and (path.name == "dvc-remote" or st.st_mode & 0o077 == 0), path
     finally:
         as_nobody("down")
+
+# ---- the stack's own account against root ----
+# Everything in the stack's folder belongs to its account: whoever runs as it (someone who took over the MLflow
+# server, which runs as it) can replace those files and folders, by links too. Root, who runs `services up`,
+# `add-user`, `status` and `down` on that folder, must act there on nothing but the stack's own.
+
+def as_stack(script: str) -> subprocess.CompletedProcess:
+    """A shell script run as the stack's account (linclass-stack, no other groups)."""
+    return subprocess.run(["setpriv", "--reuid=linclass-stack", "--regid=linclass-stack", "--clear-groups", "--",
+                           "sh", "-ec", script], capture_output=True, text=True, timeout=30)
+
+
+def roots_folder(base: Path, name: str) -> Path:
+    """A folder of root's with one file of root's in it (think /etc, /root/.ssh)."""
+    folder = base / name
+    folder.mkdir(mode=0o755)
+    (folder / "precious").write_text("root's own\n")
+    (folder / "precious").chmod(0o644)
+    return folder
+
+
+def untouched(folder: Path) -> list:
+    return sorted((p.name, p.lstat().st_uid, oct(p.lstat().st_mode & 0o7777)) for p in [folder, *folder.iterdir()])
+
+
+def test_a_link_the_stacks_account_planted_leads_root_nowhere(stack, base):
+    # users/ replaced by a link to a folder of root's: `add-user` as root gave every file under it to the stack's
+    # account (users -> /etc: /etc/shadow and /etc/passwd, root for the taking) and wrote the user's file there
+    from linclass.orchestration.accounts import AccountError, private_dir, shared_dir, stack_account, write_private
+
+    victim = roots_folder(base, "roots-users")
+    before = untouched(victim)
+    users = stack.folder / "users"
+    assert as_stack(f"mv {users} {users}.moved && ln -s {victim} {users}").returncode == 0
+    try:
+        added = services(stack.env, "add-user", "mallory", check=False)
+    finally:
+        assert as_stack(f"rm {users} && mv {users}.moved {users}").returncode == 0
+    assert untouched(victim) == before, "root changed a folder of its own through the stack's link"
+    assert added.returncode == 1 and added.stderr.strip() == \
+        f"error: {users} is a link, not a folder: root never follows a link in the stack's folder (the stack's " \
+        "account, or whoever runs as it, may have planted it); remove it", added.stderr
+    admin = login(stack, "admin")
+    assert call(stack.url, "/api/2.0/mlflow/users/get?username=mallory", auth=admin)[0] == 404, "half-done"
+    # each of root's ways into the folder: a folder made private (postgres/, artifacts/, users/), a file written,
+    # the DVC remote given to the team
+    import grp
+
+    account, team = stack_account(), grp.getgrnam("linclass-team")
+    for name in ("artifacts-link", "remote-link"):
+        assert as_stack(f"ln -s {victim} {stack.folder / name}").returncode == 0
+    try:
+        for attempt in (lambda: private_dir(stack.folder / "artifacts-link", account),
+                        lambda: write_private(stack.folder / "artifacts-link" / "auth.ini", "x", account),
+                        lambda: shared_dir(stack.folder / "remote-link", account, team)):
+            with pytest.raises(AccountError, match="is a link, not a folder"):
+                attempt()
+    finally:
+        assert as_stack(f"rm {stack.folder / 'artifacts-link'} {stack.folder / 'remote-link'}").returncode == 0
+    assert untouched(victim) == before
+
+
+def test_root_reads_no_secret_through_a_link_of_the_stacks_account(stack, base):
+    # secrets.env replaced by a link to a file only root may read (another stack's secrets, say) and state.json
+    # naming a port the stack's account listens on: `services status` as root read that file and sent its admin
+    # password there
+    from linclass.orchestration.services import SECRETS
+
+    other = base / "another-stacks-secrets.env"
+    other.write_text("".join(f"{name}=another-stacks-{name.lower()}\n" for name in SECRETS))
+    other.chmod(0o600)
+    secrets_file, state_file = stack.folder / "secrets.env", stack.folder / "state.json"
+    port = free_port()
+    forged = json.dumps({**json.loads(state_file.read_text()), "port": port})
+    listener = StandIn("http", port, user="linclass-stack")
+    planted = as_stack(f"cp -p {state_file} {state_file}.kept && mv {secrets_file} {secrets_file}.kept && "
+                       f"ln -s {other} {secrets_file} && printf '%s' '{forged}' > {state_file}")
+    try:
+        assert planted.returncode == 0, planted.stderr
+        status = services(stack.env, "status", check=False)
+    finally:
+        assert as_stack(f"rm -f {secrets_file} && mv {secrets_file}.kept {secrets_file} && "
+                        f"mv {state_file}.kept {state_file}").returncode == 0
+    assert listener.secrets_sent() == [], "root sent a secret it read through the link"
+    assert status.returncode == 1 and status.stderr.strip() == \
+        f"error: {secrets_file} is a link, not a file: root never follows a link in the stack's folder (the " \
+        "stack's account, or whoever runs as it, may have planted it); remove it", status.stderr
+
+
+def test_root_signals_no_process_of_another_account_that_the_stacks_state_names(base):
+    # state.json names the MLflow server's pid and start time; the stack's account wrote another account's there
+    # (root's own, an sshd, init): `services down` as root SIGTERMed it and everything it had started
+    import psutil
+
+    from linclass.orchestration.accounts import stack_account
+
+    account = stack_account()
+    folder = base / "forged-state"
+    folder.mkdir(mode=0o700)
+    os.chown(folder, account.uid, account.gid)
+    env = {**os.environ, "LINCLASS_SERVICES_DIR": str(folder)}
+    victims = [subprocess.Popen(["sleep", "600"], start_new_session=True),
+               subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+                                 "sleep", "600"], start_new_session=True)]
+    try:
+        for victim in victims:
+            state = {"mlflow_pid": victim.pid, "mlflow_started": psutil.Process(victim.pid).create_time(),
+                     "local_postgres": False, "host": "127.0.0.1", "port": free_port()}
+            assert as_stack(f"printf '%s' '{json.dumps(state)}' > {folder / 'state.json'}").returncode == 0
+            services(env, "down")
+            time.sleep(0.5)
+            assert victim.poll() is None, f"root ended another account's process ({' '.join(victim.args)})"
+    finally:
+        for victim in victims:
+            victim.kill()
+            victim.wait()
 
 
 # ---- logins ----

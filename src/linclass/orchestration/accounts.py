@@ -10,13 +10,22 @@ default linclass-team is created if missing, otherwise the user's primary group)
 writes it once in that group (`usermod -aG linclass-team alice`, then a new login), everyone else cannot.
 Whenever the DVC remote lies inside the folder, the folder is 0710 with that group, so that teammates may
 pass through it (not list it) on their way to the remote.
+
+Root acts in that folder (`services up`, `add-user`, `status`, `down`) but never through a link in it: whoever runs
+as the stack's account (an MLflow server someone took over) may replace its files and folders by links to root's
+(users/ -> /etc), and root would otherwise give what it finds there to that account, or write and read there. The
+folders and files are opened without following a link (O_NOFOLLOW, relative to their opened parent), and a link
+where one of them should be is one line (AccountError) that names it.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import grp
 import os
 import pwd
 import socket
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,26 +129,79 @@ def _own(fd: int, account: Account) -> None:
         os.fchown(fd, account.uid, account.gid)
 
 
+LINK_PLANTED = ("root never follows a link in the stack's folder (the stack's account, or whoever runs as it, may "
+                "have planted it); remove it")
+
+
+def open_folder(path: Path) -> int:
+    """A file descriptor of folder `path`, opened without following a link at its last component (AccountError)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and path.is_symlink():
+            raise AccountError(f"{path} is a link, not a folder: {LINK_PLANTED}") from None
+        raise
+
+
+def _open_in(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open of `path`'s last component relative to its parent (open_folder), never through a link."""
+    parent = open_folder(path.parent)
+    try:
+        return os.open(path.name, flags | os.O_NOFOLLOW, mode, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AccountError(f"{path} is a link, not a file: {LINK_PLANTED}") from None
+        raise
+    finally:
+        os.close(parent)
+
+
 def write_private(path: Path, text: str, account: Account) -> None:
-    """Write `text` to `path` atomically: 0600, owned by `account`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w") as f:
-        _own(f.fileno(), account)
-        f.write(text)
-    os.replace(tmp, path)
+    """Write `text` to `path` atomically: 0600, owned by `account`; never through a link (AccountError)."""
+    parent = open_folder(path.parent)
+    try:
+        tmp = f".{path.name}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=parent)   # (a link is removed, not followed)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+        with os.fdopen(fd, "w") as f:
+            _own(f.fileno(), account)
+            f.write(text)
+        os.replace(tmp, path.name, src_dir_fd=parent, dst_dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def read_private(path: Path) -> str | None:
+    """The text of file `path` (None when there is none), never read through a link (AccountError): root reads the
+    stack's secrets and state from a folder that the stack's account may fill with links to root's files."""
+    try:
+        fd = _open_in(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AccountError(f"{path} is not a file: {LINK_PLANTED}")
+        return f.read()
 
 
 def open_private_log(path: Path, account: Account) -> int:
-    """A file descriptor appending to log `path` (0600, owned by `account`)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    """A file descriptor appending to log `path` (0600, owned by `account`), never through a link."""
+    fd = _open_in(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     _own(fd, account)
     return fd
 
 
 def private_dir(path: Path, account: Account) -> None:
-    """`path` exists as a folder of `account`, 0700 (its parents as they are)."""
-    path.mkdir(parents=True, exist_ok=True)
-    if _wrong(path.lstat(), account, 0o700):
+    """`path` exists as a folder of `account`, 0700 (its parents as they are); a link there is refused."""
+    with contextlib.suppress(FileExistsError):   # (a link stays, and open_folder refuses it)
+        path.mkdir(parents=True)
+    fd = open_folder(path)
+    try:
+        wrong = _wrong(os.fstat(fd), account, 0o700)
+    finally:
+        os.close(fd)
+    if wrong:
         _own_tree(path, account)
 
 
@@ -152,9 +214,10 @@ def _own_tree(path: Path, account: Account) -> None:
     are neither followed nor changed; the mode change runs as `account`, which can only touch its own)."""
     if not account.is_me:
         os.chown(path, account.uid, account.gid, follow_symlinks=False)
-        for folder, dirs, files in os.walk(path):
+        # fwalk: no link is followed, the top either (os.walk listed the folder a link at `path` pointed to)
+        for _, dirs, files, folder_fd in os.fwalk(path, follow_symlinks=False):
             for name in dirs + files:
-                os.chown(os.path.join(folder, name), account.uid, account.gid, follow_symlinks=False)
+                os.chown(name, account.uid, account.gid, dir_fd=folder_fd, follow_symlinks=False)
     proc = subprocess.run(["chmod", "-R", "u+rwX,go-rwx", "--", str(path)], capture_output=True, text=True,
                           **account.popen_args())
     if proc.returncode != 0:
@@ -179,10 +242,16 @@ def make_private(folder: Path, account: Account, team: grp.struct_group, dvc_rem
 
 
 def shared_dir(path: Path, account: Account, team: grp.struct_group) -> None:
-    """`path` for the team: owned by `account`, group `team`, 2770 (new files and folders keep the group)."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chown(path, account.uid, team.gr_gid, follow_symlinks=False)
-    path.chmod(0o2770)
+    """`path` for the team: owned by `account`, group `team`, 2770 (new files and folders keep the group); a link
+    there is refused (chmod followed it)."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(parents=True)
+    fd = open_folder(path)
+    try:
+        os.fchown(fd, account.uid, team.gr_gid)
+        os.fchmod(fd, 0o2770)
+    finally:
+        os.close(fd)
 
 
 def _local_addresses(host: str) -> set[str]:

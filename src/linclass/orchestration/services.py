@@ -38,6 +38,7 @@ Settings (environment variables, read by `up`):
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pwd
@@ -63,6 +64,7 @@ from linclass.orchestration.accounts import (
     make_private,
     open_private_log,
     private_dir,
+    read_private,
     stack_account,
     strangers_listening,
     team_group,
@@ -97,13 +99,15 @@ def services_dir() -> Path:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    return {key: value or "" for key, value in dotenv_values(path).items()}
+    """The variables of env file `path` ({} when there is none), never read through a link (read_private)."""
+    text = read_private(path)
+    return {} if text is None else {key: value or "" for key, value in dotenv_values(stream=io.StringIO(text)).items()}
 
 
 def read_secrets(folder: Path) -> tuple[Path, dict[str, str], list[str]]:
     """secrets.env, what it holds, and the secrets it lacks."""
     path = folder / "secrets.env"
-    values = read_env_file(path) if path.exists() else {}
+    values = read_env_file(path)
     return path, values, [name for name in SECRETS if not values.get(name)]
 
 
@@ -128,8 +132,8 @@ def running_secrets(folder: Path) -> dict[str, str]:
 
 
 def load_state(folder: Path) -> dict:
-    path = folder / "state.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    text = read_private(folder / "state.json")
+    return json.loads(text) if text is not None else {}
 
 
 def save_state(folder: Path, state: dict, account: Account) -> None:
@@ -174,8 +178,8 @@ def pg_account(folder: Path) -> Account:
     by an earlier version (owned by another unprivileged user) that user, so that `down` can stop it."""
     account = stack_account()
     data = folder / "postgres"
-    if os.geteuid() == 0 and data.exists():
-        owner = data.stat().st_uid
+    if os.geteuid() == 0 and data.is_dir() and not data.is_symlink():   # (a link's target is not the stack's)
+        owner = data.lstat().st_uid
         if owner not in (0, account.uid):
             entry = pwd.getpwuid(owner)
             return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, "/")
@@ -383,25 +387,39 @@ def mlflow_answers(url: str, admin_password: str, tries: int = 2) -> tuple[bool,
     return False, f"HTTP {code}" if code else str(body.get("message", ""))[:200]
 
 
-def mlflow_alive_in(state: dict) -> bool:
+def stack_uid(folder: Path) -> int:
+    """The uid the stack of `folder` runs as: the folder's owner (make_private)."""
+    return folder.stat().st_uid
+
+
+def runs_as(pid: int, uid: int) -> bool:
+    try:
+        return psutil.Process(pid).uids().real == uid != 0   # the stack never runs as root
+    except (psutil.Error, ValueError, TypeError):
+        return False
+
+
+def mlflow_alive_in(state: dict, folder: Path) -> bool:
     """Whether the stack's MLflow server of `state` (state.json) still runs: its pid, started at the create time
     recorded with it (after a reboot or a crash the pid may be another process's, which `down` would otherwise
-    stop with its children)."""
+    stop with its children), as the stack's account (state.json is that account's file: whoever runs as it could
+    name any process there, root's own or init, for root to stop)."""
     pid, started = state.get("mlflow_pid"), state.get("mlflow_started")
-    return bool(pid and (started is None or process_start(pid) == started))
+    return bool(pid and (started is None or process_start(pid) == started) and runs_as(pid, stack_uid(folder)))
 
 
-def stop_group(pid: int | None, timeout: float = 20) -> None:
-    """SIGTERM to the process led by `pid` and everything it started, SIGKILL after `timeout`; None: nothing
-    (psutil.Process(None) is this process: `services down` with no MLflow recorded killed itself)."""
-    if pid is None:
+def stop_group(pid: int | None, timeout: float = 20, uid: int | None = None) -> None:
+    """SIGTERM to the process led by `pid` and everything it started, SIGKILL after `timeout`; with `uid`, only
+    if the leader runs as `uid`, and only those of its processes that do. None: nothing (psutil.Process(None) is
+    this process: `services down` with no MLflow recorded killed itself)."""
+    if pid is None or (uid is not None and not runs_as(pid, uid)):
         return
     try:
         leader = psutil.Process(pid)
         processes = [leader, *leader.children(recursive=True)]
     except (psutil.Error, ValueError, TypeError):
         return
-    end_processes(processes, timeout)
+    end_processes([p for p in processes if uid is None or runs_as(p.pid, uid)], timeout)
 
 
 # ---- the commands ----
@@ -424,6 +442,14 @@ def environment() -> dict:
             "default_permission": permission}
 
 
+def given_folder(name: str) -> str | None:
+    """The folder (or URL) that variable `name` gives, a link in it resolved: root opens the folders it makes
+    private without following a link (accounts.py), which refuses links planted in the stack's folder, not one of
+    the admin's own such as LINCLASS_ARTIFACTS=/srv/artifacts -> /data/artifacts."""
+    value = os.environ.get(name)
+    return value if not value or "://" in value else str(Path(value).resolve())
+
+
 def stack_config(folder: Path, state: dict, secret: dict[str, str]) -> dict:
     """Where the parts listen and keep their data (checked: environment()), except what `state` says of parts
     that are running (their ports)."""
@@ -440,8 +466,8 @@ def stack_config(folder: Path, state: dict, secret: dict[str, str]) -> dict:
         "local_postgres": "LINCLASS_BACKEND_STORE" not in os.environ,
         "backend": os.environ.get("LINCLASS_BACKEND_STORE", f"{local_db}/mlflow{scram}"),
         "auth_store": os.environ.get("LINCLASS_AUTH_STORE", f"{local_db}/mlflow_auth{scram}"),
-        "artifacts": os.environ.get("LINCLASS_ARTIFACTS", str(folder / "artifacts")),
-        "dvc_remote": os.environ.get("LINCLASS_DVC_REMOTE", str(folder / "dvc-remote")),
+        "artifacts": given_folder("LINCLASS_ARTIFACTS") or str(folder / "artifacts"),
+        "dvc_remote": given_folder("LINCLASS_DVC_REMOTE") or str(folder / "dvc-remote"),
         "public_url": os.environ.get("LINCLASS_PUBLIC_URL"),
     }
 
@@ -468,7 +494,7 @@ def up(folder: Path) -> dict:
     folder.mkdir(parents=True, mode=0o700, exist_ok=True)
     state = load_state(folder)
     mlflow_pid = state.get("mlflow_pid")
-    mlflow_alive = mlflow_alive_in(state)
+    mlflow_alive = mlflow_alive_in(state, folder)
     postgres_alive = postgres_pid(folder) is not None
     # the parts still running keep the ports they were started with
     secret = secrets_of(folder, account)
@@ -501,7 +527,7 @@ def up(folder: Path) -> dict:
         ensure_databases(cfg["pg_port"], secret["LINCLASS_PG_PASSWORD"], ["mlflow", "mlflow_auth"])
     url = local_url(cfg)
     if mlflow_alive and not mlflow_answers(url, secret["MLFLOW_AUTH_ADMIN_PASSWORD"])[0]:
-        stop_group(mlflow_pid)   # alive but not answering even with its database back: restart it
+        stop_group(mlflow_pid, uid=account.uid)   # alive but not answering even with its database back: restart it
         mlflow_alive = False
     state = {key: cfg[key] for key in ("host", "port", "pg_port", "local_postgres", "artifacts", "dvc_remote",
                                        "public_url")}
@@ -520,7 +546,7 @@ def up(folder: Path) -> dict:
                 raise ServiceError(f"MLflow server at {url} rejects its own admin (HTTP {status}): "
                                    f"the user database predates {folder / 'secrets.env'}")
         except BaseException:
-            stop_group(proc.pid)
+            stop_group(proc.pid, uid=account.uid)
             raise
         brought_back.append("mlflow")
     write_user_env(folder, state, ADMIN, secret["MLFLOW_AUTH_ADMIN_PASSWORD"], account)
@@ -533,8 +559,8 @@ def up(folder: Path) -> dict:
 
 def down(folder: Path) -> None:
     state = load_state(folder)
-    if mlflow_alive_in(state):
-        stop_group(state.get("mlflow_pid"))
+    if mlflow_alive_in(state, folder):
+        stop_group(state.get("mlflow_pid"), uid=stack_uid(folder))
     if state.get("local_postgres", True):
         postgres_down(folder)
     if state:
@@ -568,7 +594,7 @@ def status(folder: Path) -> dict:
         check_listener(folder, cfg["backend"], "the database password")
         ok, detail = database_answers(cfg["backend"])
         report["database"] = {"ok": ok, "detail": detail}
-    if mlflow_alive_in(state):
+    if mlflow_alive_in(state, folder):
         pid, url = state["mlflow_pid"], local_url(state)
         check_listener(folder, url, "the admin password")
         try:
@@ -606,12 +632,13 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
         raise ServiceError(f"user name {name!r} is not allowed: letters, digits, '.', '_' or '-' (at most 64), "
                            "starting with a letter or digit")
     state = load_state(folder)
-    if not mlflow_alive_in(state):
+    if not mlflow_alive_in(state, folder):
         raise ServiceError("the stack is not up: `linclass services up` first")
     url, admin = local_url(state), running_secrets(folder)["MLFLOW_AUTH_ADMIN_PASSWORD"]
     check_listener(folder, url, "the admin password")
     for experiment, _ in grants:   # before the user is created: a mistyped experiment leaves nothing behind
         check_grantable(url, admin, experiment)
+    private_dir(user_env_file(folder, name).parent, stack_account())   # a link there: refused before too
     password = secrets.token_urlsafe(18)
     code, body = api(url, "/api/2.0/mlflow/users/create", user=ADMIN, password=admin,
                      body={"username": name, "password": password})
