@@ -222,6 +222,32 @@ def test_the_other_routes_that_run_commands_or_reconfigure_the_server_are_refuse
     assert call(stack.url, endpoints)[0] == 401   # anonymous: as everywhere
 
 
+# Refused routes whose path parameters take `..`: MLflow routes the path as sent (a parameter of `..`, or a `:path`
+# one of several segments), the guard used to match it with the dot segments resolved, which climbs out of the
+# refused prefix (/gateway/../mlflow/invocations is /mlflow/invocations to it).
+DOT_SEGMENTS: list[tuple[str, str, dict | None]] = [("POST", "/gateway/../mlflow/invocations", {"messages": []}),
+                ("POST", "/gateway/%2e%2e/mlflow/invocations", {"messages": []}),
+                ("POST", "/gateway/proxy/../../api/2.0/mlflow/x", {}),
+                ("GET", "/ajax-api/3.0/mlflow/mcp-servers/com.x/srv/../../../../../..", None),
+                ("DELETE", "/ajax-api/3.0/mlflow/mcp-servers/com.x/srv/../../../../../..", None),
+                ("POST", "/ajax-api/3.0/mlflow/mcp-servers/com.x/srv/versions/1/../../../../../../../../tags",
+                 {"key": "k", "value": "v"}),
+                ("GET", "/ajax-api/3.0/jobs/..", None),
+                ("PATCH", "/api/2.0/mlflow/webhooks/..", {}),
+                ("POST", "/api/2.0/mlflow/webhooks/../test", {})]
+
+
+def test_dot_segments_in_a_refused_routes_parameters_do_not_get_past_the_guard(stack, control):
+    reached = [call(control, path, method, body) for method, path, body in DOT_SEGMENTS]
+    # MLflow routes them: its handlers answer (about an entity named `..`), not its 404 page
+    assert all(status == 404 and "<html" not in text for status, _, text, _ in reached), \
+        [(status, text[:120]) for status, _, text, _ in reached]
+    for who in (login(stack, "admin"), login(stack, "bob")):
+        for method, path, body in DOT_SEGMENTS:
+            status, _, text, _ = call(stack.url, path, method, body, who)
+            assert status == 403 and "switched off" in text, (who[0], method, path, status, text[:200])
+
+
 @pytest.mark.parametrize("target", ["server", "ui"])
 def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
     folder = base / target

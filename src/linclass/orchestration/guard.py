@@ -52,7 +52,8 @@ from linclass.orchestration.throttle import Throttle
 
 _logger = logging.getLogger(__name__)
 
-# Matched against the request path with `//` and dot segments resolved (and MLflow's static prefix removed).
+# Matched against the request path with `//` and dot segments resolved, and as sent (MLflow routes that one), both
+# without MLflow's static prefix.
 REFUSED = re.compile(r"""^(?:
       /(?:ajax-)?api/[^/]+/mlflow/(?:assistant|gateway|gateway-proxy|webhooks|mcp-servers|demo|jobs
           |prompt-optimization|scorer/invoke|scorers/register|scorers/online-config|genai/evaluate/invoke
@@ -92,8 +93,12 @@ def route_path(path: str, prefix: str = "") -> str:
     return path
 
 
-def refused(path: str, method: str) -> bool:
-    return bool(REFUSED.match(path)) or (method != "GET" and bool(WORKSPACES.match(path)))
+def refused(path: str, method: str, sent: str | None = None) -> bool:
+    """Whether the route is refused: `path` as route_path resolves it, or `sent`, the path as the client sent it
+    (the static prefix removed), which is what MLflow routes: a path parameter of `..` climbs out of a refused
+    prefix only once resolved (/gateway/../mlflow/invocations reaches /gateway/{endpoint_name}/mlflow/invocations)."""
+    return any(bool(REFUSED.match(p)) or (method != "GET" and bool(WORKSPACES.match(p)))
+               for p in (path, *([] if sent is None else [sent])))
 
 
 def scrub(message: str) -> str:
@@ -345,6 +350,8 @@ class Guard:
                 await send({"type": "websocket.close", "code": 1008})
             return
         path, method = route_path(scope["path"], self.prefix), scope["method"].upper()
+        sent = scope["path"][len(self.prefix):] if self.prefix and scope["path"].startswith(self.prefix + "/") \
+            else scope["path"]
         if self.owner_only and await asyncio.to_thread(peer_uid, scope.get("client"),   # ms: not in the event loop
                                                        scope.get("server")) != os.getuid():
             return await answer(send, 403, "PERMISSION_DENIED", f"this server answers only the processes of uid "
@@ -364,11 +371,11 @@ class Guard:
             return await answer(send, 200, "", "", body=NO_ENDPOINTS)   # constant: no password is checked
         if login_needed and credentials is None:
             # no credentials: MLflow answers 401 everywhere (refused routes too) before reading any body
-            if refused(path, method):
+            if refused(path, method, sent):
                 return await answer(send, 401, "UNAUTHENTICATED", "You are not authenticated.",
                                     [(b"www-authenticate", b'Basic realm="mlflow"')])
             return await self.app(scope, receive, send)
-        if refused(path, method):
+        if refused(path, method, sent):
             return await answer(send, 403, "PERMISSION_DENIED",
                                 f"{method} {path} is switched off on this server: it would run commands on the "
                                 "server's host or change the server's configuration")
