@@ -10,6 +10,7 @@ the account the stack runs as (accounts.py: the caller, or as root the unprivile
     auth.ini               MLflow's basic-auth settings (its user database is on the same PostgreSQL)
     postgres/              the database cluster
     artifacts/             the artifact store that the server serves to clients (--artifacts-destination)
+    tmp/                   the server's temporary files (its TMPDIR)
     dvc-remote/     2770   the shared DVC remote (a folder), for the team's group (accounts.py)
     users/NAME.env         a user's MLFLOW_TRACKING_* variables, to `source`
     state.json, postgres.log, mlflow.log
@@ -313,6 +314,7 @@ def mlflow_up(folder: Path, account: Account, cfg: dict, secret: dict[str, str])
                                                 cfg["auth_cache_seconds"]), account)
     if "://" not in artifacts:
         private_dir(Path(artifacts), account)
+    private_dir(folder / "tmp", account)
     python, python_env = server_python(account, folder)
     # Secrets and database URLs travel in the environment, not argv (which `ps` shows to every user); the
     # server gets nothing else of the caller's environment but an S3 artifact store's settings.
@@ -321,7 +323,10 @@ def mlflow_up(folder: Path, account: Account, cfg: dict, secret: dict[str, str])
            "MLFLOW_BACKEND_STORE_URI": cfg["backend"],
            "MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"),
            **{name: secret[name] for name in SECRETS if name.startswith("MLFLOW_")},
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}   # the GenAI job runner: 7 more processes, unused
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",   # the GenAI job runner: 7 more processes, unused
+           # its temporary files in a folder of its own, not /tmp, where every account may plant links and files:
+           # MLflow's lock /tmp/db_init_lock-<md5 of the database URL, password hidden> has a name anyone can tell
+           "TMPDIR": str(folder / "tmp")}
     proxy = os.environ.get("LINCLASS_TRUSTED_PROXY")
     uvicorn = f"--proxy-headers --forwarded-allow-ips={shlex.quote(proxy)}" if proxy else "--no-proxy-headers"
     cmd = [python, "-m", "mlflow", "server", "--app-name", "linclass-team", "--host", host,
