@@ -160,6 +160,9 @@ def wait_for_training(project, proc, before: dict, log: Path, timeout: float = 1
 # control (nohup ... &, some CI runners) inherits SIGINT ignored, and a Ctrl-C test of it could not pass.
 DEFAULT_SIGINT = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
                   "os.execv(sys.argv[1], sys.argv[1:])"]
+# ... and with SIGINT ignored, as such a background command starts (`linclass exp ... &` in a script).
+IGNORED_SIGINT = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                  "os.execv(sys.argv[1], sys.argv[1:])"]
 
 
 def stop_tree(pid: int) -> None:
@@ -251,16 +254,19 @@ def endless_experiment(project) -> list[str]:
                    "grid.losses=[svm]", "grid.regularizers=[none]", "grid.features=[]", "train.epochs=100000")
 
 
-# Ctrl-C in a terminal; a SIGINT to linclass alone; `kill` of linclass (SIGTERM), taken as Ctrl-C
-@pytest.mark.parametrize("target", ["group", "pid", "sigterm"])
+# Ctrl-C in a terminal; a SIGINT to linclass alone; `kill` of linclass (SIGTERM), taken as Ctrl-C; `kill` of a
+# linclass started in the background of a script (SIGINT inherited ignored: DVC ignored the SIGINT passed on, and
+# linclass waited for it forever)
+@pytest.mark.parametrize("target", ["group", "pid", "sigterm", "sigterm-background"])
 def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_away(project, tmp_path, target):
     """`linclass exp` waits for DVC to undo its `git add` of params.yaml and dvc.lock after Ctrl-C: with them
     left staged, the README's way back (`git checkout params.yaml`) restored the interrupted settings."""
     overrides = endless_experiment(project)
     before = all_runs(project)
     log = tmp_path / "exp.log"
-    with open(log, "w") as out:   # started as a terminal starts it: SIGINT not ignored, whatever pytest inherited
-        proc = subprocess.Popen([*DEFAULT_SIGINT, str(BIN / "linclass"), "exp", *overrides], cwd=project.path,
+    start = IGNORED_SIGINT if target == "sigterm-background" else DEFAULT_SIGINT   # else as a terminal starts it
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*start, str(BIN / "linclass"), "exp", *overrides], cwd=project.path,
                                 env=project.env, stdout=out, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
     try:
@@ -268,7 +274,7 @@ def test_ctrl_c_during_an_experiment_leaves_the_committed_settings_one_checkout_
         if target == "group":
             os.killpg(proc.pid, signal.SIGINT)   # what Ctrl-C in the terminal does
         else:
-            os.kill(proc.pid, signal.SIGTERM if target == "sigterm" else signal.SIGINT)
+            os.kill(proc.pid, signal.SIGINT if target == "pid" else signal.SIGTERM)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:   # DVC has a process group of its own: stop the whole tree, or it holds the project

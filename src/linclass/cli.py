@@ -84,6 +84,10 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt   # SIGTERM, SIGHUP (a closed terminal): stop DVC as Ctrl-C does
 
 
+def _unheard(signum, frame):
+    """SIGINT while linclass starts DVC, where linclass inherited it ignored: ignored still (see dvc_foreground)."""
+
+
 def dvc_foreground(*args: str, env: dict[str, str] | None = None, lock: int | None = None) -> None:
     """Run dvc (this environment's), its output ours, with `env` added to our environment; Failed when it fails.
     DVC inherits the workspace's `lock` (one_pipeline_at_a_time's), if given.
@@ -92,11 +96,21 @@ def dvc_foreground(*args: str, env: dict[str, str] | None = None, lock: int | No
     or SIGHUP from a closed terminal) is passed on to that group once as SIGINT, then DVC is waited for: it stops
     its stage and undoes its `git add` of params.yaml and dvc.lock (subprocess.run would kill it 0.25 s later,
     leaving them staged, and `git checkout params.yaml` would then restore the interrupted experiment's
-    settings)."""
+    settings).
+    DVC starts with SIGINT at its default even when linclass inherited it ignored (started in the background of a
+    script: `linclass exp ... &`), or the SIGINT of a `kill` would not stop it, and linclass would wait for ever: a
+    handler of this process, unlike an ignored signal, is the default again in a program it starts."""
     from linclass.orchestration.sweep import dvc_executable
 
-    proc = subprocess.Popen([dvc_executable(), *args], env={**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})},
-                            process_group=0, pass_fds=() if lock is None else (lock,))
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, _unheard)
+    try:
+        proc = subprocess.Popen([dvc_executable(), *args], env={**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})},
+                                process_group=0, pass_fds=() if lock is None else (lock,))
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     stops = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)
              if signal.getsignal(sig) != signal.SIG_IGN}   # under nohup, a hang-up stays ignored
     try:
