@@ -28,7 +28,9 @@ cancels out). time.perf_counter throughout:
             on that subset and scaled per row.
 Goal (issue 21): a 40-epoch train stage, whole process with DVC, <= 0.75x today's float32 floor of its 40
 epochs. Printed here: the epoch / float32 ratio, and what 40 such epochs leave of that budget for the rest
-of the stage (`make bench-stage` measures the stage itself).
+of the stage (`make bench-stage` measures the stage itself). Last, the arithmetic's own floor: this core's
+float32 GEMM peak (a 2048 x 2048 GEMM), the rate of the step's GEMMs on a 32-row block, and an epoch's GEMMs
+at the peak.
 Use one BLAS thread (as the pipeline's train stages do): OPENBLAS_NUM_THREADS=1, or --threads 1.
 """
 
@@ -120,6 +122,30 @@ def float32_epoch(X):
         S = np.matmul(X_b, W.T, out=S_buf[:len(idx)])
         np.matmul(S.T, X_b, out=G)
     return time.perf_counter() - start
+
+
+def gemm_rates(n=2048, repeats=5):
+    """GFLOP/s of this core (one BLAS thread): its peak, a large square float32 GEMM (n x n), and the step's two
+    GEMMs on one 32-row block (F W^T and S^T F, as gemm_epoch runs them); best of `repeats`."""
+    rng = np.random.default_rng(SEED)
+    A, B = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    F, W = rng.random((BLOCK_ROWS, DIM), dtype=np.float32), rng.random((NUM_CLASSES, DIM), dtype=np.float32)
+    S, G = np.empty((BLOCK_ROWS, NUM_CLASSES), np.float32), np.empty_like(W)
+    block_flop = 2 * BLOCK_ROWS * DIM * NUM_CLASSES
+    cases = {"peak": (lambda: np.matmul(A, B), 1, 2 * n ** 3),
+             "scores": (lambda: np.matmul(F, W.T, out=S), 1000, block_flop),
+             "gradient": (lambda: np.matmul(S.T, F, out=G), 1000, block_flop)}
+    rates = {}
+    for name, (fn, calls, flop) in cases.items():
+        fn()
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            best = min(best, time.perf_counter() - start)
+        rates[name] = flop * calls / best / 1e9
+    return rates
 
 
 def sklearn_epoch(X_float, y, loss, reg, rows):
@@ -234,6 +260,12 @@ def main():
           f"{STAGE_GOAL} x {STAGE_EPOCHS} x {today:.3f} s = {budget:.1f} s; {STAGE_EPOCHS} epochs of SGD here "
           f"{STAGE_EPOCHS * epoch:.1f} s ({epoch / today:.2f}x the float32 floor, medians), leaving "
           f"{budget - STAGE_EPOCHS * epoch:.1f} s for the rest of the stage")
+    rates = gemm_rates()
+    steps = math.ceil(args.rows / BATCH_SIZE)
+    flop = 2 * 2 * args.rows * DIM * NUM_CLASSES   # two GEMMs a step, 2 flop a multiply-add
+    print(f"this core's float32 GEMM peak (one thread, 2048 x 2048): {rates['peak']:.1f} GFLOP/s; the step's GEMMs "
+          f"on 32-row blocks: {rates['scores']:.1f} (scores) and {rates['gradient']:.1f} (gradient) GFLOP/s. An "
+          f"epoch's {flop / 1e9:.1f} GFLOP ({steps} steps) take {flop / rates['peak'] / 1e9:.3f} s at the peak")
 
 if __name__ == "__main__":
     main()
