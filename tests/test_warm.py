@@ -300,6 +300,64 @@ def test_another_user_cannot_reach_the_socket(server, report):
     assert oct(server.parent.stat().st_mode & 0o777) == "0o700"
 
 
+THIEF = """
+import json, os, socket, struct, sys
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o777)
+listener.listen(1)
+print("listening", flush=True)
+listener.settimeout(60)
+conn, _ = listener.accept()
+conn.settimeout(10)
+try:
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+except OSError:
+    data, fds = b"", []
+if not data:
+    print("got nothing", flush=True)
+    sys.exit()
+while len(data) < 4 + struct.unpack("!I", data[:4])[0]:
+    data += conn.recv(1 << 20)
+request = json.loads(data[4:])
+print("got", request["env"].get("MLFLOW_TRACKING_TOKEN"), len(fds), "streams", flush=True)
+os.write(fds[1], b"written by the thief\\n")
+conn.sendall(b'{"pid": 1}\\n{"exit": 0}\\n')   # the command "ran", and succeeded
+"""
+
+
+def test_the_client_sends_nothing_to_another_accounts_socket(tmp_path):
+    """serving()'s folder (<tmp>/linclass-warm-XXXX) is removed when its interpreter stops while idle, and the
+    pipeline's environment still names the socket: another account that sees the name in /tmp makes the folder
+    again with a socket of its own. The client sent it its whole environment (MLFLOW_TRACKING_TOKEN, cloud keys)
+    and its standard streams (a terminal), and took its answer for the command's status: the stage "succeeded"
+    without running. The client only talks to an interpreter of its own account (SO_PEERCRED); others run fresh."""
+    if os.getuid() != 0:
+        pytest.skip("switching to another account needs root")
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="warm-thief-"))   # a stand-in for /tmp: the other account reaches it
+    try:
+        shared.chmod(0o711)
+        taken = shared / "linclass-warm-name"
+        taken.mkdir()
+        os.chown(taken, 65534, 65534)
+        thief = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-I",
+                                  "-S", "-c", THIEF, str(taken / "socket")], stdout=subprocess.PIPE, text=True)
+        try:
+            assert thief.stdout is not None and thief.stdout.readline().strip() == "listening"
+            done = client(taken / "socket", "-c", "print('the stage ran')",
+                          env={"MLFLOW_TRACKING_TOKEN": "secret-token"})
+            said = thief.communicate(timeout=60)[0]
+        finally:
+            thief.kill()
+            thief.wait()
+        assert said.strip() == "got nothing", said
+        assert done.returncode == 0 and done.stdout == "the stage ran\n", done.stdout + done.stderr
+    finally:
+        shutil.rmtree(shared)
+
+
 def test_a_stage_that_wants_other_blas_threads_reexecutes_fresh(tmp_path):
     """The server loaded BLAS with 2 threads; params.yaml asks for 1: the stage starts again in a fresh python."""
     proc, socket_path = start_server(tmp_path / "private", env={"OPENBLAS_NUM_THREADS": "2"})
