@@ -9,7 +9,8 @@ input, output and error, its working directory and environment; the signals this
 (SIGTERM, SIGINT, SIGHUP) go to the command's process group, those this process ignores (nohup) stay
 ignored in the command too, and this process exits as the command did (same code, or killed by the
 same signal). If this process is killed outright, the command's side
-notices the closed connection and stops itself (SIGTERM, then SIGKILL after 10 s).
+notices the closed connection and stops itself (SIGTERM, then SIGKILL after 10 s). A socket that another
+account listens on gets nothing (not the environment, not the streams): the command runs fresh.
 """
 import json
 import os
@@ -27,6 +28,15 @@ def fallback(argv: list[str]) -> None:
     os.execv(python, [python, *argv])
 
 
+def server_uid(conn: socket.socket) -> int:
+    """The account of the process listening at the other end (SO_PEERCRED: the kernel's, not a claim). The
+    socket's folder is private while its interpreter runs, but its name is not: once the interpreter stops and
+    removes the folder, another account can make one of that name with a socket of its own, and would get the
+    request's environment (tokens) and standard streams (a terminal)."""
+    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
 def ask(path: str, argv: list[str]):
     """Send the request; the connection's reader once the command runs, None when the interpreter declines."""
     ignored = [int(sig) for sig in SIGNALS if signal.getsignal(sig) == signal.SIG_IGN]   # e.g. SIGHUP under nohup
@@ -41,6 +51,8 @@ def ask(path: str, argv: list[str]):
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
+        if server_uid(conn) != os.getuid():
+            raise OSError("not a warm interpreter of this account")
         socket.send_fds(conn, [struct.pack("!I", len(request)) + request], [0, 1, 2])
         reader = conn.makefile("rb")
         answer = json.loads(reader.readline() or b"{}")
