@@ -23,8 +23,8 @@ itself fresh (linclass.plumbing.threads).
 
 Safety: the socket lives in a folder only this user can enter, and a connection from another user
 is refused (SO_PEERCRED); the client, too, sends nothing to a socket another user listens on (the folder's
-name is free again once the server removed it). The server has one thread, so forking it is safe. A child whose client is
-killed outright (its connection closes) stops its process group: SIGTERM, SIGKILL 10 s later. The server
+name is free again once the server removed it). The server has one thread, so forking it is safe. A child
+whose client is killed outright (its connection closes) stops its process group: SIGTERM, SIGKILL 10 s later. The server
 stops on SIGTERM (its children too), or after `--idle` seconds without a command; with `--own-folder`
 (serving() makes the folder for it) it then removes its socket's folder too.
 """
