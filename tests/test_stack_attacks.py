@@ -272,6 +272,7 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
                     {"name": "evil", "artifact_location": f"file://{base}"}, auth)[0] == 400
         if target == "ui":
             ui_pages_load_behind_the_guard(url, folder / "server.log")
+            a_page_of_another_account_reads_and_writes_nothing(url)
             # only its own address as the Host (MLflow's default lets every private network's address through,
             # and printed at each start how to open the server to other hosts)
             port = url.rsplit(":", 1)[1]
@@ -285,6 +286,11 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
                 assert status == 401 and headers.get("www-authenticate") == 'Basic realm="linclass"', wrong
             assert call(url, "/api/2.0/mlflow/experiments/search?max_results=5", auth=auth)[0] == 200
             token_attacks(url, auth[1])
+            # what the owner's browser, logged in, sends for a page of another origin (the browser may add the login)
+            for origin, status in (("http://127.0.0.1:8000", 403), ("http://localhost:8000", 403), ("null", 403),
+                                   (url, 200)):
+                assert raw_status(url, "GET", SEARCH, [f"Host: {url.removeprefix('http://')}", f"Origin: {origin}",
+                                                       f"Authorization: Bearer {auth[1]}"]) == status, origin
             server_pages_load_after_the_login_prompt(url, auth[1], folder / "server.log")
         # another local account: the UI of the project's own store does not answer it, nor the tracking server
         # without the token; neither's database and artifacts are readable from disk
@@ -418,6 +424,65 @@ def ui_pages_load_behind_the_guard(url: str, log: Path) -> None:
     unexpected = {(method, path) for method, path in refused - expected if not path.startswith(ASSISTANT)}
     assert not unexpected and not [a for a in answers if a[2].startswith("5")], unexpected
     assert ("GET", f"{ASSISTANT}/config") in refused, "the page asked the assistant, and was refused"
+
+
+CROSS_ORIGIN_PAGE = """
+import http.server, sys
+page = ('''<html><body><pre id="out">waiting</pre><script>
+const target = "%s", out = [];
+async function attempt(what, request) {
+  try {
+    const answer = await request();
+    out.push(what + " " + answer.status + " " + (await answer.text()).slice(0, 60));
+  }
+  catch (error) { out.push(what + " blocked"); }
+}
+(async () => {
+  await attempt("read", () => fetch(target + "/api/2.0/mlflow/experiments/search?max_results=5",
+                                    {credentials: "include"}));
+  await attempt("write", () => fetch(target + "/api/2.0/mlflow/experiments/create",
+      {method: "POST", credentials: "include", headers: {"Content-Type": "application/json"},
+       body: JSON.stringify({name: "planted-from-another-origin"})}));
+  document.getElementById("out").textContent = ["done", ...out].join(" | ");
+})();
+</script></body></html>''' % sys.argv[2]).encode()
+
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(page)
+
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Page)
+print("listening", flush=True)
+server.serve_forever()
+"""
+
+
+def a_page_of_another_account_reads_and_writes_nothing(url: str) -> None:
+    """Another account serves a page on another port of 127.0.0.1, and the owner opens it in a real browser: the
+    page's fetch() calls come from the owner's own process (the browser), past the owner-only check, and MLflow
+    lets every localhost origin read its answers and write (CORS, any port, with credentials). The guard refuses
+    requests whose Origin is not the server's own: the browser shows the page nothing, and nothing is written."""
+    from mlflow.tracking import MlflowClient
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no browser: apt-get install -y chromium")
+    port = free_port()
+    page = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", sys.executable,
+                             "-I", "-S", "-c", CROSS_ORIGIN_PAGE, str(port), url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert page.stdout is not None and page.stdout.readline().strip() == "listening"
+        dom = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+                              "--virtual-time-budget=10000", "--dump-dom", f"http://127.0.0.1:{port}/"],
+                             capture_output=True, text=True, timeout=120).stdout
+    finally:
+        page.kill()
+        page.wait()
+    assert "done | read blocked | write blocked" in dom, dom[-2000:]
+    assert MlflowClient(url).get_experiment_by_name("planted-from-another-origin") is None
 
 
 def server_pages_load_after_the_login_prompt(url: str, token: str, log: Path) -> None:
