@@ -21,6 +21,8 @@ For every client, admins included, it
 - with LINCLASS_OWNER_ONLY=1 (`make ui`, the UI of the project's own store): answers only connections from
   processes of the account it runs as (the owner of the client's socket, read from the kernel's socket table);
   any other local account gets 403 instead of reading, changing and deleting the project's runs;
+- with either of the two: refuses (403) a request that names an Origin other than the server's own (a page of
+  another origin in the owner's browser: MLflow lets every localhost port's pages read and write);
 - with logins (linclass-team): throttles wrong passwords per user name and per client address
   (throttle.py: 429 past the limit, without checking the password), and answers every wrong password, and
   every throttled attempt, after the same time (`floor`), whether the user exists or not.
@@ -42,6 +44,7 @@ import posixpath
 import re
 import secrets
 import time
+from urllib.parse import urlsplit
 
 import psutil
 from google.protobuf.json_format import ParseDict, ParseError
@@ -314,6 +317,20 @@ def peer_uid(client: tuple[str, int] | None, server: tuple[str, int] | None) -> 
     return None
 
 
+def foreign_origin(headers: dict[str, str]) -> str | None:
+    """The Origin a request names when it is not the server's own (the Host it was sent to, which MLflow checks
+    against --allowed-hosts), else None (none named: not a browser's cross-origin request). A browser names the
+    page's origin on every cross-origin fetch, and on its own pages' requests but GET and HEAD. MLflow (3.17) lets
+    a page on any port of localhost read its answers and write, credentials included, whatever
+    --cors-allowed-origins says: another local account's page, opened in the owner's browser, would pass the
+    owner-only check (the browser is the owner's process) and send the login the browser keeps."""
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    host = headers.get("host", "").lower()
+    return None if host and urlsplit(origin).netloc.lower() == host else origin
+
+
 def carries_token(header: str | None, token: str) -> bool:
     """True when an Authorization header carries `token`: `Bearer <token>`, or Basic with it as the password."""
     scheme, _, value = (header or "").partition(" ")
@@ -362,6 +379,9 @@ class Guard:
             return await answer(send, 401, "UNAUTHENTICATED", "this server answers only requests with its token: "
                                 "set MLFLOW_TRACKING_TOKEN (a browser: any user name, the token as password)",
                                 [(b"www-authenticate", b'Basic realm="linclass"')])
+        if (self.owner_only or self.token) and (origin := foreign_origin(headers)) is not None:
+            return await answer(send, 403, "PERMISSION_DENIED", f"this server answers no page of another origin "
+                                f"({origin[:100]}): open its own pages")
         credentials = basic_credentials(headers.get("authorization"))
         # MLflow sees the credentials the throttle counts, or none (its FastAPI routes read the first of several
         # Authorization headers, where `headers` kept the last)
