@@ -196,6 +196,30 @@ def test_the_stack_refuses_the_assistant_to_every_user(stack, chat, who):
     assert not (home / ".mlflow" / "assistant" / "config.json").exists(), "no assistant config was written"
 
 
+def test_the_stack_answers_no_page_of_another_origin(stack):
+    # A teammate's browser keeps the stack's login (basic auth) and sends it with a page's fetch() calls; MLflow lets
+    # every localhost origin read its answers and write, credentials included: a page that another account serves
+    # on another port of this machine would read and change the teammate's runs through that browser.
+    import base64
+
+    from linclass.orchestration.guard import foreign_origin
+
+    auth = "Authorization: Basic " + base64.b64encode(":".join(login(stack, "bob")).encode()).decode()
+    host = stack.url.removeprefix("http://")
+    for origin, status in (("http://127.0.0.1:8000", 403), (f"http://localhost:{host.split(':')[1]}", 403),
+                           ("null", 403), (stack.url, 200), (None, 200)):
+        headers = [f"Host: {host}", auth, *([f"Origin: {origin}"] if origin else [])]
+        assert raw_status(stack.url, "GET", SEARCH, headers) == status, origin
+        assert raw_status(stack.url, "POST", "/api/2.0/mlflow/experiments/create",
+                          [*headers, "Content-Type: application/json", "Content-Length: 0"]) in \
+            ((403,) if status == 403 else (400,)), origin   # 400: the empty body, read by MLflow's own handler
+    # behind a TLS proxy (LINCLASS_PUBLIC_URL), the pages' origin is the public URL's, whatever Host it sends on
+    public = {"host": "127.0.0.1:5000", "origin": "https://mlflow.example.org"}
+    assert foreign_origin(public) == "https://mlflow.example.org"
+    assert foreign_origin(public, {"mlflow.example.org"}) is None
+    assert foreign_origin({**public, "origin": "https://evil.example.org"}, {"mlflow.example.org"}) is not None
+
+
 def test_the_other_routes_that_run_commands_or_reconfigure_the_server_are_refused(stack):
     bob, admin = login(stack, "bob"), login(stack, "admin")
     routes = [("POST", "/ajax-api/3.0/jobs/", {"job_name": "x", "params": {}}),

@@ -21,8 +21,9 @@ For every client, admins included, it
 - with LINCLASS_OWNER_ONLY=1 (`make ui`, the UI of the project's own store): answers only connections from
   processes of the account it runs as (the owner of the client's socket, read from the kernel's socket table);
   any other local account gets 403 instead of reading, changing and deleting the project's runs;
-- with either of the two: refuses (403) a request that names an Origin other than the server's own (a page of
-  another origin in the owner's browser: MLflow lets every localhost port's pages read and write);
+- refuses (403) a request that names an Origin other than the server's own, or the public URL's behind a proxy
+  (LINCLASS_PUBLIC_URL): a page of another origin in the owner's or a teammate's browser, which keeps the token
+  or the login (MLflow lets every localhost port's pages read and write);
 - with logins (linclass-team): throttles wrong passwords per user name and per client address
   (throttle.py: 429 past the limit, without checking the password), and answers every wrong password, and
   every throttled attempt, after the same time (`floor`), whether the user exists or not.
@@ -44,6 +45,7 @@ import posixpath
 import re
 import secrets
 import time
+from collections.abc import Collection
 from urllib.parse import urlsplit
 
 import psutil
@@ -317,9 +319,10 @@ def peer_uid(client: tuple[str, int] | None, server: tuple[str, int] | None) -> 
     return None
 
 
-def foreign_origin(headers: dict[str, str]) -> str | None:
+def foreign_origin(headers: dict[str, str], own: Collection[str] = ()) -> str | None:
     """The Origin a request names when it is not the server's own (the Host it was sent to, which MLflow checks
-    against --allowed-hosts), else None (none named: not a browser's cross-origin request). A browser names the
+    against --allowed-hosts, or one of `own`, host[:port] as a proxy's public URL names it), else None (none
+    named: not a browser's cross-origin request). A browser names the
     page's origin on every cross-origin fetch, and on its own pages' requests but GET and HEAD. MLflow (3.17) lets
     a page on any port of localhost read its answers and write, credentials included, whatever
     --cors-allowed-origins says: another local account's page, opened in the owner's browser, would pass the
@@ -327,8 +330,8 @@ def foreign_origin(headers: dict[str, str]) -> str | None:
     origin = headers.get("origin")
     if origin is None:
         return None
-    host = headers.get("host", "").lower()
-    return None if host and urlsplit(origin).netloc.lower() == host else origin
+    host, netloc = headers.get("host", "").lower(), urlsplit(origin).netloc.lower()
+    return None if netloc and (netloc == host or netloc in own) else origin
 
 
 def carries_token(header: str | None, token: str) -> bool:
@@ -352,6 +355,7 @@ class Guard:
         self.in_flight: dict[bytes, asyncio.Event] = {}
         self.owner_only = os.environ.get("LINCLASS_OWNER_ONLY") == "1"
         self.token = os.environ.get("LINCLASS_SERVER_TOKEN") or None
+        self.origins = {urlsplit(url).netloc.lower() for url in [os.environ.get("LINCLASS_PUBLIC_URL", "")] if url}
         # the route that answers without the token, as MLflow matches it: the path as sent, not route_path's
         # (GET /api/2.0/mlflow-artifacts/artifacts/x/../../../../../health resolves to /health, and reached MLflow)
         self.health = {"/health", f"{self.prefix}/health"}
@@ -379,7 +383,7 @@ class Guard:
             return await answer(send, 401, "UNAUTHENTICATED", "this server answers only requests with its token: "
                                 "set MLFLOW_TRACKING_TOKEN (a browser: any user name, the token as password)",
                                 [(b"www-authenticate", b'Basic realm="linclass"')])
-        if (self.owner_only or self.token) and (origin := foreign_origin(headers)) is not None:
+        if (origin := foreign_origin(headers, self.origins)) is not None:
             return await answer(send, 403, "PERMISSION_DENIED", f"this server answers no page of another origin "
                                 f"({origin[:100]}): open its own pages")
         credentials = basic_credentials(headers.get("authorization"))

@@ -24,7 +24,8 @@ Settings (environment variables, read by `up`):
     LINCLASS_ALLOWED_HOSTS         with the names clients use for it (MLflow's --allowed-hosts), e.g. team-box:5000
     LINCLASS_TRUSTED_PROXY         the address of a reverse proxy in front (TLS): the server then takes the client
                                    address from its X-Forwarded-For (else it never trusts that header)
-    LINCLASS_PUBLIC_URL            the URL clients use through that proxy (https://...), written to users/NAME.env
+    LINCLASS_PUBLIC_URL            the URL clients use through that proxy (https://...), written to users/NAME.env;
+                                   the guard answers pages of its origin too
     LINCLASS_MLFLOW_PORT (5000)    LINCLASS_PG_PORT (5433)
     LINCLASS_BACKEND_STORE         a postgresql://user:password@host/db of a managed PostgreSQL: no local one
     LINCLASS_AUTH_STORE            the same for the user database (default: the backend store's server, db mlflow_auth)
@@ -326,7 +327,9 @@ def mlflow_up(folder: Path, account: Account, cfg: dict, secret: dict[str, str])
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",   # the GenAI job runner: 7 more processes, unused
            # its temporary files in a folder of its own, not /tmp, where every account may plant links and files:
            # MLflow's lock /tmp/db_init_lock-<md5 of the database URL, password hidden> has a name anyone can tell
-           "TMPDIR": str(folder / "tmp")}
+           "TMPDIR": str(folder / "tmp"),
+           # the guard answers pages of the public URL's origin too (a proxy may send another Host)
+           **({"LINCLASS_PUBLIC_URL": cfg["public_url"]} if cfg["public_url"] else {})}
     proxy = os.environ.get("LINCLASS_TRUSTED_PROXY")
     uvicorn = f"--proxy-headers --forwarded-allow-ips={shlex.quote(proxy)}" if proxy else "--no-proxy-headers"
     cmd = [python, "-m", "mlflow", "server", "--app-name", "linclass-team", "--host", host,
