@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -304,6 +305,7 @@ def test_make_server_and_make_ui_refuse_the_assistant(base, chat, target):
                                  (f"192.168.1.5:{port}", 403), (f"10.0.0.7:{port}", 403)):
                 assert raw_status(url, "GET", SEARCH, [f"Host: {host}"]) == status, host
             assert "--host 0.0.0.0" not in log.read_text(), log.read_text()[-2000:]
+            assert a_connection_from_an_owners_local_port_is_refused(url) == 403
         else:
             for wrong in (None, ("anyone", auth[1][:-1]), ("anyone", "")):
                 status, headers, _, _ = call(url, "/api/2.0/mlflow/experiments/search?max_results=5", auth=wrong)
@@ -448,6 +450,44 @@ def ui_pages_load_behind_the_guard(url: str, log: Path) -> None:
     unexpected = {(method, path) for method, path in refused - expected if not path.startswith(ASSISTANT)}
     assert not unexpected and not [a for a in answers if a[2].startswith("5")], unexpected
     assert ("GET", f"{ASSISTANT}/config") in refused, "the page asked the assistant, and was refused"
+
+
+SHARED_PORT = """
+import socket, sys
+port, target = int(sys.argv[1]), int(sys.argv[2])
+conn = socket.socket()
+conn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+conn.bind(("127.0.0.1", port))
+conn.connect(("127.0.0.1", target))
+conn.sendall(f"GET {sys.argv[3]} HTTP/1.1\\r\\nHost: 127.0.0.1:{target}\\r\\nConnection: close\\r\\n\\r\\n".encode())
+print(conn.recv(4096).split()[1].decode(), flush=True)
+"""
+
+
+def a_connection_from_an_owners_local_port_is_refused(url: str) -> int:
+    """The owner-only check finds the client's socket in the kernel's table. The owner has a connection from
+    127.0.0.1:P to a server on the UI's port at another address (127.0.0.2); another account connects to the UI from
+    the same 127.0.0.1:P (both with SO_REUSEADDR: the 4-tuples differ). The check matched the local address and the
+    server's port only, and could take the owner's socket for the other account's. The status the other account
+    gets."""
+    port = int(url.rsplit(":", 1)[1])
+    elsewhere = socket.create_server(("127.0.0.2", port))
+    mine = socket.socket()
+    try:
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        mine.bind(("127.0.0.1", 0))
+        mine.connect(("127.0.0.2", port))
+        shared = mine.getsockname()[1]
+        # no connection from 127.0.0.1:<shared> to the UI exists yet: the check finds no one (it found the owner)
+        from linclass.orchestration.guard import peer_uid
+
+        assert peer_uid(("127.0.0.1", shared), ("127.0.0.1", port)) is None
+        other = as_other([sys.executable, "-I", "-S", "-c", SHARED_PORT, str(shared), str(port), SEARCH])
+        assert other.returncode == 0, other.stderr
+        return int(other.stdout.strip())
+    finally:
+        mine.close()
+        elsewhere.close()
 
 
 CROSS_ORIGIN_PAGE = """

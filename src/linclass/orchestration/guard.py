@@ -309,12 +309,14 @@ def scrub_body(body: bytes, status: int, where: str) -> bytes:
 
 def peer_uid(client: tuple[str, int] | None, server: tuple[str, int] | None) -> int | None:
     """The uid of the process whose TCP socket is the other end of this connection to a server on this machine
-    (None: unknown, or a process this user cannot see, so another account's)."""
+    (None: unknown, or a process this user cannot see, so another account's). The whole connection is matched,
+    both ends' addresses and ports: a socket of the owner's from the same local address and port to a server on the
+    same port at another address is another connection."""
     if not client or not server:
         return None
     for conn in psutil.net_connections(kind="tcp"):
-        if conn.laddr and conn.raddr and conn.laddr.port == client[1] and conn.raddr.port == server[1] \
-                and conn.laddr.ip.removeprefix("::ffff:") == client[0]:
+        if conn.laddr and conn.raddr and (conn.laddr.ip.removeprefix("::ffff:"), conn.laddr.port) == tuple(client) \
+                and (conn.raddr.ip.removeprefix("::ffff:"), conn.raddr.port) == tuple(server):
             return socket_owner(conn)
     return None
 
