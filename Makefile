@@ -179,6 +179,7 @@ cluster-down: $(BIN)/.cluster ## stop it
 remote: venv ## the team's DVC remote (commit .dvc/config): make remote REMOTE=/shared/linclass-dvc
 	url='$(REMOTE)'; case "$$url" in /*) url=$$(realpath -m -- "$$url");; esac; \
 	dvc remote add --default --force team "$$url"
+	dvc remote modify team verify true  # each file fetched is checked against its md5: one a teammate changed is refused
 	dvc remote list
 
 push: venv ## send outputs and the run-cache to the DVC remote

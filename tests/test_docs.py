@@ -119,6 +119,7 @@ SKIP = {
     "sudo usermod -aG linclass-team alice": "changes this machine's accounts; tests/test_stack_attacks.py",
     ".venv/bin/dvc remote add --default --force team /path/to/project/.services/dvc-remote": "a placeholder path",
     ".venv/bin/dvc remote modify team shared group": "follows the line above; tests/test_stack_attacks.py",
+    ".venv/bin/dvc remote modify team verify true": "follows the line above; tests/test_remote.py (make remote)",
     "make services-up LINCLASS_ALLOWED_HOSTS=team-box.example.org LINCLASS_TRUSTED_PROXY=127.0.0.1 "
     "LINCLASS_PUBLIC_URL=https://team-box.example.org": "needs a TLS proxy; tests/test_stack_attacks.py",
 }

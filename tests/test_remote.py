@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import BIN, Project, env_for_pipeline, free_port
+from conftest import BIN, ROOT, Project, env_for_pipeline, free_port
 
 
 @pytest.fixture
@@ -45,6 +45,28 @@ def test_a_shared_folder_takes_the_push_and_gives_it_back(repo, tmp_path):
     assert pulled.returncode == 0, pulled.stderr
     assert (repo.path / "weights.txt").read_text() == "W = 1 2 3\n"
     assert "Data and pipelines are up to date." in pulled.stdout
+
+
+def test_a_file_a_teammate_changed_in_the_remote_is_refused_at_pull(repo, tmp_path):
+    """Every member of the team's group may write in a shared remote. A file changed there (the same name, other
+    bytes) came back at the next pull as if it were the pushed one, and `dvc status` found nothing wrong: `make
+    remote` sets `verify`, and DVC checks each file it fetches against its name (its md5)."""
+    (tmp_path / "share").mkdir()
+    remote = tmp_path / "share" / "linclass-dvc"
+    made = repo.run("make", "-s", "-f", str(ROOT / "Makefile"), f"VENV={BIN.parent}", "-o", f"{BIN}/.installed",
+                    "remote", f"REMOTE={remote}", check=False)
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert make(repo, "push").returncode == 0
+    [stored] = [path for path in remote.rglob("*") if path.is_file()]
+    stored.write_text("W = 6 6 6\n")   # what a teammate put there instead
+    (repo.path / "weights.txt").unlink()
+    repo.run("rm", "-rf", ".dvc/cache")
+    pulled = make(repo, "pull")
+    assert pulled.returncode != 0, pulled.stdout + pulled.stderr
+    assert not (repo.path / "weights.txt").exists(), "the changed file was checked out"
+    assert pulled.stderr.startswith("error: `dvc pull --run-cache -r team` checked out nothing of weights.txt: DVC "
+                                    "remote 'team'") and "than their md5 says" in pulled.stderr, pulled.stderr
+    assert len(pulled.stderr.strip().splitlines()) == 1, pulled.stderr
 
 
 def test_an_unmounted_share_is_one_line_and_no_folder_is_made(repo, tmp_path):

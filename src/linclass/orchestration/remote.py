@@ -138,6 +138,20 @@ def check_lock_for_pull(root: str | Path) -> None:
                           "the rest")
 
 
+def checkout_failures(output: str) -> list[str]:
+    """The targets DVC names after 'Checkout failed for following targets:' (up to 'Is your cache up to date?')."""
+    lines = [line.strip() for line in output.splitlines()]
+    start = next((i for i, line in enumerate(lines) if "Checkout failed for following targets" in line), None)
+    if start is None:
+        return []
+    targets = []
+    for line in lines[start + 1:]:
+        if not line or line.startswith("Is your cache up to date"):
+            break
+        targets.append(line)
+    return targets
+
+
 def transfer(command: str, root: str | Path = ".", name: str | None = None) -> None:
     """`linclass push|pull`: the checks of the module docstring, then `dvc push|pull --run-cache` (a pull then
     `dvc status`), printing their output after each."""
@@ -153,6 +167,11 @@ def transfer(command: str, root: str | Path = ".", name: str | None = None) -> N
     for cmd in [[dvc, command, "--run-cache", "-r", remote.name], *([[dvc, "status"]] if command == "pull" else [])]:
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
         sys.stdout.write(proc.stdout)
+        if proc.returncode != 0 and (failed := checkout_failures(proc.stderr + proc.stdout)):
+            raise RemoteError(f"`dvc {' '.join(cmd[1:])}` checked out nothing of {', '.join(failed)}: "
+                              f"{remote.describe()} lacks {'it' if len(failed) == 1 else 'them'}, or holds other bytes "
+                              "than their md5 says (changed in the remote: with `verify`, as make remote sets it, "
+                              "DVC checks every file it fetches)")
         if proc.returncode != 0:
             raise RemoteError(f"`dvc {' '.join(cmd[1:])}` failed against {remote.describe()}: "
                               f"{error_line(proc.stderr + proc.stdout)}; run make {command} again once it is fixed "

@@ -769,7 +769,8 @@ def env_lines(folder: Path, user: str) -> list[str]:
                               "(make services-up) first"))
     remote = state.get("dvc_remote")
     return [f". {path}", *([f"# DVC remote (members of the team's group): dvc remote add --default --force team "
-                            f"{remote} && dvc remote modify team shared group"] if remote else [])]
+                            f"{remote} && dvc remote modify team shared group && dvc remote modify team verify true"]
+                           if remote else [])]
 
 
 def parse_grants(items: list[str]) -> list[tuple[str, str]]:
