@@ -898,6 +898,24 @@ def test_a_link_the_stacks_account_planted_leads_root_nowhere(stack, base):
     assert untouched(victim) == before
 
 
+def test_a_server_that_links_its_log_elsewhere_and_exits_shows_root_nothing_of_it(tmp_path):
+    # The MLflow server runs as the stack's account, which owns its log: it may replace the log by a link to a file
+    # only root reads, then exit. Root's `services up` printed the log's last line in its error.
+    from linclass.orchestration.accounts import AccountError
+    from linclass.orchestration.services import wait_healthy
+
+    secret = tmp_path / "root-only"
+    secret.write_text("root:$y$j9T$secret-hash:20000:0:99999:7:::\n")
+    secret.chmod(0o600)
+    log = tmp_path / "mlflow.log"
+    log.symlink_to(secret)
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    with pytest.raises(AccountError) as refused:
+        wait_healthy(f"http://127.0.0.1:{free_port()}", exited, 5, log)
+    assert "secret-hash" not in str(refused.value) and "is a link" in str(refused.value), refused.value
+
+
 def test_root_reads_no_secret_through_a_link_of_the_stacks_account(stack, base):
     # secrets.env replaced by a link to a file only root may read (another stack's secrets, say) and state.json
     # naming a port the stack's account listens on: `services status` as root read that file and sent its admin

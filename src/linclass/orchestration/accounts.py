@@ -179,7 +179,7 @@ def read_private(path: Path) -> str | None:
         fd = _open_in(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
-    with os.fdopen(fd) as f:
+    with os.fdopen(fd, errors="replace") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise AccountError(f"{path} is not a file: {LINK_PLANTED}")
         return f.read()

@@ -288,7 +288,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float, log: Path) ->
             if requests.get(url + "/health", timeout=2).status_code == 200:
                 return
         if proc.poll() is not None:
-            tail = last_line(log.read_text(errors="replace"))
+            tail = last_line(read_private(log) or "")   # as root, never through a link the stack's account made
             raise ServiceError(f"MLflow server exited with {proc.returncode}: {tail} (see {log})")
         if time.monotonic() > deadline:
             raise ServiceError(f"MLflow server did not answer {url}/health within {timeout:g} s (see {log})")
