@@ -175,10 +175,13 @@ cluster-up: $(BIN)/.cluster ## a Ray cluster on this machine (127.0.0.2 and 127.
 cluster-down: $(BIN)/.cluster ## stop it
 	$(LINCLASS) cluster down
 
-# a folder's path as the kernel reads it (REMOTE=$$PWD/../linclass-dvc: without the ..); URLs as given
+# a folder's path as the kernel reads it (REMOTE=$$PWD/../linclass-dvc: without the ..); URLs as given. A folder is
+# shared with its group (DVC writes files 0664, folders 2775): with the user's umask, the folders the first push made
+# were theirs alone, and every teammate's push failed with Permission denied.
 remote: venv ## the team's DVC remote (commit .dvc/config): make remote REMOTE=/shared/linclass-dvc
 	url='$(REMOTE)'; case "$$url" in /*) url=$$(realpath -m -- "$$url");; esac; \
-	dvc remote add --default --force team "$$url"
+	dvc remote add --default --force team "$$url"; \
+	case "$$url" in *://*) dvc remote modify --unset team shared;; *) dvc remote modify team shared group;; esac
 	dvc remote modify team verify true  # each file fetched is checked against its md5: one a teammate changed is refused
 	dvc remote list
 

@@ -42,7 +42,7 @@ RUN = {
     # sharing, the simple recipe: a folder as the DVC remote, a bare repository as "your repository"
     "make remote REMOTE=/mnt/team/linclass-dvc": "ok",
     'git add .dvc/config && git commit -m "team DVC remote"': "ok",
-    'git add .dvc/config dvc.lock metrics reports && git commit -m "results" && git push': "ok",
+    'git add .dvc/config params.yaml dvc.lock metrics reports && git commit -m "results" && git push': "ok",
     "make push": "ok",
     "git clone <your repository> linclass && cd linclass": "ok",
     "make pull": "ok",
@@ -75,7 +75,7 @@ SKIP = {
     "> local.env": "placeholders; the fixture writes the same lines for its archive",
     ".venv/bin/dvc repro -f download && .venv/bin/dvc repro":
         "test_switching_to_another_copy_of_the_data_retrains_nothing",
-    'git add dvc.lock metrics reports && git commit -m "results" && git push':
+    'git add params.yaml dvc.lock metrics reports && git commit -m "results" && git push':
         "the README's results commit without .dvc/config, run above (a second one has nothing to commit)",
     "make grid-parallel JOBS=2": "9 queued experiments (8 on pixels, 1 for the features); tests/test_parallel.py",
     "make sweep LOSS=softmax REG=l2 LRS=0.01,0.02,0.05 STRENGTHS=1e-4,1e-3,1e-2 JOBS=2":

@@ -69,6 +69,34 @@ def test_a_file_a_teammate_changed_in_the_remote_is_refused_at_pull(repo, tmp_pa
     assert len(pulled.stderr.strip().splitlines()) == 1, pulled.stderr
 
 
+def test_a_folder_remote_is_writable_by_its_group_after_the_first_push(repo, tmp_path):
+    """The simple recipe's shared folder: the first push (umask 022) made folders writable by its owner alone, so
+    the next teammate's `make push` failed with Permission denied in the remote. `make remote` sets `shared group`
+    for a folder: every folder DVC makes there is 2775, every file 0664 (the group may add, nobody may change)."""
+    import os
+    import stat
+
+    remote = tmp_path / "share" / "linclass-dvc"
+    remote.parent.mkdir()
+    made = repo.run("bash", "-c", f"umask 022 && make -s -f {ROOT / 'Makefile'} VENV={BIN.parent} "
+                    f"-o {BIN}/.installed remote REMOTE={remote}", check=False)
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "shared = group" in (repo.path / ".dvc/config").read_text()
+    pushed = repo.run("bash", "-c", f"umask 022 && {BIN / 'python'} -m linclass.cli push", check=False)
+    assert pushed.returncode == 0, pushed.stderr
+    folders = [path for path in remote.rglob("*") if path.is_dir()]
+    files = [path for path in remote.rglob("*") if path.is_file()]
+    assert folders and files
+    assert {oct(stat.S_IMODE(os.stat(path).st_mode)) for path in folders} == {"0o2775"}, folders
+    assert {oct(stat.S_IMODE(os.stat(path).st_mode) & 0o770) for path in files} <= {"0o440", "0o660"}, files
+
+    # an S3 remote has no such setting: DVC's config refuses `shared` there
+    s3 = repo.run("make", "-s", "-f", str(ROOT / "Makefile"), f"VENV={BIN.parent}", "-o", f"{BIN}/.installed",
+                  "remote", "REMOTE=s3://team-bucket/linclass-dvc", check=False)
+    assert s3.returncode == 0, s3.stdout + s3.stderr
+    assert "shared" not in (repo.path / ".dvc/config").read_text()
+
+
 def test_an_unmounted_share_is_one_line_and_no_folder_is_made(repo, tmp_path):
     share = tmp_path / "mnt" / "team"   # the mount point is not there
     repo.dvc("remote", "add", "--default", "team", str(share / "linclass-dvc"))
@@ -117,7 +145,8 @@ def pipeline_repo(tmp_path) -> Project:
     (project.path / "double.py").write_text("import json, os\nopen('out.txt', 'w').write('6')\n"
                                             "os.makedirs('metrics', exist_ok=True)\n"
                                             "json.dump({'v': 6}, open('metrics/m.json', 'w'))\n")
-    project.dvc("stage", "add", "-q", "-n", "double", "-d", "n.txt", "-d", "double.py", "-o", "out.txt",
+    (project.path / "params.yaml").write_text("factor: 2\n")
+    project.dvc("stage", "add", "-q", "-n", "double", "-d", "n.txt", "-d", "double.py", "-p", "factor", "-o", "out.txt",
                 "-m", "metrics/m.json", "python3 double.py")
     project.dvc("stage", "add", "-q", "-n", "summary", "-d", "out.txt", "-M", "summary.json",   # cache: false
                 "python3 -c \"open('summary.json', 'w').write(open('out.txt').read())\"")
@@ -142,6 +171,36 @@ def test_push_warns_while_dvc_lock_and_metrics_are_not_committed(pipeline_repo):
     pipeline_repo.git_commit("results")
     second = make(pipeline_repo, "push")
     assert second.returncode == 0 and "warning" not in second.stderr, second.stderr
+
+
+def test_push_warns_while_the_settings_the_results_came_from_are_not_committed(pipeline_repo, tmp_path):
+    """A teammate ran `make exp SET=...` (params.yaml changed) and committed what team.md named, dvc.lock and the
+    metrics: the clone pulled every output, but `dvc status` found the stages changed, and `make repro` would train
+    them again with the commit's settings. make push named nothing."""
+    pipeline_repo.git_commit("results")
+    (pipeline_repo.path / "params.yaml").write_text("factor: 3\n")   # an experiment's setting
+    (pipeline_repo.path / "n.txt").write_text("4\n")                 # and a data file git carries
+    pipeline_repo.dvc("repro", "-q")
+    pipeline_repo.run("git", "add", "dvc.lock", "summary.json")
+    pipeline_repo.run("git", "commit", "-q", "-m", "results of the experiment")
+    pushed = make(pipeline_repo, "push")
+    assert pushed.returncode == 0, pushed.stderr
+    warning = [line for line in pushed.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1, pushed.stderr
+    assert "n.txt and params.yaml are not committed" in warning[0], warning[0]
+    assert "git add n.txt params.yaml && git commit" in warning[0], warning[0]
+    assert "double.py" not in warning[0] and "out.txt" not in warning[0], warning[0]   # committed; an output
+
+    # what the warning says to do: then a clone pulls to "up to date", nothing to run again
+    pipeline_repo.run("git", "add", "n.txt", "params.yaml")
+    pipeline_repo.run("git", "commit", "-q", "-m", "the experiment's settings")
+    pipeline_repo.run("git", "push", "-q", "origin", "main")
+    again = make(pipeline_repo, "push")
+    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
+    clone = Project(tmp_path / "b", pipeline_repo.env)
+    pipeline_repo.run("git", "clone", "-q", "-b", "main", str(tmp_path / "origin.git"), str(clone.path))
+    pulled = make(clone, "pull")
+    assert pulled.returncode == 0 and "Data and pipelines are up to date." in pulled.stdout, pulled.stdout
 
 
 def test_pull_of_a_commit_without_dvc_lock_names_the_cause_and_the_way_out(pipeline_repo, tmp_path):

@@ -5,7 +5,10 @@
 
 A push warns when dvc.lock, or an output that DVC leaves to git (`cache: false`: metrics, small plots), is
 not committed: a teammate's clone knows which outputs to pull only from its commit's dvc.lock, and gets
-the others from git. A pull into a checkout with no dvc.lock says that this is the cause.
+the others from git. It warns too when what dvc.lock recorded the results from differs from the commit
+(params.yaml after `make exp`, a script or a data file git carries): the teammate's clone has the outputs, but
+its `dvc status` finds those stages changed, and `make repro` runs them again with the commit's settings. A
+pull into a checkout with no dvc.lock says that this is the cause.
 
 The remote (the default one, or NAME) must answer first: an S3 endpoint or an http/ssh host must
 accept a connection, a shared folder must be there (DVC would otherwise create a fresh, empty folder
@@ -111,10 +114,31 @@ def git_carried_outputs(root: str | Path = ".") -> list[str]:
     return sorted(set(carried))
 
 
+def recorded_sources(root: str | Path = ".") -> list[str]:
+    """What dvc.lock recorded the results from and git carries: each stage's dependencies that no stage outputs
+    (scripts, code, data files in git) and its params files (params.yaml). A clone whose copy differs finds the
+    stage changed, and runs it again."""
+    import yaml
+
+    path = Path(root) / "dvc.lock"
+    try:
+        stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    deps, outs = set(), set()
+    for stage in stages.values():
+        deps |= {entry["path"] for entry in stage.get("deps") or [] if isinstance(entry, dict) and "path" in entry}
+        deps |= set(stage.get("params") or {})
+        outs |= {entry["path"] for entry in stage.get("outs") or [] if isinstance(entry, dict) and "path" in entry}
+    return sorted(dep for dep in deps
+                  if not any(dep == out or dep.startswith(out.rstrip("/") + "/") for out in outs))
+
+
 def uncommitted_records(root: str | Path = ".") -> list[str]:
-    """dvc.lock and the outputs git carries, where they differ from the commit (changed, or not in it at all):
-    what a clone of that commit would miss. Empty outside a git repository."""
-    paths = ["dvc.lock", *git_carried_outputs(root)]
+    """dvc.lock, the outputs git carries and what dvc.lock recorded them from (recorded_sources), where they
+    differ from the commit (changed, or not in it at all): what a clone of that commit would miss or find
+    changed. Empty outside a git repository."""
+    paths = ["dvc.lock", *git_carried_outputs(root), *recorded_sources(root)]
     proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *paths],
                           cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -161,7 +185,8 @@ def transfer(command: str, root: str | Path = ".", name: str | None = None) -> N
         check_lock_for_pull(root)
     elif uncommitted := uncommitted_records(root):
         print(f"warning: {named(uncommitted)} {'is' if len(uncommitted) == 1 else 'are'} not committed: a clone "
-              "pulls only the outputs its commit's dvc.lock names, and gets the rest from git; commit them (git add "
+              "pulls only the outputs its commit's dvc.lock names, gets the rest from git, and runs again every stage "
+              "whose settings or code differ from what dvc.lock records; commit them (git add "
               f"{' '.join(uncommitted)} && git commit) and git push", file=sys.stderr)
     dvc = dvc_executable()
     for cmd in [[dvc, command, "--run-cache", "-r", remote.name], *([[dvc, "status"]] if command == "pull" else [])]:
