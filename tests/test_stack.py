@@ -272,6 +272,30 @@ def test_a_grant_on_an_experiment_that_does_not_exist_is_refused_and_nothing_is_
     assert stack.api(f"/api/2.0/mlflow/experiments/get?experiment_id={experiment.experiment_id}", user="dora")[0] == 200
 
 
+def test_a_grant_for_a_user_who_exists_is_applied_and_keeps_their_password(stack, bob, admin_client):
+    """A teammate's own experiment (linclass-alice) exists only after their first run, long after the others'
+    accounts: `make user-add NAME=bob GRANT=linclass-alice=READ` answered "HTTP 400 User (username=bob) already
+    exists", and no command of the project could let bob see alice's runs. Now it grants, and changes nothing else."""
+    experiment_id = admin_client.create_experiment("linclass-alice")
+    env_file = stack.folder / "users" / "bob.env"
+    before = env_file.read_text()
+    assert stack.api(f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}", user="bob")[0] == 403
+    proc = services(stack.env, "add-user", "bob", "--grant", "linclass-alice=READ", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"user bob exists; granted linclass-alice=READ (password and {env_file} unchanged)"
+    assert env_file.read_text() == before, "bob's password changed"
+    assert stack.api(f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}", user="bob")[0] == 200
+    assert stack.api("/api/2.0/mlflow/runs/create", user="bob", body={"experiment_id": experiment_id})[0] == 403
+
+    # without a grant there is nothing to do: one line says how to grant, the file and the password stay
+    again = services(stack.env, "add-user", "bob", check=False)
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode == 1 and len(lines) == 1, again.stderr
+    assert lines[0] == (f"error: user 'bob' exists already (their variables: {env_file}); to grant more: make user-add "
+                        "NAME=bob GRANT=EXPERIMENT=READ (or EDIT, MANAGE)"), lines[0]
+    assert env_file.read_text() == before
+
+
 def test_a_password_in_the_data_url_is_refused_in_one_line(tmp_path, private_archive):
     url, md5 = private_archive
     project = make_project(tmp_path / "p", (f"data.url={url}", f"data.md5={md5}", *SMALL))

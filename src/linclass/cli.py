@@ -591,8 +591,13 @@ def services_add_user(name: str, grant: Annotated[list[str] | None, typer.Option
     """Create a teammate's account; their variables go to .services/users/NAME.env."""
     from linclass.orchestration import services
 
-    path = services.add_user(services.services_dir(), name, services.parse_grants(grant or []))
-    typer.echo(f"user {name} created; give them {path} (source it)")
+    grants = services.parse_grants(grant or [])
+    path, created = services.add_user(services.services_dir(), name, grants)
+    if created:
+        typer.echo(f"user {name} created; give them {path} (source it)")
+    else:
+        typer.echo(f"user {name} exists; granted {', '.join(f'{e}={p}' for e, p in grants)} (password and {path} "
+                   "unchanged)")
 
 
 @services_app.command("env")

@@ -634,8 +634,10 @@ def write_user_env(folder: Path, state: dict, name: str, password: str, account:
     return path
 
 
-def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) -> Path:
-    """Create user `name` with a generated password (in users/NAME.env, 0600) and grant experiment permissions."""
+def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) -> tuple[Path, bool]:
+    """Create user `name` with a generated password (in users/NAME.env, 0600) and grant experiment permissions:
+    (the file, True). For a user who exists already, only the grants (an experiment a teammate made after their
+    account, such as linclass-alice, can be granted to bob only then): (the file, False), password unchanged."""
     if not USER_NAME.fullmatch(name):   # it names a file, and goes into a file that people `source`
         raise ServiceError(f"user name {name!r} is not allowed: letters, digits, '.', '_' or '-' (at most 64), "
                            "starting with a letter or digit")
@@ -647,6 +649,13 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
     for experiment, _ in grants:   # before the user is created: a mistyped experiment leaves nothing behind
         check_grantable(url, admin, experiment)
     private_dir(user_env_file(folder, name).parent, stack_account())   # a link there: refused before too
+    if api(url, f"/api/2.0/mlflow/users/get?username={quote(name)}", user=ADMIN, password=admin)[0] == 200:
+        if not grants:
+            raise ServiceError(f"user {name!r} exists already (their variables: {user_env_file(folder, name)}); "
+                               f"to grant more: make user-add NAME={name} GRANT=EXPERIMENT=READ (or EDIT, MANAGE)")
+        for experiment, permission in with_studies(grants):
+            grant(url, admin, name, experiment, permission)
+        return user_env_file(folder, name), False
     password = secrets.token_urlsafe(18)
     code, body = api(url, "/api/2.0/mlflow/users/create", user=ADMIN, password=admin,
                      body={"username": name, "password": password})
@@ -655,7 +664,7 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
     path = write_user_env(folder, state, name, password, stack_account())
     for experiment, permission in with_studies(grants):
         grant(url, admin, name, experiment, permission)
-    return path
+    return path, True
 
 
 def project_experiments(root: Path | None = None) -> list[str]:
