@@ -519,8 +519,9 @@ def test_a_worker_node_killed_mid_sweep_loses_nothing(project, cluster, mlflow_s
         assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
     lost = client.get_run(victim.info.run_id)
     # KILLED by the driver (superseded), or already by the retry's first stage on this host, which marks
-    # KILLED the runs whose process is gone (linclass.plumbing.store.reap)
+    # KILLED the runs whose process is gone (linclass.plumbing.store.reap), or by the stage itself: the node's
+    # processes die one after the other, and a stage whose warm client died first is sent SIGTERM by its warm
+    # interpreter's child (warm._watch) and ends its run KILLED, untagged, if it gets that far (seen once in CI)
     assert lost.info.status == "KILLED"
     assert ("superseded" in lost.data.tags) == (victim.info.run_id in results[killed_point]["superseded"])
-    assert "superseded" in lost.data.tags or "killed_because" in lost.data.tags, lost.data.tags
     assert sorted(exp_rows(project, "sweep-svm-l2-lr0.05-")) == names
