@@ -192,15 +192,22 @@ def open_private_log(path: Path, account: Account) -> int:
     return fd
 
 
-def private_dir(path: Path, account: Account) -> None:
-    """`path` exists as a folder of `account`, 0700 (its parents as they are); a link there is refused."""
+@contextlib.contextmanager
+def made_folder(path: Path):
+    """Folder `path` (made with its parents if missing) as an open file descriptor; a link there is refused."""
     with contextlib.suppress(FileExistsError):   # (a link stays, and open_folder refuses it)
         path.mkdir(parents=True)
     fd = open_folder(path)
     try:
-        wrong = _wrong(os.fstat(fd), account, 0o700)
+        yield fd
     finally:
         os.close(fd)
+
+
+def private_dir(path: Path, account: Account) -> None:
+    """`path` exists as a folder of `account`, 0700 (its parents as they are); a link there is refused."""
+    with made_folder(path) as fd:
+        wrong = _wrong(os.fstat(fd), account, 0o700)
     if wrong:
         _own_tree(path, account)
 
@@ -244,14 +251,9 @@ def make_private(folder: Path, account: Account, team: grp.struct_group, dvc_rem
 def shared_dir(path: Path, account: Account, team: grp.struct_group) -> None:
     """`path` for the team: owned by `account`, group `team`, 2770 (new files and folders keep the group); a link
     there is refused (chmod followed it)."""
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(parents=True)
-    fd = open_folder(path)
-    try:
+    with made_folder(path) as fd:
         os.fchown(fd, account.uid, team.gr_gid)
         os.fchmod(fd, 0o2770)
-    finally:
-        os.close(fd)
 
 
 def _local_addresses(host: str) -> set[str]:

@@ -120,9 +120,10 @@ def recorded_sources(root: str | Path = ".") -> list[str]:
     stage changed, and runs it again."""
     import yaml
 
-    path = Path(root) / "dvc.lock"
+    from linclass.plumbing.paths import lock_stages
+
     try:
-        stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+        stages = lock_stages(Path(root) / "dvc.lock")
     except (OSError, yaml.YAMLError):
         return []
     deps, outs = set(), set()
@@ -192,12 +193,12 @@ def transfer(command: str, root: str | Path = ".", name: str | None = None) -> N
     for cmd in [[dvc, command, "--run-cache", "-r", remote.name], *([[dvc, "status"]] if command == "pull" else [])]:
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
         sys.stdout.write(proc.stdout)
-        if proc.returncode != 0 and (failed := checkout_failures(proc.stderr + proc.stdout)):
-            raise RemoteError(f"`dvc {' '.join(cmd[1:])}` checked out nothing of {', '.join(failed)}: "
-                              f"{remote.describe()} lacks {'it' if len(failed) == 1 else 'them'}, or holds other bytes "
-                              "than their md5 says (changed in the remote: with `verify`, as make remote sets it, "
-                              "DVC checks every file it fetches)")
         if proc.returncode != 0:
+            if failed := checkout_failures(proc.stderr + proc.stdout):
+                raise RemoteError(f"`dvc {' '.join(cmd[1:])}` checked out nothing of {', '.join(failed)}: "
+                                  f"{remote.describe()} lacks {'it' if len(failed) == 1 else 'them'}, or holds other "
+                                  "bytes than their md5 says (changed in the remote: with `verify`, as make remote "
+                                  "sets it, DVC checks every file it fetches)")
             raise RemoteError(f"`dvc {' '.join(cmd[1:])}` failed against {remote.describe()}: "
                               f"{error_line(proc.stderr + proc.stdout)}; run make {command} again once it is fixed "
                               "(only what is missing is sent)")

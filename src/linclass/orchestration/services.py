@@ -649,22 +649,21 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
     for experiment, _ in grants:   # before the user is created: a mistyped experiment leaves nothing behind
         check_grantable(url, admin, experiment)
     private_dir(user_env_file(folder, name).parent, stack_account())   # a link there: refused before too
-    if api(url, f"/api/2.0/mlflow/users/get?username={quote(name)}", user=ADMIN, password=admin)[0] == 200:
-        if not grants:
-            raise ServiceError(f"user {name!r} exists already (their variables: {user_env_file(folder, name)}); "
-                               f"to grant more: make user-add NAME={name} GRANT=EXPERIMENT=READ (or EDIT, MANAGE)")
-        for experiment, permission in with_studies(grants):
-            grant(url, admin, name, experiment, permission)
-        return user_env_file(folder, name), False
-    password = secrets.token_urlsafe(18)
-    code, body = api(url, "/api/2.0/mlflow/users/create", user=ADMIN, password=admin,
-                     body={"username": name, "password": password})
-    if code != 200:
-        raise ServiceError(f"cannot create user {name!r}: HTTP {code} {body.get('message', body)}")
-    path = write_user_env(folder, state, name, password, stack_account())
+    path, exists = user_env_file(folder, name), api(url, f"/api/2.0/mlflow/users/get?username={quote(name)}",
+                                                       user=ADMIN, password=admin)[0] == 200
+    if exists and not grants:
+        raise ServiceError(f"user {name!r} exists already (their variables: {path}); "
+                           f"to grant more: make user-add NAME={name} GRANT=EXPERIMENT=READ (or EDIT, MANAGE)")
+    if not exists:
+        password = secrets.token_urlsafe(18)
+        code, body = api(url, "/api/2.0/mlflow/users/create", user=ADMIN, password=admin,
+                         body={"username": name, "password": password})
+        if code != 200:
+            raise ServiceError(f"cannot create user {name!r}: HTTP {code} {body.get('message', body)}")
+        path = write_user_env(folder, state, name, password, stack_account())
     for experiment, permission in with_studies(grants):
         grant(url, admin, name, experiment, permission)
-    return path, True
+    return path, not exists
 
 
 def project_experiments(root: Path | None = None) -> list[str]:
