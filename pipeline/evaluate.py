@@ -217,7 +217,7 @@ def main() -> None:
     X_val, y_val = load_split("val")
     train_images = len(load_split("train", mmap=True)[1])
     class_names = load_class_names()
-    experiment = params.tracking.experiment
+    experiment = params.tracking.experiment_name()
     experiment_id = setup(experiment, params.tracking.uri)
     client = MlflowClient()
     split = md5_file(DATA / "X_val.npy", DATA / "y_val.npy")[:8]  # which validation set chose the champion

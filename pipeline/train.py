@@ -167,7 +167,7 @@ def train_one(params, loss: str, regularizer: str, kind: str, out: Path) -> dict
         raise ValueError(f"train.batch_size={train.batch_size} is larger than the "
                          f"{len(X_train)} training images; allowed 1..{len(X_train)}")
 
-    experiment_id = setup(params.tracking.experiment, params.tracking.uri)
+    experiment_id = setup(params.tracking.experiment_name(), params.tracking.uri)
     set_runs_view(experiment_id)
     run_params = records.training_params(params, loss, regularizer, kind)
     extra = {"features_settings": records.feature_settings(params)} if on_features else {}

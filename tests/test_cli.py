@@ -580,7 +580,7 @@ def test_services_down_leaves_alone_a_process_that_took_the_pid_of_the_stacks_ml
 
 def test_make_params_names_the_settings_it_replaces(tmp_path):
     """params.yaml written by `make exp SET=...` (or `dvc exp apply`) holds settings conf/ does not: `make params`
-    (after, say, a new experiment name in conf/, as docs/team.md tells a teammate) puts conf/'s back, and the
+    (after, say, a new experiment name in conf/) puts conf/'s back, and the
     stages they feed train again; it says which, old and new value, and nothing for a key left as it was."""
     project = make_project(tmp_path / "project")
     params = project.path / "params.yaml"

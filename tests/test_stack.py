@@ -410,8 +410,10 @@ def test_results_travel_to_clone_b_and_one_change_retrains_exactly_two_stages(cl
     scratch = tmp_path / "bob-tmp"
     scratch.mkdir()
     with warm_stages(b):
-        bob_env = {**user_env(b.env, stack, "bob"), "TMPDIR": str(scratch)}
-        b.compose(*clone_a.overrides, "regularizer.l2.strength=0.02", f"tracking.experiment={BOB_EXPERIMENT}")
+        # his own experiment from his shell (docs/team.md), not from the params.yaml he commits
+        bob_env = {**user_env(b.env, stack, "bob"), "TMPDIR": str(scratch), "MLFLOW_EXPERIMENT_NAME": BOB_EXPERIMENT}
+        b.compose(*clone_a.overrides, "regularizer.l2.strength=0.02")
+        assert BOB_EXPERIMENT not in (b.path / "params.yaml").read_text()
         changed = b.dvc("repro", "evaluate", env=bob_env)
         trained = {s for s in ran_stages(changed.stdout) if s.startswith("train@")}
         assert trained == {"train@svm-l2", "train@softmax-l2"}, changed.stdout[-3000:]
@@ -428,7 +430,7 @@ def test_results_travel_to_clone_b_and_one_change_retrains_exactly_two_stages(cl
         assert all(r.data.params["strength"] == "0.02" for r in trains)
 
         # back to A's strength: the two models come back from A's run-cache, nothing trains
-        b.compose(*clone_a.overrides, f"tracking.experiment={BOB_EXPERIMENT}")
+        b.compose(*clone_a.overrides)
         back = b.dvc("repro", env=bob_env)
         assert not {s for s in ran_stages(back.stdout) if s.startswith("train@")}, back.stdout[-3000:]
         assert list(scratch.iterdir()) == []

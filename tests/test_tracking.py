@@ -193,3 +193,27 @@ def test_ui_compares_the_workspaces_models_not_an_experiment_run_after_them(tmp_
                  if "(Compare)" in line]
     assert compare.startswith("the latest 2 models side by side"), compare
     assert sorted(json.loads(unquote(compare.split("runs=", 1)[1].split("&", 1)[0]))) == sorted(experiment_runs)
+
+
+def test_mlflow_experiment_name_wins_over_the_committed_setting(tmp_path, monkeypatch):
+    """A teammate's own experiment comes from their shell (MLflow's MLFLOW_EXPERIMENT_NAME), never from the
+    params.yaml they commit: set there, it travelled through git and sent everyone's runs to their experiment."""
+    from linclass.settings import ConfigError, Tracking
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    committed = Tracking(experiment="linclass-cifar10", uri=store)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    assert committed.experiment_name() == "linclass-cifar10"
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "linclass-bob")
+    assert committed.experiment_name() == "linclass-bob"
+    with runs.study_run(committed, "study-x", "stage_x", "What x measures.") as run_id:
+        pass
+    client = MlflowClient(store)
+    assert client.get_experiment(client.get_run(run_id).info.experiment_id).name == "linclass-bob-studies"
+    assert "'linclass-bob'" in runs.prepare_store(committed)
+    assert {e.name for e in client.search_experiments()} == {"Default", "linclass-bob", "linclass-bob-studies"}
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "")   # empty: unset, as for MLFLOW_TRACKING_URI
+    assert committed.experiment_name() == "linclass-cifar10"
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "  ")
+    with pytest.raises(ConfigError, match=r"^MLFLOW_EXPERIMENT_NAME='  ' is blank: name an experiment, or unset it$"):
+        committed.experiment_name()

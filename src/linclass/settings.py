@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import re
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -167,7 +168,16 @@ class Train(Section):
 class Tracking(Section):
     uri: TrackingUri | None = Field(None, description="null: sqlite at the project root; MLFLOW_TRACKING_URI wins")
     experiment: Name = Field("linclass-cifar10", description="the MLflow experiment of the training runs "
-                                                              "(the studies' runs: <experiment>-studies)")
+                                                              "(the studies' runs: <experiment>-studies); "
+                                                              "MLFLOW_EXPERIMENT_NAME wins")
+
+    def experiment_name(self) -> str:
+        """`experiment`, unless MLflow's MLFLOW_EXPERIMENT_NAME names another: a teammate's own experiment, set in
+        their shell and so never in the params.yaml they commit (as MLFLOW_TRACKING_URI wins over `uri`)."""
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "")
+        if name and not name.strip():
+            raise ConfigError(f"MLFLOW_EXPERIMENT_NAME={name!r} is blank: name an experiment, or unset it")
+        return name or self.experiment
 
 
 class HardCases(Section):

@@ -553,6 +553,7 @@ def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[s
     """Everything the tasks need, checked and in place before the first one starts. `while_data` (connecting to
     Ray) runs while the data stages run in a helper thread, and so does the MLflow experiment's creation."""
     from linclass.config import compose
+    from linclass.settings import Tracking
 
     commit, git_url = check_commit(root)
     dvc_remote = default_dvc_remote(root)
@@ -562,14 +563,15 @@ def prepare(root: Path, overrides: Sequence[str], address: str, log: Callable[[s
     log(f"commit {commit[:7]} from {git_url}; data from DVC remote {dvc_remote}; MLflow server {uri}")
     with ThreadPoolExecutor(1) as helper:   # DVC works in its own processes meanwhile
         data = helper.submit(data_stages, root, commit, overrides, params)
-        experiment_id = mlflow_experiment(uri, params["tracking"]["experiment"])
+        experiment_id = mlflow_experiment(uri, Tracking(**params["tracking"]).experiment_name())
         while_data()
         data_lock = data.result()
     name, email = git_identity(root)
     env = {"MLFLOW_TRACKING_URI": uri, "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
            "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
-    if os.environ.get("MLFLOW_TRACKING_TOKEN"):   # the token of `make server`: the nodes log with it too
-        env["MLFLOW_TRACKING_TOKEN"] = os.environ["MLFLOW_TRACKING_TOKEN"]
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_EXPERIMENT_NAME"):   # `make server`'s token; the user's experiment
+        if os.environ.get(name):
+            env[name] = os.environ[name]
     return {"commit": commit, "git_url": git_url, "dvc_remote": dvc_remote, "tracking_uri": uri,
             "experiment_id": experiment_id, "data_lock": data_lock, "env": env}
 

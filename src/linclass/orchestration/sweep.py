@@ -275,6 +275,7 @@ def prepare_data(overrides: Sequence[str]) -> None:
 def prepare(overrides: Sequence[str]) -> None:
     """Check the overrides, run the data stages and create the MLflow store, once, before the workers."""
     from linclass.config import compose
+    from linclass.settings import Tracking
 
     def set_up_store(experiment: str, uri: str | None) -> tuple[str, str]:
         import mlflow  # its import (seconds) overlaps the data stages too
@@ -285,11 +286,12 @@ def prepare(overrides: Sequence[str]) -> None:
         return setup(experiment, uri), redact_url(mlflow.get_tracking_uri())
 
     params = compose("conf", overrides)   # also checks every setting
+    experiment = Tracking(**params["tracking"]).experiment_name()
     with ThreadPoolExecutor(1) as background:   # the store is set up while DVC prepares the data
-        store = background.submit(set_up_store, params["tracking"]["experiment"], params["tracking"]["uri"])
+        store = background.submit(set_up_store, experiment, params["tracking"]["uri"])
         prepare_data(overrides)
         experiment_id, uri = store.result()
-    print(f"MLflow store {uri}: experiment {params['tracking']['experiment']!r} (id {experiment_id})")
+    print(f"MLflow store {uri}: experiment {experiment!r} (id {experiment_id})")
 
 
 def set_args(overrides: Iterable[str]) -> list[str]:

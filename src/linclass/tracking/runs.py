@@ -10,7 +10,8 @@ when DVC runs it as an experiment), so that the MLflow UI can be filtered by exp
 process died is found and marked KILLED (linclass.tracking.store.reap), and a stage looking up "the
 run that trained these weights" prefers the one made from this project copy.
 
-Training runs go to the experiment `tracking.experiment`, study and report runs to `<experiment>-studies`.
+Training runs go to the experiment `tracking.experiment` (MLFLOW_EXPERIMENT_NAME, when set, wins), study and report
+runs to `<experiment>-studies`.
 """
 from __future__ import annotations
 
@@ -120,7 +121,8 @@ def check_access(uri: str, experiment: str) -> None:
                                 "MLFLOW_TRACKING_TOKEN (the token of `make server`)") from None
         if exc.error_code == "PERMISSION_DENIED":
             raise TrackingError(f"user {user!r} has no permission on MLflow experiment {experiment!r} at {where} "
-                                "(HTTP 403): ask its owner for one, or set tracking.experiment to your own") from None
+                                "(HTTP 403): ask its owner for one, or log to your own: "
+                                "export MLFLOW_EXPERIMENT_NAME=<a name>") from None
         if "OperationalError" in str(exc) or " 503" in str(exc):   # MLflow's text: retries, a URL, a pool's name
             raise TrackingError(f"MLflow server {where} cannot read experiment {experiment!r}: its database is not "
                                 "reachable (HTTP 503); on the team stack's machine `make services-up` starts what "
@@ -128,8 +130,8 @@ def check_access(uri: str, experiment: str) -> None:
         raise TrackingError(f"MLflow server {where} cannot read experiment {experiment!r}: "
                             f"{redact_url(' '.join(str(exc).split()))[:300]}") from None
     if found is not None and user is not None and _may_only_read(uri, user, found.experiment_id):
-        raise TrackingError(f"user {user!r} may only read MLflow experiment {experiment!r} at {where} "
-                            "(READ): ask its owner for EDIT, or set tracking.experiment to your own")
+        raise TrackingError(f"user {user!r} may only read MLflow experiment {experiment!r} at {where} (READ): "
+                            "ask its owner for EDIT, or log to your own: export MLFLOW_EXPERIMENT_NAME=<a name>")
 
 
 def _may_only_read(uri: str, user: str, experiment_id: str) -> bool:
@@ -280,7 +282,7 @@ def study_run(tracking: Tracking, run_name: str, stage: str, description: str, k
     """The MLflow run of a study or report stage, in the studies experiment (set up, tagged, ended
     honestly); yields its run id. `description`: one sentence, the run's description in the MLflow UI
     (the tag mlflow.note.content)."""
-    experiment_id = setup(studies_experiment(tracking.experiment), tracking.uri)
+    experiment_id = setup(studies_experiment(tracking.experiment_name()), tracking.uri)
     tags = {"kind": kind, "dvc_stage": stage, "git_commit": git_commit(), "mlflow.note.content": description}
     with tracked_run(experiment_id, run_name, tags) as active:
         yield active.info.run_id
@@ -326,8 +328,9 @@ def prepare_store(tracking: Tracking) -> str:
     it at the same time); return a line naming them and the link to the training runs in the UI."""
     from linclass.tracking.ui import set_runs_view, ui_url
 
-    experiment_id = setup(tracking.experiment, tracking.uri)
+    experiment = tracking.experiment_name()
+    experiment_id = setup(experiment, tracking.uri)
     set_runs_view(experiment_id)
-    setup(studies_experiment(tracking.experiment), tracking.uri)
-    return (f"MLflow store {redact_url(mlflow.get_tracking_uri())}: experiment {tracking.experiment!r} "
+    setup(studies_experiment(experiment), tracking.uri)
+    return (f"MLflow store {redact_url(mlflow.get_tracking_uri())}: experiment {experiment!r} "
             f"(id {experiment_id}) ready; its runs in the UI: {ui_url(experiment_id)}")

@@ -90,9 +90,10 @@ def ui(tracking: Tracking, port: int) -> None:
 
     port_free("127.0.0.1", port)
     root = project_root()
-    experiment_id = setup(tracking.experiment, None, root)   # the project's own store, not MLFLOW_TRACKING_URI
+    experiment = tracking.experiment_name()
+    experiment_id = setup(experiment, None, root)   # the project's own store, not MLFLOW_TRACKING_URI
     set_runs_view(experiment_id)
-    studies_id = setup(studies_experiment(tracking.experiment), None, root)
+    studies_id = setup(studies_experiment(experiment), None, root)
     for line in links(MlflowClient(), experiment_id, studies_id, f"http://127.0.0.1:{port}", root):
         print(line, flush=True)
     env = {**os.environ, **ENVIRONMENT, **stores(f"sqlite:///{root / 'mlflow.db'}"),
