@@ -116,10 +116,14 @@ AUTH = {"RAY_AUTH_MODE": "token"}
 
 def node_env(extra: dict | None = None) -> dict:
     """What every node (and so every task it runs) sees: this virtualenv first on PATH, no usage stats, Ray's
-    token authentication (ensure_token)."""
+    token authentication (ensure_token), and no drain on SIGTERM: Ray 2.60's `ray start --block` first waits up
+    to 30 s for the node to drain (for Ray Serve's proxies), which never happens while a node's warm keeper (a
+    detached actor, linclass.orchestration.ray_backend) lives, so every node with one took stop_node's whole
+    grace to stop."""
     env = dict(os.environ)
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-               RAY_USAGE_STATS_ENABLED="0", DVC_NO_ANALYTICS="1", OPENBLAS_NUM_THREADS="1", **AUTH)
+               RAY_USAGE_STATS_ENABLED="0", DVC_NO_ANALYTICS="1", OPENBLAS_NUM_THREADS="1",
+               RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0", **AUTH)
     env.pop("RAY_ADDRESS", None)
     env.update(extra or {})
     return env
@@ -186,8 +190,17 @@ while sum(node["Alive"] for node in ray.nodes()) < wanted:
 """
 
 
+def running(pid: int) -> bool:
+    """The process runs: not gone, and not a zombie (a node this process started and that ended, not yet
+    reaped; psutil.pid_exists is True for it)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def alive_nodes(cluster: Cluster) -> list[Node]:
-    return [node for node in cluster.nodes if psutil.pid_exists(node.pid)]
+    return [node for node in cluster.nodes if running(node.pid)]
 
 
 def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, port: int = DEFAULT_PORT,
@@ -217,7 +230,7 @@ def start(head: str = DEFAULT_HEAD, workers: tuple[str, ...] = DEFAULT_WORKERS, 
         cluster.save()
         deadline = time.monotonic() + timeout
         while not _port_open(head, port):
-            if not psutil.pid_exists(cluster.head.pid) or time.monotonic() > deadline:
+            if not running(cluster.head.pid) or time.monotonic() > deadline:
                 raise ClusterError(f"the Ray head on {head}:{port} did not start; see {cluster.head.log}")
             time.sleep(0.3)
         check_head_is_mine(head, port)   # before any node or driver sends it the token
@@ -255,10 +268,7 @@ def stop_node(node: Node, grace: float = 20) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(node.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while psutil.pid_exists(node.pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(node.pid, os.WNOHANG)[0]:
-                break
+    while running(node.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     kill_node(node)
     with contextlib.suppress(ChildProcessError):
@@ -286,4 +296,4 @@ def start_checked(head: str, workers: tuple[str, ...], port: int, cpus: int) -> 
 
 def status_lines(cluster: Cluster) -> list[str]:
     return [f"{'head  ' if node.head else 'worker'} {node.ip:<12} pid {node.pid:<8} "
-            f"{'up' if psutil.pid_exists(node.pid) else 'DOWN'}  log {node.log}" for node in cluster.nodes]
+            f"{'up' if running(node.pid) else 'DOWN'}  log {node.log}" for node in cluster.nodes]
