@@ -179,9 +179,12 @@ def test_the_cluster_runs_work_only_from_a_driver_with_this_users_token(cluster)
                               text=True, timeout=180)
 
     assert "ran as" in drive({**plain, **ray_cluster.AUTH}).stdout
-    for env in (plain, {**plain, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "f" * 64}):   # none, a wrong one
+    # A refused driver tries the head 20 times, a second apart (ray._private.node NUM_REDIS_GET_RETRIES): 2 say it.
+    refusing = {**plain, "RAY_gcs_server_port_wait_time_s": "2"}
+    for env in (refusing, {**refusing, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "f" * 64}):   # none, a wrong one
         refused = drive(env)
         assert refused.returncode != 0 and "ran as" not in refused.stdout, refused.stdout + refused.stderr[-2000:]
+        assert "AuthenticationError: RPC error: InvalidAuthToken" in refused.stderr, refused.stderr[-2000:]
 
 
 def test_the_nodes_workspaces_live_in_a_private_folder_of_this_users_own(tmp_path):
