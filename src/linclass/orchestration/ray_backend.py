@@ -62,7 +62,7 @@ from pathlib import Path
 import psutil
 
 from linclass.orchestration.cluster import AUTH, DEFAULT_ADDRESS, ClusterError, check_head_is_mine, private_folder
-from linclass.orchestration.sweep import dvc_executable
+from linclass.orchestration.sweep import dvc_command
 from linclass.orchestration.warm import ready
 
 MAX_RETRIES = 3       # attempts after the first when a node dies (application errors are not retried)
@@ -533,17 +533,17 @@ def data_stages(root: Path, commit: str, overrides: Sequence[str], params: dict)
         where = root
         if not same:
             where = Path(scratch) / "repo"
-            cache = (root / _run([dvc_executable(), "cache", "dir"], root, "dvc cache dir").strip()).resolve()
+            cache = (root / _run([*dvc_command(root), "cache", "dir"], root, "dvc cache dir").strip()).resolve()
             _run(["git", "clone", "--quiet", "--shared", "--no-checkout", str(root), str(where)], root,
                  "git clone (a scratch copy for the data stages)")
             _run(["git", "checkout", "--quiet", "--detach", commit], where, "git checkout (the scratch copy)")
             if (root / ".dvc" / "config.local").exists():   # remotes' credentials kept out of git
                 shutil.copy2(root / ".dvc" / "config.local", where / ".dvc" / "config.local")
-            _run([dvc_executable(), "config", "--local", "cache.dir", str(cache)], where, "dvc config cache.dir")
+            _run([*dvc_command(root), "config", "--local", "cache.dir", str(cache)], where, "dvc config cache.dir")
             write_params(conf_dir=where / "conf", path=where / "params.yaml", overrides=list(overrides))
-        _run([dvc_executable(), "repro", DATA_STAGES[-1]], where, "the data stages (dvc repro preprocess)",
+        _run([*dvc_command(root), "repro", DATA_STAGES[-1]], where, "the data stages (dvc repro preprocess)",
              quiet=False)
-        _run([dvc_executable(), "push", *DATA_STAGES], where, "dvc push (the data stages' outputs)")
+        _run([*dvc_command(root), "push", *DATA_STAGES], where, "dvc push (the data stages' outputs)")
         stages = yaml.safe_load((where / "dvc.lock").read_text())["stages"]
         return {name: stages[name] for name in DATA_STAGES}
 
@@ -625,7 +625,7 @@ def _group_results(ray, ref, group: list) -> list[dict]:
 def pull_experiments(root: Path, names: list[str], run_cache: bool) -> None:
     """`dvc exp pull` of the experiments from the git remote origin (and the DVC remote's run-cache entries,
     with which a later `dvc repro` restores the points instead of training them again)."""
-    _run([dvc_executable(), "exp", "pull", "--force", "--run-cache" if run_cache else "--no-run-cache", "origin",
+    _run([*dvc_command(root), "exp", "pull", "--force", "--run-cache" if run_cache else "--no-run-cache", "origin",
           *names], root, "dvc exp pull (the experiments from the git remote origin)")
 
 

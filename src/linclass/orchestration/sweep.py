@@ -182,11 +182,11 @@ def dvc_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
 
 
-def dvc_command() -> list[str]:
-    """How to start dvc: from the warm interpreter that serves this workspace while there is one
-    ($LINCLASS_WARM_SOCKET: linclass grid and sweep start it; about 0.6 s less a command), else this
-    environment's dvc."""
-    client = Path("src", "linclass", "orchestration", "warm_client.py")
+def dvc_command(root: Path | None = None) -> list[str]:
+    """How to start dvc: from the warm interpreter that serves this workspace (`root`, default the working
+    directory) while there is one ($LINCLASS_WARM_SOCKET: linclass grid and sweep start it; about 0.6 s less a
+    command), else this environment's dvc."""
+    client = Path(root or "", "src", "linclass", "orchestration", "warm_client.py")
     if os.environ.get("LINCLASS_WARM_SOCKET") and client.exists():
         return [sys.executable, "-I", "-S", str(client), "-m", "dvc"]
     return [dvc_executable()]
