@@ -130,9 +130,19 @@ def node_of(run, workdirs) -> str:
     return found[0]
 
 
-def exp_rows(project, prefix: str) -> dict:
-    rows = experiment_rows(json.loads(project.dvc("exp", "show", "--json").stdout), prefix)
+def exp_show(project) -> list:
+    return json.loads(project.dvc("exp", "show", "--json").stdout)
+
+
+def exp_rows(project, prefix: str, shown: list | None = None) -> dict:
+    rows = experiment_rows(exp_show(project) if shown is None else shown, prefix)
     return {row["experiment"]: row for row in rows}
+
+
+def train_metrics(shown: list, name: str) -> dict:
+    """The train stage's metrics of the experiment `name` in `dvc exp show --json` output."""
+    [found] = [e["revs"][0]["data"] for b in shown for e in b.get("experiments") or [] if e.get("name") == name]
+    return found["metrics"]["metrics/train/svm-l2.json"]["data"]
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +153,7 @@ def swept(project, cluster):
                 env={**project.server_env, "RAY_ADDRESS": cluster.address})
     project.sweep_output = proc.stdout + proc.stderr
     assert proc.returncode == 0, project.sweep_output[-4000:]
+    project.swept_experiments = exp_show(project)   # `dvc exp show --json` after the sweep's pull, read once
     return project
 
 
@@ -372,7 +383,7 @@ def test_sweep_runs_on_both_nodes_and_comes_back_as_experiments_and_runs(swept, 
         assert finished[0].data.tags["git_commit"] == swept.run("git", "rev-parse", "HEAD").stdout.strip()
         assert "test_accuracy" in finished[0].data.metrics, "the point's evaluate stage ran on the node too"
     assert nodes == {HEAD, WORKER}
-    rows = exp_rows(swept, "sweep-svm-l2-")
+    rows = exp_rows(swept, "sweep-svm-l2-", swept.swept_experiments)
     assert sorted(rows) == sorted(SWEEP), "every experiment is visible in dvc exp show after the pull"
     assert all(0 <= row["val_accuracy"] <= 1 and row["epochs"] == 3 for row in rows.values())
     for name in SWEEP:
@@ -394,10 +405,7 @@ def test_a_point_gives_the_same_weights_on_the_cluster_as_locally(swept, mlflow_
     models = swept.path / "models/svm-l2"
     local_md5 = hashlib.md5((models / "W.npy").read_bytes() + (models / "b.npy").read_bytes()).hexdigest()
     assert cluster_run.data.tags["weights_md5"] == local_md5
-    exp_show = json.loads(swept.dvc("exp", "show", "--json").stdout)
-    pulled = [e for b in exp_show for e in b.get("experiments") or [] if e.get("name") == name]
-    metrics = pulled[0]["revs"][0]["data"]["metrics"]["metrics/train/svm-l2.json"]["data"]
-    assert metrics["weights_md5"] == local_md5
+    assert train_metrics(swept.swept_experiments, name)["weights_md5"] == local_md5
 
 
 def test_the_driver_restores_a_point_trained_on_the_cluster_from_the_pulled_run_cache(swept):
@@ -408,10 +416,8 @@ def test_the_driver_restores_a_point_trained_on_the_cluster_from_the_pulled_run_
                           "loss.svm.learning_rate=0.01", "regularizer.l2.strength=0.001") for arg in ("-S", o)]
     out = swept.dvc("exp", "run", "--single-item", "-n", "local-restored", *sets, "train@svm-l2").stdout
     assert "Stage 'train@svm-l2' is cached" in out and "Running stage" not in out, out[-2000:]
-    exp_show = json.loads(swept.dvc("exp", "show", "--json").stdout)
-    by_name = {e.get("name"): e["revs"][0]["data"] for b in exp_show for e in b.get("experiments") or []}
-    restored = by_name["local-restored"]["metrics"]["metrics/train/svm-l2.json"]["data"]
-    assert restored == by_name[name]["metrics"]["metrics/train/svm-l2.json"]["data"]
+    restored = json.loads((swept.path / "metrics/train/svm-l2.json").read_text())   # what the run left in the workspace
+    assert restored == train_metrics(swept.swept_experiments, name)
 
 
 def node_slots(workdirs) -> dict[str, list[Path]]:
