@@ -534,3 +534,27 @@ def test_a_worker_node_killed_mid_sweep_loses_nothing(project, cluster, mlflow_s
     assert lost.info.status == "KILLED"
     assert ("superseded" in lost.data.tags) == (victim.info.run_id in results[killed_point]["superseded"])
     assert sorted(exp_rows(project, "sweep-svm-l2-lr0.05-")) == names
+
+
+def test_the_cluster_stops_in_seconds_while_its_nodes_keep_warm_interpreters(cluster):
+    """After the module's sweeps, and after the test above (the worker is gone): the head's keeper, a detached actor,
+    still holds the head's warm interpreter. On SIGTERM, Ray 2.60's `ray start --block` first waits up to 30 s for
+    its node to drain (for Ray Serve), which a node with a live actor never does: stop_node waited out its whole
+    20 s grace, then SIGKILLed the node (the module's teardown took 21 s). linclass starts its nodes without it."""
+    import psutil
+
+    def session(node) -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getsid(process.pid) == node.pid:
+                    found.append(process)
+        return found
+
+    head = cluster.head
+    warm = [p for p in session(head) if "linclass.orchestration.warm" in " ".join(p.cmdline())]
+    assert warm, "the head keeps a warm interpreter (its keeper's child) after the sweeps"
+    started = time.monotonic()
+    ray_cluster.stop_node(head)
+    took = time.monotonic() - started
+    assert took < 15, f"{took:.1f} s: {Path(head.log).read_text()[-2000:]}"
