@@ -487,8 +487,9 @@ def test_a_failing_point_is_reported_with_its_error_and_the_others_finish(projec
 
 
 def test_a_worker_node_killed_mid_sweep_loses_nothing(project, cluster, mlflow_server, workdirs, tmp_path):
-    """Last in the module: the worker node dies (every one of its processes SIGKILLed at once) while it
-    trains a point; that point is retried on the head, the sweep completes, one FINISHED run per point."""
+    """Last but one in the module (the worker stays dead): the worker node dies (every one of its processes
+    SIGKILLed at once) while it trains a point; that point is retried on the head, the sweep completes, one FINISHED
+    run per point."""
     from mlflow.tracking import MlflowClient
 
     names = [f"sweep-svm-l2-lr0.05-s{s}" for s in ("0.001", "0.01")]
