@@ -358,6 +358,15 @@ def project_paths() -> list[str]:
     return paths
 
 
+# Whether an interpreter, as the stack's account, reads the project's code and its packages: the guard imported (the
+# project's code, and packages of the same site-packages as MLflow's, C extensions included) and MLflow found, not
+# imported: importing mlflow.server cost 3 s of CPU (7 s of a `services up` on a busy machine), paid again by the
+# server itself, which says in its log (wait_healthy's line) what else it could not import.
+SERVER_IMPORTS = ("import importlib.util, linclass.orchestration.guard\n"
+                  "if importlib.util.find_spec('mlflow') is None:\n"
+                  "    raise SystemExit(\"ModuleNotFoundError: No module named 'mlflow'\")")
+
+
 def server_python(account: Account, folder: Path) -> tuple[str, dict[str, str]]:
     """The interpreter `account` runs the server with, and what it needs in its environment: this one, or
     when the account cannot run it (a virtualenv made from an interpreter in a private home, e.g. pyenv's
@@ -369,8 +378,7 @@ def server_python(account: Account, folder: Path) -> tuple[str, dict[str, str]]:
     why = []
     for python, env in candidates:
         try:
-            proc = as_account([python, "-c", "import linclass.orchestration.guard, mlflow.server"], account,
-                              cwd=folder, env=env)
+            proc = as_account([python, "-c", SERVER_IMPORTS], account, cwd=folder, env=env)
         except OSError as exc:
             why.append(f"{python}: {exc.strerror}")
             continue
