@@ -1100,9 +1100,9 @@ def test_guesses_in_any_header_form_mlflow_reads_are_throttled(stack, form):
     # MLflow reads this form: the right password gets past its login (401 is the answer to a wrong one)
     assert raw_login(stack.url, traces, "POST", header(base64.b64encode(f"{name}:{password}".encode()).decode()),
                      "127.0.0.10") != 401
-    # 14 guesses at once (each answer comes after the guard's floor, a second or so: one after the other took 14):
-    # 10 wrong passwords a user are checked, then 429, the attempts in flight counted (before the fix: every guess on
-    # /v1/traces was checked)
+    # 14 guesses at once (each answer comes after the guard's floor, a second or so under load: one after the other,
+    # they took 14 floors): 10 wrong passwords a user are checked, then 429, whether the 10 are still in flight or
+    # done (before the fix: every guess on /v1/traces was checked)
     attempts = [(i, path, method) for i in range(7) for path, method in ((traces, "POST"), (search, "GET"))]
     with ThreadPoolExecutor(len(attempts)) as pool:
         guesses = list(pool.map(guess, attempts))
