@@ -536,12 +536,8 @@ def test_postgres_stopped_is_one_line_and_the_next_run_completes(clone_a, stack,
     assert len(runs) == before + 1 and {r.info.status for r in runs} == {"FINISHED"}
 
 
-def test_server_restarted_during_a_run_leaves_no_run_running_and_the_next_run_completes(clone_a, stack, admin_client):
-    # long enough to restart the stack under it (each epoch logs to the server: ~0.15 s), short enough to end
-    clone_a.compose(*clone_a.overrides, "train.epochs=400")
-    env = {**clone_a.stack_env, "PYTHONPATH": "src", "OPENBLAS_NUM_THREADS": "1", "LINCLASS_END_RUN_WAIT": "120"}
-    proc = subprocess.Popen([str(BIN / "python"), "pipeline/train.py", "--loss", "svm", "--regularizer", "none"],
-                            cwd=clone_a.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def restart_under(proc: subprocess.Popen, stack: Stack, admin_client) -> tuple[str, str]:
+    """`services down` and `up` once the training run of `proc` is RUNNING; the stage's output once it ends."""
     try:
         deadline = time.monotonic() + 120
         while not any(r.info.status == "RUNNING" for r in runs_named(admin_client, "svm-none")):
@@ -550,11 +546,23 @@ def test_server_restarted_during_a_run_leaves_no_run_running_and_the_next_run_co
         assert proc.poll() is None, "the training ended before the restart: make it longer"
         services(stack.env, "down")
         services(stack.env, "up")
-        out, err = proc.communicate(timeout=300)
+        return proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_server_restarted_during_a_run_leaves_no_run_running_and_the_next_run_completes(clone_a, stack, admin_client):
+    # long enough to restart the stack under it (each epoch logs to the server: ~0.15 s), short enough to end; the
+    # stage as DVC starts it, from the warm interpreter (run_train_stage)
+    clone_a.compose(*clone_a.overrides, "train.epochs=400")
+    with warm_stages(clone_a) as warm:
+        env = {**clone_a.stack_env, **warm, "PYTHONPATH": "src", "OPENBLAS_NUM_THREADS": "1",
+               "LINCLASS_END_RUN_WAIT": "120"}
+        proc = subprocess.Popen(["pipeline/python", "pipeline/train.py", "--loss", "svm", "--regularizer", "none"],
+                                cwd=clone_a.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = restart_under(proc, stack, admin_client)
     lines = err.strip().splitlines()
     # usually a logging call finds the server gone and the stage fails; if its calls all fall outside the
     # gap, it trains on and finishes
