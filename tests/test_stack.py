@@ -536,12 +536,13 @@ def test_postgres_stopped_is_one_line_and_the_next_run_completes(clone_a, stack,
     assert len(runs) == before + 1 and {r.info.status for r in runs} == {"FINISHED"}
 
 
-def restart_under(proc: subprocess.Popen, stack: Stack, admin_client) -> tuple[str, str]:
+def restart_under(proc: subprocess.Popen[str], stack: Stack, admin_client) -> tuple[str, str]:
     """`services down` and `up` once the training run of `proc` is RUNNING; the stage's output once it ends."""
     try:
         deadline = time.monotonic() + 120
         while not any(r.info.status == "RUNNING" for r in runs_named(admin_client, "svm-none")):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                proc.stderr.read() if proc.poll() and proc.stderr else "timeout"
             time.sleep(0.3)
         assert proc.poll() is None, "the training ended before the restart: make it longer"
         services(stack.env, "down")
