@@ -426,18 +426,28 @@ def node_slots(workdirs) -> dict[str, list[Path]]:
 
 
 def test_a_second_sweep_reuses_each_nodes_workspace_and_pushes_only_its_new_run_cache_entries(
-        swept, cluster, workdirs, tmp_path):
+        swept, cluster, workdirs, tmp_path, mlflow_server):
     """After the module's first sweep, another on the same cluster: each node works in the clone it has (no
     clone, no fetch: the commit is there), with the data it pulled then, linked from its DVC cache; the warm
     interpreter started by the first sweep starts this one's `dvc exp run` and stages; and each group pushes
-    only the run-cache entries its own points made, although the node's cache holds the first sweep's too."""
+    only the run-cache entries its own points made, although the node's cache holds the first sweep's too.
+    This user logs to an experiment of their own (MLFLOW_EXPERIMENT_NAME, docs/team.md): the nodes too."""
+    from mlflow.tracking import MlflowClient
+
     summary = tmp_path / "summary.json"
     swept.run(str(BIN / "python"), "-m", "linclass.cli", "sweep", "--backend", "ray", "--loss", "svm",
               "--regularizer", "l2", "--learning-rates", "0.03", "--strengths", "1e-3,1e-2", "--summary", str(summary),
-              *swept.overrides, env={**swept.server_env, "RAY_ADDRESS": cluster.address}, timeout=600)
+              *swept.overrides, env={**swept.server_env, "RAY_ADDRESS": cluster.address,
+                                     "MLFLOW_EXPERIMENT_NAME": "linclass-ray-user"}, timeout=600)
     results = json.loads(summary.read_text())
     assert [r["ok"] for r in results] == [True, True], results
     assert {r["node"] for r in results} == {HEAD, WORKER}
+    client = MlflowClient(mlflow_server)
+    own = client.get_experiment_by_name("linclass-ray-user")
+    assert own is not None
+    trained = client.search_runs([own.experiment_id], "attributes.status = 'FINISHED'", max_results=100)
+    assert {r.data.tags["dvc_exp_name"] for r in trained} == {f"sweep-svm-l2-lr0.03-s{s}" for s in ("0.001", "0.01")}
+    assert not [r for r in point_runs(mlflow_server, "sweep-svm-l2-lr0.03-s0.001")], "none in the committed one"
     for ip, slots in node_slots(workdirs).items():
         assert len(slots) == 1, f"{ip}: one workspace slot, reused: {slots}"
         slot = slots[0]
