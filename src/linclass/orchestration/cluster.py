@@ -191,12 +191,14 @@ while sum(node["Alive"] for node in ray.nodes()) < wanted:
 
 
 def running(pid: int) -> bool:
-    """The process runs: not gone, and not a zombie (a node this process started and that ended, not yet
-    reaped; psutil.pid_exists is True for it)."""
+    """The process runs: not gone, and not a zombie (a child that ended, not yet reaped: a node this process
+    started, a warm interpreter of a node's keeper; psutil.pid_exists is True for it)."""
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+    except psutil.Error:   # another user's process: it exists
+        return True
 
 
 def alive_nodes(cluster: Cluster) -> list[Node]:

@@ -59,9 +59,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import psutil
-
-from linclass.orchestration.cluster import AUTH, DEFAULT_ADDRESS, ClusterError, check_head_is_mine, private_folder
+from linclass.orchestration.cluster import (
+    AUTH,
+    DEFAULT_ADDRESS,
+    ClusterError,
+    check_head_is_mine,
+    private_folder,
+    running,
+)
 from linclass.orchestration.sweep import dvc_command
 from linclass.orchestration.warm import ready
 
@@ -232,7 +237,7 @@ class Workspace:
         (folder / "pid").write_text(str(pid))
         stamp.write_text(commit)
         while not ready(log, offset):   # its modules imported (its socket is there before)
-            if not _alive(pid) or time.monotonic() - start > WARM_START:
+            if not running(pid) or time.monotonic() - start > WARM_START:
                 self.stop_warm()
                 return     # plain processes; log.txt says why
             time.sleep(0.05)
@@ -313,16 +318,6 @@ def spawn_on_node(argv: list[str], cwd: Path, env: dict, log: Path) -> int:
                                         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
     spawned = keeper.spawn.remote(argv, str(cwd), env, str(log))  # type: ignore[attr-defined]
     return ray.get(spawned)
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie child of the keeper has ended)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:   # another user's process: it exists
-        return True
 
 
 def _answers(path: Path) -> bool:
