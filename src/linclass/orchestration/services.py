@@ -281,6 +281,14 @@ def api(url: str, path: str, *, user: str | None = None, password: str | None = 
         return response.status_code, {"text": response.text[:200]}
 
 
+def admin_api(url: str, admin_password: str, path: str, failed: str, body: dict | None = None) -> dict:
+    """The admin's request: the decoded answer; ServiceError (`failed`: HTTP status and MLflow's message) unless 200."""
+    code, answer = api(url, path, user=ADMIN, password=admin_password, body=body)
+    if code != 200:
+        raise ServiceError(f"{failed}: HTTP {code} {answer.get('message', answer)}")
+    return answer
+
+
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -664,10 +672,8 @@ def add_user(folder: Path, name: str, grants: Sequence[tuple[str, str]] = ()) ->
                            f"to grant more: make user-add NAME={name} GRANT=EXPERIMENT=READ (or EDIT, MANAGE)")
     if not exists:
         password = secrets.token_urlsafe(18)
-        code, body = api(url, "/api/2.0/mlflow/users/create", user=ADMIN, password=admin,
-                         body={"username": name, "password": password})
-        if code != 200:
-            raise ServiceError(f"cannot create user {name!r}: HTTP {code} {body.get('message', body)}")
+        admin_api(url, admin, "/api/2.0/mlflow/users/create", f"cannot create user {name!r}",
+                  {"username": name, "password": password})
         path = write_user_env(folder, state, name, password, stack_account())
     for experiment, permission in with_studies(grants):
         grant(url, admin, name, experiment, permission)
@@ -692,13 +698,10 @@ def experiment_names(url: str, admin_password: str) -> list[str]:
     """The names of the server's active experiments."""
     names, token = [], None
     while True:
-        code, body = api(url, "/api/2.0/mlflow/experiments/search", user=ADMIN, password=admin_password,
-                         body={"max_results": 1000, **({"page_token": token} if token else {})})
-        if code != 200:
-            raise ServiceError(f"cannot list the experiments: HTTP {code} {body.get('message', body)}")
+        body = admin_api(url, admin_password, "/api/2.0/mlflow/experiments/search", "cannot list the experiments",
+                         {"max_results": 1000, **({"page_token": token} if token else {})})
         names += [e["name"] for e in body.get("experiments") or []]
-        token = body.get("next_page_token")
-        if not token:
+        if not (token := body.get("next_page_token")):
             return names
 
 
@@ -745,13 +748,10 @@ def grant(url: str, admin_password: str, user: str, experiment: str, permission:
         raise ServiceError(f"permission {permission!r} is not one of {', '.join(PERMISSIONS)}")
     if experiment not in project_experiments():
         check_grantable(url, admin_password, experiment)   # says why, one line
-    experiment_id = admin_experiment(url, admin_password, experiment)
-    code, body = api(url, "/api/3.0/mlflow/users/permissions/grant", user=ADMIN, password=admin_password,
-                     body={"username": user, "resource_type": "experiment", "resource_id": experiment_id,
-                           "permission": permission})
-    if code != 200:
-        raise ServiceError(f"cannot grant {permission} on {experiment!r} to {user!r}: HTTP {code} "
-                           f"{body.get('message', body)}")
+    admin_api(url, admin_password, "/api/3.0/mlflow/users/permissions/grant",
+              f"cannot grant {permission} on {experiment!r} to {user!r}",
+              {"username": user, "resource_type": "experiment",
+               "resource_id": admin_experiment(url, admin_password, experiment), "permission": permission})
 
 
 def up_message(folder: Path, state: dict) -> str:
