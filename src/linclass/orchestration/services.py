@@ -236,8 +236,8 @@ def ensure_databases(port: int, password: str, names: list[str]) -> None:
         conn = psycopg2.connect(host="127.0.0.1", port=port, user=DB_USER, password=password, dbname="postgres",
                                 connect_timeout=10, require_auth="scram-sha-256")
     except psycopg2.Error as exc:
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        raise ServiceError(f"PostgreSQL on 127.0.0.1:{port} does not answer: {lines[0]}") from None
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ServiceError(f"PostgreSQL on 127.0.0.1:{port} does not answer: {line}") from None
     conn.autocommit = True
     with contextlib.closing(conn), conn.cursor() as cur:
         for name in names:
@@ -257,15 +257,11 @@ def database_answers(url: str) -> tuple[bool, str]:
             count = conn.execute(sqlalchemy.text("SELECT count(*) FROM experiments")).scalar_one()
         return True, f"{count} experiment{'s' if count != 1 else ''}"
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
-        return False, redact(lines[0], url)
+        line = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        password = urlsplit(url).password
+        return False, line.replace(password, "***") if password else line
     finally:
         engine.dispose()
-
-
-def redact(text: str, url: str) -> str:
-    password = urlsplit(url).password
-    return text.replace(password, "***") if password else text
 
 
 # ---- the MLflow server ----
