@@ -60,7 +60,6 @@ from dotenv import dotenv_values
 
 from linclass.orchestration.accounts import (
     Account,
-    AccountError,
     describe_uids,
     last_line,
     make_private,
@@ -106,30 +105,19 @@ def read_env_file(path: Path) -> dict[str, str]:
     return {} if text is None else {key: value or "" for key, value in dotenv_values(stream=io.StringIO(text)).items()}
 
 
-def read_secrets(folder: Path) -> tuple[Path, dict[str, str], list[str]]:
-    """secrets.env, what it holds, and the secrets it lacks."""
+def running_secrets(folder: Path, make_as: Account | None = None) -> dict[str, str]:
+    """The stack's secrets (secrets.env). For `up` (`make_as`: the stack's account) those it lacks are generated into
+    it (0600): all on first use, the KEK passphrase in an older file. Otherwise (status, add-user) read, never made:
+    new ones would not match the databases of a stack that was set up, and would lock `up` out of them."""
     path = folder / "secrets.env"
     values = read_env_file(path)
-    return path, values, [name for name in SECRETS if not values.get(name)]
-
-
-def secrets_of(folder: Path, account: Account | None = None) -> dict[str, str]:
-    """The stack's secrets, generated on first use (`up`) into secrets.env (0600); one missing from an older file
-    (the KEK passphrase) is added."""
-    path, values, missing = read_secrets(folder)
+    missing = [name for name in SECRETS if not values.get(name)]
     if missing:
+        if make_as is None:
+            raise ServiceError(f"{path} {'lacks ' + ', '.join(missing) if path.exists() else 'is missing'}: the "
+                               "stack's passwords; restore it from a backup (new ones would not match its databases)")
         values.update({name: secrets.token_urlsafe(24) for name in missing})
-        write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()), account or stack_account())
-    return values
-
-
-def running_secrets(folder: Path) -> dict[str, str]:
-    """The secrets of a stack that was set up (status, add-user): read, never made. New ones would not match its
-    databases, and would lock `up` out of them."""
-    path, values, missing = read_secrets(folder)
-    if missing:
-        raise ServiceError(f"{path} {'lacks ' + ', '.join(missing) if path.exists() else 'is missing'}: the stack's "
-                           "passwords; restore it from a backup (new ones would not match its databases)")
+        write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()), make_as)
     return values
 
 
@@ -355,10 +343,8 @@ def project_paths() -> list[str]:
 
     paths = []
     for folder in site.getsitepackages():
-        paths.append(folder)
-        for pth in sorted(Path(folder).glob("*.pth")):
-            paths += [line.strip() for line in pth.read_text().splitlines()
-                      if line.strip() and not line.startswith(("#", "import")) and Path(line.strip()).is_dir()]
+        lines = [line.strip() for pth in sorted(Path(folder).glob("*.pth")) for line in pth.read_text().splitlines()]
+        paths += [folder, *(p for p in lines if p and not p.startswith(("#", "import")) and Path(p).is_dir())]
     return paths
 
 
@@ -407,11 +393,6 @@ def mlflow_answers(url: str, admin_password: str, tries: int = 2) -> tuple[bool,
     return False, f"HTTP {code}" if code else str(body.get("message", ""))[:200]
 
 
-def stack_uid(folder: Path) -> int:
-    """The uid the stack of `folder` runs as: the folder's owner (make_private)."""
-    return folder.stat().st_uid
-
-
 def runs_as(pid: int, uid: int) -> bool:
     try:
         return psutil.Process(pid).uids().real == uid != 0   # the stack never runs as root
@@ -422,10 +403,10 @@ def runs_as(pid: int, uid: int) -> bool:
 def mlflow_alive_in(state: dict, folder: Path) -> bool:
     """Whether the stack's MLflow server of `state` (state.json) still runs: its pid, started at the create time
     recorded with it (after a reboot or a crash the pid may be another process's, which `down` would otherwise
-    stop with its children), as the stack's account (state.json is that account's file: whoever runs as it could
-    name any process there, root's own or init, for root to stop)."""
+    stop with its children), as the stack's account, the folder's owner (state.json is that account's file: whoever
+    runs as it could name any process there, root's own or init, for root to stop)."""
     pid, started = state.get("mlflow_pid"), state.get("mlflow_started")
-    return bool(pid and (started is None or process_start(pid) == started) and runs_as(pid, stack_uid(folder)))
+    return bool(pid and (started is None or process_start(pid) == started) and runs_as(pid, folder.stat().st_uid))
 
 
 def stop_group(pid: int | None, timeout: float = 20, uid: int | None = None) -> None:
@@ -476,7 +457,6 @@ def stack_config(folder: Path, state: dict, secret: dict[str, str]) -> dict:
     env = environment()
     pg_port = int(state.get("pg_port") or env["pg_port"])
     local_db = f"postgresql://{DB_USER}:{secret['LINCLASS_PG_PASSWORD']}@127.0.0.1:{pg_port}"
-    scram = f"?{SCRAM_ONLY}"
     return {
         "host": state.get("host") or os.environ.get("LINCLASS_HOST", "127.0.0.1"),
         "port": int(state.get("port") or env["port"]),
@@ -484,8 +464,8 @@ def stack_config(folder: Path, state: dict, secret: dict[str, str]) -> dict:
         "default_permission": env["default_permission"],
         "auth_cache_seconds": env["auth_cache_seconds"],
         "local_postgres": "LINCLASS_BACKEND_STORE" not in os.environ,
-        "backend": os.environ.get("LINCLASS_BACKEND_STORE", f"{local_db}/mlflow{scram}"),
-        "auth_store": os.environ.get("LINCLASS_AUTH_STORE", f"{local_db}/mlflow_auth{scram}"),
+        "backend": os.environ.get("LINCLASS_BACKEND_STORE", f"{local_db}/mlflow?{SCRAM_ONLY}"),
+        "auth_store": os.environ.get("LINCLASS_AUTH_STORE", f"{local_db}/mlflow_auth?{SCRAM_ONLY}"),
         "artifacts": given_folder("LINCLASS_ARTIFACTS") or str(folder / "artifacts"),
         "dvc_remote": given_folder("LINCLASS_DVC_REMOTE") or str(folder / "dvc-remote"),
         "public_url": os.environ.get("LINCLASS_PUBLIC_URL"),
@@ -513,65 +493,56 @@ def up(folder: Path) -> dict:
     account = stack_account()
     folder.mkdir(parents=True, mode=0o700, exist_ok=True)
     state = load_state(folder)
-    mlflow_pid = state.get("mlflow_pid")
-    mlflow_alive = mlflow_alive_in(state, folder)
+    mlflow_pid, mlflow_alive = state.get("mlflow_pid"), mlflow_alive_in(state, folder)
     postgres_alive = postgres_pid(folder) is not None
+    secret = running_secrets(folder, make_as=account)
+    admin, pg_password = secret["MLFLOW_AUTH_ADMIN_PASSWORD"], secret["LINCLASS_PG_PASSWORD"]
     # the parts still running keep the ports they were started with
-    secret = secrets_of(folder, account)
     cfg = stack_config(folder, {k: state.get(k) for k in ("host", "port", "pg_port") if mlflow_alive or postgres_alive},
                        secret)
+    url = local_url(cfg)
     if mlflow_alive:
-        check_listener(folder, local_url(cfg), "the admin password")
-    if mlflow_alive and (postgres_alive or not cfg["local_postgres"]) \
-            and mlflow_answers(local_url(cfg), secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)[0]:
-        raise ServiceError(f"the stack is already up ({tracking_url(cfg)}); "
-                           "`linclass services down` first")
+        check_listener(folder, url, "the admin password")
+        if (postgres_alive or not cfg["local_postgres"]) and mlflow_answers(url, admin, tries=1)[0]:
+            raise ServiceError(f"the stack is already up ({tracking_url(cfg)}); `linclass services down` first")
     if postgres_alive and pg_account(folder).uid != account.uid:
         raise ServiceError(f"PostgreSQL of {folder} runs as {pg_account(folder).name}, not as the stack's account "
                            f"{account.name}: `linclass services down` once, then `up`")
-    dvc_remote = Path(cfg["dvc_remote"]) if "://" not in cfg["dvc_remote"] else None
-    try:
-        make_private(folder, account, team_group(account), dvc_remote)
-    except AccountError as exc:
-        raise ServiceError(str(exc)) from None
-    check = as_account(["test", "-x", str(folder)], account)
-    if check.returncode != 0:
+    make_private(folder, account, team_group(account),
+                 Path(cfg["dvc_remote"]) if "://" not in cfg["dvc_remote"] else None)
+    if as_account(["test", "-x", str(folder)], account).returncode != 0:
         raise ServiceError(f"the stack's account {account.name} cannot enter {folder}: set LINCLASS_SERVICES_DIR "
                            "to a folder whose parents every user may pass through (o+x)")
     brought_back = []
     if cfg["local_postgres"]:
         if not postgres_alive:
-            postgres_up(folder, cfg["pg_port"], secret["LINCLASS_PG_PASSWORD"])
+            postgres_up(folder, cfg["pg_port"], pg_password)
             brought_back.append("postgres")
         check_listener(folder, f"127.0.0.1:{cfg['pg_port']}", "the database password")
-        ensure_databases(cfg["pg_port"], secret["LINCLASS_PG_PASSWORD"], ["mlflow", "mlflow_auth"])
-    url = local_url(cfg)
-    if mlflow_alive and not mlflow_answers(url, secret["MLFLOW_AUTH_ADMIN_PASSWORD"])[0]:
+        ensure_databases(cfg["pg_port"], pg_password, ["mlflow", "mlflow_auth"])
+    if mlflow_alive and not mlflow_answers(url, admin)[0]:
         stop_group(mlflow_pid, uid=account.uid)   # alive but not answering even with its database back: restart it
         mlflow_alive = False
     state = {key: cfg[key] for key in ("host", "port", "pg_port", "local_postgres", "artifacts", "dvc_remote",
                                        "public_url")}
-    state["mlflow_pid"] = mlflow_pid if mlflow_alive else None
-    state["mlflow_started"] = process_start(mlflow_pid) if mlflow_alive and mlflow_pid else None
     if not mlflow_alive:
-        proc = mlflow_up(folder, account, cfg, secret)
-        state["mlflow_pid"], state["mlflow_started"] = proc.pid, process_start(proc.pid)
-        save_state(folder, state, account)
+        mlflow_pid = (proc := mlflow_up(folder, account, cfg, secret)).pid
+        save_state(folder, {**state, "mlflow_pid": mlflow_pid, "mlflow_started": process_start(mlflow_pid)}, account)
         try:
             wait_healthy(url, proc, 120, folder / "mlflow.log")
             check_listener(folder, url, "the admin password")   # a stand-in answers /health too
-            status, _ = api(url, f"/api/2.0/mlflow/users/get?username={ADMIN}", user=ADMIN,
-                            password=secret["MLFLOW_AUTH_ADMIN_PASSWORD"])
+            status, _ = api(url, f"/api/2.0/mlflow/users/get?username={ADMIN}", user=ADMIN, password=admin)
             if status != 200:
                 raise ServiceError(f"MLflow server at {url} rejects its own admin (HTTP {status}): "
                                    f"the user database predates {folder / 'secrets.env'}")
         except BaseException:
-            stop_group(proc.pid, uid=account.uid)
+            stop_group(mlflow_pid, uid=account.uid)
             raise
         brought_back.append("mlflow")
-    write_user_env(folder, state, ADMIN, secret["MLFLOW_AUTH_ADMIN_PASSWORD"], account)
+    state.update(mlflow_pid=mlflow_pid, mlflow_started=process_start(mlflow_pid) if mlflow_pid else None)
+    write_user_env(folder, state, ADMIN, admin, account)
     for experiment in project_experiments():   # the admin's from the start: a teammate who made one would own it
-        admin_experiment(url, secret["MLFLOW_AUTH_ADMIN_PASSWORD"], experiment)
+        admin_experiment(url, admin, experiment)
     state["start_seconds"] = round(time.monotonic() - start, 2)
     save_state(folder, state, account)
     return {**state, "brought_back": brought_back}
@@ -580,7 +551,7 @@ def up(folder: Path) -> dict:
 def down(folder: Path) -> None:
     state = load_state(folder)
     if mlflow_alive_in(state, folder):
-        stop_group(state.get("mlflow_pid"), uid=stack_uid(folder))
+        stop_group(state.get("mlflow_pid"), uid=folder.stat().st_uid)
     if state.get("local_postgres", True):
         postgres_down(folder)
     if state:
