@@ -98,12 +98,11 @@ def route_path(path: str, prefix: str = "") -> str:
     return path
 
 
-def refused(path: str, method: str, sent: str | None = None) -> bool:
+def refused(path: str, method: str, sent: str) -> bool:
     """Whether the route is refused: `path` as route_path resolves it, or `sent`, the path as the client sent it
     (the static prefix removed), which is what MLflow routes: a path parameter of `..` climbs out of a refused
     prefix only once resolved (/gateway/../mlflow/invocations reaches /gateway/{endpoint_name}/mlflow/invocations)."""
-    return any(bool(REFUSED.match(p)) or (method != "GET" and bool(WORKSPACES.match(p)))
-               for p in (path, *([] if sent is None else [sent])))
+    return any(REFUSED.match(p) or (method != "GET" and WORKSPACES.match(p)) for p in (path, sent))
 
 
 def scrub(message: str) -> str:
