@@ -236,29 +236,22 @@ async def answer(send, status: int, code: str, message: str, headers: list | Non
 
 async def read_body(receive) -> bytes | None:
     """The whole request body, None past MAX_BODY."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if size > MAX_BODY:
+    body = bytearray()
+    while (message := await receive())["type"] == "http.request":
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY:
             return None
         if not message.get("more_body"):
             break
-    return b"".join(chunks)
+    return bytes(body)
 
 
 def replaying(body: bytes, receive):
-    sent = False
+    """`receive` that gives the body read (read_body) once more, then what comes after it."""
+    unsent = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def again():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        return unsent.pop() if unsent else await receive()
     return again
 
 
@@ -276,8 +269,7 @@ def scrubbing(send, graphql: bool, where: str):
             chunks.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            body = b"".join(chunks)
-            clean = scrub_body(body, held["status"], where)
+            clean = scrub_body(b"".join(chunks), held["status"], where)
             headers = [(k, v) for k, v in held.get("headers", []) if k.lower() != b"content-length"]
             await send({**held, "headers": [*headers, (b"content-length", str(len(clean)).encode())]})
             await send({"type": "http.response.body", "body": clean})
