@@ -69,14 +69,17 @@ def last_line(text: str) -> str:
     return (text.strip().splitlines() or ["no output"])[-1]
 
 
-def _create(cmd: list[str], exists) -> None:
-    """Run useradd/groupadd `cmd`; losing a race to another process creating the same name is fine."""
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        try:
-            exists()
-        except KeyError:
-            raise AccountError(f"{' '.join(cmd)} failed: {last_line(proc.stderr or proc.stdout)}") from None
+def _found_or_made(lookup, name: str, cmd: list[str]):
+    """lookup(name) (pwd.getpwnam, grp.getgrnam), made first by useradd/groupadd `cmd` when there is none; losing a
+    race to another process creating the same name is fine."""
+    try:
+        return lookup(name)
+    except KeyError:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return lookup(name)
+    except KeyError:
+        raise AccountError(f"{' '.join(cmd)} failed: {last_line(proc.stderr or proc.stdout)}") from None
 
 
 def stack_account() -> Account:
@@ -86,12 +89,9 @@ def stack_account() -> Account:
         return Account(me.pw_name, me.pw_uid, me.pw_gid, os.environ.get("HOME", me.pw_dir))
     name = os.environ.get("LINCLASS_STACK_USER", STACK_USER)
     home = f"/var/lib/{name}"
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        _create(["useradd", "--system", "--user-group", "--create-home", "--home-dir", home,
-                 "--shell", "/usr/sbin/nologin", "--comment", "linclass team stack", name], lambda: pwd.getpwnam(name))
-        entry = pwd.getpwnam(name)
+    entry = _found_or_made(pwd.getpwnam, name, ["useradd", "--system", "--user-group", "--create-home", "--home-dir",
+                                                 home, "--shell", "/usr/sbin/nologin", "--comment",
+                                                 "linclass team stack", name])
     if entry.pw_uid == 0:
         raise AccountError(f"LINCLASS_STACK_USER={name!r} is root: the stack never runs as root")
     home = entry.pw_dir if entry.pw_dir not in ("", "/", "/nonexistent") else home
@@ -105,12 +105,7 @@ def team_group(account: Account) -> grp.struct_group:
     """The group that may use the DVC remote."""
     name = os.environ.get("LINCLASS_TEAM_GROUP")
     if os.geteuid() == 0:
-        name = name or TEAM_GROUP
-        try:
-            return grp.getgrnam(name)
-        except KeyError:
-            _create(["groupadd", "--system", name], lambda: grp.getgrnam(name))
-            return grp.getgrnam(name)
+        return _found_or_made(grp.getgrnam, name or TEAM_GROUP, ["groupadd", "--system", name or TEAM_GROUP])
     if not name:
         return grp.getgrgid(os.getegid())
     try:
