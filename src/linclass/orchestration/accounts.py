@@ -59,9 +59,8 @@ class Account:
 
     def popen_args(self) -> dict:
         """subprocess arguments that run a command as this account, with files private by default."""
-        if self.is_me:
-            return {"umask": PRIVATE_UMASK}
-        return {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": PRIVATE_UMASK}
+        other = {} if self.is_me else {"user": self.uid, "group": self.gid, "extra_groups": []}
+        return {**other, "umask": PRIVATE_UMASK}
 
 
 def last_line(text: str) -> str:
