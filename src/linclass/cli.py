@@ -698,16 +698,14 @@ def main() -> None:
             if message:
                 typer.echo(exc.format_message())
             sys.exit(0)
-        ctx = getattr(exc, "ctx", None)
+        ctx = getattr(exc, "ctx", None)   # none for an option without its value (`linclass ui --port`)
+        where = ctx.command_path if ctx is not None else command_path(sys.argv[1:])
         listed = "commands" if message.startswith("No such command") else "options"
-        if ctx is not None:
-            where = f" ({ctx.command_path} -h lists the {listed})"
-        else:   # an option without its value (`linclass ui --port`) comes without the command's context
-            where = f" ({command_path(sys.argv[1:])} -h lists the {listed})"
         given = given_value(getattr(exc, "param", None), sys.argv[1:])
-        print(f"error: {message}{'' if given is None else f', not {given!r}'}{where}", file=sys.stderr)
+        print(f"error: {message}{'' if given is None else f', not {given!r}'} ({where} -h lists the {listed})",
+              file=sys.stderr)
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):   # (typer.Abort is a RuntimeError: before the clause below)
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     except Failed as exc:
@@ -717,9 +715,6 @@ def main() -> None:
             raise
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
     sys.exit(status if isinstance(status, int) else 0)
 
 
