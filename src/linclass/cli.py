@@ -249,8 +249,7 @@ def settings(prefix: Annotated[str, typer.Argument(help="only settings starting 
     if not lines:
         sections = ", ".join(name for name in Settings.model_fields if name != "checked")
         raise ValueError(f"no setting starts with {prefix!r}; the sections: {sections}")
-    for line in lines:
-        typer.echo(line)
+    typer.echo("\n".join(lines))
 
 
 # ---- running the pipeline ----
@@ -434,8 +433,7 @@ def lecture():
     """The lecture's worked examples (scores, SVM and softmax losses, W against 2W), computed; slide errors named."""
     from linclass.studies.lecture import worked_examples
 
-    for line in worked_examples():
-        typer.echo(line)
+    typer.echo("\n".join(worked_examples()))
 
 
 # ---- results ----
@@ -639,8 +637,7 @@ def cluster_status(port: Port = 6390):
     """Its nodes: address, process, up or down, log."""
     from linclass.orchestration import cluster
 
-    for line in cluster.status_lines(cluster.Cluster.load(port)):
-        typer.echo(line)
+    typer.echo("\n".join(cluster.status_lines(cluster.Cluster.load(port))))
 
 
 Remote = Annotated[str | None, typer.Option("--remote", "-r", help="a configured DVC remote (default: the default)")]
