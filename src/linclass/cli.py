@@ -591,11 +591,9 @@ def services_add_user(name: str, grant: Annotated[list[str] | None, typer.Option
 
     grants = services.parse_grants(grant or [])
     path, created = services.add_user(services.services_dir(), name, grants)
-    if created:
-        typer.echo(f"user {name} created; give them {path} (source it)")
-    else:
-        typer.echo(f"user {name} exists; granted {', '.join(f'{e}={p}' for e, p in grants)} (password and {path} "
-                   "unchanged)")
+    granted = ", ".join(f"{e}={p}" for e, p in grants)
+    typer.echo(f"user {name} created; give them {path} (source it)" if created
+               else f"user {name} exists; granted {granted} (password and {path} unchanged)")
 
 
 @services_app.command("env")
