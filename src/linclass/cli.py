@@ -311,8 +311,6 @@ Backend = Annotated[str, typer.Option(help="local (DVC's queue) or ray (a Ray cl
 Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="experiments at a time (local backend)")]
 Address = Annotated[str | None, typer.Option(help="the Ray head HOST:PORT (default $RAY_ADDRESS, else "
                                                      "the cluster of `linclass cluster up`)")]
-
-
 Summary = Annotated[Path | None, typer.Option(help="also write each point's result (node, seconds, error) "
                                                        "to this JSON file (ray backend)")]
 Features = Annotated[str, typer.Option(help="the models' input: pixels, or a kind of features (hog_hist)")]
@@ -612,7 +610,6 @@ def cluster_up(head: Annotated[str, typer.Option(help="head node address")] = "1
     from linclass.orchestration import cluster
 
     check_backend("ray")
-
     nodes = tuple(ip for ip in workers.split(",") if ip)
     started = cluster.start_checked(head, nodes, port, cpus)
     typer.echo(f"Ray cluster up: head {started.address}, workers {', '.join(nodes) or 'none'}, {cpus} CPU each; "
