@@ -568,23 +568,26 @@ def rss_mib(pid: int) -> float:
         return 0.0
 
 
-def status(folder: Path) -> dict:
-    """Which parts run and answer (PostgreSQL's process and a real query on MLflow's database, MLflow's
-    health and an admin's request), and their memory (RSS of the processes and their children, MiB)."""
+def status(folder: Path) -> tuple[list[str], bool]:
+    """What `services status` prints: which parts run and answer (PostgreSQL's process and a real query on MLflow's
+    database, MLflow's health and an admin's request) and their memory (RSS of the processes and their children,
+    MiB); and whether every part does."""
     state = load_state(folder)
-    report = {"postgres": None, "database": None, "mlflow": None, "dvc_remote": state.get("dvc_remote"),
-              "local_postgres": state.get("local_postgres", True)}
     if not state:
-        return report
+        return ["postgres: down", "mlflow:   down", "dvc remote: None"], False
     secret = running_secrets(folder)
     cfg = stack_config(folder, state, secret)
-    if report["local_postgres"]:
+    lines, answering = [], True
+    if state.get("local_postgres", True):
         pg = postgres_pid(folder)
-        report["postgres"] = {"pid": pg, "rss_mib": round(rss_mib(pg), 1)} if pg else None
-    if report["local_postgres"] or "LINCLASS_BACKEND_STORE" in os.environ:
+        lines.append("postgres: " + (f"up, pid {pg}, {round(rss_mib(pg), 1)} MiB" if pg else "down"))
+        answering = pg is not None
+    if state.get("local_postgres", True) or "LINCLASS_BACKEND_STORE" in os.environ:
         check_listener(folder, cfg["backend"], "the database password")
         ok, detail = database_answers(cfg["backend"])
-        report["database"] = {"ok": ok, "detail": detail}
+        lines.append("database: " + (f"answers ({detail})" if ok else f"not answering: {detail}"))
+        answering = answering and ok
+    healthy = False
     if mlflow_alive_in(state, folder):
         pid, url = state["mlflow_pid"], local_url(state)
         check_listener(folder, url, "the admin password")
@@ -592,16 +595,12 @@ def status(folder: Path) -> dict:
             requests.get(url + "/health", timeout=3).raise_for_status()
             healthy, why = mlflow_answers(url, secret["MLFLOW_AUTH_ADMIN_PASSWORD"], tries=1)
         except requests.RequestException as exc:
-            healthy, why = False, str(exc)[:200]
-        report["mlflow"] = {"pid": pid, "url": tracking_url(state), "healthy": healthy, "why": why,
-                            "rss_mib": round(rss_mib(pid), 1)}
-    return report
-
-
-def all_up(report: dict) -> bool:
-    database = report["database"]
-    return bool(report["mlflow"] and report["mlflow"]["healthy"] and (database is None or database["ok"])
-                and (report["postgres"] or not report["local_postgres"]))
+            why = str(exc)[:200]
+        lines.append(f"mlflow:   up at {tracking_url(state)}, pid {pid}, {round(rss_mib(pid), 1)} MiB" if healthy
+                     else f"mlflow:   not answering at {tracking_url(state)} ({why}), pid {pid}")
+    else:
+        lines.append("mlflow:   down")
+    return [*lines, f"dvc remote: {state.get('dvc_remote')}"], answering and healthy
 
 
 def user_env_file(folder: Path, name: str) -> Path:
@@ -728,18 +727,6 @@ def up_message(folder: Path, state: dict) -> str:
         f"stack up in {state['start_seconds']:.1f} s{started}: MLflow {tracking_url(state)} (artifacts "
         f"{state['artifacts']}), DVC remote {state['dvc_remote']}; credentials: source {user_env_file(folder, ADMIN)}"
     )
-
-
-def status_lines(report: dict) -> list[str]:
-    pg, db, ml = report["postgres"], report["database"], report["mlflow"]
-    lines = []
-    if report["local_postgres"]:
-        lines.append("postgres: " + (f"up, pid {pg['pid']}, {pg['rss_mib']} MiB" if pg else "down"))
-    if db:
-        lines.append("database: " + (f"answers ({db['detail']})" if db["ok"] else f"not answering: {db['detail']}"))
-    lines.append("mlflow:   " + (f"up at {ml['url']}, pid {ml['pid']}, {ml['rss_mib']} MiB" if ml and ml["healthy"]
-                                 else f"not answering at {ml['url']} ({ml['why']}), pid {ml['pid']}" if ml else "down"))
-    return [*lines, f"dvc remote: {report['dvc_remote']}"]
 
 
 def env_lines(folder: Path, user: str) -> list[str]:
