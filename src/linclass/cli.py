@@ -558,7 +558,7 @@ def services_up():
     """Start whatever part of the stack is not running (generates its secrets once)."""
     from linclass.orchestration import services
 
-    typer.echo(services.up_message(services.services_dir(), services.up(services.services_dir())))
+    typer.echo(services.up(services.services_dir()))
 
 
 @services_app.command("down")

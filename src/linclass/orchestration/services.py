@@ -485,9 +485,9 @@ def local_url(state: dict) -> str:
     return f"http://{host}:{state['port']}"
 
 
-def up(folder: Path) -> dict:
-    """Start whatever part is not running (or not answering); return the state (URLs, pids, seconds it
-    took, which parts were brought back)."""
+def up(folder: Path) -> str:
+    """Start whatever part is not running (or not answering); return the line that says so (URLs, seconds it
+    took, which parts were brought back, where the admin's credentials are)."""
     start = time.monotonic()
     environment()   # a bad setting stops here: nothing made yet
     account = stack_account()
@@ -545,7 +545,10 @@ def up(folder: Path) -> dict:
         admin_experiment(url, admin, experiment)
     state["start_seconds"] = round(time.monotonic() - start, 2)
     save_state(folder, state, account)
-    return {**state, "brought_back": brought_back}
+    back = f" (started: {', '.join(brought_back)})" if 0 < len(brought_back) < 1 + cfg["local_postgres"] else ""
+    return (f"stack up in {state['start_seconds']:.1f} s{back}: MLflow {tracking_url(state)} (artifacts "
+            f"{state['artifacts']}), DVC remote {state['dvc_remote']}; credentials: source "
+            f"{user_env_file(folder, ADMIN)}")
 
 
 def down(folder: Path) -> None:
@@ -718,15 +721,6 @@ def grant(url: str, admin_password: str, user: str, experiment: str, permission:
               f"cannot grant {permission} on {experiment!r} to {user!r}",
               {"username": user, "resource_type": "experiment",
                "resource_id": admin_experiment(url, admin_password, experiment), "permission": permission})
-
-
-def up_message(folder: Path, state: dict) -> str:
-    back = state["brought_back"]
-    started = f" (started: {', '.join(back)})" if back and len(back) < 1 + state["local_postgres"] else ""
-    return (
-        f"stack up in {state['start_seconds']:.1f} s{started}: MLflow {tracking_url(state)} (artifacts "
-        f"{state['artifacts']}), DVC remote {state['dvc_remote']}; credentials: source {user_env_file(folder, ADMIN)}"
-    )
 
 
 def env_lines(folder: Path, user: str) -> list[str]:
