@@ -84,12 +84,6 @@ DATABASE_TEXT = re.compile(r"\[SQL:|\((?:psycopg2?|sqlite3|pymysql|pyodbc|sqlalc
 UNIQUE_KEY = re.compile(r"UNIQUE constraint failed|UniqueViolation|duplicate key value|Duplicate entry", re.I)
 
 
-def static_prefix() -> str:
-    from mlflow.server.handlers import STATIC_PREFIX_ENV_VAR
-
-    return os.environ.get(STATIC_PREFIX_ENV_VAR, "").rstrip("/")
-
-
 def route_path(path: str, prefix: str = "") -> str:
     """The route a path reaches: repeated slashes merged, `.` and `..` resolved, the static prefix removed."""
     path = posixpath.normpath(re.sub(r"/{2,}", "/", "/" + path))
@@ -341,7 +335,9 @@ class Guard:
     """ASGI app: the checks above, then MLflow's `app`."""
 
     def __init__(self, app, logins: bool):
-        self.app, self.prefix = app, static_prefix()
+        from mlflow.server.handlers import STATIC_PREFIX_ENV_VAR
+
+        self.app, self.prefix = app, os.environ.get(STATIC_PREFIX_ENV_VAR, "").rstrip("/")
         self.routes = proto_routes(self.prefix)
         self.throttle = Throttle() if logins else None
         self.floor = refusal_floor() if logins else 0.0
