@@ -233,8 +233,7 @@ def make_private(folder: Path, account: Account, team: grp.struct_group, dvc_rem
     for entry in folder.iterdir():
         if inside and entry == dvc_remote or entry.is_symlink():
             continue
-        st = entry.lstat()
-        if _wrong(st, account, 0o700 if entry.is_dir() else 0o600):
+        if _wrong(entry.lstat(), account, 0o700 if entry.is_dir() else 0o600):
             _own_tree(entry, account)
     if dvc_remote is not None:
         shared_dir(dvc_remote, account, team)
