@@ -324,11 +324,8 @@ def check_backend(backend: str) -> None:
     if backend not in ("local", "ray"):
         raise ValueError(f"--backend {backend!r}: allowed local, ray")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
-        raise RuntimeError(NO_RAY)
-
-
-NO_RAY = ("Ray is not installed in this environment: `make .venv/bin/.cluster` installs it (make cluster-up and "
-          "BACKEND=ray with make install it themselves)")
+        raise RuntimeError("Ray is not installed in this environment: `make .venv/bin/.cluster` installs it (make "
+                           "cluster-up and BACKEND=ray with make install it themselves)")
 
 
 def _points(points, prefix: str, overrides: list[str], backend: str, jobs: int, address: str | None,
