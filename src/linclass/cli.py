@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -58,7 +57,7 @@ def at_project_root() -> None:
                            "cd there first")
 
 
-@contextmanager
+@contextlib.contextmanager
 def one_pipeline_at_a_time() -> Iterator[int]:
     """The workspace's lock, without waiting: a second pipeline in this workspace refuses at once, before
     it touches params.yaml (DVC takes its own lock only after writing params.yaml). It is an flock on the open
@@ -127,7 +126,7 @@ def dvc_foreground(*args: str, env: dict[str, str] | None = None, lock: int | No
         raise Failed(status)
 
 
-@contextmanager
+@contextlib.contextmanager
 def warm_stages(threads: int | None = None, dvc: bool = False) -> Iterator[None]:
     """While inside: a warm interpreter (linclass.orchestration.warm) for this workspace and DVC's temporary copies
     of it, named in this process's environment, so that every stage DVC starts from here, and the short dvc
