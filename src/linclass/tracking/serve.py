@@ -94,8 +94,7 @@ def ui(tracking: Tracking, port: int) -> None:
     experiment_id = setup(experiment, None, root)   # the project's own store, not MLFLOW_TRACKING_URI
     set_runs_view(experiment_id)
     studies_id = setup(studies_experiment(experiment), None, root)
-    for line in links(MlflowClient(), experiment_id, studies_id, f"http://127.0.0.1:{port}", root):
-        print(line, flush=True)
+    print("\n".join(links(MlflowClient(), experiment_id, studies_id, f"http://127.0.0.1:{port}", root)), flush=True)
     env = {**os.environ, **ENVIRONMENT, **stores(f"sqlite:///{root / 'mlflow.db'}"),
            "LINCLASS_OWNER_ONLY": "1"}   # the guard: no other local account reads or changes the project's runs
     # the Host headers it answers: its own address only (MLflow's default adds every private network's, and says
@@ -159,9 +158,8 @@ def server(host: str, port: int, backend_store: str | None, artifacts: str | Non
     token_file, token = server_token(folder)
     env = {**os.environ, **ENVIRONMENT, "LINCLASS_SERVER_TOKEN": token,
            **stores(backend_store or f"sqlite:///{folder / 'mlflow.db'}")}
-    shown = reachable_host(host)
     print(f"MLflow server on http://{host}:{port}, answering requests with its token ({token_file}; in a "
-          f"browser: any user name, the token as password). Clients:\n"
-          f"export MLFLOW_TRACKING_URI=http://{shown}:{port} MLFLOW_TRACKING_TOKEN=$(cat {token_file})", flush=True)
+          f"browser: any user name, the token as password). Clients:\nexport MLFLOW_TRACKING_URI="
+          f"http://{reachable_host(host)}:{port} MLFLOW_TRACKING_TOKEN=$(cat {token_file})", flush=True)
     _run_mlflow("server", "--artifacts-destination", artifacts, "--serve-artifacts", "--host", host, "--port",
                  str(port), "--workers", "1", *APP, env=env)
