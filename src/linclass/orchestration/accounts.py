@@ -100,7 +100,7 @@ def stack_account() -> Account:
     return Account(name, entry.pw_uid, entry.pw_gid, home)
 
 
-def team_group(account: Account) -> grp.struct_group:
+def team_group() -> grp.struct_group:
     """The group that may use the DVC remote."""
     name = os.environ.get("LINCLASS_TEAM_GROUP")
     if os.geteuid() == 0:

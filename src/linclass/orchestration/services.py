@@ -508,8 +508,7 @@ def up(folder: Path) -> str:
     if postgres_alive and pg_account(folder).uid != account.uid:
         raise ServiceError(f"PostgreSQL of {folder} runs as {pg_account(folder).name}, not as the stack's account "
                            f"{account.name}: `linclass services down` once, then `up`")
-    make_private(folder, account, team_group(account),
-                 Path(cfg["dvc_remote"]) if "://" not in cfg["dvc_remote"] else None)
+    make_private(folder, account, team_group(), Path(cfg["dvc_remote"]) if "://" not in cfg["dvc_remote"] else None)
     if as_account(["test", "-x", str(folder)], account).returncode != 0:
         raise ServiceError(f"the stack's account {account.name} cannot enter {folder}: set LINCLASS_SERVICES_DIR "
                            "to a folder whose parents every user may pass through (o+x)")
