@@ -210,7 +210,8 @@ def workspace_is(params: dict) -> bool:
 def config(overrides: Overrides = None,
            check: Annotated[bool, typer.Option("--check", help="only check; params.yaml stays as it is")] = False):
     """Compose conf/ with OVERRIDES into params.yaml (what DVC does on `dvc exp run -S`), every setting checked."""
-    from linclass.config import compose, flatten, write_params
+    from linclass.config import compose, flatten, load_params, write_params
+    from linclass.settings import ConfigError
 
     one_value_each(list(overrides or []))
     if check:
@@ -218,7 +219,10 @@ def config(overrides: Overrides = None,
         typer.echo("settings OK" + (f" with {' '.join(overrides)}" if overrides else ""))
         return
     with one_pipeline_at_a_time():
-        before = params_before()
+        try:   # params.yaml as it is
+            before = flatten(load_params())
+        except (OSError, ConfigError):   # missing or unreadable
+            before = {}
         after = flatten(write_params(overrides=overrides or []))
     typer.echo("params.yaml written from conf/" + (f" with {' '.join(overrides)}" if overrides else ""))
     # params.yaml can hold settings that conf/ does not (`make exp SET=...` and `dvc exp apply` write it):
@@ -226,17 +230,6 @@ def config(overrides: Overrides = None,
     changed = [key for key in after if key in before and before[key] != after[key]]
     for key in changed:
         typer.echo(f"  changed {key}: {before[key]!r} -> {after[key]!r}")
-
-
-def params_before() -> dict:
-    """The flat settings of params.yaml as it is ({} when it is missing or unreadable)."""
-    from linclass.config import flatten, load_params
-    from linclass.settings import ConfigError
-
-    try:
-        return flatten(load_params())
-    except (OSError, ConfigError):
-        return {}
 
 
 @app.command()
