@@ -67,7 +67,7 @@ from linclass.orchestration.cluster import (
     private_folder,
     running,
 )
-from linclass.orchestration.sweep import dvc_command
+from linclass.orchestration.sweep import dvc_command, error_line, run_command
 from linclass.orchestration.warm import ready
 
 MAX_RETRIES = 3       # attempts after the first when a node dies (application errors are not retried)
@@ -116,16 +116,6 @@ def _step(cmd: list[str], cwd: Path, env: dict, log: Path) -> tuple[int, str]:
         return code, out.read()
 
 
-def _error_line(output: str) -> str:
-    """The stage's own one-line error if it printed one, else DVC's or git's, else the last line."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for marker in ("error:", "ERROR:", "fatal:"):
-        found = [line for line in lines if line.startswith(marker)]
-        if found:
-            return found[0] if marker == "error:" else found[-1]
-    return lines[-1] if lines else "no output"
-
-
 class StepFailed(RuntimeError):
     pass
 
@@ -150,7 +140,7 @@ class Workspace:
         code, output = _step(cmd, cwd or self.repo, env, self.log)
         self.seconds[what] = self.seconds.get(what, 0.0) + time.monotonic() - start
         if code != 0:
-            raise StepFailed(f"{what} failed: {_error_line(output)}")
+            raise StepFailed(f"{what} failed: {error_line(output)}")
         return output
 
     def git(self, *args: str) -> str:
@@ -408,15 +398,9 @@ def run_group(spec: dict) -> list[dict]:
 
 # ---- on the driver ----
 
-def _run(cmd: list[str], root: Path, what: str, quiet: bool = True) -> str:
-    """Run a driver-side command; stages find this environment's `python` first on PATH."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=quiet, text=True)
-    if proc.returncode != 0:
-        detail = _error_line(f"{proc.stdout or ''}\n{proc.stderr or ''}") if quiet else f"exit {proc.returncode}"
-        raise RaySweepError(f"{what} failed: {detail}")
-    return proc.stdout or ""
+def git(cwd: Path, *args: str, what: str | None = None) -> str:
+    """A git command's output; SweepError naming `what` (default: the command) when it fails."""
+    return run_command(["git", *args], what or f"git {' '.join(args[:2])}", cwd).stdout
 
 
 def _absolute(url: str, relative_to: Path) -> str:
@@ -428,17 +412,16 @@ def _absolute(url: str, relative_to: Path) -> str:
 
 def check_commit(root: Path) -> tuple[str, str]:
     """(commit, git URL) of HEAD, which must be committed and on the remote `origin`."""
-    git_url = _absolute(_run(["git", "remote", "get-url", "origin"], root,
-                             "finding the git remote 'origin' (the workers clone from it)").strip(), root)
-    commit = _run(["git", "rev-parse", "HEAD"], root, "git rev-parse HEAD").strip()
-    changed = [line[3:] for line in _run(["git", "status", "--porcelain", "--untracked-files=no"], root,
-                                         "git status").splitlines()
+    git_url = _absolute(git(root, "remote", "get-url", "origin",
+                            what="finding the git remote 'origin' (the workers clone from it)").strip(), root)
+    commit = git(root, "rev-parse", "HEAD").strip()
+    changed = [line[3:] for line in git(root, "status", "--porcelain", "--untracked-files=no").splitlines()
                if line[3:] not in ("params.yaml", "dvc.lock") and not line[3:].startswith("sweeps/")]
     if changed:
         raise RaySweepError(f"uncommitted changes to {', '.join(changed)}: the workers clone commit "
                             f"{commit[:7]}; commit them and push (git push origin HEAD), or stash them")
-    _run(["git", "fetch", "--quiet", "origin"], root, f"git fetch origin ({git_url})")
-    if not _run(["git", "branch", "-r", "--contains", commit], root, "git branch -r").strip():
+    git(root, "fetch", "--quiet", "origin", what=f"git fetch origin ({git_url})")
+    if not git(root, "branch", "-r", "--contains", commit).strip():
         raise RaySweepError(f"commit {commit[:7]} is not on the git remote origin ({git_url}): "
                             "push it first (git push origin HEAD)")
     return commit, git_url
@@ -524,21 +507,21 @@ def data_stages(root: Path, commit: str, overrides: Sequence[str], params: dict)
 
     here = load_params(root / "params.yaml") if (root / "params.yaml").exists() else {}
     same = all(here.get(section) == params[section] for section in ("data", "preprocess"))
+    dvc = dvc_command(root)
     with tempfile.TemporaryDirectory(prefix="linclass-data-") as scratch:
         where = root
         if not same:
             where = Path(scratch) / "repo"
-            cache = (root / _run([*dvc_command(root), "cache", "dir"], root, "dvc cache dir").strip()).resolve()
-            _run(["git", "clone", "--quiet", "--shared", "--no-checkout", str(root), str(where)], root,
-                 "git clone (a scratch copy for the data stages)")
-            _run(["git", "checkout", "--quiet", "--detach", commit], where, "git checkout (the scratch copy)")
+            cache = (root / run_command([*dvc, "cache", "dir"], "dvc cache dir", root).stdout.strip()).resolve()
+            git(root, "clone", "--quiet", "--shared", "--no-checkout", str(root), str(where),
+                what="git clone (a scratch copy for the data stages)")
+            git(where, "checkout", "--quiet", "--detach", commit, what="git checkout (the scratch copy)")
             if (root / ".dvc" / "config.local").exists():   # remotes' credentials kept out of git
                 shutil.copy2(root / ".dvc" / "config.local", where / ".dvc" / "config.local")
-            _run([*dvc_command(root), "config", "--local", "cache.dir", str(cache)], where, "dvc config cache.dir")
+            run_command([*dvc, "config", "--local", "cache.dir", str(cache)], "dvc config cache.dir", where)
             write_params(conf_dir=where / "conf", path=where / "params.yaml", overrides=list(overrides))
-        _run([*dvc_command(root), "repro", DATA_STAGES[-1]], where, "the data stages (dvc repro preprocess)",
-             quiet=False)
-        _run([*dvc_command(root), "push", *DATA_STAGES], where, "dvc push (the data stages' outputs)")
+        run_command([*dvc, "repro", DATA_STAGES[-1]], "the data stages (dvc repro preprocess)", where, capture=False)
+        run_command([*dvc, "push", *DATA_STAGES], "dvc push (the data stages' outputs)", where)
         stages = yaml.safe_load((where / "dvc.lock").read_text())["stages"]
         return {name: stages[name] for name in DATA_STAGES}
 
@@ -620,8 +603,8 @@ def _group_results(ray, ref, group: list) -> list[dict]:
 def pull_experiments(root: Path, names: list[str], run_cache: bool) -> None:
     """`dvc exp pull` of the experiments from the git remote origin (and the DVC remote's run-cache entries,
     with which a later `dvc repro` restores the points instead of training them again)."""
-    _run([*dvc_command(root), "exp", "pull", "--force", "--run-cache" if run_cache else "--no-run-cache", "origin",
-          *names], root, "dvc exp pull (the experiments from the git remote origin)")
+    run_command([*dvc_command(root), "exp", "pull", "--force", "--run-cache" if run_cache else "--no-run-cache",
+                 "origin", *names], "dvc exp pull (the experiments from the git remote origin)", root)
 
 
 def groups(points: Sequence, slots: int) -> list[list]:

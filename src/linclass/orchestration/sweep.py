@@ -192,32 +192,43 @@ def dvc_command(root: Path | None = None) -> list[str]:
     return [dvc_executable()]
 
 
-def dvc(*args: str, check: bool = True, capture: bool = True,
-        timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run dvc; with capture=False its output goes straight to ours (the queue's logs, as progress).
-
-    With `timeout`, a dvc that has not ended by then is killed and counts as failed (exit -9).
-    """
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+def run_command(cmd: list[str], what: str, cwd: str | Path | None = None, capture: bool = True, check: bool = True,
+                timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a command (with capture=False its output goes straight to ours: the queue's logs, as progress), this
+    environment's bin/ first on PATH (a stage in a copy without .venv finds its python); SweepError
+    `<what> failed: <error_line>` when it fails and `check`. With `timeout`, a command that has not ended by then
+    is killed and counts as failed (exit -9)."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     try:
-        proc = subprocess.run([*dvc_command(), *args], capture_output=capture, text=True, env=env,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=capture, text=True, env=env, stdin=subprocess.DEVNULL,
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc = subprocess.CompletedProcess([dvc_executable(), *args], -signal.SIGKILL, "",
-                                           f"no answer within {timeout:g} s")
+        proc = subprocess.CompletedProcess(cmd, -signal.SIGKILL, "", f"no answer within {timeout:g} s")
     if check and proc.returncode != 0:
-        raise SweepError(f"dvc {' '.join(args[:3])} failed: {error_line(proc.stderr or proc.stdout or '')}")
+        detail = error_line(f"{proc.stdout}\n{proc.stderr}") if capture else f"exit {proc.returncode}"
+        raise SweepError(f"{what} failed: {detail}")
     return proc
 
 
+def dvc(*args: str, check: bool = True, capture: bool = True,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run dvc (dvc_command) in the working directory: run_command()."""
+    return run_command([*dvc_command(), *args], f"dvc {' '.join(args[:3])}", capture=capture, check=check,
+                       timeout=timeout)
+
+
 def error_line(output: str) -> str:
-    """DVC's own error, its first 'ERROR:' line, else the last line of its output that is not its support link."""
+    """The one line that says what went wrong: a stage's own `error:` line, else DVC's first 'ERROR:' (without
+    it), else git's last `fatal:`, else the last line of the output that is not DVC's support link."""
     from linclass.redact import redact_url
 
     lines = [line.strip() for line in output.splitlines()]
     lines = [line for line in lines if line and not line.startswith("Having any troubles? Hit us up at https://dvc.org")]
+    own = [line for line in lines if line.startswith("error:")]
     errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR")]
-    return redact_url((errors or lines[-1:] or ["no output"])[0])
+    fatal = [line for line in lines if line.startswith("fatal:")][-1:]
+    return redact_url((own or errors or fatal or lines[-1:] or ["no output"])[0])
 
 
 def experiment_states(exp_show: list) -> dict[str, str]:
