@@ -50,6 +50,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -400,14 +401,13 @@ def stop_leftover_workers(root: str | Path = ".", wait: float = 10.0) -> list[in
 
 # ---- reading the results ----
 
-def _combination(params: dict) -> tuple[str, str] | None:
-    grid = params.get("grid", {})
-    losses, regs = grid.get("losses") or [], grid.get("regularizers") or []
-    return (losses[0], regs[0]) if len(losses) == 1 and len(regs) == 1 else None
-
-
 TEST_KEYS = ("test_accuracy", "test_accuracy_low", "test_accuracy_high")
 VAL_KEYS = ("val_accuracy", "val_accuracy_low", "val_accuracy_high")
+
+
+def _data(section: dict | None, name: str) -> dict:
+    """The data of the file `name` in a section of `dvc exp show --json` (params, metrics); {} when it has none."""
+    return ((section or {}).get(name) or {}).get("data") or {}
 
 
 def evaluated(trained: dict, tested: dict) -> dict:
@@ -422,47 +422,16 @@ def evaluated(trained: dict, tested: dict) -> dict:
     return {key: tested.get(key) for key in TEST_KEYS}
 
 
-
-def experiment_rows(exp_show: list, prefix: str, features: str = "pixels") -> list[dict]:
-    """One row per DVC experiment whose name starts with `prefix`, from `dvc exp show --json`: its model on
-    `features` (pixels, or a kind of features), its settings, validation accuracy with its 95% interval, and
-    the test accuracy only where the experiment evaluated the model it trained (else None: see `evaluated`)."""
-    rows = []
-    for baseline in exp_show:
-        for experiment in baseline.get("experiments") or []:
-            name = experiment.get("name") or ""
-            revs = experiment.get("revs") or []
-            if not name.startswith(prefix) or not revs or not revs[0].get("data"):
-                continue
-            data = revs[0]["data"]
-            params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-            combination = _combination(params)
-            if combination is None:
-                continue
-            loss, reg = combination
-            metrics = data.get("metrics") or {}
-            model, trained = trained_model(metrics, loss, reg, features)
-            rate, strength = own_rate_and_strength(params, loss, reg, features)
-            trained = trained or {}
-            tested = ((metrics.get("metrics/test.json") or {}).get("data") or {}).get(model) or {}
-            rows.append({"experiment": name, "model": model, "learning_rate": rate, "strength": strength,
-                         "epochs": params["train"]["epochs"],
-                         "val_size": (params.get("preprocess") or {}).get("val_size"),
-                         "train_accuracy": trained.get("train_accuracy"),
-                         **{key: trained.get(key) for key in VAL_KEYS},
-                         **evaluated(trained, tested)})
-    return sorted(rows, key=lambda row: (-(row["val_accuracy"] if row["val_accuracy"] is not None else -1),
-                                         row["experiment"]))
-
-
-def trained_model(metrics: dict, loss: str, reg: str, kind: str) -> tuple[str, dict | None]:
-    """(model name, what its train stage measured) from a revision's metrics (`dvc exp show --json`):
-    metrics/train/<loss>-<reg>.json on the pixels, its entry of metrics/train/<kind>.json on features."""
+def model_metrics(metrics: dict, loss: str, reg: str, kind: str) -> tuple[str, dict | None, dict]:
+    """(model name, what its train stage measured, its test accuracy: `evaluated`) from a revision's metrics
+    (`dvc exp show --json`): metrics/train/<loss>-<reg>.json on the pixels, its entry of metrics/train/<kind>.json
+    on features."""
+    model = f"{loss}-{reg}" if kind == "pixels" else f"{loss}-{reg}-{kind}"
     if kind == "pixels":
-        model = f"{loss}-{reg}"
-        return model, (metrics.get(f"metrics/train/{model}.json") or {}).get("data")
-    model = f"{loss}-{reg}-{kind}"
-    return model, ((metrics.get(f"metrics/train/{kind}.json") or {}).get("data") or {}).get(model)
+        trained = _data(metrics, f"metrics/train/{model}.json") or None
+    else:
+        trained = _data(metrics, f"metrics/train/{kind}.json").get(model)
+    return model, trained, evaluated(trained or {}, _data(metrics, "metrics/test.json").get(model) or {})
 
 
 def own_rate_and_strength(params: dict, loss: str, reg: str, kind: str) -> tuple:
@@ -475,14 +444,52 @@ def own_rate_and_strength(params: dict, loss: str, reg: str, kind: str) -> tuple
     return (features.get("learning_rate") or {}).get(loss), (features.get("strength") or {}).get(reg)
 
 
+def experiment_rows(exp_show: list, prefix: str, features: str = "pixels") -> list[dict]:
+    """One row per DVC experiment whose name starts with `prefix` and that trained one combination, from
+    `dvc exp show --json`: its model on `features` (pixels, or a kind of features), its settings, validation
+    accuracy with its 95% interval, and the test accuracy only where the experiment evaluated the model it
+    trained (else None: see `evaluated`)."""
+    rows = []
+    for baseline in exp_show:
+        for experiment in baseline.get("experiments") or []:
+            name, revs = experiment.get("name") or "", experiment.get("revs") or []
+            if not name.startswith(prefix) or not revs or not revs[0].get("data"):
+                continue
+            params, metrics = _data(revs[0]["data"].get("params"), "params.yaml"), revs[0]["data"].get("metrics") or {}
+            grid = params.get("grid", {})
+            losses, regs = grid.get("losses") or [], grid.get("regularizers") or []
+            if len(losses) != 1 or len(regs) != 1:
+                continue
+            model, trained, test = model_metrics(metrics, losses[0], regs[0], features)
+            rate, strength = own_rate_and_strength(params, losses[0], regs[0], features)
+            trained = trained or {}
+            rows.append({"experiment": name, "model": model, "learning_rate": rate, "strength": strength,
+                         "epochs": params["train"]["epochs"],
+                         "val_size": (params.get("preprocess") or {}).get("val_size"),
+                         "train_accuracy": trained.get("train_accuracy"),
+                         **{key: trained.get(key) for key in VAL_KEYS}, **test})
+    return sorted(rows, key=lambda row: (-(row["val_accuracy"] if row["val_accuracy"] is not None else -1),
+                                         row["experiment"]))
+
+
 def _revisions(exp_show: list):
-    """(label, data) of the workspace, each baseline commit and each experiment, from `dvc exp show --json`."""
+    """(label, data, params, metrics) of the workspace, each baseline commit and each experiment, from
+    `dvc exp show --json`."""
     for baseline in exp_show:
         label = "workspace" if baseline.get("rev") == "workspace" else (baseline.get("name") or baseline["rev"][:7])
-        yield label, baseline.get("data") or {}
+        revisions = [(label, baseline.get("data") or {})]
         for experiment in baseline.get("experiments") or []:
             revs = experiment.get("revs") or [{}]
-            yield experiment.get("name") or revs[0].get("rev", "")[:7], revs[0].get("data") or {}
+            revisions.append((experiment.get("name") or revs[0].get("rev", "")[:7], revs[0].get("data") or {}))
+        for label, data in revisions:
+            yield label, data, _data(data.get("params"), "params.yaml"), data.get("metrics") or {}
+
+
+def revision_models(params: dict) -> list[tuple[str, str, str]]:
+    """(kind, loss, regularizer) of every model a revision's grid trains: on the pixels, then on each features."""
+    grid = params.get("grid") or {}
+    return [(kind, loss, reg) for kind in ["pixels", *(grid.get("features") or [])]
+            for loss in grid.get("losses") or [] for reg in grid.get("regularizers") or []]
 
 
 def comparison_rows(exp_show: list) -> list[dict]:
@@ -493,15 +500,9 @@ def comparison_rows(exp_show: list) -> list[dict]:
     `revision` names them all."""
     rows: list[dict] = []
     by_weights: dict[tuple, dict] = {}
-    for label, data in _revisions(exp_show):
-        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-        metrics = data.get("metrics") or {}
-        tested = (metrics.get("metrics/test.json") or {}).get("data") or {}
-        grid = params.get("grid") or {}
-        for kind, (loss, reg) in itertools.product(["pixels", *(grid.get("features") or [])],
-                                                   itertools.product(grid.get("losses") or [],
-                                                                     grid.get("regularizers") or [])):
-            model, trained = trained_model(metrics, loss, reg, kind)
+    for label, _, params, metrics in _revisions(exp_show):
+        for kind, loss, reg in revision_models(params):
+            model, trained, test = model_metrics(metrics, loss, reg, kind)
             if not trained:
                 continue
             settings = {k: v for k, v in (params.get("train") or {}).items() if k != "blas_threads"}
@@ -509,16 +510,15 @@ def comparison_rows(exp_show: list) -> list[dict]:
             settings.update((params.get("regularizer") or {}).get(reg) or {})
             settings.update(zip(("learning_rate", "strength"), own_rate_and_strength(params, loss, reg, kind)))
             settings["val_size"] = (params.get("preprocess") or {}).get("val_size")
-            test = evaluated(trained, tested.get(model) or {})
-            listed = by_weights.get((model, trained.get("weights_md5") or label))
-            if listed is not None:   # the same weights, so the same settings and validation accuracy
-                listed["revision"] += f", {label}"
-                if listed["test_accuracy"] is None:
-                    listed.update(test)
+            weights = (model, trained.get("weights_md5") or label)
+            if weights in by_weights:   # the same weights, so the same settings and validation accuracy
+                by_weights[weights]["revision"] += f", {label}"
+                if by_weights[weights]["test_accuracy"] is None:
+                    by_weights[weights].update(test)
                 continue
-            rows.append({"revision": label, "combination": model, "features": kind, **settings,
-                         **{key: trained.get(key) for key in VAL_KEYS}, **test})
-            by_weights[(model, trained.get("weights_md5") or label)] = rows[-1]
+            by_weights[weights] = {"revision": label, "combination": model, "features": kind, **settings,
+                                   **{key: trained.get(key) for key in VAL_KEYS}, **test}
+            rows.append(by_weights[weights])
     return rows
 
 
@@ -566,9 +566,9 @@ def print_comparison(rows: list[dict], title: str | None = None) -> None:
     table = pd.DataFrame(rows)
     fixed = ["revision", "combination", *VAL_KEYS, *TEST_KEYS]
     differ = differing(table, fixed)
+    same = [c for c in table.columns if c not in fixed and c not in differ]
     table = table.sort_values(["val_accuracy", "revision"], ascending=[False, True], na_position="last")
-    table = accuracy_columns(table[["revision", "combination", *differ, *VAL_KEYS, *TEST_KEYS]])
-    same = [c for c in pd.DataFrame(rows).columns if c not in fixed and c not in differ]
+    table = accuracy_columns(table[[*fixed[:2], *differ, *fixed[2:]]])
     if title:
         print(f"\n{title}")
     # '-' where a model has no such setting (a softmax model has no delta), not pandas' NaN
@@ -584,29 +584,19 @@ EXPERIMENT_SETTINGS = re.compile(r"(?:grid\..*|train\.(?:epochs|batch_size|lr_de
                                  r"|features\.(?:learning_rate|strength)\..*|preprocess\.(?:val_size|max_train))")
 
 
-def revision_models(params: dict) -> list[tuple[str, str, str]]:
-    """(kind, loss, regularizer) of every model a revision's grid trains: on the pixels, then on each features."""
-    grid = params.get("grid") or {}
-    return [(kind, loss, reg) for kind in ["pixels", *(grid.get("features") or [])]
-            for loss in grid.get("losses") or [] for reg in grid.get("regularizers") or []]
-
-
-def own_champion(params: dict, metrics: dict) -> str | None:
-    """The champion of metrics/champion.json if that revision's evaluate chose it among its own models: its
-    metrics/test.json holds exactly the models of its grid, each measured on the weights it trained. A point of
-    the grid (train@<model> only) carries its baseline's champion.json and test.json, chosen among other models
-    (or other weights): None."""
-    chosen = ((metrics.get("metrics/champion.json") or {}).get("data") or {}).get("champion")
-    tested = (metrics.get("metrics/test.json") or {}).get("data") or {}
-    models = {}
-    for kind, loss, reg in revision_models(params):
-        name, trained = trained_model(metrics, loss, reg, kind)
-        models[name] = trained or {}
-    if not chosen or chosen not in models or set(tested) != set(models):
+def own_champion(params: dict, metrics: dict) -> tuple[str, dict] | None:
+    """The champion of metrics/champion.json and its validation and test accuracy (VAL_KEYS, TEST_KEYS) if that
+    revision's evaluate chose it among its own models: its metrics/test.json holds exactly the models of its grid,
+    each measured on the weights it trained. A point of the grid (train@<model> only) carries its baseline's
+    champion.json and test.json, chosen among other models (or other weights): None."""
+    chosen = _data(metrics, "metrics/champion.json").get("champion")
+    models = {model: (trained or {}, test) for model, trained, test in
+              (model_metrics(metrics, loss, reg, kind) for kind, loss, reg in revision_models(params))}
+    if (not chosen or chosen not in models or set(_data(metrics, "metrics/test.json")) != set(models)
+            or any(test["test_accuracy"] is None for _, test in models.values())):
         return None
-    if any(evaluated(trained, tested[name])["test_accuracy"] is None for name, trained in models.items()):
-        return None
-    return chosen
+    trained, test = models[chosen]
+    return chosen, {**{key: trained.get(key) for key in VAL_KEYS}, **test}
 
 
 def experiment_summary_rows(exp_show: list) -> list[dict]:
@@ -616,22 +606,13 @@ def experiment_summary_rows(exp_show: list) -> list[dict]:
     from linclass.config import flatten
 
     rows = []
-    for label, data in _revisions(exp_show):
-        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-        metrics = data.get("metrics") or {}
+    for label, data, params, metrics in _revisions(exp_show):
         if not params and not metrics:
             continue
-        champion = own_champion(params, metrics)
-        accuracies = {key: None for key in (*VAL_KEYS, *TEST_KEYS)}
-        if champion is not None:
-            kind, loss, reg = next(m for m in revision_models(params)
-                                   if trained_model(metrics, m[1], m[2], m[0])[0] == champion)
-            trained = trained_model(metrics, loss, reg, kind)[1] or {}
-            tested = ((metrics.get("metrics/test.json") or {}).get("data") or {}).get(champion) or {}
-            accuracies = {**{key: trained.get(key) for key in VAL_KEYS}, **evaluated(trained, tested)}
+        champion, accuracies = own_champion(params, metrics) or ("-", dict.fromkeys((*VAL_KEYS, *TEST_KEYS)))
         settings = {key: value for key, value in flatten(params).items() if EXPERIMENT_SETTINGS.fullmatch(key)}
         rows.append({"revision": label, "created": (data.get("timestamp") or "")[:16].replace("T", " ") or "-",
-                     "champion": champion or "-", **accuracies, **settings})
+                     "champion": champion, **accuracies, **settings})
     return rows
 
 
@@ -675,10 +656,7 @@ def elsewhere(prefix: str) -> str:
     `dvc exp show` (and so this table) lists only those of HEAD, and committing the sweep's table, as the
     docs advise, moves HEAD away from them."""
     current = head()
-    counts: dict[str, int] = {}
-    for baseline, name in experiment_refs():
-        if name.startswith(prefix) and baseline != current:
-            counts[baseline[:7]] = counts.get(baseline[:7], 0) + 1
+    counts = Counter(base[:7] for base, name in experiment_refs() if name.startswith(prefix) and base != current)
     if not counts:
         return ""
     where = ", ".join(f"{n} on commit {rev}" for rev, n in counts.items())
