@@ -67,7 +67,7 @@ from linclass.orchestration.cluster import (
     private_folder,
     running,
 )
-from linclass.orchestration.sweep import dvc_command, error_line, run_command
+from linclass.orchestration.sweep import dvc_command, error_line, run_command, set_args
 from linclass.orchestration.warm import ready
 
 MAX_RETRIES = 3       # attempts after the first when a node dies (application errors are not retried)
@@ -246,10 +246,8 @@ class Workspace:
         try:
             self.clean()
             (self.repo / "dvc.lock").write_text(self.data_lock)
-            sets = [arg for override in point["overrides"] for arg in ("-S", override)]
-            env = {**self.env, SWEEP_ATTEMPT: attempt}
-            self.run("run", [*self.python(), "-m", "dvc", "exp", "run", "-n", point["name"], *sets, point["target"]],
-                     env=env)
+            self.run("run", [*self.python(), "-m", "dvc", "exp", "run", "-n", point["name"],
+                             *set_args(point["overrides"]), point["target"]], env={**self.env, SWEEP_ATTEMPT: attempt})
             return True, None, time.monotonic() - start
         except StepFailed as exc:
             return False, str(exc), time.monotonic() - start

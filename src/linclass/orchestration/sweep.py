@@ -251,8 +251,8 @@ EXP_SHOW_TIMEOUT = 60.0
 def exp_show(rev: str | None = None, every_baseline: bool = False) -> list:
     """`dvc exp show --json`: the experiments of HEAD, or of the commit `rev`; with `every_baseline`, of HEAD and
     of every commit that has experiments (--all-commits reads every commit: over a minute on 500 of them)."""
-    revs = [rev] if rev else list(dict.fromkeys([head(), *experiment_baselines()])) if every_baseline else []
-    return json.loads(dvc("exp", "show", "--json", *(arg for r in revs for arg in ("--rev", r)),
+    revs = [rev] if rev else [head(), *(base for base, _ in experiment_refs())] if every_baseline else []
+    return json.loads(dvc("exp", "show", "--json", *(arg for r in dict.fromkeys(revs) for arg in ("--rev", r)),
                           timeout=EXP_SHOW_TIMEOUT).stdout)
 
 
@@ -263,29 +263,14 @@ def experiment_refs() -> list[tuple[str, str]]:
     return [("".join(parts[2:4]), parts[4]) for parts in (ref.split("/") for ref in refs) if len(parts) == 5]
 
 
-def experiment_baselines() -> list[str]:
-    """The commits that have DVC experiments, each once."""
-    return list(dict.fromkeys(baseline for baseline, _ in experiment_refs()))
-
-
 def head() -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
-def prepare_data(overrides: Sequence[str]) -> None:
-    """The data stages of the overrides' settings, run once (the experiments restore them from the run-cache).
-
-    Data settings that differ from params.yaml are prepared in a temporary copy, so params.yaml stays as it is.
-    """
-    if any(o.lstrip("+~").startswith(DATA_KEYS) for o in overrides):
-        dvc("exp", "run", "--temp", "-n", "data-prep", *set_args(overrides), "preprocess", capture=False)
-        dvc("exp", "remove", "data-prep", check=False)
-    else:
-        dvc("repro", "preprocess", capture=False)
-
-
 def prepare(overrides: Sequence[str]) -> None:
-    """Check the overrides, run the data stages and create the MLflow store, once, before the workers."""
+    """Check the overrides, run the data stages and create the MLflow store, once, before the workers: the
+    experiments restore the data stages from the run-cache. Data settings that differ from params.yaml are
+    prepared in a temporary copy, so params.yaml stays as it is."""
     from linclass.config import compose
     from linclass.settings import Tracking
 
@@ -301,7 +286,11 @@ def prepare(overrides: Sequence[str]) -> None:
     experiment = Tracking(**params["tracking"]).experiment_name()
     with ThreadPoolExecutor(1) as background:   # the store is set up while DVC prepares the data
         store = background.submit(set_up_store, experiment, params["tracking"]["uri"])
-        prepare_data(overrides)
+        if any(o.lstrip("+~").startswith(DATA_KEYS) for o in overrides):
+            dvc("exp", "run", "--temp", "-n", "data-prep", *set_args(overrides), "preprocess", capture=False)
+            dvc("exp", "remove", "data-prep", check=False)
+        else:
+            dvc("repro", "preprocess", capture=False)
         experiment_id, uri = store.result()
     print(f"MLflow store {uri}: experiment {experiment!r} (id {experiment_id})")
 
