@@ -334,32 +334,26 @@ def run_queue(jobs: int, expected: Sequence[str], baseline: str, check: float = 
                             env={**os.environ, "DVC_NO_ANALYTICS": "1"},
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        finished_at, next_check = None, time.monotonic() + check
-        while proc.poll() is None:
+        while True:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.5)
-            if finished_at is not None and time.monotonic() - finished_at > grace:
-                break
-            if finished_at is not None or proc.returncode is not None or time.monotonic() < next_check:
-                continue
-            next_check = time.monotonic() + check
+                proc.wait(timeout=check)
+                break   # --run-all returned
             shown = dvc("exp", "show", "--json", "--rev", baseline, check=False, timeout=EXP_SHOW_TIMEOUT)
-            if shown.returncode != 0:   # DVC's repository lock while a worker commits, or a hang: ask again
-                continue
-            states = experiment_states(json.loads(shown.stdout))
-            if all(states.get(name) in FINAL_STATES for name in expected):
-                finished_at = time.monotonic()
+            # (failed: DVC's repository lock while a worker commits, or a hang; asked again)
+            if shown.returncode == 0 and all(experiment_states(json.loads(shown.stdout)).get(name) in FINAL_STATES
+                                             for name in expected):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=grace)
+                break
     finally:
         if proc.poll() is None:   # never leave workers running behind us
             dvc("queue", "stop", "--kill", check=False)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
+            for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, None)):
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                    os.killpg(proc.pid, sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=wait)
+                    break
         stop_leftover_workers()
     return time.monotonic() - start
 
