@@ -99,23 +99,6 @@ if sys.stdin.read() != "done":
 """
 
 
-def _step(cmd: list[str], cwd: Path, env: dict, log: Path) -> tuple[int, str]:
-    """Run one command in its own process group, output appended to `log`; (exit code, its output)."""
-    with open(log, "a") as out:
-        out.write(f"$ {' '.join(cmd)}\n")
-        out.flush()
-        start = out.tell()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, process_group=0)
-    watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(proc.pid)], stdin=subprocess.PIPE,
-                                text=True)
-    code = proc.wait()
-    watchdog.communicate("done")
-    with open(log) as out:
-        out.seek(start)
-        return code, out.read()
-
-
 class StepFailed(RuntimeError):
     pass
 
@@ -135,9 +118,22 @@ class Workspace:
         self.seconds: dict[str, float] = {}
 
     def run(self, what: str, cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> str:
+        """Run one command in its own process group with the WATCHDOG beside it, its output appended to the log;
+        that output, or StepFailed naming `what` and its error line."""
         start = time.monotonic()
         env = {**(env or self.env), "LINCLASS_WARM_SOCKET": str(self.warm_socket)}   # used when it answers
-        code, output = _step(cmd, cwd or self.repo, env, self.log)
+        with open(self.log, "a") as out:
+            out.write(f"$ {' '.join(cmd)}\n")
+            out.flush()
+            offset = out.tell()
+            proc = subprocess.Popen(cmd, cwd=cwd or self.repo, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, process_group=0)
+        watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(proc.pid)], stdin=subprocess.PIPE, text=True)
+        code = proc.wait()
+        watchdog.communicate("done")
+        with open(self.log) as out:
+            out.seek(offset)
+            output = out.read()
         self.seconds[what] = self.seconds.get(what, 0.0) + time.monotonic() - start
         if code != 0:
             raise StepFailed(f"{what} failed: {error_line(output)}")
@@ -282,9 +278,7 @@ class Keeper:
         self.children: dict[int, subprocess.Popen] = {}
 
     def spawn(self, argv: list[str], cwd: str, env: dict, log: str) -> int:
-        for pid, child in list(self.children.items()):   # no zombies
-            if child.poll() is not None:
-                del self.children[pid]
+        self.children = {pid: child for pid, child in self.children.items() if child.poll() is None}   # no zombies
         with open(log, "a") as out:
             child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT)
@@ -322,11 +316,9 @@ def acquire_slot(base: Path):
         slot = base / f"slot-{index}"
         slot.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(slot / "lock"))
-        try:
+        with contextlib.suppress(Timeout):
             lock.acquire(timeout=0)
-        except Timeout:
-            continue
-        return slot, lock
+            return slot, lock
     raise RuntimeError(f"all {SLOTS} workspace slots of {base} are busy")
 
 
