@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -105,13 +106,9 @@ def git_carried_outputs(root: str | Path = ".") -> list[str]:
 
     path = Path(root) / "dvc.yaml"
     stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.exists() else {}
-    carried = []
-    for stage in stages.values():
-        for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind) or []:
-                if isinstance(entry, dict):
-                    carried += [out for out, spec in entry.items() if (spec or {}).get("cache") is False]
-    return sorted(set(carried))
+    return sorted({out for stage in stages.values() for kind in ("outs", "metrics", "plots")
+                   for entry in stage.get(kind) or [] if isinstance(entry, dict)
+                   for out, spec in entry.items() if (spec or {}).get("cache") is False})
 
 
 def recorded_sources(root: str | Path = ".") -> list[str]:
@@ -166,15 +163,8 @@ def check_lock_for_pull(root: str | Path) -> None:
 def checkout_failures(output: str) -> list[str]:
     """The targets DVC names after 'Checkout failed for following targets:' (up to 'Is your cache up to date?')."""
     lines = [line.strip() for line in output.splitlines()]
-    start = next((i for i, line in enumerate(lines) if "Checkout failed for following targets" in line), None)
-    if start is None:
-        return []
-    targets = []
-    for line in lines[start + 1:]:
-        if not line or line.startswith("Is your cache up to date"):
-            break
-        targets.append(line)
-    return targets
+    start = next((i for i, line in enumerate(lines) if "Checkout failed for following targets" in line), len(lines))
+    return list(takewhile(lambda line: line and not line.startswith("Is your cache up to date"), lines[start + 1:]))
 
 
 def transfer(command: str, root: str | Path = ".", name: str | None = None) -> None:
