@@ -87,12 +87,12 @@ LOADED = "LINCLASS_WARM_BLAS"
 GRACE = 10.0
 
 
-def script_imports(path: Path) -> tuple[list[str], list[str]]:
-    """The modules a script imports at its top level, and the names it imports from them that may be modules
-    (`from linclass import plots`)."""
-    tree = ast.parse(path.read_text())
+def script_imports(root: Path) -> tuple[list[str], list[str]]:
+    """The modules the stage scripts (SCRIPTS) import at their top level, and the names they import from them that
+    may be modules (`from linclass import plots`)."""
     modules, maybe = [], []
-    for node in tree.body:
+    scripts = [root / script for script in SCRIPTS if (root / script).exists()]
+    for node in (node for script in scripts for node in ast.parse(script.read_text()).body):
         if isinstance(node, ast.Import):
             modules += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -105,12 +105,7 @@ def preload(root: Path, dvc: bool = False) -> list[str]:
     """Import the stage scripts' modules, what they import lazily and (with `dvc`) DVC's; return those that
     failed."""
     missing = []
-    modules, maybe = [], []
-    for script in SCRIPTS:
-        if (root / script).exists():
-            imported, from_names = script_imports(root / script)
-            modules += imported
-            maybe += from_names
+    modules, maybe = script_imports(root)
     for name in dict.fromkeys([*modules, *LAZY_MODULES, *(DVC_MODULES if dvc else ()), *maybe]):
         try:
             importlib.import_module(name)
@@ -241,10 +236,8 @@ def serve(listener: socket.socket, path: Path, root: Path, idle: float, code: di
                     if job is not None:   # the child: leave the server's state behind
                         for fd in (wake_read, wake_write):
                             os.close(fd)
-                        for other, _, _ in children.values():
-                            other.close()
-                        selector.close()
-                        listener.close()
+                        for close in [selector.close, listener.close, *(c.close for c, _, _ in children.values())]:
+                            close()
                         return job
                 else:
                     with contextlib.suppress(BlockingIOError):
@@ -370,8 +363,8 @@ def run_job(job: dict, loaded_blas: str) -> None:
             sys.argv = list(argv)
             sys.path[0] = str(Path(argv[0]).resolve().parent)
             runpy.run_path(argv[0], run_name="__main__")
-    except SystemExit as exc:
-        exit_code[0] = _code(exc.code)
+    except SystemExit as exc:   # its process exit status, as the interpreter makes it
+        exit_code[0] = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         raise
     except KeyboardInterrupt:
         exit_code[0] = 130
@@ -379,13 +372,6 @@ def run_job(job: dict, loaded_blas: str) -> None:
     except BaseException:
         exit_code[0] = 1
         raise
-
-
-def _code(code) -> int:
-    """The process exit status of SystemExit(code), as the interpreter makes it."""
-    if code is None:
-        return 0
-    return code if isinstance(code, int) else 1
 
 
 def _exit_now(exit_code: list[int]) -> None:
