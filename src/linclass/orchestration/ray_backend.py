@@ -639,13 +639,10 @@ def run_sweep(points: Sequence, overrides: Sequence[str] = (), *, root: str | Pa
             while pending or to_pull or pulling is not None:
                 if pending:
                     done, pending = ray.wait(pending, num_returns=1, timeout=0.2)
-                    for ref in done:
-                        group_results = _group_results(ray, ref, futures[ref])
-                        to_pull += [r["name"] for r in group_results if r["ok"]]
-                        for result in group_results:
-                            results.append(result)
-                            log(f"[{len(results)}/{len(points)} at {time.monotonic() - start:.0f} s] "
-                                f"{describe(result)}")
+                    for result in (result for ref in done for result in _group_results(ray, ref, futures[ref])):
+                        results.append(result)
+                        to_pull += [result["name"]] if result["ok"] else []
+                        log(f"[{len(results)}/{len(points)} at {time.monotonic() - start:.0f} s] {describe(result)}")
                 if pulling is not None and (pulling.done() or not pending):
                     pulling.result()   # its error, if it failed
                     pulling = None

@@ -71,15 +71,14 @@ class Throttle:
             if counted:
                 self._pending.subtract(_keys(user, address))
                 self._pending = +self._pending   # keys with no attempt in flight go
-            for key in _keys(user, address):
-                if ok is False:
-                    self._failures.setdefault(key, deque()).append(now)
-                    self._failures.move_to_end(key)
             if ok:
                 self._good[digest] = now + self.remember_seconds
                 self._good.move_to_end(digest)
             elif ok is False:
                 self._good.pop(digest, None)
+                for key in _keys(user, address):
+                    self._failures.setdefault(key, deque()).append(now)
+                    self._failures.move_to_end(key)
             for table in (self._failures, self._good):   # bounded memory, oldest keys go first
                 while len(table) > self.max_keys:
                     table.popitem(last=False)
