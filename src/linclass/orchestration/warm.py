@@ -363,14 +363,9 @@ def run_job(job: dict, loaded_blas: str) -> None:
             sys.argv = list(argv)
             sys.path[0] = str(Path(argv[0]).resolve().parent)
             runpy.run_path(argv[0], run_name="__main__")
-    except SystemExit as exc:   # its process exit status, as the interpreter makes it
-        exit_code[0] = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
-        raise
-    except KeyboardInterrupt:
-        exit_code[0] = 130
-        raise
-    except BaseException:
-        exit_code[0] = 1
+    except BaseException as exc:   # the process's exit status, as the interpreter makes it
+        code = exc.code if isinstance(exc, SystemExit) else 130 if isinstance(exc, KeyboardInterrupt) else 1
+        exit_code[0] = 0 if code is None else code if isinstance(code, int) else 1
         raise
 
 
@@ -420,12 +415,6 @@ def serving(root: Path, env: dict[str, str], log: Path, wait: float = 0.0, idle:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _stopped_while_loading(signum, frame):
-    """SIGTERM before serving (the pipeline it was started for may be done already): exit through the
-    with-blocks, which remove what they made (prime_model_logging's model folder)."""
-    raise SystemExit(128 + signum)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="a warm interpreter for this workspace's Python commands")
     parser.add_argument("--socket", type=Path, required=True)
@@ -441,7 +430,9 @@ def main() -> None:
         sys.exit(f"error: linclass comes from {Path(linclass.__file__).parent}, not this workspace's src/: "
                  f"start with PYTHONPATH={root / 'src'}")
     os.setpgid(0, 0)   # a group of its own: stopping a command's group never stops the server
-    signal.signal(signal.SIGTERM, _stopped_while_loading)   # until serve() takes it
+    # SIGTERM before serving (the pipeline it was started for may be done already), until serve() takes it: exit
+    # through the with-blocks, which remove what they made (prime_model_logging's model folder)
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     code = project_code(root) or {}   # before the imports: an edit while they run is seen as a change
     # listening before the imports: a command asked while they run waits in the backlog (accepted once they are
     # done) instead of paying them again in a fresh python; if loading fails, the closed socket sends it there
