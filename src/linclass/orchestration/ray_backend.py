@@ -347,9 +347,8 @@ def run_group(spec: dict) -> list[dict]:
     base = node_base(spec["git_url"], node)
     slot, lock = acquire_slot(base)
     attempt = f"{spec['sweep_id']}/{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, **spec["env"], "DVC_NO_ANALYTICS": "1"}
-    for inherited in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "LINCLASS_WARM_SOCKET", SWEEP_ATTEMPT):
-        env.pop(inherited, None)
+    inherited = ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "LINCLASS_WARM_SOCKET", SWEEP_ATTEMPT)
+    env = {k: v for k, v in {**os.environ, **spec["env"], "DVC_NO_ANALYTICS": "1"}.items() if k not in inherited}
     workspace = Workspace(base, slot, env)
     results = [{"name": p["name"], "ok": False, "error": None, "node": node, "folder": str(workspace.repo),
                 "attempt": attempt, "log": str(workspace.log), "seconds": {}, "span": [time.time(), None]}

@@ -234,12 +234,9 @@ def error_line(output: str) -> str:
 
 def experiment_states(exp_show: list) -> dict[str, str]:
     """Experiment name -> queued | running | success | failed, from `dvc exp show --json`."""
-    states = {}
-    for baseline in exp_show:
-        for experiment in baseline.get("experiments") or []:
-            executor = experiment.get("executor") or {}
-            states[experiment.get("name") or experiment["revs"][0]["rev"][:7]] = executor.get("state") or "success"
-    return states
+    return {experiment.get("name") or experiment["revs"][0]["rev"][:7]:
+            (experiment.get("executor") or {}).get("state") or "success"
+            for baseline in exp_show for experiment in baseline.get("experiments") or []}
 
 
 # `dvc exp show` (DVC 3.67) can hang for good on a lock of its index while queue workers commit: it is
@@ -374,10 +371,8 @@ def stop_leftover_workers(root: str | Path = ".", wait: float = 10.0) -> list[in
     one was seen idle for good, invisible to `dvc queue status` (so `dvc queue stop` cannot reach it),
     with the forked copy of --run-all that waits for it still holding our standard output.
     """
-    leftover = []
-    for pid in queue_workers(root):
-        with contextlib.suppress(psutil.Error):
-            leftover.append(psutil.Process(pid))
+    pids = queue_workers(root)
+    leftover = [process for process in psutil.process_iter() if process.pid in pids]
     end_processes(leftover, wait)
     return [process.pid for process in leftover]
 
