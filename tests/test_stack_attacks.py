@@ -637,6 +637,64 @@ def test_an_experiment_cannot_choose_where_the_server_writes(stack, control, bas
     assert list(target.iterdir()) == []
 
 
+
+def raw_answer(url: str, method: str, path: str, headers: list[str], body: str = "") -> tuple[int, str]:
+    """(status, body) of one request whose headers are sent exactly as given, repeated ones included."""
+    host, port = url.removeprefix("http://").split(":")
+    data = body.encode()
+    with socket.create_connection((host, int(port)), timeout=60) as conn:
+        conn.sendall("\r\n".join([f"{method} {path} HTTP/1.1", *headers, f"Content-Length: {len(data)}",
+                                   "Connection: close", "", ""]).encode() + data)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, text = answer.decode(errors="replace").partition("\r\n\r\n")
+    return int(head.split()[1]), text
+
+
+def test_a_header_sent_twice_or_a_form_type_takes_no_body_past_the_guard(stack, base):
+    # Found by an attack: the guard read the last Content-Type and checked no body of a form's type, while MLflow's
+    # handlers read the headers joined by its WSGI bridge ("application/json;x=1, multipart/form-data"), keep what
+    # comes before the first ";" and read the body as JSON. So a teammate chose the folder where the server (the
+    # stack's account) keeps and lists a run's artifacts: a link there to the stack's folder, and /get-artifact
+    # handed out secrets.env (the admin's and the database's passwords).
+    bob = login(stack, "bob")
+    host = f"Host: {stack.url.removeprefix('http://')}"
+    auth = "Authorization: Basic " + base64.b64encode(":".join(bob).encode()).decode()
+    twice = "the {} header is sent more than once"
+    attempts = {   # the headers, and what the guard's 400 says
+        "json and a form": ([host, auth, "Content-Type: application/json; charset=utf-8",
+                             "Content-Type: application/x-www-form-urlencoded"], twice.format("content-type")),
+        "json with a parameter and multipart": ([host, auth, "Content-Type: application/json;x=1",
+                                                 "Content-Type: multipart/form-data"], twice.format("content-type")),
+        "a form's type alone": ([host, auth, "Content-Type: application/x-www-form-urlencoded"], "artifact_location"),
+        "two origins": ([host, f"Origin: http://{host[6:]}", "Origin: http://elsewhere.example", auth,
+                         "Content-Type: application/json"], twice.format("origin")),
+        "two hosts": ([host, "Host: elsewhere.example", auth, "Content-Type: application/json"],
+                      "Invalid HTTP request"),   # uvicorn's own answer
+    }
+    for i, (attempt, (headers, said)) in enumerate(attempts.items()):
+        target = base / f"bobs-folder-{i}"
+        target.mkdir(mode=0o777)
+        target.chmod(0o777)
+        name = f"bobs-choice-{i}"
+        status, text = raw_answer(stack.url, "POST", "/api/2.0/mlflow/experiments/create", headers,
+                                  json.dumps({"name": name, "artifact_location": target.as_uri()}))
+        found, _, experiment, _ = call(stack.url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}",
+                                       auth=bob)
+        leaked = ""
+        if found == 200:   # what bob got with it: the server read the stack's folder for him
+            run = json.loads(call(stack.url, "/api/2.0/mlflow/runs/create", "POST",
+                                  {"experiment_id": json.loads(experiment)["experiment"]["experiment_id"]},
+                                  bob)[2])["run"]["info"]["run_id"]
+            (target / run).mkdir()
+            (target / run / "artifacts").symlink_to(stack.folder)
+            leaked = call(stack.url, f"/get-artifact?path=secrets.env&run_uuid={run}", auth=bob)[2]
+        assert status == 400 and said in text and found == 404, (attempt, status, text[:200], leaked[:100])
+        assert stack.secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] not in leaked
+        assert list(target.iterdir()) == []
+
+
 # ---- files on disk, read by a second local account ----
 
 def as_other(cmd: list[str], groups: str | None = None) -> subprocess.CompletedProcess:
@@ -772,6 +830,35 @@ def test_no_secret_goes_to_another_accounts_process_on_the_stacks_ports(base):
         assert not ok and "server requested a cleartext password" in why, why
     finally:
         services(env, "down", check=False)
+
+
+
+def test_a_stack_folder_another_account_made_first_is_not_taken_over(base):
+    # `services up` made every entry of its folder the stack's, whoever had made it: another account that made the
+    # folder first (LINCLASS_SERVICES_DIR where it may write, a path it guessed) chose the passwords of the stack's
+    # admin and database (its secrets.env), or a database whose settings run its commands, for root to adopt.
+    nobody = pwd.getpwnam("nobody")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")},
+           "LINCLASS_MLFLOW_PORT": str(free_port()), "LINCLASS_PG_PORT": str(free_port())}
+    planted = "LINCLASS_PG_PASSWORD=known\nMLFLOW_FLASK_SERVER_SECRET_KEY=known\nMLFLOW_AUTH_ADMIN_PASSWORD=known\n" \
+              "MLFLOW_CRYPTO_KEK_PASSPHRASE=known\n"
+    for case in ("the folder", "an entry"):
+        folder = base / f"made-first-{case.replace(' ', '-')}"
+        folder.mkdir(mode=0o755)
+        (folder / "secrets.env").write_text(planted)
+        stranger = folder if case == "the folder" else folder / "secrets.env"
+        for path in {folder / "secrets.env", stranger}:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        try:
+            up = services({**env, "LINCLASS_SERVICES_DIR": str(folder)}, "up", check=False)
+        finally:   # (had it started: stopped)
+            services({**env, "LINCLASS_SERVICES_DIR": str(folder)}, "down", check=False)
+        assert up.returncode == 1 and up.stderr.startswith(f"error: {stranger} belongs to uid {nobody.pw_uid}, not "
+                                                           "to the stack's account linclass-stack: another account "
+                                                           "may have put it there"), (case, up.stdout + up.stderr)
+        assert len(up.stderr.strip().splitlines()) == 1
+        assert sorted(p.name for p in folder.iterdir()) == ["secrets.env"], "nothing made or started there"
+        assert (folder / "secrets.env").read_text() == planted and stranger.stat().st_uid == nobody.pw_uid
 
 
 def test_the_stack_runs_as_its_own_account_never_root(stack):

@@ -210,9 +210,30 @@ def _wrong(st: os.stat_result, account: Account, mode: int) -> bool:
     return st.st_uid != account.uid or (st.st_mode & 0o7777) != mode
 
 
+def refuse_strangers(path: Path, account: Account, skip: Path | None = None) -> None:
+    """AccountError (one line) when `path` or anything in it (links included, `skip` and what is in it left out)
+    belongs to an account other than root, the caller and `account`: another account may have made it before the
+    stack did (a secrets.env of passwords it knows, a database whose settings run its commands), and the stack
+    would take it over. Checked before anything is changed."""
+    allowed = {0, os.geteuid(), account.uid}
+    found = None if path.lstat().st_uid in allowed else path
+    if found is None and path.is_dir() and not path.is_symlink():
+        for folder, dirs, files, folder_fd in os.fwalk(path, follow_symlinks=False):
+            dirs[:] = [name for name in dirs if Path(folder, name) != skip]
+            found = next((Path(folder, name) for name in dirs + files
+                          if os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_uid not in allowed), None)
+            if found is not None:
+                break
+    if found is not None:
+        raise AccountError(f"{found} belongs to {describe_uids({found.lstat().st_uid})}, not to the stack's account "
+                           f"{account.name}: another account may have put it there, for the stack to take over; "
+                           "remove it (or, if it is a stack you ran as that account, give it to this one: chown -R)")
+
+
 def _own_tree(path: Path, account: Account) -> None:
     """Give the tree at `path` to `account` and take every right of group and others away (symbolic links
     are neither followed nor changed; the mode change runs as `account`, which can only touch its own)."""
+    refuse_strangers(path, account)
     if not account.is_me:
         os.chown(path, account.uid, account.gid, follow_symlinks=False)
         # fwalk: no link is followed, the top either (os.walk listed the folder a link at `path` pointed to)

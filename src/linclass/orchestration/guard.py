@@ -75,7 +75,14 @@ API = re.compile(r"^/(?:ajax-)?api/", re.I)
 BINARY_BODIES = re.compile(r"/mlflow-artifacts/|/mlflow/upload-artifact$", re.I)
 CREATE_EXPERIMENT = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/experiments/create$", re.I)
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-FORMS = {"application/x-www-form-urlencoded", "multipart/form-data"}   # the sign-up page's form
+# The one route that reads a form (MLflow's sign-up page posts one): every other body of an API route is checked
+# as JSON, whatever its Content-Type says (MLflow's handlers read a body as JSON when the header starts so).
+SIGN_UP = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/users/create-ui$", re.I)
+FORMS = {"application/x-www-form-urlencoded", "multipart/form-data"}
+# Headers the guard decides on, or that say how long the body is: sent twice, the guard would read one (the last)
+# where MLflow reads another (Starlette's first) or both joined by ", " (its WSGI bridge: a second Content-Type
+# "application/json;x=1" then "multipart/form-data" read as JSON by MLflow, as a form by the guard). Refused.
+SINGLE_HEADERS = ("content-type", "content-length", "transfer-encoding", "host", "origin")
 MAX_BODY = 64 * 2**20
 # What database drivers and SQLAlchemy put in exception texts that MLflow passes on to clients.
 DATABASE_TEXT = re.compile(r"\[SQL:|\((?:psycopg2?|sqlite3|pymysql|pyodbc|sqlalchemy)[.)]|\bsqlalchemy\.|\bpsycopg2?\."
@@ -366,6 +373,10 @@ class Guard:
                                                        scope.get("server")) != os.getuid():
             return await answer(send, 403, "PERMISSION_DENIED", f"this server answers only the processes of uid "
                                 f"{os.getuid()}, the account it runs as")
+        names = [k.decode("latin-1").lower() for k, _ in scope.get("headers", [])]
+        if twice := [name for name in SINGLE_HEADERS if names.count(name) > 1]:
+            return await answer(send, 400, "INVALID_PARAMETER_VALUE", f"the {twice[0]} header is sent more than "
+                                "once: send it once")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if self.token and not (method == "GET" and scope["path"] in self.health) \
                 and not carries_token(headers.get("authorization"), self.token):
@@ -401,7 +412,7 @@ class Guard:
         content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
         graphql = path == "/graphql"
         if graphql or (method in BODY_METHODS and API.match(path) and not BINARY_BODIES.search(path)
-                       and content_type not in FORMS):
+                       and not (content_type in FORMS and SIGN_UP.match(path))):
             body = await read_body(receive)
             if body is None:
                 return await answer(send, 413, "INVALID_PARAMETER_VALUE", f"request body over {MAX_BODY} bytes")

@@ -66,6 +66,7 @@ from linclass.orchestration.accounts import (
     open_private_log,
     private_dir,
     read_private,
+    refuse_strangers,
     stack_account,
     strangers_listening,
     team_group,
@@ -451,6 +452,10 @@ def given_folder(name: str) -> str | None:
     return value if not value or "://" in value else str(Path(value).resolve())
 
 
+def dvc_remote_of(folder: Path) -> str:
+    return given_folder("LINCLASS_DVC_REMOTE") or str(folder / "dvc-remote")
+
+
 def stack_config(folder: Path, state: dict, secret: dict[str, str]) -> dict:
     """Where the parts listen and keep their data (checked: environment()), except what `state` says of parts
     that are running (their ports)."""
@@ -467,7 +472,7 @@ def stack_config(folder: Path, state: dict, secret: dict[str, str]) -> dict:
         "backend": os.environ.get("LINCLASS_BACKEND_STORE", f"{local_db}/mlflow?{SCRAM_ONLY}"),
         "auth_store": os.environ.get("LINCLASS_AUTH_STORE", f"{local_db}/mlflow_auth?{SCRAM_ONLY}"),
         "artifacts": given_folder("LINCLASS_ARTIFACTS") or str(folder / "artifacts"),
-        "dvc_remote": given_folder("LINCLASS_DVC_REMOTE") or str(folder / "dvc-remote"),
+        "dvc_remote": dvc_remote_of(folder),
         "public_url": os.environ.get("LINCLASS_PUBLIC_URL"),
     }
 
@@ -492,6 +497,7 @@ def up(folder: Path) -> str:
     environment()   # a bad setting stops here: nothing made yet
     account = stack_account()
     folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+    refuse_strangers(folder, account, skip=Path(dvc_remote_of(folder)))   # before reading or making anything there
     state = load_state(folder)
     mlflow_pid, mlflow_alive = state.get("mlflow_pid"), mlflow_alive_in(state, folder)
     postgres_alive = postgres_pid(folder) is not None
