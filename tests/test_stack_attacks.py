@@ -842,23 +842,32 @@ def test_a_stack_folder_another_account_made_first_is_not_taken_over(base):
            "LINCLASS_MLFLOW_PORT": str(free_port()), "LINCLASS_PG_PORT": str(free_port())}
     planted = "LINCLASS_PG_PASSWORD=known\nMLFLOW_FLASK_SERVER_SECRET_KEY=known\nMLFLOW_AUTH_ADMIN_PASSWORD=known\n" \
               "MLFLOW_CRYPTO_KEK_PASSPHRASE=known\n"
-    for case in ("the folder", "an entry"):
+    outside = base / "a-file-of-roots"
+    outside.write_text(planted)
+    said = {"the folder": "belongs to uid {uid}, not to the stack's account linclass-stack: another account may have "
+                          "put it there", "an entry": "belongs to uid {uid}, not to the stack's account",
+            "a hard link": "is a hard link (2 names): root never gives a file that has another name"}
+    for case in said:
         folder = base / f"made-first-{case.replace(' ', '-')}"
         folder.mkdir(mode=0o755)
-        (folder / "secrets.env").write_text(planted)
+        if case == "a hard link":   # whoever runs as the stack's account, where fs.protected_hardlinks=0: /etc/shadow
+            os.link(outside, folder / "secrets.env")
+        else:
+            (folder / "secrets.env").write_text(planted)
         stranger = folder if case == "the folder" else folder / "secrets.env"
-        for path in {folder / "secrets.env", stranger}:
-            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        if case != "a hard link":
+            for path in {folder / "secrets.env", stranger}:
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        owner = stranger.stat().st_uid
         try:
             up = services({**env, "LINCLASS_SERVICES_DIR": str(folder)}, "up", check=False)
         finally:   # (had it started: stopped)
             services({**env, "LINCLASS_SERVICES_DIR": str(folder)}, "down", check=False)
-        assert up.returncode == 1 and up.stderr.startswith(f"error: {stranger} belongs to uid {nobody.pw_uid}, not "
-                                                           "to the stack's account linclass-stack: another account "
-                                                           "may have put it there"), (case, up.stdout + up.stderr)
+        expected = f"error: {stranger} {said[case].format(uid=nobody.pw_uid)}"
+        assert up.returncode == 1 and up.stderr.startswith(expected), (case, up.stdout + up.stderr)
         assert len(up.stderr.strip().splitlines()) == 1
         assert sorted(p.name for p in folder.iterdir()) == ["secrets.env"], "nothing made or started there"
-        assert (folder / "secrets.env").read_text() == planted and stranger.stat().st_uid == nobody.pw_uid
+        assert (folder / "secrets.env").read_text() == planted and stranger.stat().st_uid == owner
 
 
 def test_the_stack_runs_as_its_own_account_never_root(stack):

@@ -214,20 +214,33 @@ def refuse_strangers(path: Path, account: Account, skip: Path | None = None) -> 
     """AccountError (one line) when `path` or anything in it (links included, `skip` and what is in it left out)
     belongs to an account other than root, the caller and `account`: another account may have made it before the
     stack did (a secrets.env of passwords it knows, a database whose settings run its commands), and the stack
-    would take it over. Checked before anything is changed."""
+    would take it over; or when a file there has another name elsewhere (a hard link to /etc/shadow, given to the
+    stack's account with it). Checked before anything is changed."""
     allowed = {0, os.geteuid(), account.uid}
-    found = None if path.lstat().st_uid in allowed else path
+
+    def wrong(name: str | Path, folder_fd: int | None = None) -> bool:
+        try:
+            st = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+        except FileNotFoundError:   # gone meanwhile (a running PostgreSQL's temporary files)
+            return False
+        return st.st_uid not in allowed or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1)
+
+    found = path if wrong(path) else None
     if found is None and path.is_dir() and not path.is_symlink():
         for folder, dirs, files, folder_fd in os.fwalk(path, follow_symlinks=False):
             dirs[:] = [name for name in dirs if Path(folder, name) != skip]
-            found = next((Path(folder, name) for name in dirs + files
-                          if os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_uid not in allowed), None)
+            found = next((Path(folder, name) for name in dirs + files if wrong(name, folder_fd)), None)
             if found is not None:
                 break
-    if found is not None:
-        raise AccountError(f"{found} belongs to {describe_uids({found.lstat().st_uid})}, not to the stack's account "
-                           f"{account.name}: another account may have put it there, for the stack to take over; "
-                           "remove it (or, if it is a stack you ran as that account, give it to this one: chown -R)")
+    if found is None:
+        return
+    st = found.lstat()
+    if st.st_uid in allowed:
+        raise AccountError(f"{found} is a hard link ({st.st_nlink} names): root never gives a file that has another "
+                           "name to the stack's account; remove it")
+    raise AccountError(f"{found} belongs to {describe_uids({st.st_uid})}, not to the stack's account {account.name}: "
+                       "another account may have put it there, for the stack to take over; remove it (or, if it is "
+                       "a stack you ran as that account, give it to this one: chown -R)")
 
 
 def _own_tree(path: Path, account: Account) -> None:
