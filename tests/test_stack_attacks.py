@@ -695,6 +695,70 @@ def test_a_header_sent_twice_or_a_form_type_takes_no_body_past_the_guard(stack, 
         assert list(target.iterdir()) == []
 
 
+# Found by a second attack: MLflow lets any user with edit rights on a trace set its tag mlflow.artifactLocation
+# (PATCH .../traces/<id>/tags; only the spans' and the archive's locations are protected), and get-trace-artifact
+# then reads the trace's attachments from that folder, as the stack's account. MLflow checks that the resolved
+# path stays inside the folder, then opens the path again: a teammate who swaps a file there with a link (their own
+# folder, their own trace) got secrets.env (the admin's and the database's passwords) on the first request.
+TRACE = """
+import mlflow
+mlflow.set_experiment("bobs-traces")
+with mlflow.start_span("x"):
+    pass
+mlflow.flush_trace_async_logging()
+print(mlflow.get_last_active_trace_id())
+"""
+SWAP = """
+import os, sys, time
+folder, name, target = sys.argv[1], sys.argv[2], sys.argv[3]
+end = time.monotonic() + float(sys.argv[4])
+while time.monotonic() < end:   # a plain file for MLflow's check, a link for its read
+    with open(os.path.join(folder, ".file"), "w") as out:
+        out.write("decoy")
+    os.replace(os.path.join(folder, ".file"), os.path.join(folder, name))
+    if os.path.lexists(os.path.join(folder, ".link")):
+        os.unlink(os.path.join(folder, ".link"))
+    os.symlink(target, os.path.join(folder, ".link"))
+    os.replace(os.path.join(folder, ".link"), os.path.join(folder, name))
+"""
+
+
+def test_a_trace_cannot_choose_where_the_server_reads(stack, base):
+    bob = login(stack, "bob")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": stack.url, "MLFLOW_TRACKING_USERNAME": bob[0],
+           "MLFLOW_TRACKING_PASSWORD": bob[1]}
+    trace = subprocess.run([sys.executable, "-c", TRACE], env=env, capture_output=True, text=True, timeout=120,
+                           check=True).stdout.split()[-1]
+    info = f"/api/3.0/mlflow/traces/{trace}"
+    own = json.loads(call(stack.url, info, auth=bob)[2])["trace"]["trace_info"]["tags"]["mlflow.artifactLocation"]
+    assert own.startswith("mlflow-artifacts:/"), own
+    nobody = pwd.getpwnam("nobody")
+    folder = base / "bobs-trace-folder"
+    (folder / "attachments").mkdir(parents=True)
+    for path in (folder, folder / "attachments"):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    statuses = [call(stack.url, f"/api/{version}/mlflow/traces/{trace}/tags", "PATCH",
+                     {"key": "mlflow.artifactLocation", "value": folder.as_uri()}, bob)[0]
+                for version in ("2.0", "3.0")]
+    attachment = "3f2b1c9e-1111-4222-8333-444455556666"   # the route serves only names that are UUIDs
+    swapper = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+                                sys.executable, "-I", "-c", SWAP, str(folder / "attachments"), attachment,
+                                str(stack.folder / "secrets.env"), "30"])
+    leaked = False   # a bool: the failure message must not show the secrets
+    try:
+        for _ in range(50):
+            text = call(stack.url, f"/ajax-api/3.0/mlflow/get-trace-artifact?request_id={trace}&path={attachment}",
+                        auth=bob)[2]
+            if leaked := stack.secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] in text:
+                break
+    finally:
+        swapper.kill()
+        swapper.wait()
+    assert not leaked, "the server read secrets.env for bob through his trace's artifact location"
+    now = json.loads(call(stack.url, info, auth=bob)[2])["trace"]["trace_info"]["tags"]["mlflow.artifactLocation"]
+    assert now == own and all(status in (400, 403) for status in statuses), (statuses, now)
+
+
 # ---- files on disk, read by a second local account ----
 
 def as_other(cmd: list[str], groups: str | None = None) -> subprocess.CompletedProcess:

@@ -358,6 +358,60 @@ def test_the_client_sends_nothing_to_another_accounts_socket(tmp_path):
         shutil.rmtree(shared)
 
 
+SQUATTER = """
+import socket, sys, time
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1])
+listener.listen(0)
+waiting = socket.socket(socket.AF_UNIX)   # fills the backlog: the next connect() waits for an accept() that never comes
+waiting.connect(sys.argv[1])
+print("listening", flush=True)
+time.sleep(120)
+"""
+
+
+def test_another_accounts_socket_that_never_answers_does_not_hang_the_stage(tmp_path):
+    """Found by an attack: as in test_the_client_sends_nothing_to_another_accounts_socket, another account makes
+    the removed folder again, but its socket never accepts. The client's connect() then waited until that account
+    let it go, with SIGTERM, SIGINT and SIGHUP blocked: the stage hung and Ctrl-C did nothing."""
+    if os.getuid() != 0:
+        pytest.skip("switching to another account needs root")
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="warm-squatter-"))   # a stand-in for /tmp: the other account reaches it
+    try:
+        shared.chmod(0o711)
+        taken = shared / "linclass-warm-name"
+        taken.mkdir()
+        os.chown(taken, 65534, 65534)
+        squatter = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                                     "-I", "-S", "-c", SQUATTER, str(taken / "socket")], stdout=subprocess.PIPE,
+                                    text=True)
+        try:
+            assert squatter.stdout is not None and squatter.stdout.readline().strip() == "listening"
+            stage = subprocess.Popen([sys.executable, "-I", "-S", str(CLIENT), "-c", "print('the stage ran')"],
+                                     stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "LINCLASS_WARM_SOCKET": str(taken / "socket")})
+            try:
+                out, _ = stage.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                stage.terminate()   # what Ctrl-C or a stop does: it should end the stage
+                try:
+                    stage.wait(timeout=5)
+                    said = f"the stage hung 30 s, and a SIGTERM ended it: {stage.returncode}"
+                except subprocess.TimeoutExpired:
+                    said = "the stage hung 30 s, and a SIGTERM did not end it"
+                stage.kill()
+                stage.wait()
+                pytest.fail(said)
+        finally:
+            squatter.kill()
+            squatter.wait()
+        assert stage.returncode == 0 and out == "the stage ran\n", out
+    finally:
+        shutil.rmtree(shared)
+
+
 def test_a_stage_that_wants_other_blas_threads_reexecutes_fresh(tmp_path):
     """The server loaded BLAS with 2 threads; params.yaml asks for 1: the stage starts again in a fresh python."""
     proc, socket_path = start_server(tmp_path / "private", env={"OPENBLAS_NUM_THREADS": "2"})
