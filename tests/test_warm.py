@@ -307,8 +307,12 @@ listener.bind(sys.argv[1])
 os.chmod(sys.argv[1], 0o777)
 listener.listen(1)
 print("listening", flush=True)
-listener.settimeout(60)
-conn, _ = listener.accept()
+listener.settimeout(float(sys.argv[2]))
+try:
+    conn, _ = listener.accept()
+except TimeoutError:   # the client never connected
+    print("got nothing", flush=True)
+    sys.exit()
 conn.settimeout(10)
 try:
     data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
@@ -331,31 +335,42 @@ def test_the_client_sends_nothing_to_another_accounts_socket(tmp_path):
     pipeline's environment still names the socket: another account that sees the name in /tmp makes the folder
     again with a socket of its own. The client sent it its whole environment (MLFLOW_TRACKING_TOKEN, cloud keys)
     and its standard streams (a terminal), and took its answer for the command's status: the stage "succeeded"
-    without running. The client only talks to an interpreter of its own account (SO_PEERCRED); others run fresh."""
+    without running. The client talks only to a socket in a private folder of its own account, and only to an
+    interpreter of its own account there (SO_PEERCRED); others run fresh. Both checks, one at a time: another
+    account's folder (the client does not connect), and another account's socket moved into a private folder of
+    this account (it connects, and sends nothing)."""
     if os.getuid() != 0:
         pytest.skip("switching to another account needs root")
     import tempfile
 
-    shared = Path(tempfile.mkdtemp(prefix="warm-thief-"))   # a stand-in for /tmp: the other account reaches it
-    try:
-        shared.chmod(0o711)
-        taken = shared / "linclass-warm-name"
-        taken.mkdir()
-        os.chown(taken, 65534, 65534)
-        thief = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-I",
-                                  "-S", "-c", THIEF, str(taken / "socket")], stdout=subprocess.PIPE, text=True)
+    for case in ("another account's folder", "another account's socket in a private folder"):
+        shared = Path(tempfile.mkdtemp(prefix="warm-thief-"))   # a stand-in for /tmp: the other account reaches it
         try:
-            assert thief.stdout is not None and thief.stdout.readline().strip() == "listening"
-            done = client(taken / "socket", "-c", "print('the stage ran')",
-                          env={"MLFLOW_TRACKING_TOKEN": "secret-token"})
-            said = thief.communicate(timeout=60)[0]
+            shared.chmod(0o711)
+            taken = shared / "linclass-warm-name"
+            taken.mkdir()
+            os.chown(taken, 65534, 65534)
+            thief = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                                      "-I", "-S", "-c", THIEF, str(taken / "socket"), "10"], stdout=subprocess.PIPE,
+                                     text=True)
+            try:
+                assert thief.stdout is not None and thief.stdout.readline().strip() == "listening"
+                socket_path = taken / "socket"
+                if case.endswith("private folder"):
+                    private = shared / "private"
+                    private.mkdir(mode=0o700)
+                    os.rename(socket_path, private / "socket")   # (root moves it: no other account could)
+                    socket_path = private / "socket"
+                done = client(socket_path, "-c", "print('the stage ran')",
+                              env={"MLFLOW_TRACKING_TOKEN": "secret-token"})
+                said = thief.communicate(timeout=60)[0]
+            finally:
+                thief.kill()
+                thief.wait()
+            assert said.strip() == "got nothing", (case, said)
+            assert done.returncode == 0 and done.stdout == "the stage ran\n", done.stdout + done.stderr
         finally:
-            thief.kill()
-            thief.wait()
-        assert said.strip() == "got nothing", said
-        assert done.returncode == 0 and done.stdout == "the stage ran\n", done.stdout + done.stderr
-    finally:
-        shutil.rmtree(shared)
+            shutil.rmtree(shared)
 
 
 SQUATTER = """

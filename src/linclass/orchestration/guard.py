@@ -74,6 +74,11 @@ WORKSPACES = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/workspaces(?:/|$)", re.I)
 API = re.compile(r"^/(?:ajax-)?api/", re.I)
 BINARY_BODIES = re.compile(r"/mlflow-artifacts/|/mlflow/upload-artifact$", re.I)
 CREATE_EXPERIMENT = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/experiments/create$", re.I)
+# A trace's tags that say where the server reads and writes its files (MLflow refuses changes to the spans' and the
+# archive's, not to mlflow.artifactLocation, which get-trace-artifact reads a trace's attachments from: a folder of
+# the user's, with a file swapped for a link between MLflow's check and its read, served the stack's secrets.env).
+TRACE_TAGS = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/traces/[^/]+/tags$", re.I)
+LOCATION_TAG = re.compile(r"^\s*mlflow\..*location", re.I)
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # The one route that reads a form (MLflow's sign-up page posts one): every other body of an API route is checked
 # as JSON, whatever its Content-Type says (MLflow's handlers read a body as JSON when the header starts so).
@@ -166,7 +171,8 @@ def proto_routes(prefix: str = "") -> list[tuple[re.Pattern, frozenset[str], typ
     return routes
 
 
-def body_problem(body: bytes, message_class: type[Message] | None, create_experiment: bool) -> str | None:
+def body_problem(body: bytes, message_class: type[Message] | None, create_experiment: bool,
+                 trace_tags: bool = False) -> str | None:
     """Why a JSON body is refused (one line), or None."""
     if not body.strip():
         return None
@@ -186,6 +192,9 @@ def body_problem(body: bytes, message_class: type[Message] | None, create_experi
     if create_experiment and (value.get("artifact_location") or value.get("artifactLocation")):
         return ("artifact_location is not accepted: this server keeps every experiment's artifacts under its "
                 "own artifact root; leave it out")
+    if trace_tags and LOCATION_TAG.match(str(value.get("key", ""))):
+        return (f"the trace tag {str(value['key'])[:100]!r} is not accepted: this server decides where a trace's "
+                "files are")
     if message_class is not None:
         try:
             ParseDict(value, message_class(), ignore_unknown_fields=True)
@@ -421,7 +430,8 @@ class Guard:
             else:
                 message_class = next((cls for regex, methods, cls in self.routes
                                       if method in methods and regex.match(path)), None)
-                problem = body_problem(body, message_class, bool(CREATE_EXPERIMENT.match(path)))
+                problem = body_problem(body, message_class, bool(CREATE_EXPERIMENT.match(path)),
+                                       bool(TRACE_TAGS.match(path)))
             if problem:
                 return await answer(send, 400, "INVALID_PARAMETER_VALUE", problem)
             receive = replaying(body, receive)

@@ -10,16 +10,20 @@ input, output and error, its working directory and environment; the signals this
 ignored in the command too, and this process exits as the command did (same code, or killed by the
 same signal). If this process is killed outright, the command's side
 notices the closed connection and stops itself (SIGTERM, then SIGKILL after 10 s). A socket that another
-account listens on gets nothing (not the environment, not the streams): the command runs fresh.
+account listens on gets nothing (not the environment, not the streams), nor one in a folder that is not this
+account's own and private (another account that made the folder again, once the interpreter had removed it, with
+a socket that never accepts, held the client in connect() for as long as it liked): the command runs fresh.
 """
 import json
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+CONNECT_SECONDS = 10.0   # a warm interpreter still importing accepts once done; its backlog takes 64 meanwhile
 
 
 def fallback(argv: list[str]) -> None:
@@ -37,22 +41,36 @@ def server_uid(conn: socket.socket) -> int:
     return uid
 
 
+def private_folder(path: str) -> bool:
+    """Whether the socket's folder is this account's, not a link, and closed to every other account."""
+    try:
+        st = os.lstat(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
 def ask(path: str, argv: list[str]):
     """Send the request; the connection's reader once the command runs, None when the interpreter declines."""
+    if not private_folder(path):
+        return None
     ignored = [int(sig) for sig in SIGNALS if signal.getsignal(sig) == signal.SIG_IGN]   # e.g. SIGHUP under nohup
     # the command's environment names this process: a stage finds the `dvc` that runs it among its parents
     env = {**os.environ, "LINCLASS_WARM_CLIENT_PID": str(os.getpid())}
     request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": env, "python": sys.executable,
                           "ignored": ignored}).encode()
     relayed = [sig for sig in SIGNALS if int(sig) not in ignored]
-    # held until the command's pid is known, then relayed to it (the command may run, and be signalled, before
-    # its pid arrives here); unblocked at once when it is declined, before this process becomes a fresh python
-    signal.pthread_sigmask(signal.SIG_BLOCK, relayed)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        conn.settimeout(CONNECT_SECONDS)
         conn.connect(path)
+        conn.settimeout(None)
         if server_uid(conn) != os.getuid():
             raise OSError("not a warm interpreter of this account")
+        # held from the request on until the command's pid is known, then relayed to it (the command may run, and be
+        # signalled, before its pid arrives here); unblocked at once when it is declined, before this process
+        # becomes a fresh python
+        signal.pthread_sigmask(signal.SIG_BLOCK, relayed)
         socket.send_fds(conn, [struct.pack("!I", len(request)) + request], [0, 1, 2])
         reader = conn.makefile("rb")
         answer = json.loads(reader.readline() or b"{}")
