@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -40,12 +41,12 @@ SQL_MARKERS = ("[SQL:", "INSERT INTO", "psycopg2", "sqlite3.", "sqlalche.me", "U
 
 
 def call(url: str, path: str, method: str = "GET", body=None, auth: tuple[str, str] | None = None,
-         source: str | None = None, timeout: float = 60) -> tuple[int, dict, str, float]:
-    """One HTTP request from loopback address `source`: (status, headers, body text, seconds)."""
+         source: str | None = None, timeout: float = 60, headers: dict | None = None) -> tuple[int, dict, str, float]:
+    """One HTTP request from loopback address `source` (`headers` added): (status, headers, body text, seconds)."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout,
                                       source_address=(source, 0) if source else None)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if auth:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
     data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
@@ -53,7 +54,10 @@ def call(url: str, path: str, method: str = "GET", body=None, auth: tuple[str, s
     try:
         conn.request(method, path, body=data, headers=headers)
         response = conn.getresponse()
-        text = response.read().decode(errors="replace")
+        try:
+            text = response.read().decode(errors="replace")
+        except http.client.IncompleteRead as exc:   # a file swapped between the server's stat and its read
+            text = exc.partial.decode(errors="replace")
         return response.status, {k.lower(): v for k, v in response.getheaders()}, text, time.perf_counter() - start
     finally:
         conn.close()
@@ -723,40 +727,150 @@ while time.monotonic() < end:   # a plain file for MLflow's check, a link for it
 """
 
 
+def nobodys_folder(base: Path, name: str) -> Path:
+    """A folder of another local account (nobody), with attachments/ in it: where bob's swapper works."""
+    nobody = pwd.getpwnam("nobody")
+    folder = base / name
+    (folder / "attachments").mkdir(parents=True)
+    for path in (folder, folder / "attachments"):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    return folder
+
+
+def reads_secrets_through(stack: Stack, user: tuple[str, str], trace: str, folder: Path) -> bool:
+    """Whether get-trace-artifact hands `user` the stack's secrets.env while nobody swaps an attachment of `folder`
+    (the trace's artifact location) between a plain file and a link to it. A bool: a failure must not show them."""
+    attachment = "3f2b1c9e-1111-4222-8333-444455556666"   # the route serves only names that are UUIDs
+    swapper = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+                                sys.executable, "-I", "-c", SWAP, str(folder / "attachments"), attachment,
+                                str(stack.folder / "secrets.env"), "30"])
+    try:
+        for _ in range(50):
+            text = call(stack.url, f"/ajax-api/3.0/mlflow/get-trace-artifact?request_id={trace}&path={attachment}",
+                        auth=user)[2]
+            if stack.secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] in text:
+                return True
+        return False
+    finally:
+        swapper.kill()
+        swapper.wait()
+
+
+def trace_info(stack: Stack, user: tuple[str, str], trace: str) -> tuple[int, dict]:
+    status, _, text, _ = call(stack.url, f"/api/3.0/mlflow/traces/{trace}", auth=user)
+    return status, json.loads(text)["trace"]["trace_info"] if status == 200 else {}
+
+
 def test_a_trace_cannot_choose_where_the_server_reads(stack, base):
     bob = login(stack, "bob")
     env = {**os.environ, "MLFLOW_TRACKING_URI": stack.url, "MLFLOW_TRACKING_USERNAME": bob[0],
            "MLFLOW_TRACKING_PASSWORD": bob[1]}
     trace = subprocess.run([sys.executable, "-c", TRACE], env=env, capture_output=True, text=True, timeout=120,
                            check=True).stdout.split()[-1]
-    info = f"/api/3.0/mlflow/traces/{trace}"
-    own = json.loads(call(stack.url, info, auth=bob)[2])["trace"]["trace_info"]["tags"]["mlflow.artifactLocation"]
+    own = trace_info(stack, bob, trace)[1]["tags"]["mlflow.artifactLocation"]
     assert own.startswith("mlflow-artifacts:/"), own
-    nobody = pwd.getpwnam("nobody")
-    folder = base / "bobs-trace-folder"
-    (folder / "attachments").mkdir(parents=True)
-    for path in (folder, folder / "attachments"):
-        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    folder = nobodys_folder(base, "bobs-trace-folder")
     statuses = [call(stack.url, f"/api/{version}/mlflow/traces/{trace}/tags", "PATCH",
                      {"key": "mlflow.artifactLocation", "value": folder.as_uri()}, bob)[0]
                 for version in ("2.0", "3.0")]
-    attachment = "3f2b1c9e-1111-4222-8333-444455556666"   # the route serves only names that are UUIDs
-    swapper = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
-                                sys.executable, "-I", "-c", SWAP, str(folder / "attachments"), attachment,
-                                str(stack.folder / "secrets.env"), "30"])
-    leaked = False   # a bool: the failure message must not show the secrets
-    try:
-        for _ in range(50):
-            text = call(stack.url, f"/ajax-api/3.0/mlflow/get-trace-artifact?request_id={trace}&path={attachment}",
-                        auth=bob)[2]
-            if leaked := stack.secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] in text:
-                break
-    finally:
-        swapper.kill()
-        swapper.wait()
+    leaked = reads_secrets_through(stack, bob, trace, folder)
     assert not leaked, "the server read secrets.env for bob through his trace's artifact location"
-    now = json.loads(call(stack.url, info, auth=bob)[2])["trace"]["trace_info"]["tags"]["mlflow.artifactLocation"]
+    now = trace_info(stack, bob, trace)[1]["tags"]["mlflow.artifactLocation"]
     assert now == own and all(status in (400, 403) for status in statuses), (statuses, now)
+
+
+def otlp(stack: Stack, user: tuple[str, str], experiment_id: str, trace_hex: str, attributes: dict[str, str],
+         encoding: str = "json") -> int:
+    """Send one root span of trace `trace_hex` (32 hex digits: MLflow's trace tr-<them>) to MLflow's OTLP route
+    /v1/traces, as JSON or protobuf, with `attributes`: the status."""
+    from google.protobuf.json_format import ParseDict
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    now, span_hex = time.time_ns(), secrets.token_hex(8)
+    span = {"traceId": trace_hex, "spanId": span_hex, "name": "root", "status": {"code": 1},
+            "startTimeUnixNano": str(now - 10**6), "endTimeUnixNano": str(now),
+            "attributes": [{"key": key, "value": {"stringValue": value}} for key, value in attributes.items()]}
+    request = {"resourceSpans": [{"resource": {}, "scopeSpans": [{"scope": {"name": "attack"}, "spans": [span]}]}]}
+    if encoding == "json":
+        body, kind = json.dumps(request).encode(), "application/json"
+    else:   # protobuf's JSON mapping takes the ids as base64
+        span["traceId"] = base64.b64encode(bytes.fromhex(trace_hex)).decode()
+        span["spanId"] = base64.b64encode(bytes.fromhex(span_hex)).decode()
+        body, kind = ParseDict(request, ExportTraceServiceRequest()).SerializeToString(), "application/x-protobuf"
+    return call(stack.url, "/v1/traces", "POST", body, user,
+                headers={"Content-Type": kind, "X-Mlflow-Experiment-Id": experiment_id})[0]
+
+
+def experiment_of(stack: Stack, user: tuple[str, str], name: str) -> str:
+    """The id of `user`'s experiment `name`, made first when there is none."""
+    status, _, text, _ = call(stack.url, "/api/2.0/mlflow/experiments/create", "POST", {"name": name}, user)
+    if status == 200:
+        return json.loads(text)["experiment_id"]
+    text = call(stack.url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}", auth=user)[2]
+    return json.loads(text)["experiment"]["experiment_id"]
+
+
+# Found by a third attack: the guard refuses the trace tag mlflow.artifactLocation on .../traces/<id>/tags only.
+# MLflow sets every trace tag of a root span's attributes mlflow.traceTag.<key> that reaches its OTLP route
+# /v1/traces (JSON or protobuf, which the guard does not read), mlflow.* included, and every tag of the deprecated
+# end-trace route (PATCH /api/2.0/mlflow/traces/<id>): bob moved his trace's attachments to a folder of his and,
+# with the swap above, got secrets.env (the admin's and the database's passwords) within a few requests.
+@pytest.mark.parametrize("route", ["otlp-json", "otlp-protobuf", "end-trace-v2"])
+def test_no_other_route_lets_a_trace_choose_where_the_server_reads(stack, base, route):
+    bob = login(stack, "bob")
+    experiment = experiment_of(stack, bob, "bobs-otlp-traces")
+    trace_hex = secrets.token_hex(16)
+    trace = f"tr-{trace_hex}"
+    assert otlp(stack, bob, experiment, trace_hex, {}) == 200
+    own = trace_info(stack, bob, trace)[1]["tags"]["mlflow.artifactLocation"]
+    assert own.startswith("mlflow-artifacts:/"), own
+    folder = nobodys_folder(base, f"bobs-{route}-folder")
+    if route.startswith("otlp"):
+        status = otlp(stack, bob, experiment, trace_hex, {"mlflow.traceTag.mlflow.artifactLocation": folder.as_uri()},
+                      route.removeprefix("otlp-"))
+    else:
+        status = call(stack.url, f"/api/2.0/mlflow/traces/{trace}", "PATCH",
+                      {"timestamp_ms": int(time.time() * 1000), "status": "OK",
+                       "tags": [{"key": "mlflow.artifactLocation", "value": folder.as_uri()}]}, bob)[0]
+    now = trace_info(stack, bob, trace)[1]["tags"]["mlflow.artifactLocation"]
+    leaked = now != own and reads_secrets_through(stack, bob, trace, folder)   # what the tag gave him
+    assert not leaked, f"{route}: the server read secrets.env for bob through his trace's artifact location"
+    assert now == own, (route, status, now)
+
+
+# Found by the same attack: MLflow's OTLP route and start-trace (POST /api/3.0/mlflow/traces) check that the user
+# may add traces to the experiment the request names, and then write to the trace of that id wherever it is.
+# Knowing the id of carol's trace (it is in her page's address, her runs' links, her logs), bob, with no permission
+# on her experiment, changed its tags (its artifact location included) and added spans to it through /v1/traces,
+# and start-trace moved it, spans and all, into his own experiment: he read her inputs, and she lost it (403).
+def carols_trace_bob_cannot_read(stack: Stack) -> tuple[str, str]:
+    """(carol's new trace's 32 hex digits, her experiment's id): a trace with a private input, bob refused it."""
+    carol, trace_hex = login(stack, "carol"), secrets.token_hex(16)
+    hers = experiment_of(stack, carol, "carols-private-traces")
+    assert otlp(stack, carol, hers, trace_hex, {"mlflow.spanInputs": json.dumps("carol's private prompt")}) == 200
+    assert trace_info(stack, login(stack, "bob"), f"tr-{trace_hex}")[0] in (403, 404)
+    return trace_hex, hers
+
+
+def test_a_teammate_cannot_write_into_another_teammates_trace(stack):
+    bob, (trace_hex, _) = login(stack, "bob"), carols_trace_bob_cannot_read(stack)
+    sent = otlp(stack, bob, experiment_of(stack, bob, "bobs-own-traces"), trace_hex,
+                {"mlflow.traceTag.written-by": "bob"})
+    status, info = trace_info(stack, login(stack, "carol"), f"tr-{trace_hex}")
+    assert status == 200 and "written-by" not in info["tags"], (sent, info.get("tags"))
+
+
+def test_a_teammate_cannot_move_another_teammates_trace_into_his_experiment(stack):
+    bob, (trace_hex, hers) = login(stack, "bob"), carols_trace_bob_cannot_read(stack)
+    his = experiment_of(stack, bob, "bobs-own-traces")
+    start = {"trace": {"trace_info": {"trace_id": f"tr-{trace_hex}", "request_time": "2026-01-01T00:00:00Z",
+                                      "state": "OK", "trace_location": {"type": "MLFLOW_EXPERIMENT",
+                                                                        "mlflow_experiment": {"experiment_id": his}}}}}
+    started = call(stack.url, "/api/3.0/mlflow/traces", "POST", start, bob)[0]
+    read = call(stack.url, f"/ajax-api/3.0/mlflow/get-trace-artifact?request_id=tr-{trace_hex}", auth=bob)
+    status, info = trace_info(stack, login(stack, "carol"), f"tr-{trace_hex}")
+    assert "private prompt" not in read[2] and read[0] in (403, 404), (started, read[0], status)
+    assert status == 200 and info["trace_location"]["mlflow_experiment"]["experiment_id"] == hers, (started, status)
 
 
 # ---- files on disk, read by a second local account ----
