@@ -74,11 +74,14 @@ WORKSPACES = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/workspaces(?:/|$)", re.I)
 API = re.compile(r"^/(?:ajax-)?api/", re.I)
 BINARY_BODIES = re.compile(r"/mlflow-artifacts/|/mlflow/upload-artifact$", re.I)
 CREATE_EXPERIMENT = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/experiments/create$", re.I)
-# A trace's tags that say where the server reads and writes its files (MLflow refuses changes to the spans' and the
-# archive's, not to mlflow.artifactLocation, which get-trace-artifact reads a trace's attachments from: a folder of
-# the user's, with a file swapped for a link between MLflow's check and its read, served the stack's secrets.env).
-TRACE_TAGS = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/traces/[^/]+/tags$", re.I)
-LOCATION_TAG = re.compile(r"^\s*mlflow\..*location", re.I)
+# MLflow's tracing (GenAI traces; the project logs none), read-only: a trace names where the server reads its files
+# (its tag mlflow.artifactLocation, which MLflow lets a client set through the tag routes, the v2 end-trace route
+# and OTLP span attributes: a folder of the user's, with a file swapped for a link between MLflow's check of the
+# path and its read, and get-trace-artifact served secrets.env), and OTLP and start-trace v3 write into, or move,
+# a trace of another experiment by its id. Every request that writes traces is refused; the reads stay.
+TRACE_WRITES = re.compile(r"^/(?:v1/traces|(?:ajax-)?api/[^/]+/mlflow/traces)(?:/|$)", re.I)
+TRACE_READS = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/traces/(?:search|batchGetInfos|calculate-filter-correlation"
+                         r"|metrics)$", re.I)
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # The one route that reads a form (MLflow's sign-up page posts one): every other body of an API route is checked
 # as JSON, whatever its Content-Type says (MLflow's handlers read a body as JSON when the header starts so).
@@ -104,11 +107,16 @@ def route_path(path: str, prefix: str = "") -> str:
     return path
 
 
-def refused(path: str, method: str, sent: str) -> bool:
-    """Whether the route is refused: `path` as route_path resolves it, or `sent`, the path as the client sent it
+def refused(path: str, method: str, sent: str) -> str | None:
+    """Why the route is refused, or None: `path` as route_path resolves it, or `sent`, the path as the client sent it
     (the static prefix removed), which is what MLflow routes: a path parameter of `..` climbs out of a refused
     prefix only once resolved (/gateway/../mlflow/invocations reaches /gateway/{endpoint_name}/mlflow/invocations)."""
-    return any(REFUSED.match(p) or (method != "GET" and WORKSPACES.match(p)) for p in (path, sent))
+    for p in (path, sent):
+        if REFUSED.match(p) or (method != "GET" and WORKSPACES.match(p)):
+            return "it would run commands on the server's host or change the server's configuration"
+        if method not in ("GET", "HEAD") and TRACE_WRITES.match(p) and not TRACE_READS.match(p):
+            return "MLflow's traces are read-only here (the project logs none; a trace names where the server reads)"
+    return None
 
 
 def scrub(message: str) -> str:
@@ -171,8 +179,7 @@ def proto_routes(prefix: str = "") -> list[tuple[re.Pattern, frozenset[str], typ
     return routes
 
 
-def body_problem(body: bytes, message_class: type[Message] | None, create_experiment: bool,
-                 trace_tags: bool = False) -> str | None:
+def body_problem(body: bytes, message_class: type[Message] | None, create_experiment: bool) -> str | None:
     """Why a JSON body is refused (one line), or None."""
     if not body.strip():
         return None
@@ -192,9 +199,6 @@ def body_problem(body: bytes, message_class: type[Message] | None, create_experi
     if create_experiment and (value.get("artifact_location") or value.get("artifactLocation")):
         return ("artifact_location is not accepted: this server keeps every experiment's artifacts under its "
                 "own artifact root; leave it out")
-    if trace_tags and LOCATION_TAG.match(str(value.get("key", ""))):
-        return (f"the trace tag {str(value['key'])[:100]!r} is not accepted: this server decides where a trace's "
-                "files are")
     if message_class is not None:
         try:
             ParseDict(value, message_class(), ignore_unknown_fields=True)
@@ -408,10 +412,9 @@ class Guard:
                 return await answer(send, 401, "UNAUTHENTICATED", "You are not authenticated.",
                                     [(b"www-authenticate", b'Basic realm="mlflow"')])
             return await self.app(scope, receive, send)
-        if refused(path, method, sent):
+        if why := refused(path, method, sent):
             return await answer(send, 403, "PERMISSION_DENIED",
-                                f"{method} {path} is switched off on this server: it would run commands on the "
-                                "server's host or change the server's configuration")
+                                f"{method} {path} is switched off on this server: {why}")
         if login_needed:
             return await self.logging_in(scope, receive, send, path, method, headers, credentials)
         return await self.checked(scope, receive, send, path, method, headers)
@@ -430,8 +433,7 @@ class Guard:
             else:
                 message_class = next((cls for regex, methods, cls in self.routes
                                       if method in methods and regex.match(path)), None)
-                problem = body_problem(body, message_class, bool(CREATE_EXPERIMENT.match(path)),
-                                       bool(TRACE_TAGS.match(path)))
+                problem = body_problem(body, message_class, bool(CREATE_EXPERIMENT.match(path)))
             if problem:
                 return await answer(send, 400, "INVALID_PARAMETER_VALUE", problem)
             receive = replaying(body, receive)
