@@ -2,6 +2,7 @@
 root, commands sent through warm_client.py as `pipeline/python` and the Ray nodes send them."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -330,7 +332,33 @@ conn.sendall(b'{"pid": 1}\\n{"exit": 0}\\n')   # the command "ran", and succeede
 """
 
 
-def test_the_client_sends_nothing_to_another_accounts_socket(tmp_path):
+@contextlib.contextmanager
+def another_account_listening(script: str, *args: str):
+    """`script` listening as another account (nobody) on a socket in a folder of that account, in a stand-in for /tmp
+    that the account reaches: what another account can make once an interpreter removed its folder. Yields (the
+    stand-in, the socket, the process); skipped where switching accounts needs root."""
+    if os.getuid() != 0:
+        pytest.skip("switching to another account needs root")
+    shared = Path(tempfile.mkdtemp(prefix="warm-other-"))
+    try:
+        shared.chmod(0o711)
+        taken = shared / "linclass-warm-name"
+        taken.mkdir()
+        os.chown(taken, 65534, 65534)
+        other = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                                  "-I", "-S", "-c", script, str(taken / "socket"), *args], stdout=subprocess.PIPE,
+                                 text=True)
+        try:
+            assert other.stdout is not None and other.stdout.readline().strip() == "listening"
+            yield shared, taken / "socket", other
+        finally:
+            other.kill()
+            other.wait()
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_the_client_sends_nothing_to_another_accounts_socket():
     """serving()'s folder (<tmp>/linclass-warm-XXXX) is removed when its interpreter stops while idle, and the
     pipeline's environment still names the socket: another account that sees the name in /tmp makes the folder
     again with a socket of its own. The client sent it its whole environment (MLFLOW_TRACKING_TOKEN, cloud keys)
@@ -339,38 +367,16 @@ def test_the_client_sends_nothing_to_another_accounts_socket(tmp_path):
     interpreter of its own account there (SO_PEERCRED); others run fresh. Both checks, one at a time: another
     account's folder (the client does not connect), and another account's socket moved into a private folder of
     this account (it connects, and sends nothing)."""
-    if os.getuid() != 0:
-        pytest.skip("switching to another account needs root")
-    import tempfile
-
     for case in ("another account's folder", "another account's socket in a private folder"):
-        shared = Path(tempfile.mkdtemp(prefix="warm-thief-"))   # a stand-in for /tmp: the other account reaches it
-        try:
-            shared.chmod(0o711)
-            taken = shared / "linclass-warm-name"
-            taken.mkdir()
-            os.chown(taken, 65534, 65534)
-            thief = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-                                      "-I", "-S", "-c", THIEF, str(taken / "socket"), "10"], stdout=subprocess.PIPE,
-                                     text=True)
-            try:
-                assert thief.stdout is not None and thief.stdout.readline().strip() == "listening"
-                socket_path = taken / "socket"
-                if case.endswith("private folder"):
-                    private = shared / "private"
-                    private.mkdir(mode=0o700)
-                    os.rename(socket_path, private / "socket")   # (root moves it: no other account could)
-                    socket_path = private / "socket"
-                done = client(socket_path, "-c", "print('the stage ran')",
-                              env={"MLFLOW_TRACKING_TOKEN": "secret-token"})
-                said = thief.communicate(timeout=60)[0]
-            finally:
-                thief.kill()
-                thief.wait()
-            assert said.strip() == "got nothing", (case, said)
-            assert done.returncode == 0 and done.stdout == "the stage ran\n", done.stdout + done.stderr
-        finally:
-            shutil.rmtree(shared)
+        with another_account_listening(THIEF, "10") as (shared, socket_path, thief):
+            if case.endswith("private folder"):
+                (shared / "private").mkdir(mode=0o700)
+                os.rename(socket_path, shared / "private" / "socket")   # (root moves it: no other account could)
+                socket_path = shared / "private" / "socket"
+            done = client(socket_path, "-c", "print('the stage ran')", env={"MLFLOW_TRACKING_TOKEN": "secret-token"})
+            said = thief.communicate(timeout=60)[0]
+        assert said.strip() == "got nothing", (case, said)
+        assert done.returncode == 0 and done.stdout == "the stage ran\n", done.stdout + done.stderr
 
 
 SQUATTER = """
@@ -385,46 +391,27 @@ time.sleep(120)
 """
 
 
-def test_another_accounts_socket_that_never_answers_does_not_hang_the_stage(tmp_path):
+def test_another_accounts_socket_that_never_answers_does_not_hang_the_stage():
     """Found by an attack: as in test_the_client_sends_nothing_to_another_accounts_socket, another account makes
     the removed folder again, but its socket never accepts. The client's connect() then waited until that account
     let it go, with SIGTERM, SIGINT and SIGHUP blocked: the stage hung and Ctrl-C did nothing."""
-    if os.getuid() != 0:
-        pytest.skip("switching to another account needs root")
-    import tempfile
-
-    shared = Path(tempfile.mkdtemp(prefix="warm-squatter-"))   # a stand-in for /tmp: the other account reaches it
-    try:
-        shared.chmod(0o711)
-        taken = shared / "linclass-warm-name"
-        taken.mkdir()
-        os.chown(taken, 65534, 65534)
-        squatter = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-                                     "-I", "-S", "-c", SQUATTER, str(taken / "socket")], stdout=subprocess.PIPE,
-                                    text=True)
+    with another_account_listening(SQUATTER) as (_, socket_path, _):
+        stage = subprocess.Popen([sys.executable, "-I", "-S", str(CLIENT), "-c", "print('the stage ran')"],
+                                 stdout=subprocess.PIPE, text=True,
+                                 env={**os.environ, "LINCLASS_WARM_SOCKET": str(socket_path)})
         try:
-            assert squatter.stdout is not None and squatter.stdout.readline().strip() == "listening"
-            stage = subprocess.Popen([sys.executable, "-I", "-S", str(CLIENT), "-c", "print('the stage ran')"],
-                                     stdout=subprocess.PIPE, text=True,
-                                     env={**os.environ, "LINCLASS_WARM_SOCKET": str(taken / "socket")})
+            out, _ = stage.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            stage.terminate()   # what Ctrl-C or a stop does: it should end the stage
             try:
-                out, _ = stage.communicate(timeout=30)
+                stage.wait(timeout=5)
+                said = f"the stage hung 30 s, and a SIGTERM ended it: {stage.returncode}"
             except subprocess.TimeoutExpired:
-                stage.terminate()   # what Ctrl-C or a stop does: it should end the stage
-                try:
-                    stage.wait(timeout=5)
-                    said = f"the stage hung 30 s, and a SIGTERM ended it: {stage.returncode}"
-                except subprocess.TimeoutExpired:
-                    said = "the stage hung 30 s, and a SIGTERM did not end it"
-                stage.kill()
-                stage.wait()
-                pytest.fail(said)
-        finally:
-            squatter.kill()
-            squatter.wait()
-        assert stage.returncode == 0 and out == "the stage ran\n", out
-    finally:
-        shutil.rmtree(shared)
+                said = "the stage hung 30 s, and a SIGTERM did not end it"
+            stage.kill()
+            stage.wait()
+            pytest.fail(said)
+    assert stage.returncode == 0 and out == "the stage ran\n", out
 
 
 def test_a_stage_that_wants_other_blas_threads_reexecutes_fresh(tmp_path):
