@@ -28,10 +28,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import test_stack
 from conftest import BIN, MLFLOW_SERVER_ENV, ROOT, free_port, serving
 from test_stack import Stack, services
 
 pytestmark = pytest.mark.slow
+s3_server = test_stack.s3_server   # a fixture: moto's S3 server with the bucket linclass-team
 
 if os.geteuid() != 0:
     pytest.skip("the attacks of a second local account need root (runuser, setpriv)", allow_module_level=True)
@@ -765,6 +767,43 @@ def test_no_request_writes_a_trace_and_the_reads_stay(stack, base):
                   {"locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment}}]},
                   bob)
     assert search[0] == 200 and json.loads(search[2]).get("traces", []) == [], search[:3]
+
+
+def test_a_model_version_reads_no_teammates_artifacts_from_the_stacks_bucket(base, s3_server):
+    # Found by an attack: with the artifacts in S3 (LINCLASS_ARTIFACTS=s3://bucket/prefix, a documented setting),
+    # MLflow (3.17) lets a model version's source be any s3:// URI (it checks runs:/, models:/, mlflow-artifacts: and
+    # local paths against the request's run or logged model, nothing else), and /model-versions/get-artifact reads it
+    # with the server's credentials. bob registers a model of his whose version's source is carol's run's folder in the
+    # bucket (<prefix>/<experiment id>/<run id>/artifacts) and downloads her artifacts (any object the credentials
+    # reach: the whole bucket, the team's DVC remote if it is there too).
+    endpoint, aws = s3_server
+    folder = base / "s3-stack"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}, **aws,
+           "LINCLASS_SERVICES_DIR": str(folder), "LINCLASS_MLFLOW_PORT": str(free_port()),
+           "LINCLASS_PG_PORT": str(free_port()), "LINCLASS_ARTIFACTS": "s3://linclass-team/mlflow",
+           "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    up = services(env, "up")
+    try:
+        stack = Stack(folder, env, up, 0.0)
+        for name in ("bob", "carol"):
+            add_user(stack, name)
+        bob, carol = login(stack, "bob"), login(stack, "carol")
+        experiment = json.loads(call(stack.url, "/api/2.0/mlflow/experiments/create", "POST",
+                                     {"name": "carols-models"}, carol)[2])["experiment_id"]
+        run = json.loads(call(stack.url, "/api/2.0/mlflow/runs/create", "POST", {"experiment_id": experiment},
+                              carol)[2])["run"]["info"]["run_id"]
+        assert call(stack.url, f"/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/model/MLmodel",
+                    "PUT", b"carols-weights", carol)[0] == 200
+        assert call(stack.url, f"/get-artifact?path=model/MLmodel&run_uuid={run}", auth=bob)[0] == 403
+        assert call(stack.url, "/api/2.0/mlflow/registered-models/create", "POST", {"name": "bobs-model"},
+                    bob)[0] == 200
+        created, _, text, _ = call(stack.url, "/api/2.0/mlflow/model-versions/create", "POST", {
+            "name": "bobs-model", "source": f"s3://linclass-team/mlflow/{experiment}/{run}/artifacts"}, bob)
+        got = call(stack.url, "/model-versions/get-artifact?path=model/MLmodel&name=bobs-model&version=1",
+                   auth=bob) if created == 200 else (None, {}, "", 0.0)
+        assert created == 400 and "carols-weights" not in got[2], (created, text[:300], got[0], got[2][:100])
+    finally:
+        services(env, "down", check=False)
 
 
 # ---- script a teammate stores, run in another teammate's browser on the stack's origin ----
