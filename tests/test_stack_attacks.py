@@ -806,6 +806,44 @@ def test_a_model_version_reads_no_teammates_artifacts_from_the_stacks_bucket(bas
         services(env, "down", check=False)
 
 
+def test_a_teammate_without_grants_reads_no_model_of_the_projects_registry(stack, monkeypatch):
+    # Found by an attack: the pipeline's evaluate registers every model in the registered model named like the
+    # project's experiment (registry.register: "already exists" is taken as its own), which nobody creates ahead of
+    # it, unlike the experiment (grant: admin_experiment). bob, with no grant on the project, creates it first (he
+    # MANAGEs it) and lets carol write to it; carol's evaluate registers her model there, and bob downloads it through
+    # /model-versions/get-artifact (MLflow checks the registered model's permission only). Not granting it makes
+    # carol's evaluate fail instead (403).
+    from mlflow.tracking import MlflowClient
+
+    from linclass.orchestration.services import grant
+    from linclass.settings import Tracking
+    from linclass.tracking import registry
+
+    bob, carol = login(stack, "bob"), login(stack, "carol")
+    project = Tracking().experiment
+    grant(stack.url, stack.secrets["MLFLOW_AUTH_ADMIN_PASSWORD"], "carol", project, "EDIT")   # as --grant does
+    experiment = json.loads(call(stack.url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={project}",
+                                 auth=carol)[2])["experiment"]["experiment_id"]
+    assert call(stack.url, f"/api/2.0/mlflow/experiments/get?experiment_id={experiment}", auth=bob)[0] == 403
+    squatted = call(stack.url, "/api/2.0/mlflow/registered-models/create", "POST", {"name": project}, bob)[0]
+    if squatted == 200:
+        assert call(stack.url, "/api/3.0/mlflow/users/permissions/grant", "POST",
+                    {"username": "carol", "resource_type": "registered_model", "resource_id": project,
+                     "permission": "EDIT"}, bob)[0] == 200
+    for name, value in (("MLFLOW_TRACKING_URI", stack.url), ("MLFLOW_TRACKING_USERNAME", carol[0]),
+                        ("MLFLOW_TRACKING_PASSWORD", carol[1])):
+        monkeypatch.setenv(name, value)
+    client = MlflowClient()
+    run = client.create_run(experiment)
+    model = client.create_logged_model(experiment, name="model", source_run_id=run.info.run_id)
+    where = f"{experiment}/models/{model.model_id}/artifacts/MLmodel"
+    assert call(stack.url, f"/api/2.0/mlflow-artifacts/artifacts/{where}", "PUT", b"carols-model", carol)[0] == 200
+    version = registry.register(client, project, run.info.run_id, model.model_id, {"model": "svm-l2"})
+    status, _, text, _ = call(stack.url, f"/model-versions/get-artifact?path=MLmodel&name={project}&version={version}",
+                              auth=bob)
+    assert status == 403 and "carols-model" not in text, (squatted, status, text[:100])
+
+
 # ---- script a teammate stores, run in another teammate's browser on the stack's origin ----
 
 # What carol's browser does once she clicks the link bob planted: as carol (her login, which the browser keeps, on the
