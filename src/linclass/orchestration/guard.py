@@ -83,6 +83,13 @@ TRACE_WRITES = re.compile(r"^/(?:v1/traces|(?:ajax-)?api/[^/]+/mlflow/traces)(?:
 TRACE_READS = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/traces/(?:search|batchGetInfos|calculate-filter-correlation"
                          r"|metrics)$", re.I)
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# A model version's source: the server reads it with its own credentials (MLflow checks runs:/, models:/ and
+# mlflow-artifacts: against the request, and takes any s3:// as it is: another teammate's artifacts in the bucket).
+CREATE_MODEL_VERSION = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/model-versions/create$", re.I)
+MODEL_SOURCE = re.compile(r"^(?:runs:/|models:/|mlflow-artifacts:/(?!/))")
+# Every page's scripts come from the server itself: a `javascript:` link a teammate stored (a run's mlflow.source.name,
+# which the UI turns into its Source link) or any inline script does not run in another teammate's browser.
+POLICY = b"script-src 'self' 'unsafe-eval'; worker-src 'self' blob:; object-src 'none'; base-uri 'self'"
 # The one route that reads a form (MLflow's sign-up page posts one): every other body of an API route is checked
 # as JSON, whatever its Content-Type says (MLflow's handlers read a body as JSON when the header starts so).
 SIGN_UP = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/users/create-ui$", re.I)
@@ -179,7 +186,8 @@ def proto_routes(prefix: str = "") -> list[tuple[re.Pattern, frozenset[str], typ
     return routes
 
 
-def body_problem(body: bytes, message_class: type[Message] | None, create_experiment: bool) -> str | None:
+def body_problem(body: bytes, message_class: type[Message] | None, create_experiment: bool,
+                 create_model_version: bool = False) -> str | None:
     """Why a JSON body is refused (one line), or None."""
     if not body.strip():
         return None
@@ -199,6 +207,9 @@ def body_problem(body: bytes, message_class: type[Message] | None, create_experi
     if create_experiment and (value.get("artifact_location") or value.get("artifactLocation")):
         return ("artifact_location is not accepted: this server keeps every experiment's artifacts under its "
                 "own artifact root; leave it out")
+    if create_model_version and not MODEL_SOURCE.match(str(value.get("source", ""))):
+        return (f"the model version's source {str(value.get('source', ''))[:200]!r} is not accepted: give runs:/, "
+                "models:/ or mlflow-artifacts:/ (this server's own artifacts)")
     if message_class is not None:
         try:
             ParseDict(value, message_class(), ignore_unknown_fields=True)
@@ -258,6 +269,16 @@ async def read_body(receive) -> bytes | None:
         if not message.get("more_body"):
             break
     return bytes(body)
+
+
+def with_policy(send):
+    """`send` with the Content-Security-Policy (POLICY) on every answer."""
+    async def sending(message):
+        if message["type"] == "http.response.start":
+            kept = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-security-policy"]
+            message = {**message, "headers": [*kept, (b"content-security-policy", POLICY)]}
+        await send(message)
+    return sending
 
 
 def replaying(body: bytes, receive):
@@ -379,6 +400,7 @@ class Guard:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             return
+        send = with_policy(send)
         path, method = route_path(scope["path"], self.prefix), scope["method"].upper()
         sent = scope["path"][len(self.prefix):] if self.prefix and scope["path"].startswith(self.prefix + "/") \
             else scope["path"]
@@ -433,7 +455,8 @@ class Guard:
             else:
                 message_class = next((cls for regex, methods, cls in self.routes
                                       if method in methods and regex.match(path)), None)
-                problem = body_problem(body, message_class, bool(CREATE_EXPERIMENT.match(path)))
+                problem = body_problem(body, message_class, bool(CREATE_EXPERIMENT.match(path)),
+                                       bool(CREATE_MODEL_VERSION.match(path)))
             if problem:
                 return await answer(send, 400, "INVALID_PARAMETER_VALUE", problem)
             receive = replaying(body, receive)

@@ -548,6 +548,7 @@ def up(folder: Path) -> str:
     write_user_env(folder, state, ADMIN, admin, account)
     for experiment in project_experiments():   # the admin's from the start: a teammate who made one would own it
         admin_experiment(url, admin, experiment)
+    admin_registered_model(url, admin, project_experiments()[0])   # and the registry's (evaluate's), likewise
     state["start_seconds"] = round(time.monotonic() - start, 2)
     save_state(folder, state, account)
     back = f" (started: {', '.join(brought_back)})" if 0 < len(brought_back) < 1 + cfg["local_postgres"] else ""
@@ -708,6 +709,16 @@ def admin_experiment(url: str, admin_password: str, experiment: str) -> str:
     return experiment_id
 
 
+def admin_registered_model(url: str, admin_password: str, name: str) -> None:
+    """The registered model `name` (the project's: evaluate registers its models in the one named like its training
+    experiment), created by the admin when there is none: a teammate who made it first would MANAGE it, and read every
+    model registered there."""
+    code, body = api(url, "/api/2.0/mlflow/registered-models/create", user=ADMIN, password=admin_password,
+                     body={"name": name})
+    if code != 200 and body.get("error_code") != "RESOURCE_ALREADY_EXISTS":
+        raise ServiceError(f"cannot create registered model {name!r}: HTTP {code} {body.get('message', body)}")
+
+
 def with_studies(grants: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """The grants, each one on the project's training experiment repeated on its studies experiment (the study
     and report runs of the same pipeline), unless the studies experiment has a grant of its own."""
@@ -726,6 +737,12 @@ def grant(url: str, admin_password: str, user: str, experiment: str, permission:
               f"cannot grant {permission} on {experiment!r} to {user!r}",
               {"username": user, "resource_type": "experiment",
                "resource_id": admin_experiment(url, admin_password, experiment), "permission": permission})
+    if experiment == project_experiments()[0]:   # its registered model goes with it (evaluate registers there)
+        admin_registered_model(url, admin_password, experiment)
+        admin_api(url, admin_password, "/api/3.0/mlflow/users/permissions/grant",
+                  f"cannot grant {permission} on the registered model {experiment!r} to {user!r}",
+                  {"username": user, "resource_type": "registered_model", "resource_id": experiment,
+                   "permission": permission})
 
 
 def env_lines(folder: Path, user: str) -> list[str]:
