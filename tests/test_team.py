@@ -203,12 +203,13 @@ def test_evaluates_moving_the_champion_at_once_all_succeed(server):
     client = MlflowClient(url)
     name = "race-" + hashlib.md5(str(free_port()).encode()).hexdigest()[:8]
     client.create_registered_model(name)
+    run = client.create_run("0").info.run_id   # a version's source: runs:/, models:/ or this server's artifacts
     selection = {"runner_up": "svm-l2", "val_p_value": 0.5}
 
     def at_once(write, rounds: int, stop_at_failure: bool) -> list[str]:
         errors: list[str] = []
         for _ in range(rounds):
-            version = client.create_model_version(name, "s3://bucket/model").version   # its tags all new
+            version = client.create_model_version(name, f"runs:/{run}/model", run_id=run).version   # tags all new
             barrier = threading.Barrier(6)
 
             def one(version=version, barrier=barrier):
